@@ -1,0 +1,41 @@
+# Two commands for people: `make demo` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+            command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Isolate ROS 2 traffic to this machine unless the caller chose otherwise.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export PYTHONUNBUFFERED := 1
+# Two cores: keep BLAS/torch from oversubscribing them in tests and benchmarks.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml ros_ws/src/s2r_ros/setup.py
+	@test -n "$(PYTHON)" || { echo "error: need Python >= 3.11 (python3.11 or newer on PATH)"; exit 1; }
+	@echo "[s2r] creating $(VENV) with $(PYTHON) and installing (first run only, ~2 min)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ros_ws/src/s2r_ros
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/s2r demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	@mkdir -p bench_out
+	@for b in benchmarks/bench_*.py; do \
+	  n=$$(basename $$b .py); echo "== $$n"; \
+	  $(PY) $$b --json bench_out/$$n.json || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info ros_ws/build ros_ws/install ros_ws/log

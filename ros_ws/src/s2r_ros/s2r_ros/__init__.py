@@ -1,0 +1,1 @@
+"""ROS 2 nodes of s2r (thin wrappers over the libraries)."""

@@ -1,0 +1,361 @@
+"""Hardware configs: one YAML per robot setup, validated into typed objects.
+
+Every problem is reported as one `ConfigError` naming the file, the key path and the reason,
+e.g. ``hardware_configs/x.yaml: joints[2].limits.position: lower 1.2 >= upper 0.5``.
+The schema is documented in hardware_configs/README.md.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drivers.types import CommandMode, DriverSpec, JointLimits
+
+HARDWARE_MODES = ("auto", "sim", "real")
+SIM_ROBOTS = ("panda", "hand16")
+KNOWN_DRIVERS = ("sim", "dynamixel", "ros2")
+CAMERA_SOURCES = ("sim", "device")
+
+
+class ConfigError(ValueError):
+    def __init__(self, file: str, key: str, reason: str):
+        self.file, self.key, self.reason = file, key, reason
+        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    name: str
+    limits: JointLimits
+    kp: float
+    kd: float
+    offset: float = 0.0
+    sign: int = 1
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    source: str
+    width: int
+    height: int
+    rate_hz: float
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    position: tuple[float, float, float]
+    rpy: tuple[float, float, float]
+    parent: str = "world"
+    device: str | int | None = None
+    near: float = 0.01
+    far: float = 5.0
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    max_position_step: float = 0.05
+    watchdog_periods: float = 2.0
+    velocity_scale: float = 1.0
+    effort_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    physics_hz: float = 1000.0
+    realtime: bool = True
+    gravity_compensation: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class HilConfig:
+    tracking_tolerance: float = 0.05
+    sweep_amplitude: float = 0.2
+    min_state_rate_ratio: float = 0.8
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    path: str
+    name: str
+    robot: str
+    hardware: str
+    control_rate_hz: float
+    driver_type: str
+    driver_params: dict
+    modes: frozenset[CommandMode]
+    joints: tuple[JointConfig, ...]
+    cameras: tuple[CameraConfig, ...] = ()
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    hil: HilConfig = field(default_factory=HilConfig)
+    description: str = ""
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return tuple(j.name for j in self.joints)
+
+    def spec(self) -> DriverSpec:
+        return DriverSpec(self.joint_names, tuple(j.limits for j in self.joints), self.modes,
+                          self.control_rate_hz)
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason)
+
+
+# --------------------------------------------------------------------------------------------
+class _Reader:
+    """Typed access to a YAML mapping that remembers the key path for error messages."""
+
+    def __init__(self, file: str, data: Any, path: str = ""):
+        self.file, self.path = file, path
+        if not isinstance(data, dict):
+            raise ConfigError(file, path, f"expected a mapping, got {_tname(data)}")
+        self.data = data
+        self.used: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def fail(self, k: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, self.key(k) if k else self.path, reason)
+
+    def get(self, k: str, kind, default=..., check=None):
+        self.used.add(k)
+        if k not in self.data or self.data[k] is None:
+            if default is ...:
+                raise self.fail(k, "missing required key")
+            return default
+        v = self.data[k]
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise self.fail(k, f"expected a number, got {_tname(v)} {v!r}")
+            v = float(v)
+            if not math.isfinite(v):
+                raise self.fail(k, f"must be finite, got {v}")
+        elif kind is int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise self.fail(k, f"expected an integer, got {_tname(v)} {v!r}")
+        elif kind is bool:
+            if not isinstance(v, bool):
+                raise self.fail(k, f"expected true/false, got {_tname(v)} {v!r}")
+        elif kind is str:
+            if not isinstance(v, str) or not v:
+                raise self.fail(k, f"expected a non-empty string, got {_tname(v)} {v!r}")
+        elif kind is list:
+            if not isinstance(v, list):
+                raise self.fail(k, f"expected a list, got {_tname(v)}")
+        elif kind is dict:
+            return _Reader(self.file, v, self.key(k))
+        if check is not None:
+            reason = check(v)
+            if reason:
+                raise self.fail(k, reason)
+        return v
+
+    def sub(self, k: str, required: bool = False) -> "_Reader":
+        if required:
+            return self.get(k, dict)
+        return self.get(k, dict, default=None) or _Reader(self.file, {}, self.key(k))
+
+    def vec(self, k: str, n: int, default=...):
+        v = self.get(k, list, default=default)
+        if v is default and default is not ...:
+            return default
+        if len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise self.fail(k, f"expected a list of {n} numbers, got {v!r}")
+        return tuple(float(x) for x in v)
+
+    def done(self, allowed_extra: bool = False) -> None:
+        if allowed_extra:
+            return
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (check the spelling; the schema is in "
+                                        "hardware_configs/README.md)")
+
+
+def _tname(v) -> str:
+    return {dict: "mapping", list: "list", str: "string", type(None): "nothing"}.get(type(v), type(v).__name__)
+
+
+def _positive(v):
+    return None if v > 0 else f"must be > 0, got {v}"
+
+
+def _nonneg(v):
+    return None if v >= 0 else f"must be >= 0, got {v}"
+
+
+def _one_of(options):
+    return lambda v: None if v in options else f"must be one of {', '.join(options)}; got {v!r}"
+
+
+# --------------------------------------------------------------------------------------------
+def resolve_config_path(name: str | Path) -> Path:
+    """A path, or a bare name looked up in hardware_configs/ (`panda_sim` -> .../panda_sim.yaml)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    root = Path(__file__).resolve().parent.parent / "hardware_configs"
+    for cand in (root / p.name, root / f"{p.name}.yaml"):
+        if cand.exists():
+            return cand
+    return p
+
+
+def load_config(path: str | Path) -> HardwareConfig:
+    p = resolve_config_path(path)
+    file = str(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except OSError as e:
+        raise ConfigError(file, "", f"cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(file, where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        raise ConfigError(file, "", "file is empty")
+    return parse_config(data, file)
+
+
+def parse_config(data: Any, file: str = "<config>") -> HardwareConfig:
+    r = _Reader(file, data)
+    name = r.get("name", str)
+    description = r.get("description", str, default="")
+    robot = r.get("robot", str, check=_one_of(SIM_ROBOTS))
+    hardware = r.get("hardware", str, default="auto", check=_one_of(HARDWARE_MODES))
+    rate = r.get("control_rate_hz", float, check=_positive)
+
+    d = r.sub("driver", required=True)
+    driver_type = d.get("type", str, check=_one_of(KNOWN_DRIVERS))
+    modes_raw = d.get("modes", list, default=["position", "velocity", "effort"])
+    modes = set()
+    for m in modes_raw:
+        if m not in {c.value for c in CommandMode}:
+            raise d.fail("modes", f"unknown command mode {m!r} (position, velocity, effort)")
+        modes.add(CommandMode(m))
+    if not modes:
+        raise d.fail("modes", "at least one command mode is required")
+    driver_params = {k: v for k, v in d.data.items() if k not in ("type", "modes")}
+    if hardware == "real" and driver_type == "sim":
+        raise r.fail("hardware", "'real' needs a real driver, but driver.type is 'sim'")
+
+    s = r.sub("sim")
+    sim = SimConfig(
+        physics_hz=s.get("physics_hz", float, default=1000.0, check=_positive),
+        realtime=s.get("realtime", bool, default=True),
+        gravity_compensation=s.get("gravity_compensation", bool, default=True),
+        seed=s.get("seed", int, default=0),
+    )
+    s.done()
+    if sim.physics_hz < rate:
+        raise s.fail("physics_hz", f"must be >= control_rate_hz ({rate:g}), got {sim.physics_hz:g}")
+
+    joints = []
+    raw_joints = r.get("joints", list)
+    if not raw_joints:
+        raise r.fail("joints", "at least one joint is required")
+    seen: dict[str, int] = {}
+    for i, jd in enumerate(raw_joints):
+        j = _Reader(file, jd, f"joints[{i}]")
+        jname = j.get("name", str)
+        if jname in seen:
+            raise j.fail("name", f"duplicate joint name {jname!r} (also joints[{seen[jname]}])")
+        seen[jname] = i
+        lim = j.sub("limits", required=True)
+        lo, hi = lim.vec("position", 2)
+        if not lo < hi:
+            raise lim.fail("position", f"lower {lo:g} >= upper {hi:g}")
+        limits = JointLimits(lo, hi, lim.get("velocity", float, check=_positive),
+                             lim.get("effort", float, check=_positive))
+        lim.done()
+        g = j.sub("gains")
+        kp = g.get("kp", float, default=100.0, check=_nonneg)
+        kd = g.get("kd", float, default=10.0, check=_nonneg)
+        g.done()
+        c = j.sub("calibration")
+        offset = c.get("offset", float, default=0.0)
+        sign = c.get("sign", int, default=1, check=lambda v: None if v in (1, -1) else f"must be 1 or -1, got {v}")
+        c.done()
+        jid = j.get("id", int, default=None, check=_nonneg)
+        j.done()
+        joints.append(JointConfig(jname, limits, kp, kd, offset, sign, jid))
+
+    cams = []
+    cam_names = set()
+    for i, cd in enumerate(r.get("cameras", list, default=[])):
+        cams.append(_parse_camera(_Reader(file, cd, f"cameras[{i}]"), cam_names))
+
+    sf = r.sub("safety")
+    safety = SafetyConfig(
+        max_position_step=sf.get("max_position_step", float, default=0.05, check=_positive),
+        watchdog_periods=sf.get("watchdog_periods", float,
+                                default=2.0, check=lambda v: None if v >= 1 else f"must be >= 1, got {v}"),
+        velocity_scale=sf.get("velocity_scale", float, default=1.0,
+                              check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}"),
+        effort_scale=sf.get("effort_scale", float, default=1.0,
+                            check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}"),
+    )
+    sf.done()
+
+    h = r.sub("hil")
+    hil = HilConfig(
+        tracking_tolerance=h.get("tracking_tolerance", float, default=0.05, check=_positive),
+        sweep_amplitude=h.get("sweep_amplitude", float, default=0.2, check=_positive),
+        min_state_rate_ratio=h.get("min_state_rate_ratio", float, default=0.8,
+                                   check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}"),
+    )
+    h.done()
+    r.done()
+    return HardwareConfig(file, name, robot, hardware, rate, driver_type, driver_params,
+                          frozenset(modes), tuple(joints), tuple(cams), safety, sim, hil, description)
+
+
+def _parse_camera(c: _Reader, names: set) -> CameraConfig:
+    name = c.get("name", str)
+    if name in names:
+        raise c.fail("name", f"duplicate camera name {name!r}")
+    names.add(name)
+    source = c.get("source", str, default="sim", check=_one_of(CAMERA_SOURCES))
+    device = None
+    if source == "device":
+        c.used.add("device")
+        device = c.data.get("device")
+        if not isinstance(device, (int, str)) or isinstance(device, bool) or device == "":
+            raise c.fail("device", "a camera with source 'device' needs a device index or path")
+    width = c.get("width", int, check=_positive)
+    height = c.get("height", int, check=_positive)
+    rate = c.get("rate_hz", float, default=30.0, check=_positive)
+    intr = c.sub("intrinsics", required=True)
+    if "fov_deg" in intr.data:
+        fov = intr.get("fov_deg", float, check=lambda v: None if 0 < v < 180 else f"must be in (0, 180), got {v}")
+        fy = 0.5 * height / math.tan(math.radians(fov) / 2)
+        fx, cx, cy = fy, width / 2, height / 2
+    else:
+        fx = intr.get("fx", float, check=_positive)
+        fy = intr.get("fy", float, check=_positive)
+        cx = intr.get("cx", float, check=lambda v: None if 0 <= v <= width else f"must lie in the image [0, {width}], got {v}")
+        cy = intr.get("cy", float, check=lambda v: None if 0 <= v <= height else f"must lie in the image [0, {height}], got {v}")
+    intr.done()
+    ext = c.sub("extrinsics", required=True)
+    position = ext.vec("position", 3)
+    rpy = ext.vec("rpy", 3, default=(0.0, 0.0, 0.0))
+    parent = ext.get("parent", str, default="world")
+    ext.done()
+    near = c.get("near", float, default=0.01, check=_positive)
+    far = c.get("far", float, default=5.0, check=lambda v: None if v > near else f"must be > near ({near}), got {v}")
+    c.done()
+    return CameraConfig(name, source, width, height, rate, fx, fy, cx, cy, position, rpy, parent,
+                        device, near, far)
