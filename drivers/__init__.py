@@ -1,0 +1,15 @@
+"""Hardware abstraction layer: the Driver interface, its backends, and the safety layer around them."""
+from .base import Driver, DriverError, DriverFault, driver_factory, register_driver, registered_drivers
+from .types import Command, CommandMode, DriverSpec, JointLimits, RobotState
+from .safety import SafetyCounters, SafetyLayer
+
+
+def open_driver(config, hardware=None, **kw):
+    """See drivers.factory.open_driver (imported lazily: it pulls in pybullet)."""
+    from .factory import open_driver as _open
+    return _open(config, hardware, **kw)
+
+
+__all__ = ["Command", "CommandMode", "Driver", "DriverError", "DriverFault", "DriverSpec", "JointLimits",
+           "RobotState", "SafetyCounters", "SafetyLayer", "driver_factory", "open_driver", "register_driver",
+           "registered_drivers"]

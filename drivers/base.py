@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from typing import Callable
 
 from .types import Command, DriverSpec, RobotState
@@ -42,6 +43,10 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def disconnect(self) -> None: ...
+
+    def clock(self) -> float:
+        """The steady clock this driver's stamps use (time.monotonic; sim time in lockstep)."""
+        return time.monotonic()
 
     @property
     def connected(self) -> bool:

@@ -77,23 +77,33 @@ class RobotState:
 
 @dataclass
 class Command:
-    """One value per joint, in the driver's joint order."""
+    """One value per joint, in the driver's joint order (or in the order of `names`, if given).
+
+    `stamp` (same clock as the driver's) lets the safety layer refuse commands that are stale.
+    """
 
     mode: CommandMode
     values: np.ndarray
+    names: tuple[str, ...] | None = None
+    stamp: float | None = None
 
     def __post_init__(self):
         self.mode = CommandMode(self.mode)
-        self.values = np.asarray(self.values, dtype=float)
+        try:
+            self.values = np.asarray(self.values, dtype=float)
+        except (TypeError, ValueError):
+            self.values = np.full(1, np.nan)   # unparseable: the safety layer rejects it as non-finite
+        if self.names is not None:
+            self.names = tuple(self.names)
 
     @classmethod
-    def position(cls, values) -> "Command":
-        return cls(CommandMode.POSITION, values)
+    def position(cls, values, **kw) -> "Command":
+        return cls(CommandMode.POSITION, values, **kw)
 
     @classmethod
-    def velocity(cls, values) -> "Command":
-        return cls(CommandMode.VELOCITY, values)
+    def velocity(cls, values, **kw) -> "Command":
+        return cls(CommandMode.VELOCITY, values, **kw)
 
     @classmethod
-    def effort(cls, values) -> "Command":
-        return cls(CommandMode.EFFORT, values)
+    def effort(cls, values, **kw) -> "Command":
+        return cls(CommandMode.EFFORT, values, **kw)

@@ -1,0 +1,51 @@
+"""Opening a robot from its hardware config: pick the backend, fall back to sim, wrap in safety."""
+from __future__ import annotations
+
+import logging
+
+from .base import DriverError, driver_factory
+from .safety import SafetyLayer
+
+log = logging.getLogger("s2r.drivers")
+
+
+def open_driver(config, hardware: str | None = None, *, realtime: bool | None = None,
+                seed: int | None = None, watchdog_thread: bool | None = None) -> SafetyLayer:
+    """A connected driver behind the safety layer.
+
+    hardware: 'sim' | 'real' | 'auto' (default: the config's `hardware`). 'auto' tries the real
+    driver and, when it does not connect, falls back -- loudly -- to the simulator with the same
+    joint spec. realtime/seed apply to the simulator. The watchdog thread runs by default whenever
+    the robot runs on its own clock (real hardware, or the simulator in real time).
+    """
+    from .sim_driver import SimDriver
+
+    mode = hardware or config.hardware
+    if mode not in ("auto", "sim", "real"):
+        raise ValueError(f"hardware must be auto, sim or real; got {mode!r}")
+    fallback = False
+    if mode == "sim" or config.driver_type == "sim":
+        if mode == "real":
+            raise DriverError(f"{config.path}: hardware 'real' requested but driver.type is 'sim'")
+        driver = SimDriver(config, realtime=realtime, seed=seed)
+        driver.connect()
+    else:
+        driver = driver_factory(config.driver_type)(config)
+        try:
+            driver.connect()
+        except (DriverError, OSError) as e:
+            if mode == "real":
+                raise DriverError(f"{config.name}: {config.driver_type} driver did not connect: {e}") from None
+            banner = "!" * 78
+            log.warning("\n%s\n!! %s: the real %s driver did not connect (%s).\n!! FALLING BACK TO THE "
+                        "SIMULATOR with the same joint spec. Nothing real will move.\n%s",
+                        banner, config.name, config.driver_type, e, banner)
+            driver = SimDriver(config, realtime=True if realtime is None else realtime, seed=seed)
+            driver.connect()
+            fallback = True
+    safety = SafetyLayer(driver, config.safety, backend=driver.name, fallback=fallback)
+    safety.connect()
+    runs_on_own_clock = getattr(driver, "realtime", True)
+    if watchdog_thread if watchdog_thread is not None else runs_on_own_clock:
+        safety.start_watchdog()
+    return safety

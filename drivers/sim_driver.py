@@ -1,0 +1,130 @@
+"""The PyBullet driver: the simulated robot behind the same interface as the real ones.
+
+Two clocks:
+- real time (`realtime=True`, like a robot, for ROS): a thread steps physics one control period
+  at a time on a steady clock; read/write just exchange data with it.
+- lockstep (`realtime=False`, for training and tests): every `write()` or `hold()` advances the
+  simulation by exactly one control period, so the same seed and commands give bit-identical states.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from sim.robots import Simulation, robot_model
+
+from .base import Driver, DriverError, register_driver
+from .types import Command, CommandMode, DriverSpec, RobotState
+
+
+class SimDriver(Driver):
+    name = "sim"
+
+    def __init__(self, config, realtime: bool | None = None, seed: int | None = None):
+        self.config = config
+        self.realtime = config.sim.realtime if realtime is None else realtime
+        self.seed = config.sim.seed if seed is None else seed
+        self._spec = config.spec()
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._connected = False
+        self.simulation: Simulation | None = None
+        self.sim = None     # the SimRobot, once connected
+        self.missed_periods = 0
+
+    @property
+    def spec(self) -> DriverSpec:
+        return self._spec
+
+    def clock(self) -> float:
+        if self.realtime or self.simulation is None:
+            return time.monotonic()
+        return self.simulation.time
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> None:
+        if self._connected:
+            return
+        cfg = self.config
+        self.simulation = Simulation(cfg.sim.physics_hz)
+        self._substeps = max(1, round(cfg.sim.physics_hz / cfg.control_rate_hz))
+        self.sim = self.simulation.add_robot(
+            robot_model(cfg.robot), cfg.joint_names,
+            kp=[j.kp for j in cfg.joints], kd=[j.kd for j in cfg.joints],
+            effort_limits=[j.limits.effort for j in cfg.joints],
+            gravity_compensation=cfg.sim.gravity_compensation)
+        # Start inside the configured limits even if the model's home posture is not.
+        q0 = np.clip(self.sim.q_home, self._spec.lower, self._spec.upper)
+        self.sim.reset(q0)
+        self.rng = np.random.default_rng(self.seed)
+        self._connected = True
+        if self.realtime:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="sim-driver", daemon=True)
+            self._thread.start()
+
+    def disconnect(self) -> None:
+        if not self._connected:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        with self._lock:
+            self.simulation.close()
+            self._connected = False
+
+    # ------------------------------------------------------------------ io
+    def read(self) -> RobotState:
+        self._require_connected()
+        with self._lock:
+            q, qd, tau = self.sim.state()
+            stamp = self.clock()
+        return RobotState(stamp, q, qd, tau, {"sim_time": self.simulation.time})
+
+    def write(self, command: Command) -> None:
+        self._require_connected()
+        with self._lock:
+            self.sim.set_target(CommandMode(command.mode).value, command.values)
+            if not self.realtime:
+                self.simulation.step(self._substeps)
+
+    def hold(self) -> None:
+        self._require_connected()
+        with self._lock:
+            self.sim.hold()
+            if not self.realtime:
+                self.simulation.step(self._substeps)
+
+    def step(self, n_periods: int = 1) -> None:
+        """Lockstep only: advance n control periods without a new command."""
+        with self._lock:
+            self.simulation.step(self._substeps * n_periods)
+
+    # ------------------------------------------------------------------ internals
+    def _require_connected(self):
+        if not self._connected:
+            raise DriverError("sim driver is not connected (call connect() first)")
+
+    def _run(self) -> None:
+        period = 1.0 / self.config.control_rate_hz
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                self.simulation.step(self._substeps)
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            elif delay < -period:
+                # fell more than a period behind: count it and resync rather than sprint to catch up
+                self.missed_periods += int(-delay / period)
+                next_t = time.monotonic()
+
+
+@register_driver("sim")
+def make_sim_driver(config, **kw) -> SimDriver:
+    return SimDriver(config, **kw)
