@@ -88,7 +88,7 @@ class SimDriver(Driver):
     def write(self, command: Command) -> None:
         self._require_connected()
         with self._lock:
-            self.sim.set_target(CommandMode(command.mode).value, command.values)
+            self.sim.set_target(CommandMode(command.mode).value, command.values, self._spec.period)
             if not self.realtime:
                 self.simulation.step(self._substeps)
 

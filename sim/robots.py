@@ -102,6 +102,8 @@ class SimRobot:
         for i, qi in zip(self._others, self._others_home):
             p.resetJointState(self.body, i, float(qi), 0.0, physicsClientId=self.client)
         self.q_target = np.array(q, float)
+        self._q_goal = self.q_target.copy()
+        self._interp_left = 0.0
         self.qd_target = np.zeros(self.n)
         self.tau_ff = np.zeros(self.n)
         self.mode = MODE_POSITION
@@ -133,11 +135,24 @@ class SimRobot:
         return np.array(pos), np.array(orn)
 
     # ---------------------------------------------------------------- control
-    def set_target(self, mode: str, values: np.ndarray) -> None:
-        """Latch a command; `apply_control` turns it into torques each substep."""
+    def set_target(self, mode: str, values: np.ndarray, period: float | None = None) -> None:
+        """Latch a command; `apply_control` turns it into torques each substep.
+
+        With `period` (the control period), a position command is reached by linear interpolation
+        over that period with the matching velocity feed-forward, as a robot's joint interpolator
+        does with streamed set-points; without it, the target is a step (used for holding).
+        """
         values = np.asarray(values, float)
         if mode == MODE_POSITION:
-            self.q_target, self.qd_target, self.tau_ff = values.copy(), np.zeros(self.n), np.zeros(self.n)
+            if period and self.mode == MODE_POSITION:
+                self._interp_left = period
+                self.qd_target = (values - self.q_target) / period
+            else:
+                self._interp_left = 0.0
+                self.q_target = values.copy()
+                self.qd_target = np.zeros(self.n)
+            self._q_goal = values.copy()
+            self.tau_ff = np.zeros(self.n)
         elif mode == MODE_VELOCITY:
             if self.mode != MODE_VELOCITY:
                 self.q_target = self.state()[0]
@@ -158,7 +173,15 @@ class SimRobot:
         if self.mode == MODE_EFFORT:
             tau = self.tau_ff.copy()
         else:
-            if self.mode == MODE_VELOCITY:
+            if self.mode == MODE_POSITION:
+                if self._interp_left > 1e-12:
+                    self.q_target = self.q_target + self.qd_target * dt
+                    self._interp_left -= dt
+                    if self._interp_left <= 1e-12:
+                        self.q_target = self._q_goal.copy()
+                else:
+                    self.qd_target = np.zeros(self.n)
+            elif self.mode == MODE_VELOCITY:
                 # velocity mode tracks an integrated reference so it does not drift under load
                 self.q_target = self.q_target + self.qd_target * dt
             tau = self.kp * (self.q_target - q) + self.kd * (self.qd_target - qd)
