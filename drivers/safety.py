@@ -2,7 +2,8 @@
 
 Per command: refuse (and hold) what is malformed -- unsupported mode, unknown joint names, wrong
 length, NaN/inf, stale; clamp what is merely too big -- position limits, a per-step position
-delta, velocity and effort limits (with outward motion at a position limit cut); then write.
+delta (at most `max_position_step` and the velocity limit times the period), velocity and effort
+limits (with outward motion at a position limit cut); then write.
 Around commands: a watchdog on the driver's steady clock holds the robot when commands stop for
 `watchdog_periods` control periods; a latched e-stop; re-enable and reset start by holding the
 measured position, so the first command afterwards is delta-clamped from where the robot is.
@@ -70,6 +71,7 @@ class SafetyLayer(Driver):
         self._wd_thread: threading.Thread | None = None
         self._wd_stop = threading.Event()
         self._logged: dict[str, int] = {}
+        self.last_watchdog_age: float | None = None    # command age when the watchdog last fired
 
     # ------------------------------------------------------------------ Driver interface
     name = "safety"
@@ -205,12 +207,13 @@ class SafetyLayer(Driver):
                 return False, "not connected"
             try:
                 self.driver.reset_fault()
-                self.state = ENABLED
-                self.fault_reason = ""
-                self._hold_measured()
             except DriverError as e:
                 self._enter_fault(str(e))
                 return False, f"reset failed: {e}"
+            self.state, self.fault_reason = ENABLED, ""
+            self._hold_measured()                 # enters FAULT again if the driver still fails
+            if self.state == FAULT:
+                return False, f"reset failed: {self.fault_reason}"
             self._last_cmd_time = None
             return True, "reset, holding the measured position"
 
@@ -254,8 +257,9 @@ class SafetyLayer(Driver):
         if self.state != ENABLED or self._last_cmd_time is None:
             return
         age = self.driver.clock() - self._last_cmd_time
-        if age > self.watchdog_timeout:
+        if age > self.watchdog_timeout + 1e-9:
             self.counters.watchdog_trips += 1
+            self.last_watchdog_age = age
             self._log("watchdog", f"no command for {age * 1e3:.0f} ms (> {self.watchdog_timeout * 1e3:.0f} ms): holding")
             self._hold_measured()
             self.state = HOLDING
@@ -271,7 +275,9 @@ class SafetyLayer(Driver):
                 self.counters.clamped_position += 1
                 clamped = True
             ref = out if self._ref is None else self._ref
-            step = np.clip(out - ref, -cfg.max_position_step, cfg.max_position_step)
+            # the step per period is bounded by the configured step and the joint's velocity limit
+            max_step = np.minimum(cfg.max_position_step, spec.max_velocity * cfg.velocity_scale * spec.period)
+            step = np.clip(out - ref, -max_step, max_step)
             stepped = ref + step
             if np.any(stepped != out):
                 self.counters.clamped_step += 1

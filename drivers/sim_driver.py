@@ -8,10 +8,12 @@ Two clocks:
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import numpy as np
+import pybullet as p
 
 from sim.robots import Simulation, robot_model
 
@@ -79,41 +81,47 @@ class SimDriver(Driver):
 
     # ------------------------------------------------------------------ io
     def read(self) -> RobotState:
-        self._require_connected()
-        with self._lock:
+        with self._physics():
             q, qd, tau = self.sim.state()
             stamp = self.clock()
         return RobotState(stamp, q, qd, tau, {"sim_time": self.simulation.time})
 
     def write(self, command: Command) -> None:
-        self._require_connected()
-        with self._lock:
+        with self._physics():
             self.sim.set_target(CommandMode(command.mode).value, command.values, self._spec.period)
             if not self.realtime:
                 self.simulation.step(self._substeps)
 
     def hold(self) -> None:
-        self._require_connected()
-        with self._lock:
+        with self._physics():
             self.sim.hold()
             if not self.realtime:
                 self.simulation.step(self._substeps)
 
     def step(self, n_periods: int = 1) -> None:
         """Lockstep only: advance n control periods without a new command."""
-        with self._lock:
+        with self._physics():
             self.simulation.step(self._substeps * n_periods)
 
     # ------------------------------------------------------------------ internals
-    def _require_connected(self):
+    @contextlib.contextmanager
+    def _physics(self):
+        """Hold the physics lock; a dead physics server surfaces as a DriverError like a lost bus."""
         if not self._connected:
             raise DriverError("sim driver is not connected (call connect() first)")
+        with self._lock:
+            try:
+                yield
+            except p.error as e:
+                raise DriverError(f"physics server: {e}") from None
 
     def _run(self) -> None:
         period = 1.0 / self.config.control_rate_hz
         next_t = time.monotonic()
         while not self._stop.is_set():
             with self._lock:
+                if not p.isConnected(self.simulation.client):
+                    return   # physics server gone: reads and writes now report the fault
                 self.simulation.step(self._substeps)
             next_t += period
             delay = next_t - time.monotonic()

@@ -1,0 +1,86 @@
+"""The `s2r` command line. Every subcommand turns expected failures into one readable line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cmd_check(a) -> int:
+    from drivers import DriverError, open_driver
+
+    from .config import load_config
+
+    cfg = load_config(a.config)
+    print(f"OK  {a.config}: '{cfg.name}', robot {cfg.robot}, driver {cfg.driver_type}, hardware {cfg.hardware}, "
+          f"{len(cfg.joints)} joints at {cfg.control_rate_hz:g} Hz, {len(cfg.cameras)} camera(s)")
+    if a.no_connect:
+        return 0
+    try:
+        drv = open_driver(cfg, a.hardware, realtime=True)
+    except DriverError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        st = drv.read()
+        print(f"connected: backend {drv.backend}" + ("  (SIMULATOR FALLBACK)" if drv.fallback else ""))
+        print(drv.spec.describe())
+        print("measured q: " + " ".join(f"{v:+.3f}" for v in st.q))
+    finally:
+        drv.disconnect()
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo_joint import main
+    return main(a.rest)
+
+
+def cmd_hil(a) -> int:
+    from .hil_report import run_hil
+    return run_hil(a.config, emulate=a.emulate, extra=a.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="s2r", description="s2r: robot control with sim-to-real")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a hardware config, connect, print the joint spec")
+    p.add_argument("config", help="path, or a name in hardware_configs/ (e.g. panda_sim)")
+    p.add_argument("--hardware", choices=["auto", "sim", "real"], help="override the config's hardware mode")
+    p.add_argument("--no-connect", action="store_true", help="only validate the file")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("demo", help="run the simulated demo", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
+    p.add_argument("config")
+    p.add_argument("--emulate", action="store_true", help="run against the config's protocol-level emulator")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="extra pytest arguments")
+    p.set_defaults(fn=cmd_hil)
+    return ap
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .logs import setup_logging
+
+    a = build_parser().parse_args(argv)
+    setup_logging(a.verbose)
+    try:
+        return a.fn(a)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

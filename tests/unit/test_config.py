@@ -1,0 +1,117 @@
+"""Hardware configs: the shipped files load, and every malformed file gets one line naming the
+file, the key and the reason."""
+import copy
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s2r.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "hardware_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.joints and cfg.control_rate_hz > 0
+    spec = cfg.spec()
+    assert spec.n_joints == len(cfg.joints) and (spec.lower < spec.upper).all()
+
+
+def test_config_by_name_and_values():
+    cfg = load_config("panda_sim")
+    assert cfg.joint_names[0] == "panda_joint1" and len(cfg.joints) == 9
+    assert cfg.joints[3].limits.upper == pytest.approx(-0.0698)
+    cam = cfg.cameras[0]
+    assert cam.width == 128 and cam.fx == pytest.approx(64 / math.tan(math.radians(30)))
+
+
+BASE = yaml.safe_load((ROOT / "hardware_configs" / "panda_sim.yaml").read_text())
+
+
+def edit(fn):
+    d = copy.deepcopy(BASE)
+    fn(d)
+    return d
+
+
+BAD = {
+    "missing name": (lambda d: d.pop("name"), "name", "missing required key"),
+    "missing joints": (lambda d: d.pop("joints"), "joints", "missing"),
+    "empty joints": (lambda d: d.update(joints=[]), "joints", "at least one joint"),
+    "rate is a string": (lambda d: d.update(control_rate_hz="fast"), "control_rate_hz", "expected a number"),
+    "negative rate": (lambda d: d.update(control_rate_hz=-5), "control_rate_hz", "must be > 0"),
+    "unknown driver": (lambda d: d["driver"].update(type="canbus"), "driver.type", "must be one of"),
+    "unknown hardware mode": (lambda d: d.update(hardware="maybe"), "hardware", "must be one of"),
+    "unknown robot": (lambda d: d.update(robot="ur5"), "robot", "must be one of"),
+    "inverted limits": (lambda d: d["joints"][2]["limits"].update(position=[1.0, -1.0]), "joints[2].limits.position", "lower 1 >= upper -1"),
+    "limits not a pair": (lambda d: d["joints"][0]["limits"].update(position=[1.0]), "joints[0].limits.position", "list of 2 numbers"),
+    "zero velocity limit": (lambda d: d["joints"][1]["limits"].update(velocity=0), "joints[1].limits.velocity", "must be > 0"),
+    "duplicate joint": (lambda d: d["joints"][4].update(name="panda_joint1"), "joints[4].name", "duplicate joint name"),
+    "negative gain": (lambda d: d["joints"][0].update(gains={"kp": -1, "kd": 1}), "joints[0].gains.kp", "must be >= 0"),
+    "bad calibration sign": (lambda d: d["joints"][0].update(calibration={"sign": 2}), "joints[0].calibration.sign", "must be 1 or -1"),
+    "typo key": (lambda d: d["safety"].update(watchdog_period=2), "safety.watchdog_period", "unknown key"),
+    "watchdog below one period": (lambda d: d["safety"].update(watchdog_periods=0.5), "safety.watchdog_periods", "must be >= 1"),
+    "camera cx outside image": (lambda d: d["cameras"][0].update(intrinsics={"fx": 100, "fy": 100, "cx": 500, "cy": 64}), "cameras[0].intrinsics.cx", "must lie in the image"),
+    "camera negative focal": (lambda d: d["cameras"][0].update(intrinsics={"fx": -1, "fy": 100, "cx": 64, "cy": 64}), "cameras[0].intrinsics.fx", "must be > 0"),
+    "camera fov 200": (lambda d: d["cameras"][0].update(intrinsics={"fov_deg": 200}), "cameras[0].intrinsics.fov_deg", "(0, 180)"),
+    "camera device missing": (lambda d: d["cameras"][0].update(source="device"), "cameras[0].device", "needs a device"),
+    "camera extrinsics short": (lambda d: d["cameras"][0]["extrinsics"].update(position=[0, 1]), "cameras[0].extrinsics.position", "list of 3"),
+    "physics slower than control": (lambda d: d["sim"].update(physics_hz=50), "sim.physics_hz", ">= control_rate_hz"),
+    "bool where number": (lambda d: d.update(control_rate_hz=True), "control_rate_hz", "expected a number"),
+    "unknown mode": (lambda d: d["driver"].update(modes=["torque"]), "driver.modes", "unknown command mode"),
+    "joints not a list": (lambda d: d.update(joints={"a": 1}), "joints", "expected a list"),
+    "joint not a mapping": (lambda d: d["joints"].append("panda_joint8"), "joints[9]", "expected a mapping"),
+    "real with sim driver": (lambda d: d.update(hardware="real"), "hardware", "needs a real driver"),
+    "nan effort": (lambda d: d["joints"][0]["limits"].update(effort=float("nan")), "joints[0].limits.effort", "finite"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_config_names_file_key_reason(case):
+    fn, key, reason = BAD[case]
+    with pytest.raises(ConfigError) as e:
+        parse_config(edit(fn), "robot.yaml")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"robot.yaml: {key}: "), msg
+    assert reason in msg, msg
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("", "file is empty"),
+    ("name: [unclosed\n", "invalid YAML"),
+    ("- just\n- a list\n", "expected a mapping"),
+])
+def test_unparseable_files(tmp_path, text, reason):
+    f = tmp_path / "x.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=reason):
+        load_config(f)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config("/nonexistent/robot.yaml")
+
+
+def test_cli_check_prints_one_line_not_a_traceback(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(edit(BAD["inverted limits"][0])))
+    r = subprocess.run([sys.executable, "-m", "s2r", "check", str(f)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == [f"config error: {f}: joints[2].limits.position: lower 1 >= upper -1"]
+
+
+def test_cli_check_connects_and_prints_spec():
+    r = subprocess.run([sys.executable, "-m", "s2r", "check", "hand_sim"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "connected: backend sim" in r.stdout
+    assert "16 joints at 100 Hz" in r.stdout and "th_ip" in r.stdout

@@ -1,0 +1,230 @@
+"""The safety layer around the real sim driver (lockstep): refusals, clamps, watchdog, e-stop,
+re-enable without a jump, driver faults; and a property test over random command streams."""
+import dataclasses
+
+import numpy as np
+import pybullet as p
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drivers import Command, CommandMode, DriverFault, SafetyLayer
+from drivers.sim_driver import SimDriver
+from s2r.config import load_config
+
+
+class RecordingSimDriver(SimDriver):
+    """The sim driver, remembering every command that got past the safety layer."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.sent = []
+
+    def write(self, command):
+        self.sent.append((command.mode, command.values.copy(), self.sim.state()[0].copy()))
+        super().write(command)
+
+
+def make(config="panda_sim", **safety):
+    cfg = load_config(config)
+    if safety:
+        cfg = dataclasses.replace(cfg, safety=dataclasses.replace(cfg.safety, **safety))
+    drv = RecordingSimDriver(cfg, realtime=False)
+    s = SafetyLayer(drv, cfg.safety)
+    s.connect()
+    return cfg, drv, s
+
+
+@pytest.fixture(scope="module")
+def panda():
+    cfg, drv, s = make()
+    yield cfg, drv, s
+    s.disconnect()
+
+
+@pytest.fixture
+def safe(panda):
+    cfg, drv, s = panda
+    assert s.enable()[0]
+    drv.sent.clear()
+    return cfg, drv, s
+
+
+def test_connect_holds_measured_position(safe):
+    cfg, drv, s = safe
+    assert s.status["state"] == "enabled"
+    q = s.read().q
+    assert np.allclose(drv.sim.q_target, q)
+
+
+@pytest.mark.parametrize("values,counter", [
+    (lambda n, q: np.full(n, np.nan), "rejected_nonfinite"),
+    (lambda n, q: np.r_[q[:-1], np.inf], "rejected_nonfinite"),
+    (lambda n, q: q[:-1], "rejected_shape"),
+    (lambda n, q: np.zeros((n, 2)), "rejected_shape"),
+    (lambda n, q: "abc", "rejected_shape"),   # unparseable: one NaN, wrong length
+])
+def test_malformed_commands_are_refused_counted_and_held(safe, values, counter):
+    cfg, drv, s = safe
+    q = s.read().q
+    before = getattr(s.counters, counter)
+    res = s.write(Command.position(values(len(q), q)))
+    assert res.startswith("rejected")
+    assert getattr(s.counters, counter) == before + 1
+    assert drv.sent == []                       # nothing reached the driver
+    assert s.status["state"] == "holding"
+    assert np.allclose(drv.sim.q_target, s.read().q, atol=1e-3)
+
+
+def test_unsupported_mode_and_wrong_names(safe):
+    cfg, drv, s = safe
+    hand_cfg = load_config("hand_sim")
+    assert CommandMode.VELOCITY not in hand_cfg.spec().modes
+    q = s.read().q
+    assert s.write(Command.position(q, names=list(cfg.joint_names[:-1]) + ["elbow"])).startswith("rejected")
+    assert s.counters.rejected_names >= 1
+    # names in another order are reordered, not refused
+    order = list(reversed(cfg.joint_names))
+    assert s.write(Command.position(q[::-1], names=order)) == "ok"
+    assert np.allclose(drv.sent[-1][1], q)
+
+
+def test_stale_command_is_refused(safe):
+    cfg, drv, s = safe
+    q = s.read().q
+    stamp = s.clock() - 10 * s.spec.period
+    assert s.write(Command.position(q, stamp=stamp)).startswith("rejected")
+    assert s.counters.rejected_stale >= 1
+    assert s.write(Command.position(q, stamp=s.clock())) == "ok"
+
+
+def test_position_clamped_to_limits_and_step(safe):
+    cfg, drv, s = safe
+    q = s.read().q
+    target = q.copy()
+    target[0] = 100.0
+    assert s.write(Command.position(target)) == "clamped"
+    sent = drv.sent[-1][1]
+    step = min(cfg.safety.max_position_step, cfg.joints[0].limits.velocity * s.spec.period)
+    assert sent[0] == pytest.approx(q[0] + step)
+    for _ in range(400):
+        s.write(Command.position(target))
+    assert max(v[0] for _, v, _ in drv.sent) == pytest.approx(cfg.joints[0].limits.upper)
+    assert s.read().q[0] <= cfg.joints[0].limits.upper + 0.01
+
+
+def test_velocity_and_effort_clamped(safe):
+    cfg, drv, s = safe
+    spec = s.spec
+    assert s.write(Command.velocity(np.full(spec.n_joints, 50.0))) == "clamped"
+    assert np.all(np.abs(drv.sent[-1][1]) <= spec.max_velocity + 1e-12)
+    assert s.write(Command.effort(np.full(spec.n_joints, -1e6))) == "clamped"
+    assert np.all(np.abs(drv.sent[-1][1]) <= spec.max_effort + 1e-12)
+
+
+def test_outward_effort_at_a_limit_is_cut():
+    cfg, drv, s = make()
+    try:
+        q = s.read().q
+        q_at = q.copy()
+        q_at[5] = cfg.joints[5].limits.upper + 0.01
+        drv.sim.reset(q_at)
+        s.read()
+        tau = np.zeros(len(q))
+        tau[5] = 5.0
+        s.write(Command.effort(tau))
+        assert drv.sent[-1][1][5] == 0.0
+    finally:
+        s.disconnect()
+
+
+def test_estop_latches_and_reenable_holds_measured_position(safe):
+    cfg, drv, s = safe
+    q = s.read().q
+    for k in range(20):                         # moving when the e-stop hits
+        s.write(Command.position(q + 0.01 * k))
+    s.estop()
+    n_sent = len(drv.sent)
+    for _ in range(5):
+        assert s.write(Command.position(q)).startswith("rejected")
+    assert len(drv.sent) == n_sent and s.status["state"] == "estop" and s.counters.rejected_estop >= 5
+    for _ in range(30):
+        s.hold()
+    q_before = s.read().q
+    assert s.enable()[0]
+    q_enabled = s.read().q
+    assert np.allclose(drv.sim.q_target, q_enabled, atol=1e-3)   # held where it was measured
+    assert np.allclose(q_enabled, q_before, atol=1e-3)             # no jump
+    # a far command right after re-enable moves by at most one step, from the measured position
+    s.write(Command.position(q_enabled + 1.0))
+    step = np.minimum(cfg.safety.max_position_step, s.spec.max_velocity * s.spec.period)
+    assert np.all(np.abs(drv.sent[-1][1] - np.clip(q_enabled, s.spec.lower, s.spec.upper)) <= step + 1e-9)
+
+
+def test_watchdog_holds_on_the_driver_clock(safe):
+    cfg, drv, s = safe
+    q = s.read().q
+    s.write(Command.position(q + 0.02))
+    drv.step(1)                                  # one period without a command: still fine
+    s.read()
+    assert s.status["state"] == "enabled"
+    drv.step(1)                                  # 3 periods since the command (> 2): hold
+    s.read()
+    assert s.status["state"] == "holding" and s.counters.watchdog_trips >= 1
+    assert s.last_watchdog_age <= (cfg.safety.watchdog_periods + 1) * s.spec.period + 1e-9
+
+
+def test_driver_fault_is_latched_until_reset():
+    cfg, drv, s = make()
+    p.disconnect(drv.simulation.client)         # the "bus" disappears
+    with pytest.raises(DriverFault, match="physics server"):
+        s.read()
+    assert s.status["state"] == "fault" and s.counters.driver_faults == 1
+    assert s.write(Command.position(np.zeros(9))).startswith("rejected")
+    assert s.enable()[0] is False
+    ok, msg = s.reset()
+    assert not ok and "reset failed" in msg
+    s.disconnect()
+
+
+JOINTS = 9
+
+
+@st.composite
+def commands(draw):
+    mode = draw(st.sampled_from(list(CommandMode)))
+    n = draw(st.sampled_from([JOINTS, JOINTS, JOINTS, JOINTS - 1, JOINTS + 1, 0]))
+    vals = draw(st.lists(st.one_of(st.floats(-1e3, 1e3), st.just(float("nan")), st.just(float("inf")),
+                                   st.just(-float("inf")), st.floats(-1e12, 1e12)), min_size=n, max_size=n))
+    return Command(mode, np.array(vals, dtype=float))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=st.lists(commands(), min_size=1, max_size=25))
+def test_property_random_streams_never_exceed_limits(panda, stream):
+    cfg, drv, s = panda
+    s.enable()
+    drv.sent.clear()
+    spec = s.spec
+    lo, hi = spec.lower, spec.upper
+    vmax, emax = spec.max_velocity, spec.max_effort
+    step = np.minimum(cfg.safety.max_position_step, vmax * spec.period)
+    for cmd in stream:
+        ref = s._ref.copy()
+        n_before = len(drv.sent)
+        res = s.write(cmd)                                       # never raises
+        assert isinstance(res, str)
+        if len(drv.sent) == n_before:
+            assert res.startswith("rejected")
+            continue
+        mode, v, q_meas = drv.sent[-1]
+        assert np.all(np.isfinite(v)) and v.shape == (JOINTS,)
+        if mode == CommandMode.POSITION:
+            assert np.all(v >= lo) and np.all(v <= hi)
+            assert np.all(np.abs(v - ref) <= step + 1e-9)
+        elif mode == CommandMode.VELOCITY:
+            assert np.all(np.abs(v) <= vmax + 1e-12)
+        else:
+            assert np.all(np.abs(v) <= emax + 1e-12)
+    st_ = s.read()
+    assert np.all(np.isfinite(st_.q))
