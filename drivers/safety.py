@@ -96,6 +96,7 @@ class SafetyLayer(Driver):
             if self.state != DISCONNECTED:
                 return
             self.driver.connect()
+            self._cache_limits()
             self.state = ENABLED
             self._hold_measured()
             self.state = ENABLED
@@ -119,7 +120,7 @@ class SafetyLayer(Driver):
             except DriverError as e:
                 self._enter_fault(str(e))
                 raise DriverFault(self.fault_reason) from None
-            if not (np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.qd))) or st.q.shape != (self.spec.n_joints,):
+            if st.q.shape != self._lo.shape or not np.isfinite(st.q.sum() + st.qd.sum()):
                 self.counters.bad_states += 1
                 self._log("bad_state", "driver returned a non-finite or wrongly shaped state; not trusted")
                 self._enter_fault("driver returned a non-finite or wrongly shaped state")
@@ -266,47 +267,51 @@ class SafetyLayer(Driver):
             self._last_cmd_time = None
 
     # ------------------------------------------------------------------ internals
-    def _clamp(self, mode: CommandMode, v: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _cache_limits(self) -> None:
+        """Limit vectors, computed once per connect (this runs on every command)."""
         spec, cfg = self.spec, self.cfg
+        self._lo, self._hi, self._period = spec.lower, spec.upper, spec.period
+        self._vmax = spec.max_velocity * cfg.velocity_scale
+        self._emax = spec.max_effort * cfg.effort_scale
+        # the step per period is bounded by the configured step and the joint's velocity limit
+        self._max_step = np.minimum(cfg.max_position_step, self._vmax * self._period)
+
+    def _clamp(self, mode: CommandMode, v: np.ndarray) -> tuple[np.ndarray, bool]:
+        lo, hi = self._lo, self._hi
         clamped = False
+        c = self.counters
         if mode == CommandMode.POSITION:
-            out = np.clip(v, spec.lower, spec.upper)
-            if np.any(out != v):
-                self.counters.clamped_position += 1
+            out = np.minimum(np.maximum(v, lo), hi)
+            if not np.array_equal(out, v):
+                c.clamped_position += 1
                 clamped = True
             ref = out if self._ref is None else self._ref
-            # the step per period is bounded by the configured step and the joint's velocity limit
-            max_step = np.minimum(cfg.max_position_step, spec.max_velocity * cfg.velocity_scale * spec.period)
-            step = np.clip(out - ref, -max_step, max_step)
-            stepped = ref + step
-            if np.any(stepped != out):
-                self.counters.clamped_step += 1
+            stepped = ref + np.minimum(np.maximum(out - ref, -self._max_step), self._max_step)
+            if not np.array_equal(stepped, out):
+                c.clamped_step += 1
                 clamped = True
             # ref + step can round a hair past a limit when ref sits on it
-            out = np.clip(stepped, spec.lower, spec.upper)
+            out = np.minimum(np.maximum(stepped, lo), hi)
             self._ref = out
         elif mode == CommandMode.VELOCITY:
-            vmax = spec.max_velocity * cfg.velocity_scale
-            out = np.clip(v, -vmax, vmax)
             q = self._measured_q()
-            # never drive past a position limit within the next period
-            hi = np.maximum((spec.upper - q) / spec.period, 0.0)
-            lo = np.minimum((spec.lower - q) / spec.period, 0.0)
-            out = np.clip(out, lo, hi)
-            if np.any(out != v):
-                self.counters.clamped_velocity += 1
+            # never faster than the limit, never past a position limit within the next period
+            upper = np.minimum(self._vmax, np.maximum((hi - q) / self._period, 0.0))
+            lower = np.maximum(-self._vmax, np.minimum((lo - q) / self._period, 0.0))
+            out = np.minimum(np.maximum(v, lower), upper)
+            if not np.array_equal(out, v):
+                c.clamped_velocity += 1
                 clamped = True
-            self._ref = np.clip(q, spec.lower, spec.upper)
+            self._ref = np.minimum(np.maximum(q, lo), hi)
         else:
-            emax = spec.max_effort * cfg.effort_scale
-            out = np.clip(v, -emax, emax)
+            emax = self._emax
+            out = np.minimum(np.maximum(v, -emax), emax)
             q = self._measured_q()
-            out = np.where((q >= spec.upper) & (out > 0), 0.0, out)
-            out = np.where((q <= spec.lower) & (out < 0), 0.0, out)
-            if np.any(out != v):
-                self.counters.clamped_effort += 1
+            out = np.where(((q >= hi) & (out > 0)) | ((q <= lo) & (out < 0)), 0.0, out)
+            if not np.array_equal(out, v):
+                c.clamped_effort += 1
                 clamped = True
-            self._ref = np.clip(q, spec.lower, spec.upper)
+            self._ref = np.minimum(np.maximum(q, lo), hi)
         return out, clamped
 
     def _measured_q(self) -> np.ndarray:
@@ -318,7 +323,7 @@ class SafetyLayer(Driver):
         try:
             self.driver.hold()
             self._last_state = self.driver.read()
-            self._ref = np.clip(self._last_state.q, self.spec.lower, self.spec.upper)
+            self._ref = np.minimum(np.maximum(self._last_state.q, self._lo), self._hi)
         except DriverError as e:
             self._enter_fault(str(e))
 
