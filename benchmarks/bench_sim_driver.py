@@ -3,15 +3,19 @@
 Both loops run the same robot (Panda, 9 joints), the same physics rate (1 kHz, 10 substeps per
 100 Hz control period) and the same control law per substep (set-point interpolation with velocity
 feed-forward, joint PD + gravity compensation by inverse dynamics, torque control), with the same
-streamed position set-points. The raw loop is plain pybullet calls and numpy: no safety checks,
-no locks, no driver interface.
+streamed position set-points. The raw loop is plain pybullet calls and numpy: no safety checks, no
+locks, no driver interface.
 
-    python benchmarks/bench_sim_driver.py --json OUT [--steps 3000] [--repeats 3]
+The two loops alternate in short chunks, so both see the same machine load; the ratio reported is
+the median over chunk pairs, and the rates are medians too.
+
+    python benchmarks/bench_sim_driver.py --json OUT [--chunk 300] [--pairs 15]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import numpy as np
@@ -22,41 +26,46 @@ from drivers import Command, open_driver
 from s2r.config import load_config
 
 
-def setpoints(q0, n, rate):
-    t = np.arange(n)[:, None] / rate
-    return q0 + 0.2 * np.sin(2 * np.pi * 0.5 * t) * (np.arange(len(q0)) < 7)
+def setpoint(q0, k, rate):
+    return q0 + 0.2 * np.sin(2 * np.pi * 0.5 * k / rate) * (np.arange(len(q0)) < 7)
 
 
-def raw_loop(cfg, steps: int) -> float:
-    c = p.connect(p.DIRECT)
-    try:
+class RawLoop:
+    def __init__(self, cfg):
+        self.c = c = p.connect(p.DIRECT)
         p.setGravity(0, 0, -9.81, physicsClientId=c)
-        dt = 1.0 / cfg.sim.physics_hz
-        p.setTimeStep(dt, physicsClientId=c)
+        self.dt = 1.0 / cfg.sim.physics_hz
+        p.setTimeStep(self.dt, physicsClientId=c)
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
         p.loadURDF("plane.urdf", physicsClientId=c)
-        body = p.loadURDF("franka_panda/panda.urdf", useFixedBase=True, flags=p.URDF_USE_INERTIA_FROM_FILE,
-                          physicsClientId=c)
-        names = {p.getJointInfo(body, i, physicsClientId=c)[1].decode(): i for i in range(p.getNumJoints(body, physicsClientId=c))}
-        idx = [names[n] for n in cfg.joint_names]
-        p.setJointMotorControlArray(body, idx, p.VELOCITY_CONTROL, forces=[0.0] * len(idx), physicsClientId=c)
-        q0 = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02, 0.02])
-        for i, q in zip(idx, q0):
+        self.body = body = p.loadURDF("franka_panda/panda.urdf", useFixedBase=True,
+                                      flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c)
+        names = {p.getJointInfo(body, i, physicsClientId=c)[1].decode(): i
+                 for i in range(p.getNumJoints(body, physicsClientId=c))}
+        self.idx = [names[n] for n in cfg.joint_names]
+        p.setJointMotorControlArray(body, self.idx, p.VELOCITY_CONTROL, forces=[0.0] * len(self.idx), physicsClientId=c)
+        self.q0 = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02, 0.02])
+        for i, q in zip(self.idx, self.q0):
             p.resetJointState(body, i, q, physicsClientId=c)
-        kp = np.array([j.kp for j in cfg.joints])
-        kd = np.array([j.kd for j in cfg.joints])
-        lim = np.array([j.limits.effort for j in cfg.joints])
-        sub = round(cfg.sim.physics_hz / cfg.control_rate_hz)
-        ref = setpoints(q0, steps, cfg.control_rate_hz)
+        self.kp = np.array([j.kp for j in cfg.joints])
+        self.kd = np.array([j.kd for j in cfg.joints])
+        self.lim = np.array([j.limits.effort for j in cfg.joints])
+        self.sub = round(cfg.sim.physics_hz / cfg.control_rate_hz)
+        self.rate = cfg.control_rate_hz
+        self.q_des = self.q0.copy()
+        self.k = 0
+
+    def run(self, steps: int) -> float:
+        body, idx, c, kp, kd, lim, dt = self.body, self.idx, self.c, self.kp, self.kd, self.lim, self.dt
         zeros = [0.0] * len(idx)
-        q_des = q0.copy()
+        q_des = self.q_des
         t0 = time.perf_counter()
-        for k in range(steps):
+        for _ in range(steps):
             p.getJointStates(body, idx, physicsClientId=c)          # the loop's state read
-            # the same control law as the driver: the set-point is reached by linear
-            # interpolation over the period, with the matching velocity feed-forward
-            qd_des = (ref[k] - q_des) * cfg.control_rate_hz
-            for _ in range(sub):
+            # the set-point is reached by linear interpolation over the period, with feed-forward
+            qd_des = (setpoint(self.q0, self.k, self.rate) - q_des) * self.rate
+            self.k += 1
+            for _ in range(self.sub):
                 q_des = q_des + qd_des * dt
                 s = p.getJointStates(body, idx, physicsClientId=c)
                 q_list = [x[0] for x in s]
@@ -66,45 +75,65 @@ def raw_loop(cfg, steps: int) -> float:
                 tau = np.minimum(np.maximum(kp * (q_des - q) + kd * (qd_des - qd) + g, -lim), lim)
                 p.setJointMotorControlArray(body, idx, p.TORQUE_CONTROL, forces=tau.tolist(), physicsClientId=c)
                 p.stepSimulation(physicsClientId=c)
-        return steps / (time.perf_counter() - t0)
-    finally:
-        p.disconnect(c)
+        elapsed = time.perf_counter() - t0
+        self.q_des = q_des
+        return elapsed
+
+    def close(self):
+        p.disconnect(self.c)
 
 
-def driver_loop(cfg, steps: int) -> float:
-    d = open_driver(cfg, "sim", realtime=False)
-    try:
-        ref = setpoints(d.read().q, steps, cfg.control_rate_hz)
+class DriverLoop:
+    def __init__(self, cfg):
+        self.d = open_driver(cfg, "sim", realtime=False)
+        self.q0 = self.d.read().q
+        self.rate = cfg.control_rate_hz
+        self.k = 0
+
+    def run(self, steps: int) -> float:
+        d = self.d
         t0 = time.perf_counter()
-        for k in range(steps):
+        for _ in range(steps):
             d.read()
-            d.write(Command.position(ref[k]))
-        hz = steps / (time.perf_counter() - t0)
-        assert d.counters.rejected == 0
-        return hz
-    finally:
-        d.disconnect()
+            d.write(Command.position(setpoint(self.q0, self.k, self.rate)))
+            self.k += 1
+        return time.perf_counter() - t0
+
+    def close(self):
+        assert self.d.counters.rejected == 0
+        self.d.disconnect()
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write results here")
-    ap.add_argument("--steps", type=int, default=3000, help="control periods per measurement")
-    ap.add_argument("--repeats", type=int, default=3, help="alternating runs; the best of each is kept")
+    ap.add_argument("--chunk", type=int, default=300, help="control periods per chunk")
+    ap.add_argument("--pairs", type=int, default=15, help="alternating chunk pairs")
     a = ap.parse_args(argv)
     cfg = load_config("panda_sim")
-    raw, drv = [], []
-    for r in range(a.repeats):           # alternate so both see the same machine conditions
-        raw.append(raw_loop(cfg, a.steps))
-        drv.append(driver_loop(cfg, a.steps))
-        print(f"  run {r + 1}/{a.repeats}: raw {raw[-1]:7.0f} Hz   driver+safety {drv[-1]:7.0f} Hz", flush=True)
-    out = {"raw_hz": max(raw), "driver_hz": max(drv), "ratio": max(drv) / max(raw),
-           "target_ratio": 0.87, "steps": a.steps, "physics_substeps": round(cfg.sim.physics_hz / cfg.control_rate_hz),
-           "raw_hz_runs": raw, "driver_hz_runs": drv}
-    print(f"\ncontrol loop (read + write + {out['physics_substeps']} physics substeps), Panda, best of {a.repeats}:")
+    raw, drv = RawLoop(cfg), DriverLoop(cfg)
+    raw.run(50), drv.run(50)                                    # warm up
+    raw_hz, drv_hz, ratios = [], [], []
+    try:
+        for i in range(a.pairs):
+            tr, td = raw.run(a.chunk), drv.run(a.chunk)
+            raw_hz.append(a.chunk / tr)
+            drv_hz.append(a.chunk / td)
+            ratios.append(tr / td)
+            print(f"\r  pair {i + 1}/{a.pairs}: raw {raw_hz[-1]:6.0f} Hz  driver+safety {drv_hz[-1]:6.0f} Hz  "
+                  f"ratio {ratios[-1]:.3f}", end="", flush=True)
+    finally:
+        raw.close()
+        drv.close()
+    print()
+    out = {"raw_hz": statistics.median(raw_hz), "driver_hz": statistics.median(drv_hz),
+           "ratio": statistics.median(ratios), "target_ratio": 0.87,
+           "chunk": a.chunk, "pairs": a.pairs, "physics_substeps": raw.sub, "ratios": ratios}
+    print(f"control loop (read + write + {raw.sub} physics substeps), Panda, median of {a.pairs} alternating chunks:")
     print(f"  raw pybullet           {out['raw_hz']:8.0f} Hz")
     print(f"  sim driver + safety    {out['driver_hz']:8.0f} Hz")
-    print(f"  ratio                  {out['ratio']:8.3f}   (target >= 0.87, i.e. <= 15 % overhead)")
+    print(f"  ratio                  {out['ratio']:8.3f}   (target >= 0.87, i.e. <= 15 % overhead; "
+          f"range {min(ratios):.3f}-{max(ratios):.3f})")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)

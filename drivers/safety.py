@@ -132,7 +132,7 @@ class SafetyLayer(Driver):
         """Validate, clamp and forward one command. Returns 'ok', 'clamped' or 'rejected: <why>'."""
         with self._lock:
             self.counters.commands += 1
-            self._check_watchdog()
+            now = self._check_watchdog()
             if self.state in (DISCONNECTED, FAULT, ESTOP, DISABLED):
                 key = {DISCONNECTED: "rejected_fault", FAULT: "rejected_fault",
                        ESTOP: "rejected_estop", DISABLED: "rejected_disabled"}[self.state]
@@ -152,17 +152,16 @@ class SafetyLayer(Driver):
                                         f"(unknown: {unknown}, missing: {missing})")
                 order = {n: i for i, n in enumerate(command.names)}
                 values = values[[order[n] for n in spec.joint_names]]
-            if values.shape != (spec.n_joints,):
+            if values.shape != self._lo.shape:
                 return self._reject("rejected_shape", f"expected {spec.n_joints} values, got shape {values.shape}")
-            if not np.all(np.isfinite(values)):
+            if not np.isfinite(values).all():
                 return self._reject("rejected_nonfinite", "command contains NaN or inf")
-            now = self.driver.clock()
-            if command.stamp is not None and now - command.stamp > self.watchdog_timeout:
+            if command.stamp is not None and now - command.stamp > self._wd_timeout:
                 return self._reject("rejected_stale", f"command is {now - command.stamp:.3f} s old")
 
             safe, clamped = self._clamp(mode, values)
             try:
-                self.driver.write(Command(mode, safe))
+                self.driver.write(Command.trusted(mode, safe))
             except DriverError as e:
                 self._enter_fault(str(e))
                 return f"rejected: driver fault: {e}"
@@ -254,17 +253,20 @@ class SafetyLayer(Driver):
                 with self._lock:
                     self._check_watchdog()
 
-    def _check_watchdog(self) -> None:
+    def _check_watchdog(self) -> float:
+        """Hold if the last command is too old. Returns the driver clock's time."""
+        now = self.driver.clock()
         if self.state != ENABLED or self._last_cmd_time is None:
-            return
-        age = self.driver.clock() - self._last_cmd_time
-        if age > self.watchdog_timeout + 1e-9:
+            return now
+        age = now - self._last_cmd_time
+        if age > self._wd_timeout + 1e-9:
             self.counters.watchdog_trips += 1
             self.last_watchdog_age = age
             self._log("watchdog", f"no command for {age * 1e3:.0f} ms (> {self.watchdog_timeout * 1e3:.0f} ms): holding")
             self._hold_measured()
             self.state = HOLDING
             self._last_cmd_time = None
+        return now
 
     # ------------------------------------------------------------------ internals
     def _cache_limits(self) -> None:
@@ -275,6 +277,7 @@ class SafetyLayer(Driver):
         self._emax = spec.max_effort * cfg.effort_scale
         # the step per period is bounded by the configured step and the joint's velocity limit
         self._max_step = np.minimum(cfg.max_position_step, self._vmax * self._period)
+        self._wd_timeout = cfg.watchdog_periods * self._period
 
     def _clamp(self, mode: CommandMode, v: np.ndarray) -> tuple[np.ndarray, bool]:
         lo, hi = self._lo, self._hi
@@ -282,17 +285,17 @@ class SafetyLayer(Driver):
         c = self.counters
         if mode == CommandMode.POSITION:
             out = np.minimum(np.maximum(v, lo), hi)
-            if not np.array_equal(out, v):
-                c.clamped_position += 1
+            ref = self._ref
+            # at most one step from the previous set-point; ref and out lie within the limits,
+            # so the result does too
+            stepped = np.minimum(np.maximum(out, ref - self._max_step), ref + self._max_step)
+            if not (stepped == v).all():
                 clamped = True
-            ref = out if self._ref is None else self._ref
-            stepped = ref + np.minimum(np.maximum(out - ref, -self._max_step), self._max_step)
-            if not np.array_equal(stepped, out):
-                c.clamped_step += 1
-                clamped = True
-            # ref + step can round a hair past a limit when ref sits on it
-            out = np.minimum(np.maximum(stepped, lo), hi)
-            self._ref = out
+                if not (out == v).all():
+                    c.clamped_position += 1
+                if not (stepped == out).all():
+                    c.clamped_step += 1
+            self._ref = out = stepped
         elif mode == CommandMode.VELOCITY:
             q = self._measured_q()
             # never faster than the limit, never past a position limit within the next period

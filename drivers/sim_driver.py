@@ -8,7 +8,6 @@ Two clocks:
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
@@ -81,39 +80,47 @@ class SimDriver(Driver):
 
     # ------------------------------------------------------------------ io
     def read(self) -> RobotState:
-        with self._physics():
-            q, qd, tau = self.sim.state()
-            stamp = self.clock()
-        return RobotState(stamp, q, qd, tau, {"sim_time": self.simulation.time})
+        self._require_connected()
+        with self._lock:
+            try:
+                q, qd, tau = self.sim.state()
+            except p.error as e:
+                raise _physics_error(e) from None
+            return RobotState(self.clock(), q, qd, tau, {"sim_time": self.simulation.time})
 
     def write(self, command: Command) -> None:
-        with self._physics():
-            self.sim.set_target(CommandMode(command.mode).value, command.values, self._spec.period)
-            if not self.realtime:
-                self.simulation.step(self._substeps)
+        self._require_connected()
+        with self._lock:
+            try:
+                self.sim.set_target(command.mode.value, command.values, self._spec.period)
+                if not self.realtime:
+                    self.simulation.step(self._substeps)
+            except p.error as e:
+                raise _physics_error(e) from None
 
     def hold(self) -> None:
-        with self._physics():
-            self.sim.hold()
-            if not self.realtime:
-                self.simulation.step(self._substeps)
+        self._require_connected()
+        with self._lock:
+            try:
+                self.sim.hold()
+                if not self.realtime:
+                    self.simulation.step(self._substeps)
+            except p.error as e:
+                raise _physics_error(e) from None
 
     def step(self, n_periods: int = 1) -> None:
         """Lockstep only: advance n control periods without a new command."""
-        with self._physics():
-            self.simulation.step(self._substeps * n_periods)
-
-    # ------------------------------------------------------------------ internals
-    @contextlib.contextmanager
-    def _physics(self):
-        """Hold the physics lock; a dead physics server surfaces as a DriverError like a lost bus."""
-        if not self._connected:
-            raise DriverError("sim driver is not connected (call connect() first)")
+        self._require_connected()
         with self._lock:
             try:
-                yield
+                self.simulation.step(self._substeps * n_periods)
             except p.error as e:
-                raise DriverError(f"physics server: {e}") from None
+                raise _physics_error(e) from None
+
+    # ------------------------------------------------------------------ internals
+    def _require_connected(self):
+        if not self._connected:
+            raise DriverError("sim driver is not connected (call connect() first)")
 
     def _run(self) -> None:
         period = 1.0 / self.config.control_rate_hz
@@ -131,6 +138,11 @@ class SimDriver(Driver):
                 # fell more than a period behind: count it and resync rather than sprint to catch up
                 self.missed_periods += int(-delay / period)
                 next_t = time.monotonic()
+
+
+def _physics_error(e: Exception) -> DriverError:
+    """A dead physics server is reported like a lost bus."""
+    return DriverError(f"physics server: {e}")
 
 
 @register_driver("sim")

@@ -7,7 +7,7 @@ with the configured PD gains, on top of gravity compensation (as on a torque-con
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,21 @@ class RobotModel:
     base_position: tuple = (0.0, 0.0, 0.0)
     base_orientation: tuple = (0.0, 0.0, 0.0, 1.0)   # xyzw
     tip_links: tuple = ()
+    # Same kinematics, inertials and collision shapes with cheaper visuals (sim/decimate.py);
+    # (name, (URDF path, extra loadURDF flags)) pairs. "stock" is always `urdf`.
+    visual_variants: tuple = ()
+    urdf_flags: int = 0
+
+    def with_visuals(self, variant: str) -> "RobotModel":
+        """This model with another set of visual meshes (dynamics unchanged)."""
+        if variant == "stock":
+            return self
+        variants = dict(self.visual_variants)
+        if variant not in variants:
+            raise ValueError(f"robot {self.name!r} has no visual variant {variant!r} "
+                             f"(known: stock{''.join(', ' + v for v in variants)})")
+        path, flags = variants[variant]
+        return replace(self, urdf=path, urdf_flags=flags, visual_variants=())
 
 
 ROBOTS: dict[str, RobotModel] = {
@@ -34,11 +49,20 @@ ROBOTS: dict[str, RobotModel] = {
         home={"panda_joint1": 0.0, "panda_joint2": -0.785, "panda_joint3": 0.0, "panda_joint4": -2.356,
               "panda_joint5": 0.0, "panda_joint6": 1.571, "panda_joint7": 0.785,
               "panda_finger_joint1": 0.02, "panda_finger_joint2": 0.02},
+        visual_variants=(("decimated", (str(ASSETS / "panda_lite" / "panda.urdf"),
+                                        p.URDF_USE_MATERIAL_COLORS_FROM_MTL)),),
     ),
     "hand16": RobotModel(
         "hand16", str(ASSETS / "hand16.urdf"), "palm",
         base_position=(0.0, 0.0, 0.25),
         home={"if_mcp": 0.3, "mf_mcp": 0.3, "rf_mcp": 0.3, "th_cmc": 0.5, "th_abd": 0.2},
+        tip_links=("if_tip", "mf_tip", "rf_tip", "th_tip"),
+    ),
+    # the same hand palm-down on a vertical slide, for grasp-and-lift (sim/hand_urdf.py)
+    "hand16_lift": RobotModel(
+        "hand16_lift", str(ASSETS / "hand16_lift.urdf"), "palm",
+        base_position=(0.0, 0.0, 0.03),
+        home={"wrist_lift": 0.10, "th_cmc": 0.2},
         tip_links=("if_tip", "mf_tip", "rf_tip", "th_tip"),
     ),
 }
@@ -62,7 +86,7 @@ class SimRobot:
         self.client, self.model = client, model
         self.body = p.loadURDF(model.urdf, basePosition=base_position or model.base_position,
                                baseOrientation=model.base_orientation, useFixedBase=True,
-                               flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=client)
+                               flags=p.URDF_USE_INERTIA_FROM_FILE | model.urdf_flags, physicsClientId=client)
         self._links: dict[str, int] = {p.getBodyInfo(self.body, physicsClientId=client)[0].decode(): -1}
         movable: dict[str, int] = {}
         for i in range(p.getNumJoints(self.body, physicsClientId=client)):
@@ -79,8 +103,10 @@ class SimRobot:
         self.all_idx = list(movable.values())
         self._pos_in_all = [self.all_idx.index(i) for i in self.idx]
         self.n = len(self.idx)
-        self.kp, self.kd = np.asarray(kp, float), np.asarray(kd, float)
+        self._kp, self._kd = np.asarray(kp, float), np.asarray(kd, float)
+        self.nominal_kp, self.nominal_kd = self._kp.copy(), self._kd.copy()   # kp/kd may be randomized
         self.effort_limits = np.asarray(effort_limits, float)
+        self._neg_effort_limits = -self.effort_limits
         self.gravity_compensation = gravity_compensation
         for i in range(-1, p.getNumJoints(self.body, physicsClientId=client)):
             p.changeDynamics(self.body, i, linearDamping=0.0, angularDamping=0.0, physicsClientId=client)
@@ -89,6 +115,9 @@ class SimRobot:
                                     forces=[0.0] * len(self.all_idx), physicsClientId=client)
         self._others = [i for i in self.all_idx if i not in self.idx]
         self._others_in_all = [self.all_idx.index(i) for i in self._others]
+        # the common case, every movable joint commanded in pybullet order: slice, don't gather
+        if self._pos_in_all == list(range(len(self.all_idx))):
+            self._pos_in_all = slice(None)
         self.q_home = np.array([model.home.get(n, 0.0) for n in joint_names])
         self._others_home = np.array([model.home.get(p.getJointInfo(self.body, i, physicsClientId=client)[1].decode(), 0.0)
                                       for i in self._others])
@@ -101,21 +130,18 @@ class SimRobot:
             p.resetJointState(self.body, i, float(qi), float(vi), physicsClientId=self.client)
         for i, qi in zip(self._others, self._others_home):
             p.resetJointState(self.body, i, float(qi), 0.0, physicsClientId=self.client)
-        self.q_target = np.array(q, float)
-        self._q_goal = self.q_target.copy()
-        self._interp_left = 0.0
-        self.qd_target = np.zeros(self.n)
-        self.tau_ff = np.zeros(self.n)
+        self._zeros = np.zeros(self.n)
+        self._zeros_all = [0.0] * len(self.all_idx)
+        self.tau_ff = self._zeros
         self.mode = MODE_POSITION
+        self._set_reference(np.array(q, float), self._zeros, np.inf)
         self.tau = np.zeros(self.n)
         self._others_target = self._others_home.copy()
 
     def joint_state(self):
         """(q, qd) of all movable joints in pybullet order."""
         states = p.getJointStates(self.body, self.all_idx, physicsClientId=self.client)
-        q = np.fromiter((s[0] for s in states), float, len(states))
-        qd = np.fromiter((s[1] for s in states), float, len(states))
-        return q, qd
+        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
 
     def state(self):
         """(q, qd, tau) of the controlled joints, tau being the last torque applied."""
@@ -135,28 +161,73 @@ class SimRobot:
         return np.array(pos), np.array(orn)
 
     # ---------------------------------------------------------------- control
+    # The joint reference is q_ref(t) = anchor + qd_ref * t for t < horizon, then the goal. The PD
+    # law tau = kp (q_ref - q) + kd (qd_ref - qd) is evaluated as A - kp q - kd qd with
+    # A = kp q_ref + kd qd_ref advanced by one addition per substep (this runs at the physics rate).
+
+    @property
+    def kp(self) -> np.ndarray:
+        return self._kp
+
+    @kp.setter
+    def kp(self, v) -> None:
+        self._kp = np.asarray(v, float)
+        self._refresh_pd()
+
+    @property
+    def kd(self) -> np.ndarray:
+        return self._kd
+
+    @kd.setter
+    def kd(self, v) -> None:
+        self._kd = np.asarray(v, float)
+        self._refresh_pd()
+
+    @property
+    def q_target(self) -> np.ndarray:
+        """The joint position reference right now."""
+        if self._elapsed >= self._horizon:
+            return self._q_goal
+        if self._elapsed == 0.0:
+            return self._q_anchor
+        return self._q_anchor + self.qd_target * self._elapsed
+
+    def _set_reference(self, anchor: np.ndarray, qd_ref: np.ndarray, horizon: float, goal=None) -> None:
+        self._q_anchor, self.qd_target, self._horizon, self._elapsed = anchor, qd_ref, horizon, 0.0
+        self._q_goal = anchor if goal is None else goal
+        self._refresh_pd()
+
+    def _refresh_pd(self) -> None:
+        if not hasattr(self, "_q_anchor"):
+            return
+        self._moving = self.qd_target is not self._zeros and bool(self.qd_target.any())
+        if self._moving:
+            self._pd_a = self._kp * self.q_target + self._kd * self.qd_target
+            self._pd_rate = self._kp * self.qd_target
+            self._pd_inc_dt = None
+        else:
+            self._pd_a = self._kp * self.q_target
+
     def set_target(self, mode: str, values: np.ndarray, period: float | None = None) -> None:
         """Latch a command; `apply_control` turns it into torques each substep.
 
         With `period` (the control period), a position command is reached by linear interpolation
         over that period with the matching velocity feed-forward, as a robot's joint interpolator
         does with streamed set-points; without it, the target is a step (used for holding).
+        Velocity mode tracks the integral of the commanded velocity, so it does not drift under load.
         """
         values = np.asarray(values, float)
         if mode == MODE_POSITION:
             if period and self.mode == MODE_POSITION:
-                self._interp_left = period
-                self.qd_target = (values - self.q_target) / period
+                q_now = self.q_target
+                self._set_reference(q_now, (values - q_now) / period, period, goal=values.copy())
             else:
-                self._interp_left = 0.0
-                self.q_target = values.copy()
-                self.qd_target = np.zeros(self.n)
-            self._q_goal = values.copy()
-            self.tau_ff = np.zeros(self.n)
+                self._set_reference(values.copy(), self._zeros, np.inf)
+            self.tau_ff = self._zeros
         elif mode == MODE_VELOCITY:
-            if self.mode != MODE_VELOCITY:
-                self.q_target = self.state()[0]
-            self.qd_target, self.tau_ff = values.copy(), np.zeros(self.n)
+            anchor = self.q_target if self.mode == MODE_VELOCITY else self.state()[0]
+            self._set_reference(anchor, values.copy(), np.inf)
+            self.tau_ff = self._zeros
         elif mode == MODE_EFFORT:
             self.tau_ff = values.copy()
         else:
@@ -168,35 +239,34 @@ class SimRobot:
 
     def apply_control(self, dt: float) -> None:
         """Compute and apply this substep's joint torques (call before each stepSimulation)."""
-        q_all, qd_all = self.joint_state()
-        q, qd = q_all[self._pos_in_all], qd_all[self._pos_in_all]
-        if self.mode == MODE_EFFORT:
-            tau = self.tau_ff.copy()
+        states = p.getJointStates(self.body, self.all_idx, physicsClientId=self.client)
+        q_list = [s[0] for s in states]
+        q_all = np.array(q_list)
+        qd_all = np.array([s[1] for s in states])
+        if self.gravity_compensation:
+            zeros = self._zeros_all
+            tau_all = np.array(p.calculateInverseDynamics(self.body, q_list, zeros, zeros, physicsClientId=self.client))
         else:
-            if self.mode == MODE_POSITION:
-                if self._interp_left > 1e-12:
-                    self.q_target = self.q_target + self.qd_target * dt
-                    self._interp_left -= dt
-                    if self._interp_left <= 1e-12:
-                        self.q_target = self._q_goal.copy()
+            tau_all = np.zeros(len(q_list))
+        sel = self._pos_in_all
+        if self.mode == MODE_EFFORT:
+            tau_all[sel] += self.tau_ff
+        else:
+            if self._moving:
+                self._elapsed += dt
+                if self._elapsed >= self._horizon - 1e-12:
+                    self._set_reference(self._q_goal, self._zeros, np.inf)    # arrived: exactly the goal
                 else:
-                    self.qd_target = np.zeros(self.n)
-            elif self.mode == MODE_VELOCITY:
-                # velocity mode tracks an integrated reference so it does not drift under load
-                self.q_target = self.q_target + self.qd_target * dt
-            tau = self.kp * (self.q_target - q) + self.kd * (self.qd_target - qd)
-        tau_all = np.zeros(len(self.all_idx))
+                    if self._pd_inc_dt != dt:
+                        self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
+                    self._pd_a = self._pd_a + self._pd_inc
+            tau_all[sel] += self._pd_a - self._kp * q_all[sel] - self._kd * qd_all[sel]
         if self._others:
             # joints not under command (e.g. a gripper left out of the config) are held at home
             oi = self._others_in_all
-            tau_all[oi] = 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
-        if self.gravity_compensation:
-            g = p.calculateInverseDynamics(self.body, list(q_all), [0.0] * len(q_all), [0.0] * len(q_all),
-                                           physicsClientId=self.client)
-            tau_all += np.asarray(g)
-        tau_all[self._pos_in_all] += tau
-        tau_all[self._pos_in_all] = np.clip(tau_all[self._pos_in_all], -self.effort_limits, self.effort_limits)
-        self.tau = tau_all[self._pos_in_all]
+            tau_all[oi] += 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
+        self.tau = tau_c = np.minimum(np.maximum(tau_all[sel], self._neg_effort_limits), self.effort_limits)
+        tau_all[sel] = tau_c
         p.setJointMotorControlArray(self.body, self.all_idx, p.TORQUE_CONTROL, forces=tau_all.tolist(),
                                     physicsClientId=self.client)
 
@@ -207,6 +277,11 @@ class Simulation:
     def __init__(self, physics_hz: float = 1000.0, gui: bool = False):
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         self.dt = 1.0 / physics_hz
+        self.reset_world()
+
+    def reset_world(self) -> None:
+        """Empty the world (bodies, constraints, textures, contact caches) and add the ground plane:
+        what follows is independent of everything simulated before, as in a fresh client."""
         p.resetSimulation(physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
         p.setTimeStep(self.dt, physicsClientId=self.client)
@@ -214,7 +289,8 @@ class Simulation:
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
         self.plane = p.loadURDF("plane.urdf", physicsClientId=self.client)
         self.robots: list[SimRobot] = []
-        self.time = 0.0
+        self.gravity = (0.0, 0.0, -9.81)
+        self.steps = 0
 
     def add_robot(self, model: RobotModel, joint_names, kp, kd, effort_limits, gravity_compensation=True,
                   base_position=None) -> SimRobot:
@@ -222,13 +298,22 @@ class Simulation:
         self.robots.append(r)
         return r
 
+    def set_gravity(self, g) -> None:
+        self.gravity = tuple(float(x) for x in g)
+        p.setGravity(*self.gravity, physicsClientId=self.client)
+
     def step(self, n: int = 1) -> None:
         """n physics substeps, each with fresh joint torques from every robot's controller."""
         for _ in range(n):
             for r in self.robots:
                 r.apply_control(self.dt)
             p.stepSimulation(physicsClientId=self.client)
-            self.time += self.dt
+            self.steps += 1
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds, from an integer step count so it does not drift."""
+        return self.steps * self.dt
 
     def close(self) -> None:
         if self.client is not None and p.isConnected(self.client):
