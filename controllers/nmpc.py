@@ -1,0 +1,252 @@
+"""Nonlinear MPC by direct multiple shooting in CasADi.
+
+Decision variables w = [x_0, u_0, x_1, u_1, ..., u_{N-1}, x_N]; constraints
+    x_0 = x_init,   x_{k+1} = f(x_k, u_k),   h_lo <= h(x_k, u_k) <= h_hi   (k = 0..N-1)
+with simple bounds on every x_k (k >= 1) and u_k. The dynamics are one `Function.map(N)` call, the
+whole NLP is expanded to SX (`expand=True`) and solved by
+
+* ``mode="ipopt"``: interior point to convergence, warm-started (primal and dual) from the shifted
+  previous solution;
+* ``mode="rti"``: the real-time iteration (Diehl, Bock, Schloeder 2005): one SQP step per call
+  (`sqpmethod`, `max_iter=1`, QP solver `qrqp`) around the shifted previous solution and
+  multipliers, with a Gauss-Newton Hessian (the cost Hessian; the constraints' curvature dropped),
+  as in acados' RTI.
+
+`solve()` has the common planner signature and returns a `TrajectoryResult`; with `feedback=True`
+the gains K_t and Quu_t come from a Riccati pass around the solution.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import casadi as ca
+import numpy as np
+
+from .cost import Cost
+from .dynamics import Dynamics, as_trajectory, as_vector
+from .ilqr import control_bounds
+from .lqr import finite_horizon_lqr
+from .result import SolverStatus, TrajectoryResult
+
+__all__ = ["NMPC"]
+
+_IPOPT_OK = {"Solve_Succeeded", "Solved_To_Acceptable_Level"}
+_IPOPT_USABLE = _IPOPT_OK | {"Maximum_Iterations_Exceeded", "Maximum_WallTime_Exceeded",
+                             "Maximum_CpuTime_Exceeded"}
+
+
+def _bounds(n: int, lower, upper, what: str):
+    lo = np.full(n, -np.inf) if lower is None else np.broadcast_to(np.asarray(lower, dtype=float), (n,)).copy()
+    hi = np.full(n, np.inf) if upper is None else np.broadcast_to(np.asarray(upper, dtype=float), (n,)).copy()
+    if np.any(np.isnan(lo)) or np.any(np.isnan(hi)):
+        raise ValueError(f"{what} bounds contain NaN")
+    if np.any(lo > hi):
+        raise ValueError(f"infeasible {what} bounds: lower {lo} > upper {hi}")
+    return lo, hi
+
+
+class NMPC:
+    """Multiple-shooting NMPC over `horizon` intervals.
+
+    path_constraints: list of (h, lower, upper) with h a casadi.Function (x, u) -> column vector.
+    ipopt_options / sqp_options: extra solver options (merged over the defaults here).
+    time_limit: wall-clock limit of one ipopt solve in seconds (None: none).
+    """
+
+    def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, *, u_lower=None, u_upper=None,
+                 x_lower=None, x_upper=None, path_constraints: Sequence | None = None,
+                 mode: str = "ipopt", feedback: bool = False, ipopt_options: dict | None = None,
+                 sqp_options: dict | None = None, time_limit: float | None = None):
+        if not getattr(dynamics, "is_symbolic", False):
+            raise ValueError("NMPC needs symbolic Dynamics (CasADi), not finite differences")
+        if dynamics.nx != cost.nx or dynamics.nu != cost.nu:
+            raise ValueError(f"dynamics (nx={dynamics.nx}, nu={dynamics.nu}) and cost "
+                             f"(nx={cost.nx}, nu={cost.nu}) disagree on dimensions")
+        if int(horizon) != horizon or horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        if mode not in ("ipopt", "rti"):
+            raise ValueError(f"mode must be 'ipopt' or 'rti', got {mode!r}")
+        self.dynamics, self.cost, self.horizon, self.mode, self.feedback = dynamics, cost, int(horizon), mode, feedback
+        N, nx, nu, npar = self.horizon, dynamics.nx, dynamics.nu, cost.n_params
+        self.nx, self.nu = nx, nu
+        self.u_lower, self.u_upper = control_bounds(nu, u_lower, u_upper)
+        self.x_lower, self.x_upper = _bounds(nx, x_lower, x_upper, "state")
+
+        # ---- multiple-shooting NLP (MX with mapped stage functions, expanded to SX by the solver)
+        W = ca.MX.sym("w", N * (nx + nu) + nx)
+        xs = [W[k * (nx + nu): k * (nx + nu) + nx] for k in range(N + 1)]
+        us = [W[k * (nx + nu) + nx: (k + 1) * (nx + nu)] for k in range(N)]
+        X, U = ca.horzcat(*xs[:N]), ca.horzcat(*us)
+        x_init = ca.MX.sym("x_init", nx)
+        Pm = ca.MX.sym("P", npar, N + 1)
+        X_next = dynamics.step_function.map(N)(X, U)
+        L = cost.running_function.map(N)(X, U, Pm[:, :N])
+        J = ca.sum2(L) + cost.terminal_function(xs[N], Pm[:, N])
+        g = [xs[0] - x_init, ca.vec(X_next - ca.horzcat(*xs[1:]))]
+        lbg, ubg = [np.zeros(nx), np.zeros(N * nx)], [np.zeros(nx), np.zeros(N * nx)]
+        self._path_sizes: list[int] = []
+        for item in path_constraints or ():
+            try:
+                h, lo, hi = item
+            except (TypeError, ValueError) as exc:
+                raise ValueError("path_constraints entries must be (casadi.Function h(x, u), lower, upper)") from exc
+            if not isinstance(h, ca.Function) or h.n_in() != 2 or h.size1_in(0) != nx or h.size1_in(1) != nu:
+                raise ValueError(f"path constraint must be a casadi.Function of (x[{nx}], u[{nu}])")
+            m = h.size1_out(0)
+            lo, hi = _bounds(m, lo, hi, "path constraint")
+            g.append(ca.vec(h.map(N)(X, U)))
+            lbg.append(np.tile(lo, N))
+            ubg.append(np.tile(hi, N))
+            self._path_sizes.append(m)
+        G = ca.vertcat(*g)
+        self._lbg, self._ubg = np.concatenate(lbg), np.concatenate(ubg)
+        p = ca.vertcat(x_init, ca.vec(Pm))
+        nlp = {"x": W, "f": J, "g": G, "p": p}
+        lbw = [np.full(nx, -np.inf)]                        # x_0 is fixed by its equality constraint
+        ubw = [np.full(nx, np.inf)]
+        for _ in range(N):
+            lbw += [self.u_lower, self.x_lower]
+            ubw += [self.u_upper, self.x_upper]
+        self._lbw, self._ubw = np.concatenate(lbw), np.concatenate(ubw)
+        self._nw = W.shape[0]
+
+        if mode == "ipopt":
+            opts = {"expand": True, "print_time": False, "error_on_fail": False,
+                    "ipopt": {"print_level": 0, "sb": "yes", "tol": 1e-6, "max_iter": 200,
+                              "warm_start_init_point": "yes", "warm_start_bound_push": 1e-6,
+                              "warm_start_mult_bound_push": 1e-6, "mu_init": 1e-3,
+                              "bound_relax_factor": 0.0}}
+            if time_limit is not None:
+                opts["ipopt"]["max_wall_time"] = float(time_limit)
+            opts["ipopt"].update(ipopt_options or {})
+            self._solver = ca.nlpsol("nmpc_ipopt", "ipopt", nlp, opts)
+        else:
+            # Gauss-Newton Hessian of the Lagrangian: the cost Hessian alone (PSD for convex costs)
+            sigma = ca.MX.sym("lam_f")
+            lam_g = ca.MX.sym("lam_g", G.shape[0])
+            H = sigma * ca.hessian(J, W)[0]
+            hess = ca.Function("nlp_hess_l", [W, p, sigma, lam_g], [ca.triu(H)],
+                               ["x", "p", "lam_f", "lam_g"], ["triu_hess_gamma_x_x"])
+            opts = {"expand": True, "print_time": False, "error_on_fail": False, "qpsol": "qrqp",
+                    "max_iter": 1, "print_header": False, "print_iteration": False, "print_status": False,
+                    "hess_lag": hess.expand(),
+                    "qpsol_options": {"print_iter": False, "print_header": False, "print_info": False,
+                                      "error_on_fail": False}}
+            opts.update(sqp_options or {})
+            self._solver = ca.nlpsol("nmpc_rti", "sqpmethod", nlp, opts)
+        self.reset()
+
+    # ------------------------------------------------------------------ warm start
+    def reset(self) -> None:
+        """Forget the previous solution (next solve starts cold)."""
+        self._w = None
+        self._lam_x = None
+        self._lam_g = None
+
+    def _initial_guess(self, x0, U_init):
+        N, nx, nu = self.horizon, self.nx, self.nu
+        if self._w is not None:              # the previous primal-dual solution, shifted one step
+            w = np.concatenate([self._w[nx + nu:], self._w[-(nx + nu):]])
+            w = w[: self._nw]
+            w[:nx] = x0
+            lam_x = np.concatenate([self._lam_x[nx + nu:], self._lam_x[-(nx + nu):]])[: self._nw]
+            gi = self._lam_g                                    # [x_0 eq; dynamics; path blocks]
+            parts, i = [gi[:nx]], nx
+            for m in [nx] + self._path_sizes:                   # every block is stage-major
+                seg = gi[i: i + N * m]
+                parts.append(np.concatenate([seg[m:], seg[-m:]]))
+                i += N * m
+            lam_g = np.concatenate(parts)
+            return w, lam_x, lam_g
+        if U_init is None:
+            U = np.zeros((N, nu))
+        else:
+            U = as_trajectory(U_init.u if isinstance(U_init, TrajectoryResult) else U_init, N, nu,
+                              "initial controls U_init")
+        U = np.clip(U, self.u_lower, self.u_upper)
+        X = self.dynamics.rollout(x0, U)
+        if not np.all(np.isfinite(X)):
+            X = np.repeat(x0[None], N + 1, axis=0)
+        X = np.clip(X, self.x_lower, self.x_upper)
+        X[0] = x0
+        w = np.concatenate([np.concatenate([X[k], U[k]]) for k in range(N)] + [X[N]])
+        return w, None, None
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, x0, U_init=None, params=None, *, max_iter: int | None = None,
+              deadline: float | None = None) -> TrajectoryResult:
+        """Solve from x0. The previous solution shifted one step, multipliers included, is the warm
+        start whenever there is one; U_init (or a rollout of zeros) seeds a cold start (after
+        `reset()` or a failure). `max_iter` and `deadline` are accepted for the planner interface; the
+        iteration count is fixed by the mode (see `time_limit` for ipopt)."""
+        t0 = time.perf_counter()
+        N, nx, nu = self.horizon, self.nx, self.nu
+        x0 = as_vector(x0, nx, "initial state x0")
+        P = self.cost.params_for_horizon(params, N)
+        w0, lam_x0, lam_g0 = self._initial_guess(x0, U_init)
+        args = dict(x0=w0, lbx=self._lbw, ubx=self._ubw, lbg=self._lbg, ubg=self._ubg,
+                    p=np.concatenate([x0, P.ravel()]))
+        if lam_x0 is not None:
+            args["lam_x0"], args["lam_g0"] = lam_x0, lam_g0
+        try:
+            sol = self._solver(**args)
+            stats = self._solver.stats()
+        except RuntimeError as exc:                         # evaluation errors, solver exceptions
+            return self._failed(w0, x0, f"solver error: {exc}", t0)
+        w = np.asarray(sol["x"]).ravel()
+        status_text = stats.get("return_status", "")
+        if not np.all(np.isfinite(w)):
+            return self._failed(w0, x0, f"non-finite solution ({status_text})", t0)
+        if self.mode == "ipopt":
+            if status_text in _IPOPT_OK:
+                status = SolverStatus.CONVERGED
+            elif status_text in ("Maximum_WallTime_Exceeded", "Maximum_CpuTime_Exceeded"):
+                status = SolverStatus.DEADLINE
+            elif status_text in _IPOPT_USABLE:
+                status = SolverStatus.MAX_ITERATIONS
+            else:
+                return self._failed(w0, x0, f"ipopt: {status_text}", t0)
+        else:
+            # one SQP step: success means the QP solved (max_iter is always "exceeded")
+            if stats.get("success", False) or status_text in ("Maximum_Iterations_Exceeded", "Solve_Succeeded"):
+                status = SolverStatus.MAX_ITERATIONS if status_text != "Solve_Succeeded" else SolverStatus.CONVERGED
+            else:
+                return self._failed(w0, x0, f"sqpmethod: {status_text}", t0)
+        self._w = w
+        self._lam_x = np.asarray(sol["lam_x"]).ravel()
+        self._lam_g = np.asarray(sol["lam_g"]).ravel()
+        X = np.stack([w[k * (nx + nu): k * (nx + nu) + nx] for k in range(N + 1)])
+        U = np.stack([w[k * (nx + nu) + nx: (k + 1) * (nx + nu)] for k in range(N)])
+        U = np.clip(U, self.u_lower, self.u_upper)          # bounds hold to the last bit
+        K, Quu = np.zeros((N, nu, nx)), None
+        if self.feedback:
+            K, Quu = self._riccati_gains(X, U, P)
+        if Quu is None:
+            d = self.cost._derivatives(X, U, P)
+            Quu = d.luu
+        return TrajectoryResult(x=X, u=U, K=K, k=np.zeros((N, nu)), Quu=Quu, cost=float(sol["f"]),
+                                iterations=int(stats.get("iter_count", 1)), status=status,
+                                message=status_text, solve_time=time.perf_counter() - t0,
+                                u_lower=self.u_lower, u_upper=self.u_upper)
+
+    def _riccati_gains(self, X, U, P):
+        fx, fu = self.dynamics.jacobians(X[:-1], U)
+        d = self.cost._derivatives(X, U, P)
+        try:
+            sol = finite_horizon_lqr(fx, fu, d.lxx, d.luu, d.lfxx, N=d.lux)
+        except ValueError:
+            return np.zeros((self.horizon, self.nu, self.nx)), None
+        return sol.K, sol.Quu
+
+    def _failed(self, w0, x0, message, t0) -> TrajectoryResult:
+        N, nx, nu = self.horizon, self.nx, self.nu
+        self.reset()
+        X = np.stack([w0[k * (nx + nu): k * (nx + nu) + nx] for k in range(N + 1)])
+        U = np.stack([w0[k * (nx + nu) + nx: (k + 1) * (nx + nu)] for k in range(N)])
+        return TrajectoryResult(x=X, u=U, K=np.zeros((N, nu, nx)), k=np.zeros((N, nu)),
+                                Quu=np.repeat(np.eye(nu)[None], N, axis=0), cost=math.inf, iterations=0,
+                                status=SolverStatus.FAILED, message=message,
+                                solve_time=time.perf_counter() - t0,
+                                u_lower=self.u_lower, u_upper=self.u_upper)

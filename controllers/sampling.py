@@ -1,0 +1,270 @@
+"""Sampling-based planners: random shooting, the cross-entropy method and MPPI.
+
+All three evaluate K control sequences of length T at once: the rollout and its cost for one
+sequence are a single compiled function (dynamics and cost inlined, unrolled over T) mapped over
+the K samples, so a batch is one call into compiled code; noise, weights and updates are vectorized
+numpy over (K, T, nu). Every planner owns a seeded `np.random.Generator` (`seed`, `reset()`).
+
+* `RandomShooting`: best of K random sequences (uniform in the control box, or Gaussian around the
+  warm start when unbounded).
+* `CEM` (Rubinstein 1999; as used for planning in PETS, Chua et al. 2018): fit a diagonal Gaussian
+  to the elite fraction, smooth the update, iterate.
+* `MPPI` (Williams et al., "Information theoretic MPC for model-based reinforcement learning",
+  ICRA 2017, Alg. 2): exponentially weighted average of the sampled perturbations with temperature
+  lambda, the lambda u' Sigma^-1 eps control-cost term, and a moving-average smoothing of the update.
+
+They return the common `TrajectoryResult` with K = k = 0 (open loop) and Quu = the inverse of the
+sampling covariance they ended with.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import casadi as ca
+import numpy as np
+
+from ._compiled import FastFunction, jit as _jit
+from .cost import Cost
+from .dynamics import as_trajectory, as_vector
+from .ilqr import control_bounds
+from .result import SolverStatus, TrajectoryResult
+
+__all__ = ["RandomShooting", "CEM", "MPPI", "BatchRollout"]
+
+
+class BatchRollout:
+    """J(x0, U_k, P) for K control sequences U (K, T, nu) in one compiled call."""
+
+    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int, *, n_threads: int = 1,
+                 jit: bool | None = None):
+        self.dynamics, self.cost, self.T, self.K = dynamics, cost, int(horizon), int(n_samples)
+        nx, nu, npar, T = dynamics.nx, dynamics.nu, cost.n_params, self.T
+        if dynamics.is_symbolic:
+            x0, U, P = ca.SX.sym("x0", nx), ca.SX.sym("U", nu, T), ca.SX.sym("P", npar, T + 1)
+            x, J = x0, 0
+            for t in range(T):                             # unrolled: one straight-line C function
+                J = J + cost.running_function(x, U[:, t], P[:, t])
+                x = dynamics.step_function(x, U[:, t])
+            J = J + cost.terminal_function(x, P[:, T])
+            J = ca.if_else(J == J, J, ca.inf)               # NaN (diverged rollout) -> +inf
+            single = _jit(ca.Function(f"rollout_cost_{dynamics.name}_{T}", [x0, U, P], [J]), jit)
+            par = "thread" if n_threads > 1 else "serial"
+            opts = {"max_num_threads": int(n_threads)} if n_threads > 1 else {}
+            self._batch = FastFunction(single.map("batch", par, self.K, [0, 2], [], opts))
+        else:
+            self._batch = None
+
+    def __call__(self, x0: np.ndarray, U: np.ndarray, P: np.ndarray) -> np.ndarray:
+        if self._batch is not None:
+            return self._batch(x0, U, P)[0].copy()
+        K, T = U.shape[0], self.T                           # black-box dynamics: step all samples
+        X = np.repeat(x0[None], K, axis=0)
+        J = np.zeros(K)
+        run = self.cost._mapped("v", K)
+        for t in range(T):
+            J += run(X, U[:, t], np.repeat(P[t][None], K, axis=0))[0]
+            X = self.dynamics._call(X, np.ascontiguousarray(U[:, t]))
+        J += np.array([self.cost._terminal_v(x, P[T])[0][0] for x in X])
+        return np.where(np.isfinite(J), J, np.inf)
+
+
+class _SamplingPlanner:
+    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int, u_lower, u_upper,
+                 seed: int | None, n_threads: int, jit):
+        if dynamics.nx != cost.nx or dynamics.nu != cost.nu:
+            raise ValueError(f"dynamics (nx={dynamics.nx}, nu={dynamics.nu}) and cost "
+                             f"(nx={cost.nx}, nu={cost.nu}) disagree on dimensions")
+        if int(horizon) != horizon or horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        if int(n_samples) != n_samples or n_samples < 2:
+            raise ValueError(f"n_samples must be an integer >= 2, got {n_samples}")
+        self.dynamics, self.cost = dynamics, cost
+        self.horizon, self.n_samples = int(horizon), int(n_samples)
+        self.nx, self.nu = dynamics.nx, dynamics.nu
+        self.u_lower, self.u_upper = control_bounds(self.nu, u_lower, u_upper)
+        self.bounded = bool(np.all(np.isfinite(self.u_lower)) and np.all(np.isfinite(self.u_upper)))
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._rollout = BatchRollout(dynamics, cost, self.horizon, self.n_samples, n_threads=n_threads, jit=jit)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed the generator (with `seed`, or the constructor's seed)."""
+        self.rng = np.random.default_rng(self.seed if seed is None else seed)
+
+    def _start(self, x0, U_init, params):
+        x0 = as_vector(x0, self.nx, "initial state x0")
+        P = self.cost.params_for_horizon(params, self.horizon)
+        if isinstance(U_init, TrajectoryResult):
+            U_init = U_init.u
+        U = None if U_init is None else as_trajectory(U_init, self.horizon, self.nu, "initial controls U_init")
+        return x0, P, U
+
+    def _clip(self, U):
+        return np.clip(U, self.u_lower, self.u_upper)
+
+    def _result(self, x0, U, P, Sigma, iterations, status, message, t0, history, dU=None):
+        T, nu = self.horizon, self.nu
+        X = self.dynamics.rollout(x0, U)
+        J = self.cost._total(X, U, P) if np.all(np.isfinite(X)) else math.inf
+        if not math.isfinite(J):
+            status, message = SolverStatus.FAILED, "every sampled rollout diverged"
+        Quu = np.repeat(np.linalg.inv(Sigma)[None], T, axis=0) if Sigma.ndim == 2 else \
+            np.stack([np.linalg.inv(S) for S in Sigma])
+        return TrajectoryResult(x=X, u=U, K=np.zeros((T, nu, self.nx)),
+                                k=np.zeros((T, nu)) if dU is None else dU, Quu=Quu, cost=float(J),
+                                iterations=iterations, status=status, message=message,
+                                cost_history=history, solve_time=time.perf_counter() - t0,
+                                u_lower=self.u_lower, u_upper=self.u_upper)
+
+
+class RandomShooting(_SamplingPlanner):
+    """Best of `n_samples` random control sequences (the warm start competes as one of them).
+
+    Bounded controls: uniform in the box. Unbounded: Gaussian with std `noise_std` around the warm
+    start (or zero)."""
+
+    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 1000, *, u_lower=None,
+                 u_upper=None, noise_std=1.0, seed: int | None = 0, n_threads: int = 1,
+                 jit: bool | None = None):
+        super().__init__(dynamics, cost, horizon, n_samples, u_lower, u_upper, seed, n_threads, jit)
+        self.noise_std = np.broadcast_to(np.asarray(noise_std, dtype=float), (self.nu,)).copy()
+        if not np.all(self.noise_std > 0):
+            raise ValueError("noise_std must be positive")
+
+    def solve(self, x0, U_init=None, params=None, *, max_iter=None, deadline=None) -> TrajectoryResult:
+        t0 = time.perf_counter()
+        x0, P, U0 = self._start(x0, U_init, params)
+        K, T, nu = self.n_samples, self.horizon, self.nu
+        if self.bounded:
+            V = self.rng.uniform(self.u_lower, self.u_upper, size=(K, T, nu))
+        else:
+            center = np.zeros((T, nu)) if U0 is None else U0
+            V = self._clip(center + self.noise_std * self.rng.standard_normal((K, T, nu)))
+        if U0 is not None:
+            V[0] = self._clip(U0)
+        J = self._rollout(x0, V, P)
+        best = int(np.argmin(J))
+        Sigma = np.diag(((self.u_upper - self.u_lower) ** 2 / 12.0) if self.bounded else self.noise_std ** 2)
+        return self._result(x0, V[best].copy(), P, Sigma, 1, SolverStatus.CONVERGED,
+                            f"best of {K} samples", t0, [float(J[best])])
+
+
+class CEM(_SamplingPlanner):
+    """Cross-entropy method over control sequences with a diagonal Gaussian."""
+
+    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 500, *, u_lower=None,
+                 u_upper=None, iterations: int = 5, elite_fraction: float = 0.1, smoothing: float = 0.1,
+                 init_std=None, min_std: float = 1e-3, seed: int | None = 0, n_threads: int = 1,
+                 jit: bool | None = None):
+        super().__init__(dynamics, cost, horizon, n_samples, u_lower, u_upper, seed, n_threads, jit)
+        if not 0 < elite_fraction <= 1 or not 0 <= smoothing < 1 or iterations < 1:
+            raise ValueError("need 0 < elite_fraction <= 1, 0 <= smoothing < 1 and iterations >= 1")
+        self.iterations, self.smoothing, self.min_std = int(iterations), float(smoothing), float(min_std)
+        self.n_elite = max(2, int(math.ceil(elite_fraction * self.n_samples)))
+        if init_std is None:
+            init_std = (self.u_upper - self.u_lower) / 4.0 if self.bounded else np.ones(self.nu)
+        self.init_std = np.broadcast_to(np.asarray(init_std, dtype=float), (self.nu,)).copy()
+        if not np.all(self.init_std > 0):
+            raise ValueError("init_std must be positive")
+
+    def solve(self, x0, U_init=None, params=None, *, max_iter=None, deadline=None) -> TrajectoryResult:
+        t0 = time.perf_counter()
+        x0, P, U0 = self._start(x0, U_init, params)
+        K, T, nu = self.n_samples, self.horizon, self.nu
+        mean = np.zeros((T, nu)) if U0 is None else self._clip(U0)
+        mean = self._clip(mean)
+        std = np.broadcast_to(self.init_std, (T, nu)).copy()
+        best_U, best_J = mean.copy(), math.inf
+        history, status, message = [], SolverStatus.MAX_ITERATIONS, "iterations done"
+        n_iter = self.iterations if max_iter is None else max(1, int(max_iter))
+        it = 0
+        for it in range(1, n_iter + 1):
+            V = self._clip(mean + std * self.rng.standard_normal((K, T, nu)))
+            V[0] = mean                                     # the current mean competes too
+            J = self._rollout(x0, V, P)
+            elite = np.argpartition(J, self.n_elite - 1)[: self.n_elite]
+            i = int(np.argmin(J))
+            if J[i] < best_J:
+                best_J, best_U = float(J[i]), V[i].copy()
+            history.append(best_J)
+            a = self.smoothing                              # mean/std <- a old + (1 - a) elite fit
+            mean = a * mean + (1 - a) * V[elite].mean(axis=0)
+            std = a * std + (1 - a) * V[elite].std(axis=0)
+            if std.max() < self.min_std:
+                status, message = SolverStatus.CONVERGED, "sampling distribution collapsed"
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                status, message = SolverStatus.DEADLINE, "deadline reached"
+                break
+        Sigma = np.stack([np.diag(np.maximum(s, self.min_std) ** 2) for s in std])
+        return self._result(x0, best_U, P, Sigma, it, status, message, t0, history)
+
+
+class MPPI(_SamplingPlanner):
+    """Model predictive path integral control (Williams et al. 2017).
+
+    temperature: lambda; noise_sigma: (nu, nu) covariance or nu variances; smoothing_window: odd
+    moving-average length applied to the weighted update along time (1 = none); iterations: updates
+    per solve. gamma: weight of the u' Sigma^-1 eps term (default lambda, as in the paper).
+    """
+
+    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 1000, *, u_lower=None,
+                 u_upper=None, temperature: float = 1.0, noise_sigma=1.0, gamma: float | None = None,
+                 smoothing_window: int = 1, iterations: int = 1, seed: int | None = 0,
+                 n_threads: int = 1, jit: bool | None = None):
+        super().__init__(dynamics, cost, horizon, n_samples, u_lower, u_upper, seed, n_threads, jit)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if smoothing_window < 1 or smoothing_window % 2 == 0:
+            raise ValueError(f"smoothing_window must be an odd integer >= 1, got {smoothing_window}")
+        S = np.asarray(noise_sigma, dtype=float)
+        S = np.diag(np.broadcast_to(S, (self.nu,))) if S.ndim < 2 else S
+        if S.shape != (self.nu, self.nu) or not np.allclose(S, S.T):
+            raise ValueError(f"noise_sigma must be nu variances or a symmetric ({self.nu}, {self.nu}) matrix")
+        try:
+            self._chol = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError as exc:
+            raise ValueError("noise_sigma must be positive definite") from exc
+        self.temperature, self.sigma = float(temperature), S
+        self.sigma_inv = np.linalg.inv(S)
+        self.gamma = self.temperature if gamma is None else float(gamma)
+        self.smoothing_window, self.iterations = int(smoothing_window), int(iterations)
+
+    def _smooth(self, dU: np.ndarray) -> np.ndarray:
+        w = self.smoothing_window
+        if w == 1:
+            return dU
+        pad = np.concatenate([np.repeat(dU[:1], w // 2, 0), dU, np.repeat(dU[-1:], w // 2, 0)])
+        c = np.cumsum(np.concatenate([np.zeros((1, dU.shape[1])), pad]), axis=0)
+        return (c[w:] - c[:-w]) / w
+
+    def solve(self, x0, U_init=None, params=None, *, max_iter=None, deadline=None) -> TrajectoryResult:
+        t0 = time.perf_counter()
+        x0, P, U0 = self._start(x0, U_init, params)
+        K, T, nu, lam = self.n_samples, self.horizon, self.nu, self.temperature
+        U = np.zeros((T, nu)) if U0 is None else self._clip(U0)
+        n_iter = self.iterations if max_iter is None else max(1, int(max_iter))
+        history, status, message = [], SolverStatus.MAX_ITERATIONS, "iterations done"
+        dU = np.zeros((T, nu))
+        it = 0
+        for it in range(1, n_iter + 1):
+            eps = self.rng.standard_normal((K, T, nu)) @ self._chol.T      # eps ~ N(0, Sigma)
+            V = self._clip(U + eps)
+            eps = V - U                                     # the perturbation actually applied
+            S = self._rollout(x0, V, P)                     # S(V_k): state cost of each rollout
+            S = S + self.gamma * np.einsum("ti,ij,ktj->k", U, self.sigma_inv, eps)  # + lambda u' Sigma^-1 eps
+            finite = np.isfinite(S)
+            if not finite.any():
+                status, message = SolverStatus.FAILED, "every sampled rollout diverged"
+                break
+            beta = S[finite].min()
+            w = np.where(finite, np.exp(-(S - beta) / lam), 0.0)            # eq. (importance weights)
+            w /= w.sum()
+            dU = self._smooth(np.einsum("k,kti->ti", w, eps))
+            U = self._clip(U + dU)
+            history.append(float(beta))
+            if deadline is not None and time.perf_counter() > deadline:
+                status, message = SolverStatus.DEADLINE, "deadline reached"
+                break
+        return self._result(x0, U, P, self.sigma, it, status, message, t0, history, dU)
