@@ -1,0 +1,417 @@
+"""Domain randomization: named groups of named parameters with ranges, read from YAML, seeded.
+
+A preset (sim/presets/<name>.yaml, or any YAML file, or a dict of the same shape) looks like::
+
+    groups:
+      dynamics:
+        link_mass_scale: {dist: uniform, low: 0.5, high: 1.5}
+        gravity_offset:  {dist: normal, std: 0.4, mode: per_step}
+      noise:
+        action_noise:    {dist: normal, std: 0.05}
+      visuals:
+        enabled: false
+
+Every parameter is known here (`PARAMETERS`): its group, what it is applied to (its shape: one
+value, one per joint, per link, per object, per action dimension, ...), its default mode and the
+modes it supports, and whether it must stay positive. A sampled value is a realization (a mass
+scale, a noise vector): the environment applies it and reports it in `info["randomization"]`.
+
+- `per_episode` values are drawn once at reset; `per_step` values again before every step.
+- Sampling uses only the generator it is given, in a fixed order, so a seed reproduces everything.
+- ADR (automatic domain randomization, Akkaya et al. 2019 "Solving Rubik's Cube with a Robot
+  Hand", Alg. 1) needs two things from here: pinning a parameter to one end of its range
+  (`sample_episode(..., pin=...)`) and moving that end (`set_bounds`); `AutomaticDomainRandomization`
+  does the bookkeeping.
+
+Bad input (unknown group or parameter, unknown distribution, inverted or negative ranges, a mode a
+parameter cannot have) raises `RandomizationError` naming the key path, e.g.
+``groups.dynamics.link_mass_scale.low: 2.0 > high 1.5``.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PER_EPISODE, PER_STEP = "per_episode", "per_step"
+DISTRIBUTIONS = ("uniform", "loguniform", "normal", "randint", "bernoulli", "constant")
+
+
+class RandomizationError(ValueError):
+    """A bad randomization spec; the message starts with the offending key path."""
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    group: str
+    shape: str                 # scalar | vec3 | joints | links | objects | objects3 | action | surfaces | surfaces3
+    doc: str
+    positive: bool = False     # values must stay > 0 (scales, coefficients)
+    nonneg: bool = False       # values must stay >= 0
+    per_step_ok: bool = True
+    default_mode: str = PER_EPISODE
+    integer: bool = False
+
+
+PARAMETERS: dict[str, ParamInfo] = {
+    # dynamics ------------------------------------------------------------------------------
+    "link_mass_scale": ParamInfo("dynamics", "links", "robot link mass (and inertia) multiplier", positive=True),
+    "object_mass_scale": ParamInfo("dynamics", "objects", "object mass (and inertia) multiplier", positive=True),
+    "joint_damping_scale": ParamInfo("dynamics", "joints", "joint viscous damping multiplier", positive=True),
+    "gain_scale": ParamInfo("dynamics", "joints", "joint controller kp and kd multiplier", positive=True),
+    "friction_scale": ParamInfo("dynamics", "objects", "lateral friction multiplier (objects; the table "
+                                "and fingertips use the first value)", positive=True),
+    "spin_roll_friction_scale": ParamInfo("dynamics", "objects", "spinning and rolling friction multiplier",
+                                          positive=True),
+    "object_size_scale": ParamInfo("dynamics", "objects", "object size multiplier", positive=True,
+                                   per_step_ok=False),
+    "gravity_offset": ParamInfo("dynamics", "vec3", "added to gravity, m/s^2 per axis"),
+    "table_height_offset": ParamInfo("dynamics", "scalar", "table height change, m", per_step_ok=False),
+    # timing ------------------------------------------------------------------------------------
+    "action_latency": ParamInfo("timing", "scalar", "actions take effect this many control steps late",
+                                nonneg=True, per_step_ok=False, integer=True),
+    "control_period_jitter": ParamInfo("timing", "scalar", "relative change of the control period",
+                                       default_mode=PER_STEP),
+    # noise -------------------------------------------------------------------------------------
+    "action_noise": ParamInfo("noise", "action", "added to the normalized action", default_mode=PER_STEP),
+    "action_bias": ParamInfo("noise", "action", "added to the normalized action, fixed per episode"),
+    "joint_noise": ParamInfo("noise", "joints", "added to observed joint positions and velocities",
+                             default_mode=PER_STEP),
+    "object_position_bias": ParamInfo("noise", "objects3", "added to observed object positions, m"),
+    "object_position_noise": ParamInfo("noise", "objects3", "added to observed object positions, m",
+                                       default_mode=PER_STEP),
+    # visuals -----------------------------------------------------------------------------------
+    "camera_position_offset": ParamInfo("visuals", "vec3", "camera moved by, m"),
+    "camera_rotation_offset": ParamInfo("visuals", "vec3", "camera roll/pitch/yaw offset, rad"),
+    "camera_fov_offset": ParamInfo("visuals", "scalar", "vertical field of view offset, deg"),
+    "light_direction": ParamInfo("visuals", "vec3", "direction towards the light"),
+    "light_ambient": ParamInfo("visuals", "scalar", "ambient coefficient", nonneg=True),
+    "light_diffuse": ParamInfo("visuals", "scalar", "diffuse coefficient", nonneg=True),
+    "light_specular": ParamInfo("visuals", "scalar", "specular coefficient", nonneg=True),
+    "surface_color": ParamInfo("visuals", "surfaces3", "RGB of floor, table, objects, robot", nonneg=True),
+    "surface_texture": ParamInfo("visuals", "surfaces", "1: a procedural texture instead of a plain colour",
+                                 integer=True, nonneg=True),
+    "texture_index": ParamInfo("visuals", "surfaces", "which procedural texture", integer=True, nonneg=True),
+    "distractor_count": ParamInfo("visuals", "scalar", "visual-only distractor objects", integer=True,
+                                  nonneg=True, per_step_ok=False),
+    "brightness": ParamInfo("visuals", "scalar", "image brightness multiplier", positive=True),
+    "pixel_noise_std": ParamInfo("visuals", "scalar", "std of pixel noise, fraction of full scale", nonneg=True),
+}
+GROUPS = ("dynamics", "timing", "noise", "visuals")
+_FIELDS = {"dist", "low", "high", "mean", "std", "p", "value", "mode"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    dist: str
+    mode: str
+    low: object = None        # scalar or list (per component of a vec3)
+    high: object = None
+    mean: object = 0.0
+    std: object = 0.0
+    p: float = 0.5
+    value: object = None
+
+    @property
+    def info(self) -> ParamInfo:
+        return PARAMETERS[self.name]
+
+    def sample(self, rng: np.random.Generator, size):
+        d = self.dist
+        if d == "uniform":
+            v = rng.uniform(self.low, self.high, size)
+        elif d == "loguniform":
+            v = np.exp(rng.uniform(np.log(self.low), np.log(self.high), size))
+        elif d == "normal":
+            v = rng.normal(self.mean, self.std, size)
+        elif d == "randint":
+            v = rng.integers(self.low, np.asarray(self.high) + 1, size)
+        elif d == "bernoulli":
+            v = (rng.random(size) < self.p).astype(np.int64)
+        else:  # constant
+            v = np.broadcast_to(np.asarray(self.value, float), size).copy() if size else float(self.value)
+        if size is None and isinstance(v, np.ndarray):
+            v = v.item()
+        return v
+
+    def bounds(self) -> tuple:
+        return self.low, self.high
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+class Randomizer:
+    """Named groups of randomized parameters; sample per episode and per step with a given rng."""
+
+    def __init__(self, params: dict[str, ParamSpec], name: str = "custom"):
+        self.params = dict(params)
+        self.name = name
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, spec) -> "Randomizer":
+        """From a preset name ("default", "stress", "off"), a YAML path, a dict, or a Randomizer."""
+        if isinstance(spec, Randomizer):
+            return spec
+        if spec is None:
+            return cls({}, "off")
+        if isinstance(spec, dict):
+            return cls.from_dict(spec)
+        if isinstance(spec, (str, Path)):
+            path = Path(spec)
+            if not path.suffix and not path.exists():
+                path = PRESETS_DIR / f"{spec}.yaml"
+                if not path.exists():
+                    known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+                    raise RandomizationError(f"unknown randomization preset {str(spec)!r} (known: {known}; "
+                                             f"or give a YAML path)")
+            try:
+                data = yaml.safe_load(path.read_text())
+            except FileNotFoundError:
+                raise RandomizationError(f"{path}: file not found") from None
+            except yaml.YAMLError as e:
+                raise RandomizationError(f"{path}: invalid YAML: {e}") from None
+            try:
+                return cls.from_dict(data or {}, name=path.stem)
+            except RandomizationError as e:
+                raise RandomizationError(f"{path}: {e}") from None
+        raise RandomizationError(f"randomization must be a preset name, a path, a dict or a Randomizer, "
+                                 f"got {type(spec).__name__}")
+
+    @classmethod
+    def from_dict(cls, data: dict, name: str = "custom") -> "Randomizer":
+        if not isinstance(data, dict):
+            raise RandomizationError(f"expected a mapping with 'groups', got {type(data).__name__}")
+        unknown = set(data) - {"groups", "description"}
+        if unknown:
+            raise RandomizationError(f"{sorted(unknown)[0]}: unknown top-level key (expected groups, description)")
+        groups = data.get("groups") or {}
+        if not isinstance(groups, dict):
+            raise RandomizationError("groups: expected a mapping of group name to parameters")
+        params: dict[str, ParamSpec] = {}
+        for gname, gdata in groups.items():
+            gkey = f"groups.{gname}"
+            if gname not in GROUPS:
+                raise RandomizationError(f"{gkey}: unknown group (known: {', '.join(GROUPS)})")
+            if gdata is None:
+                continue
+            if not isinstance(gdata, dict):
+                raise RandomizationError(f"{gkey}: expected a mapping of parameters")
+            enabled = gdata.get("enabled", True)
+            if not isinstance(enabled, bool):
+                raise RandomizationError(f"{gkey}.enabled: expected true/false, got {enabled!r}")
+            for pname, pdata in gdata.items():
+                if pname == "enabled":
+                    continue
+                spec = parse_param(f"{gkey}.{pname}", gname, pname, pdata)
+                if enabled:
+                    params[pname] = spec
+        return cls(params, name)
+
+    # ------------------------------------------------------------------ use
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for n in self.params:
+            out.setdefault(PARAMETERS[n].group, []).append(n)
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.params)
+
+    def has(self, name: str) -> bool:
+        return name in self.params
+
+    def per_step_names(self) -> list[str]:
+        return [n for n, s in self.params.items() if s.mode == PER_STEP]
+
+    def _size(self, name: str, dims: dict):
+        shape = PARAMETERS[name].shape
+        if shape == "scalar":
+            return None
+        if shape == "vec3":
+            return (3,)
+        if shape.endswith("3"):
+            return (dims[shape[:-1]], 3)
+        return (dims[shape],)
+
+    def sample_episode(self, rng: np.random.Generator, dims: dict, pin: dict | None = None) -> dict:
+        """All parameters (per-step ones get their first value). `pin` fixes values (ADR boundary tests)."""
+        out = {}
+        for name, spec in self.params.items():
+            out[name] = spec.sample(rng, self._size(name, dims))
+        for name, value in (pin or {}).items():
+            if name not in self.params:
+                raise RandomizationError(f"cannot pin {name!r}: it is not randomized by {self.name!r}")
+            size = self._size(name, dims)
+            out[name] = np.full(size, value, float) if size else value
+        return out
+
+    def sample_step(self, rng: np.random.Generator, dims: dict) -> dict:
+        return {name: self.params[name].sample(rng, self._size(name, dims)) for name in self.per_step_names()}
+
+    def set_bounds(self, name: str, low, high) -> None:
+        """Move a parameter's range (the ADR hook); the new range is validated like YAML input."""
+        if name not in self.params:
+            raise RandomizationError(f"{name}: not randomized by {self.name!r}")
+        spec = self.params[name]
+        if spec.dist not in ("uniform", "loguniform", "randint"):
+            raise RandomizationError(f"{name}: only ranged distributions have bounds, this one is {spec.dist}")
+        d = {"dist": spec.dist, "low": low, "high": high, "mode": spec.mode}
+        self.params[name] = parse_param(name, spec.info.group, name, d)
+
+    def describe(self) -> str:
+        lines = [f"randomizer {self.name!r}:"]
+        for g, names in self.groups.items():
+            lines.append(f"  {g}:")
+            for n in names:
+                s = self.params[n]
+                rng = {"uniform": f"U[{s.low}, {s.high}]", "loguniform": f"logU[{s.low}, {s.high}]",
+                       "normal": f"N({s.mean}, {s.std})", "randint": f"int[{s.low}, {s.high}]",
+                       "bernoulli": f"Bernoulli({s.p})", "constant": f"= {s.value}"}[s.dist]
+                lines.append(f"    {n}: {rng} {s.mode}")
+        return "\n".join(lines)
+
+
+def parse_param(key: str, group: str, name: str, d) -> ParamSpec:
+    if name not in PARAMETERS:
+        known = ", ".join(n for n, i in PARAMETERS.items() if i.group == group)
+        raise RandomizationError(f"{key}: unknown parameter (group {group} has: {known})")
+    info = PARAMETERS[name]
+    if info.group != group:
+        raise RandomizationError(f"{key}: {name} belongs to group {info.group}, not {group}")
+    if not isinstance(d, dict):
+        raise RandomizationError(f"{key}: expected a mapping like {{dist: uniform, low: .., high: ..}}, got {d!r}")
+    extra = set(d) - _FIELDS
+    if extra:
+        raise RandomizationError(f"{key}.{sorted(extra)[0]}: unknown field (known: {', '.join(sorted(_FIELDS))})")
+    dist = d.get("dist")
+    if dist not in DISTRIBUTIONS:
+        raise RandomizationError(f"{key}.dist: unknown distribution {dist!r} (known: {', '.join(DISTRIBUTIONS)})")
+    mode = d.get("mode", info.default_mode)
+    if mode not in (PER_EPISODE, PER_STEP):
+        raise RandomizationError(f"{key}.mode: must be {PER_EPISODE} or {PER_STEP}, got {mode!r}")
+    if mode == PER_STEP and not info.per_step_ok:
+        raise RandomizationError(f"{key}.mode: {name} can only change between episodes (per_episode)")
+    width = 3 if info.shape in ("vec3",) else 1
+
+    def number(field_name, required=True, default=None):
+        if field_name not in d:
+            if required:
+                raise RandomizationError(f"{key}.{field_name}: missing (needed by dist {dist})")
+            return default
+        v = d[field_name]
+        if isinstance(v, list) and width == 3:
+            if len(v) != 3 or not all(_is_num(x) for x in v):
+                raise RandomizationError(f"{key}.{field_name}: expected a number or a list of 3 numbers, got {v!r}")
+            return [float(x) for x in v]
+        if not _is_num(v):
+            raise RandomizationError(f"{key}.{field_name}: expected a finite number, got {v!r}")
+        return float(v)
+
+    def check_sign(field_name, v):
+        vals = v if isinstance(v, list) else [v]
+        if info.positive and any(x <= 0 for x in vals):
+            raise RandomizationError(f"{key}.{field_name}: {name} must stay positive, got {v}")
+        if info.nonneg and any(x < 0 for x in vals):
+            raise RandomizationError(f"{key}.{field_name}: {name} must not be negative, got {v}")
+
+    if dist in ("uniform", "loguniform", "randint"):
+        low, high = number("low"), number("high")
+        lows, highs = np.broadcast_to(low, (width,)), np.broadcast_to(high, (width,))
+        if np.any(lows > highs):
+            raise RandomizationError(f"{key}.low: {low} > high {high} (inverted range)")
+        check_sign("low", low)
+        if dist == "loguniform" and np.any(lows <= 0):
+            raise RandomizationError(f"{key}.low: loguniform needs low > 0, got {low}")
+        if dist == "randint":
+            if not all(float(x).is_integer() for x in np.ravel([low, high])):
+                raise RandomizationError(f"{key}: randint needs integer low/high, got {low}, {high}")
+            low, high = int(low), int(high)
+        elif info.integer:
+            raise RandomizationError(f"{key}.dist: {name} takes integers: use randint, bernoulli or constant")
+        return ParamSpec(name, dist, mode, low=low, high=high)
+    if dist == "normal":
+        if info.positive or info.nonneg or info.integer:
+            raise RandomizationError(f"{key}.dist: {name} must not go negative: a normal distribution "
+                                     f"can; use uniform or loguniform")
+        mean, std = number("mean", required=False, default=0.0), number("std")
+        if np.any(np.asarray(std) < 0):
+            raise RandomizationError(f"{key}.std: must be >= 0, got {std}")
+        return ParamSpec(name, dist, mode, mean=mean, std=std)
+    if dist == "bernoulli":
+        pr = number("p")
+        if not 0.0 <= pr <= 1.0:
+            raise RandomizationError(f"{key}.p: must be in [0, 1], got {pr}")
+        return ParamSpec(name, dist, mode, p=pr)
+    value = number("value")
+    check_sign("value", value)
+    return ParamSpec(name, dist, mode, value=value)
+
+
+# --------------------------------------------------------------------------------------------
+class AutomaticDomainRandomization:
+    """ADR (Akkaya et al. 2019, Alg. 1) over ranged parameters of a Randomizer.
+
+    Each episode, with probability `boundary_prob`, one parameter is pinned to its low or high end
+    (`next_pin`); the episode's success is reported back (`report`). When a boundary's buffer holds
+    `buffer_size` results, its mean success is compared with the thresholds: at or above `t_high`
+    the range widens by `delta` at that end, at or below `t_low` it narrows (never past the
+    initial value), and the buffer is cleared.
+    """
+
+    def __init__(self, randomizer: Randomizer, names, delta: float, buffer_size: int = 20,
+                 t_low: float = 0.5, t_high: float = 0.8, boundary_prob: float = 0.5):
+        if not 0 <= t_low < t_high <= 1:
+            raise RandomizationError(f"ADR thresholds must satisfy 0 <= t_low < t_high <= 1, got {t_low}, {t_high}")
+        if delta <= 0 or buffer_size < 1:
+            raise RandomizationError(f"ADR delta must be > 0 and buffer_size >= 1, got {delta}, {buffer_size}")
+        self.r, self.delta, self.buffer_size = randomizer, float(delta), int(buffer_size)
+        self.t_low, self.t_high, self.boundary_prob = t_low, t_high, boundary_prob
+        self.names = list(names)
+        for n in self.names:
+            if n not in randomizer.params or randomizer.params[n].dist not in ("uniform", "loguniform"):
+                raise RandomizationError(f"{n}: ADR needs a uniform or loguniform parameter of the randomizer")
+        self.initial = {n: randomizer.params[n].bounds() for n in self.names}
+        self.buffers = {(n, end): deque() for n in self.names for end in ("low", "high")}
+
+    def next_pin(self, rng: np.random.Generator):
+        """(pin dict for sample_episode, (name, end)) or ({}, None) for an ordinary episode."""
+        if rng.random() >= self.boundary_prob:
+            return {}, None
+        name = self.names[int(rng.integers(len(self.names)))]
+        end = "low" if rng.random() < 0.5 else "high"
+        low, high = self.r.params[name].bounds()
+        return {name: low if end == "low" else high}, (name, end)
+
+    def report(self, boundary, success: bool) -> None:
+        if boundary is None:
+            return
+        buf = self.buffers[boundary]
+        buf.append(float(success))
+        if len(buf) < self.buffer_size:
+            return
+        mean = sum(buf) / len(buf)
+        buf.clear()
+        name, end = boundary
+        low, high = self.r.params[name].bounds()
+        low0, high0 = self.initial[name]
+        step = self.delta
+        if mean >= self.t_high:
+            low, high = (low - step, high) if end == "low" else (low, high + step)
+        elif mean <= self.t_low:
+            low, high = (min(low + step, low0), high) if end == "low" else (low, max(high - step, high0))
+        if self.r.params[name].info.positive or self.r.params[name].dist == "loguniform":
+            low = max(low, 1e-3)
+        self.r.set_bounds(name, low, high)
+
+    def bounds(self) -> dict:
+        return {n: self.r.params[n].bounds() for n in self.names}

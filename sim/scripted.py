@@ -1,0 +1,202 @@
+"""Scripted controllers that solve the s2r tasks: the reference experts for tests and demonstrations.
+
+They read the observation (noisy under randomization, like a real controller would) and use the
+simulated robot's kinematics for inverse kinematics: pybullet's IK for the arm (TCP position, hand
+pointing down) and damped least squares on fingertip Jacobians for the hand. A joint-space target
+q* becomes the action that moves the commanded joint targets there, a = clip((q* - q_cmd) / scale),
+with q_cmd including the actions still in flight (the experts are privileged: they read the sim).
+
+`make_scripted(env)` picks the controller for a task; each is a callable `obs -> action`, and
+`scripted_factory` is a picklable policy factory for `sim.parallel`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pybullet as p
+
+from sim.tasks.arm import DOWN, TCP_OFFSET, ArmInsert, ArmPush, ArmReach, ArmTask
+from sim.tasks.hand import TIPS, HandGraspLift, HandReach
+
+
+class _Scripted:
+    """Privileged expert: besides the observation it reads the simulator (for IK) and the env's
+    commanded joint targets, including actions still in flight under latency."""
+
+    def __init__(self, env):
+        self.env = env.unwrapped
+        self.phase = 0
+        self.t = 0
+
+    def joint_action(self, q_des, q_meas=None) -> np.ndarray:
+        """The action that moves the commanded joint targets to q_des (as far as one step allows)."""
+        e = self.env
+        idx = e.act_idx
+        q_cmd = e.q_cmd[idx] + sum(e._queue, np.zeros(len(idx))) * e.action_scale
+        return np.clip((q_des[idx] - q_cmd) / e.action_scale, -1.0, 1.0)
+
+
+class ArmIK(_Scripted):
+    """TCP to a point, hand pointing down: pybullet IK from the current posture, null space to home."""
+
+    def ik(self, tcp_target) -> np.ndarray:
+        e = self.env
+        body, hand = e.robot.body, e._hand
+        n_all = len(e.robot.all_idx)
+        lo = [e.lower[i] if i < 7 else 0.0 for i in range(n_all)]
+        hi = [e.upper[i] if i < 7 else 0.04 for i in range(n_all)]
+        rest = list(e.robot.q_home) + [0.02] * (n_all - 7)
+        q = p.calculateInverseKinematics(body, hand, (np.asarray(tcp_target) + [0, 0, TCP_OFFSET]).tolist(), DOWN,
+                                         lowerLimits=lo, upperLimits=hi, jointRanges=list(np.subtract(hi, lo)),
+                                         restPoses=rest, maxNumIterations=50, residualThreshold=1e-4,
+                                         physicsClientId=e.client)
+        return np.asarray(q[:7])
+
+    def goto(self, obs, tcp_target) -> np.ndarray:
+        # Re-solve IK only when the target moves: solving from the current posture every step lets
+        # the redundant arm wander along its null space.
+        tcp_target = np.asarray(tcp_target, float)
+        cached = getattr(self, "_ik", None)
+        if cached is None or np.linalg.norm(cached[0] - tcp_target) > self.resolve_distance:
+            cached = self._ik = (tcp_target, self.ik(tcp_target))
+        return self.joint_action(cached[1], obs["joint_pos"])
+
+    resolve_distance = 0.003
+
+
+class ReachController(ArmIK):
+    def __call__(self, obs):
+        return self.goto(obs, obs["target"])
+
+
+class PushController(ArmIK):
+    """Go behind the block (seen from the goal), lower, push along the block-goal line, re-aim."""
+
+    def __call__(self, obs):
+        e = self.env
+        block, goal, tcp = obs["object_pos"][0], obs["target"], obs["tcp_pos"]
+        h = e.table.height
+        u = goal[:2] - block[:2]
+        dist = np.linalg.norm(u)
+        u = u / max(dist, 1e-6)
+        behind = block[:2] - u * (e.block_half + 0.035)
+        z_push = h + 0.02
+        # lateral offset of the TCP from the push line, and whether it is behind the block
+        rel = tcp[:2] - block[:2]
+        lateral = abs(rel[0] * u[1] - rel[1] * u[0])
+        along = rel @ u
+        if self.phase == 0:          # above the pre-push point
+            target = np.array([*behind, h + 0.12])
+            if np.linalg.norm(tcp[:2] - behind) < 0.015:
+                self.phase = 1
+        elif self.phase == 1:        # down behind the block
+            target = np.array([*behind, z_push])
+            if tcp[2] < z_push + 0.015:
+                self.phase = 2
+        else:                        # push through the block towards the goal
+            if lateral > 0.025 or along > -e.block_half * 0.5:
+                self.phase = 0 if lateral > 0.04 else self.phase   # lost the block: go around again
+            aim = block[:2] + u * min(dist, 0.05)
+            target = np.array([*(aim - u * (e.block_half + 0.005)), z_push])
+            if dist < 0.01:
+                target = np.array([*tcp[:2], z_push])
+        return self.goto(obs, target)
+
+
+class InsertController(ArmIK):
+    """Peg above the matching hole, then down; a small spiral search if it sticks on the rim.
+    The peg's bottom is computed from the TCP pose and the (rigid) grasp, so hand tilt is
+    corrected for and the noisy object observation is not needed."""
+    resolve_distance = 0.001
+
+    def __call__(self, obs):
+        e = self.env
+        target, tcp = obs["target"], obs["tcp_pos"]
+        R = np.array(p.getMatrixFromQuaternion(obs["tcp_quat"])).reshape(3, 3)
+        bottom = tcp + (e.GRIP_DEPTH + e.peg_half[2]) * R[:, 2]
+        xy_err = np.linalg.norm(bottom[:2] - target[:2])
+        above = e.sorter.top + 0.015
+        self.t += 1
+        if self.phase == 0:
+            goal = np.array([target[0], target[1], above])
+            if xy_err < 0.002 and abs(bottom[2] - above) < 0.01:
+                self.phase, self.t = 1, 0
+        else:
+            goal = np.array([target[0], target[1], target[2] - 0.01])
+            if bottom[2] > e.sorter.top - 0.002 and self.t > 25:   # stuck on the rim: search around
+                r = min(0.002 + 0.0002 * (self.t - 25), 0.008)
+                goal[:2] += r * np.array([np.cos(0.6 * self.t), np.sin(0.6 * self.t)])
+        return self.goto(obs, goal + (tcp - bottom))
+
+
+class _HandDLS(_Scripted):
+    """Damped least squares on the fingertip Jacobians: dq = J^T (J J^T + l^2 I)^-1 e."""
+    damping = 0.02
+
+    def tip_ik_step(self, q, tip_targets, tip_pos, which=range(4)) -> np.ndarray:
+        e = self.env
+        body = e.robot.body
+        n_all = len(e.robot.all_idx)
+        q_all, _ = e.robot.joint_state()
+        J_rows, err = [], []
+        for k in which:
+            link = e.robot._links[TIPS[k]]
+            jl, _ = p.calculateJacobian(body, link, [0, 0, 0], q_all.tolist(), [0.0] * n_all, [0.0] * n_all,
+                                        physicsClientId=e.client)
+            J_rows.append(np.asarray(jl)[:, e.robot._pos_in_all])
+            err.append(tip_targets[k] - tip_pos[k])
+        J, err = np.vstack(J_rows), np.concatenate(err)
+        dq = J.T @ np.linalg.solve(J @ J.T + self.damping ** 2 * np.eye(len(err)), err)
+        return q + dq
+
+
+class HandReachController(_HandDLS):
+    gain = 0.6
+
+    def __call__(self, obs):
+        q = obs["joint_pos"]
+        q_des = np.clip(self.tip_ik_step(q, obs["target"], obs["tip_pos"]), self.env.lower, self.env.upper)
+        return self.joint_action(q_des, q)
+
+
+class GraspLiftController(_HandDLS):
+    """Open, lower the palm onto the cube, close fingertips on its far and near faces (targets
+    inside the cube, so the joint PD squeezes), then raise the slide."""
+
+    def __call__(self, obs):
+        e = self.env
+        q = obs["joint_pos"].copy()
+        cube = obs["object_pos"][0]
+        half = e.CUBE_HALF * (float(e.dr["object_size_scale"][0]) if "object_size_scale" in e.dr else 1.0)
+        lift_idx = len(q) - 1
+        palm_z_of_lift = e.robot.model.base_position[2]
+        self.t += 1
+        q_des = q.copy()
+        grasp_lift = cube[2] + half + 0.021 - palm_z_of_lift
+        if self.phase == 0:                       # open hand, go down
+            q_des[:-1] = np.clip(e.robot.q_home[:-1], e.lower[:-1], e.upper[:-1])
+            q_des[lift_idx] = grasp_lift
+            if abs(q[lift_idx] - grasp_lift) < 0.004 and self.t > 20:
+                self.phase, self.t = 1, 0
+        else:
+            squeeze = 0.012
+            z = cube[2] - 0.002
+            tips = np.array([[-0.016, cube[1] - half + squeeze, z], [0.0, cube[1] - half + squeeze, z],
+                             [0.016, cube[1] - half + squeeze, z], [0.0, cube[1] + half - squeeze, z]])
+            tips[:, 0] += cube[0]
+            q_des = np.clip(self.tip_ik_step(q, tips, obs["tip_pos"]), e.lower, e.upper)
+            q_des[lift_idx] = grasp_lift if self.t < 40 else grasp_lift + 0.12
+        return self.joint_action(q_des, q)
+
+
+def make_scripted(env):
+    e = env.unwrapped
+    for cls, ctrl in ((ArmReach, ReachController), (ArmPush, PushController), (ArmInsert, InsertController),
+                      (HandReach, HandReachController), (HandGraspLift, GraspLiftController)):
+        if isinstance(e, cls):
+            return ctrl(env)
+    raise ValueError(f"no scripted controller for {type(e).__name__}")
+
+
+def scripted_factory(env):
+    """Picklable policy factory for sim.parallel: a fresh scripted controller per episode."""
+    return make_scripted(env)

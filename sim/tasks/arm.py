@@ -1,0 +1,235 @@
+"""Franka Panda tasks: reach, push, insert (hardware config: hardware_configs/panda_sim.yaml).
+
+The arm stands on the floor at the origin; a table (top at `TABLE_HEIGHT`, randomizable +-2 cm) is
+in front of it. The action moves the seven arm joints; the fingers are held by the task.
+The tool centre point (TCP) is between the fingertips, `TCP_OFFSET` along the hand's z axis.
+
+Observations (all float64): joint_pos, joint_vel (7), tcp_pos (3), tcp_quat (4, xyzw),
+object_pos (k, 3), object_quat (k, 4) for the task's k movable objects, target (3).
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pybullet as p
+
+from sim import scene
+from sim.tasks.base import TaskEnv
+
+ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+TCP_OFFSET = 0.1034
+TABLE_HEIGHT = 0.10
+TABLE_CENTER = (0.55, 0.0)
+# Viscous joint friction of the Franka Panda, |f_v| of Gaz et al. 2019, "Dynamic identification of
+# the Franka Emika Panda robot with retrieval of feasible parameters using penalty-based optimization".
+PANDA_VISCOUS = np.array([0.0665, 0.1987, 0.0399, 0.2257, 0.1023, 0.0132, 0.0638])
+DOWN = p.getQuaternionFromEuler([np.pi, 0.0, 0.0])   # hand z pointing down, hand x along world x
+
+
+def _box_inertia(m, he):
+    x, y, z = (2 * h for h in he)
+    return [m * (y * y + z * z) / 12, m * (x * x + z * z) / 12, m * (x * x + y * y) / 12]
+
+
+class ArmTask(TaskEnv):
+    config_name = "panda_sim"
+    controlled_joints = ARM_JOINTS
+    ee_link = "panda_hand"
+    n_objects = 0
+
+    def nominal_joint_damping(self):
+        return PANDA_VISCOUS.copy()
+
+    def build_table(self, dr) -> None:
+        h = TABLE_HEIGHT + float(dr.get("table_height_offset", 0.0))
+        self.table = scene.table(self.client, TABLE_CENTER, height=h)
+        self.surfaces.append(("table", [(self.table.body, -1)]))
+
+    def friction_surfaces(self):
+        return [(self.table.body, -1, 0.8)]
+
+    def distractor_region(self):
+        h = self.table.height
+        return (0.3, -0.42, h + 0.02), (0.85, 0.42, h + 0.03)
+
+    def tcp(self):
+        pos, orn = p.getLinkState(self.robot.body, self._hand, computeForwardKinematics=True,
+                                  physicsClientId=self.client)[4:6]
+        R = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
+        return np.asarray(pos) + TCP_OFFSET * R[:, 2], np.asarray(orn)
+
+    @property
+    def _hand(self) -> int:
+        return self.robot._links[self.ee_link]
+
+    def task_spaces(self):
+        k = self.n_objects
+        box = lambda *shape: gym.spaces.Box(-np.inf, np.inf, shape, np.float64)   # noqa: E731
+        sp = {"tcp_pos": box(3), "tcp_quat": box(4), "target": box(3)}
+        if k:
+            sp |= {"object_pos": box(k, 3), "object_quat": box(k, 4)}
+        return sp
+
+    def task_obs(self, obs):
+        obs["tcp_pos"], obs["tcp_quat"] = self.tcp()
+        if self.objects:
+            poses = [p.getBasePositionAndOrientation(b, physicsClientId=self.client) for b in self.objects]
+            obs["object_pos"] = np.array([q[0] for q in poses])
+            obs["object_quat"] = np.array([q[1] for q in poses])
+        obs["target"] = self.target.copy()
+
+    def start_posture(self, rng):
+        q = self.robot.q_home + rng.uniform(-0.05, 0.05, len(self.joint_names))
+        self.robot.reset(q)
+
+    def add_object(self, body, mass, he, lateral=0.8, spinning=0.001, rolling=0.0001, name="object"):
+        p.changeDynamics(body, -1, lateralFriction=lateral, spinningFriction=spinning, rollingFriction=rolling,
+                         physicsClientId=self.client)
+        self.objects.append(body)
+        self.object_nominal.append({"mass": mass, "inertia": _box_inertia(mass, he), "lateral": lateral,
+                                    "spinning": spinning, "rolling": rolling})
+        self.surfaces.append((name, [(body, -1)]))
+
+
+class ArmReach(ArmTask):
+    """Move the TCP to a 3D target.
+
+    Target: uniform in x [0.35, 0.65], y [-0.25, 0.25], z [table + 0.1, table + 0.45] (m).
+    Reward: -|tcp - target| (m). Success: |tcp - target| < 2 cm.
+    """
+
+    def build_task(self, dr):
+        self.build_table(dr)
+        self.target = np.zeros(3)
+        self.target_marker = scene.marker(self.client, (0, 0, -1), 0.015)
+
+    def sample_task(self, rng):
+        self.start_posture(rng)
+        h = self.table.height
+        self.target = rng.uniform((0.35, -0.25, h + 0.1), (0.65, 0.25, h + 0.45))
+        p.resetBasePositionAndOrientation(self.target_marker, self.target.tolist(), (0, 0, 0, 1),
+                                          physicsClientId=self.client)
+
+    def reward_success(self, obs):
+        d = float(np.linalg.norm(obs["tcp_pos"] - obs["target"]))
+        return -d, d < self.success_threshold, {"distance": d}
+
+
+class ArmPush(ArmTask):
+    """Push a 5 cm block across the table to a goal.
+
+    Block start: x [0.45, 0.6], y [-0.12, 0.12]; goal 10-18 cm away in a random direction that keeps
+    it on the reachable part of the table. Reward: -|block_xy - goal_xy| - 0.1 |tcp - block|.
+    Success: the block's centre within 3 cm of the goal (in the table plane).
+    """
+    n_objects = 1
+    BLOCK_HALF = 0.025
+    BLOCK_MASS = 0.2
+    success_threshold = 0.03
+
+    def build_task(self, dr):
+        self.build_table(dr)
+        s = float(dr["object_size_scale"][0]) if "object_size_scale" in dr else 1.0
+        he = [self.BLOCK_HALF * s] * 3
+        self.block_half = he[0]
+        block = scene.box(self.client, he, (0.5, 0.0, self.table.height + he[2]), self.BLOCK_MASS,
+                          rgba=(0.85, 0.25, 0.2, 1))
+        self.add_object(block, self.BLOCK_MASS, he, name="block")
+        self.target = np.zeros(3)
+        self.target_marker = scene.marker(self.client, (0, 0, -1), 0.02, (0.1, 0.8, 0.1, 0.6))
+
+    def sample_task(self, rng):
+        self.start_posture(rng)
+        h = self.table.height
+        start = np.array([rng.uniform(0.45, 0.6), rng.uniform(-0.12, 0.12), h + self.block_half])
+        yaw = rng.uniform(-0.3, 0.3)
+        p.resetBasePositionAndOrientation(self.objects[0], start.tolist(), p.getQuaternionFromEuler([0, 0, yaw]),
+                                          physicsClientId=self.client)
+        for _ in range(100):
+            ang, dist = rng.uniform(-np.pi, np.pi), rng.uniform(0.10, 0.18)
+            goal = start[:2] + dist * np.array([np.cos(ang), np.sin(ang)])
+            if 0.38 <= goal[0] <= 0.7 and abs(goal[1]) <= 0.25:
+                break
+        self.target = np.array([goal[0], goal[1], h])
+        p.resetBasePositionAndOrientation(self.target_marker, self.target.tolist(), (0, 0, 0, 1),
+                                          physicsClientId=self.client)
+
+    def reward_success(self, obs):
+        block = obs["object_pos"][0]
+        d = float(np.linalg.norm(block[:2] - obs["target"][:2]))
+        reach = float(np.linalg.norm(obs["tcp_pos"] - block))
+        return -d - 0.1 * reach, d < self.success_threshold, {"distance": d}
+
+
+class ArmInsert(ArmTask):
+    """Insert a held peg into the matching hole of a shape-sorting box (the GPS visuomotor task,
+    Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies").
+
+    As in that work the shape is held rigidly in the gripper (a fixed constraint; the fingers close
+    around it). The box (holes: a square and a slot; each peg fits only its own) is placed on the
+    table at x [0.5, 0.6], y [-0.1, 0.1]. `shape` picks the peg ("square", "slot") or None for a
+    random one per episode. `target` is the point 2 cm below the top of the matching hole's centre.
+    Reward: -|peg bottom - target|. Success: the peg's bottom face is more than 1.5 cm below the top
+    surface, inside the matching hole.
+    """
+    n_objects = 1
+    PEG_HALF_LENGTH = 0.04
+    PEG_MASS = 0.1
+    GRIP_DEPTH = 0.025        # peg centre below the TCP, along the hand's z
+    DEPTH = 0.02
+    success_threshold = 0.015
+
+    def __init__(self, shape: str | None = "square", **kw):
+        if shape is not None and shape not in scene.PEGS:
+            raise ValueError(f"unknown peg shape {shape!r} (known: {', '.join(scene.PEGS)})")
+        self.shape_choice = shape
+        self.shape = shape or "square"
+        super().__init__(**kw)
+
+    def build_task(self, dr):
+        self.build_table(dr)
+        self.target = np.zeros(3)
+
+    def sample_task(self, rng):
+        if self.shape_choice is None:
+            self.shape = sorted(scene.PEGS)[int(rng.integers(len(scene.PEGS)))]
+        x, y = rng.uniform(0.5, 0.6), rng.uniform(-0.1, 0.1)
+        self.sorter = scene.shape_sorter(self.client, (x, y, self.table.height))
+        self.surfaces.append(("sorter", [(self.sorter.body, -1)]))
+        # start above the box, hand down: a posture found by IK from home, then small noise
+        start = np.array([x + rng.uniform(-0.08, 0.08), y + rng.uniform(-0.08, 0.08), self.sorter.top + 0.17])
+        q = p.calculateInverseKinematics(self.robot.body, self._hand, (start + [0, 0, TCP_OFFSET]).tolist(),
+                                         DOWN, maxNumIterations=100, residualThreshold=1e-5,
+                                         physicsClientId=self.client)
+        self.robot.reset(np.array(q[:7]) + rng.uniform(-0.02, 0.02, 7))
+        s = float(self.dr["object_size_scale"][0]) if "object_size_scale" in self.dr else 1.0
+        hx, hy = scene.PEGS[self.shape]
+        he = [hx * s, hy * s, self.PEG_HALF_LENGTH]
+        self.peg_half = he
+        tcp, orn = self.tcp()
+        R = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
+        peg = scene.box(self.client, he, tcp + self.GRIP_DEPTH * R[:, 2], self.PEG_MASS, orn,
+                        rgba=(0.95, 0.75, 0.1, 1))
+        for link in range(-1, self.n_links):
+            p.setCollisionFilterPair(self.robot.body, peg, link, -1, 0, physicsClientId=self.client)
+        # constraint frames are relative to the link's centre of mass, not its URDF frame
+        com = np.asarray(p.getDynamicsInfo(self.robot.body, self._hand, physicsClientId=self.client)[3])
+        self.grip = p.createConstraint(self.robot.body, self._hand, peg, -1, p.JOINT_FIXED, (0, 0, 0),
+                                       (np.array([0, 0, TCP_OFFSET + self.GRIP_DEPTH]) - com).tolist(), (0, 0, 0),
+                                       physicsClientId=self.client)
+        p.changeConstraint(self.grip, maxForce=500.0, physicsClientId=self.client)
+        self.add_object(peg, self.PEG_MASS, he, name="peg")
+        hole = self.sorter.holes[self.shape]
+        self.target = np.array([hole[0], hole[1], self.sorter.top - self.DEPTH])
+
+    def peg_bottom(self, obs) -> np.ndarray:
+        R = np.array(p.getMatrixFromQuaternion(obs["object_quat"][0])).reshape(3, 3)
+        return obs["object_pos"][0] + self.peg_half[2] * R[:, 2]   # +z of the peg = the hand's z = down
+
+    def reward_success(self, obs):
+        bottom = self.peg_bottom(obs)
+        d = float(np.linalg.norm(bottom - obs["target"]))
+        hx, hy = self.sorter.hole_half[self.shape]
+        inside = abs(bottom[0] - obs["target"][0]) < hx and abs(bottom[1] - obs["target"][1]) < hy
+        depth = self.sorter.top - bottom[2]
+        return -d, bool(inside and depth > self.success_threshold), {"distance": d, "depth": float(depth)}

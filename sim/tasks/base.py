@@ -1,0 +1,369 @@
+"""The shared machinery of the s2r tasks: a Gymnasium env over `sim.robots.Simulation` + `SimRobot`.
+
+Each reset rebuilds the world from scratch (`Simulation.reset_world`): nothing simulated before can
+leak into an episode, so an episode depends only on its seed (and on the actions), whatever ran in
+the same process before. That is what makes parallel rollouts equal serial ones.
+
+Actions are normalized to [-1, 1] per dimension:
+- `control="position"` (default): joint position-target increments of at most `action_scale` rad
+  (the hardware config's `safety.max_position_step`) per control step, streamed to the robot's joint
+  interpolator exactly like the sim driver does;
+- `control="effort"`: joint torques as a fraction of the configured effort limits (gravity
+  compensation on top, as on a torque-controlled arm).
+Out-of-range values are clipped; a wrong shape or a NaN/inf raises ValueError naming it.
+
+Randomization (`sim.randomization.Randomizer`) is applied here; its sampled values are in
+`info["randomization"]` after every reset and step.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+import pybullet as p
+
+from sim import scene
+from sim.cameras import Light, SimCamera
+from sim.randomization import Randomizer
+from sim.robots import Simulation, robot_model
+
+
+def load_hw_config(name):
+    from s2r.config import load_config   # lazily: s2r.config pulls in drivers.types
+    return load_config(name)
+
+
+class TaskEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    config_name = "panda_sim"            # hardware config: joints, gains, limits, rate, camera
+    robot_name: str | None = None        # sim model, default: the config's robot
+    controlled_joints: tuple | None = None   # None: all of the config's joints
+    action_joints: tuple | None = None       # None: all controlled joints
+    ee_link = ""
+    success_threshold = 0.02
+
+    def __init__(self, randomization=None, image_obs: bool = False, image_size: int = 64,
+                 render_size: int | None = None, meshes: str = "decimated", control: str = "position",
+                 render_mode: str | None = "rgb_array", config=None):
+        if control not in ("position", "effort"):
+            raise ValueError(f"control must be 'position' or 'effort', got {control!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        self.cfg = load_hw_config(config or self.config_name)
+        self.randomizer = Randomizer.load(randomization)
+        self.control, self.render_mode, self.image_obs = control, render_mode, image_obs
+        self.meshes = meshes
+        cfg = self.cfg
+        self.control_dt = 1.0 / cfg.control_rate_hz
+        self.substeps = max(1, round(cfg.sim.physics_hz / cfg.control_rate_hz))
+        self.sim = Simulation(cfg.sim.physics_hz)
+        self.client = self.sim.client
+        joints = {j.name: j for j in cfg.joints}
+        names = self.controlled_joints or cfg.joint_names
+        unknown = [n for n in names if n not in joints and n not in self.extra_joints()]
+        if unknown:
+            raise ValueError(f"{cfg.path}: task {type(self).__name__} needs joints {unknown}")
+        self.joint_names = tuple(names)
+        spec = {**{n: (j.kp, j.kd, j.limits.effort, j.limits.lower, j.limits.upper) for n, j in joints.items()},
+                **self.extra_joints()}
+        self.kp = np.array([spec[n][0] for n in names])
+        self.kd = np.array([spec[n][1] for n in names])
+        self.effort = np.array([spec[n][2] for n in names])
+        self.lower = np.array([spec[n][3] for n in names])
+        self.upper = np.array([spec[n][4] for n in names])
+        act = self.action_joints or self.joint_names
+        self.act_idx = np.array([self.joint_names.index(n) for n in act])
+        self.action_scale = self.action_scales()[self.act_idx]
+        if meshes not in ("decimated", "stock"):
+            raise ValueError(f"meshes must be 'decimated' or 'stock', got {meshes!r}")
+        model = robot_model(self.robot_name or cfg.robot)
+        # robots without a decimated variant (the box-geometry hand) are cheap to render as they are
+        self.model = model.with_visuals(meshes) if meshes in dict(model.visual_variants) else model
+        if not cfg.cameras:
+            raise ValueError(f"{cfg.path}: tasks need a camera entry for render() and image observations")
+        base_cam = SimCamera.from_config(cfg.cameras[0])
+        self.base_camera = base_cam
+        self.render_size = render_size or base_cam.intrinsics.width
+        self.image_size = image_size
+        self._textures: list[int] = []
+        # one nominal build to size the spaces and the randomizer's per-link/per-object vectors
+        self.dr = {}
+        self._build_world({}, np.random.default_rng(0))
+        self.dims = {"joints": len(self.joint_names), "links": self.n_links, "objects": len(self.objects),
+                     "action": len(self.act_idx), "surfaces": len(self.surfaces)}
+        n_act = len(self.act_idx)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float64)
+        spaces = {"joint_pos": gym.spaces.Box(-np.inf, np.inf, (len(self.joint_names),), np.float64),
+                  "joint_vel": gym.spaces.Box(-np.inf, np.inf, (len(self.joint_names),), np.float64),
+                  **self.task_spaces()}
+        if image_obs:
+            spaces["image"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self._reset_done = False
+
+    # ============================================================== hooks for the tasks
+    def extra_joints(self) -> dict:
+        """Joints the task adds to the config's: name -> (kp, kd, effort, lower, upper)."""
+        return {}
+
+    def build_task(self, dr: dict) -> None:
+        """Create the task's fixed bodies (table, ...); `dr` has the episode's randomization values."""
+        raise NotImplementedError
+
+    def sample_task(self, rng: np.random.Generator) -> None:
+        """The episode's start: robot posture, objects (add them to self.objects), target."""
+        raise NotImplementedError
+
+    def task_spaces(self) -> dict:
+        raise NotImplementedError
+
+    def task_obs(self, obs: dict) -> None:
+        raise NotImplementedError
+
+    def reward_success(self, obs: dict) -> tuple[float, bool, dict]:
+        raise NotImplementedError
+
+    def action_scales(self) -> np.ndarray:
+        """Per controlled joint: the position-target increment of a full action (rad or m per step)."""
+        return np.full(len(self.joint_names), self.cfg.safety.max_position_step)
+
+    def fixed_joint_targets(self) -> np.ndarray | None:
+        """Targets of the controlled joints that the action does not move (e.g. a gripper)."""
+        return None
+
+    # ============================================================== building
+    def _build_world(self, dr: dict, rng: np.random.Generator) -> None:
+        """A fresh world: robot, the task's bodies (`build_task`), the episode's start (`sample_task`)."""
+        self.sim.reset_world()
+        self._textures = []
+        self.robot = self.sim.add_robot(self.model, self.joint_names, self.kp, self.kd, self.effort,
+                                        self.cfg.sim.gravity_compensation, self.robot_base_position())
+        body = self.robot.body
+        self.n_links = p.getNumJoints(body, physicsClientId=self.client)
+        if not hasattr(self, "_link_nominal"):
+            self._link_nominal = [p.getDynamicsInfo(body, i, physicsClientId=self.client)[:3:2]
+                                  for i in range(self.n_links)]   # (mass, local inertia diagonal)
+            self._damping_nominal = self.nominal_joint_damping()
+        for i, j in enumerate(self.robot.idx):
+            p.changeDynamics(body, j, jointDamping=float(self._damping_nominal[i]), physicsClientId=self.client)
+        self.objects: list[int] = []
+        self.object_nominal: list[dict] = []      # per object: mass, lateral, spinning, rolling friction
+        self.surfaces: list[tuple] = []           # (name, [(body, link), ...]) for colours and textures
+        self.build_task(dr)
+        self.sample_task(rng)
+        self.surfaces = [("floor", [(self.sim.plane, -1)])] + self.surfaces + \
+            [("robot", [(body, i) for i in range(-1, self.n_links)])]
+
+    def robot_base_position(self):
+        return None
+
+    def nominal_joint_damping(self) -> np.ndarray:
+        """Viscous joint damping (N m s/rad) before randomization: the URDF's values."""
+        return np.array([p.getJointInfo(self.robot.body, j, physicsClientId=self.client)[6] for j in self.robot.idx])
+
+    def _apply_dynamics(self, v: dict) -> None:
+        c, body = self.client, self.robot.body
+        if "link_mass_scale" in v:
+            for i, s in enumerate(v["link_mass_scale"]):
+                m, inertia = self._link_nominal[i]
+                if m > 0:
+                    p.changeDynamics(body, i, mass=m * s, localInertiaDiagonal=[x * s for x in inertia],
+                                     physicsClientId=c)
+        if "joint_damping_scale" in v:
+            for i, j in enumerate(self.robot.idx):
+                p.changeDynamics(body, j, jointDamping=float(self._damping_nominal[i] * v["joint_damping_scale"][i]),
+                                 physicsClientId=c)
+        if "gain_scale" in v:
+            self.robot.kp = self.robot.nominal_kp * v["gain_scale"]
+            self.robot.kd = self.robot.nominal_kd * v["gain_scale"]
+        for k, (obj, nom) in enumerate(zip(self.objects, self.object_nominal)):
+            kw = {}
+            if "object_mass_scale" in v:
+                s = v["object_mass_scale"][k]
+                kw["mass"] = nom["mass"] * s
+                kw["localInertiaDiagonal"] = [x * s for x in nom["inertia"]]
+            if "friction_scale" in v:
+                kw["lateralFriction"] = nom["lateral"] * v["friction_scale"][k]
+            if "spin_roll_friction_scale" in v:
+                s = v["spin_roll_friction_scale"][k]
+                kw["spinningFriction"], kw["rollingFriction"] = nom["spinning"] * s, nom["rolling"] * s
+            if kw:
+                p.changeDynamics(obj, -1, physicsClientId=c, **kw)
+        if "friction_scale" in v and len(v["friction_scale"]):
+            s0 = v["friction_scale"][0]
+            for b, link, mu in self.friction_surfaces():
+                p.changeDynamics(b, link, lateralFriction=mu * s0, physicsClientId=c)
+        if "gravity_offset" in v:
+            self.sim.set_gravity(np.array([0.0, 0.0, -9.81]) + v["gravity_offset"])
+
+    def friction_surfaces(self) -> list:
+        """(body, link, nominal lateral friction) of non-object surfaces scaled by friction_scale[0]."""
+        return []
+
+    def _apply_visuals(self, v: dict, rng: np.random.Generator) -> None:
+        c = self.client
+        cam = self.base_camera
+        if any(k in v for k in ("camera_position_offset", "camera_rotation_offset", "camera_fov_offset")):
+            cam = cam.perturb(v.get("camera_position_offset", (0, 0, 0)), v.get("camera_rotation_offset", (0, 0, 0)),
+                              float(v.get("camera_fov_offset", 0.0)))
+        self.camera = cam
+        d = Light()
+        self.light = Light(tuple(v.get("light_direction", d.direction)), d.color,
+                           float(v.get("light_ambient", d.ambient)), float(v.get("light_diffuse", d.diffuse)),
+                           float(v.get("light_specular", d.specular)))
+        if "surface_color" in v or "surface_texture" in v:
+            files = scene.texture_files() if "surface_texture" in v else []
+            for k, (_, parts) in enumerate(self.surfaces):
+                kw = {}
+                if "surface_color" in v:
+                    kw["rgbaColor"] = list(v["surface_color"][k]) + [1.0]
+                if files and v["surface_texture"][k]:
+                    idx = int(v["texture_index"][k]) % len(files) if "texture_index" in v else k % len(files)
+                    kw["textureUniqueId"] = p.loadTexture(str(files[idx]), physicsClientId=c)
+                    kw["rgbaColor"] = [1.0, 1.0, 1.0, 1.0]
+                for body, link in parts:
+                    p.changeVisualShape(body, link, physicsClientId=c, **kw)
+        for _ in range(int(v.get("distractor_count", 0))):
+            lo, hi = self.distractor_region()
+            scene.distractor(c, rng, lo, hi)
+
+    def distractor_region(self):
+        return (0.25, -0.45, 0.22), (0.85, 0.45, 0.24)
+
+    # ============================================================== gym API
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"randomization_pin"}
+        if unknown:
+            raise ValueError(f"unknown reset option {sorted(unknown)[0]!r} (known: randomization_pin)")
+        seeds = self.np_random.integers(0, 2**63 - 1, 3)
+        self.task_rng = np.random.default_rng(seeds[0])
+        self.dr_rng = np.random.default_rng(seeds[1])
+        self.pixel_rng = np.random.default_rng(seeds[2])
+        self.dr = self.randomizer.sample_episode(self.dr_rng, self.dims, options.get("randomization_pin"))
+        self._build_world(self.dr, self.task_rng)
+        self._apply_dynamics(self.dr)
+        self._apply_visuals(self.dr, self.dr_rng)
+        self.q_cmd = self.robot.state()[0].copy()
+        latency = int(self.dr.get("action_latency", 0))
+        self._queue = deque([np.zeros(len(self.act_idx))] * latency, maxlen=latency + 1)
+        self._per_step = self.randomizer.per_step_names()
+        self._per_step_dynamics = [n for n in self._per_step if n in
+                                   ("link_mass_scale", "object_mass_scale", "joint_damping_scale", "gain_scale",
+                                    "friction_scale", "spin_roll_friction_scale", "gravity_offset")]
+        self._reset_done = True
+        self.steps = 0
+        obs = self._observe()
+        _, success, extra = self.reward_success(self._true_obs)
+        return obs, self._info(success, extra)
+
+    def step(self, action):
+        if not self._reset_done:
+            raise RuntimeError("call reset() before step()")
+        a = self._check_action(action)
+        if self._per_step:
+            self.dr.update(self.randomizer.sample_step(self.dr_rng, self.dims))
+            if self._per_step_dynamics:
+                self._apply_dynamics({k: self.dr[k] for k in self._per_step_dynamics})
+        if "action_noise" in self.dr or "action_bias" in self.dr:
+            a = np.clip(a + self.dr.get("action_noise", 0.0) + self.dr.get("action_bias", 0.0), -1.0, 1.0)
+        self._queue.append(a)
+        applied = self._queue.popleft()
+        self._apply_action(applied)
+        n = self.substeps
+        if "control_period_jitter" in self.dr:
+            n = max(1, int(round(n * (1.0 + float(self.dr["control_period_jitter"])))))
+        self.sim.step(n)
+        self.steps += 1
+        obs = self._observe()
+        reward, success, extra = self.reward_success(self._true_obs)
+        return obs, float(reward), False, False, self._info(success, extra)
+
+    def _check_action(self, action) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape} "
+                             f"({type(self).__name__}: {', '.join(self.joint_names[i] for i in self.act_idx)})")
+        if not np.all(np.isfinite(a)):
+            bad = int(np.flatnonzero(~np.isfinite(a))[0])
+            raise ValueError(f"action[{bad}] is {a[bad]} ({self.joint_names[self.act_idx[bad]]}): "
+                             f"actions must be finite")
+        return np.clip(a, -1.0, 1.0)
+
+    def _apply_action(self, a: np.ndarray) -> None:
+        fixed = self.fixed_joint_targets()
+        if self.control == "position":
+            self.q_cmd[self.act_idx] = np.clip(self.q_cmd[self.act_idx] + a * self.action_scale,
+                                               self.lower[self.act_idx], self.upper[self.act_idx])
+            if fixed is not None:
+                mask = np.ones(len(self.joint_names), bool)
+                mask[self.act_idx] = False
+                self.q_cmd[mask] = fixed[mask]
+            self.robot.set_target("position", self.q_cmd, self.control_dt)
+        else:
+            tau = np.zeros(len(self.joint_names))
+            tau[self.act_idx] = a * self.effort[self.act_idx]
+            if fixed is not None:   # joints outside the action keep a PD hold around their fixed targets
+                q, qd, _ = self.robot.state()
+                mask = np.ones(len(self.joint_names), bool)
+                mask[self.act_idx] = False
+                tau[mask] = self.kp[mask] * (fixed[mask] - q[mask]) - self.kd[mask] * qd[mask]
+            self.robot.set_target("effort", tau)
+
+    def _observe(self) -> dict:
+        q, qd, _ = self.robot.state()
+        obs = {"joint_pos": q, "joint_vel": qd}
+        self.task_obs(obs)
+        self._true_obs = obs
+        noisy = obs
+        if "joint_noise" in self.dr or "object_position_bias" in self.dr or "object_position_noise" in self.dr:
+            noisy = dict(obs)
+            if "joint_noise" in self.dr:
+                noisy["joint_pos"] = q + self.dr["joint_noise"]
+            if "object_pos" in obs and ("object_position_bias" in self.dr or "object_position_noise" in self.dr):
+                noisy["object_pos"] = obs["object_pos"] + self.dr.get("object_position_bias", 0.0) \
+                    + self.dr.get("object_position_noise", 0.0)
+        if self.image_obs:
+            noisy = dict(noisy)
+            noisy["image"] = self.render_image(self.image_size).data
+        return noisy
+
+    def _info(self, success: bool, extra: dict) -> dict:
+        return {"success": bool(success), "is_success": bool(success), "sim_time": self.sim.time,
+                "randomization": {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.dr.items()},
+                **extra}
+
+    # ============================================================== rendering
+    def render_image(self, size: int | None = None, depth: bool = False, segmentation: bool = False):
+        """A `sim.cameras.CameraImage` from the config's camera (randomized if visuals are)."""
+        if not self._reset_done:
+            raise RuntimeError("call reset() before rendering")
+        cam = self._camera_at(size or self.render_size)
+        return cam.render(self.client, self.sim.time, self.light, float(self.dr.get("brightness", 1.0)),
+                          float(self.dr.get("pixel_noise_std", 0.0)), self.pixel_rng, depth, segmentation)
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        return self.render_image(self.render_size).data
+
+    def _camera_at(self, size: int) -> SimCamera:
+        cam = self.camera
+        if size == cam.intrinsics.width:
+            return cam
+        h = round(size * cam.intrinsics.height / cam.intrinsics.width)
+        return SimCamera(cam.name, cam.intrinsics.resized(size, h), cam.pose)
+
+    def camera_info(self, size: int | None = None) -> dict:
+        """sensor_msgs/CameraInfo fields of the (possibly randomized) camera at `size` px wide."""
+        if not self._reset_done:
+            raise RuntimeError("call reset() first")
+        return self._camera_at(size or self.render_size).camera_info(self.sim.time)
+
+    def close(self):
+        if getattr(self, "sim", None) is not None:
+            self.sim.close()
+            self.sim = None
