@@ -461,7 +461,7 @@ class DynamixelDriver(Driver):
             raise DriverError("torque left off, readings not trusted: " + self.guard.describe_out_of_range(q)
                               + " (check calibration offset/sign, or move the joint by hand)")
         self.guard.reset(q, time.monotonic())
-        self._last_state = None
+        self._to_state(raw)         # the state a failed first cycle falls back to
         for sid, ticks in zip(self.ids, self._position_ticks(q)):
             self._write_one(sid, P.ADDR_GOAL_POSITION, 4, ticks)
             self._write_one(sid, P.ADDR_TORQUE_ENABLE, 1, 1)
@@ -583,11 +583,30 @@ class DynamixelDriver(Driver):
         log.warning("dynamixel: bus transaction failed (%d/%d in a row): %s",
                     self._failures, self.params.fault_after_failures, e)
         if self._failures >= self.params.fault_after_failures:
-            silent = [sid for sid in self.ids if self._ping(sid, retries=0) is None]
-            who = f"servo ID(s) {self._names(silent)} do not answer" if silent else \
-                f"servo ID(s) {self._names(e.ids)} failed ({e})"
-            self._latch(f"bus fault on {self.params.port} after {self._failures} failed cycles: {who}")
+            self._latch(f"bus fault on {self.params.port} after {self._failures} failed cycles: {self._diagnose(e)}")
             raise DriverFault(self._fault)
+
+    def _diagnose(self, e: _BusError) -> str:
+        """Ping every servo once to say which ones are silent and which answer garbled."""
+        silent, garbled = [], []
+        for sid in self.ids:
+            try:
+                _, res, _ = self._txn(self._ph.ping, self._port, sid)
+            except _BusError:
+                res = self._sdk.COMM_TX_FAIL
+            if res == self._sdk.COMM_RX_CORRUPT:
+                garbled.append(sid)
+            elif res != self._sdk.COMM_SUCCESS:
+                silent.append(sid)
+        parts = []
+        if silent:
+            ms = 2 * self.params.latency_timer_ms + 2
+            parts.append(f"servo ID(s) {self._names(silent)} do not answer within {ms:g} ms "
+                         "(power, cable, or the adapter is gone)")
+        if garbled:
+            parts.append(f"servo ID(s) {self._names(garbled)} answer with corrupt packets (CRC: noise, a loose "
+                         "connector or a baud rate mismatch)")
+        return "; ".join(parts) or f"servo ID(s) {self._names(e.ids)} failed ({e})"
 
     def _latch(self, reason: str) -> None:
         if self._fault is None:

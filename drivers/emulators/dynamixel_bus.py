@@ -311,6 +311,7 @@ class Reply:
 
     data: bytes = b""
     wire_s: float = 0.0
+    delay_s: float = 0.0     # injected delay, on top of the wire time
 
 
 class DynamixelBus:
@@ -413,8 +414,8 @@ class DynamixelBus:
                     status = status[:-2] + bytes((status[-2] ^ 0xA5, status[-1] ^ 0x5A))
                     self.stats["corrupted"] += 1
                 f = self._fault("delay", sid)
-                reply.wire_s += delay + len(status) * 10.0 / self.baudrate \
-                    + (f.params["seconds"] if f else 0.0)
+                reply.wire_s += delay + len(status) * 10.0 / self.baudrate
+                reply.delay_s += f.params["seconds"] if f else 0.0
                 reply.data += status
                 self.stats["replies"] += 1
         return reply
@@ -605,9 +606,20 @@ class PtyBusEmulator:
         with self.lock:
             self.bus.clear(fault)
 
-    def snapshot(self) -> dict[int, dict]:
-        with self.lock:
-            return self.bus.snapshot()
+    def snapshot(self, timeout: float = 2.0) -> dict[int, dict]:
+        """Every servo's control table, after all bytes written to the port so far are handled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if not self._pending() or time.monotonic() > deadline:
+                    return self.bus.snapshot()
+            time.sleep(0.001)
+
+    def _pending(self) -> bool:
+        try:
+            return bool(select.select([self._master], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def stats(self) -> dict:
         with self.lock:
@@ -630,24 +642,27 @@ class PtyBusEmulator:
                     return
                 if self._master not in events:
                     continue
-                try:
-                    data = os.read(self._master, 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:     # the slave side went away
+                with self.lock:     # read and handle under the lock: snapshot() sees all or nothing
+                    try:
+                        data = os.read(self._master, 65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:     # the slave side went away
+                        data = None
+                    if data is not None:
+                        t_rx = time.monotonic()
+                        reply = self.bus.receive(data, t_rx, self.port_baudrate())
+                if data is None:
                     time.sleep(0.01)
                     continue
-                t_rx = time.monotonic()
-                with self.lock:
-                    reply = self.bus.receive(data, t_rx, self.port_baudrate())
                 # the bus carries one packet at a time: this exchange starts when the last ends
-                self._busy_until = max(t_rx, self._busy_until) + reply.wire_s
+                self._busy_until = max(t_rx, self._busy_until) + reply.delay_s \
+                    + (reply.wire_s if self.realtime else 0.0)
                 if not reply.data:
                     continue
-                if self.realtime:
-                    remaining = self._busy_until - time.monotonic()
-                    if remaining > 0:
-                        time.sleep(remaining)
+                remaining = self._busy_until - time.monotonic()
+                if remaining > 0:
+                    time.sleep(remaining)
                 view = memoryview(reply.data)
                 while view:
                     try:
