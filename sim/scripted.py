@@ -38,14 +38,17 @@ class _Scripted:
 class ArmIK(_Scripted):
     """TCP to a point, hand pointing down: pybullet IK from the current posture, null space to home."""
 
+    yaw = 0.0               # hand yaw about world z (hand pointing down)
+
     def ik(self, tcp_target) -> np.ndarray:
         e = self.env
+        orn = p.getQuaternionFromEuler([np.pi, 0.0, -self.yaw])
         body, hand = e.robot.body, e._hand
         n_all = len(e.robot.all_idx)
         lo = [e.lower[i] if i < 7 else 0.0 for i in range(n_all)]
         hi = [e.upper[i] if i < 7 else 0.04 for i in range(n_all)]
         rest = list(e.robot.q_home) + [0.02] * (n_all - 7)
-        q = p.calculateInverseKinematics(body, hand, (np.asarray(tcp_target) + [0, 0, TCP_OFFSET]).tolist(), DOWN,
+        q = p.calculateInverseKinematics(body, hand, (np.asarray(tcp_target) + [0, 0, TCP_OFFSET]).tolist(), orn,
                                          lowerLimits=lo, upperLimits=hi, jointRanges=list(np.subtract(hi, lo)),
                                          restPoses=rest, maxNumIterations=50, residualThreshold=1e-4,
                                          physicsClientId=e.client)
@@ -56,8 +59,8 @@ class ArmIK(_Scripted):
         # the redundant arm wander along its null space.
         tcp_target = np.asarray(tcp_target, float)
         cached = getattr(self, "_ik", None)
-        if cached is None or np.linalg.norm(cached[0] - tcp_target) > self.resolve_distance:
-            cached = self._ik = (tcp_target, self.ik(tcp_target))
+        if cached is None or np.linalg.norm(cached[0] - tcp_target) > self.resolve_distance or cached[2] != self.yaw:
+            cached = self._ik = (tcp_target, self.ik(tcp_target), self.yaw)
         return self.joint_action(cached[1], obs["joint_pos"])
 
     resolve_distance = 0.003
@@ -69,37 +72,58 @@ class ReachController(ArmIK):
 
 
 class PushController(ArmIK):
-    """Go behind the block (seen from the goal), lower, push along the block-goal line, re-aim."""
+    """Go above the point behind the block (seen from the goal) with the hand's narrow side facing
+    the goal, lower, push along the block-goal line to the goal, and go around again (up first)
+    if the block slips off the line. A Cartesian set-point walks to each phase's target at a
+    bounded speed, so the arm moves in straight lines instead of swinging through the block."""
+    approach_speed = 0.01     # m per control step
+    push_speed = 0.002
 
     def __call__(self, obs):
         e = self.env
         block, goal, tcp = obs["object_pos"][0], obs["target"], obs["tcp_pos"]
         h = e.table.height
+        if self.t == 0:
+            self.sp = tcp.copy()
+        self.t += 1
         u = goal[:2] - block[:2]
         dist = np.linalg.norm(u)
         u = u / max(dist, 1e-6)
-        behind = block[:2] - u * (e.block_half + 0.035)
-        z_push = h + 0.02
-        # lateral offset of the TCP from the push line, and whether it is behind the block
+        behind = block[:2] - u * (e.block_half + 0.03)
+        z_push, z_safe = h + 0.03, h + 0.12
         rel = tcp[:2] - block[:2]
         lateral = abs(rel[0] * u[1] - rel[1] * u[0])
-        along = rel @ u
-        if self.phase == 0:          # above the pre-push point
-            target = np.array([*behind, h + 0.12])
-            if np.linalg.norm(tcp[:2] - behind) < 0.015:
+        speed = self.approach_speed
+        if self.phase == 0:            # up to the safe height where we are
+            target = np.array([*self.sp[:2], z_safe])
+            if self.sp[2] >= z_safe - 1e-6:
                 self.phase = 1
-        elif self.phase == 1:        # down behind the block
-            target = np.array([*behind, z_push])
-            if tcp[2] < z_push + 0.015:
+        elif self.phase == 1:          # across, turning the hand to face the push direction
+            self.yaw = float(np.arctan2(u[1], u[0]))
+            target = np.array([*behind, z_safe])
+            if np.linalg.norm(tcp[:2] - behind) < 0.008:
                 self.phase = 2
-        else:                        # push through the block towards the goal
-            if lateral > 0.025 or along > -e.block_half * 0.5:
-                self.phase = 0 if lateral > 0.04 else self.phase   # lost the block: go around again
-            aim = block[:2] + u * min(dist, 0.05)
-            target = np.array([*(aim - u * (e.block_half + 0.005)), z_push])
-            if dist < 0.01:
-                target = np.array([*tcp[:2], z_push])
-        return self.goto(obs, target)
+        elif self.phase == 2:          # down behind the block
+            target = np.array([*behind, z_push])
+            if tcp[2] < z_push + 0.008:
+                self.phase = 3
+        elif self.phase == 4:          # done: hold still
+            target = self.sp.copy()
+            if dist > 0.025:
+                self.phase = 0
+        else:                          # push: the set-point walks to the point behind the goal
+            speed = self.push_speed
+            end = goal[:2] - u * (e.block_half + 0.008)
+            off = (self.sp[:2] - block[:2]) - ((self.sp[:2] - block[:2]) @ u) * u
+            target = np.array([*(end - off * 0.5), z_push])
+            if dist < 0.012:            # there: stop and stay (the block must not be pushed past)
+                self.phase = 4
+            if lateral > 0.025 and dist > 0.015:
+                self.phase = 0
+        step = target - self.sp
+        n = np.linalg.norm(step)
+        self.sp = target if n <= speed else self.sp + step / n * speed
+        return self.goto(obs, self.sp)
 
 
 class InsertController(ArmIK):
@@ -159,33 +183,48 @@ class HandReachController(_HandDLS):
 
 
 class GraspLiftController(_HandDLS):
-    """Open, lower the palm onto the cube, close fingertips on its far and near faces (targets
-    inside the cube, so the joint PD squeezes), then raise the slide."""
+    """Pre-shape the fingers curled (found by a posture search: fingertips near the cube's faces
+    with the palm 3.5 cm above the cube), lower the palm, close the fingertips on the cube's far
+    and near faces (targets inside the cube, so the joint PD squeezes), then raise the slide."""
+    # index, middle, ring: abd, mcp, pip, dip; thumb: cmc, abd, mcp, ip (from the posture search)
+    GRASP = np.array([0.1, 1.55, 1.05, 0.31, -0.07, 1.15, 1.52, 0.8, 0.09, 1.58, 1.11, 0.7,
+                      -0.11, 1.18, 1.58, 0.62])
+    OPEN = np.array([0.0, 0.0, 0.3, 0.2] * 3 + [-0.11, 0.3, 0.3, 0.2])   # fingers flat, thumb aside
+    PALM_ABOVE_CUBE_TOP = 0.035
 
     def __call__(self, obs):
         e = self.env
-        q = obs["joint_pos"].copy()
+        q = obs["joint_pos"]
         cube = obs["object_pos"][0]
         half = e.CUBE_HALF * (float(e.dr["object_size_scale"][0]) if "object_size_scale" in e.dr else 1.0)
-        lift_idx = len(q) - 1
-        palm_z_of_lift = e.robot.model.base_position[2]
+        base_z = e.robot.model.base_position[2]
+        grasp_lift = cube[2] + half + self.PALM_ABOVE_CUBE_TOP - base_z
         self.t += 1
-        q_des = q.copy()
-        grasp_lift = cube[2] + half + 0.021 - palm_z_of_lift
-        if self.phase == 0:                       # open hand, go down
-            q_des[:-1] = np.clip(e.robot.q_home[:-1], e.lower[:-1], e.upper[:-1])
-            q_des[lift_idx] = grasp_lift
-            if abs(q[lift_idx] - grasp_lift) < 0.004 and self.t > 20:
+        q_des = np.empty(len(q))
+        if self.phase == 0:                       # pre-shape open, high
+            q_des[:-1] = self.OPEN
+            q_des[-1] = grasp_lift + 0.04
+            if self.t > 15:
                 self.phase, self.t = 1, 0
-        else:
-            squeeze = 0.012
-            z = cube[2] - 0.002
-            tips = np.array([[-0.016, cube[1] - half + squeeze, z], [0.0, cube[1] - half + squeeze, z],
-                             [0.016, cube[1] - half + squeeze, z], [0.0, cube[1] + half - squeeze, z]])
-            tips[:, 0] += cube[0]
+        elif self.phase == 1:                     # down
+            q_des[:-1] = self.OPEN
+            q_des[-1] = grasp_lift
+            if abs(q[-1] - grasp_lift) < 0.004 and self.t > 5:
+                self.phase, self.t = 2, 0
+        elif self.phase == 2:                     # curl to the grasp posture
+            q_des[:-1] = self.GRASP
+            q_des[-1] = grasp_lift
+            if self.t > 20:
+                self.phase, self.t = 3, 0
+        else:                                     # squeeze the cube's faces, then lift
+            squeeze = 0.015
+            far, near = cube[1] - half + squeeze, cube[1] + half - squeeze
+            z = cube[2]
+            tips = np.array([[cube[0] - 0.016, far, z], [cube[0], far, z], [cube[0] + 0.016, far, z],
+                             [cube[0], near, z]])
             q_des = np.clip(self.tip_ik_step(q, tips, obs["tip_pos"]), e.lower, e.upper)
-            q_des[lift_idx] = grasp_lift if self.t < 40 else grasp_lift + 0.12
-        return self.joint_action(q_des, q)
+            q_des[-1] = grasp_lift if self.t < 20 else grasp_lift + 0.12
+        return self.joint_action(np.clip(q_des, e.lower, e.upper), q)
 
 
 def make_scripted(env):

@@ -1,0 +1,152 @@
+"""Parallel rollouts: N worker processes, each with its own pybullet DIRECT client (its own env) and
+its own seeds; the results are identical to a serial run with the same seeds.
+
+    from sim.parallel import ParallelRollouts, rollout_serial
+    from sim.scripted import scripted_factory
+    with ParallelRollouts("s2r/ArmReach-v0", n_workers=2, env_kwargs={"randomization": "default"}) as pool:
+        episodes = pool.run(scripted_factory, seeds=range(16), horizon=100)
+
+Why serial == parallel: every episode is reset with its own seed, and a reset rebuilds the world
+from nothing (`Simulation.reset_world`), so an episode does not depend on which worker ran it or
+what that worker ran before. Each worker's seed stream is the list of episode seeds it is handed
+(round-robin over the sorted episode list); results are returned in the order of `seeds`.
+
+`policy_factory(env) -> policy` must be picklable (a module-level function or class); it is called
+once per episode in the worker, and `policy(obs) -> action`. Workers are started with the "spawn"
+context (no fork of a process holding pybullet clients or threads).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Episode:
+    seed: int
+    observations: dict           # key -> (T+1, ...) array
+    actions: np.ndarray          # (T, n_act)
+    rewards: np.ndarray          # (T,)
+    successes: np.ndarray        # (T,) bool, info["success"] after each step
+    randomization: dict = field(default_factory=dict)   # the episode's sampled values after reset
+
+    @property
+    def success(self) -> bool:
+        return bool(self.successes[-1]) if len(self.successes) else False
+
+    @property
+    def ret(self) -> float:
+        return float(self.rewards.sum())
+
+
+def make_env(env_id: str, env_kwargs: dict | None):
+    import gymnasium as gym
+
+    import sim.tasks  # noqa: F401  (registers the s2r/ ids)
+    if env_id not in sim.tasks.TASKS:
+        raise ValueError(f"unknown task {env_id!r} (known: {', '.join(sim.tasks.TASKS)})")
+    return gym.make(env_id, **(env_kwargs or {})).unwrapped
+
+
+def run_episode(env, policy_factory, seed: int, horizon: int) -> Episode:
+    obs, info = env.reset(seed=int(seed))
+    policy = policy_factory(env)
+    keys = [k for k in obs if k != "image"] + (["image"] if "image" in obs else [])
+    traj = {k: [obs[k]] for k in keys}
+    acts, rews, succ = [], [], []
+    randomization = info["randomization"]
+    for _ in range(horizon):
+        a = np.asarray(policy(obs), dtype=np.float64)
+        obs, r, terminated, truncated, info = env.step(a)
+        for k in keys:
+            traj[k].append(obs[k])
+        acts.append(a)
+        rews.append(r)
+        succ.append(info["success"])
+        if terminated or truncated:
+            break
+    return Episode(int(seed), {k: np.asarray(v) for k, v in traj.items()}, np.asarray(acts),
+                   np.asarray(rews), np.asarray(succ, bool), randomization)
+
+
+def rollout_serial(env_id: str, policy_factory, seeds, horizon: int, env_kwargs: dict | None = None) -> list[Episode]:
+    """The reference: all episodes in this process, one env."""
+    env = make_env(env_id, env_kwargs)
+    try:
+        return [run_episode(env, policy_factory, s, horizon) for s in seeds]
+    finally:
+        env.close()
+
+
+def _worker(env_id, env_kwargs, inbox, outbox):
+    try:
+        env = make_env(env_id, env_kwargs)
+    except Exception as e:   # report construction errors instead of dying silently
+        outbox.put(("error", -1, f"{type(e).__name__}: {e}"))
+        return
+    try:
+        while True:
+            job = inbox.get()
+            if job is None:
+                break
+            index, policy_factory, seed, horizon = job
+            try:
+                outbox.put(("ok", index, run_episode(env, policy_factory, seed, horizon)))
+            except Exception as e:
+                outbox.put(("error", index, f"{type(e).__name__}: {e}"))
+    finally:
+        env.close()
+
+
+class ParallelRollouts:
+    """A pool of worker processes, each owning one env (one pybullet DIRECT client)."""
+
+    def __init__(self, env_id: str, n_workers: int = 2, env_kwargs: dict | None = None,
+                 start_method: str = "spawn"):
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        import sim.tasks
+        if env_id not in sim.tasks.TASKS:
+            raise ValueError(f"unknown task {env_id!r} (known: {', '.join(sim.tasks.TASKS)})")
+        ctx = mp.get_context(start_method)
+        self.env_id, self.n_workers = env_id, n_workers
+        self._inboxes = [ctx.Queue() for _ in range(n_workers)]
+        self._outbox = ctx.Queue()
+        self._procs = [ctx.Process(target=_worker, args=(env_id, env_kwargs, q, self._outbox), daemon=True)
+                       for q in self._inboxes]
+        for pr in self._procs:
+            pr.start()
+
+    def run(self, policy_factory, seeds, horizon: int) -> list[Episode]:
+        seeds = list(seeds)
+        for i, s in enumerate(seeds):     # round-robin: worker k gets episodes k, k+N, ...
+            self._inboxes[i % self.n_workers].put((i, policy_factory, s, horizon))
+        out: list = [None] * len(seeds)
+        for _ in seeds:
+            status, index, payload = self._outbox.get()
+            if status != "ok":
+                self.close()
+                where = f"episode {index} (seed {seeds[index]})" if index >= 0 else "worker start-up"
+                raise RuntimeError(f"rollout worker failed in {where}: {payload}")
+            out[index] = payload
+        return out
+
+    def close(self) -> None:
+        for q in self._inboxes:
+            try:
+                q.put(None)
+            except (ValueError, OSError):
+                pass
+        for pr in self._procs:
+            pr.join(timeout=5)
+            if pr.is_alive():
+                pr.terminate()
+        self._procs = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,31 @@
+"""Parallel rollouts equal serial ones for the same seeds."""
+import numpy as np
+import pytest
+
+from sim.parallel import ParallelRollouts, rollout_serial
+from sim.scripted import scripted_factory
+
+
+def test_parallel_equals_serial_with_randomization():
+    kw = {"randomization": "default"}
+    seeds = [11, 3, 7, 5]
+    serial = rollout_serial("s2r/ArmReach-v0", scripted_factory, seeds, 25, kw)
+    with ParallelRollouts("s2r/ArmReach-v0", n_workers=2, env_kwargs=kw) as pool:
+        par = pool.run(scripted_factory, seeds, 25)
+    assert [e.seed for e in par] == seeds
+    for a, b in zip(serial, par):
+        assert a.actions.shape == (25, 7)
+        assert np.array_equal(a.actions, b.actions)
+        assert np.array_equal(a.rewards, b.rewards)
+        for k in a.observations:
+            assert np.array_equal(a.observations[k], b.observations[k]), k
+        for k, v in a.randomization.items():
+            assert np.array_equal(v, b.randomization[k]), k
+    assert not np.array_equal(serial[0].observations["target"], serial[1].observations["target"])
+
+
+def test_unknown_task_and_bad_worker_count():
+    with pytest.raises(ValueError, match="unknown task 's2r/Nope-v0'"):
+        ParallelRollouts("s2r/Nope-v0", 1)
+    with pytest.raises(ValueError, match="n_workers"):
+        ParallelRollouts("s2r/ArmReach-v0", 0)

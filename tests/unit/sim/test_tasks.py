@@ -1,0 +1,136 @@
+"""The s2r tasks: Gymnasium API, determinism, scripted experts solving them, bad input."""
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import sim.tasks
+from simtest_helpers import random_actions, rollout, run_scripted
+
+ALL = list(sim.tasks.TASKS)
+
+
+@pytest.mark.parametrize("env_id", ALL)
+def test_api_spaces_and_render(make, env_id):
+    env = make(env_id, render_size=32, image_obs=True, image_size=24)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs), {k: np.shape(v) for k, v in obs.items()}
+    assert obs["image"].shape == (24, 24, 3) and obs["image"].dtype == np.uint8
+    assert obs["image"].std() > 5            # a scene, not a blank frame
+    obs, r, term, trunc, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert isinstance(r, float) and np.isfinite(r)
+    assert isinstance(info["success"], bool) and "distance" in info
+    img = env.render()
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+
+
+@pytest.mark.parametrize("env_id", ["s2r/ArmPush-v0", "s2r/HandGraspLift-v0"])
+def test_same_seed_bit_identical_under_randomization(make, env_id):
+    a, b = make(env_id, randomization="default"), make(env_id, randomization="default")
+    acts = random_actions(a, 15, seed=7)
+    b.reset(seed=99)                          # history in b's client must not matter
+    b.step(acts[0])
+    ta, ia = rollout(a, 5, acts)
+    tb, ib = rollout(b, 5, acts)
+    for oa, ob in zip(ta, tb):
+        for k in oa:
+            assert np.array_equal(oa[k], ob[k]), k
+    for k, v in ia["randomization"].items():
+        assert np.array_equal(v, ib["randomization"][k]), k
+    tc, _ = rollout(a, 6, acts)
+    assert not np.array_equal(tc[-1]["joint_pos"], ta[-1]["joint_pos"])
+
+
+def _success_rate(env, seeds):
+    return np.mean([run_scripted(env, s)[1]["success"] for s in seeds])
+
+
+@pytest.mark.parametrize("randomization", [None, "default"])
+def test_reach_solved_by_scripted_ik(make, randomization):
+    env = make("s2r/ArmReach-v0", randomization=randomization)
+    assert _success_rate(env, range(4)) == 1.0
+
+
+@pytest.mark.parametrize("randomization", [None, "default"])
+def test_hand_reach_solved_by_scripted_dls(make, randomization):
+    env = make("s2r/HandReach-v0", randomization=randomization)
+    assert _success_rate(env, range(3)) == 1.0
+
+
+@pytest.mark.parametrize("randomization,min_rate", [(None, 1.0), ("default", 0.7)])
+def test_insert_solved_by_scripted_controller(make, randomization, min_rate):
+    env = make("s2r/ArmInsert-v0", randomization=randomization)
+    assert _success_rate(env, range(10 if randomization else 4)) >= min_rate
+
+
+@pytest.mark.parametrize("randomization", [None, "default"])
+def test_push_mostly_solved_by_scripted_pusher(make, randomization):
+    env = make("s2r/ArmPush-v0", randomization=randomization)
+    assert _success_rate(env, range(8)) >= 0.5
+
+
+def test_insert_peg_does_not_fit_the_other_hole(make):
+    """A square peg pushed down over the slot stays on the top: the holes really differ."""
+    env = make("s2r/ArmInsert-v0", shape="square")
+    from sim.scripted import make_scripted
+    obs, _ = env.reset(seed=0)
+    e = env.unwrapped
+    ctrl = make_scripted(env)
+    slot = e.sorter.holes["slot"]
+    e.target = np.array([slot[0], slot[1], e.sorter.top - e.DEPTH])   # aim at the wrong hole
+    for _ in range(150):
+        obs, r, term, trunc, info = env.step(ctrl(obs))
+    assert info["depth"] < 0.005 and not info["success"]
+
+
+def test_effort_control_mode(make):
+    env = make("s2r/ArmReach-v0", control="effort")
+    obs, _ = env.reset(seed=0)
+    q0 = obs["joint_pos"].copy()
+    a = np.zeros(7)
+    a[0] = 0.2                                # 0.2 * 87 N m on joint 1
+    for _ in range(10):
+        obs, *_ = env.step(a)
+    assert obs["joint_pos"][0] - q0[0] > 0.05
+
+
+def test_bad_actions_are_refused_with_the_reason(make):
+    env = make("s2r/ArmReach-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(3,\), expected \(7,\)"):
+        env.step(np.zeros(3))
+    bad = np.zeros(7)
+    bad[4] = np.nan
+    with pytest.raises(ValueError, match=r"action\[4\] is nan \(panda_joint5\)"):
+        env.step(bad)
+    obs, *_ = env.step(np.full(7, 50.0))     # out of range: clipped, not refused
+    assert np.all(np.isfinite(obs["joint_pos"]))
+
+
+def test_unknown_task_names_the_value():
+    with pytest.raises(ValueError, match="unknown task 'ArmFly'"):
+        sim.tasks.make("ArmFly")
+    with pytest.raises(gym.error.Error, match="ArmFly"):
+        gym.make("s2r/ArmFly-v0")
+    assert sim.tasks.make("ArmReach").spec.id == "s2r/ArmReach-v0"
+
+
+def test_bad_constructor_arguments(make):
+    with pytest.raises(ValueError, match="meshes"):
+        make("s2r/ArmReach-v0", meshes="fancy")
+    with pytest.raises(ValueError, match="control"):
+        make("s2r/ArmReach-v0", control="torque")
+    with pytest.raises(ValueError, match="unknown peg shape 'star'"):
+        make("s2r/ArmInsert-v0", shape="star")
+
+
+def test_grasp_lift_slide_moves_the_hand(make):
+    env = make("s2r/HandGraspLift-v0")
+    obs, info = env.reset(seed=0)
+    z0 = obs["palm_pos"][2]
+    a = np.zeros(17)
+    a[-1] = 1.0
+    for _ in range(8):
+        obs, r, term, trunc, info = env.step(a)
+    assert obs["palm_pos"][2] - z0 > 0.05
+    assert not info["success"] and abs(info["lift"]) < 0.005   # the cube stayed on the floor
