@@ -60,7 +60,8 @@ def box_qp(H, g, lower, upper, x0=None, *, max_iter: int = 100, min_grad: float 
     if np.any(np.isnan(lower)) or np.any(np.isnan(upper)) or np.any(lower > upper):
         raise ValueError(f"infeasible box: lower {lower} must be <= upper {upper}")
     if x0 is None:
-        mid = 0.5 * (lower + upper)
+        with np.errstate(invalid="ignore"):
+            mid = 0.5 * (lower + upper)
         x0 = np.where(np.isfinite(mid), mid, 0.0)
     x = _project(np.asarray(x0, dtype=float).reshape(n), lower, upper)
 

@@ -86,11 +86,14 @@ def infinite_horizon_lqr(A, B, Q, R, N=None, *, tol: float = 1e-12, max_iter: in
     eye = np.eye(nx)
     for _ in range(max_iter):
         W = eye + Gk @ Hk
-        W1 = np.linalg.solve(W, Ak)                 # (I + G H)^-1 A
-        W2 = np.linalg.solve(W, Gk)                 # (I + G H)^-1 G
-        H_next = Hk + W1.T @ Hk @ Ak
-        G_next = Gk + Ak @ W2 @ Ak.T
-        Ak = Ak @ W1
+        with np.errstate(all="ignore"):
+            W1 = np.linalg.solve(W, Ak)             # (I + G H)^-1 A
+            W2 = np.linalg.solve(W, Gk)             # (I + G H)^-1 G
+            H_next = Hk + W1.T @ Hk @ Ak
+            G_next = Gk + Ak @ W2 @ Ak.T
+            Ak = Ak @ W1
+        if not (np.all(np.isfinite(H_next)) and np.all(np.isfinite(G_next)) and np.all(np.isfinite(Ak))):
+            raise ValueError("DARE did not converge: is (A, B) stabilizable and (A, Q) detectable?")
         done = np.linalg.norm(H_next - Hk, 1) <= tol * max(1.0, np.linalg.norm(H_next, 1))
         Hk, Gk = 0.5 * (H_next + H_next.T), 0.5 * (G_next + G_next.T)
         if done:
