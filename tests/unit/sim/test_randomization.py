@@ -1,0 +1,214 @@
+"""Domain randomization: YAML specs, bad input, seeding, and that it really changes physics and images."""
+import numpy as np
+import pybullet as p
+import pytest
+
+from sim.randomization import AutomaticDomainRandomization, RandomizationError, Randomizer
+
+DIMS = {"joints": 7, "links": 11, "objects": 1, "action": 7, "surfaces": 5}
+
+
+def const(group, name, value):
+    return {"groups": {group: {name: {"dist": "constant", "value": value}}}}
+
+
+def test_presets_cover_the_groups_and_sample_reproducibly():
+    d, s = Randomizer.load("default"), Randomizer.load("stress")
+    assert set(d.groups) == {"dynamics", "timing", "noise", "visuals"}
+    assert set(d.params) == set(s.params)
+    assert d.params["link_mass_scale"].bounds() == (0.5, 1.5)
+    assert s.params["link_mass_scale"].bounds()[1] > 1.5          # stress is wider
+    assert not Randomizer.load("off") and not Randomizer.load(None)
+    a = d.sample_episode(np.random.default_rng(4), DIMS)
+    b = d.sample_episode(np.random.default_rng(4), DIMS)
+    c = d.sample_episode(np.random.default_rng(5), DIMS)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["link_mass_scale"], c["link_mass_scale"])
+    assert a["link_mass_scale"].shape == (11,) and np.all((0.5 <= a["link_mass_scale"]) & (a["link_mass_scale"] <= 1.5))
+    assert 0 <= a["action_latency"] <= 2
+    assert set(d.sample_step(np.random.default_rng(0), DIMS)) == set(d.per_step_names())
+    assert "control_period_jitter" in d.per_step_names() and "link_mass_scale" not in d.per_step_names()
+
+
+BAD = [
+    ({"groups": {"dynamix": {}}}, r"groups\.dynamix: unknown group"),
+    ({"groups": {"dynamics": {"link_mas_scale": {"dist": "uniform", "low": 1, "high": 2}}}},
+     r"groups\.dynamics\.link_mas_scale: unknown parameter"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 2.0, "high": 1.0}}}},
+     r"gain_scale\.low: 2\.0 > high 1\.0 \(inverted range\)"),
+    ({"groups": {"dynamics": {"link_mass_scale": {"dist": "uniform", "low": -0.5, "high": 1.5}}}},
+     r"link_mass_scale\.low: link_mass_scale must stay positive"),
+    ({"groups": {"visuals": {"light_ambient": {"dist": "uniform", "low": -1, "high": 1}}}},
+     r"light_ambient\.low: light_ambient must not be negative"),
+    ({"groups": {"noise": {"action_noise": {"dist": "normal", "std": -0.1}}}}, r"action_noise\.std: must be >= 0"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "gauss", "std": 1}}}}, r"gain_scale\.dist: unknown distribution 'gauss'"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "loguniform", "low": 0.0, "high": 1}}}},
+     r"gain_scale\.low: gain_scale must stay positive"),
+    ({"groups": {"dynamics": {"object_size_scale": {"dist": "uniform", "low": 0.9, "high": 1.1, "mode": "per_step"}}}},
+     r"object_size_scale\.mode: object_size_scale can only change between episodes"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 1, "high": 2, "mode": "sometimes"}}}},
+     r"gain_scale\.mode: must be per_episode or per_step"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 1, "hihg": 2}}}}, r"gain_scale\.hihg: unknown field"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 1}}}}, r"gain_scale\.high: missing"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "normal", "std": 0.1}}}}, r"gain_scale\.dist: gain_scale must not go negative"),
+    ({"groups": {"timing": {"gravity_offset": {"dist": "normal", "std": 0.1}}}}, r"gravity_offset belongs to group dynamics"),
+    ({"groups": {"timing": {"action_latency": {"dist": "uniform", "low": 0, "high": 2}}}}, r"action_latency takes integers"),
+    ({"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": "a", "high": 2}}}}, r"gain_scale\.low: expected a finite number"),
+    ({"grups": {}}, r"grups: unknown top-level key"),
+    ({"groups": {"visuals": {"surface_texture": {"dist": "bernoulli", "p": 1.5}}}}, r"surface_texture\.p: must be in \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize("spec,message", BAD)
+def test_bad_specs_name_the_key(spec, message):
+    with pytest.raises(RandomizationError, match=message):
+        Randomizer.load(spec)
+
+
+def test_bad_preset_and_file(tmp_path):
+    with pytest.raises(RandomizationError, match="unknown randomization preset 'stres'"):
+        Randomizer.load("stres")
+    f = tmp_path / "r.yaml"
+    f.write_text("groups:\n  dynamics:\n    gain_scale: {dist: uniform, low: 3, high: 1}\n")
+    with pytest.raises(RandomizationError, match=r"r\.yaml: groups\.dynamics\.gain_scale\.low: 3\.0 > high 1\.0"):
+        Randomizer.load(str(f))
+
+
+def test_env_refuses_a_bad_randomization(make):
+    with pytest.raises(RandomizationError, match="link_mas_scale"):
+        make("s2r/ArmReach-v0", randomization={"groups": {"dynamics": {"link_mas_scale": {"dist": "constant", "value": 1}}}})
+
+
+def test_adr_widens_on_success_and_narrows_on_failure():
+    r = Randomizer.load({"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 0.9, "high": 1.1}}}})
+    adr = AutomaticDomainRandomization(r, ["gain_scale"], delta=0.05, buffer_size=3, boundary_prob=1.0)
+    rng = np.random.default_rng(0)
+    pin, boundary = adr.next_pin(rng)
+    assert boundary[0] == "gain_scale" and pin["gain_scale"] in (0.9, 1.1)
+    values = r.sample_episode(rng, DIMS, pin=pin)
+    assert np.all(values["gain_scale"] == pin["gain_scale"])
+    for _ in range(3):
+        adr.report(("gain_scale", "high"), True)
+    assert r.params["gain_scale"].bounds() == (0.9, pytest.approx(1.15))
+    for _ in range(3):
+        adr.report(("gain_scale", "high"), False)
+    assert r.params["gain_scale"].bounds() == (0.9, pytest.approx(1.1))   # not narrower than the start
+    with pytest.raises(RandomizationError, match="inverted"):
+        r.set_bounds("gain_scale", 2.0, 1.0)
+
+
+# ---------------------------------------------------------------------------- physics really changes
+def _holding_torque(env, seed=0, steps=60):
+    obs, info = env.reset(seed=seed)
+    for _ in range(steps):
+        obs, *_ = env.step(np.zeros(7))
+    assert np.max(np.abs(obs["joint_vel"])) < 1e-2     # static: the applied torque balances gravity
+    return env.unwrapped.robot.state()[2]
+
+
+def test_link_mass_measured_through_inverse_dynamics(make):
+    nominal = make("s2r/ArmReach-v0")
+    heavy = make("s2r/ArmReach-v0", randomization=const("dynamics", "link_mass_scale", 1.5))
+    tau0, tau1 = _holding_torque(nominal), _holding_torque(heavy)
+    # shoulder (joint 2) and elbow (joint 4) carry the arm's weight: torque scales with the mass
+    for j in (1, 3):
+        assert abs(tau0[j]) > 1.0
+        assert tau1[j] / tau0[j] == pytest.approx(1.5, rel=0.03)
+    e = heavy.unwrapped
+    m_nom = np.array([p.getDynamicsInfo(nominal.unwrapped.robot.body, i, physicsClientId=nominal.unwrapped.client)[0]
+                      for i in range(e.n_links)])
+    m_dr = np.array([p.getDynamicsInfo(e.robot.body, i, physicsClientId=e.client)[0] for i in range(e.n_links)])
+    assert np.allclose(m_dr, 1.5 * m_nom)
+
+
+def _slide_distance(env, seed=0):
+    obs, _ = env.reset(seed=seed)
+    e = env.unwrapped
+    block = e.objects[0]
+    start = np.array([0.45, 0.2, e.table.height + e.block_half])
+    p.resetBasePositionAndOrientation(block, start.tolist(), (0, 0, 0, 1), physicsClientId=e.client)
+    p.resetBaseVelocity(block, [0.0, -0.8, 0.0], [0, 0, 0], physicsClientId=e.client)
+    for _ in range(80):
+        obs, *_ = env.step(np.zeros(7))
+    return np.linalg.norm(obs["object_pos"][0][:2] - start[:2])
+
+
+def test_friction_measured_by_a_slide(make):
+    slippery = make("s2r/ArmPush-v0", randomization=const("dynamics", "friction_scale", 0.6))
+    nominal = make("s2r/ArmPush-v0")
+    d_slip, d_nom = _slide_distance(slippery), _slide_distance(nominal)
+    # the slide d = v^2 / (2 mu g): 0.6x friction on block and table slides 1/0.6 to 1/0.6^2 as far
+    assert 1.4 < d_slip / d_nom < 3.5
+
+
+def test_gravity_per_step_and_latency(make):
+    spec = {"groups": {"dynamics": {"gravity_offset": {"dist": "normal", "std": 0.4, "mode": "per_step"}},
+                       "timing": {"action_latency": {"dist": "constant", "value": 2}}}}
+    env = make("s2r/ArmReach-v0", randomization=spec)
+    obs, info = env.reset(seed=1)
+    e = env.unwrapped
+    q_cmd0 = e.q_cmd.copy()
+    gs = []
+    for k in range(3):
+        obs, r, term, trunc, info = env.step(np.ones(7))
+        gs.append(info["randomization"]["gravity_offset"])
+        assert np.allclose(e.sim.gravity, np.array([0, 0, -9.81]) + gs[-1])
+        moved = not np.allclose(e.q_cmd, q_cmd0)
+        assert moved == (k == 2), "actions must take effect exactly 2 steps late"
+    assert not np.allclose(gs[0], gs[1])
+
+
+def test_gains_are_applied_and_damping_slows_a_joint(make):
+    env = make("s2r/ArmReach-v0", randomization={"groups": {"dynamics": {"gain_scale": {"dist": "constant", "value": 1.3}}}})
+    env.reset(seed=0)
+    e = env.unwrapped
+    assert np.allclose(e.robot.kp, 1.3 * e.kp) and np.allclose(e.robot.kd, 1.3 * e.kd)
+
+    def wrist_speed(scale):
+        spec = {"groups": {"dynamics": {"joint_damping_scale": {"dist": "constant", "value": scale}}}}
+        env = make("s2r/ArmReach-v0", control="effort", randomization=spec)
+        env.reset(seed=0)
+        a = np.zeros(7)
+        a[6] = 0.5                                 # 6 N m on the last joint, gravity compensated
+        for _ in range(20):
+            obs, *_ = env.step(a)
+        return abs(obs["joint_vel"][6])
+
+    slow, fast = wrist_speed(100.0), wrist_speed(1.0)
+    assert fast > 2.0 * slow > 0
+
+
+def test_visual_randomization_changes_images_reproducibly(make):
+    vis = {"groups": {"visuals": Randomizer_default_visuals()}}
+    plain = make("s2r/ArmPush-v0", render_size=48)
+    rand = make("s2r/ArmPush-v0", render_size=48, randomization=vis)
+    plain.reset(seed=2)
+    rand.reset(seed=2)
+    a, b = plain.render().astype(int), rand.render().astype(int)
+    assert np.abs(a - b).mean() > 20
+    rand.reset(seed=3)
+    c = rand.render().astype(int)
+    assert np.abs(b - c).mean() > 20
+    rand.reset(seed=2)
+    assert np.array_equal(rand.render().astype(int), b)
+    plain.reset(seed=2)
+    assert np.array_equal(plain.render().astype(int), a)
+
+
+def Randomizer_default_visuals():
+    import yaml
+
+    from sim.randomization import PRESETS_DIR
+    return yaml.safe_load((PRESETS_DIR / "default.yaml").read_text())["groups"]["visuals"]
+
+
+def test_observation_noise_is_reported_and_applied(make):
+    spec = {"groups": {"noise": {"joint_noise": {"dist": "normal", "std": 0.01},
+                                 "object_position_bias": {"dist": "constant", "value": 0.02}}}}
+    env = make("s2r/ArmPush-v0", randomization=spec)
+    obs, info = env.reset(seed=0)
+    e = env.unwrapped
+    true_q = e.robot.state()[0]
+    assert np.allclose(obs["joint_pos"] - true_q, info["randomization"]["joint_noise"])
+    true_block = np.array(p.getBasePositionAndOrientation(e.objects[0], physicsClientId=e.client)[0])
+    assert np.allclose(obs["object_pos"][0] - true_block, 0.02)
