@@ -405,11 +405,9 @@ class Ros2BridgeDriver(Driver):
         if self._fault is None:
             return
         p = self.params
-        deadline = time.monotonic() + p.connect_timeout_s
-        with self._cond:
-            fresh = self._cond.wait_for(
-                lambda: time.monotonic() - self._sample.received < min(p.stale_after_s, 0.5 * p.connect_timeout_s),
-                timeout=max(0.0, deadline - time.monotonic()))
+        asked = time.monotonic()
+        with self._cond:    # recovery starts from state measured after it was asked for
+            fresh = self._cond.wait_for(lambda: self._sample.received > asked, timeout=p.connect_timeout_s)
             s = self._sample
         if not fresh:
             raise DriverFault(f"reset failed, still no fresh {p.joint_states_topic} "

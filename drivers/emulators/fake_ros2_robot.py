@@ -11,7 +11,8 @@ What a bridge driver sees of a real ros2_control robot (Franka, UR, Kinova):
 The hardware mirrors commands into states through first-order dynamics (time constant `tau`),
 like mock_components/GenericSystem with dynamics, and stops at hard stops just outside the limits.
 
-Steering (faults), through `FakeRobotService.inject` (the test harness) or ROS services:
+Steering (faults), through `FakeRobotService.inject` (the test harness) or ROS services (the node
+is `fake_robot` in the namespace of the joint-states topic, e.g. /fake_robot or /arm1/fake_robot):
   ~/set_publishing (std_srvs/SetBool): false stops /joint_states (like a crashed driver), true resumes;
   ~/set_connected (std_srvs/SetBool): false makes the robot silent and deaf ("unplug").
 """
@@ -68,7 +69,9 @@ class FakeRobotService:
 
         self.ctx = Context()
         rclpy.init(context=self.ctx, args=[])
-        self.node = rclpy.create_node(spec.get("node_name", "fake_robot"), context=self.ctx)
+        # a robot publishing /arm1/joint_states lives in namespace /arm1, like a namespaced bringup
+        ns = spec["joint_states_topic"].rsplit("/", 1)[0] or "/"
+        self.node = rclpy.create_node(spec.get("node_name", "fake_robot"), namespace=ns, context=self.ctx)
         self._JointState = JointState
         qos = QoSProfile(depth=10)
         self.pub = self.node.create_publisher(JointState, spec["joint_states_topic"], qos)
