@@ -39,64 +39,88 @@ def best(fn, repeats):
     return max(fn() for _ in range(repeats))
 
 
-def raw_steps_per_s(n_steps: int) -> float:
+class RawScene:
     """The same scene and control law in plain pybullet calls (no env, no SimRobot)."""
-    env = gym.make(ENV).unwrapped
-    env.reset(seed=0)
-    c, body, r = env.client, env.robot.body, env.robot
-    idx, all_idx, pos = list(r.idx), list(r.all_idx), r._pos_in_all
-    kp, kd, lim = env.kp, env.kd, env.effort
-    q_target = r.state()[0].copy()
-    zeros = [0.0] * len(all_idx)
-    substeps = env.substeps
-    n_all = len(all_idx)
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        for _ in range(substeps):
-            js = p.getJointStates(body, all_idx, physicsClientId=c)
-            q = [s[0] for s in js]
-            qd = [s[1] for s in js]
-            g = p.calculateInverseDynamics(body, q, zeros, zeros, physicsClientId=c)
-            tau = [0.0] * n_all
-            for k, i in enumerate(pos):
-                t = kp[k] * (q_target[k] - q[i]) - kd[k] * qd[i] + g[i]
-                tau[i] = min(max(t, -lim[k]), lim[k])
-            for i in range(n_all):
-                if i not in pos:
-                    tau[i] = g[i]
-            p.setJointMotorControlArray(body, all_idx, p.TORQUE_CONTROL, forces=tau, physicsClientId=c)
-            p.stepSimulation(physicsClientId=c)
-        # an observation's worth of reads, as any controller needs
-        p.getLinkState(body, env._hand, computeForwardKinematics=True, physicsClientId=c)
-        p.getBasePositionAndOrientation(env.objects[0], physicsClientId=c)
-    dt = time.perf_counter() - t0
-    env.close()
-    return n_steps / dt
+
+    def __init__(self):
+        self.env = env = gym.make(ENV).unwrapped
+        env.reset(seed=0)
+        r = env.robot
+        self.q_target = r.state()[0].copy()
+
+    def run(self, n_steps: int) -> float:
+        env = self.env
+        c, body, r = env.client, env.robot.body, env.robot
+        all_idx, pos = list(r.all_idx), r._pos_in_all
+        kp, kd, lim, q_target = env.kp, env.kd, env.effort, self.q_target
+        n_all = len(all_idx)
+        zeros = [0.0] * n_all
+        others = [i for i in range(n_all) if i not in pos]
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            for _ in range(env.substeps):
+                js = p.getJointStates(body, all_idx, physicsClientId=c)
+                q = [s[0] for s in js]
+                qd = [s[1] for s in js]
+                tau = list(p.calculateInverseDynamics(body, q, zeros, zeros, physicsClientId=c))
+                for k, i in enumerate(pos):
+                    t = kp[k] * (q_target[k] - q[i]) - kd[k] * qd[i] + tau[i]
+                    tau[i] = min(max(t, -lim[k]), lim[k])
+                for i in others:
+                    tau[i] += 200.0 * (0.02 - q[i]) - 5.0 * qd[i]
+                p.setJointMotorControlArray(body, all_idx, p.TORQUE_CONTROL, forces=tau, physicsClientId=c)
+                p.stepSimulation(physicsClientId=c)
+            # an observation's worth of reads, as any controller needs
+            p.getLinkState(body, env._hand, computeForwardKinematics=True, physicsClientId=c)
+            p.getBasePositionAndOrientation(env.objects[0], physicsClientId=c)
+        return n_steps / (time.perf_counter() - t0)
 
 
-def simrobot_steps_per_s(n_steps: int) -> float:
+class SimRobotScene:
     """The env's physics alone: Simulation.step with SimRobot's control (no obs, action, DR)."""
-    env = gym.make(ENV).unwrapped
-    env.reset(seed=0)
-    sim, n = env.sim, env.substeps
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        sim.step(n)
-    dt = time.perf_counter() - t0
-    env.close()
-    return n_steps / dt
+
+    def __init__(self):
+        self.env = gym.make(ENV).unwrapped
+        self.env.reset(seed=0)
+
+    def run(self, n_steps: int) -> float:
+        sim, n = self.env.sim, self.env.substeps
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            sim.step(n)
+        return n_steps / (time.perf_counter() - t0)
 
 
-def env_steps_per_s(n_steps: int, randomization) -> float:
-    env = gym.make(ENV, randomization=randomization).unwrapped
-    env.reset(seed=0)
-    a = np.zeros(env.action_space.shape)
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        env.step(a)
-    dt = time.perf_counter() - t0
-    env.close()
-    return n_steps / dt
+class EnvScene:
+    def __init__(self, randomization):
+        self.env = gym.make(ENV, randomization=randomization).unwrapped
+        self.env.reset(seed=0)
+        self.a = np.zeros(self.env.action_space.shape)
+
+    def run(self, n_steps: int) -> float:
+        env, a = self.env, self.a
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            env.step(a)
+        return n_steps / (time.perf_counter() - t0)
+
+
+def stepping(chunks: int, chunk: int) -> dict:
+    """Alternate short chunks of each variant (so machine load hits all alike); the best chunk
+    gives the rate, and the median of per-round ratios gives the ratios."""
+    scenes = {"raw": RawScene(), "simrobot": SimRobotScene(), "env": EnvScene(None), "env_dr": EnvScene("default")}
+    rates = {k: [] for k in scenes}
+    for _ in range(chunks):
+        for k, sc in scenes.items():
+            rates[k].append(sc.run(chunk))
+    for sc in scenes.values():
+        sc.env.close()
+    r = {k: np.array(v) for k, v in rates.items()}
+    return {"raw_steps_per_s": float(r["raw"].max()), "simrobot_steps_per_s": float(r["simrobot"].max()),
+            "env_steps_per_s": float(r["env"].max()), "env_dr_steps_per_s": float(r["env_dr"].max()),
+            "env_ratio": float(np.median(r["env"] / r["raw"])), "env_dr_ratio": float(np.median(r["env_dr"] / r["raw"])),
+            "env_over_simrobot_ratio": float(np.median(r["env"] / r["simrobot"])),
+            "env_dr_over_simrobot_ratio": float(np.median(r["env_dr"] / r["simrobot"]))}
 
 
 def render_fps(size: int, meshes: str, seconds: float) -> float:
@@ -140,14 +164,7 @@ def main(argv=None) -> dict:
     secs = 0.3 if args.quick else 1.5
     reps = 1 if args.quick else args.repeats
     res: dict = {}
-    res["raw_steps_per_s"] = best(lambda: raw_steps_per_s(steps), reps)
-    res["simrobot_steps_per_s"] = best(lambda: simrobot_steps_per_s(steps), reps)
-    res["env_steps_per_s"] = best(lambda: env_steps_per_s(steps, None), reps)
-    res["env_dr_steps_per_s"] = best(lambda: env_steps_per_s(steps, "default"), reps)
-    res["env_ratio"] = res["env_steps_per_s"] / res["raw_steps_per_s"]
-    res["env_dr_ratio"] = res["env_dr_steps_per_s"] / res["raw_steps_per_s"]
-    res["env_over_simrobot_ratio"] = res["env_steps_per_s"] / res["simrobot_steps_per_s"]
-    res["env_dr_over_simrobot_ratio"] = res["env_dr_steps_per_s"] / res["simrobot_steps_per_s"]
+    res.update(stepping(3 if args.quick else 12, 100 if args.quick else 200))
     for size in (64, 128, 240):
         res[f"render_fps_{size}"] = best(lambda: render_fps(size, "decimated", secs), reps)
         res[f"render_fps_{size}_stock"] = best(lambda: render_fps(size, "stock", secs), reps)
@@ -157,7 +174,7 @@ def main(argv=None) -> dict:
     res["parallel_episodes_per_s_1"], res["parallel_episodes_per_s_2"] = one, two
     res["parallel_speedup_2"] = two / one
     print(f"env steps/s       {res['env_steps_per_s']:8.0f}   raw pybullet {res['raw_steps_per_s']:8.0f}   "
-          f"ratio {res['env_ratio']:.3f}")
+          f"ratio {res['env_ratio']:.3f} (median of interleaved chunks)")
     print(f"env+DR steps/s    {res['env_dr_steps_per_s']:8.0f}   raw pybullet {res['raw_steps_per_s']:8.0f}   "
           f"ratio {res['env_dr_ratio']:.3f}")
     print(f"SimRobot physics  {res['simrobot_steps_per_s']:8.0f}   env/SimRobot {res['env_over_simrobot_ratio']:.3f}   "

@@ -80,7 +80,7 @@ PARAMETERS: dict[str, ParamInfo] = {
     # noise -------------------------------------------------------------------------------------
     "action_noise": ParamInfo("noise", "action", "added to the normalized action", default_mode=PER_STEP),
     "action_bias": ParamInfo("noise", "action", "added to the normalized action, fixed per episode"),
-    "joint_noise": ParamInfo("noise", "joints", "added to observed joint positions and velocities",
+    "joint_noise": ParamInfo("noise", "joints", "added to observed joint positions, rad",
                              default_mode=PER_STEP),
     "object_position_bias": ParamInfo("noise", "objects3", "added to observed object positions, m"),
     "object_position_noise": ParamInfo("noise", "objects3", "added to observed object positions, m",

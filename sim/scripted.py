@@ -6,7 +6,8 @@ pointing down) and damped least squares on fingertip Jacobians for the hand. A j
 q* becomes the action that moves the commanded joint targets there, a = clip((q* - q_cmd) / scale),
 with q_cmd including the actions still in flight (the experts are privileged: they read the sim).
 
-`make_scripted(env)` picks the controller for a task; each is a callable `obs -> action`, and
+HandGraspLift has no scripted expert yet (a squeeze-and-lift script pushed the cube away);
+`make_scripted` says so. `make_scripted(env)` picks the controller for a task; each is a callable `obs -> action`, and
 `scripted_factory` is a picklable policy factory for `sim.parallel`.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pybullet as p
 
 from sim.tasks.arm import DOWN, TCP_OFFSET, ArmInsert, ArmPush, ArmReach, ArmTask
-from sim.tasks.hand import TIPS, HandGraspLift, HandReach
+from sim.tasks.hand import TIPS, HandReach
 
 
 class _Scripted:
@@ -182,55 +183,10 @@ class HandReachController(_HandDLS):
         return self.joint_action(q_des, q)
 
 
-class GraspLiftController(_HandDLS):
-    """Pre-shape the fingers curled (found by a posture search: fingertips near the cube's faces
-    with the palm 3.5 cm above the cube), lower the palm, close the fingertips on the cube's far
-    and near faces (targets inside the cube, so the joint PD squeezes), then raise the slide."""
-    # index, middle, ring: abd, mcp, pip, dip; thumb: cmc, abd, mcp, ip (from the posture search)
-    GRASP = np.array([0.1, 1.55, 1.05, 0.31, -0.07, 1.15, 1.52, 0.8, 0.09, 1.58, 1.11, 0.7,
-                      -0.11, 1.18, 1.58, 0.62])
-    OPEN = np.array([0.0, 0.0, 0.3, 0.2] * 3 + [-0.11, 0.3, 0.3, 0.2])   # fingers flat, thumb aside
-    PALM_ABOVE_CUBE_TOP = 0.035
-
-    def __call__(self, obs):
-        e = self.env
-        q = obs["joint_pos"]
-        cube = obs["object_pos"][0]
-        half = e.CUBE_HALF * (float(e.dr["object_size_scale"][0]) if "object_size_scale" in e.dr else 1.0)
-        base_z = e.robot.model.base_position[2]
-        grasp_lift = cube[2] + half + self.PALM_ABOVE_CUBE_TOP - base_z
-        self.t += 1
-        q_des = np.empty(len(q))
-        if self.phase == 0:                       # pre-shape open, high
-            q_des[:-1] = self.OPEN
-            q_des[-1] = grasp_lift + 0.04
-            if self.t > 15:
-                self.phase, self.t = 1, 0
-        elif self.phase == 1:                     # down
-            q_des[:-1] = self.OPEN
-            q_des[-1] = grasp_lift
-            if abs(q[-1] - grasp_lift) < 0.004 and self.t > 5:
-                self.phase, self.t = 2, 0
-        elif self.phase == 2:                     # curl to the grasp posture
-            q_des[:-1] = self.GRASP
-            q_des[-1] = grasp_lift
-            if self.t > 20:
-                self.phase, self.t = 3, 0
-        else:                                     # squeeze the cube's faces, then lift
-            squeeze = 0.015
-            far, near = cube[1] - half + squeeze, cube[1] + half - squeeze
-            z = cube[2]
-            tips = np.array([[cube[0] - 0.016, far, z], [cube[0], far, z], [cube[0] + 0.016, far, z],
-                             [cube[0], near, z]])
-            q_des = np.clip(self.tip_ik_step(q, tips, obs["tip_pos"]), e.lower, e.upper)
-            q_des[-1] = grasp_lift if self.t < 20 else grasp_lift + 0.12
-        return self.joint_action(np.clip(q_des, e.lower, e.upper), q)
-
-
 def make_scripted(env):
     e = env.unwrapped
     for cls, ctrl in ((ArmReach, ReachController), (ArmPush, PushController), (ArmInsert, InsertController),
-                      (HandReach, HandReachController), (HandGraspLift, GraspLiftController)):
+                      (HandReach, HandReachController)):
         if isinstance(e, cls):
             return ctrl(env)
     raise ValueError(f"no scripted controller for {type(e).__name__}")
