@@ -351,7 +351,8 @@ class ILQR:
               deadline: float | None = None) -> TrajectoryResult:
         """Optimize from x0. U_init: (T, nu) warm start (or a TrajectoryResult); params: cost
         parameters (one vector or (T+1, np)); deadline: `time.perf_counter()` value at which to stop
-        and return the best plan so far (status DEADLINE)."""
+        and return the best plan so far (status DEADLINE). The deadline is checked after every
+        forward-pass trial, so a solve always does at least one backward and one forward pass."""
         t_start = time.perf_counter()
         o = self.options
         T, nx, nu = self.T, self.nx, self.nu
@@ -399,9 +400,6 @@ class ILQR:
             if g_norm < o.tol_grad and self._mu < 1e-5:
                 self._decrease_mu()
                 status, message = SolverStatus.CONVERGED, f"gradient norm {g_norm:.2e} < {o.tol_grad:g}"
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                status, message = SolverStatus.DEADLINE, "deadline reached after a backward pass"
                 break
             # ---- forward pass with backtracking line search (eq. 13)
             accepted = False

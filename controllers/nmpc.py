@@ -7,10 +7,16 @@ whole NLP is expanded to SX (`expand=True`) and solved by
 
 * ``mode="ipopt"``: interior point to convergence, warm-started (primal and dual) from the shifted
   previous solution;
-* ``mode="rti"``: the real-time iteration (Diehl, Bock, Schloeder 2005): one SQP step per call
-  (`sqpmethod`, `max_iter=1`, QP solver `qrqp`) around the shifted previous solution and
-  multipliers, with a Gauss-Newton Hessian (the cost Hessian; the constraints' curvature dropped),
-  as in acados' RTI.
+* ``mode="rti"``: the real-time iteration (Diehl, Bock, Schloeder 2005): one full SQP step per call
+  (`sqpmethod`, `max_iter=1`, no line search, QP solver `qrqp` by default) around the shifted
+  previous solution and multipliers, with a Gauss-Newton Hessian (the cost Hessian; the
+  constraints' curvature dropped), as in acados' RTI.
+
+Every returned plan is checked: non-finite values or simple bounds violated by more than 1e-6 make
+the result FAILED (never a silent garbage action). qrqp, CasADi's own active-set solver, returns
+infeasible points on some QPs with active bounds (casadi issue #2333); those steps are
+re-solved with ``qpsol_fallback`` (default DAQP, also shipped with CasADi, slower but reliable),
+and reported as FAILED only if that fails too (set ``qpsol_fallback=None`` to see qrqp alone).
 
 `solve()` has the common planner signature and returns a `TrajectoryResult`; with `feedback=True`
 the gains K_t and Quu_t come from a Riccati pass around the solution.
@@ -24,6 +30,7 @@ from typing import Sequence
 import casadi as ca
 import numpy as np
 
+from ._compiled import FastFunction
 from .cost import Cost
 from .dynamics import Dynamics, as_trajectory, as_vector
 from .ilqr import control_bounds
@@ -57,8 +64,9 @@ class NMPC:
 
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, *, u_lower=None, u_upper=None,
                  x_lower=None, x_upper=None, path_constraints: Sequence | None = None,
-                 mode: str = "ipopt", feedback: bool = False, ipopt_options: dict | None = None,
-                 sqp_options: dict | None = None, time_limit: float | None = None):
+                 mode: str = "ipopt", feedback: bool = False, qpsol: str = "qrqp",
+                 qpsol_fallback: str | None = "daqp", ipopt_options: dict | None = None, sqp_options: dict | None = None,
+                 time_limit: float | None = None):
         if not getattr(dynamics, "is_symbolic", False):
             raise ValueError("NMPC needs symbolic Dynamics (CasADi), not finite differences")
         if dynamics.nx != cost.nx or dynamics.nu != cost.nu:
@@ -121,21 +129,34 @@ class NMPC:
             if time_limit is not None:
                 opts["ipopt"]["max_wall_time"] = float(time_limit)
             opts["ipopt"].update(ipopt_options or {})
-            self._solver = ca.nlpsol("nmpc_ipopt", "ipopt", nlp, opts)
+            self._solvers = [("ipopt", ca.nlpsol("nmpc_ipopt", "ipopt", nlp, opts))]
         else:
             # Gauss-Newton Hessian of the Lagrangian: the cost Hessian alone (PSD for convex costs)
             sigma = ca.MX.sym("lam_f")
             lam_g = ca.MX.sym("lam_g", G.shape[0])
             H = sigma * ca.hessian(J, W)[0]
             hess = ca.Function("nlp_hess_l", [W, p, sigma, lam_g], [ca.triu(H)],
-                               ["x", "p", "lam_f", "lam_g"], ["triu_hess_gamma_x_x"])
-            opts = {"expand": True, "print_time": False, "error_on_fail": False, "qpsol": "qrqp",
-                    "max_iter": 1, "print_header": False, "print_iteration": False, "print_status": False,
-                    "hess_lag": hess.expand(),
-                    "qpsol_options": {"print_iter": False, "print_header": False, "print_info": False,
-                                      "error_on_fail": False}}
-            opts.update(sqp_options or {})
-            self._solver = ca.nlpsol("nmpc_rti", "sqpmethod", nlp, opts)
+                               ["x", "p", "lam_f", "lam_g"], ["triu_hess_gamma_x_x"]).expand()
+            # the QP's own constraints, g(w0) + J(w0)(w - w0), to check what the QP solver returns
+            W0 = ca.MX.sym("w0", W.shape[0])
+            g_fun = ca.Function("g", [W, p], [G])
+            G0 = g_fun(W0, p)
+            g_lin = ca.Function("g_lin", [W, W0, p], [ca.densify(G0 + ca.jacobian(G0, W0) @ (W - W0))])
+            self._g_lin = FastFunction(g_lin.expand())
+            self._solvers = []
+            for name in [qpsol] + ([qpsol_fallback] if qpsol_fallback and qpsol_fallback != qpsol else []):
+                if not ca.has_conic(name):
+                    raise ValueError(f"QP solver {name!r} is not available in this CasADi build")
+                qp_opts = {"error_on_fail": False}
+                if name == "qrqp":
+                    qp_opts.update(print_iter=False, print_header=False, print_info=False)
+                elif name == "qpoases":
+                    qp_opts.update(printLevel="none")
+                opts = {"expand": True, "print_time": False, "error_on_fail": False, "qpsol": name,
+                        "max_iter": 1, "max_iter_ls": 0, "print_header": False, "print_iteration": False,
+                        "print_status": False, "hess_lag": hess, "qpsol_options": qp_opts}
+                opts.update(sqp_options or {})
+                self._solvers.append((name, ca.nlpsol(f"nmpc_rti_{name}", "sqpmethod", nlp, opts)))
         self.reset()
 
     # ------------------------------------------------------------------ warm start
@@ -190,30 +211,24 @@ class NMPC:
                     p=np.concatenate([x0, P.ravel()]))
         if lam_x0 is not None:
             args["lam_x0"], args["lam_g0"] = lam_x0, lam_g0
-        try:
-            sol = self._solver(**args)
-            stats = self._solver.stats()
-        except RuntimeError as exc:                         # evaluation errors, solver exceptions
-            return self._failed(w0, x0, f"solver error: {exc}", t0)
-        w = np.asarray(sol["x"]).ravel()
-        status_text = stats.get("return_status", "")
-        if not np.all(np.isfinite(w)):
-            return self._failed(w0, x0, f"non-finite solution ({status_text})", t0)
-        if self.mode == "ipopt":
-            if status_text in _IPOPT_OK:
-                status = SolverStatus.CONVERGED
-            elif status_text in ("Maximum_WallTime_Exceeded", "Maximum_CpuTime_Exceeded"):
-                status = SolverStatus.DEADLINE
-            elif status_text in _IPOPT_USABLE:
-                status = SolverStatus.MAX_ITERATIONS
-            else:
-                return self._failed(w0, x0, f"ipopt: {status_text}", t0)
+        failures = []
+        for name, solver in self._solvers:             # RTI: qrqp first, its fallback QP solver next
+            try:
+                sol = solver(**args)
+                stats = solver.stats()
+            except RuntimeError as exc:                     # evaluation errors, solver exceptions
+                failures.append(f"{name}: solver error: {exc}")
+                continue
+            w = np.asarray(sol["x"]).ravel()
+            status_text = stats.get("return_status", "")
+            status, why = self._classify(w, status_text, stats, w0, args["p"])
+            if status is not None:
+                break
+            failures.append(f"{name}: {why}")
         else:
-            # one SQP step: success means the QP solved (max_iter is always "exceeded")
-            if stats.get("success", False) or status_text in ("Maximum_Iterations_Exceeded", "Solve_Succeeded"):
-                status = SolverStatus.MAX_ITERATIONS if status_text != "Solve_Succeeded" else SolverStatus.CONVERGED
-            else:
-                return self._failed(w0, x0, f"sqpmethod: {status_text}", t0)
+            return self._failed(w0, x0, "; ".join(failures), t0)
+        if failures:
+            status_text = f"{status_text} (after {'; '.join(failures)})"
         self._w = w
         self._lam_x = np.asarray(sol["lam_x"]).ravel()
         self._lam_g = np.asarray(sol["lam_g"]).ravel()
@@ -230,6 +245,38 @@ class NMPC:
                                 iterations=int(stats.get("iter_count", 1)), status=status,
                                 message=status_text, solve_time=time.perf_counter() - t0,
                                 u_lower=self.u_lower, u_upper=self.u_upper)
+
+    def _classify(self, w: np.ndarray, status_text: str, stats: dict, w0: np.ndarray, p: np.ndarray):
+        """(status, None) for a usable solution, (None, reason) otherwise."""
+        if not np.all(np.isfinite(w)):
+            return None, f"non-finite solution ({status_text})"
+        if self.mode == "ipopt":
+            if status_text in _IPOPT_OK:
+                status = SolverStatus.CONVERGED
+            elif status_text in ("Maximum_WallTime_Exceeded", "Maximum_CpuTime_Exceeded"):
+                status = SolverStatus.DEADLINE
+            elif status_text in _IPOPT_USABLE:
+                status = SolverStatus.MAX_ITERATIONS
+            else:
+                return None, f"ipopt: {status_text}"
+        else:                                   # one SQP step: "max iterations" is the normal outcome
+            if status_text == "Solve_Succeeded":
+                status = SolverStatus.CONVERGED
+            elif status_text == "Maximum_Iterations_Exceeded" or stats.get("success", False):
+                status = SolverStatus.MAX_ITERATIONS
+            else:
+                return None, f"sqpmethod: {status_text}"
+        with np.errstate(invalid="ignore"):
+            violation = max(float(np.max(self._lbw - w)), float(np.max(w - self._ubw)), 0.0)
+        if violation > 1e-6:
+            return None, f"{status_text}: the solution violates the bounds by {violation:.3g}"
+        if self.mode == "rti":                              # the QP step must satisfy the QP's constraints
+            g = self._g_lin(w, w0, p)[0]
+            with np.errstate(invalid="ignore"):
+                gviol = max(float(np.max(self._lbg - g)), float(np.max(g - self._ubg)), 0.0)
+            if gviol > 1e-6:
+                return None, f"{status_text}: the QP step violates its constraints by {gviol:.3g}"
+        return status, None
 
     def _riccati_gains(self, X, U, P):
         fx, fu = self.dynamics.jacobians(X[:-1], U)

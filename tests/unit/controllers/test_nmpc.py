@@ -1,0 +1,134 @@
+"""CasADi NMPC: closed-loop cart-pole (acados example) with ipopt and RTI, bounds never violated,
+warm start, failures reported, bad input."""
+import casadi as ca
+import numpy as np
+import pytest
+
+from controllers import ILQR, MPC, NMPC, FiniteDifferenceDynamics, ILQROptions, SolverStatus, quadratic_cost
+from controllers.models import cartpole
+
+from ctl_helpers import wrap
+
+GOAL = np.array([0.0, np.pi, 0.0, 0.0])
+F_MAX = 80.0
+
+
+@pytest.fixture(scope="module")
+def acados_cartpole():
+    """acados' pendulum_on_cart: M=1, m=0.1, l=0.8, N=40, Tf=0.8, |F| <= 80 (angle shifted by pi)."""
+    dyn = cartpole(1.0, 0.1, 0.8).discretize(0.02, "rk4")
+    cost = quadratic_cost(4, 1, [1e3, 1e3, 1e-2, 1e-2], [1e-2], [1e3, 1e3, 1e-2, 1e-2], name="acados_cartpole")
+    cost.set_default_params(GOAL)
+    return dyn, cost
+
+
+def _speed_constraint():
+    x, u = ca.SX.sym("x", 4), ca.SX.sym("u", 1)
+    return ca.Function("cart_speed", [x, u], [x[2]])
+
+
+def _closed_loop(planner, dyn, steps=150):
+    mpc = MPC(planner)
+    x = np.zeros(4)
+    X, U, out = [x], [], []
+    for _ in range(steps):
+        st = mpc.step(x)
+        out.append(st)
+        U.append(st.u)
+        x = dyn.step(x, st.u)
+        X.append(x)
+    return np.array(X), np.array(U), out
+
+
+@pytest.mark.parametrize("mode", ["ipopt", "rti"])
+def test_closed_loop_swing_up_respects_force_limit(acados_cartpole, mode):
+    dyn, cost = acados_cartpole
+    X, U, steps = _closed_loop(NMPC(dyn, cost, 40, u_lower=-F_MAX, u_upper=F_MAX, mode=mode), dyn)
+    assert all(s.status.usable and not s.fallback for s in steps)
+    assert np.all(np.abs(U) <= F_MAX) and np.isclose(np.abs(U).max(), F_MAX)   # the limit is used
+    assert abs(wrap(X[-1, 1] - np.pi)) < 0.05 and np.abs(X[-1, 2:]).max() < 0.1
+    if mode == "rti":
+        assert all(s.iterations == 1 for s in steps)
+
+
+@pytest.mark.parametrize("mode,qpsol", [("ipopt", None), ("rti", None), ("rti", "daqp")])
+def test_state_bounds_and_path_constraints_never_violated(acados_cartpole, mode, qpsol):
+    """Cart position |p| <= 0.8 and speed |v| <= 6 (a path constraint) both become active."""
+    dyn, cost = acados_cartpole
+    kw = {} if qpsol is None else {"qpsol": qpsol}
+    planner = NMPC(dyn, cost, 40, u_lower=-F_MAX, u_upper=F_MAX, x_lower=[-0.8, -np.inf, -np.inf, -np.inf],
+                   x_upper=[0.8, np.inf, np.inf, np.inf], path_constraints=[(_speed_constraint(), -6.0, 6.0)],
+                   mode=mode, **kw)
+    X, U, steps = _closed_loop(planner, dyn)
+    for s in steps:
+        assert s.status.usable and not s.fallback
+        assert np.all(np.abs(s.plan.x[1:, 0]) <= 0.8 + 1e-6)
+        assert np.all(np.abs(s.plan.x[:-1, 2]) <= 6.0 + 1e-6)
+    assert np.all(np.abs(U) <= F_MAX)
+    assert np.all(np.abs(X[:, 0]) <= 0.8 + 1e-6) and np.all(np.abs(X[:, 2]) <= 6.0 + 1e-6)
+    assert np.abs(X[:, 0]).max() > 0.79 and np.abs(X[:, 2]).max() > 5.9      # the bounds were active
+    assert abs(wrap(X[-1, 1] - np.pi)) < 0.05
+
+
+def test_infeasible_qp_step_is_reported_and_mpc_falls_back(acados_cartpole):
+    """qrqp alone returns bound-violating points on this problem (casadi#2333): never applied."""
+    dyn, cost = acados_cartpole
+    planner = NMPC(dyn, cost, 40, u_lower=-F_MAX, u_upper=F_MAX, x_lower=[-0.8, -np.inf, -np.inf, -np.inf],
+                   x_upper=[0.8, np.inf, np.inf, np.inf], path_constraints=[(_speed_constraint(), -6.0, 6.0)],
+                   mode="rti", qpsol="qrqp", qpsol_fallback=None)
+    res = planner.solve(np.zeros(4))
+    assert res.status is SolverStatus.FAILED and "violates the bounds" in res.message
+    X, U, steps = _closed_loop(planner, dyn, steps=40)
+    assert any(s.fallback for s in steps)
+    assert np.all(np.isfinite(U)) and np.all(np.abs(U) <= F_MAX)
+    for s in steps:
+        if s.plan is not None:
+            assert np.all(np.abs(s.plan.x[1:, 0]) <= 0.8 + 1e-6)
+
+
+def test_warm_start_cuts_ipopt_iterations(acados_cartpole):
+    dyn, cost = acados_cartpole
+    planner = NMPC(dyn, cost, 40, u_lower=-F_MAX, u_upper=F_MAX)
+    first = planner.solve(np.zeros(4))
+    x1 = dyn.step(np.zeros(4), first.u[0])
+    second = planner.solve(x1)
+    assert first.status is second.status is SolverStatus.CONVERGED
+    assert second.iterations < first.iterations / 2
+    np.testing.assert_allclose(second.u[:-2], first.u[1:-1], atol=2.0)
+    planner.reset()
+    assert planner.solve(x1).iterations > second.iterations
+
+
+def test_feedback_gains_match_ilqr_at_the_same_optimum():
+    dyn = cartpole().discretize(0.05, "rk4")
+    cost = quadratic_cost(4, 1, [1.0, 1.0, 0.1, 0.1], [0.1], [100.0, 100.0, 10.0, 10.0])
+    x0 = np.array([0.0, np.pi - 0.5, 0.0, 0.0])
+    nm = NMPC(dyn, cost, 30, feedback=True, ipopt_options={"tol": 1e-10})
+    a = nm.solve(x0, params=GOAL)
+    b = ILQR(dyn, cost, 30, options=ILQROptions(mu_init=0.0, tol_grad=1e-9, tol_cost=1e-14)).solve(x0, a.u, GOAL)
+    np.testing.assert_allclose(a.u, b.u, atol=1e-5)
+    np.testing.assert_allclose(a.K, b.K, atol=1e-4)
+    np.testing.assert_allclose(a.Quu, b.Quu, rtol=1e-5)
+
+
+def test_nmpc_bad_input(acados_cartpole):
+    dyn, cost = acados_cartpole
+    with pytest.raises(ValueError, match="infeasible control limits"):
+        NMPC(dyn, cost, 10, u_lower=1.0, u_upper=-1.0)
+    with pytest.raises(ValueError, match="infeasible state bounds"):
+        NMPC(dyn, cost, 10, x_lower=[0, 0, 0, 1.0], x_upper=[1, 1, 1, 0.0])
+    with pytest.raises(ValueError, match="infeasible path constraint"):
+        NMPC(dyn, cost, 10, path_constraints=[(_speed_constraint(), 1.0, -1.0)])
+    with pytest.raises(ValueError, match="casadi.Function"):
+        NMPC(dyn, cost, 10, path_constraints=[(lambda x, u: x, -1.0, 1.0)])
+    with pytest.raises(ValueError, match="symbolic"):
+        NMPC(FiniteDifferenceDynamics(dyn.step, 4, 1), cost, 10)
+    with pytest.raises(ValueError, match="mode"):
+        NMPC(dyn, cost, 10, mode="sqp")
+    with pytest.raises(ValueError, match="not available"):
+        NMPC(dyn, cost, 10, mode="rti", qpsol="no_such_solver")
+    planner = NMPC(dyn, cost, 10)
+    with pytest.raises(ValueError, match="NaN"):
+        planner.solve([0.0, np.nan, 0.0, 0.0])
+    with pytest.raises(ValueError, match="NaN"):
+        planner.solve(np.zeros(4), params=[np.nan, 0, 0, 0])
