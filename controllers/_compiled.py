@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["jit", "jit_available", "FastFunction"]
 
-_CFLAGS = ("-O2", "-fPIC", "-shared")
+_CFLAGS = ("-O2", "-fPIC", "-shared", "-Wno-int-conversion")
 _lock = threading.Lock()
 _loaded: dict[str, ca.Function] = {}
 _compiler_id: str | None = None

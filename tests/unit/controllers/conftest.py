@@ -28,7 +28,7 @@ def gym_pendulum():
     model = pendulum(1.0, 1.0, 10.0, inertia="rod")
     dyn = model.discretize(0.05, "semi_implicit_euler")
     x, u = model.x, model.u
-    th = ca.atan2(ca.sin(x[0] - np.pi), ca.cos(x[0] - np.pi))
+    th = x[0] - 2 * np.pi * ca.floor(x[0] / (2 * np.pi)) - np.pi      # Gym's angle_normalize(theta_gym)
     cost = Cost(x, u, th ** 2 + 0.1 * x[1] ** 2 + 0.001 * u[0] ** 2, th ** 2 + 0.1 * x[1] ** 2,
                 name="gym_pendulum")
     return dyn, cost
