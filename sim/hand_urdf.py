@@ -6,6 +6,13 @@ keeps rendering cheap); inertias are the solid-box formulas, masses are close to
 
 Hand frame: palm centre at the origin, fingers point along +z, the palm faces -y. Flexion is a
 positive rotation about +x (bends a finger toward -y); abduction is about +y.
+
+The thumb is opposable: it sits on the palm's +x side near the wrist, lying in the palm plane and
+pointing sideways (+x) at th_cmc = 0. th_cmc turns it about the palm's long axis down into
+opposition (at pi/2 it points along the palm normal, -y; past that it leans in under the palm), and
+its three flexion joints (th_abd, th_mcp, th_ip) bend it toward the fingers (+z), so that in
+opposition the thumb pad faces the curled fingers' pads, as a human or LEAP thumb does. (An
+earlier version flexed the thumb toward the palm normal like a fifth finger; it could not pinch.)
 """
 from __future__ import annotations
 
@@ -23,6 +30,10 @@ WIDTH, THICK = 0.020, 0.022
 FINGERS = (("if", -0.032), ("mf", 0.0), ("rf", 0.032))
 FLEX_LIMITS = ((-0.30, 1.65), (-0.10, 1.75), (-0.10, 1.65))
 ABD_LIMIT = 0.40
+# thumb mount on the palm (x = its +x side, z toward the wrist) and orientation: its local z (the
+# thumb's direction) = palm +x, local x (the flexion axis) = palm -y, local y = palm -z.
+THUMB_MOUNT = (0.05, -0.005, -0.0275)
+THUMB_RPY = (-1.5708, 0.0, -1.5708)
 EFFORT, VELOCITY, DAMPING, FRICTION = 0.6, 8.0, 0.02, 0.0
 # The servos' geared rotors add reflected inertia at each joint (XC330, 288:1); pybullet has no
 # armature, so it is added to the link inertia. It also keeps 1 kHz torque PD stable on light links.
@@ -115,9 +126,9 @@ def build(lift: bool = False) -> str:
     parts.append(_link("palm", PALM["size"], PALM["mass"], (0, 0, 0), "0.15 0.15 0.17 1", armature=0.0))
     for prefix, x in FINGERS:
         parts.append(_finger(prefix, "palm", (x, 0, sz / 2), (0, 0, 0), (0, 1, 0), (-ABD_LIMIT, ABD_LIMIT)))
-    # thumb: mounted on the palm's side near the wrist, pointing sideways (+x) and rotated toward
-    # the palm; its first joint swings it across the palm.
-    parts.append(_finger("th", "palm", (sx / 2, -0.005, -sz / 4), (0, 1.5708, 0), (0, -1, 0), (-0.35, 1.90)))
+    # thumb: on the palm's side near the wrist, pointing sideways (+x); th_cmc (about local +y =
+    # palm -z) turns it toward the palm normal, into opposition.
+    parts.append(_finger("th", "palm", THUMB_MOUNT, THUMB_RPY, (0, 1, 0), (-0.35, 1.90)))
     parts.append("</robot>\n")
     return "".join(parts)
 

@@ -6,8 +6,7 @@ pointing down) and damped least squares on fingertip Jacobians for the hand. A j
 q* becomes the action that moves the commanded joint targets there, a = clip((q* - q_cmd) / scale),
 with q_cmd including the actions still in flight (the experts are privileged: they read the sim).
 
-HandGraspLift has no scripted expert yet (a squeeze-and-lift script pushed the cube away);
-`make_scripted` says so. `make_scripted(env)` picks the controller for a task; each is a callable `obs -> action`, and
+`make_scripted(env)` picks the controller for a task; each is a callable `obs -> action`, and
 `scripted_factory` is a picklable policy factory for `sim.parallel`.
 """
 from __future__ import annotations
@@ -16,7 +15,7 @@ import numpy as np
 import pybullet as p
 
 from sim.tasks.arm import DOWN, TCP_OFFSET, ArmInsert, ArmPush, ArmReach, ArmTask
-from sim.tasks.hand import TIPS, HandReach
+from sim.tasks.hand import TIPS, HandGraspLift, HandReach
 
 
 class _Scripted:
@@ -183,10 +182,67 @@ class HandReachController(_HandDLS):
         return self.joint_action(q_des, q)
 
 
+class GraspLiftController(_Scripted):
+    """Pinch grasp between the curled fingers and the opposed thumb, then lift (joint space).
+
+    1. pre-shape while rising to `z_pre`: fingers bent down and open (MCP `open`), thumb turned into
+       opposition (th_cmc) and leaned back (th_abd < 0);
+    2. lower the hand to `z_grasp` (finger pads beside the cube's -y face, thumb beside its +y face);
+    3. close over `n_close` steps to targets past contact (fingers curl, the thumb flexes toward
+       them), so the PD error squeezes the cube; dwell `n_dwell` steps;
+    4. raise the slide until the observed cube reaches the target height.
+    """
+    z_pre, z_grasp, lift_speed = 0.14, 0.10, 0.005        # slide positions (m), m per step
+    n_pre, n_lower, n_close, n_dwell = 15, 15, 20, 10
+    FINGERS_OPEN = {"mcp": 1.2, "pip": 0.05, "dip": 0.05}
+    FINGERS_CLOSED = {"mcp": 1.65, "pip": 0.4, "dip": 0.2}
+    THUMB_OPEN = {"th_cmc": 1.8, "th_abd": -0.3, "th_mcp": 0.5, "th_ip": 0.3}
+    THUMB_CLOSED = {"th_cmc": 1.8, "th_abd": 0.5, "th_mcp": 0.6, "th_ip": 0.3}
+
+    def __init__(self, env):
+        super().__init__(env)
+        names = self.env.joint_names
+        self.open = self._posture(names, self.FINGERS_OPEN, self.THUMB_OPEN)
+        self.closed = self._posture(names, self.FINGERS_CLOSED, self.THUMB_CLOSED)
+        self.lift = names.index("wrist_lift")
+
+    @staticmethod
+    def _posture(names, fingers, thumb):
+        q = np.zeros(len(names))
+        for i, n in enumerate(names):
+            if n in thumb:
+                q[i] = thumb[n]
+            elif n[:2] in ("if", "mf", "rf") and n[3:] in fingers:
+                q[i] = fingers[n[3:]]
+        return q
+
+    def __call__(self, obs):
+        e, L = self.env, self.lift
+        self.t += 1
+        if self.phase == 0:                                   # pre-shape, rising
+            self.q = self.open.copy()
+            self.q[L] = self.z_pre
+            if self.t >= self.n_pre:
+                self.phase, self.t = 1, 0
+        elif self.phase == 1:                                 # lower
+            self.q[L] = max(self.q[L] - self.lift_speed, self.z_grasp)
+            if self.t >= self.n_lower:
+                self.phase, self.t = 2, 0
+        elif self.phase == 2:                                 # close, then dwell
+            s = min(1.0, self.t / self.n_close)
+            self.q = self.open + s * (self.closed - self.open)
+            self.q[L] = self.z_grasp
+            if self.t >= self.n_close + self.n_dwell:
+                self.phase, self.t = 3, 0
+        elif obs["object_pos"][0][2] < e.target[2]:           # lift to the target height
+            self.q[L] = min(self.q[L] + self.lift_speed, e.upper[L])
+        return self.joint_action(self.q)
+
+
 def make_scripted(env):
     e = env.unwrapped
     for cls, ctrl in ((ArmReach, ReachController), (ArmPush, PushController), (ArmInsert, InsertController),
-                      (HandReach, HandReachController)):
+                      (HandReach, HandReachController), (HandGraspLift, GraspLiftController)):
         if isinstance(e, cls):
             return ctrl(env)
     raise ValueError(f"no scripted controller for {type(e).__name__}")

@@ -83,7 +83,7 @@ class TaskEnv(gym.Env):
         self.model = model.with_visuals(meshes) if meshes in dict(model.visual_variants) else model
         if not cfg.cameras:
             raise ValueError(f"{cfg.path}: tasks need a camera entry for render() and image observations")
-        base_cam = SimCamera.from_config(cfg.cameras[0])
+        base_cam = self.task_camera(SimCamera.from_config(cfg.cameras[0]))
         self.base_camera = base_cam
         self.render_size = render_size or base_cam.intrinsics.width
         self.image_size = image_size
@@ -128,6 +128,10 @@ class TaskEnv(gym.Env):
     def action_scales(self) -> np.ndarray:
         """Per controlled joint: the position-target increment of a full action (rad or m per step)."""
         return np.full(len(self.joint_names), self.cfg.safety.max_position_step)
+
+    def task_camera(self, cam: SimCamera) -> SimCamera:
+        """The task's camera, given the config's (a task whose scene it does not frame moves it)."""
+        return cam
 
     def fixed_joint_targets(self) -> np.ndarray | None:
         """Targets of the controlled joints that the action does not move (e.g. a gripper)."""

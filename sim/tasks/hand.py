@@ -10,6 +10,7 @@ import numpy as np
 import pybullet as p
 
 from sim import scene
+from sim.cameras import Pose, SimCamera
 from sim.tasks.base import TaskEnv
 
 TIPS = ("if_tip", "mf_tip", "rf_tip", "th_tip")
@@ -85,15 +86,26 @@ class HandGraspLift(HandTask):
     """Grasp a 4 cm cube from the floor and lift it 10 cm.
 
     The hand (palm down, fingers along -y) hangs from a vertical slide, the `wrist_lift` joint, the
-    last action dimension (at most 1 cm per step). The cube starts under the palm (+-1 cm in x, +-0.5 cm in y).
+    last action dimension (at most 1 cm per step); it cannot move sideways. The cube starts in the
+    hand's grasp region, between the curled fingers' pads and the opposed thumb: `GRASP_POINT`
+    (x, y) +-1 cm in each (at the start the palm is 7 cm above the cube's top, fingers straight).
     `target` is the cube's start position raised by 10 cm. Reward: -|cube - target| (m).
     Success: the cube is more than 8 cm above its start and within 3 cm of the target.
+    The camera (hand_sim.yaml's frames the fingertip-reach workspace, higher up) is moved to a
+    three-quarter view across the pinch, from the thumb's side: `CAMERA` (position, rpy); the
+    config's intrinsics are kept.
     """
     robot_name = "hand16_lift"
     CUBE_HALF = 0.02
     CUBE_MASS = 0.05
     LIFT = 0.10
     LIFT_GAINS = (2000.0, 120.0, 60.0, 0.0, 0.25)    # kp N/m, kd N s/m, effort N, limits m
+    GRASP_POINT = (0.015, -0.022)     # between the curled middle/ring fingers and the opposed thumb
+    START_SPREAD = 0.01
+    CAMERA = ((0.32, -0.16, 0.21), (0.0, 0.275, 2.745))   # looks at (0.01, -0.03, 0.115)
+
+    def task_camera(self, cam):
+        return SimCamera(cam.name, cam.intrinsics, Pose(*self.CAMERA), cam.light)
 
     @property
     def controlled_joints(self):
@@ -117,7 +129,8 @@ class HandGraspLift(HandTask):
         self.robot.reset(q0)
         s = float(self.dr["object_size_scale"][0]) if "object_size_scale" in self.dr else 1.0
         he = [self.CUBE_HALF * s] * 3
-        start = np.array([rng.uniform(-0.01, 0.01), 0.01 + rng.uniform(-0.005, 0.005), he[2]])
+        xy = np.asarray(self.GRASP_POINT) + rng.uniform(-self.START_SPREAD, self.START_SPREAD, 2)
+        start = np.array([xy[0], xy[1], he[2]])
         cube = scene.box(self.client, he, start, self.CUBE_MASS, rgba=(0.9, 0.4, 0.1, 1))
         p.changeDynamics(cube, -1, lateralFriction=1.0, spinningFriction=0.001, rollingFriction=0.0001,
                          physicsClientId=self.client)

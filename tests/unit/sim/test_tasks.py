@@ -69,6 +69,29 @@ def test_push_mostly_solved_by_scripted_pusher(make, randomization):
     assert _success_rate(env, range(8)) >= 0.5
 
 
+@pytest.mark.parametrize("randomization", [None, "default"])
+def test_grasp_lift_solved_by_scripted_pinch(make, randomization):
+    env = make("s2r/HandGraspLift-v0", randomization=randomization)
+    assert _success_rate(env, range(8)) >= 0.85
+
+
+def test_grasp_lift_holds_the_cube_between_thumb_and_fingers(make):
+    """The expert's success is a grasp: at the end the cube is off the floor, touched by the thumb
+    and by fingers and by nothing else, and the hand, not the cube, has risen by the lift."""
+    import pybullet as p
+    env = make("s2r/HandGraspLift-v0")
+    obs, info = run_scripted(env, seed=4)
+    e = env.unwrapped
+    cube = e.objects[0]
+    assert info["success"] and obs["object_pos"][0][2] > 0.09
+    assert not p.getContactPoints(cube, e.sim.plane, physicsClientId=e.client)
+    names = {v: k for k, v in e.robot._links.items()}
+    touching = {names[c[4]] for c in p.getContactPoints(cube, e.robot.body, physicsClientId=e.client)}
+    assert any(n.startswith("th_") for n in touching), touching
+    assert any(n[:3] in ("if_", "mf_", "rf_") for n in touching), touching
+    assert obs["joint_pos"][-1] - e.robot.q_home[-1] > 0.08     # the slide carried it up
+
+
 def test_insert_peg_does_not_fit_the_other_hole(make):
     """A square peg pushed down over the slot stays on the top: the holes really differ."""
     env = make("s2r/ArmInsert-v0", shape="square")
