@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -114,14 +115,16 @@ def main(argv=None) -> int:
     raw, drv = RawLoop(cfg), DriverLoop(cfg)
     raw.run(50), drv.run(50)                                    # warm up
     raw_hz, drv_hz, ratios = [], [], []
+    end = ""
     try:
         for i in range(a.pairs):
             tr, td = raw.run(a.chunk), drv.run(a.chunk)
             raw_hz.append(a.chunk / tr)
             drv_hz.append(a.chunk / td)
             ratios.append(tr / td)
-            print(f"\r  pair {i + 1}/{a.pairs}: raw {raw_hz[-1]:6.0f} Hz  driver+safety {drv_hz[-1]:6.0f} Hz  "
+            print(f"{end}  pair {i + 1}/{a.pairs}: raw {raw_hz[-1]:6.0f} Hz  driver+safety {drv_hz[-1]:6.0f} Hz  "
                   f"ratio {ratios[-1]:.3f}", end="", flush=True)
+            end = "\r" if sys.stdout.isatty() else "\n"
     finally:
         raw.close()
         drv.close()
