@@ -1,0 +1,13 @@
+"""Simulated bringup on a full ROS 2 install: `ros2 launch s2r_ros sim_bringup.launch.py`.
+
+Reads bringup/sim_panda.yaml (or `bringup:=PATH`), the same file as `s2r launch sim_panda`.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bringup import describe  # noqa: E402
+
+
+def generate_launch_description():
+    return describe("sim_panda.yaml")

@@ -1,0 +1,219 @@
+"""Small pieces every s2r node shares: the main loop, QoS, stamps, latency statistics, diagnostics.
+
+Command round-trip latency: a controller that plans from a /joint_states sample names that sample
+in the command it sends back, as the label of the Float64MultiArray's single layout dimension
+(``joint_states@<stamp in ns>``; size and stride are the number of joints, so the layout stays a
+valid 1-D description for any other consumer). The driver node matches it with the time it
+published that sample.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+# Reliable publishers match every subscriber (reliable or best effort); depth 10 like ROS defaults.
+STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Commands: only the newest one matters.
+COMMAND_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+IMAGE_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Goals: a late-joining controller still gets the last goal.
+GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+LABEL_PREFIX = "joint_states@"
+
+OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
+                          DiagnosticStatus.STALE)
+
+
+# ----------------------------------------------------------------------------- stamps and labels
+def stamp_ns(stamp: TimeMsg) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def stamp_s(stamp: TimeMsg) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def command_msg(values, source_stamp_ns: int | None = None) -> Float64MultiArray:
+    """A Float64MultiArray command; with the stamp of the /joint_states sample it answers."""
+    values = [float(v) for v in values]
+    msg = Float64MultiArray(data=values)
+    label = f"{LABEL_PREFIX}{source_stamp_ns}" if source_stamp_ns is not None else "joints"
+    msg.layout.dim = [MultiArrayDimension(label=label, size=len(values), stride=len(values))]
+    return msg
+
+
+def command_source_stamp(msg: Float64MultiArray) -> int | None:
+    """The /joint_states stamp (ns) a command answers, if its sender said so."""
+    if msg.layout.dim:
+        label = msg.layout.dim[0].label
+        if label.startswith(LABEL_PREFIX):
+            try:
+                return int(label[len(LABEL_PREFIX):])
+            except ValueError:
+                return None
+    return None
+
+
+# ----------------------------------------------------------------------------- statistics
+class LatencyStats:
+    """Latency samples (seconds) in a bounded window; percentiles in milliseconds."""
+
+    def __init__(self, maxlen: int = 200_000):
+        self._x: deque[float] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._x.append(seconds)
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def percentiles_ms(self, *qs: float) -> list[float]:
+        with self._lock:
+            if not self._x:
+                return [float("nan")] * len(qs)
+            a = np.fromiter(self._x, float, len(self._x))
+        return [float(v) * 1e3 for v in np.percentile(a, qs)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._x.clear()
+
+
+class RateMeter:
+    """Events per second over a sliding window of timestamps (time.monotonic)."""
+
+    def __init__(self, window_s: float = 2.0):
+        self.window_s = window_s
+        self._t: deque[float] = deque()
+        self.total = 0
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._t.append(now)
+        self.total += 1
+        while self._t and now - self._t[0] > self.window_s:
+            self._t.popleft()
+
+    def rate(self) -> float:
+        if len(self._t) < 2:
+            return 0.0
+        span = self._t[-1] - self._t[0]
+        return (len(self._t) - 1) / span if span > 0 else 0.0
+
+
+class Throttle:
+    """Log the first occurrence of each key and then every `every`-th, with the count."""
+
+    def __init__(self, every: int = 100):
+        self.every, self.counts = every, {}
+
+    def __call__(self, key: str) -> int | None:
+        n = self.counts.get(key, 0) + 1
+        self.counts[key] = n
+        return n if n == 1 or n % self.every == 0 else None
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def diag_status(name: str, level, message: str, hardware_id: str, values: dict) -> DiagnosticStatus:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+    return DiagnosticStatus(level=bytes([level]) if isinstance(level, int) else level, name=name,
+                            message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=fmt(v)) for k, v in values.items()])
+
+
+def diag_values(status: DiagnosticStatus) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def diag_level(status: DiagnosticStatus) -> int:
+    lv = status.level
+    return lv[0] if isinstance(lv, (bytes, bytearray)) else int(lv)
+
+
+# ----------------------------------------------------------------------------- logging bridge
+class RosLogHandler(logging.Handler):
+    """Forward Python `logging` records of our libraries (e.g. the safety layer) to a node's logger."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = f"{record.name}: {record.getMessage()}"
+            log = self.node.get_logger()
+            if record.levelno >= logging.ERROR:
+                log.error(msg)
+            elif record.levelno >= logging.WARNING:
+                log.warning(msg)
+            elif record.levelno >= logging.INFO:
+                log.info(msg)
+            else:
+                log.debug(msg)
+        except Exception:   # a log line must never take a node down
+            pass
+
+
+def bridge_python_logging(node, names=("s2r", "drivers", "controllers", "sim")) -> RosLogHandler:
+    h = RosLogHandler(node)
+    for n in names:
+        lg = logging.getLogger(n)
+        lg.addHandler(h)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+    return h
+
+
+# ----------------------------------------------------------------------------- main
+def spin_node(make_node, args=None) -> int:
+    """rclpy.init, build the node, spin until Ctrl-C / SIGTERM / shutdown, clean up. Exit code.
+
+    `make_node()` may raise `SystemExit(code)` to refuse to start (bad parameters, missing file):
+    the reason has been logged by then.
+    """
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        ex = SingleThreadedExecutor()
+        ex.add_node(node)
+        try:
+            ex.spin()
+        finally:
+            ex.shutdown(timeout_sec=1.0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as e:   # report, but still shut rclpy down
+                    print(f"[{node.get_name()}] error while closing: {e}", file=sys.stderr)
+                    code = code or 1
+            code = getattr(node, "exit_code", 0) or code
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

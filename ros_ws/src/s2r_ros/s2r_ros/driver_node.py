@@ -1,0 +1,521 @@
+"""driver_node: a robot (real or simulated) behind the safety layer, as a ROS 2 lifecycle node.
+
+Lifecycle (ros2 lifecycle / `autostart:=true` does configure + activate by itself):
+  configure   load the hardware config, open its driver behind the safety layer (robot holds)
+  activate    start the control loop: /joint_states at the config rate, accept commands
+  deactivate  stop the loop; the robot holds its measured position
+  cleanup     disconnect the driver
+A driver fault while active (a bus error, a non-finite state) stops the loop, leaves the robot
+holding, and takes the node through ErrorProcessing to Unconfigured with the fault latched;
+configure is refused until `~/reset`, which clears the fault, holds the measured position and
+configures + activates the node again.
+
+Topics: publishes sensor_msgs/JointState on /joint_states and diagnostic_msgs/DiagnosticArray on
+/diagnostics; subscribes std_msgs/Float64MultiArray on ~/commands (one value per joint in config
+order, in `command_mode`) and trajectory_msgs/JointTrajectory on ~/joint_trajectory.
+Services (std_srvs): ~/enable (SetBool), ~/estop and ~/reset (Trigger); with
+`fault_injection:=true` also ~/inject_fault (Trigger), for drills and tests.
+
+Every bad input is refused with a logged reason and counted in the diagnostics; nothing raises out
+of a callback. The command watchdog (hold within `watchdog_periods` control periods of the last
+command) is the safety layer's, run from its own thread.
+"""
+from __future__ import annotations
+
+import csv
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from drivers import Command, CommandMode, Driver, DriverError, DriverFault
+
+from .common import (COMMAND_QOS, ERROR, OK, STALE, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
+                     bridge_python_logging, command_source_stamp, diag_status, spin_node, stamp_ns)
+from .trajectory import JointTrajectoryPlan, TrajectoryError
+
+
+class FaultInjector(Driver):
+    """Wraps a driver; once armed, every call fails like a lost bus until `reset_fault()`."""
+
+    def __init__(self, inner: Driver):
+        self.inner = inner
+        self.armed = False
+        self.name = inner.name
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def _check(self):
+        if self.armed:
+            raise DriverError("injected fault: no response from the robot")
+
+    @property
+    def spec(self):
+        return self.inner.spec
+
+    @property
+    def connected(self) -> bool:
+        return self.inner.connected
+
+    def connect(self):
+        self.inner.connect()
+
+    def read(self):
+        self._check()
+        return self.inner.read()
+
+    def write(self, command):
+        self._check()
+        self.inner.write(command)
+
+    def hold(self):
+        self._check()
+        self.inner.hold()
+
+    def disconnect(self):
+        self.inner.disconnect()
+
+    def clock(self):
+        return self.inner.clock()
+
+    def reset_fault(self):
+        self.armed = False
+        self.inner.reset_fault()
+
+    def __getattr__(self, item):           # sim, simulation, realtime, ... of the wrapped driver
+        return getattr(self.inner, item)
+
+
+class DriverNode(LifecycleNode):
+    def __init__(self, name: str = "driver", **kw):
+        super().__init__(name, **kw)
+        self.declare_parameter("config", "panda_sim")
+        self.declare_parameter("hardware", "")            # auto | sim | real; "" = the config's
+        self.declare_parameter("autostart", False)        # configure + activate on start-up
+        self.declare_parameter("command_mode", "position")
+        self.declare_parameter("seed", -1)                # sim seed; -1 = the config's
+        self.declare_parameter("diagnostics_period_s", 1.0)
+        self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
+        self.declare_parameter("fault_injection", False)
+        self._log_handler = bridge_python_logging(self)
+
+        self.cfg = None
+        self.safety = None
+        self.lifecycle = "unconfigured"
+        self.fault_latched = False
+        self.mode = CommandMode.POSITION
+        self._loop_thread: threading.Thread | None = None
+        self._loop_stop = threading.Event()
+        self._traj: JointTrajectoryPlan | None = None
+        self._lock = threading.Lock()
+        self._throttle = Throttle()
+        self._reset_stats()
+
+        self.pub_joint_states = self.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Float64MultiArray, "~/commands", self._on_commands, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, "~/joint_trajectory", self._on_trajectory, 10)
+        self.create_service(SetBool, "~/enable", self._srv_enable)
+        self.create_service(Trigger, "~/estop", self._srv_estop)
+        self.create_service(Trigger, "~/reset", self._srv_reset)
+        self.injector: FaultInjector | None = None
+        if self.get_parameter("fault_injection").value:
+            self.create_service(Trigger, "~/inject_fault", self._srv_inject_fault)
+        self._fault_signal = self.create_guard_condition(self._on_driver_fault)
+        self.context.on_shutdown(self._loop_stop.set)      # Ctrl-C: the loop stops publishing first
+        self._diag_timer = self.create_timer(float(self.get_parameter("diagnostics_period_s").value),
+                                             self._publish_diagnostics)
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _reset_stats(self):
+        self.rate = RateMeter()
+        self.latency = LatencyStats()
+        self.loop_overruns = 0          # control periods skipped because the loop fell behind
+        self.late_commands = 0          # states whose command came after the next state was out
+        self.commands_received = 0
+        self.refused: dict[str, int] = {}
+        self.trajectories_accepted = 0
+        self.watchdog_hold_after_ms = float("nan")
+        self._pub_times: dict[int, float] = {}       # stamp ns -> monotonic publish time
+        self._pending: int | None = None             # stamp of the newest state, unanswered
+        self._answered_prev = True
+        self._last_labeled_cmd = -1e9
+        self._last_cmd_accepted = None
+        self._wd_trips_seen = 0
+        self._log_rows: list[tuple] = []
+
+    def _refuse(self, key: str, reason: str) -> None:
+        self.refused[key] = self.refused.get(key, 0) + 1
+        n = self._throttle(key)
+        if n is not None:
+            self.get_logger().warning(f"refused {key.replace('_', ' ')}: {reason}" + (f" ({n} times)" if n > 1 else ""))
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self):
+        self._autostart_timer.cancel()
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from drivers import open_driver
+        from s2r.config import ConfigError, load_config
+
+        if self.fault_latched:
+            self.get_logger().error(f"configure refused: driver fault latched ({self.safety.fault_reason}); "
+                                    "call ~/reset first")
+            return TransitionCallbackReturn.FAILURE
+        mode = str(self.get_parameter("command_mode").value)
+        try:
+            self.mode = CommandMode(mode)
+        except ValueError:
+            self.get_logger().error(f"parameter command_mode: {mode!r} is not position, velocity or effort")
+            return TransitionCallbackReturn.FAILURE
+        if self.safety is None or not self.safety.connected:
+            try:
+                self.cfg = load_config(str(self.get_parameter("config").value))
+            except ConfigError as e:
+                self.get_logger().error(f"config error: {e}")
+                return TransitionCallbackReturn.FAILURE
+            if self.mode not in self.cfg.modes:
+                self.get_logger().error(f"command_mode {mode!r} is not among the driver's modes "
+                                        f"{sorted(m.value for m in self.cfg.modes)}")
+                return TransitionCallbackReturn.FAILURE
+            hardware = str(self.get_parameter("hardware").value) or None
+            seed = int(self.get_parameter("seed").value)
+            try:
+                self.safety = open_driver(self.cfg, hardware, realtime=True, seed=None if seed < 0 else seed)
+            except (DriverError, ValueError, OSError) as e:
+                self.get_logger().error(f"could not open the driver of {self.cfg.name}: {e}")
+                return TransitionCallbackReturn.FAILURE
+            if self.get_parameter("fault_injection").value:
+                self.injector = FaultInjector(self.safety.driver)
+                self.safety.driver = self.injector
+            self.safety.start_watchdog()
+        self.spec = self.safety.spec
+        self.period = self.spec.period
+        self._wd_trips_seen = self.safety.counters.watchdog_trips
+        self.get_logger().info(
+            f"configured: {self.cfg.name} via {self.safety.backend}"
+            + (" (SIMULATOR FALLBACK)" if self.safety.fallback else "")
+            + f", {self.spec.n_joints} joints at {self.spec.rate_hz:g} Hz, commands in {self.mode.value} mode")
+        self.lifecycle = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ok, msg = self.safety.enable(True)
+        if not ok:
+            self.get_logger().error(f"activate refused: {msg}")
+            return TransitionCallbackReturn.FAILURE
+        self._traj = None
+        self._loop_stop.clear()
+        self._loop_thread = threading.Thread(target=self._control_loop, name="control-loop", daemon=True)
+        self.lifecycle = "active"
+        self._loop_thread.start()
+        self.get_logger().info("active: publishing /joint_states, accepting commands")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loop()
+        self.lifecycle = "inactive"
+        if self.fault_latched:
+            return TransitionCallbackReturn.ERROR          # -> ErrorProcessing -> on_error
+        self.safety.hold()
+        self.get_logger().info("inactive: robot holding")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loop()
+        reason = self.safety.fault_reason if self.safety is not None else "unknown"
+        self.get_logger().error(f"driver fault: {reason}. Robot holding; commands refused. "
+                                "Call ~/reset to clear the fault and resume.")
+        self.lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS          # -> Unconfigured, fault latched
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loop()
+        self._disconnect()
+        self.lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loop()
+        self._disconnect()
+        self.lifecycle = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _disconnect(self):
+        if self.safety is not None:
+            try:
+                self.safety.hold()
+            finally:
+                self.safety.disconnect()
+        self.safety = None
+        self.injector = None
+        self.fault_latched = False
+
+    def _stop_loop(self):
+        self._loop_stop.set()
+        t = self._loop_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=2.0)
+        self._loop_thread = None
+        self._write_latency_log()
+
+    def close(self):
+        """Process exit: stop the loop, hold and disconnect."""
+        self._stop_loop()
+        self._disconnect()
+
+    # ------------------------------------------------------------------ the control loop
+    def _control_loop(self):
+        period = self.period
+        names = list(self.spec.joint_names)
+        next_t = time.monotonic()
+        while not self._loop_stop.is_set():
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                if self._loop_stop.wait(delay):
+                    break
+            now = time.monotonic()
+            if now - next_t > period:                 # fell behind by more than a period: resync
+                self.loop_overruns += int((now - next_t) / period)
+                next_t = now
+            try:
+                st = self.safety.read()
+                traj = self._traj
+                if traj is not None:
+                    res = self.safety.write(Command(CommandMode.POSITION, traj.sample(now)))
+                    if res.startswith("rejected"):
+                        self._traj = None
+                        self._refuse("trajectory_command", res)
+            except DriverFault:
+                self.fault_latched = True
+                self._fault_signal.trigger()
+                return
+            trips = self.safety.counters.watchdog_trips
+            if trips != self._wd_trips_seen:
+                self._wd_trips_seen = trips
+                if self._last_cmd_accepted is not None:
+                    self.watchdog_hold_after_ms = (now - self._last_cmd_accepted) * 1e3
+            msg = JointState()
+            stamp = self.get_clock().now().to_msg()
+            msg.header.stamp = stamp
+            msg.name = names
+            msg.position = st.q.tolist()
+            msg.velocity = st.qd.tolist()
+            msg.effort = st.effort.tolist()
+            key = stamp_ns(stamp)
+            with self._lock:
+                # the previous state was answered in time, or not (only while a controller answers)
+                if self._pending is not None and now - self._last_labeled_cmd < 10 * period:
+                    self.late_commands += 1
+                    self._log_rows.append((self._pending, self._pub_times.get(self._pending, float("nan")),
+                                           float("nan")))
+                self._pending = key
+                t_pub = time.monotonic()
+                self._pub_times[key] = t_pub
+                if len(self._pub_times) > 256:
+                    for k in list(self._pub_times)[:128]:
+                        del self._pub_times[k]
+            try:
+                self.pub_joint_states.publish(msg)
+            except Exception:                 # the context is shutting down (Ctrl-C): end the loop
+                if not self.context.ok():
+                    return
+                raise
+            self.rate.tick(now)
+
+    def _on_driver_fault(self):
+        if self.lifecycle == "active":
+            self.get_logger().error(f"driver fault while active: {self.safety.fault_reason}")
+            self.trigger_deactivate()      # returns ERROR -> ErrorProcessing -> Unconfigured
+
+    # ------------------------------------------------------------------ inputs
+    def _on_commands(self, msg: Float64MultiArray):
+        t_rx = time.monotonic()
+        self.commands_received += 1
+        src = command_source_stamp(msg)
+        if src is not None:
+            with self._lock:
+                t_pub = self._pub_times.get(src)
+                if t_pub is not None:
+                    self.latency.add(t_rx - t_pub)
+                    self._last_labeled_cmd = t_rx
+                    if src == self._pending:
+                        self._pending = None
+                        self._log_rows.append((src, t_pub, t_rx))
+                    # else: the answer to an older state, already counted late
+        if self.lifecycle != "active":
+            self._refuse("command_inactive", f"node is {self.lifecycle}, not active")
+            return
+        try:
+            values = np.asarray(msg.data, dtype=float)
+        except (TypeError, ValueError):
+            self._refuse("command_malformed", "data is not numeric")
+            return
+        self._traj = None
+        res = self.safety.write(Command(self.mode, values))
+        if res.startswith("rejected"):
+            self._refuse("command", res[len("rejected: "):])
+        else:
+            self._last_cmd_accepted = t_rx
+
+    def _on_trajectory(self, msg: JointTrajectory):
+        if self.lifecycle != "active":
+            self._refuse("trajectory_inactive", f"node is {self.lifecycle}, not active")
+            return
+        if self.safety.state not in ("enabled", "holding"):
+            self._refuse("trajectory_state", f"robot is {self.safety.state}")
+            return
+        now_mono = time.monotonic()
+        start = now_mono
+        if msg.header.stamp.sec or msg.header.stamp.nanosec:
+            ahead = (stamp_ns(msg.header.stamp) - self.get_clock().now().nanoseconds) * 1e-9
+            start = now_mono + max(ahead, 0.0)
+        try:
+            q_now = self.safety.read().q
+            plan = JointTrajectoryPlan.build(
+                self.spec.joint_names, list(msg.joint_names),
+                [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points],
+                [list(p.positions) for p in msg.points],
+                [list(p.velocities) for p in msg.points], q_now, start)
+        except TrajectoryError as e:
+            self._refuse("trajectory", str(e))
+            return
+        except DriverFault as e:
+            self._refuse("trajectory_fault", str(e))
+            return
+        if np.any(plan.positions < self.spec.lower) or np.any(plan.positions > self.spec.upper):
+            self.get_logger().warning("trajectory leaves the joint limits; it will be clamped to them")
+        self._traj = plan
+        self.trajectories_accepted += 1
+        self.get_logger().info(f"trajectory accepted: {len(msg.points)} points over {plan.duration:.2f} s")
+
+    # ------------------------------------------------------------------ services
+    def _srv_enable(self, req, resp):
+        if self.safety is None:
+            resp.success, resp.message = False, f"not configured (node is {self.lifecycle})"
+            return resp
+        self._traj = None
+        resp.success, resp.message = self.safety.enable(bool(req.data))
+        self.get_logger().info(f"enable({req.data}): {resp.message}")
+        return resp
+
+    def _srv_estop(self, req, resp):
+        self._traj = None
+        if self.safety is None:
+            resp.success, resp.message = False, f"no driver (node is {self.lifecycle})"
+            return resp
+        self.safety.estop()
+        resp.success, resp.message = True, "e-stop latched: robot holding, commands refused until ~/enable or ~/reset"
+        self.get_logger().error(resp.message)
+        return resp
+
+    def _srv_reset(self, req, resp):
+        self._traj = None
+        if self.safety is None:
+            resp.success, resp.message = False, f"not configured (node is {self.lifecycle}): configure it first"
+            return resp
+        ok, msg = self.safety.reset()
+        if not ok:
+            resp.success, resp.message = False, msg
+            self.get_logger().error(f"reset failed: {msg}")
+            return resp
+        if self.fault_latched:
+            self.fault_latched = False
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+                    self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                resp.success, resp.message = False, f"{msg}, but the node did not come back up (see its log)"
+                return resp
+            msg += "; node active again"
+        resp.success, resp.message = True, msg
+        self.get_logger().info(f"reset: {msg}")
+        return resp
+
+    def _srv_inject_fault(self, req, resp):
+        if self.injector is None:
+            resp.success, resp.message = False, "no driver to fault"
+            return resp
+        self.injector.arm()
+        resp.success, resp.message = True, "fault injected: the driver now fails like a lost bus until ~/reset"
+        self.get_logger().warning(resp.message)
+        return resp
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics_values(self) -> dict:
+        p50, p99 = self.latency.percentiles_ms(50, 99)
+        v = {"lifecycle": self.lifecycle, "config": self.cfg.name if self.cfg else "",
+             "rate_hz": self.rate.rate(), "target_rate_hz": self.cfg.control_rate_hz if self.cfg else 0.0,
+             "states_published": self.rate.total,
+             "missed_cycles": self.loop_overruns + self.late_commands,
+             "loop_overruns": self.loop_overruns, "late_commands": self.late_commands,
+             "latency_p50_ms": p50, "latency_p99_ms": p99, "latency_samples": len(self.latency),
+             "commands_received": self.commands_received,
+             "commands_refused": sum(self.refused.values()),
+             "trajectories_accepted": self.trajectories_accepted,
+             "watchdog_hold_after_ms": self.watchdog_hold_after_ms,
+             "fault_latched": self.fault_latched}
+        for k, n in sorted(self.refused.items()):
+            v[f"refused_{k}"] = n
+        if self.safety is not None:
+            st = self.safety.status
+            v.update({"safety_state": st["state"], "backend": st["backend"], "fallback": st["fallback"],
+                      "fault": st["fault"]})
+            v.update({k: st[k] for k in self.safety.counters.as_dict()})
+        else:
+            v["safety_state"] = "disconnected"
+        return v
+
+    def _publish_diagnostics(self):
+        try:
+            v = self.diagnostics_values()
+        except Exception as e:          # diagnostics must never take the node down
+            self.get_logger().error(f"diagnostics failed: {e}")
+            return
+        st = v["safety_state"]
+        if self.fault_latched or st == "fault":
+            level, message = ERROR, f"driver fault: {v.get('fault', '')}"
+        elif self.safety is None:
+            level, message = STALE, f"no driver ({self.lifecycle})"
+        elif st in ("estop", "disabled"):
+            level, message = WARN, f"robot {st}"
+        elif self.lifecycle != "active":
+            level, message = WARN, f"{self.lifecycle}, robot {st}"
+        else:
+            level, message = OK, f"active, robot {st}"
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [diag_status(f"{self.get_name()}: driver", level, message,
+                                  self.cfg.name if self.cfg else "", v)]
+        self.pub_diag.publish(arr)
+
+    def _write_latency_log(self):
+        path = str(self.get_parameter("latency_log").value)
+        if not path:
+            return
+        with self._lock:
+            rows = list(self._log_rows)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["state_stamp_ns", "published_s", "answered_s"])
+            w.writerows(rows)
+            w.writerow(["# loop_overruns", self.loop_overruns, ""])
+
+
+def main(args=None) -> int:
+    return spin_node(DriverNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

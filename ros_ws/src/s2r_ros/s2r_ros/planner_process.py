@@ -1,0 +1,162 @@
+"""Planning in a separate process, so a solve never delays a command.
+
+The mpc_node answers every /joint_states sample within microseconds by evaluating the plan in
+force, u = u_hat_i + K_i (x - x_hat_i) (the time-varying linear controller every planner here
+returns). Replanning -- controllers.MPC over iLQR, warm-started, with a deadline -- runs in this
+worker process at the planning rate, from the newest state it was sent, and sends plans back.
+A separate process rather than a thread: CasADi and NumPy hold the GIL for most of a solve, which
+would stall the node's callbacks by milliseconds.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Plan:
+    goal_id: int
+    stamp_ns: int             # the /joint_states stamp of the state it starts from
+    dt: float
+    x: np.ndarray             # (T+1, n)
+    u: np.ndarray             # (T, n)
+    K: np.ndarray             # (T, n, n)
+    u_lower: np.ndarray | None
+    u_upper: np.ndarray | None
+    status: str
+    fallback: bool
+    solve_time: float
+    iterations: int
+    message: str
+    terminal_ee: np.ndarray | None   # planned end-effector position at the horizon
+    received: float = 0.0     # time.monotonic() in the node when it arrived
+
+    def control(self, stamp_ns: int, q: np.ndarray) -> np.ndarray:
+        i = int(round((stamp_ns - self.stamp_ns) * 1e-9 / self.dt))
+        i = min(max(i, 0), self.u.shape[0] - 1)
+        u = self.u[i] + self.K[i] @ (q - self.x[i])
+        if self.u_lower is not None:
+            u = np.minimum(np.maximum(u, self.u_lower), self.u_upper)
+        return u
+
+
+def _worker(conn, spec, budget: float, max_iter: int, period: float) -> None:
+    from .reach_problem import build_reach
+
+    try:
+        mpc, fk = build_reach(spec, budget=budget, max_iter=max_iter)
+    except Exception as e:            # report why, then end: the node holds the robot
+        conn.send(("error", f"could not build the MPC problem: {type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    state = goal = None
+    goal_id = -1
+    next_t = time.monotonic()
+    while True:
+        try:
+            while conn.poll():
+                kind, payload = conn.recv()
+                if kind == "state":
+                    state = payload
+                elif kind == "goal":
+                    gid, params = payload
+                    if gid != goal_id:
+                        goal_id, goal = gid, params
+                        mpc.reset()
+                        next_t = time.monotonic()      # plan for a new goal at once
+                elif kind == "stop":
+                    return
+            now = time.monotonic()
+            if state is None or goal is None or now < next_t:
+                conn.poll(0.5 if state is None or goal is None else next_t - now)
+                continue
+        except (EOFError, OSError):
+            return                      # the node is gone
+        next_t = max(next_t + period, now)
+        q, stamp = state
+        try:
+            step = mpc.step(q, goal, deadline=time.perf_counter() + budget)
+        except ValueError as e:          # e.g. a non-finite state: no plan, the node holds
+            conn.send(("error", f"planner refused the state: {e}"))
+            continue
+        plan = step.plan
+        if plan is None:
+            conn.send(("error", f"no plan: {step.message}"))
+            continue
+        try:
+            conn.send(("plan", Plan(goal_id, stamp, spec.dt, plan.x, plan.u, plan.K, plan.u_lower, plan.u_upper,
+                                    step.status.value, step.fallback, step.solve_time, step.iterations,
+                                    step.message, fk(plan.x[-1]))))
+        except (BrokenPipeError, OSError):
+            return
+
+
+class PlannerProcess:
+    """The node's side: start the worker, send it states and goals, keep the newest plan."""
+
+    def __init__(self, spec, budget: float, max_iter: int, period: float, on_message=None):
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, spec, budget, max_iter, period),
+                                name="mpc-planner", daemon=True)
+        self.proc.start()
+        child.close()
+        self.plan: Plan | None = None
+        self.ready = False
+        self.error = ""
+        self.plans = 0
+        self._send_lock = threading.Lock()
+        self._on_message = on_message
+        self._reader = threading.Thread(target=self._read, name="planner-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        while True:
+            try:
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "plan":
+                payload.received = time.monotonic()
+                self.plan = payload
+                self.plans += 1
+            elif kind == "ready":
+                self.ready = True
+            elif kind == "error":
+                self.error = payload
+            if self._on_message is not None:
+                self._on_message(kind, payload)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def _send(self, msg) -> bool:
+        with self._send_lock:
+            try:
+                self._conn.send(msg)
+                return True
+            except (BrokenPipeError, OSError):
+                return False
+
+    def send_state(self, q: np.ndarray, stamp_ns: int) -> bool:
+        return self._send(("state", (q, stamp_ns)))
+
+    def send_goal(self, goal_id: int, params: np.ndarray) -> bool:
+        """A new goal; the plan in force keeps running until the first plan for it arrives."""
+        return self._send(("goal", (goal_id, params)))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._send(("stop", None))
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(1.0)
+        try:
+            self._conn.close()
+        except OSError:
+            pass

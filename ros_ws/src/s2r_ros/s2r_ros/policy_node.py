@@ -1,0 +1,214 @@
+"""policy_node: runs a TorchScript policy exported by learning/ and streams its commands.
+
+The module (`torch.jit.load(policy)`) is called at `rate_hz` (default: the config's control rate)
+on the newest camera image and joint state:
+
+    action = module(image, state)         use_image: true  (visuomotor policies)
+    action = module(state)                use_image: false (state-only policies)
+
+    image:  float32 (1, 3, H, W), RGB in [0, 1], H x W = `image_size` (0: as received)
+    state:  float32 (1, 2 n), [q; qd] of the commanded joints, in `joints` order (default: all of
+            the config's joints, in config order)
+    action: (1, n) or (n,) -- one value per commanded joint, interpreted by `action`:
+            position (absolute targets), position_delta (added to the measured q), velocity, effort
+
+Commands go to /<driver>/commands in the config's joint order; joints the policy does not command
+hold where they were (position) or get zero (velocity / effort), so the driver's `command_mode`
+must be `position` for position and position_delta, else the same as `action`. Nothing is sent
+while the image or the state is missing or older than its limit (the driver's watchdog then
+holds), and a non-finite action is refused and replaced by a hold.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+
+from .common import (COMMAND_QOS, ERROR, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
+                     bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
+
+ACTIONS = ("position", "position_delta", "velocity", "effort")
+
+
+class PolicyNode(Node):
+    def __init__(self, name: str = "policy", **kw):
+        super().__init__(name, **kw)
+        P = self.declare_parameter
+        P("policy", "")                         # path of the TorchScript file
+        P("config", "panda_sim")
+        P("driver", "driver")
+        P("rate_hz", 0.0)
+        P("action", "position")
+        P("joints", [""])                       # commanded joints; [""] = all of the config's
+        P("use_image", True)
+        P("image_topic", "/camera/image_raw")
+        P("image_size", 0)
+        P("max_state_age_s", 0.25)
+        P("max_image_age_s", 0.5)
+        P("diagnostics_period_s", 1.0)
+        self._log_handler = bridge_python_logging(self)
+        g = lambda k: self.get_parameter(k).value   # noqa: E731
+        import torch
+
+        from s2r.config import ConfigError, load_config
+
+        self.torch = torch
+        torch.set_num_threads(1)                # a control loop, not a batch job: leave cores to others
+        try:
+            self.cfg = load_config(str(g("config")))
+        except ConfigError as e:
+            self.get_logger().error(f"config error: {e}")
+            raise SystemExit(2)
+        self.action = str(g("action"))
+        if self.action not in ACTIONS:
+            self.get_logger().error(f"action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+            raise SystemExit(2)
+        self.names = list(self.cfg.joint_names)
+        joints = [j for j in g("joints") if j] or self.names
+        unknown = [j for j in joints if j not in self.names]
+        if unknown:
+            self.get_logger().error(f"joints {unknown} are not in {self.cfg.name}'s joints {self.names}")
+            raise SystemExit(2)
+        self.idx = np.array([self.names.index(j) for j in joints])
+        path = str(g("policy"))
+        try:
+            self.module = torch.jit.load(path, map_location="cpu")
+            self.module.eval()
+        except (RuntimeError, ValueError, OSError) as e:
+            self.get_logger().error(f"cannot load the TorchScript policy {path!r}: {e}")
+            raise SystemExit(2)
+        self.use_image = bool(g("use_image"))
+        self.image_size = int(g("image_size"))
+        self.rate_hz = float(g("rate_hz")) or self.cfg.control_rate_hz
+        self.spec = self.cfg.spec()
+
+        self.state = None          # (stamp_ns, q, qd, rx monotonic)
+        self.image = None          # (tensor, rx monotonic)
+        self._index = None
+        self.hold_q: np.ndarray | None = None
+        self.throttle = Throttle()
+        self.infer_ms = LatencyStats(10_000)
+        self.rate = RateMeter()
+        self.waiting = 0
+        self.refused = 0
+        self.last_problem = ""
+
+        self.pub_cmd = self.create_publisher(Float64MultiArray, f"/{g('driver')}/commands", COMMAND_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
+        if self.use_image:
+            self.create_subscription(Image, str(g("image_topic")), self._on_image, IMAGE_QOS)
+        self.create_timer(1.0 / self.rate_hz, self._tick)
+        self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
+        self.get_logger().info(f"policy {path} on {len(self.idx)} joints, {self.action} actions at {self.rate_hz:g} Hz"
+                               + (f", images from {g('image_topic')}" if self.use_image else ", no images"))
+
+    def _problem(self, key: str, msg: str):
+        self.last_problem = msg
+        n = self.throttle(key)
+        if n is not None:
+            self.get_logger().warning(msg + (f" ({n} times)" if n > 1 else ""))
+
+    def _on_state(self, msg: JointState):
+        names = tuple(msg.name)
+        if self._index is None or self._index[0] != names:
+            try:
+                self._index = (names, np.array([names.index(j) for j in self.names]))
+            except ValueError:
+                self._problem("state_names", f"/joint_states lacks some of {self.names}")
+                return
+        i = self._index[1]
+        q = np.asarray(msg.position, float)[i]
+        qd = np.asarray(msg.velocity, float)[i] if len(msg.velocity) == len(names) else np.zeros(len(i))
+        self.state = (stamp_ns(msg.header.stamp), q, qd, time.monotonic())
+
+    def _on_image(self, msg: Image):
+        if msg.encoding not in ("rgb8", "bgr8") or msg.step != 3 * msg.width:
+            self._problem("image_encoding", f"image encoding {msg.encoding!r} (step {msg.step}) not supported; need rgb8")
+            return
+        a = np.frombuffer(msg.data, np.uint8)
+        if a.size != msg.height * msg.width * 3:
+            self._problem("image_size", f"image data has {a.size} bytes, expected {msg.height * msg.width * 3}")
+            return
+        a = a.reshape(msg.height, msg.width, 3)
+        if msg.encoding == "bgr8":
+            a = a[:, :, ::-1]
+        if self.image_size and (msg.height, msg.width) != (self.image_size, self.image_size):
+            import cv2
+            a = cv2.resize(a, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
+        t = self.torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0).unsqueeze(0)
+        self.image = (t, time.monotonic())
+
+    def _tick(self):
+        now = time.monotonic()
+        if self.state is None or now - self.state[3] > float(self.get_parameter("max_state_age_s").value):
+            self.waiting += 1
+            self._problem("no_state", "waiting for a recent /joint_states")
+            return
+        if self.use_image and (self.image is None or
+                               now - self.image[1] > float(self.get_parameter("max_image_age_s").value)):
+            self.waiting += 1
+            self._problem("no_image", "waiting for a recent image")
+            return
+        key, q, qd, _ = self.state
+        if self.hold_q is None:
+            self.hold_q = q.copy()
+        s = self.torch.from_numpy(np.concatenate([q[self.idx], qd[self.idx]]).astype(np.float32)).unsqueeze(0)
+        t0 = time.perf_counter()
+        try:
+            with self.torch.inference_mode():
+                out = self.module(self.image[0], s) if self.use_image else self.module(s)
+            a = np.asarray(out.detach().cpu().numpy(), dtype=float).reshape(-1)
+        except (RuntimeError, ValueError, TypeError, AttributeError) as e:
+            a = None
+            self._problem("policy_error", f"policy call failed: {e}")
+        self.infer_ms.add(time.perf_counter() - t0)
+        if a is not None and a.shape != (len(self.idx),):
+            self._problem("action_shape", f"policy returned {a.size} values, expected {len(self.idx)}")
+            a = None
+        if a is not None and not np.all(np.isfinite(a)):
+            self._problem("action_nonfinite", "policy returned NaN or inf; holding")
+            a = None
+        if self.action in ("position", "position_delta"):
+            if a is None:                       # hold where the robot is
+                self.hold_q = q.copy()
+                cmd = q.copy()
+            else:
+                cmd = self.hold_q.copy()
+                cmd[self.idx] = a if self.action == "position" else q[self.idx] + a
+        else:
+            cmd = np.zeros(len(self.names))
+            if a is not None:
+                cmd[self.idx] = a
+        if a is None:
+            self.refused += 1
+        self.pub_cmd.publish(command_msg(cmd, key))
+        self.rate.tick(now)
+
+    def _publish_diagnostics(self):
+        p50, p99 = self.infer_ms.percentiles_ms(50, 99)
+        v = {"rate_hz": self.rate.rate(), "target_rate_hz": self.rate_hz, "commands": self.rate.total,
+             "waiting": self.waiting, "refused_actions": self.refused, "inference_p50_ms": p50,
+             "inference_p99_ms": p99, "last_problem": self.last_problem}
+        if self.rate.total == 0:
+            level, msg = WARN, "no commands yet: " + (self.last_problem or "starting")
+        elif self.refused and self.last_problem.startswith("policy"):
+            level, msg = ERROR, self.last_problem
+        else:
+            level, msg = OK, f"{self.rate.rate():.1f} Hz"
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [diag_status(f"{self.get_name()}: policy", level, msg, self.cfg.name, v)]
+        self.pub_diag.publish(arr)
+
+
+def main(args=None) -> int:
+    return spin_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
