@@ -23,14 +23,16 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import casadi as ca
 import numpy as np
 
-__all__ = ["jit", "jit_available", "FastFunction"]
+__all__ = ["jit", "jit_many", "jit_available", "FastFunction"]
 
-_CFLAGS = ("-O2", "-fPIC", "-shared", "-Wno-int-conversion")
+# -O1: as fast as -O2 on this straight-line generated code (measured), and 2-5x quicker to compile
+_CFLAGS = ("-O1", "-fPIC", "-shared", "-Wno-int-conversion")
 _lock = threading.Lock()
 _loaded: dict[str, ca.Function] = {}
 _compiler_id: str | None = None
@@ -68,37 +70,59 @@ def jit(f: ca.Function, enabled: bool | None = None) -> ca.Function:
     The shared library is cached by the hash of the generated code, the compiler and the flags, so
     the same function is compiled once per machine; concurrent processes race safely (atomic rename).
     """
+    return jit_many([f], enabled)[0]
+
+
+def jit_many(functions: list[ca.Function], enabled: bool | None = None) -> list[ca.Function]:
+    """`jit` for several Functions, the C compilations running two at a time."""
     if enabled is None:
         enabled = jit_available()
-    if not enabled:
-        return f
-    cc = _compiler()
+    cc = _compiler() if enabled else None
     if cc is None:
-        return f
-    gen = ca.CodeGenerator(f.name(), {"with_header": False})
-    gen.add(f)
-    code = gen.dump()
-    key = hashlib.sha256("\n".join([code, _compiler_version(cc), " ".join(_CFLAGS)]).encode()).hexdigest()[:20]
+        return list(functions)
+    jobs = []
+    for f in functions:
+        gen = ca.CodeGenerator(f.name(), {"with_header": False})
+        gen.add(f)
+        code = gen.dump()
+        key = hashlib.sha256("\n".join([code, ca.__version__, _compiler_version(cc), " ".join(_CFLAGS)])
+                             .encode()).hexdigest()[:20]
+        jobs.append((f, code, key, _cache_dir() / f"{f.name()}_{key}.so"))
+    todo = [j for j in jobs if j[2] not in _loaded and not j[3].exists()]
+    if todo:
+        with ThreadPoolExecutor(max_workers=2) as pool:       # gcc runs outside the GIL
+            errors = list(pool.map(lambda j: _compile(cc, j[1], j[3], j[0].name()), todo))
+        for (f, *_), err in zip(todo, errors):
+            if err:
+                warnings.warn(f"s2r: C compilation of {f.name()} failed, using the CasADi VM: {err}",
+                              RuntimeWarning, stacklevel=3)
+    out = []
     with _lock:
-        if key in _loaded:
-            return _loaded[key]
-        target = _cache_dir() / f"{f.name()}_{key}.so"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                src = Path(tmp) / f"{f.name()}.c"
-                src.write_text(code)
-                lib = Path(tmp) / "lib.so"
-                proc = subprocess.run([cc, *_CFLAGS, "-o", str(lib), str(src), "-lm"],
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
-                    warnings.warn(f"s2r: C compilation of {f.name()} failed, using the CasADi VM: "
-                                  f"{proc.stderr[-500:]}", RuntimeWarning, stacklevel=2)
-                    return f
-                os.replace(lib, target)
-        compiled = ca.external(f.name(), str(target))
-        _loaded[key] = compiled
-        return compiled
+        for f, _, key, target in jobs:
+            if key not in _loaded:
+                if not target.exists():
+                    out.append(f)
+                    continue
+                _loaded[key] = ca.external(f.name(), str(target))
+            out.append(_loaded[key])
+    return out
+
+
+def _compile(cc: str, code: str, target: Path, name: str) -> str | None:
+    """Build one shared library into the cache; returns an error text or None."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            src = Path(tmp) / f"{name}.c"
+            src.write_text(code)
+            lib = Path(tmp) / "lib.so"
+            proc = subprocess.run([cc, *_CFLAGS, "-o", str(lib), str(src), "-lm"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                return proc.stderr[-500:]
+            os.replace(lib, target)
+    except OSError as exc:                                  # unwritable cache, missing compiler, ...
+        return str(exc)
+    return None
 
 
 class FastFunction:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
-from ._compiled import FastFunction, jit as _jit
+from ._compiled import FastFunction, jit_many
 from .dynamics import _check_symbol, as_trajectory, as_vector
 
 __all__ = ["Cost", "CostDerivatives", "quadratic_cost"]
@@ -81,10 +81,8 @@ class Cost:
         run = ca.Function(f"{name}_dl", [x, u, p],
                           [d(running), d(lx), d(lu), d(lxx.T), d(luu.T), d(lux.T)])
         term = ca.Function(f"{name}_dlf", [x, p], [d(terminal), d(lfx), d(lfxx.T)])
-        self.compiled_running = _jit(self.running_function, jit)
-        self.compiled_terminal = _jit(self.terminal_function, jit)
-        self.compiled_running_derivatives = _jit(run, jit)
-        self.compiled_terminal_derivatives = _jit(term, jit)
+        (self.compiled_running, self.compiled_terminal, self.compiled_running_derivatives,
+         self.compiled_terminal_derivatives) = jit_many([self.running_function, self.terminal_function, run, term], jit)
         self._terminal_d = FastFunction(self.compiled_terminal_derivatives)
         self._terminal_v = FastFunction(self.compiled_terminal)
         self._horizon: dict[tuple, FastFunction] = {}

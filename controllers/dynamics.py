@@ -15,7 +15,7 @@ from typing import Callable
 import casadi as ca
 import numpy as np
 
-from ._compiled import FastFunction, jit as _jit
+from ._compiled import FastFunction, jit as _jit, jit_many
 from .integrators import integrate
 
 __all__ = ["Dynamics", "FiniteDifferenceDynamics", "as_vector", "as_trajectory"]
@@ -79,8 +79,7 @@ class Dynamics:
         fx, fu = ca.jacobian(x_next, x), ca.jacobian(x_next, u)
         # transposed outputs: CasADi's column-major A^T is numpy's C-order A
         jac = ca.Function(f"{name}_jac", [x, u], [ca.densify(fx.T), ca.densify(fu.T)])
-        self.compiled_step = _jit(self.step_function, jit)
-        self.compiled_jacobians = _jit(jac, jit)
+        self.compiled_step, self.compiled_jacobians = jit_many([self.step_function, jac], jit)
         self._jit = jit
         self._step = FastFunction(self.compiled_step)
         self._horizon: dict[tuple, FastFunction] = {}
