@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import threading
 from typing import Callable, Iterator
 
@@ -175,12 +176,14 @@ def run_emulator(cfg, *, realtime: bool = True, out: Callable[[str], None] = pri
         out(f"[emulate] port: {emu.info()['port']}")
         out(f"[emulate] connect with driver.port: {emu.info()['port']} (e.g. copy {cfg.path} and set it); Ctrl-C stops")
     elif kind == "ros2":
-        env, domain = _ros_env()
-        os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+        # for manual use: the caller's ROS_DOMAIN_ID (ROS's default 0 if unset), so that a bridge or
+        # `ros2 topic` started the usual way sees the robot
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         spec = fake_robot_spec_from_config(cfg)
         emu = start_emulator(kind, spec)
-        out(f"[emulate] fake ros2_control robot on ROS_DOMAIN_ID={domain}: {len(spec['joints'])} joints, "
-            f"publishing {spec['joint_states_topic']} at {spec['rate_hz']:g} Hz")
+        out(f"[emulate] fake ros2_control robot on ROS_DOMAIN_ID={emu.info()['domain_id']} "
+            f"(discovery {os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}): {len(spec['joints'])} joints, "
+            f"publishing {spec['joint_states_topic']} at {emu.rate_hz:g} Hz")
         for mode, topic in spec["command_topics"].items():
             out(f"[emulate]   {mode} commands: {topic} (std_msgs/Float64MultiArray)")
         out(f"[emulate]   trajectories: {spec['trajectory_topic']} (trajectory_msgs/JointTrajectory)")
@@ -189,12 +192,18 @@ def run_emulator(cfg, *, realtime: bool = True, out: Callable[[str], None] = pri
         out(f"error: {cfg.path}: no emulator for driver type {kind!r} (emulators: {', '.join(KINDS)})")
         return 2
     stop = stop or threading.Event()
+    restore = {}
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and SIGTERM stop cleanly, even where the shell started us with SIGINT ignored
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            restore[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.2):
             pass
-    except KeyboardInterrupt:
         out("[emulate] stopped")
     finally:
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
         emu.stop()
     return 0
 

@@ -276,7 +276,7 @@ class EmulatedServo:
     def _check(self, it: P.ControlItem, v: int, torque: int, values: dict) -> int:
         if not it.writable:
             return P.ERR_ACCESS
-        if it.area == P.EEPROM and torque and not (it.name == "torque_enable"):
+        if it.area == P.EEPROM and torque:
             return P.ERR_ACCESS
         name = it.name
         if name == "torque_enable":
