@@ -8,6 +8,7 @@
     RandomShooting, CEM, MPPI             sampling planners
     NMPC                                  CasADi multiple shooting, ipopt or real-time iteration
     MPC                                   receding horizon over any of the planners
+    ArmReach                              ready-made reach of a URDF arm's link by iLQR-MPC (torques)
 
 Every planner returns a `TrajectoryResult`: the time-varying linear controller
 u_t = u_hat_t + K_t (x_t - x_hat_t), Quu_t, cost, iterations and status.
@@ -20,6 +21,7 @@ from .integrators import explicit_euler, integrate, rk4, semi_implicit_euler
 from .lqr import LQRSolution, finite_horizon_lqr, infinite_horizon_lqr, lqr_trajectory
 from .mpc import MPC, MPCStep
 from .nmpc import NMPC
+from .reach import ArmReach
 from .result import SolverStatus, TrajectoryResult
 from .sampling import CEM, MPPI, BatchRollout, RandomShooting
 
@@ -28,5 +30,5 @@ __all__ = [
     "FiniteDifferenceDynamics", "ILQR", "ILQROptions", "explicit_euler", "integrate", "rk4",
     "semi_implicit_euler", "LQRSolution", "finite_horizon_lqr", "infinite_horizon_lqr", "lqr_trajectory",
     "MPC", "MPCStep", "NMPC", "SolverStatus", "TrajectoryResult", "CEM", "MPPI", "BatchRollout",
-    "RandomShooting",
+    "RandomShooting", "ArmReach",
 ]

@@ -243,7 +243,7 @@ class ILQR:
                                [dynamics.compiled_step(x, u), u, cost.compiled_running(x, u, p)])
             self._forward = FastFunction(step.mapaccum("forward", T))
             self._alpha_row = np.ones(T)
-        self._last_backward_ok = False
+        self._k_warm: np.ndarray | None = None              # box-QP warm start (python backward pass)
 
     # ------------------------------------------------------------------ passes
     def _rollout(self, x0, X, U, K, k, alpha, P):
@@ -303,7 +303,7 @@ class ILQR:
         Quu_out = np.zeros((T, nu, nu))
         dV = np.zeros(2)
         Vx, Vxx = c.lfx.copy(), c.lfxx.copy()
-        k_prev = getattr(self, "_k_warm", None)
+        k_prev = self._k_warm
         for i in range(T):                                  # i: reversed index, t = T-1-i
             t = T - 1 - i
             args = [Vx, Vxx, fx[i], fu[i], c.lx[i], c.lu[i], c.lxx[i], c.luu[i], c.lux[i], mu]
@@ -364,10 +364,11 @@ class ILQR:
         U = np.zeros((T, nu)) if U_init is None else as_trajectory(U_init, T, nu, "initial controls U_init")
         U = np.clip(U, self.u_lower, self.u_upper)
         max_iter = o.max_iter if max_iter is None else int(max_iter)
-        if not warm:
+        if warm:            # keep the regularization of the last solve, but never start above mu_init
+            self._mu = min(self._mu, o.mu_init)
+        else:
             self._mu = o.mu_init
             self._k_warm = None
-        self._mu = max(self._mu, 0.0)
         self._delta = 1.0
 
         zeros_K, zeros_k = np.zeros((T, nu, nx)), np.zeros((T, nu))

@@ -19,7 +19,8 @@ re-solved with ``qpsol_fallback`` (default DAQP, also shipped with CasADi, slowe
 and reported as FAILED only if that fails too (set ``qpsol_fallback=None`` to see qrqp alone).
 
 `solve()` has the common planner signature and returns a `TrajectoryResult`; with `feedback=True`
-the gains K_t and Quu_t come from a Riccati pass around the solution.
+the gains K_t and Quu_t come from a Riccati pass around the solution (otherwise K = 0 and Quu_t is
+the stage cost's Hessian l_uu, which keeps the RTI step lean).
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ class NMPC:
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, *, u_lower=None, u_upper=None,
                  x_lower=None, x_upper=None, path_constraints: Sequence | None = None,
                  mode: str = "ipopt", feedback: bool = False, qpsol: str = "qrqp",
-                 qpsol_fallback: str | None = "daqp", ipopt_options: dict | None = None, sqp_options: dict | None = None,
+                 qpsol_fallback: str | None = "daqp", ipopt_options: dict | None = None,
+                 sqp_options: dict | None = None,
                  time_limit: float | None = None):
         if not getattr(dynamics, "is_symbolic", False):
             raise ValueError("NMPC needs symbolic Dynamics (CasADi), not finite differences")

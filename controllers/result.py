@@ -80,15 +80,11 @@ class TrajectoryResult:
         (and the fallback) of receding-horizon control."""
         if steps < 0:
             raise ValueError("steps must be >= 0")
-        T = self.horizon
-        s = min(steps, T)
+        s = min(steps, self.horizon)
 
-        def pad(a, n):
-            if s == 0:
-                return a.copy()
-            return np.concatenate([a[s:], np.repeat(a[-1:], s, axis=0)])[:n] if a.shape[0] > s else \
-                np.repeat(a[-1:], n, axis=0)
+        def pad(a):                                         # drop s entries, repeat the last s times
+            return np.concatenate([a[s:], np.repeat(a[-1:], s, axis=0)])
 
-        return TrajectoryResult(x=pad(self.x, T + 1), u=pad(self.u, T), K=pad(self.K, T), k=pad(self.k, T),
-                                Quu=pad(self.Quu, T), cost=self.cost, iterations=0, status=self.status,
-                                message=f"shifted by {steps}", u_lower=self.u_lower, u_upper=self.u_upper)
+        return TrajectoryResult(x=pad(self.x), u=pad(self.u), K=pad(self.K), k=pad(self.k), Quu=pad(self.Quu),
+                                cost=self.cost, iterations=0, status=self.status, message=f"shifted by {steps}",
+                                u_lower=self.u_lower, u_upper=self.u_upper)

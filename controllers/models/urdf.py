@@ -350,7 +350,7 @@ class RigidBodyModel:
             if p >= 0:
                 Xm = X[i].matrix()
                 Ic[p] = Ic[p] + Xm.T @ Ic[i] @ Xm
-        M = ca.SX.zeros(n, n) if isinstance(q, ca.SX) else (ca.MX.zeros(n, n) if isinstance(q, ca.MX) else ca.DM.zeros(n, n))
+        M = type(q).zeros(n, n)                            # SX, MX or DM like q
         for i in range(n):
             F = Ic[i] @ self._motion_subspace(i)
             M[i, i] = ca.dot(self._motion_subspace(i), F)

@@ -3,7 +3,7 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from controllers import Cost, quadratic_cost
+from controllers import Cost
 from controllers.models import RigidBodyModel, cartpole, pendulum
 
 from ctl_helpers import PANDA_ARM_JOINTS, PANDA_URDF
