@@ -187,7 +187,8 @@ class ILQR:
     """iLQR/BoxDDP over a fixed horizon of `horizon` controls.
 
     dynamics: `Dynamics` (compiled forward pass) or `FiniteDifferenceDynamics` (Python rollout);
-    cost: `Cost`; u_lower / u_upper: control limits (None = unbounded).
+    cost: `Cost`; u_lower / u_upper: control limits (None = unbounded). One instance evaluates
+    through shared buffers: use it from one thread at a time.
     """
 
     def __init__(self, dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None,
