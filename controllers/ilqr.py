@@ -49,7 +49,8 @@ class ILQROptions:
     alphas: tuple = field(default_factory=lambda: tuple(10.0 ** np.linspace(0.0, -3.0, 11)))
     z_min: float = 0.0             # line-search acceptance: actual / expected reduction > z_min
     second_order: bool = False     # DDP: include V_x . f_xx terms
-    consistent_gains: bool = True  # end with a backward pass at the returned nominal (K, Quu exact)
+    consistent_gains: bool = False  # True: end with a backward pass at the returned nominal, so K and
+                                    # Quu belong to it exactly (what GPS wants; MPC needs only u_0)
     backward: str = "auto"         # "auto" | "compiled" | "python"
 
 
