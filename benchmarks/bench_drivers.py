@@ -29,10 +29,10 @@ import sys
 import threading
 import time
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+from s2r.ros_env import isolate_this_process
 
-import numpy as np
+if not os.environ.get("ROS_DOMAIN_ID"):
+    isolate_this_process()      # a private DDS domain, localhost only: the benchmark's traffic stays here
 
 from drivers import Command
 from drivers import dynamixel_protocol as P

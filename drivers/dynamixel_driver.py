@@ -301,21 +301,14 @@ class DynamixelDriver(Driver):
             self._count_failure(e)
 
     def reset_fault(self) -> None:
-        """Recover from a latched fault: the bus must answer again and no servo may still report a
-        hardware error (servos that do are rebooted once). Ends holding the measured position."""
+        """Recover from a latched fault: the bus must answer again, servos reporting a hardware
+        error are rebooted once and must come back clean, readings must be plausible. Servos that
+        kept torque are not switched off meanwhile. Ends holding the measured position."""
         self._require()
         if self._fault is None:
             return
         try:
-            self._probe()
-            errors = self._hardware_errors(self.ids)
-            if errors:
-                for sid in errors:
-                    self._reboot(sid)
-                still = self._hardware_errors(list(errors))
-                if still:
-                    raise _BusError("after a reboot " + self._describe_hw(still), still)
-            self._configure()
+            self._recover()
         except _BusError as e:
             raise DriverFault(f"reset failed, still faulted: {e}") from None
         log.warning("dynamixel: fault cleared (%s); holding the measured position", self._fault)
@@ -426,22 +419,61 @@ class DynamixelDriver(Driver):
             raise DriverError("; ".join(wrong))
 
     def _configure(self) -> None:
-        """Torque off, set registers, check readings, goal = measured position, torque on."""
-        p = self.params
+        """At connect: clear latched hardware errors, set every servo up with torque off, check
+        the readings, then torque on holding the measured position."""
+        self._clear_hardware_errors()
+        self._setup_registers(self.ids)
+        self._mode = self.position_mode
+        q = self._read_checked_state("torque left off")
+        self._enable_holding(self.ids, q)
+        self._arm_watchdog()
+
+    def _recover(self) -> None:
+        """After a fault: servos that kept torque keep holding (an arm must not drop); servos that
+        lost it (rebooted after a hardware error) are set up again. Ends holding the measured position."""
+        self._probe()
+        rebooted = self._clear_hardware_errors()
+        cold = [sid for sid in self.ids if sid in rebooted or not self._read_one(sid, P.ADDR_TORQUE_ENABLE, 1)]
+        if cold:
+            self._setup_registers(cold)
+        # a tripped bus watchdog refuses goals until cleared
+        self._sync_write(P.ADDR_BUS_WATCHDOG, 1, [0] * len(self.ids))
+        q = self._read_checked_state("readings not trusted")
+        if self._mode == self.position_mode:
+            self._sync_write(P.ADDR_GOAL_POSITION, 4, self._position_ticks(q))
+            self._enable_holding(cold, q)
+        else:   # faulted in velocity or current mode: back to position control, holding q
+            self._enable_holding(cold, q)
+            self._mode = None
+            self._ensure_mode(self.position_mode)
+        self._arm_watchdog()
+
+    def _clear_hardware_errors(self) -> list[int]:
+        """Reboot the servos that report a latched hardware error; fail if one stays in error."""
         errors = self._hardware_errors(self.ids)
-        if errors:
-            raise _BusError(self._describe_hw(errors) + " (reset_fault() reboots it)", list(errors))
-        for sid in self.ids:
+        for sid in errors:
+            self._reboot(sid)
+        still = self._hardware_errors(list(errors))
+        if still:
+            raise _BusError("after a reboot " + self._describe_hw(still), still)
+        return list(errors)
+
+    def _setup_registers(self, ids) -> None:
+        """Torque off, then mode, limits, return delay, current limit and gains (EEPROM items are
+        written only when they differ)."""
+        p = self.params
+        for sid in ids:
             self._write_one(sid, P.ADDR_TORQUE_ENABLE, 1, 0)
             self._write_one(sid, P.ADDR_BUS_WATCHDOG, 1, 0)
-        for k, sid in enumerate(self.ids):
+        for sid in ids:
+            k = self.ids.index(sid)
             want = [(P.ADDR_RETURN_DELAY_TIME, 1, p.return_delay_us // 2),
                     (P.ADDR_OPERATING_MODE, 1, self.position_mode),
                     (P.ADDR_MAX_POSITION_LIMIT, 4, int(self.max_ticks[k])),
                     (P.ADDR_MIN_POSITION_LIMIT, 4, int(self.min_ticks[k]))]
             if p.current_limit_ma is not None:
                 want.append((P.ADDR_CURRENT_LIMIT, 2, int(round(p.current_limit_ma * 1e-3 / self.model.current_unit_a))))
-            for addr, size, value in want:       # EEPROM: write only what differs
+            for addr, size, value in want:
                 if self._read_one(sid, addr, size) != value:
                     self._write_one(sid, addr, size, value)
             for addr, value in ((P.ADDR_POSITION_P_GAIN, p.position_p_gain), (P.ADDR_POSITION_I_GAIN, p.position_i_gain),
@@ -452,20 +484,24 @@ class DynamixelDriver(Driver):
             self._current_limit[k] = self._read_one(sid, P.ADDR_CURRENT_LIMIT, 2)
             if self.position_mode == P.MODE_CURRENT_BASED_POSITION:
                 self._write_one(sid, P.ADDR_GOAL_CURRENT, 2, int(self._current_limit[k]))
-        self._mode = self.position_mode
-        # a reading outside the limits (beyond the margin) means the calibration is wrong or the
-        # joint is somewhere it cannot be: leave torque off and say so
+
+    def _read_checked_state(self, what: str) -> np.ndarray:
+        """Read every joint; a reading outside the limits (beyond the margin) means the calibration
+        is wrong or the joint is somewhere it cannot be: refuse, naming the joints."""
         raw = self._with_retries(self._read_present)
         q = self._ticks_to_q(raw)
         if self.guard.out_of_range(q).any():
-            raise DriverError("torque left off, readings not trusted: " + self.guard.describe_out_of_range(q)
+            raise DriverError(f"{what}, readings not trusted: " + self.guard.describe_out_of_range(q)
                               + " (check calibration offset/sign, or move the joint by hand)")
         self.guard.reset(q, time.monotonic())
         self._to_state(raw)         # the state a failed first cycle falls back to
-        for sid, ticks in zip(self.ids, self._position_ticks(q)):
-            self._write_one(sid, P.ADDR_GOAL_POSITION, 4, ticks)
+        return q
+
+    def _enable_holding(self, ids, q: np.ndarray) -> None:
+        ticks = self._position_ticks(q)
+        for sid in ids:
+            self._write_one(sid, P.ADDR_GOAL_POSITION, 4, int(ticks[self.ids.index(sid)]))
             self._write_one(sid, P.ADDR_TORQUE_ENABLE, 1, 1)
-        self._arm_watchdog()
 
     def _arm_watchdog(self) -> None:
         units = self.params.bus_watchdog_ms // 20

@@ -126,11 +126,14 @@ class EmulatedRobot:
 
 
 def _ros_env(base: dict | None = None) -> tuple[dict, int]:
+    """The fake robot's environment: the caller's ROS domain if it chose one (tests do), else a
+    freshly claimed private one; localhost-only discovery unless the caller said otherwise."""
     env = dict(os.environ if base is None else base)
     if env.get("ROS_DOMAIN_ID", "").isdigit():
         domain = int(env["ROS_DOMAIN_ID"])
     else:
-        domain = 1 + os.getpid() % 100
+        from s2r.ros_env import claim_domain_id
+        domain = claim_domain_id()
         env["ROS_DOMAIN_ID"] = str(domain)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return env, domain

@@ -107,6 +107,7 @@ class EmulatedServo:
         self.registered: tuple[int, bytes] | None = None
         self.position_offset = 0                  # injected encoder error, ticks
         self.persistent_hw_error = 0
+        self.torque_off_count = 0                 # times torque went from on to off (diagnostics)
         self._load_defaults(eeprom=True)
         self._publish(now)
 
@@ -142,6 +143,7 @@ class EmulatedServo:
     def snapshot(self) -> dict:
         d = {it.name: self.get(it.name) for it in P.X_SERIES_TABLE}
         d["model"] = self.model.name
+        d["torque_off_count"] = self.torque_off_count
         return d
 
     # -- dynamics ---------------------------------------------------------------------------
@@ -230,9 +232,15 @@ class EmulatedServo:
     # -- hardware error / reboot ---------------------------------------------------------------
     def raise_hardware_error(self, bits: int) -> None:
         self.set("hardware_error_status", self.get("hardware_error_status") | bits)
+        self._torque_off()
+
+    def _torque_off(self) -> None:
+        if self.get("torque_enable"):
+            self.torque_off_count += 1
         self.set("torque_enable", 0)
 
     def reboot(self, now: float) -> None:
+        self._torque_off()
         self._load_defaults(eeprom=False)
         if self.persistent_hw_error:
             self.raise_hardware_error(self.persistent_hw_error)
@@ -265,6 +273,8 @@ class EmulatedServo:
             if err:
                 return err
         for it, v in values.items():
+            if it.name == "torque_enable" and not v:
+                self._torque_off()
             self.set(it.name, v)
             if it.name == "torque_enable" and v and not torque:
                 # torque on: hold where the motor is unless a goal was written with it

@@ -261,11 +261,15 @@ def test_unplugged_bus_mid_motion_latches_a_fault_naming_the_servos(driver, bus,
     with pytest.raises(DriverFault, match="still faulted"):
         driver.reset_fault()
     bus.clear()
+    offs = {i: s["torque_off_count"] for i, s in bus.snapshot().items()}
     driver.reset_fault()
     st = driver.read()
     snap = bus.snapshot()
-    # recovery holds the measured position: goal == present, no jump to the old target
+    # recovery holds the measured position: goal == present, no jump to the old target ...
     assert all(abs(snap[i]["goal_position"] - snap[i]["present_position"]) <= 2 for i in (1, 2, 3, 4))
+    # ... and never switched torque off on the way (an arm would drop)
+    assert {i: s["torque_off_count"] for i, s in snap.items()} == offs
+    assert all(s["torque_enable"] == 1 and s["bus_watchdog"] == 5 for s in snap.values())
     assert not st.sensors["stale"]
 
 
@@ -308,11 +312,37 @@ def test_hardware_error_faults_and_reset_reboots_the_servo(driver, bus):
         driver.read()
     with pytest.raises(DriverFault):
         driver.write(Command.position(np.zeros(4)))
+    offs = {i: s["torque_off_count"] for i, s in bus.snapshot().items()}
     driver.reset_fault()                              # reboots servo 2, torque back on holding
     snap = bus.snapshot()
     assert snap[2]["hardware_error_status"] == 0 and snap[2]["torque_enable"] == 1
+    assert snap[2]["operating_mode"] == P.MODE_POSITION
     assert abs(snap[2]["goal_position"] - snap[2]["present_position"]) <= 2
+    # the other servos kept holding throughout
+    assert all(snap[i]["torque_off_count"] == offs[i] for i in (1, 3, 4))
     driver.read()
+
+
+def test_connect_reboots_a_servo_with_a_latched_hardware_error(cfg, bus):
+    bus.inject("hardware_error", ids=[3], bits=P.HW_ELECTRICAL_SHOCK)
+    d = DynamixelDriver(on(cfg, bus))
+    d.connect()
+    snap = bus.snapshot()[3]
+    assert snap["hardware_error_status"] == 0 and snap["torque_enable"] == 1
+    d.disconnect()
+
+
+def test_reset_after_a_fault_in_current_mode_returns_to_position_control(driver, bus):
+    driver.write(Command.effort(np.array([0.05, 0.0, 0.0, 0.0])))
+    bus.inject("unplug")
+    with pytest.raises(DriverFault):
+        for _ in range(10):
+            driver.read()
+    bus.clear()
+    driver.reset_fault()
+    snap = bus.snapshot()
+    assert all(s["operating_mode"] == P.MODE_POSITION and s["torque_enable"] == 1 for s in snap.values())
+    assert all(abs(s["goal_position"] - s["present_position"]) <= 2 for s in snap.values())
 
 
 def test_a_persistent_hardware_error_keeps_the_fault(driver, bus):
@@ -363,11 +393,9 @@ def test_control_loop_through_the_safety_layer_survives_an_unplug(cfg, bus, capl
         if k == 20:
             bus.inject("unplug")
         try:
-            st = robot.read()
-            q = st.q
+            robot.read()
         except DriverFault:
             faults += 1
-            q = q0
         # write never raises, whatever the bus does
         results.append(robot.write(Command.position(q0 + 0.2 * np.sin(0.1 * k))))
         time.sleep(0.005)
