@@ -23,6 +23,7 @@ command) is the safety layer's, run from its own thread.
 from __future__ import annotations
 
 import csv
+import re
 import threading
 import time
 
@@ -156,7 +157,7 @@ class DriverNode(LifecycleNode):
 
     def _refuse(self, key: str, reason: str) -> None:
         self.refused[key] = self.refused.get(key, 0) + 1
-        n = self._throttle(key)
+        n = self._throttle(key + ":" + re.sub(r"[-+]?\d[\d.e+-]*", "#", reason))    # each kind of reason, not each value
         if n is not None:
             self.get_logger().warning(f"refused {key.replace('_', ' ')}: {reason}" + (f" ({n} times)" if n > 1 else ""))
 
@@ -304,10 +305,10 @@ class DriverNode(LifecycleNode):
                 self._fault_signal.trigger()
                 return
             trips = self.safety.counters.watchdog_trips
-            if trips != self._wd_trips_seen:
+            if trips != self._wd_trips_seen:          # the watchdog held the robot since the last tick
                 self._wd_trips_seen = trips
-                if self._last_cmd_accepted is not None:
-                    self.watchdog_hold_after_ms = (now - self._last_cmd_accepted) * 1e3
+                if self._last_cmd_accepted is not None:   # an upper bound: noticed now, at most a period late
+                    self.watchdog_hold_after_ms = (time.monotonic() - self._last_cmd_accepted) * 1e3
             msg = JointState()
             stamp = self.get_clock().now().to_msg()
             msg.header.stamp = stamp

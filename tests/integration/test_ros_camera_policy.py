@@ -1,0 +1,115 @@
+"""camera_node (simulated, and an OpenCV device replaying a video file) and policy_node (a small
+randomly initialized TorchScript policy) as processes on a private domain."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, JointState
+
+from ros_harness import dump_logs, ros, wait_until  # noqa: F401
+from s2r.config import load_config
+
+pytestmark = pytest.mark.slow
+CFG = load_config("panda_sim")
+
+
+def image_array(msg: Image) -> np.ndarray:
+    return np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
+
+
+def test_camera_node_sim_and_device_sources(ros, tmp_path):
+    import cv2
+
+    domain, probe = ros
+    # a recording to replay: pure red frames (BGR on disk)
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (80, 60))
+    for _ in range(20):
+        w.write(np.dstack([np.zeros((60, 80)), np.zeros((60, 80)), np.full((60, 80), 255)]).astype(np.uint8))
+    w.release()
+    for topic, t in (("/camera/image_raw", Image), ("/camera/camera_info", CameraInfo),
+                     ("/usb/image_raw", Image), ("/usb/camera_info", CameraInfo)):
+        probe.subscribe(topic, t)
+    probe.subscribe("/diagnostics", DiagnosticArray)
+    domain.start("camera_node", "camera", config="panda_sim", width=64, height=48, rate_hz=10.0)
+    domain.start("camera_node", "usb", config="panda_sim", device=str(video), topic_prefix="/usb", rate_hz=20.0)
+    try:
+        img = probe.wait_msg("/camera/image_raw")
+        info = probe.wait_msg("/camera/camera_info")
+        cam = CFG.cameras[0]
+        assert (img.width, img.height, img.encoding, img.step) == (64, 48, "rgb8", 64 * 3)
+        assert img.header.frame_id == f"{cam.name}_optical_frame"
+        a = image_array(img)
+        assert a.std() > 5                                    # a rendered scene, not a blank frame
+        fx = cam.fx * 64 / cam.width
+        np.testing.assert_allclose(info.k, [fx, 0, 32, 0, cam.fy * 48 / cam.height, 24, 0, 0, 1], rtol=1e-6)
+
+        usb = probe.wait_msg("/usb/image_raw")
+        uinfo = probe.wait_msg("/usb/camera_info")
+        assert (usb.width, usb.height) == (cam.width, cam.height)   # resized to the configured size
+        px = image_array(usb).reshape(-1, 3).mean(axis=0)
+        assert px[0] > 200 and px[1] < 40 and px[2] < 40              # red, in RGB order
+        np.testing.assert_allclose(uinfo.k[0], cam.fx)
+        # the 20-frame file loops: more frames arrive than it holds
+        wait_until(lambda: probe.counts["/usb/image_raw"] > 30, 30, what="the video to loop")
+        d = probe.wait_diag("usb: camera", lambda d: int(d["frames"]) > 0, timeout=10)
+        assert d["source"] == "device" and int(d["failures"]) == 0
+    except AssertionError:
+        print(dump_logs(domain))
+        raise
+
+
+class TinyVisuomotor(torch.nn.Module):
+    """Conv features of the image + the joint state -> one bounded value per joint."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU(),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Linear(4 + 2 * n, n)
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return 0.01 * torch.tanh(self.head(torch.cat([self.conv(image), state], dim=1)))
+
+
+class NaNPolicy(torch.nn.Module):
+    def forward(self, image: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return state[:, : state.shape[1] // 2] * float("nan")
+
+
+def test_policy_node_streams_commands_from_a_torchscript_policy(ros, tmp_path):
+    domain, probe = ros
+    n = len(CFG.joint_names)
+    torch.manual_seed(0)
+    good, bad = tmp_path / "policy.pt", tmp_path / "nan_policy.pt"
+    torch.jit.script(TinyVisuomotor(n)).save(str(good))
+    torch.jit.script(NaNPolicy()).save(str(bad))
+    probe.subscribe("/joint_states", JointState)
+    probe.subscribe("/diagnostics", DiagnosticArray, qos=50)
+    domain.start("driver_node", "driver", config="panda_sim", hardware="sim", autostart=True)
+    domain.start("camera_node", "camera", config="panda_sim", width=64, height=64, rate_hz=15.0)
+    pol = domain.start("policy_node", "policy", config="panda_sim", policy=str(good), action="position_delta",
+                       rate_hz=50.0, image_size=64)
+    try:
+        q0 = np.array(probe.wait_msg("/joint_states").position)
+        d = probe.wait_diag("policy: policy", lambda d: int(d["commands"]) >= 20, what="policy commands")
+        assert int(d["refused_actions"]) == 0
+        dd = probe.wait_diag("driver: driver", lambda d: int(d["accepted"]) >= 20 and int(d["latency_samples"]) >= 20,
+                             what="the driver accepting the policy's commands")
+        assert int(dd["rejected_shape"]) == 0 and int(dd["rejected_nonfinite"]) == 0
+        wait_until(lambda: np.max(np.abs(np.array(probe.latest("/joint_states").position) - q0)) > 1e-3, 20,
+                   what="the policy to move the arm")
+        assert pol.stop() == 0
+
+        nanpol = domain.start("policy_node", "nanpolicy", config="panda_sim", policy=str(bad), rate_hz=50.0)
+        d = probe.wait_diag("nanpolicy: policy", lambda d: int(d["refused_actions"]) >= 5, what="refused actions")
+        assert d["_level"] == 2 and "NaN" in d["last_problem"]
+        assert "policy returned NaN or inf; holding" in nanpol.log()
+        dd = probe.wait_diag("driver: driver", lambda d: int(d["accepted"]) > int(dd["accepted"]) + 5,
+                             what="hold commands accepted by the driver")
+        assert int(dd["rejected_nonfinite"]) == 0                   # nothing non-finite ever reached it
+    except AssertionError:
+        print(dump_logs(domain))
+        raise

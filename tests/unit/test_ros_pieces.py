@@ -1,0 +1,72 @@
+"""The ROS-free pieces of the ROS layer: trajectory interpolation, domain claiming, command labels."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from s2r.ros_env import claim_domain_id, isolation_vars, release_domain_id
+from s2r_ros.trajectory import JointTrajectoryPlan, TrajectoryError
+
+ORDER = ["a", "b", "c"]
+Q0 = np.array([0.0, 1.0, 2.0])
+
+
+def test_linear_trajectory_from_the_measured_position_holding_unnamed_joints():
+    plan = JointTrajectoryPlan.build(ORDER, ["c", "a"], [1.0, 2.0], [[3.0, 1.0], [4.0, 2.0]], [[], []], Q0, start=10.0)
+    np.testing.assert_allclose(plan.sample(9.0), Q0)                     # before the start: where it was
+    np.testing.assert_allclose(plan.sample(10.5), [0.5, 1.0, 2.5])       # from q0 toward the first point
+    np.testing.assert_allclose(plan.sample(11.5), [1.5, 1.0, 3.5])
+    np.testing.assert_allclose(plan.sample(99.0), [2.0, 1.0, 4.0])       # after the end: the last point
+    assert plan.duration == 2.0 and plan.done(12.0) and not plan.done(11.9)
+
+
+def test_cubic_hermite_segments_with_velocities():
+    plan = JointTrajectoryPlan.build(ORDER, ["a"], [0.0, 1.0], [[0.0], [1.0]], [[0.0], [0.0]], Q0, start=0.0)
+    # zero end velocities: the smoothstep 3 s^2 - 2 s^3
+    for s in (0.25, 0.5, 0.75):
+        assert plan.sample(s)[0] == pytest.approx(3 * s**2 - 2 * s**3)
+    assert plan.sample(0.5)[1:].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("names, times, pos, vel, why", [
+    (["a"], [1.0, 1.0], [[0], [1]], None, "increase strictly"),
+    (["a"], [2.0, 1.0], [[0], [1]], None, "increase strictly"),
+    (["a"], [-1.0], [[0]], None, ">= 0"),
+    (["z"], [1.0], [[0]], None, "unknown joint"),
+    (["a", "a"], [1.0], [[0, 0]], None, "duplicate"),
+    (["a", "b"], [1.0], [[0]], None, "2 positions"),
+    (["a"], [1.0], [[float("nan")]], None, "NaN"),
+    (["a"], [], [], None, "no points"),
+    ([], [1.0], [[]], None, "no joint names"),
+    (["a"], [1.0, 2.0], [[0], [1]], [[0], [1, 2]], "velocities"),
+])
+def test_bad_trajectories_are_refused_with_a_reason(names, times, pos, vel, why):
+    with pytest.raises(TrajectoryError, match=why):
+        JointTrajectoryPlan.build(ORDER, names, times, pos, vel, Q0, start=0.0)
+
+
+def test_domain_ids_are_claimed_exclusively_across_processes():
+    a, b = claim_domain_id(), claim_domain_id()
+    try:
+        assert a != b and 1 <= a <= 100 and 1 <= b <= 100
+        code = ("from s2r.ros_env import claim_domain_id; import sys; "
+                f"sys.exit(0 if claim_domain_id({a}) != {a} else 1)")
+        assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    finally:
+        release_domain_id(a)
+        release_domain_id(b)
+    env = isolation_vars(a)
+    assert env["ROS_DOMAIN_ID"] == str(a) and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+
+def test_commands_name_the_state_they_answer():
+    from std_msgs.msg import Float64MultiArray
+
+    from s2r_ros.common import command_msg, command_source_stamp
+
+    m = command_msg([1.0, 2.0, 3.0], 1_700_000_000_123_456_789)
+    assert list(m.data) == [1.0, 2.0, 3.0] and m.layout.dim[0].size == 3 and m.layout.dim[0].stride == 3
+    assert command_source_stamp(m) == 1_700_000_000_123_456_789
+    assert command_source_stamp(command_msg([1.0])) is None
+    assert command_source_stamp(Float64MultiArray(data=[1.0])) is None
