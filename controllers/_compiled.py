@@ -29,7 +29,7 @@ from pathlib import Path
 import casadi as ca
 import numpy as np
 
-__all__ = ["jit", "jit_many", "jit_available", "FastFunction"]
+__all__ = ["jit", "jit_many", "jit_available", "compile_nlp", "FastFunction"]
 
 # -O1: as fast as -O2 on this straight-line generated code (measured), and 2-5x quicker to compile
 _CFLAGS = ("-O1", "-fPIC", "-shared", "-Wno-int-conversion")
@@ -85,8 +85,7 @@ def jit_many(functions: list[ca.Function], enabled: bool | None = None) -> list[
         gen = ca.CodeGenerator(f.name(), {"with_header": False})
         gen.add(f)
         code = gen.dump()
-        key = hashlib.sha256("\n".join([code, ca.__version__, _compiler_version(cc), " ".join(_CFLAGS)])
-                             .encode()).hexdigest()[:20]
+        key = _key(code, cc)
         jobs.append((f, code, key, _cache_dir() / f"{f.name()}_{key}.so"))
     todo = [j for j in jobs if j[2] not in _loaded and not j[3].exists()]
     if todo:
@@ -106,6 +105,37 @@ def jit_many(functions: list[ca.Function], enabled: bool | None = None) -> list[
                 _loaded[key] = ca.external(f.name(), str(target))
             out.append(_loaded[key])
     return out
+
+
+def _key(code: str, cc: str) -> str:
+    return hashlib.sha256("\n".join([code, ca.__version__, _compiler_version(cc), " ".join(_CFLAGS)])
+                          .encode()).hexdigest()[:20]
+
+
+def compile_nlp(solver: ca.Function) -> str | None:
+    """Compile the callback functions of an `nlpsol` (objective, constraints and their derivatives)
+    to a cached shared library; returns its path for `casadi.nlpsol(name, plugin, path, opts)`, or
+    None when there is no compiler or the build failed."""
+    cc = _compiler() if jit_available() else None
+    if cc is None:
+        return None
+    name = solver.name()
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = os.getcwd()
+        try:
+            os.chdir(tmp)                                   # generate_dependencies writes to the cwd
+            solver.generate_dependencies(f"{name}.c")
+            code = Path(tmp, f"{name}.c").read_text()
+        finally:
+            os.chdir(cwd)
+    target = _cache_dir() / f"{name}_{_key(code, cc)}.so"
+    if not target.exists():
+        err = _compile(cc, code, target, name)
+        if err:
+            warnings.warn(f"s2r: C compilation of {name} failed, using the CasADi VM: {err}",
+                          RuntimeWarning, stacklevel=2)
+            return None
+    return str(target)
 
 
 def _compile(cc: str, code: str, target: Path, name: str) -> str | None:

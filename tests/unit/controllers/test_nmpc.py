@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from controllers import ILQR, MPC, NMPC, FiniteDifferenceDynamics, ILQROptions, SolverStatus, quadratic_cost
+from controllers._compiled import jit_available
 from controllers.models import cartpole
 
 from ctl_helpers import wrap
@@ -132,3 +133,16 @@ def test_nmpc_bad_input(acados_cartpole):
         planner.solve([0.0, np.nan, 0.0, 0.0])
     with pytest.raises(ValueError, match="NaN"):
         planner.solve(np.zeros(4), params=[np.nan, 0, 0, 0])
+
+
+@pytest.mark.skipif(not jit_available(), reason="no C compiler on this machine")
+@pytest.mark.parametrize("mode", ["ipopt", "rti"])
+def test_compiled_nlp_gives_the_same_solution(mode):
+    dyn = cartpole().discretize(0.1, "euler", jit=False)
+    cost = quadratic_cost(4, 1, [1.0, 1.0, 0.1, 0.1], [0.1], [10.0, 10.0, 1.0, 1.0], name="small_nmpc", jit=False)
+    x0 = np.array([0.0, np.pi - 0.3, 0.0, 0.0])
+    a, b = (NMPC(dyn, cost, 8, u_lower=-5.0, u_upper=5.0, mode=mode, jit=jit).solve(x0, params=GOAL)
+            for jit in (False, True))
+    assert a.status.usable and b.status.usable
+    np.testing.assert_allclose(b.u, a.u, atol=1e-8)
+    np.testing.assert_allclose(b.x, a.x, atol=1e-8)
