@@ -153,7 +153,9 @@ class DriverNode(LifecycleNode):
         self._last_labeled_cmd = -1e9
         self._last_cmd_accepted = None
         self._wd_trips_seen = 0
-        self._log_rows: list[tuple] = []
+        self._logging = bool(self.get_parameter("latency_log").value)
+        self._log_pub: dict[int, float] = {}         # latency_log: every state's publish time ...
+        self._log_rx: dict[int, float] = {}          # ... and when its (first) answer came
 
     def _refuse(self, key: str, reason: str) -> None:
         self.refused[key] = self.refused.get(key, 0) + 1
@@ -321,11 +323,11 @@ class DriverNode(LifecycleNode):
                 # the previous state was answered in time, or not (only while a controller answers)
                 if self._pending is not None and now - self._last_labeled_cmd < 10 * period:
                     self.late_commands += 1
-                    self._log_rows.append((self._pending, self._pub_times.get(self._pending, float("nan")),
-                                           float("nan")))
                 self._pending = key
                 t_pub = time.monotonic()
                 self._pub_times[key] = t_pub
+                if self._logging:
+                    self._log_pub[key] = t_pub
                 if len(self._pub_times) > 256:
                     for k in list(self._pub_times)[:128]:
                         del self._pub_times[k]
@@ -355,7 +357,8 @@ class DriverNode(LifecycleNode):
                     self._last_labeled_cmd = t_rx
                     if src == self._pending:
                         self._pending = None
-                        self._log_rows.append((src, t_pub, t_rx))
+                    if self._logging and src not in self._log_rx:
+                        self._log_rx[src] = t_rx
                     # else: the answer to an older state, already counted late
         if self.lifecycle != "active":
             self._refuse("command_inactive", f"node is {self.lifecycle}, not active")
@@ -506,7 +509,7 @@ class DriverNode(LifecycleNode):
         if not path:
             return
         with self._lock:
-            rows = list(self._log_rows)
+            rows = [(k, t, self._log_rx.get(k, float("nan"))) for k, t in self._log_pub.items()]
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["state_stamp_ns", "published_s", "answered_s"])
