@@ -24,6 +24,8 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
     if mode not in ("auto", "sim", "real"):
         raise ValueError(f"hardware must be auto, sim or real; got {mode!r}")
     fallback = False
+    if config.robot is None and (mode == "sim" or config.driver_type == "sim"):
+        raise DriverError(f"{config.path}: no simulator model ('robot:') for this setup: it runs on the real robot only")
     if mode == "sim" or config.driver_type == "sim":
         if mode == "real":
             raise DriverError(f"{config.path}: hardware 'real' requested but driver.type is 'sim'")
@@ -34,7 +36,7 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
         try:
             driver.connect()
         except (DriverError, OSError) as e:
-            if mode == "real":
+            if mode == "real" or config.robot is None:
                 raise DriverError(f"{config.name}: {config.driver_type} driver did not connect: {e}") from None
             banner = "!" * 78
             log.warning("\n%s\n!! %s: the real %s driver did not connect (%s).\n!! FALLING BACK TO THE "

@@ -7,7 +7,10 @@ limits (with outward motion at a position limit cut); then write.
 Around commands: a watchdog on the driver's steady clock holds the robot when commands stop for
 `watchdog_periods` control periods; a latched e-stop; re-enable and reset start by holding the
 measured position, so the first command afterwards is delta-clamped from where the robot is.
-Every event is counted (`counters`) and logged (rate-limited). `write` never raises.
+Every event is counted (`counters`) and logged (rate-limited). `write` never raises; `read`
+raises `DriverFault` (and latches the fault) when the driver cannot give a trustworthy state, so
+that a control loop stops planning on stale data: loops catch it and hold/report, as the ROS
+driver node does. `reset()` is the only way out of a fault.
 """
 from __future__ import annotations
 
@@ -341,15 +344,16 @@ class SafetyLayer(Driver):
         return f"rejected: {why}"
 
     def _enter_fault(self, reason: str) -> None:
-        if self.state != FAULT:
-            self.counters.driver_faults += 1
-            log.error("driver fault: %s -- commands refused until reset", reason)
-        self.state = FAULT
         self.fault_reason = reason
+        if self.state == FAULT:
+            return
+        self.counters.driver_faults += 1
+        self.state = FAULT
+        log.error("driver fault: %s -- commands refused until reset", reason)
         try:
-            self.driver.hold()
+            self.driver.hold()      # best effort: drivers also make themselves safe when they fault
         except DriverError as e:
-            log.error("could not command a hold after the fault: %s", e)
+            log.warning("no hold after the fault (%s); the driver's own fault handling applies", e)
 
     def _log(self, key: str, msg: str) -> None:
         n = self._logged.get(key, 0) + 1

@@ -49,6 +49,12 @@ class SimDriver(Driver):
     def connect(self) -> None:
         if self._connected:
             return
+        # Start inside the configured limits even if the model's home posture is not.
+        self._start_physics(None)
+        self.rng = np.random.default_rng(self.seed)
+        self._connected = True
+
+    def _start_physics(self, q, qd=None) -> None:
         cfg = self.config
         self.simulation = Simulation(cfg.sim.physics_hz)
         self._substeps = max(1, round(cfg.sim.physics_hz / cfg.control_rate_hz))
@@ -57,15 +63,30 @@ class SimDriver(Driver):
             kp=[j.kp for j in cfg.joints], kd=[j.kd for j in cfg.joints],
             effort_limits=[j.limits.effort for j in cfg.joints],
             gravity_compensation=cfg.sim.gravity_compensation)
-        # Start inside the configured limits even if the model's home posture is not.
-        q0 = np.clip(self.sim.q_home, self._spec.lower, self._spec.upper)
-        self.sim.reset(q0)
-        self.rng = np.random.default_rng(self.seed)
-        self._connected = True
+        self.sim.reset(np.clip(self.sim.q_home if q is None else q, self._spec.lower, self._spec.upper), qd)
+        self._last_q, self._last_qd = self.sim.q_target.copy(), np.zeros(self._spec.n_joints)
         if self.realtime:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="sim-driver", daemon=True)
             self._thread.start()
+
+    def reset_fault(self) -> None:
+        """After the physics server died: a new one, with the robot where it was last measured
+        (like a robot whose controller restarted), at rest."""
+        if not self._connected or p.isConnected(self.simulation.client):
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        with self._lock:
+            self._start_physics(self._last_q)
+
+    def kill_physics(self) -> None:
+        """Fault injection for tests and the HIL suite: the physics server disappears, as a bus
+        does when it is unplugged. Reads and writes then raise DriverError until reset_fault()."""
+        with self._lock:
+            p.disconnect(self.simulation.client)
 
     def disconnect(self) -> None:
         if not self._connected:
@@ -86,6 +107,7 @@ class SimDriver(Driver):
                 q, qd, tau = self.sim.state()
             except p.error as e:
                 raise _physics_error(e) from None
+            self._last_q, self._last_qd = q, qd
             return RobotState(self.clock(), q, qd, tau, {"sim_time": self.simulation.time})
 
     def write(self, command: Command) -> None:

@@ -84,7 +84,7 @@ class HilConfig:
 class HardwareConfig:
     path: str
     name: str
-    robot: str
+    robot: str | None          # sim model; None only for hardware 'real' (no fallback)
     hardware: str
     control_rate_hz: float
     driver_type: str
@@ -234,8 +234,9 @@ def parse_config(data: Any, file: str = "<config>") -> HardwareConfig:
     r = _Reader(file, data)
     name = r.get("name", str)
     description = r.get("description", str, default="")
-    robot = r.get("robot", str, check=_one_of(SIM_ROBOTS))
     hardware = r.get("hardware", str, default="auto", check=_one_of(HARDWARE_MODES))
+    # the sim model serves the sim driver and the 'auto' fallback; a 'real'-only setup needs none
+    robot = r.get("robot", str, check=_one_of(SIM_ROBOTS), default=None if hardware == "real" else ...)
     rate = r.get("control_rate_hz", float, check=_positive)
 
     d = r.sub("driver", required=True)

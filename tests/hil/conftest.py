@@ -11,30 +11,43 @@ from s2r.config import load_config
 CONFIGS = Path(__file__).resolve().parents[2] / "hardware_configs"
 
 
-def _configs(config):
+EMULATED_DRIVERS = ("dynamixel", "ros2")
+
+
+def _targets(config):
+    """(config path, emulate?) pairs. Default: every *_sim.yaml on the simulator, and every real
+    setup whose driver has a protocol-level emulator, against that emulator."""
     names = config.getoption("--hardware")
     if names:
-        return names
-    return sorted(str(p) for p in CONFIGS.glob("*_sim.yaml"))
+        return [(n, config.getoption("--emulate")) for n in names]
+    targets = [(str(p), False) for p in sorted(CONFIGS.glob("*_sim.yaml"))]
+    for p in sorted(CONFIGS.glob("*.yaml")):
+        if p.name.endswith("_sim.yaml"):
+            continue
+        cfg = load_config(p)
+        if cfg.driver_type in EMULATED_DRIVERS and cfg.name != "my_robot":
+            targets.append((str(p), True))
+    return targets
 
 
 def pytest_generate_tests(metafunc):
-    if "hil_config_path" in metafunc.fixturenames:
-        paths = _configs(metafunc.config)
-        metafunc.parametrize("hil_config_path", paths, ids=[Path(p).stem for p in paths], scope="module")
+    if "hil_target" in metafunc.fixturenames:
+        targets = _targets(metafunc.config)
+        ids = [Path(p).stem + ("-emulated" if emu else "") for p, emu in targets]
+        metafunc.parametrize("hil_target", targets, ids=ids, scope="module")
 
 
 @pytest.fixture(scope="module")
-def hil_config(hil_config_path):
-    return load_config(hil_config_path)
+def hil_config(hil_target):
+    return load_config(hil_target[0])
 
 
 @pytest.fixture(scope="module")
-def hil_session(hil_config, request):
+def hil_session(hil_config, hil_target):
     """(config, connected SafetyLayer, emulator handle or None) for one robot, shared by a module."""
     with contextlib.ExitStack() as stack:
         cfg, emu = hil_config, None
-        if request.config.getoption("--emulate"):
+        if hil_target[1]:
             from drivers.emulators import emulated
             emu = stack.enter_context(emulated(cfg))
             cfg = emu.config
@@ -58,3 +71,30 @@ def robot(hil_session):
 @pytest.fixture
 def cfg(hil_session):
     return hil_session[0]
+
+
+class _SimFaults:
+    """Fault injection on the simulator: the physics server dies, as a bus does when unplugged."""
+
+    def __init__(self, driver):
+        self.driver = driver
+
+    def inject(self, fault):
+        assert fault == "unplug"
+        self.driver.kill_physics()
+
+    def clear(self, fault=None):
+        """Nothing to plug back: the driver's reset_fault() starts a new physics server."""
+
+
+@pytest.fixture
+def fault_injector(hil_session):
+    """Something with inject('unplug') / clear(): the emulator, or the simulator's own. A real robot
+    has none (unplugging it needs an operator), so tests using this are skipped there."""
+    _, r, emu = hil_session
+    if emu is not None:
+        return emu
+    if hasattr(r.driver, "kill_physics"):
+        return _SimFaults(r.driver)
+    pytest.skip("fault injection needs the simulator or an emulator (--emulate); on a real robot, "
+                "unplug the bus by hand and watch `s2r check`")

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from drivers import Command, CommandMode
+from drivers import Command, CommandMode, DriverFault
 
 
 def stream(robot, seconds, command_fn=None):
@@ -157,3 +157,48 @@ def test_tracking_of_a_joint_sweep(robot, cfg):
     # each measurement is compared with the set-point sent one period earlier
     err = np.array([np.abs(log[k][1].q - log[k - 1][2]).max() for k in range(1, len(log))])
     assert err.max() <= cfg.hil.tracking_tolerance, f"max tracking error {err.max():.4f} rad"
+
+
+def test_read_write_latency_fits_the_control_period(robot, cfg):
+    q0 = robot.read().q
+    lat = []
+    for _ in range(int(cfg.control_rate_hz)):             # one second of cycles
+        t0 = time.perf_counter()
+        robot.read()
+        robot.write(Command.position(q0))
+        lat.append(time.perf_counter() - t0)
+        time.sleep(max(0.0, robot.spec.period - lat[-1]))
+    p99 = float(np.percentile(lat, 99))
+    print(f"read+write latency: p50 {1e3 * np.median(lat):.2f} ms, p99 {1e3 * p99:.2f} ms")
+    assert p99 < robot.spec.period, f"read+write p99 {1e3 * p99:.1f} ms does not fit a {1e3 * robot.spec.period:.0f} ms period"
+
+
+def test_fault_leads_to_safe_state_and_explicit_recovery(robot, cfg, fault_injector):
+    q0 = robot.read().q
+    amp = sweep_amplitudes(robot, cfg, q0)
+    stream(robot, 0.3, lambda t, st: q0 + amp * np.sin(np.pi * t))      # moving when it fails
+    fault_injector.inject("unplug")
+    deadline = time.monotonic() + 3.0
+    while robot.status["state"] != "fault" and time.monotonic() < deadline:
+        try:
+            robot.read()
+            robot.write(Command.position(q0))
+        except DriverFault:
+            pass
+        time.sleep(robot.spec.period)
+    status = robot.status
+    assert status["state"] == "fault", status
+    assert status["fault"], "the fault must say what failed"
+    assert robot.write(Command.position(q0)).startswith("rejected")
+    assert robot.enable()[0] is False, "a fault needs an explicit reset, not just enable"
+    fault_injector.clear()
+    deadline = time.monotonic() + 5.0
+    ok, msg = robot.reset()
+    while not ok and time.monotonic() < deadline:                          # the bus may need a moment
+        time.sleep(0.1)
+        ok, msg = robot.reset()
+    assert ok, msg
+    q_reset = robot.read().q
+    log = stream(robot, 0.5)
+    assert np.abs(log[-1][1].q - q_reset).max() <= cfg.hil.tracking_tolerance, "recovery must hold, not jump"
+    stream(robot, 1.0, lambda t, st: q0)

@@ -95,6 +95,14 @@ def test_unparseable_files(tmp_path, text, reason):
         load_config(f)
 
 
+def test_robot_is_optional_only_for_real_hardware():
+    d = edit(lambda d: d.pop("robot"))
+    with pytest.raises(ConfigError, match="robot: missing required key"):
+        parse_config(d, "x.yaml")
+    d["hardware"], d["driver"]["type"] = "real", "dynamixel"
+    assert parse_config(d, "x.yaml").robot is None
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="file not found"):
         load_config("/nonexistent/robot.yaml")

@@ -176,14 +176,29 @@ def test_watchdog_holds_on_the_driver_clock(safe):
 
 def test_driver_fault_is_latched_until_reset():
     cfg, drv, s = make()
-    p.disconnect(drv.simulation.client)         # the "bus" disappears
+    q_before = s.read().q
+    drv.kill_physics()                           # the "bus" disappears
     with pytest.raises(DriverFault, match="physics server"):
         s.read()
     assert s.status["state"] == "fault" and s.counters.driver_faults == 1
     assert s.write(Command.position(np.zeros(9))).startswith("rejected")
-    assert s.enable()[0] is False
+    assert s.counters.driver_faults == 1         # one fault, however many refusals
+    assert s.enable()[0] is False                # enable is not enough: reset is required
     ok, msg = s.reset()
-    assert not ok and "reset failed" in msg
+    assert ok, msg
+    assert np.allclose(s.read().q, q_before, atol=1e-3)       # recovered where it was measured
+    assert s.write(Command.position(q_before)) == "ok"
+    s.disconnect()
+
+
+def test_reset_fails_cleanly_when_the_driver_stays_dead():
+    cfg, drv, s = make()
+    drv.kill_physics()
+    drv.reset_fault = lambda: None               # a driver that cannot recover
+    with pytest.raises(DriverFault):
+        s.read()
+    ok, msg = s.reset()
+    assert not ok and "reset failed" in msg and s.status["state"] == "fault"
     s.disconnect()
 
 
