@@ -43,6 +43,18 @@ def cmd_hil(a) -> int:
     return run_hil(a.config, emulate=a.emulate, extra=a.rest)
 
 
+def cmd_emulate(a) -> int:
+    from drivers.emulators import run_emulator
+
+    from .config import load_config
+
+    cfg = load_config(a.config)
+    if cfg.driver_type != a.kind:
+        print(f"error: {a.config} uses the {cfg.driver_type!r} driver, not {a.kind!r}", file=sys.stderr)
+        return 2
+    return run_emulator(cfg, realtime=not a.fast)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="s2r", description="s2r: robot control with sim-to-real")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -63,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emulate", action="store_true", help="run against the config's protocol-level emulator")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="extra pytest arguments")
     p.set_defaults(fn=cmd_hil)
+
+    p = sub.add_parser("emulate", help="start a protocol-level emulator of a real setup (for manual use)")
+    p.add_argument("kind", choices=["dynamixel", "ros2"], help="which bus or robot to emulate")
+    p.add_argument("config", help="the real setup's hardware config")
+    p.add_argument("--fast", action="store_true", help="dynamixel: answer at once, not at the bus's baud rate")
+    p.set_defaults(fn=cmd_emulate)
     return ap
 
 
