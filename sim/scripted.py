@@ -38,16 +38,16 @@ class _Scripted:
 class ArmIK(_Scripted):
     """TCP to a point, hand pointing down: pybullet IK from the current posture, null space to home."""
 
-    yaw = 0.0               # hand yaw about world z (hand pointing down)
+    yaw = 0.0               # hand yaw about world z (hand pointing down): hand x at this angle
 
     def ik(self, tcp_target) -> np.ndarray:
         e = self.env
-        orn = p.getQuaternionFromEuler([np.pi, 0.0, -self.yaw])
+        orn = p.getQuaternionFromEuler([np.pi, 0.0, self.yaw])
         body, hand = e.robot.body, e._hand
         n_all = len(e.robot.all_idx)
         lo = [e.lower[i] if i < 7 else 0.0 for i in range(n_all)]
         hi = [e.upper[i] if i < 7 else 0.04 for i in range(n_all)]
-        rest = list(e.robot.q_home) + [0.02] * (n_all - 7)
+        rest = list(e.robot.q_home[:7]) + [0.02] * (n_all - 7)
         q = p.calculateInverseKinematics(body, hand, (np.asarray(tcp_target) + [0, 0, TCP_OFFSET]).tolist(), orn,
                                          lowerLimits=lo, upperLimits=hi, jointRanges=list(np.subtract(hi, lo)),
                                          restPoses=rest, maxNumIterations=50, residualThreshold=1e-4,
@@ -72,58 +72,91 @@ class ReachController(ArmIK):
 
 
 class PushController(ArmIK):
-    """Go above the point behind the block (seen from the goal) with the hand's narrow side facing
-    the goal, lower, push along the block-goal line to the goal, and go around again (up first)
-    if the block slips off the line. A Cartesian set-point walks to each phase's target at a
-    bounded speed, so the arm moves in straight lines instead of swinging through the block."""
-    approach_speed = 0.01     # m per control step
-    push_speed = 0.002
+    """Push with the two fingers as a flat paddle (the hand turned so that the fingers line up
+    across the push direction), at block height, along the block-goal line.
+
+    A Cartesian set-point walks at a bounded speed (the arm follows it in straight lines, and slowly
+    enough for the wrist to keep up); each phase ends when the measured TCP has arrived, not the
+    set-point. Phases: up to a safe height, over the point behind the block (seen from the goal)
+    while turning the hand, down to push height, push (the set-point chases the point just inside
+    the block's back face, so the block is steered back onto the line as it drifts), hold at the
+    goal. If the block gets off the paddle (the TCP too far to the side of the block-goal line, or
+    not behind the block) or is pushed past the goal, it goes up and around again.
+    """
+    fast, slow, push_speed = 0.006, 0.003, 0.0025     # set-point speeds, m per control step
+    yaw_rate = 0.04                                    # rad per control step
+    paddle_half = 0.0105                               # finger half-thickness along the push
+    clearance = 0.035                                  # paddle to block when coming down behind it
+    press = 0.015                                      # set-point this far inside the block's face,
+    press_max, press_rate = 0.04, 0.0005               # and deeper while the block does not move
+    #                                                    (the observed block may be off by a cm)
+    UP, OVER, DOWN, PUSH, HOLD = range(5)
 
     def __call__(self, obs):
         e = self.env
-        block, goal, tcp = obs["object_pos"][0], obs["target"], obs["tcp_pos"]
+        block, goal, tcp = obs["object_pos"][0][:2], obs["target"][:2], obs["tcp_pos"]
         h = e.table.height
+        z_push, z_safe = h + 0.018, h + 0.13
         if self.t == 0:
-            self.sp = tcp.copy()
+            self.sp, self.yaw = tcp.copy(), 0.0
+            self.phase = self.OVER if tcp[2] > z_safe - 0.01 else self.UP
         self.t += 1
-        u = goal[:2] - block[:2]
-        dist = np.linalg.norm(u)
-        u = u / max(dist, 1e-6)
-        behind = block[:2] - u * (e.block_half + 0.03)
-        z_push, z_safe = h + 0.03, h + 0.12
-        rel = tcp[:2] - block[:2]
-        lateral = abs(rel[0] * u[1] - rel[1] * u[0])
-        speed = self.approach_speed
-        if self.phase == 0:            # up to the safe height where we are
+        to_goal = goal - block
+        dist = float(np.linalg.norm(to_goal))
+        u = to_goal / max(dist, 1e-6)
+        back = e.block_half + self.paddle_half
+        behind = block - u * (back + self.clearance)
+        rel = tcp[:2] - block
+        lateral, along = abs(rel[0] * u[1] - rel[1] * u[0]), float(rel @ u)
+        speed, yaw_goal = self.fast, self.paddle_yaw(u)
+        if self.phase == self.UP:
             target = np.array([*self.sp[:2], z_safe])
-            if self.sp[2] >= z_safe - 1e-6:
-                self.phase = 1
-        elif self.phase == 1:          # across, turning the hand to face the push direction
-            self.yaw = float(np.arctan2(u[1], u[0]))
+            if tcp[2] > z_safe - 0.01:
+                self.phase = self.OVER
+        elif self.phase == self.OVER:
             target = np.array([*behind, z_safe])
-            if np.linalg.norm(tcp[:2] - behind) < 0.008:
-                self.phase = 2
-        elif self.phase == 2:          # down behind the block
-            target = np.array([*behind, z_push])
-            if tcp[2] < z_push + 0.008:
-                self.phase = 3
-        elif self.phase == 4:          # done: hold still
-            target = self.sp.copy()
-            if dist > 0.025:
-                self.phase = 0
-        else:                          # push: the set-point walks to the point behind the goal
+            if np.linalg.norm(tcp[:2] - behind) < 0.01 and abs(self._yaw_error(yaw_goal)) < 0.03:
+                self.phase = self.DOWN
+        elif self.phase == self.DOWN:
+            speed, target = self.slow, np.array([*behind, z_push])
+            if tcp[2] < z_push + 0.006:
+                self.phase, self._press = self.PUSH, self.press
+        elif self.phase == self.PUSH:
             speed = self.push_speed
-            end = goal[:2] - u * (e.block_half + 0.008)
-            off = (self.sp[:2] - block[:2]) - ((self.sp[:2] - block[:2]) @ u) * u
-            target = np.array([*(end - off * 0.5), z_push])
-            if dist < 0.012:            # there: stop and stay (the block must not be pushed past)
-                self.phase = 4
-            if lateral > 0.025 and dist > 0.015:
-                self.phase = 0
+            # press harder (integral action) while the block does not approach the goal
+            stalled = dist > getattr(self, "_last_dist", np.inf) - 0.2 * self.push_speed
+            self._press = min(self._press + self.press_rate, self.press_max) if stalled else \
+                max(self._press - self.press_rate, self.press)
+            target = np.array([*(block - u * (back - self._press)), z_push])
+            if dist < 0.008:
+                self.phase, target = self.HOLD, self.sp.copy()
+            elif lateral > 0.02 or along > 0.0:
+                self.phase, target = self.UP, self.sp.copy()
+        else:                                           # HOLD: stay, unless the block is off the goal
+            target = self.sp.copy()
+            if dist > 0.02:
+                self.phase = self.UP
+        if self.phase in (self.OVER, self.DOWN):        # turn the paddle only when clear of the block
+            self.yaw += float(np.clip(self._yaw_error(yaw_goal), -self.yaw_rate, self.yaw_rate))
+        self._last_dist = dist
         step = target - self.sp
         n = np.linalg.norm(step)
         self.sp = target if n <= speed else self.sp + step / n * speed
         return self.goto(obs, self.sp)
+
+    def _yaw_error(self, yaw_goal) -> float:
+        """yaw_goal - yaw, the paddle being symmetric (mod pi), as a turn back toward home (yaw 0)
+        where the shorter way would take the wrist past a quarter turn."""
+        d = (yaw_goal - self.yaw + np.pi / 2) % np.pi - np.pi / 2
+        if abs(self.yaw + d) > np.pi / 2 + 0.3:
+            d -= np.sign(d) * np.pi
+        return float(d)
+
+    @staticmethod
+    def paddle_yaw(u) -> float:
+        """Hand yaw that puts the fingers across the direction u (hand x along u), in [-pi/2, pi/2)
+        (the paddle is symmetric, so the wrist never turns more than a quarter turn from home)."""
+        return (float(np.arctan2(u[1], u[0])) + np.pi / 2) % np.pi - np.pi / 2
 
 
 class InsertController(ArmIK):

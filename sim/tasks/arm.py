@@ -1,10 +1,11 @@
 """Franka Panda tasks: reach, push, insert (hardware config: hardware_configs/panda_sim.yaml).
 
 The arm stands on the floor at the origin; a table (top at `TABLE_HEIGHT`, randomizable +-2 cm) is
-in front of it. The action moves the seven arm joints; the fingers are held by the task.
+in front of it. The action moves the seven arm joints; the fingers are held by the task (open, at
+their home opening, except in ArmPush, which closes them).
 The tool centre point (TCP) is between the fingertips, `TCP_OFFSET` along the hand's z axis.
 
-Observations (all float64): joint_pos, joint_vel (7), tcp_pos (3), tcp_quat (4, xyzw),
+Observations (all float64): joint_pos, joint_vel (7; 9 in ArmPush), tcp_pos (3), tcp_quat (4, xyzw),
 object_pos (k, 3), object_quat (k, 4) for the task's k movable objects, target (3).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sim import scene
 from sim.tasks.base import TaskEnv
 
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
 TCP_OFFSET = 0.1034
 TABLE_HEIGHT = 0.10
 TABLE_CENTER = (0.55, 0.0)
@@ -38,7 +40,8 @@ class ArmTask(TaskEnv):
     n_objects = 0
 
     def nominal_joint_damping(self):
-        return PANDA_VISCOUS.copy()
+        # the arm's identified viscous friction; the fingers (if controlled) keep the URDF's
+        return np.concatenate([PANDA_VISCOUS, super().nominal_joint_damping()[7:]])
 
     def build_table(self, dr) -> None:
         h = TABLE_HEIGHT + float(dr.get("table_height_offset", 0.0))
@@ -118,6 +121,10 @@ class ArmReach(ArmTask):
 class ArmPush(ArmTask):
     """Push a 5 cm block across the table to a goal.
 
+    The fingers are held closed (controlled joints, not in the action): together they make a flat
+    5 cm paddle, which pushes a 5 cm block straight; open, the 4 cm gap between them leaves two
+    5 mm edges that let the block slip sideways. Observations therefore have 9 joints (7 arm + 2
+    fingers); the action has 7.
     Block start: x [0.45, 0.6], y [-0.12, 0.12]; goal 10-18 cm away in a random direction that keeps
     it on the reachable part of the table. Reward: -|block_xy - goal_xy| - 0.1 |tcp - block|.
     Success: the block's centre within 3 cm of the goal (in the table plane).
@@ -126,6 +133,17 @@ class ArmPush(ArmTask):
     BLOCK_HALF = 0.025
     BLOCK_MASS = 0.2
     success_threshold = 0.03
+    controlled_joints = ARM_JOINTS + FINGER_JOINTS
+    action_joints = ARM_JOINTS
+
+    def fixed_joint_targets(self):
+        return self._fingers_closed
+
+    def start_posture(self, rng):
+        q = self.robot.q_home + rng.uniform(-0.05, 0.05, len(self.joint_names))
+        q[7:] = 0.0
+        self._fingers_closed = np.zeros(len(self.joint_names))
+        self.robot.reset(q)
 
     def build_task(self, dr):
         self.build_table(dr)
