@@ -1,6 +1,6 @@
-"""camera_node (simulated, and an OpenCV device replaying a video file) and policy_node (a small
-randomly initialized TorchScript policy) as processes on a private domain."""
-import time
+"""camera_node (simulated, and an OpenCV device replaying a video file) and policy_node (small
+randomly initialized policies, TorchScript and torch.export) as processes on a private domain."""
+import warnings
 
 import numpy as np
 import pytest
@@ -83,9 +83,12 @@ def test_policy_node_streams_commands_from_a_torchscript_policy(ros, tmp_path):
     domain, probe = ros
     n = len(CFG.joint_names)
     torch.manual_seed(0)
-    good, bad = tmp_path / "policy.pt", tmp_path / "nan_policy.pt"
-    torch.jit.script(TinyVisuomotor(n)).save(str(good))
-    torch.jit.script(NaNPolicy()).save(str(bad))
+    good, bad = tmp_path / "policy.pt", tmp_path / "nan_policy.pt2"
+    with warnings.catch_warnings():               # torch 2.13 deprecates torch.jit.script, but loads it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(TinyVisuomotor(n)).save(str(good))            # TorchScript
+    example = (torch.zeros(1, 3, 64, 64), torch.zeros(1, 2 * n))
+    torch.export.save(torch.export.export(NaNPolicy(), example), str(bad))   # and torch.export
     probe.subscribe("/joint_states", JointState)
     probe.subscribe("/diagnostics", DiagnosticArray, qos=50)
     domain.start("driver_node", "driver", config="panda_sim", hardware="sim", autostart=True)

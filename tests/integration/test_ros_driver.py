@@ -13,7 +13,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ros_harness import STARTUP_S, dump_logs, ros, wait_until  # noqa: F401
+from ros_harness import dump_logs, ros, wait_until  # noqa: F401
 from s2r.config import load_config
 
 pytestmark = pytest.mark.slow

@@ -48,6 +48,8 @@ class MPCNode(Node):
         P("plan_timeout_s", 0.5)               # hold when the newest plan is older than this
         P("tolerance_m", 0.005)                # "reached" in the diagnostics
         P("min_goal_height", 0.02)             # end-effector goals below this z are refused
+        P("lead_periods", 3.0)                 # position mode: how far (in periods at full speed) the
+                                               # set-point may run ahead of the measured position
         P("diagnostics_period_s", 1.0)
         self._log_handler = bridge_python_logging(self)
         self.throttle = Throttle()
@@ -78,7 +80,7 @@ class MPCNode(Node):
         self.arm_idx = np.array([self.names.index(j) for j in self.spec.joints])
         self.n = len(self.arm_idx)
         self.control_dt = 1.0 / self.cfg.control_rate_hz
-        self.max_lead = float(np.max(self.spec.max_velocity)) * 3 * self.control_dt
+        self.max_lead = self.spec.max_velocity * float(g("lead_periods")) * self.control_dt
         self.base_frames = {"", "world", _root_link(self.spec.urdf)}
         self._workspace()
 

@@ -1,6 +1,7 @@
 """policy_node: runs a TorchScript policy exported by learning/ and streams its commands.
 
-The module (`torch.jit.load(policy)`) is called at `rate_hz` (default: the config's control rate)
+The module (`torch.jit.load(policy)`, or `torch.export.load(policy).module()` for a `.pt2` file
+from torch.export) is called at `rate_hz` (default: the config's control rate)
 on the newest camera image and joint state:
 
     action = module(image, state)         use_image: true  (visuomotor policies)
@@ -76,10 +77,13 @@ class PolicyNode(Node):
         self.idx = np.array([self.names.index(j) for j in joints])
         path = str(g("policy"))
         try:
-            self.module = torch.jit.load(path, map_location="cpu")
-            self.module.eval()
+            if path.endswith(".pt2"):            # torch.export (torch.jit's successor)
+                self.module = torch.export.load(path).module()
+            else:
+                self.module = torch.jit.load(path, map_location="cpu")
+                self.module.eval()
         except (RuntimeError, ValueError, OSError) as e:
-            self.get_logger().error(f"cannot load the TorchScript policy {path!r}: {e}")
+            self.get_logger().error(f"cannot load the policy {path!r}: {e}")
             raise SystemExit(2)
         self.use_image = bool(g("use_image"))
         self.image_size = int(g("image_size"))
