@@ -62,7 +62,8 @@ def run(config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0, out_r
     b = demo_bringup(out, config, goals, dwell_s, progress=not quiet)
     t0 = time.monotonic()
     try:
-        code = Launcher(b, env, grace_s=10.0, out=open(os.devnull, "w") if quiet else sys.stdout).run()
+        with open(os.devnull, "w") as devnull:
+            code = Launcher(b, env, grace_s=10.0, out=devnull if quiet else sys.stdout).run()
     finally:
         release_domain_id(did)
     summary_path = out / "summary.json"
