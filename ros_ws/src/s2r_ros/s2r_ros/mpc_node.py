@@ -80,6 +80,8 @@ class MPCNode(Node):
         self.arm_idx = np.array([self.names.index(j) for j in self.spec.joints])
         self.n = len(self.arm_idx)
         self.control_dt = 1.0 / self.cfg.control_rate_hz
+        self.plan_timeout = float(g("plan_timeout_s"))      # read once: the fast path runs at the control rate
+        self.state_timeout_ns = int(float(g("state_timeout_s")) * 1e9)
         self.max_lead = self.spec.max_velocity * float(g("lead_periods")) * self.control_dt
         self.base_frames = {"", "world", _root_link(self.spec.urdf)}
         self._workspace()
@@ -238,9 +240,9 @@ class MPCNode(Node):
         hold = ""
         if plan is None:
             hold = "no plan yet" if self.planner.alive else "planner process died"
-        elif self.last_state_rx - plan.received > float(self.get_parameter("plan_timeout_s").value):
+        elif self.last_state_rx - plan.received > self.plan_timeout:
             hold = f"newest plan is {self.last_state_rx - plan.received:.2f} s old"
-        elif (self.get_clock().now().nanoseconds - key) * 1e-9 > float(self.get_parameter("state_timeout_s").value):
+        elif self.get_clock().now().nanoseconds - key > self.state_timeout_ns:
             hold = "state is stale"
         if self.cmd is None:
             self.cmd = q_full.copy() if self.mode == "position" else np.zeros(len(self.names))

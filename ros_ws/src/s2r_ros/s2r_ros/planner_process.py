@@ -44,8 +44,34 @@ class Plan:
         return u
 
 
-def _worker(conn, spec, budget: float, max_iter: int, period: float) -> None:
+class LatestState:
+    """The newest measured state, in shared memory: the node overwrites it at the control rate,
+    the planner reads it when it plans (no queue, no pickling)."""
+
+    def __init__(self, ctx, n: int):
+        self.n = n
+        self._q = ctx.RawArray("d", n)
+        self._stamp = ctx.RawValue("q", -1)
+        self._lock = ctx.Lock()
+
+    def write(self, q: np.ndarray, stamp_ns: int) -> None:
+        with self._lock:
+            self._q[:] = q
+            self._stamp.value = stamp_ns
+
+    def read(self):
+        with self._lock:
+            if self._stamp.value < 0:
+                return None
+            return np.array(self._q[:]), int(self._stamp.value)
+
+
+def _worker(conn, latest: LatestState, spec, budget: float, max_iter: int, period: float) -> None:
+    import signal
+
     from .reach_problem import build_reach
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # a terminal's Ctrl-C is for the node; we follow it
 
     try:
         mpc, fk = build_reach(spec, budget=budget, max_iter=max_iter)
@@ -53,16 +79,14 @@ def _worker(conn, spec, budget: float, max_iter: int, period: float) -> None:
         conn.send(("error", f"could not build the MPC problem: {type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
-    state = goal = None
+    goal = None
     goal_id = -1
     next_t = time.monotonic()
     while True:
         try:
             while conn.poll():
                 kind, payload = conn.recv()
-                if kind == "state":
-                    state = payload
-                elif kind == "goal":
+                if kind == "goal":
                     gid, params = payload
                     if gid != goal_id:
                         goal_id, goal = gid, params
@@ -71,8 +95,9 @@ def _worker(conn, spec, budget: float, max_iter: int, period: float) -> None:
                 elif kind == "stop":
                     return
             now = time.monotonic()
+            state = latest.read()
             if state is None or goal is None or now < next_t:
-                conn.poll(0.5 if state is None or goal is None else next_t - now)
+                conn.poll(0.05 if state is None or goal is None else next_t - now)
                 continue
         except (EOFError, OSError):
             return                      # the node is gone
@@ -101,7 +126,8 @@ class PlannerProcess:
     def __init__(self, spec, budget: float, max_iter: int, period: float, on_message=None):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, spec, budget, max_iter, period),
+        self._latest = LatestState(ctx, len(spec.joints))
+        self.proc = ctx.Process(target=_worker, args=(child, self._latest, spec, budget, max_iter, period),
                                 name="mpc-planner", daemon=True)
         self.proc.start()
         child.close()
@@ -143,8 +169,8 @@ class PlannerProcess:
             except (BrokenPipeError, OSError):
                 return False
 
-    def send_state(self, q: np.ndarray, stamp_ns: int) -> bool:
-        return self._send(("state", (q, stamp_ns)))
+    def send_state(self, q: np.ndarray, stamp_ns: int) -> None:
+        self._latest.write(q, stamp_ns)
 
     def send_goal(self, goal_id: int, params: np.ndarray) -> bool:
         """A new goal; the plan in force keeps running until the first plan for it arrives."""
