@@ -31,7 +31,7 @@ DEMO_CAMERA = {"position": [1.05, 0.65, 0.85], "rpy": [0.0, 0.45, -2.44]}
 
 
 def demo_bringup(out_dir: Path, config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0,
-                 goal_timeout_s: float = 15.0, camera_size: int = 240, camera_hz: float = 15.0,
+                 goal_timeout_s: float = 15.0, camera_size: int = 192, camera_hz: float = 12.0,
                  progress: bool = True):
     """The sim_panda bringup with the demo's camera view, quiet nodes, and the sequencer."""
     b = load_bringup("sim_panda")

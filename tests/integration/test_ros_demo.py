@@ -24,5 +24,5 @@ def test_demo_reaches_its_goals_and_writes_report_tracking_and_video(tmp_path):
     assert len(rows) > 100 and {"t", "goal", "ee_x", "error_m", "panda_joint1"} <= set(rows[0])
     cap = cv2.VideoCapture(str(out / "camera.mp4"))
     ok, frame = cap.read()
-    assert ok and frame.shape[:2] == (240, 240) and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == s["video"]["frames"] > 10
+    assert ok and frame.shape[:2] == (192, 192) and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == s["video"]["frames"] > 10
     assert json.loads((out / "summary.json").read_text())["report"] == str(png)
