@@ -1,7 +1,8 @@
 """mpc_node: iLQR model-predictive control of an arm's end effector (or joints) over ROS 2.
 
 Subscribes /joint_states and a goal -- geometry_msgs/PoseStamped on /goal_pose (end-effector
-position, in the world / robot base frame) or sensor_msgs/JointState on /goal_joint_state -- and
+position, in the world / robot base frame; the orientation is not tracked: a 7-DoF arm keeps its
+posture near the model's home pose instead) or sensor_msgs/JointState on /goal_joint_state -- and
 publishes std_msgs/Float64MultiArray commands on /<driver>/commands, one per /joint_states sample.
 
 Two rates: every state is answered at once from the plan in force (the time-varying linear
