@@ -1,0 +1,15 @@
+"""Learning (torch): guided policy search and imitation for the s2r tasks.
+
+    linear_gaussian   linear-Gaussian controllers/dynamics, trajectory KL, expected cost
+    dynamics          GMM prior (<= 20 clusters, NIW) + per-step linear-Gaussian dynamics fit
+    lqr_flm           KL-constrained LQR with dual search over eta, step-size adjustment
+    gps               mirror-descent GPS (on/off-policy), precision-weighted S-step
+    policies          MLP, visuomotor CNN (spatial softmax), TorchScript export
+    plato             PLATO / DAgger with an MPC teacher from controllers/
+    agents            sample sources: point mass, s2r/ArmReach-v0 (input remapping)
+    train, cli        checkpoints/resume/plots; `s2r train gps|plato`, `s2r eval`
+
+Policies share `forward(...)` on torch tensors; agents call them through `gps.PolicyRunner` on an
+observation dict. The exported TorchScript (`policy.pt`) carries its input/output contract in the
+extra file `s2r_policy.json`.
+"""

@@ -1,0 +1,219 @@
+"""Agents: where GPS and PLATO get their samples (the agent abstraction of cbfinn/gps).
+
+An agent runs one episode of a training condition (or of a held-out start) under a controller
+`act(t, x, obs) -> u`, and returns the full state x (what the local controllers see) next to the
+policy's observations (what the global policy sees: input remapping).
+
+    PointMassAgent   controllers' point mass (a double integrator) to the origin: fast, for tests
+    ArmReachAgent    s2r/ArmReach-v0 in simulation; x = [q, qd, q_cmd - q, tcp - target] (24),
+                     policy observations: state = [joint_pos, joint_vel, tcp_pos, target] (20) for
+                     the MLP, or image + [joint_pos, joint_vel] (14) for the CNN
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .linear_gaussian import QuadraticCost
+
+__all__ = ["Sample", "PointMassAgent", "ArmReachAgent", "make_agent", "GPS_TASKS"]
+
+
+@dataclass
+class Sample:
+    X: np.ndarray                  # (T+1, dX) full state
+    U: np.ndarray                  # (T, dU) applied actions
+    state_obs: np.ndarray          # (T+1, obs_dim) the MLP's input / the CNN's joint state
+    images: np.ndarray | None      # (T+1, H, W, 3) uint8 or None
+    success: bool
+    final_distance: float
+    info: dict = field(default_factory=dict)
+
+
+class PointMassAgent:
+    """A 2-D point mass (controllers.models.point_mass, semi-implicit Euler) pushed to the origin.
+    Conditions: start positions on a circle of radius 1; held-out starts: uniform in the same disc."""
+    task = "PointMass"
+    images = False
+    init_variance = 1.0            # exploration of the initial controllers (force units)
+
+    def __init__(self, n_conditions: int = 4, T: int = 40, dt: float = 0.05, noise: float = 1e-3,
+                 success_distance: float = 0.1):
+        from controllers.models import point_mass
+        self.model = point_mass(2).discretize(dt, "semi_implicit_euler", jit=False)
+        self.T, self.dX, self.dU, self.dt = T, 4, 2, dt
+        self.obs_dim, self.joint_dim, self.image_size = 4, 4, None
+        self.noise, self.success_distance = noise, success_distance
+        ang = 2 * np.pi * np.arange(n_conditions) / n_conditions + np.pi / 4
+        self.x0 = [np.array([np.cos(a), np.sin(a), 0.0, 0.0]) for a in ang]
+        self.n_conditions = n_conditions
+        self.cost = QuadraticCost(T, 4, 2, Q=np.array([1.0, 1.0, 0.1, 0.1]), R=0.01 * np.ones(2),
+                                  Q_final=np.array([100.0, 100.0, 10.0, 10.0]))
+        self.action_scale = np.ones(2)
+        self.joint_names = ["p_x", "p_y"]
+
+    def metadata(self) -> dict:
+        return {"task": self.task, "obs_keys": ["p", "v"], "action": "force", "joint_names": self.joint_names}
+
+    def _run(self, x0, act, seed) -> Sample:
+        rng = np.random.default_rng(seed)
+        X, U = [np.asarray(x0, float)], []
+        for t in range(self.T):
+            u = np.asarray(act(t, X[-1], {"state": X[-1]}), float)
+            U.append(u)
+            X.append(self.model.step(X[-1], u) + self.noise * rng.standard_normal(4) if np.all(np.isfinite(u))
+                     else np.full(4, np.nan))
+        X, U = np.array(X), np.array(U)
+        d = float(np.linalg.norm(X[-1, :2]))
+        return Sample(X, U, X.copy(), None, bool(d < self.success_distance), d)
+
+    def rollout(self, condition: int, act, seed: int) -> Sample:
+        return self._run(self.x0[condition], act, seed)
+
+    def held_out(self, index: int, act) -> Sample:
+        rng = np.random.default_rng(10_000 + index)
+        r, a = np.sqrt(rng.uniform(0.25, 1.0)), rng.uniform(0, 2 * np.pi)
+        return self._run(np.array([r * np.cos(a), r * np.sin(a), 0, 0]), act, 20_000 + index)
+
+    def close(self):
+        pass
+
+
+class ArmReachAgent:
+    """s2r/ArmReach-v0: the TCP to a 3-D target in position control (normalized joint increments).
+
+    Condition c is the episode of seed `condition_seeds[c]` (start posture, target and, under
+    `randomization`, the randomization draw); held-out starts are seeds 10000 + i."""
+    task = "s2r/ArmReach-v0"
+    init_variance = 0.1            # exploration of the initial controllers (normalized actions)
+
+    def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
+                 T: int = 100, condition_seeds=None, success_distance: float = 0.05,
+                 position_weight: float = 2.0, final_position_weight: float = 500.0,
+                 velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01):
+        import sim.tasks
+        self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
+                                  randomization=randomization).unwrapped
+        self.images, self.image_size = images, (image_size if images else None)
+        self.n = len(self.env.act_idx)
+        self.T, self.dX, self.dU = T, 3 * self.n + 3, self.n
+        self.obs_dim = 2 * self.n + 6
+        self.joint_dim = 2 * self.n
+        self.success_distance = success_distance
+        self.condition_seeds = list(condition_seeds or range(n_conditions))
+        self.n_conditions = len(self.condition_seeds)
+        n = self.n
+        Q = np.zeros(self.dX)
+        Q[n:2 * n], Q[-3:] = velocity_weight, position_weight
+        Qf = np.zeros(self.dX)
+        Qf[n:2 * n], Qf[-3:] = final_velocity_weight, final_position_weight
+        self.cost = QuadraticCost(T, self.dX, self.dU, Q=Q, R=action_weight * np.ones(self.dU), Q_final=Qf)
+        self.action_scale = np.asarray(self.env.action_scale, float)
+        self.joint_names = [self.env.joint_names[i] for i in self.env.act_idx]
+
+    def metadata(self) -> dict:
+        meta = {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
+                "action_units": "rad per control step (added to the joint position targets)",
+                "control_rate_hz": float(1.0 / self.env.control_dt)}
+        if self.images:
+            meta |= {"inputs": ["image", "joint_state"], "image_size": [self.image_size, self.image_size],
+                     "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
+                     "joint_state": "[joint_pos; joint_vel] of joint_names", "obs_keys": ["image", "joint_pos", "joint_vel"]}
+        else:
+            meta |= {"inputs": ["state"], "obs_keys": ["joint_pos", "joint_vel", "tcp_pos", "target"],
+                     "state": "[joint_pos; joint_vel; tcp_pos; target] (target and tcp in the world frame, m)"}
+        return meta
+
+    def state(self, obs) -> np.ndarray:
+        q = obs["joint_pos"][self.env.act_idx]
+        return np.concatenate([q, obs["joint_vel"][self.env.act_idx], self.env.q_cmd[self.env.act_idx] - q,
+                               obs["tcp_pos"] - obs["target"]])
+
+    @staticmethod
+    def state_obs(obs) -> np.ndarray:
+        return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["tcp_pos"], obs["target"]])
+
+    def joint_obs(self, obs) -> np.ndarray:
+        return np.concatenate([obs["joint_pos"], obs["joint_vel"]])
+
+    def _run(self, seed: int, act) -> Sample:
+        obs, _ = self.env.reset(seed=int(seed))
+        X, U, S, I = [self.state(obs)], [], [], []
+        for t in range(self.T + 1):
+            S.append(self.joint_obs(obs) if self.images else self.state_obs(obs))
+            if self.images:
+                I.append(obs["image"])
+            if t == self.T:
+                break
+            u = np.asarray(act(t, X[-1], {"state": S[-1], "image": I[-1] if self.images else None}), float)
+            if u.shape != (self.dU,) or not np.all(np.isfinite(u)):
+                # a broken controller: the sample is marked non-finite and dropped by the caller
+                U.append(np.full(self.dU, np.nan))
+                X += [np.full(self.dX, np.nan)] * (self.T - t)
+                S += [np.full_like(S[-1], np.nan)] * (self.T - t)
+                if self.images:
+                    I += [I[-1]] * (self.T - t)
+                U += [np.full(self.dU, np.nan)] * (self.T - t - 1)
+                break
+            u = np.clip(u, -1.0, 1.0)
+            obs, _, _, _, info = self.env.step(u)
+            U.append(u)
+            X.append(self.state(obs))
+        X = np.array(X)
+        d = float(np.linalg.norm(X[-1, -3:]))
+        return Sample(X, np.array(U), np.array(S), np.array(I) if self.images else None,
+                      bool(d < self.success_distance), d)
+
+    def rollout(self, condition: int, act, seed: int) -> Sample:
+        return self._run(self.condition_seeds[condition], act)
+
+    def held_out(self, index: int, act) -> Sample:
+        return self._run(10_000 + index, act)
+
+    def teacher_params(self) -> np.ndarray:
+        """The MPC teacher's cost parameter for the episode just reset: the target position."""
+        return self.env.target.copy()
+
+    def pose_dataset(self, n: int, rng: np.random.Generator):
+        """n rendered (and, under randomization, randomized) images with the pose to regress:
+        [target xyz, tcp xyz] -- the object and the arm in view (vision pretraining)."""
+        if not self.images:
+            raise ValueError("pose_dataset needs an image agent")
+        images, poses = [], []
+        for i in range(n):
+            obs, _ = self.env.reset(seed=int(rng.integers(50_000, 2**31)))
+            for _ in range(int(rng.integers(0, 15))):
+                obs, *_ = self.env.step(rng.uniform(-1, 1, self.dU))
+            images.append(obs["image"])
+            poses.append(np.concatenate([obs["target"], obs["tcp_pos"]]))
+        return np.array(images), np.array(poses)
+
+    def close(self):
+        self.env.close()
+
+
+GPS_TASKS = {"PointMass": PointMassAgent, "s2r/ArmReach-v0": ArmReachAgent}
+
+
+def task_id(task: str) -> str:
+    if task in GPS_TASKS:
+        return task
+    name = task if task.startswith("s2r/") else f"s2r/{task}"
+    if not name.rsplit("-", 1)[-1].startswith("v"):
+        name += "-v0"
+    return name
+
+
+def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomization=None, **kw):
+    """The agent of a task name ("ArmReach", "s2r/ArmReach-v0", "PointMass")."""
+    name = task_id(task)
+    if name not in GPS_TASKS:
+        raise ValueError(f"task {task!r} has no GPS agent (supported: {', '.join(GPS_TASKS)})")
+    if name == "PointMass":
+        if images:
+            raise ValueError("PointMass has no camera: --images needs an s2r/ task")
+        if randomization not in (None, "off"):
+            raise ValueError("PointMass has no domain randomization")
+        return PointMassAgent(**kw)
+    return ArmReachAgent(images=images, image_size=image_size, randomization=randomization, **kw)

@@ -1,0 +1,235 @@
+"""`s2r train gps|plato ...` (`train_main`) and `s2r eval POLICY ...` (`eval_main`).
+
+    s2r train gps --task ArmReach [--images] [--randomize default] [--iterations 10] [--resume RUN]
+    s2r train plato --task ArmReach [--images]
+    s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]
+
+Expected failures (bad arguments, a checkpoint from another task or architecture, NaN in training)
+print one line and return a nonzero exit code; they never end in a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["train_main", "eval_main"]
+log = logging.getLogger("s2r.train")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="s2r train", description="Train a policy by guided policy search (gps) or PLATO (plato).")
+    p.add_argument("algorithm", choices=("gps", "plato"))
+    p.add_argument("--task", default="ArmReach", help="ArmReach (s2r/ArmReach-v0) or PointMass")
+    p.add_argument("--images", action="store_true", help="visuomotor CNN on camera images + joint state")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--randomize", default=None, help="domain randomization preset / YAML (default: none)")
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--conditions", type=int, default=4, help="training conditions (start states)")
+    p.add_argument("--samples", type=int, default=5, help="GPS samples per condition and iteration")
+    p.add_argument("--eval-episodes", type=int, default=20, help="held-out starts evaluated every iteration")
+    p.add_argument("--policy-steps", type=int, default=None, help="policy gradient steps per iteration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default=None, help="run folder (default: runs/<stamp>-train-<algo>-<task>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    return p
+
+
+def _build(args):
+    from .agents import make_agent, task_id
+    kw = {"n_conditions": args.conditions} if args.conditions else {}
+    agent = make_agent(args.task, images=args.images, image_size=args.image_size,
+                       randomization=args.randomize, **kw)
+    if args.algorithm == "gps":
+        from .gps import MDGPS, GPSConfig
+        cfg = GPSConfig(iterations=args.iterations, samples_per_condition=args.samples,
+                        eval_episodes=args.eval_episodes, seed=args.seed)
+        if args.policy_steps:
+            cfg.policy_steps = args.policy_steps
+        algo = MDGPS(agent, cfg)
+    else:
+        from .plato import PLATO, PLATOConfig
+        cfg = PLATOConfig(iterations=args.iterations, episodes_per_iteration=args.conditions,
+                          eval_episodes=args.eval_episodes, seed=args.seed)
+        if args.policy_steps:
+            cfg.policy_steps = args.policy_steps
+        algo = PLATO(agent, cfg)
+    meta = {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
+            "image_size": args.image_size if args.images else None, "randomize": args.randomize,
+            "conditions": args.conditions, "seed": args.seed, "policy": algo.policy.config()}
+    return agent, algo, meta
+
+
+def train_main(argv=None) -> int:
+    import numpy as np
+
+    from s2r.logs import Progress
+    from s2r.rundir import new_run_dir
+
+    from .gps import TrainingError
+    from .train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
+    argv = list(sys.argv[1:] if argv is None else argv)
+    agent = None
+    try:
+        args = _train_parser().parse_args(argv)
+        if args.iterations < 1 or args.conditions < 1 or args.samples < 2 or args.eval_episodes < 0:
+            raise _UsageError("s2r train: --iterations and --conditions must be >= 1, --samples >= 2, "
+                              "--eval-episodes >= 0")
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / CHECKPOINT).exists():
+                raise CheckpointError(f"--resume {run_dir}: no {CHECKPOINT} there")
+        agent, algo, meta = _build(args)
+        if args.resume:
+            algo.load_state_dict(load_checkpoint(run_dir, meta))
+            print(f"resuming {run_dir} after iteration {algo.iteration}", flush=True)
+        else:
+            run_dir = Path(args.run_dir) if args.run_dir else \
+                new_run_dir(f"train-{args.algorithm}-{meta['task'].split('/')[-1]}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1))
+        progress = Progress(args.iterations, f"{args.algorithm} {meta['task']}")
+        export = {**agent.metadata(), "algorithm": args.algorithm, "trained_iterations": args.iterations}
+        history = run_training(algo, run_dir, args.iterations, meta, progress, export, agent.action_scale)
+        progress.close()
+        last = history[-1]
+        print(f"done: {len(history)} iterations, cost {last['cost']:.4g}, held-out success "
+              f"{100 * last['success']:.0f}%  ->  {run_dir}/policy.pt, {run_dir}/training.png")
+        return 0
+    except _UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except (CheckpointError, ValueError) as e:
+        print(f"s2r train: error: {e}", file=sys.stderr)
+        return 2
+    except (TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
+        print(f"s2r train: stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("s2r train: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    finally:
+        if agent is not None:
+            agent.close()
+
+
+# ----------------------------------------------------------------------------- eval
+def _eval_parser():
+    p = _Parser(prog="s2r eval", description="Evaluate an exported policy (policy.pt) on held-out episodes.")
+    p.add_argument("policy", help="TorchScript policy written by s2r train (policy.pt)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--video", default=None, help="record the episodes to this MP4 file")
+    p.add_argument("--randomize", default=None)
+    p.add_argument("--first-seed", type=int, default=10_000, help="held-out episode seeds start here")
+    p.add_argument("--success-distance", type=float, default=None,
+                   help="success = final distance below this (m); default: the task's own success")
+    return p
+
+
+def eval_main(argv=None) -> int:
+    import numpy as np
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = None
+    try:
+        args = _eval_parser().parse_args(argv)
+        if args.episodes < 1:
+            raise _UsageError("s2r eval: --episodes must be >= 1")
+        import torch
+
+        from .agents import task_id
+        from .policies import load_exported
+        from .train import wilson_interval
+        path = Path(args.policy)
+        if not path.exists():
+            raise ValueError(f"{path}: no such file")
+        try:
+            module, meta = load_exported(path)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise ValueError(f"{path}: not a TorchScript policy ({str(e).splitlines()[0]})") from None
+        if meta.get("format") != "s2r-policy/1":
+            raise ValueError(f"{path}: no s2r policy metadata (was it exported by s2r train?)")
+        task = task_id(args.task)
+        if meta.get("task") != task:
+            raise ValueError(f"{path} was trained for {meta.get('task')!r}, not {task!r}")
+        if not task.startswith("s2r/"):
+            raise ValueError(f"s2r eval runs simulator tasks; {task} has no environment")
+        import sim.tasks
+        images = "image" in meta.get("inputs", [])
+        size = meta["image_size"][0] if images else 64
+        env = sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize).unwrapped
+        joints = [env.joint_names[i] for i in env.act_idx]
+        if meta.get("joint_names") != joints:
+            raise ValueError(f"{path} commands {meta.get('joint_names')}, {task} has {joints}")
+        scale = np.asarray(env.action_scale, float)
+        torch.set_num_threads(2)
+        writer = None
+        if args.video:
+            import cv2
+            frame = None
+        T = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 100
+        successes, distances = 0, []
+        for i in range(args.episodes):
+            obs, info = env.reset(seed=args.first_seed + i)
+            for t in range(T):
+                with torch.inference_mode():
+                    if images:
+                        img = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None]
+                        js = torch.as_tensor(np.concatenate([obs["joint_pos"], obs["joint_vel"]]), dtype=torch.float32)[None]
+                        out = module(img, js)
+                    else:
+                        s = np.concatenate([np.asarray(obs[k], float).ravel() for k in meta["obs_keys"]])
+                        out = module(torch.as_tensor(s, dtype=torch.float32)[None])
+                a = out[0].double().numpy() / scale
+                if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):
+                    raise FloatingPointError(f"episode {i}, step {t}: policy returned {a}")
+                obs, _, terminated, truncated, info = env.step(np.clip(a, -1, 1))
+                if args.video:
+                    frame = env.render()
+                    if writer is None:
+                        h, w = frame.shape[:2]
+                        writer = cv2.VideoWriter(str(args.video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
+                        if not writer.isOpened():
+                            raise ValueError(f"cannot write a video to {args.video}")
+                    if t % 3 == 0:
+                        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+                if terminated or truncated:
+                    break
+            d = float(info.get("distance", np.nan))
+            ok = d < args.success_distance if args.success_distance is not None else bool(info["success"])
+            successes += ok
+            distances.append(d)
+        if writer is not None:
+            writer.release()
+        lo, hi = wilson_interval(successes, args.episodes)
+        print(f"{task}: success {successes}/{args.episodes} = {100 * successes / args.episodes:.0f}% "
+              f"(95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%), mean final distance "
+              f"{np.nanmean(distances):.3f} m" + (f"; video {args.video}" if args.video else ""))
+        return 0
+    except _UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as e:
+        print(f"s2r eval: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"s2r eval: stopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if env is not None:
+            env.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

@@ -1,0 +1,397 @@
+"""Mirror-descent guided policy search (Montgomery & Levine, "Guided Policy Search via Approximate
+Mirror Descent", NIPS 2016, Algorithm 2), with LQR-FLM local controllers (Levine & Abbeel 2014).
+
+    for iteration k = 1 .. K
+        1. run the global policy pi_theta (on-policy; off-policy: the local controllers p_i) from
+           each training condition i: N samples {tau_ij}
+        2. fit linear-Gaussian dynamics p_i(x'|x, u) per condition, with the GMM prior
+        3. linearize the global policy at the samples: pi_bar_i(u|x) (GMM prior as well)
+        4. adjust the step size epsilon_i from predicted versus actual improvement
+        5. C-step: p_i <- argmin E_p[l(tau)]  s.t.  KL(p_i || pi_bar_i) <= epsilon_i   (LQR-FLM)
+        6. S-step: theta <- argmin sum_{i,j,t} (pi_theta(o_t) - mu_p_i(x_t))' Sigma_p_i^-1 (...)
+           (precision-weighted regression of the policy on the local controllers' means)
+
+Input remapping: p_i acts on the full state x_t; pi_theta sees the observation o_t (joint state,
+or camera image + joint state). In the first iteration p_i is the initial controller (PD law, or
+iLQR on a known model: `LinearGaussianController.from_trajectory`) and pi_bar_i = p_i.
+Everything the next iteration needs, random number generator states included, is in
+`state_dict()`, so a run resumed from a checkpoint continues exactly as if it had not stopped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
+from .linear_gaussian import LinearGaussianController, LinearGaussianDynamics, expected_cost
+from .lqr_flm import NotPositiveDefinite, adjust_step, lqr_flm_update
+from .policies import MLPPolicy, VisuomotorCNN, make_policy
+
+__all__ = ["GPSConfig", "MDGPS", "TrainingError", "PolicyRunner", "train_policy_weighted"]
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. every sample of a condition was non-finite)."""
+
+
+@dataclass
+class GPSConfig:
+    iterations: int = 10
+    samples_per_condition: int = 5
+    kl_step: float = 0.5              # epsilon_i = kl_step * T * step_mult_i (KL summed over steps)
+    min_step_mult: float = 0.01
+    max_step_mult: float = 10.0
+    init_variance: float | None = None  # exploration variance of the initial PD controllers (None: the agent's)
+    on_policy: bool = True
+    prior_strength: float = 1.0
+    max_clusters: int = 20
+    min_points_per_cluster: int = 40
+    prior_iterations: int = 3         # iterations of transitions the dynamics GMM is fitted on
+    policy_steps: int = 400           # S-step Adam updates per iteration
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    hidden: tuple = (64, 64)
+    eval_episodes: int = 20           # held-out starts evaluated after every iteration
+    pretrain_images: int = 300        # vision pretraining (image policies)
+    pretrain_steps: int = 300
+    finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
+    seed: int = 0
+
+    def validate(self) -> "GPSConfig":
+        for name in ("iterations", "samples_per_condition", "policy_steps", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples_per_condition < 2:
+            raise ValueError("samples_per_condition must be >= 2 (dynamics are fitted from them)")
+        for name in ("kl_step", "learning_rate", "prior_strength"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.init_variance is not None and not self.init_variance > 0:
+            raise ValueError(f"init_variance must be positive, got {self.init_variance}")
+        return self
+
+
+def _to_torch(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+
+class PolicyRunner:
+    """Calls a torch policy on an agent's observation dict {'state': (obs_dim,), 'image': HxWx3}."""
+
+    def __init__(self, policy, cov=None, rng: np.random.Generator | None = None):
+        self.policy, self.rng = policy, rng
+        self.chol = None if cov is None else np.linalg.cholesky(cov)
+
+    @torch.inference_mode()
+    def mean(self, obs) -> np.ndarray:
+        s = _to_torch(obs["state"])[None]
+        if isinstance(self.policy, VisuomotorCNN):
+            img = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None].permute(0, 3, 1, 2)
+            return self.policy(img, s)[0].double().numpy()
+        return self.policy(s)[0].double().numpy()
+
+    def __call__(self, t, x, obs, noise=None):
+        u = self.mean(obs)
+        return u if noise is None or self.chol is None else u + self.chol @ noise
+
+
+def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, precisions: np.ndarray | None,
+                          steps: int, batch_size: int, generator: torch.Generator, head_only: bool = False) -> float:
+    """Adam on the precision-weighted squared error (pi(o) - mu)' W (pi(o) - mu), W normalized to an
+    average trace of dU (precisions None: W = I). inputs: 'state' (n, d) and, for the CNN, either
+    'image' (n, H, W, 3) or, with head_only, the precomputed 'points' (n, 64)."""
+    n = len(targets)
+    Y = _to_torch(targets)
+    dU = Y.shape[1]
+    if precisions is None:
+        W = torch.eye(dU).expand(n, dU, dU)
+    else:
+        W = _to_torch(precisions)
+        W = W * (dU / W.diagonal(dim1=1, dim2=2).sum(-1).mean())
+    S = _to_torch(inputs["state"])
+    policy.train()
+    loss_value = float("nan")
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=generator)
+        if isinstance(policy, VisuomotorCNN):
+            if head_only:
+                out = policy.head(inputs["points"][idx], S[idx])
+            else:
+                img = torch.from_numpy(inputs["image"][idx.numpy()]).permute(0, 3, 1, 2)
+                out = policy(img, S[idx])
+        else:
+            out = policy(S[idx])
+        r = out - Y[idx]
+        loss = torch.einsum("bi,bij,bj->b", r, W[idx], r).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_value = float(loss.detach())
+    policy.eval()
+    if not np.isfinite(loss_value):
+        raise TrainingError("policy training diverged (loss is NaN)")
+    return loss_value
+
+
+@torch.inference_mode()
+def feature_points(policy: VisuomotorCNN, images: np.ndarray, chunk: int = 256) -> torch.Tensor:
+    out = [policy.feature_points(torch.from_numpy(np.ascontiguousarray(images[i:i + chunk])).permute(0, 3, 1, 2))
+           for i in range(0, len(images), chunk)]
+    return torch.cat(out)
+
+
+def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
+                    generator: torch.Generator, lr: float = 1e-3) -> float:
+    """Levine et al. 2016, Sec. 4.3: pretrain the conv layers by regressing the pose of the task's
+    objects (the reach target and the TCP: 6 numbers) from rendered, randomized images."""
+    images, poses = agent.pose_dataset(n_images, rng)
+    P = _to_torch(poses)
+    mean, std = P.mean(0), P.std(0).clamp_min(1e-3)
+    params = list(policy.conv.parameters()) + list(policy.softmax.parameters()) + list(policy.pose_head.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    policy.train()
+    loss_value = float("nan")
+    for _ in range(steps):
+        idx = torch.randint(0, len(images), (min(32, len(images)),), generator=generator)
+        img = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2)
+        loss = ((policy.pose(img) - (P[idx] - mean) / std) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_value = float(loss.detach())
+    policy.eval()
+    return loss_value
+
+
+class MDGPS:
+    """Mirror-descent GPS over an agent's training conditions (see the module docstring)."""
+
+    def __init__(self, agent, config: GPSConfig | None = None, policy=None,
+                 initial_controllers: list[LinearGaussianController] | None = None):
+        self.agent, self.cfg = agent, (config or GPSConfig()).validate()
+        a = agent
+        if policy is None:
+            policy = (VisuomotorCNN(a.joint_dim, a.dU, a.image_size, pose_dim=6) if a.images
+                      else MLPPolicy(a.obs_dim, a.dU, self.cfg.hidden))
+        self._check_policy(policy)
+        self.policy = policy
+        torch.manual_seed(self.cfg.seed)
+        self.policy.load_state_dict(make_policy(policy.config()).state_dict())   # seeded init
+        self.optimizer = torch.optim.Adam(self._trainable(), lr=self.cfg.learning_rate)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.gen = torch.Generator().manual_seed(self.cfg.seed)
+        M = a.n_conditions
+        self.init_variance = self.cfg.init_variance or a.init_variance
+        if initial_controllers is None:
+            initial_controllers = [LinearGaussianController.pd(a.T, a.dX, a.dU, variance=self.init_variance)
+                                   for _ in range(M)]
+        if len(initial_controllers) != M:
+            raise ValueError(f"{len(initial_controllers)} initial controllers for {M} conditions")
+        for c in initial_controllers:
+            if (c.T, c.dX, c.dU) != (a.T, a.dX, a.dU):
+                raise ValueError(f"initial controller (T={c.T}, dX={c.dX}, dU={c.dU}) does not fit the agent "
+                                 f"(T={a.T}, dX={a.dX}, dU={a.dU})")
+        self.controllers = list(initial_controllers)
+        self.step_mult = np.ones(M)
+        self.eta = np.ones(M)
+        self.prev_dyn: list[LinearGaussianDynamics | None] = [None] * M
+        self.prev_pibar: list[LinearGaussianController | None] = [None] * M
+        self.transitions: list[np.ndarray] = []
+        self.policy_cov = self.init_variance * np.eye(a.dU)
+        self.iteration = 0
+        self.pretrained = not a.images
+        self.history: list[dict] = []
+        self.dropped_samples = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _check_policy(self, policy) -> None:
+        a = self.agent
+        if policy.act_dim != a.dU:
+            raise ValueError(f"policy has {policy.act_dim} actions, task {a.task} has {a.dU}")
+        if isinstance(policy, VisuomotorCNN):
+            if not a.images:
+                raise ValueError("a CNN policy needs image observations (--images)")
+            if policy.joint_dim != a.joint_dim:
+                raise ValueError(f"CNN policy takes {policy.joint_dim} joint values, task {a.task} gives {a.joint_dim}")
+        elif policy.obs_dim != a.obs_dim:
+            raise ValueError(f"policy takes {policy.obs_dim} observations, task {a.task} gives {a.obs_dim}")
+
+    def _trainable(self):
+        if isinstance(self.policy, VisuomotorCNN) and not self.cfg.finetune_vision:
+            return list(self.policy.fc.parameters())
+        return list(self.policy.parameters())
+
+    def _sample(self, condition: int, controller) -> list:
+        """N samples of one condition; non-finite ones are dropped and counted."""
+        T, dU, N = self.agent.T, self.agent.dU, self.cfg.samples_per_condition
+        out = []
+        for j in range(N):
+            noise = self.rng.standard_normal((T, dU))
+            seed = int(self.rng.integers(2**31))
+            if isinstance(controller, LinearGaussianController):
+                act = lambda t, x, obs, c=controller, z=noise: c.act(t, x, z[t])   # noqa: E731
+            else:
+                act = lambda t, x, obs, c=controller, z=noise: c(t, x, obs, z[t])  # noqa: E731
+            s = self.agent.rollout(condition, act, seed)
+            if np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U)) and np.all(np.isfinite(s.state_obs)):
+                out.append(s)
+            else:
+                self.dropped_samples += 1
+                log.warning("condition %d: dropped a sample with NaN/inf (%d dropped so far)", condition,
+                            self.dropped_samples)
+        if len(out) < 2:
+            raise TrainingError(f"condition {condition}: {N - len(out)} of {N} samples had NaN or inf; "
+                                f"cannot fit dynamics from fewer than 2 (stopping)")
+        return out
+
+    @torch.inference_mode()
+    def _policy_means(self, samples) -> np.ndarray:
+        """pi_theta's mean actions at every sample's observations (N, T, dU)."""
+        runner = PolicyRunner(self.policy)
+        if isinstance(self.policy, VisuomotorCNN):
+            out = []
+            for s in samples:
+                pts = feature_points(self.policy, s.images[:-1])
+                out.append(self.policy.head(pts, _to_torch(s.state_obs[:-1])).double().numpy())
+            return np.array(out)
+        S = _to_torch(np.array([s.state_obs[:-1] for s in samples]))
+        return runner.policy(S).double().numpy()
+
+    def evaluate(self, episodes: int | None = None) -> dict:
+        """The global policy (its mean) from held-out starts: success rate and mean final distance."""
+        n = self.cfg.eval_episodes if episodes is None else episodes
+        runner = PolicyRunner(self.policy)
+        res = [self.agent.held_out(i, lambda t, x, obs: runner(t, x, obs)) for i in range(n)]
+        return {"success_rate": float(np.mean([r.success for r in res])) if n else float("nan"),
+                "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}
+
+    # ------------------------------------------------------------------ one iteration
+    def iterate(self) -> dict:
+        t0 = time.perf_counter()
+        k, cfg, a = self.iteration, self.cfg, self.agent
+        M = a.n_conditions
+        if not self.pretrained:
+            loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen)
+            log.info("vision pretraining: pose regression loss %.4f", loss)
+            self.pretrained = True
+        # 1. samples: the global policy (on-policy) or the local controllers
+        on_policy = cfg.on_policy and k > 0
+        runner = PolicyRunner(self.policy, self.policy_cov) if on_policy else None
+        samples = [self._sample(c, runner if on_policy else self.controllers[c]) for c in range(M)]
+        X = [np.array([s.X for s in ss]) for ss in samples]
+        U = [np.array([s.U for s in ss]) for ss in samples]
+        costs = [np.array([a.cost.evaluate(s.X, s.U).sum() for s in ss]) for ss in samples]
+        # 2. dynamics with the GMM prior over the recent iterations' transitions
+        pts = np.concatenate([np.concatenate([x[:, :-1], u, x[:, 1:]], axis=2).reshape(-1, 2 * a.dX + a.dU)
+                              for x, u in zip(X, U)])
+        self.transitions = (self.transitions + [pts])[-cfg.prior_iterations:]
+        prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength)
+        prior.update(np.concatenate(self.transitions), self.rng)
+        dyn = [fit_linear_gaussian_dynamics(X[c], U[c], prior) for c in range(M)]
+        # 3. the global policy's linearization (the first iteration: the initial controllers)
+        if k == 0:
+            pibar = list(self.controllers)
+        else:
+            means = [self._policy_means(ss) for ss in samples]
+            pol_pts = np.concatenate([np.concatenate([x[:, :-1], m], axis=2).reshape(-1, a.dX + a.dU)
+                                      for x, m in zip(X, means)])
+            pol_prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength).update(pol_pts, self.rng)
+            pibar = [linearize_policy(X[c], means[c], self.policy_cov, pol_prior) for c in range(M)]
+        # 4. step size from the predicted versus actual improvement of the (linearized) policy:
+        #    previous pi_bar under the previous dynamics -> new pi_bar under the previous / new dynamics
+        if k > 0:
+            for c in range(M):
+                previous = expected_cost(self.prev_pibar[c], self.prev_dyn[c], a.cost)
+                predicted = expected_cost(pibar[c], self.prev_dyn[c], a.cost)
+                actual = expected_cost(pibar[c], dyn[c], a.cost)
+                self.step_mult[c] = adjust_step(self.step_mult[c], previous, predicted, actual,
+                                                min_mult=cfg.min_step_mult, max_mult=cfg.max_step_mult)
+        # 5. C-step: LQR-FLM against pi_bar under the KL bound
+        kls, etas = [], []
+        for c in range(M):
+            eps = cfg.kl_step * a.T * self.step_mult[c]
+            try:
+                res = lqr_flm_update(dyn[c], a.cost, pibar[c], eps, self.eta[c])
+            except NotPositiveDefinite as e:
+                raise TrainingError(f"condition {c}: LQR-FLM failed: {e}") from None
+            self.controllers[c], self.eta[c] = res.controller, res.eta
+            self.prev_dyn[c], self.prev_pibar[c] = dyn[c], pibar[c]
+            kls.append(res.kl)
+            etas.append(res.eta)
+        # 6. S-step: precision-weighted regression of pi_theta on the local controllers' means
+        states = np.concatenate([x[:, :-1].reshape(-1, a.dX) for x in X])
+        cond_of = np.concatenate([np.full(x.shape[0] * a.T, c) for c, x in enumerate(X)])
+        time_of = np.concatenate([np.tile(np.arange(a.T), x.shape[0]) for x in X])
+        targets = np.empty((len(states), a.dU))
+        prc = np.empty((len(states), a.dU, a.dU))
+        for c in range(M):
+            m = cond_of == c
+            ctrl = self.controllers[c]
+            targets[m] = np.einsum("nij,nj->ni", ctrl.K[time_of[m]], states[m]) + ctrl.k[time_of[m]]
+            prc[m] = ctrl.inv_cov[time_of[m]]
+        flat = [s for ss in samples for s in ss]
+        inputs = {"state": np.concatenate([s.state_obs[:-1] for s in flat])}
+        if k == 0:
+            norm = self.policy.joint_normalizer if isinstance(self.policy, VisuomotorCNN) else self.policy.normalizer
+            norm.set(inputs["state"])
+        head_only = isinstance(self.policy, VisuomotorCNN) and not cfg.finetune_vision
+        if isinstance(self.policy, VisuomotorCNN):
+            images = np.concatenate([s.images[:-1] for s in flat])
+            if head_only:
+                inputs["points"] = feature_points(self.policy, images)
+            else:
+                inputs["image"] = images
+        loss = train_policy_weighted(self.policy, self.optimizer, inputs, targets, prc, cfg.policy_steps,
+                                     cfg.batch_size, self.gen, head_only)
+        self.policy_cov = np.linalg.inv(np.mean([c.inv_cov for c in self.controllers], axis=(0, 1)))
+        # held-out evaluation of the global policy
+        ev = self.evaluate()
+        all_costs = np.concatenate(costs)
+        stats = {"iteration": k + 1, "cost": float(all_costs.mean()), "train_success": float(np.mean([s.success for s in flat])),
+                 "success": ev["success_rate"], "eval_distance": ev["final_distance"],
+                 "kl": float(np.mean(kls)), "eta": float(np.mean(etas)), "step_mult": float(np.mean(self.step_mult)),
+                 "policy_loss": loss, "rollouts": len(flat), "dropped": self.dropped_samples,
+                 "sampled_from": "policy" if on_policy else "local", "seconds": time.perf_counter() - t0}
+        self.history.append(stats)
+        self.iteration += 1
+        return stats
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {"algorithm": "gps", "config": asdict(self.cfg), "iteration": self.iteration,
+                "policy_config": self.policy.config(), "policy": self.policy.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "controllers": [(c.K, c.k, c.cov) for c in self.controllers],
+                "step_mult": self.step_mult, "eta": self.eta,
+                "prev_pibar": [None if p is None else (p.K, p.k, p.cov) for p in self.prev_pibar],
+                "prev_dyn": [None if d is None else (d.F, d.f, d.cov, d.x0_mean, d.x0_cov) for d in self.prev_dyn],
+                "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
+                "history": self.history, "dropped_samples": self.dropped_samples,
+                "rng": self.rng.bit_generator.state, "torch_generator": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, st: dict) -> None:
+        if st.get("algorithm") != "gps":
+            raise ValueError(f"checkpoint is from {st.get('algorithm')!r}, not gps")
+        if st["policy_config"] != self.policy.config():
+            raise ValueError(f"checkpoint policy {st['policy_config']} does not match {self.policy.config()}")
+        self.policy.load_state_dict(st["policy"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.controllers = [LinearGaussianController(*c) for c in st["controllers"]]
+        if len(self.controllers) != self.agent.n_conditions or self.controllers[0].dX != self.agent.dX:
+            raise ValueError("checkpoint controllers do not match the task's conditions or state")
+        self.step_mult, self.eta = np.array(st["step_mult"]), np.array(st["eta"])
+        self.prev_pibar = [None if p is None else LinearGaussianController(*p) for p in st["prev_pibar"]]
+        self.prev_dyn = [None if d is None else LinearGaussianDynamics(*d) for d in st["prev_dyn"]]
+        self.transitions = list(st["transitions"])
+        self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
+        self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]
+        self.iteration = int(st["iteration"])
+        self.rng.bit_generator.state = st["rng"]
+        self.gen.set_state(st["torch_generator"])
+        torch.set_rng_state(st["torch_rng"])
