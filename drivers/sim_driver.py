@@ -12,9 +12,10 @@ import threading
 import time
 
 import numpy as np
-import pybullet as p
 
-from sim.robots import Simulation, robot_model
+from sim.robots import Simulation, robot_model   # first: `sim` imports pybullet without its banner
+
+import pybullet as p  # noqa: E402
 
 from .base import Driver, DriverError, register_driver
 from .types import Command, CommandMode, DriverSpec, RobotState

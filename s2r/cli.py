@@ -34,7 +34,15 @@ def cmd_check(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from .demo_joint import main
+    if a.rest[:1] == ["--joint-space"]:
+        from .demo_joint import main
+        return main(a.rest[1:])
+    from .demo_ros import main
+    return main(a.rest)
+
+
+def cmd_launch(a) -> int:
+    from .launch import main
     return main(a.rest)
 
 
@@ -66,9 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-connect", action="store_true", help="only validate the file")
     p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("demo", help="run the simulated demo", add_help=False)
+    p = sub.add_parser("demo", add_help=False,
+                       help="the simulated ROS 2 bringup: Panda + camera + MPC reaching 4 goals "
+                            "(--joint-space: the ROS-free joint-goal demo)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("launch", add_help=False,
+                       help="start ROS 2 nodes from a bringup YAML (pip-only replacement for ros2 launch)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_launch)
 
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
     p.add_argument("config")
@@ -88,7 +103,11 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .logs import setup_logging
 
-    a = build_parser().parse_args(argv)
+    a, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        if not hasattr(a, "rest"):
+            build_parser().parse_args(argv)          # exits with argparse's usage error
+        a.rest = unknown + a.rest
     setup_logging(a.verbose)
     try:
         return a.fn(a)

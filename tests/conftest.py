@@ -1,10 +1,11 @@
 """Suite-wide settings: the HIL options and DDS isolation for every test process."""
 import os
 
-# ROS 2 traffic of tests stays on this machine and off other sessions' domains.
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
-os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+from s2r.ros_env import isolate_this_process
+
+# ROS 2 traffic of tests stays on this machine, on a domain no other process here holds --
+# whatever the shell had set (a robot network's domain must never see test traffic).
+isolate_this_process()
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 

@@ -70,9 +70,9 @@ def test_bad_goals_refused_then_killing_the_mpc_node_makes_the_driver_hold(ros):
                             and d["safety_state"] == "holding", timeout=10, what="the watchdog hold")
         hold_ms = float(d["watchdog_hold_after_ms"])
         print(f"driver held {hold_ms:.1f} ms after the last command (watchdog: 2 periods = {2 * PERIOD_MS:.0f} ms)")
-        # the safety layer's watchdog fires 2 periods after the last command; the node notices it at
-        # its next control tick (+1 period); the rest is slack for a loaded machine
-        assert 2 * PERIOD_MS - 1.0 <= hold_ms <= 3 * PERIOD_MS + 50.0
+        # the command age when the safety layer's watchdog held the robot: just past 2 periods; the
+        # slack is for a thread woken late on a loaded machine
+        assert 2 * PERIOD_MS <= hold_ms <= 3 * PERIOD_MS + 20.0
         # and the arm stops: velocities decay and the positions stay
         time.sleep(1.0)
         m = probe.wait_msg("/joint_states", after=time.monotonic(), timeout=5)

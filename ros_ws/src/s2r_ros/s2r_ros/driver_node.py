@@ -150,7 +150,6 @@ class DriverNode(LifecycleNode):
         self._pending: int | None = None             # stamp of the newest state, unanswered
         self._answered_prev = True
         self._last_labeled_cmd = -1e9
-        self._last_cmd_accepted = None
         self._wd_trips_seen = 0
         self._logging = bool(self.get_parameter("latency_log").value)
         self._log_pub: dict[int, float] = {}         # latency_log: every state's publish time ...
@@ -308,8 +307,8 @@ class DriverNode(LifecycleNode):
             trips = self.safety.counters.watchdog_trips
             if trips != self._wd_trips_seen:          # the watchdog held the robot since the last tick
                 self._wd_trips_seen = trips
-                if self._last_cmd_accepted is not None:   # an upper bound: noticed now, at most a period late
-                    self.watchdog_hold_after_ms = (time.monotonic() - self._last_cmd_accepted) * 1e3
+                # the command age at the moment the safety layer's watchdog held the robot
+                self.watchdog_hold_after_ms = self.safety.last_watchdog_age * 1e3
             msg = JointState()
             stamp = self.get_clock().now().to_msg()
             msg.header.stamp = stamp
@@ -371,8 +370,6 @@ class DriverNode(LifecycleNode):
         res = self.safety.write(Command(self.mode, values))
         if res.startswith("rejected"):
             self._refuse("command", res[len("rejected: "):])
-        else:
-            self._last_cmd_accepted = t_rx
 
     def _on_trajectory(self, msg: JointTrajectory):
         if self.lifecycle != "active":
