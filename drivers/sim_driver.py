@@ -76,10 +76,7 @@ class SimDriver(Driver):
         (like a robot whose controller restarted), at rest."""
         if not self._connected or p.isConnected(self.simulation.client):
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        self._stop_stepping()
         with self._lock:
             self._start_physics(self._last_q)
 
@@ -92,13 +89,17 @@ class SimDriver(Driver):
     def disconnect(self) -> None:
         if not self._connected:
             return
+        self._stop_stepping()
+        with self._lock:
+            self.simulation.close()
+            self._connected = False
+
+    def _stop_stepping(self) -> None:
+        """Stop the real-time stepping thread, if any."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
-        with self._lock:
-            self.simulation.close()
-            self._connected = False
 
     # ------------------------------------------------------------------ io
     def read(self) -> RobotState:
