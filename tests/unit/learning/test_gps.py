@@ -1,0 +1,108 @@
+"""Mirror-descent GPS on the point mass: it lowers the cost, resumes exactly, refuses bad input."""
+import numpy as np
+import pytest
+import torch
+
+from learning.agents import PointMassAgent
+from learning.gps import MDGPS, GPSConfig, TrainingError
+from learning.linear_gaussian import LinearGaussianController
+from learning.policies import MLPPolicy
+from learning.train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
+
+FAST = dict(policy_steps=150, eval_episodes=4)
+
+
+def test_short_gps_run_lowers_the_cost_on_the_point_mass():
+    gps = MDGPS(PointMassAgent(), GPSConfig(**FAST))
+    costs = [gps.iterate()["cost"] for _ in range(3)]
+    assert costs[2] < 0.3 * costs[0]
+    assert gps.history[-1]["success"] >= 0.5          # the global policy from held-out starts
+
+
+def test_gps_starts_from_ilqr_on_the_known_model():
+    from controllers import ILQR, ILQROptions, quadratic_cost
+    agent = PointMassAgent()
+    c = agent.cost
+    cost = quadratic_cost(4, 2, c.Q[0], c.R[0], c.Q[-1], goal_param=False, jit=False)
+    ilqr = ILQR(agent.model, cost, agent.T, options=ILQROptions(max_iter=20, consistent_gains=True), jit=False)
+    init = [LinearGaussianController.from_trajectory(ilqr.solve(x0, None), variance_scale=1e-3) for x0 in agent.x0]
+    gps = MDGPS(agent, GPSConfig(**FAST), initial_controllers=init)
+    stats = gps.iterate()
+    assert stats["cost"] < 20.0                        # the zero-gain PD start costs ~90 (samples stay put)
+
+
+def _params(policy):
+    return torch.cat([p.detach().flatten() for p in policy.state_dict().values()])
+
+
+def test_resume_after_a_kill_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    meta = {"algorithm": "gps", "task": "PointMass"}
+    ref = MDGPS(PointMassAgent(), GPSConfig(**FAST))
+    run_training(ref, tmp_path / "ref", 3, meta) if (tmp_path / "ref").mkdir() is None else None
+    # the "killed" run: an exception while iteration 2 is running (after checkpoint 1 was written)
+    (tmp_path / "run").mkdir()
+    killed = MDGPS(PointMassAgent(), GPSConfig(**FAST))
+    real_iterate = killed.iterate
+    calls = []
+
+    def dying_iterate():
+        calls.append(1)
+        if len(calls) == 2:
+            killed.rng.standard_normal(100)             # half-done work that must not leak into the resume
+            raise KeyboardInterrupt
+        return real_iterate()
+    killed.iterate = dying_iterate
+    with pytest.raises(KeyboardInterrupt):
+        run_training(killed, tmp_path / "run", 3, meta)
+    resumed = MDGPS(PointMassAgent(), GPSConfig(**FAST))
+    resumed.load_state_dict(load_checkpoint(tmp_path / "run", meta))
+    assert resumed.iteration == 1
+    run_training(resumed, tmp_path / "run", 3, meta)
+    assert torch.equal(_params(resumed.policy), _params(ref.policy))
+    assert [h["cost"] for h in resumed.history] == [h["cost"] for h in ref.history]
+    with pytest.raises(CheckpointError, match="task"):
+        load_checkpoint(tmp_path / "run" / CHECKPOINT, {"algorithm": "gps", "task": "s2r/ArmReach-v0"})
+
+
+class _NaNAgent(PointMassAgent):
+    """Every `every`-th rollout comes back with NaN states (a simulator blow-up)."""
+
+    def __init__(self, every):
+        super().__init__()
+        self.every, self.count = every, 0
+
+    def rollout(self, condition, act, seed):
+        s = super().rollout(condition, act, seed)
+        self.count += 1
+        if self.count % self.every == 0:
+            s.X[5:] = np.nan
+        return s
+
+
+def test_nan_samples_are_dropped_and_counted_or_stop_training():
+    gps = MDGPS(_NaNAgent(every=5), GPSConfig(**FAST))
+    stats = gps.iterate()
+    assert stats["dropped"] == 4 and np.isfinite(stats["cost"])
+    with pytest.raises(TrainingError, match="NaN"):
+        MDGPS(_NaNAgent(every=1), GPSConfig(**FAST)).iterate()
+
+
+def test_mismatched_policy_or_controller_dimensions_are_refused():
+    agent = PointMassAgent()
+    with pytest.raises(ValueError, match="observations"):
+        MDGPS(agent, GPSConfig(**FAST), policy=MLPPolicy(5, 2))
+    with pytest.raises(ValueError, match="actions"):
+        MDGPS(agent, GPSConfig(**FAST), policy=MLPPolicy(4, 3))
+    bad = [LinearGaussianController.pd(agent.T, 3, 2) for _ in range(4)]
+    with pytest.raises(ValueError, match="does not fit"):
+        MDGPS(agent, GPSConfig(**FAST), initial_controllers=bad)
+    with pytest.raises(ValueError, match="samples_per_condition"):
+        GPSConfig(samples_per_condition=1).validate()
+
+
+def test_plato_with_the_mpc_teacher_learns_the_point_mass():
+    from learning.plato import PLATO, PLATOConfig
+    plato = PLATO(PointMassAgent(), PLATOConfig(policy_steps=150, eval_episodes=4))
+    for _ in range(2):
+        stats = plato.iterate()
+    assert stats["success"] == 1.0 and stats["dataset"] == 2 * 4 * 40

@@ -1,0 +1,58 @@
+"""Policies: spatial softmax coordinates, the visuomotor CNN's size, TorchScript export and metadata."""
+import numpy as np
+import pytest
+import torch
+
+from learning.policies import (MLPPolicy, SpatialSoftmax, VisuomotorCNN, export_torchscript, load_exported,
+                               make_policy)
+
+
+def test_spatial_softmax_returns_the_blob_coordinates():
+    H, W = 31, 41
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    blobs = []
+    for r, c in ((5, 30), (20, 8), (15, 20)):
+        blobs.append(-((ys - r) ** 2 + (xs - c) ** 2) / 2.0)          # a Gaussian bump (log) at row r, col c
+    feats = torch.stack(blobs)[None] * 10.0                           # sharp: softmax ~ one-hot at the peak
+    out = SpatialSoftmax(learnable=False)(feats)[0].reshape(3, 2)
+    for (r, c), (x, y) in zip(((5, 30), (20, 8), (15, 20)), out.tolist()):
+        assert x == pytest.approx(-1 + 2 * c / (W - 1), abs=1e-3)
+        assert y == pytest.approx(-1 + 2 * r / (H - 1), abs=1e-3)
+    # a flat map: the centre
+    assert torch.allclose(SpatialSoftmax()(torch.zeros(1, 2, 5, 7)), torch.zeros(1, 4), atol=1e-6)
+
+
+def test_visuomotor_cnn_has_about_92k_parameters_and_takes_any_image_size():
+    net = VisuomotorCNN(joint_dim=14, act_dim=7, image_size=240)
+    n = sum(p.numel() for p in net.parameters() if p is not net.pose_head.weight and p is not net.pose_head.bias)
+    assert 88_000 < n < 96_000
+    for size in (64, 240, 100):
+        out = net(torch.rand(2, 3, size, size), torch.zeros(2, 14))
+        assert out.shape == (2, 7)
+    assert net.feature_points(torch.rand(1, 3, 64, 64)).shape == (1, 64)   # 32 points (x, y)
+    with pytest.raises(ValueError, match="image_size"):
+        VisuomotorCNN(14, 7, image_size=16)
+
+
+def test_make_policy_round_trips_and_refuses_unknown_architectures():
+    p = MLPPolicy(20, 7, (32,))
+    assert make_policy(p.config()).config() == p.config()
+    with pytest.raises(ValueError, match="unknown policy architecture"):
+        make_policy({"arch": "transformer"})
+
+
+def test_torchscript_export_matches_the_policy_and_carries_metadata(tmp_path):
+    net = VisuomotorCNN(14, 7, 64).eval()
+    scale = np.full(7, 0.05)
+    export_torchscript(net, tmp_path / "p.pt", {"task": "s2r/ArmReach-v0", "action": "position_delta"}, scale)
+    module, meta = load_exported(tmp_path / "p.pt")
+    assert meta["task"] == "s2r/ArmReach-v0" and meta["policy"]["arch"] == "cnn"
+    img = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    js = torch.randn(1, 14)
+    with torch.inference_mode():
+        want = torch.clamp(net(img.permute(0, 3, 1, 2).float() / 255, js), -1, 1) * 0.05
+        for image in (img, img.permute(0, 3, 1, 2), img.permute(0, 3, 1, 2).float() / 255):
+            assert torch.allclose(module(image, js), want, atol=1e-5)
+    mlp = MLPPolicy(20, 7)
+    with pytest.raises(ValueError, match="action_scale"):
+        export_torchscript(mlp, None, {}, np.ones(3))
