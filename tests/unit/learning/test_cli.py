@@ -1,0 +1,85 @@
+"""`s2r train` / `s2r eval` entry points: bad input gives one line and a nonzero exit, never a traceback."""
+import json
+
+import numpy as np
+import pytest
+
+from learning.cli import eval_main, train_main
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    return err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["gps", "--task", "Nope"], "no GPS agent"),
+    (["gps", "--task", "PointMass", "--images"], "no camera"),
+    (["gps", "--task", "PointMass", "--iterations", "0"], "--iterations"),
+    (["gps", "--task", "PointMass", "--samples", "1"], "--samples"),
+    (["sac"], "invalid choice"),
+    (["gps", "--resume", "/nonexistent/run"], "no checkpoint.pt"),
+])
+def test_train_bad_arguments(argv, match, capsys):
+    assert train_main(argv) == 2
+    assert match in _one_line(capsys)
+
+
+def test_train_writes_checkpoint_plot_export_and_refuses_a_foreign_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--task", "PointMass", "--iterations", "1", "--eval-episodes", "2", "--policy-steps", "100",
+            "--run-dir", str(run)]
+    assert train_main(["gps", *args]) == 0
+    for f in ("checkpoint.pt", "history.json", "training.png", "policy.pt"):
+        assert (run / f).stat().st_size > 0
+    assert json.loads((run / "history.json").read_text())[0]["iteration"] == 1
+    capsys.readouterr()
+    assert train_main(["plato", "--task", "PointMass", "--resume", str(run)]) == 2
+    assert "algorithm='gps'" in _one_line(capsys)
+    assert train_main(["gps", "--task", "PointMass", "--conditions", "3", "--resume", str(run)]) == 2
+    assert "conditions=4" in _one_line(capsys)
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    assert train_main(["gps", "--task", "PointMass", "--resume", str(run)]) == 2
+    assert "not a readable checkpoint" in _one_line(capsys)
+
+
+@pytest.fixture(scope="module")
+def arm_policy(tmp_path_factory):
+    from learning.agents import ArmReachAgent
+    from learning.policies import MLPPolicy, export_torchscript
+    agent = ArmReachAgent()
+    path = tmp_path_factory.mktemp("pol") / "policy.pt"
+    export_torchscript(MLPPolicy(agent.obs_dim, agent.dU), path, agent.metadata(), agent.action_scale)
+    agent.close()
+    return path
+
+
+def test_eval_reports_success_with_a_wilson_interval_and_records_mp4(arm_policy, tmp_path, capsys):
+    video = tmp_path / "eval.mp4"
+    assert eval_main([str(arm_policy), "--task", "ArmReach", "--episodes", "2", "--video", str(video)]) == 0
+    out = capsys.readouterr().out
+    assert "success 0/2" in out and "95% Wilson interval 0-66%" in out
+    import cv2
+    cap = cv2.VideoCapture(str(video))
+    assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 10
+    cap.release()
+
+
+def test_eval_bad_input(arm_policy, tmp_path, capsys):
+    assert eval_main([str(tmp_path / "missing.pt"), "--task", "ArmReach"]) == 2
+    assert "no such file" in _one_line(capsys)
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
+    assert eval_main([str(tmp_path / "junk.pt"), "--task", "ArmReach"]) == 2
+    assert "not a TorchScript policy" in _one_line(capsys)
+    assert eval_main([str(arm_policy), "--task", "ArmPush"]) == 2
+    assert "trained for 's2r/ArmReach-v0'" in _one_line(capsys)
+    assert eval_main([str(arm_policy), "--task", "ArmReach", "--episodes", "0"]) == 2
+    assert "--episodes" in _one_line(capsys)
+
+
+def test_wilson_interval():
+    from learning.train import wilson_interval
+    lo, hi = wilson_interval(18, 20)
+    assert lo == pytest.approx(0.699, abs=1e-3) and hi == pytest.approx(0.972, abs=1e-3)
+    assert wilson_interval(0, 5)[0] == 0.0 and np.isclose(wilson_interval(5, 5)[1], 1.0)
