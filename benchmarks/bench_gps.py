@@ -1,0 +1,171 @@
+"""Guided policy search on arm reach, against a model-free baseline trained in the same run.
+
+Task: s2r/ArmReach-v0 (Panda, position control, 100 steps at 100 Hz). Training: 4 conditions
+(episode seeds 0-3: start posture and target) x 5 samples per iteration, at most 10 MDGPS
+iterations (200 rollouts). Success: TCP within 5 cm of the target at the end of an episode, on
+20 held-out episodes (seeds 10000-10019: new start postures and new targets), evaluated after
+every iteration with the global policy's mean action (these evaluation rollouts are not counted
+as training rollouts, for either method).
+
+  state   MLP on [joint_pos, joint_vel, tcp_pos, target]
+  image   visuomotor CNN on the 64x64 camera image + [joint_pos, joint_vel] (vision layers
+          pretrained on pose regression; the S-step trains the layers after the feature points)
+  baseline  cross-entropy method on the parameters of a linear policy on the same state features
+          (population 16, 4 elites, each candidate run on the 4 training conditions), up to a
+          rollout budget; reported as rollouts to reach the same success (or the budget, if not)
+  CNN inference: batch 1, torch.set_num_threads(2), frozen TorchScript, channels-last, 64x64 and
+          240x240 (best of 3 medians of 100 calls)
+
+    python benchmarks/bench_gps.py --json OUT [--quick]
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # the 2-core target machine
+    os.environ.setdefault(_v, "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from learning.agents import ArmReachAgent  # noqa: E402
+from learning.gps import MDGPS, GPSConfig  # noqa: E402
+from learning.policies import VisuomotorCNN  # noqa: E402
+
+TARGET = 0.9
+
+
+def cnn_latency_ms(size: int, repeats: int = 3, calls: int = 100) -> float:
+    torch.set_num_threads(2)
+    net = VisuomotorCNN(14, 7, size).eval()
+    mod = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(net)))
+    img = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    js = torch.zeros(1, 14)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(10):
+            mod(img, js)
+        for _ in range(repeats):
+            ts = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                mod(img, js)
+                ts.append(time.perf_counter() - t0)
+            best = min(best, float(np.median(ts)))
+    return 1000 * best
+
+
+def run_gps(images: bool, iterations: int, log) -> dict:
+    agent = ArmReachAgent(images=images, image_size=64)
+    cfg = GPSConfig(iterations=iterations, eval_episodes=20,
+                    pretrain_images=300 if iterations > 3 else 60, pretrain_steps=300 if iterations > 3 else 30)
+    gps = MDGPS(agent, cfg)
+    reached, t0 = None, time.perf_counter()
+    for _ in range(iterations):
+        s = gps.iterate()
+        log(f"  {'image' if images else 'state'} GPS it {s['iteration']}: cost {s['cost']:.2f} held-out success "
+            f"{100 * s['success']:.0f}% (distance {s['eval_distance']:.3f} m) {s['seconds']:.0f} s")
+        if s["success"] >= TARGET:
+            reached = s["iteration"]
+            break
+    agent.close()
+    h = gps.history
+    return {"success_rate": h[-1]["success"], "iterations": reached, "rollouts": sum(x["rollouts"] for x in h),
+            "history": h, "seconds": time.perf_counter() - t0}
+
+
+def run_cem_baseline(budget: int, log, seed: int = 0) -> dict:
+    """CEM over a linear policy u = clip(W (s - mu) / sd + b) on the MLP's state features."""
+    agent = ArmReachAgent()
+    rng = np.random.default_rng(seed)
+    # feature normalization from the resting posture (no training rollouts spent on it)
+    obs, _ = agent.env.reset(seed=0)
+    mu = agent.state_obs(obs)
+    sd = np.r_[np.full(7, 0.5), np.full(7, 1.0), np.full(6, 0.2)]
+    n_params = agent.dU * (agent.obs_dim + 1)
+    mean, std = np.zeros(n_params), np.full(n_params, 0.5)
+    pop, elite = 16, 4
+
+    def policy(theta):
+        W = theta[: agent.dU * agent.obs_dim].reshape(agent.dU, agent.obs_dim)
+        b = theta[agent.dU * agent.obs_dim:]
+        return lambda t, x, o: np.clip(W @ ((o["state"] - mu) / sd) + b, -1, 1)
+
+    rollouts, reached, history, t0 = 0, None, [], time.perf_counter()
+    while rollouts + pop * agent.n_conditions <= budget:
+        thetas = mean + std * rng.standard_normal((pop, n_params))
+        scores = []
+        for th in thetas:
+            pi = policy(th)
+            scores.append(-sum(agent.cost.evaluate(*(lambda s: (s.X, s.U))(agent.rollout(c, pi, 0))).sum()
+                               for c in range(agent.n_conditions)))
+            rollouts += agent.n_conditions
+        top = thetas[np.argsort(scores)[-elite:]]
+        mean, std = top.mean(0), top.std(0) + 0.02
+        pi = policy(mean)
+        success = float(np.mean([agent.held_out(i, pi).success for i in range(20)]))
+        history.append({"rollouts": rollouts, "success": success, "best_cost": -max(scores)})
+        log(f"  CEM baseline: {rollouts} rollouts, held-out success {100 * success:.0f}%, best cost {-max(scores):.2f}")
+        if success >= TARGET:
+            reached = rollouts
+            break
+    agent.close()
+    return {"rollouts_to_success": reached, "rollouts_used": rollouts, "success_rate": history[-1]["success"],
+            "history": history, "seconds": time.perf_counter() - t0}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", required=True, help="write the results here")
+    ap.add_argument("--quick", action="store_true", help="a short sanity run (2 iterations, small baseline budget)")
+    ap.add_argument("--skip-image", action="store_true", help="state-based GPS only")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    log = lambda m: print(m, flush=True)   # noqa: E731
+    t0 = time.perf_counter()
+    iters = 2 if args.quick else 10
+    res = {"task": "s2r/ArmReach-v0", "conditions": 4, "samples_per_condition": 5, "held_out": 20,
+           "success_distance_m": 0.05, "quick": args.quick}
+    log("CNN inference (batch 1, 2 threads)")
+    res["cnn_ms_64"] = cnn_latency_ms(64)
+    res["cnn_ms_240"] = cnn_latency_ms(240)
+    log(f"  64x64 {res['cnn_ms_64']:.2f} ms, 240x240 {res['cnn_ms_240']:.2f} ms")
+    log("state-based GPS")
+    st = run_gps(False, iters, log)
+    res.update(state_success_rate=st["success_rate"], state_iterations=st["iterations"],
+               state_history=st["history"], state_seconds=st["seconds"])
+    res["gps_rollouts_to_success"] = st["rollouts"] if st["iterations"] else None
+    res["gps_rollouts_used"] = st["rollouts"]
+    if not args.skip_image:
+        log("image-based GPS (64x64)")
+        im = run_gps(True, iters, log)
+        res.update(image_success_rate=im["success_rate"], image_iterations=im["iterations"],
+                   image_history=im["history"], image_seconds=im["seconds"])
+    else:
+        res.update(image_success_rate=None, image_iterations=None)
+    log("model-free baseline (CEM on a linear policy)")
+    bl = run_cem_baseline(128 if args.quick else 1600, log)
+    res.update(baseline_rollouts_to_success=bl["rollouts_to_success"], baseline_rollouts_used=bl["rollouts_used"],
+               baseline_success_rate=bl["success_rate"], baseline_history=bl["history"])
+    g = res["gps_rollouts_to_success"] or res["gps_rollouts_used"]
+    b = bl["rollouts_to_success"] or bl["rollouts_used"]
+    res["baseline_to_gps_rollout_ratio"] = b / g
+    res["ratio_note"] = ("both reached the target" if bl["rollouts_to_success"] and res["gps_rollouts_to_success"]
+                         else "at least one did not reach the target: the ratio uses rollouts used (a bound)")
+    res["total_s"] = time.perf_counter() - t0
+    with open(args.json, "w") as fh:
+        json.dump(res, fh, indent=2, default=float)
+    log(f"wrote {args.json} ({res['total_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
