@@ -2,22 +2,37 @@
 
     python benchmarks/bench_sim.py --json OUT [--quick]
 
-- raw_steps_per_s: raw pybullet stepping the same scene (ArmPush: Panda, table, block) with the same
-  control (torque PD + gravity compensation per physics substep, 10 substeps per control step),
-  written inline with no env around it: the reference.
-- simrobot_steps_per_s: the env's own physics path (Simulation.step, SimRobot's control), which
-  separates the task layer's overhead (env_over_simrobot_ratio) from the shared control code's.
-- env_steps_per_s / env_dr_steps_per_s: `s2r/ArmPush-v0` steps without / with the "default"
-  randomization (dynamics, timing, noise; visuals do not cost per step), episode resets excluded.
+Stepping (`s2r/ArmPush-v0`: Panda, table, block; 9 joints under torque control at 1 kHz, 10
+physics substeps per 100 Hz control step), all driven by the same action sequence:
+- raw_steps_per_s: the reference, plain pybullet calls and numpy written inline on the env's own
+  scene: per control step, the position target moves by the action, and per substep the set-point
+  interpolates toward it with velocity feed-forward (as the sim driver and the env do), joint PD +
+  gravity compensation by inverse dynamics, clamped, applied as torques; then an observation's
+  reads (joint states, hand pose, block pose). This is benchmarks/bench_sim_driver.py's raw loop.
+- simrobot_steps_per_s: the env's own physics path alone (SimRobot.set_target +
+  Simulation.step), which separates the shared control code's cost from the task layer's.
+- env_steps_per_s / env_dr_steps_per_s: env.step without / with the "default" randomization
+  (dynamics, timing, noise and visuals; only per-step noise, jitter and latency cost per step),
+  episode resets excluded. env_ratio = env / raw; env_dr_ratio = env_dr / raw_dr, raw_dr being the
+  raw loop on the same randomized scene (seed 0's masses, friction, gravity, gains: a randomized
+  scene can cost more physics, which is not the env's overhead; raw_dr_over_raw_ratio shows how
+  much, and env_dr_over_raw_nominal_ratio the env with randomization against the nominal raw loop).
+The variants alternate in chunks (so machine load hits all alike); the rates are medians over
+chunks and the ratios medians of the per-round ratios of CPU-time rates (`stepping` says why;
+the wall-clock ratios are reported too, as *_wall).
 - render_fps_{64,128,240}: the env's camera with decimated meshes; *_stock: with the stock meshes.
-- parallel_speedup_2: episodes/s with 2 worker processes over 1 (same seeds, same results).
-The number of measurements is small and the machine may be shared: each figure is the best of
-`--repeats` runs.
+- parallel_speedup_2: episodes/s with 2 worker processes over 1 (`sim.parallel`, same seeds, same
+  results), both pools started and warmed up before timing, each measurement several seconds of
+  work, alternating 1- and 2-worker runs; medians. Reported beside it: each worker's CPU seconds
+  and the CPU/wall ratio of each run (about 2 for 2 workers on an idle 2-core machine; less means
+  the workers waited for a core, i.e. the machine was busy), and the machine's load average.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,97 +45,147 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gymnasium as gym  # noqa: E402
 
 import sim.tasks  # noqa: E402,F401
-from sim.parallel import ParallelRollouts, rollout_serial  # noqa: E402
+from sim.parallel import ParallelRollouts  # noqa: E402
 
 ENV = "s2r/ArmPush-v0"
 
 
-def best(fn, repeats):
-    return max(fn() for _ in range(repeats))
+def action_sequence(n: int, n_act: int) -> np.ndarray:
+    """Smooth actions that keep the arm moving (so the set-point interpolation is always active),
+    about +-0.35 rad per joint, in free space: no contact with the table or the block, so every
+    variant simulates the same motion and the same physics work."""
+    k = np.arange(n)[:, None]
+    return 0.15 * np.sin(2 * np.pi * k / 150.0 + np.arange(n_act)[None, :])
 
 
 class RawScene:
-    """The same scene and control law in plain pybullet calls (no env, no SimRobot)."""
+    """The env's scene and control law in plain pybullet calls and numpy (no env, no SimRobot)."""
 
-    def __init__(self):
-        self.env = env = gym.make(ENV).unwrapped
+    def __init__(self, actions, randomization=None):
+        # the env only builds the scene (with `randomization`: the randomized one of seed 0, whose
+        # masses, friction, gravity and gains the loop below uses as they are)
+        self.env = env = gym.make(ENV, randomization=randomization).unwrapped
         env.reset(seed=0)
-        r = env.robot
-        self.q_target = r.state()[0].copy()
+        self.actions, self.k = actions, 0
+        self.q_cmd = env.robot.state()[0].copy()
+        self.q_des, self.qd_des = self.q_cmd.copy(), np.zeros_like(self.q_cmd)
+        self.obs_q = self.q_cmd
 
     def run(self, n_steps: int) -> float:
         env = self.env
-        c, body, r = env.client, env.robot.body, env.robot
-        all_idx, pos = list(r.all_idx), r._pos_in_all
-        kp, kd, lim, q_target = env.kp, env.kd, env.effort, self.q_target
-        n_all = len(all_idx)
-        zeros = [0.0] * n_all
-        others = [i for i in range(n_all) if i not in pos]
-        t0 = time.perf_counter()
+        c, body = env.client, env.robot.body
+        idx = list(env.robot.idx)                 # the 9 controlled joints (all movable ones)
+        kp, kd, lim, lo, hi = env.robot.kp, env.robot.kd, env.effort, env.lower, env.upper
+        act, scale = env.act_idx, env.action_scale
+        fixed = np.zeros(len(idx))                # ArmPush holds its fingers closed
+        hand, block = env._hand, env.objects[0]
+        dt, rate, sub = env.sim.dt, 1.0 / env.control_dt, env.substeps
+        zeros = [0.0] * len(idx)
+        q_cmd, q_des = self.q_cmd, self.q_des
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n_steps):
-            for _ in range(env.substeps):
-                js = p.getJointStates(body, all_idx, physicsClientId=c)
-                q = [s[0] for s in js]
-                qd = [s[1] for s in js]
-                tau = list(p.calculateInverseDynamics(body, q, zeros, zeros, physicsClientId=c))
-                for k, i in enumerate(pos):
-                    t = kp[k] * (q_target[k] - q[i]) - kd[k] * qd[i] + tau[i]
-                    tau[i] = min(max(t, -lim[k]), lim[k])
-                for i in others:
-                    tau[i] += 200.0 * (0.02 - q[i]) - 5.0 * qd[i]
-                p.setJointMotorControlArray(body, all_idx, p.TORQUE_CONTROL, forces=tau, physicsClientId=c)
+            a = np.clip(self.actions[self.k % len(self.actions)], -1.0, 1.0)
+            self.k += 1
+            q_new = fixed.copy()
+            q_new[act] = np.clip(q_cmd[act] + a * scale, lo[act], hi[act])
+            q_cmd = q_new
+            qd_des = (q_cmd - q_des) * rate
+            for _ in range(sub):
+                q_des = q_des + qd_des * dt
+                s = p.getJointStates(body, idx, physicsClientId=c)
+                q_list = [x[0] for x in s]
+                q, qd = np.array(q_list), np.array([x[1] for x in s])
+                g = np.array(p.calculateInverseDynamics(body, q_list, zeros, zeros, physicsClientId=c))
+                tau = np.minimum(np.maximum(kp * (q_des - q) + kd * (qd_des - qd) + g, -lim), lim)
+                p.setJointMotorControlArray(body, idx, p.TORQUE_CONTROL, forces=tau.tolist(), physicsClientId=c)
                 p.stepSimulation(physicsClientId=c)
             # an observation's worth of reads, as any controller needs
-            p.getLinkState(body, env._hand, computeForwardKinematics=True, physicsClientId=c)
-            p.getBasePositionAndOrientation(env.objects[0], physicsClientId=c)
-        return n_steps / (time.perf_counter() - t0)
+            s = p.getJointStates(body, idx, physicsClientId=c)
+            self.obs_q = (np.array([x[0] for x in s]), np.array([x[1] for x in s]))
+            p.getLinkState(body, hand, computeForwardKinematics=True, physicsClientId=c)
+            p.getBasePositionAndOrientation(block, physicsClientId=c)
+        self.q_cmd, self.q_des = q_cmd, q_des
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 class SimRobotScene:
-    """The env's physics alone: Simulation.step with SimRobot's control (no obs, action, DR)."""
+    """The env's physics path alone: SimRobot's set-point interpolation and control, Simulation.step."""
 
-    def __init__(self):
-        self.env = gym.make(ENV).unwrapped
-        self.env.reset(seed=0)
+    def __init__(self, actions):
+        self.env = env = gym.make(ENV).unwrapped
+        env.reset(seed=0)
+        self.actions, self.k = actions, 0
+        self.q_cmd = env.robot.state()[0].copy()
 
     def run(self, n_steps: int) -> float:
-        sim, n = self.env.sim, self.env.substeps
-        t0 = time.perf_counter()
+        env = self.env
+        sim, robot, n, dt = env.sim, env.robot, env.substeps, env.control_dt
+        act, scale, lo, hi = env.act_idx, env.action_scale, env.lower, env.upper
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n_steps):
+            a = np.clip(self.actions[self.k % len(self.actions)], -1.0, 1.0)
+            self.k += 1
+            self.q_cmd[act] = np.clip(self.q_cmd[act] + a * scale, lo[act], hi[act])
+            robot.set_target("position", self.q_cmd, dt)
             sim.step(n)
-        return n_steps / (time.perf_counter() - t0)
+            robot.state()
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 class EnvScene:
-    def __init__(self, randomization):
+    def __init__(self, actions, randomization):
         self.env = gym.make(ENV, randomization=randomization).unwrapped
         self.env.reset(seed=0)
-        self.a = np.zeros(self.env.action_space.shape)
+        self.actions, self.k = actions, 0
 
     def run(self, n_steps: int) -> float:
-        env, a = self.env, self.a
-        t0 = time.perf_counter()
+        env, actions = self.env, self.actions
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n_steps):
-            env.step(a)
-        return n_steps / (time.perf_counter() - t0)
+            env.step(actions[self.k % len(actions)])
+            self.k += 1
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
-def stepping(chunks: int, chunk: int) -> dict:
-    """Alternate short chunks of each variant (so machine load hits all alike); the best chunk
-    gives the rate, and the median of per-round ratios gives the ratios."""
-    scenes = {"raw": RawScene(), "simrobot": SimRobotScene(), "env": EnvScene(None), "env_dr": EnvScene("default")}
-    rates = {k: [] for k in scenes}
-    for _ in range(chunks):
-        for k, sc in scenes.items():
-            rates[k].append(sc.run(chunk))
+def stepping(rounds: int, chunk: int) -> dict:
+    """`rounds` rounds, each running a chunk of every variant (in a rotating order, so no variant
+    always follows the same one); per chunk the wall time and this process's CPU time.
+
+    Rates are medians over chunks. Ratios are medians of the per-round ratios, from CPU time: a
+    shared machine takes the CPU away for stretches that land on one chunk and not the next, which
+    wall-clock ratios count as if the code were slower; CPU time counts only what this process ran
+    (wall-clock ratios are reported beside them)."""
+    actions = action_sequence(600, 7)
+    scenes = {"raw": RawScene(actions), "simrobot": SimRobotScene(actions), "env": EnvScene(actions, None),
+              "raw_dr": RawScene(actions, "default"), "env_dr": EnvScene(actions, "default")}
+    for sc in scenes.values():
+        sc.run(50)                                             # warm up
+    names = list(scenes)
+    wall = {k: [] for k in scenes}
+    cpu = {k: [] for k in scenes}
+    for i in range(rounds):
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            w, c = scenes[k].run(chunk)
+            wall[k].append(chunk / w)
+            cpu[k].append(chunk / c)
     for sc in scenes.values():
         sc.env.close()
-    r = {k: np.array(v) for k, v in rates.items()}
-    return {"raw_steps_per_s": float(r["raw"].max()), "simrobot_steps_per_s": float(r["simrobot"].max()),
-            "env_steps_per_s": float(r["env"].max()), "env_dr_steps_per_s": float(r["env_dr"].max()),
-            "env_ratio": float(np.median(r["env"] / r["raw"])), "env_dr_ratio": float(np.median(r["env_dr"] / r["raw"])),
-            "env_over_simrobot_ratio": float(np.median(r["env"] / r["simrobot"])),
-            "env_dr_over_simrobot_ratio": float(np.median(r["env_dr"] / r["simrobot"]))}
+    w = {k: np.array(v) for k, v in wall.items()}
+    c = {k: np.array(v) for k, v in cpu.items()}
+    med = lambda x: float(np.median(x))   # noqa: E731
+    pairs = {"env_ratio": ("env", "raw"), "env_dr_ratio": ("env_dr", "raw_dr"), "simrobot_ratio": ("simrobot", "raw"),
+             "env_over_simrobot_ratio": ("env", "simrobot"), "env_dr_over_simrobot_ratio": ("env_dr", "simrobot"),
+             "env_dr_over_raw_nominal_ratio": ("env_dr", "raw"), "raw_dr_over_raw_ratio": ("raw_dr", "raw")}
+    out = {f"{k}_steps_per_s": med(w[k]) for k in scenes}
+    out |= {f"{k}_steps_per_cpu_s": med(c[k]) for k in scenes}
+    for name, (a, b) in pairs.items():
+        out[name] = med(c[a] / c[b])
+        out[f"{name}_wall"] = med(w[a] / w[b])
+    out["env_ratio_range"] = [float(np.percentile(c["env"] / c["raw"], q)) for q in (10, 90)]
+    out["env_dr_ratio_range"] = [float(np.percentile(c["env_dr"] / c["raw_dr"], q)) for q in (10, 90)]
+    out["cpu_over_wall"] = med(np.concatenate([w[k] / c[k] for k in scenes]))
+    out |= {"stepping_rounds": rounds, "stepping_chunk": chunk}
+    return out
 
 
 def render_fps(size: int, meshes: str, seconds: float) -> float:
@@ -136,54 +201,96 @@ def render_fps(size: int, meshes: str, seconds: float) -> float:
     return fps
 
 
-def _zero_policy(env):
-    n = env.action_space.shape[0]
-    return lambda obs: np.zeros(n)
+class SinePolicy:
+    """A cheap deterministic policy (module level: picklable for the workers)."""
+
+    def __init__(self, env):
+        self.n, self.k = env.action_space.shape[0], 0
+
+    def __call__(self, obs):
+        self.k += 1
+        return 0.15 * np.sin(2 * np.pi * self.k / 150.0 + np.arange(self.n))
 
 
-def parallel_episodes_per_s(n_workers: int, n_episodes: int, horizon: int) -> float:
+def parallel(rounds: int, n_episodes: int, horizon: int) -> dict:
+    """Episodes/s of a 1-worker and a 2-worker pool (both started and warmed before any timing),
+    alternating, with each worker's CPU time; medians over rounds."""
+    kw = {"randomization": "default"}
     seeds = list(range(n_episodes))
-    if n_workers == 1:
-        t0 = time.perf_counter()
-        rollout_serial(ENV, _zero_policy, seeds, horizon, {"randomization": "default"})
-        return n_episodes / (time.perf_counter() - t0)
-    with ParallelRollouts(ENV, n_workers, {"randomization": "default"}) as pool:
-        pool.run(_zero_policy, seeds[:n_workers], 5)          # warm: workers up, envs built
-        t0 = time.perf_counter()
-        pool.run(_zero_policy, seeds, horizon)
-        return n_episodes / (time.perf_counter() - t0)
+    pools = {1: ParallelRollouts(ENV, 1, kw), 2: ParallelRollouts(ENV, 2, kw)}
+    runs: dict = {1: [], 2: []}
+    try:
+        for n, pool in pools.items():
+            pool.run(SinePolicy, seeds[:n], 5)                    # workers up, envs built, imports done
+        reference = None
+        for _ in range(rounds):
+            for n, pool in pools.items():
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                eps = pool.run(SinePolicy, seeds, horizon)
+                wall = time.perf_counter() - t0
+                cpu = [s["cpu_s"] for s in pool.last_worker_stats]
+                runs[n].append({"wall_s": wall, "episodes_per_s": n_episodes / wall, "worker_cpu_s": cpu,
+                                "cpu_over_wall": sum(cpu) / wall, "loadavg_1min_before": load0})
+                if reference is None:
+                    reference = eps
+                else:   # every run, 1 or 2 workers, gives the same episodes
+                    assert all(np.array_equal(a.actions, b.actions) and np.array_equal(a.rewards, b.rewards)
+                               for a, b in zip(reference, eps))
+    finally:
+        for pool in pools.values():
+            pool.close()
+    one = statistics.median(r["episodes_per_s"] for r in runs[1])
+    two = statistics.median(r["episodes_per_s"] for r in runs[2])
+    speedups = [b["episodes_per_s"] / a["episodes_per_s"] for a, b in zip(runs[1], runs[2])]
+    return {"parallel_episodes_per_s_1": one, "parallel_episodes_per_s_2": two,
+            "parallel_speedup_2": two / one, "parallel_speedup_2_per_round": speedups,
+            "parallel_cpu_over_wall_1": statistics.median(r["cpu_over_wall"] for r in runs[1]),
+            "parallel_cpu_over_wall_2": statistics.median(r["cpu_over_wall"] for r in runs[2]),
+            "parallel_runs": runs, "parallel_episodes": n_episodes, "parallel_horizon": horizon,
+            "cpu_count": os.cpu_count()}
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test, not for numbers)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=40, help="alternating stepping rounds")
+    ap.add_argument("--parallel-rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    steps = 300 if args.quick else 2000
-    secs = 0.3 if args.quick else 1.5
-    reps = 1 if args.quick else args.repeats
+    q = args.quick
     res: dict = {}
-    res.update(stepping(3 if args.quick else 12, 100 if args.quick else 200))
+    res.update(stepping(5 if q else args.rounds, 100 if q else 150))
+    print(f"stepping, median of {res['stepping_rounds']} rounds of {res['stepping_chunk']}-step chunks "
+          f"(ratios from CPU time; wall-clock ratios in brackets; this process got "
+          f"{100 * res['cpu_over_wall']:.0f} % of a core):")
+    print(f"  env     {res['env_steps_per_s']:7.0f} steps/s   raw pybullet {res['raw_steps_per_s']:7.0f}   "
+          f"ratio {res['env_ratio']:.3f} [{res['env_ratio_wall']:.3f}] "
+          f"(10-90 %: {res['env_ratio_range'][0]:.3f}-{res['env_ratio_range'][1]:.3f}; target >= 0.9)")
+    print(f"  env+DR  {res['env_dr_steps_per_s']:7.0f} steps/s   raw pybullet {res['raw_dr_steps_per_s']:7.0f}   "
+          f"ratio {res['env_dr_ratio']:.3f} [{res['env_dr_ratio_wall']:.3f}] "
+          f"(10-90 %: {res['env_dr_ratio_range'][0]:.3f}-{res['env_dr_ratio_range'][1]:.3f}; "
+          f"raw on the same randomized scene; target >= 0.9)")
+    print(f"  SimRobot physics path / raw {res['simrobot_ratio']:.3f}   env / SimRobot {res['env_over_simrobot_ratio']:.3f}"
+          f"   env+DR / SimRobot {res['env_dr_over_simrobot_ratio']:.3f}   randomized scene's physics: raw_dr / raw "
+          f"{res['raw_dr_over_raw_ratio']:.3f}   env+DR / nominal raw {res['env_dr_over_raw_nominal_ratio']:.3f}",
+          flush=True)
+    secs = 0.3 if q else 1.5
     for size in (64, 128, 240):
-        res[f"render_fps_{size}"] = best(lambda: render_fps(size, "decimated", secs), reps)
-        res[f"render_fps_{size}_stock"] = best(lambda: render_fps(size, "stock", secs), reps)
-    n_ep, horizon = (4, 20) if args.quick else (8, 100)
-    one = best(lambda: parallel_episodes_per_s(1, n_ep, horizon), reps)
-    two = best(lambda: parallel_episodes_per_s(2, n_ep, horizon), reps)
-    res["parallel_episodes_per_s_1"], res["parallel_episodes_per_s_2"] = one, two
-    res["parallel_speedup_2"] = two / one
-    print(f"env steps/s       {res['env_steps_per_s']:8.0f}   raw pybullet {res['raw_steps_per_s']:8.0f}   "
-          f"ratio {res['env_ratio']:.3f} (median of interleaved chunks)")
-    print(f"env+DR steps/s    {res['env_dr_steps_per_s']:8.0f}   raw pybullet {res['raw_steps_per_s']:8.0f}   "
-          f"ratio {res['env_dr_ratio']:.3f}")
-    print(f"SimRobot physics  {res['simrobot_steps_per_s']:8.0f}   env/SimRobot {res['env_over_simrobot_ratio']:.3f}   "
-          f"env+DR/SimRobot {res['env_dr_over_simrobot_ratio']:.3f}")
-    for size in (64, 128, 240):
+        res[f"render_fps_{size}"] = max(render_fps(size, "decimated", secs) for _ in range(1 if q else 3))
+        res[f"render_fps_{size}_stock"] = max(render_fps(size, "stock", secs) for _ in range(1 if q else 3))
         d, s = res[f"render_fps_{size}"], res[f"render_fps_{size}_stock"]
-        print(f"render {size:3d} px      {d:8.1f} fps decimated   {s:8.1f} fps stock   x{d / s:.1f}")
+        print(f"render {size:3d} px      {d:8.1f} fps decimated   {s:8.1f} fps stock   x{d / s:.1f} (best of 3)",
+              flush=True)
+    res.update(parallel(1 if q else args.parallel_rounds, 4 if q else 16, 20 if q else 200))
+    one, two = res["parallel_episodes_per_s_1"], res["parallel_episodes_per_s_2"]
     print(f"parallel          {one:8.2f} episodes/s (1 worker)   {two:8.2f} (2 workers)   "
-          f"speedup {res['parallel_speedup_2']:.2f}")
+          f"speedup {res['parallel_speedup_2']:.2f} (per round: "
+          f"{', '.join(f'{x:.2f}' for x in res['parallel_speedup_2_per_round'])}; target >= 1.6)")
+    loads = ", ".join(f"{r['loadavg_1min_before']:.1f}" for n in (1, 2) for r in res["parallel_runs"][n])
+    print(f"                  worker CPU / wall: {res['parallel_cpu_over_wall_1']:.2f} (1 worker), "
+          f"{res['parallel_cpu_over_wall_2']:.2f} (2 workers; 2.0 = both cores to themselves); "
+          f"{res['cpu_count']} CPUs, 1-min load average before each run: {loads}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return res

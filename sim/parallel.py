@@ -13,11 +13,21 @@ what that worker ran before. Each worker's seed stream is the list of episode se
 
 `policy_factory(env) -> policy` must be picklable (a module-level function or class); it is called
 once per episode in the worker, and `policy(obs) -> action`. Workers are started with the "spawn"
-context (no fork of a process holding pybullet clients or threads).
+context (no fork of a process holding pybullet clients or threads), with numpy/BLAS/torch limited
+to one thread each (the environment variables are set before the child imports anything), so N
+workers use N cores and no more.
+
+No serial bottleneck: `run` sends each worker its whole share of the episodes in one message and
+gets all of its episodes back in one message (an episode's arrays are stacked in the worker, so
+nothing is pickled per step). `last_worker_stats` has, per worker, its CPU seconds and wall
+seconds spent on the last `run`'s episodes: CPU well below wall means the worker waited for a
+core (a contended machine).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,22 +90,34 @@ def rollout_serial(env_id: str, policy_factory, seeds, horizon: int, env_kwargs:
         env.close()
 
 
+# one thread per worker process for every numerical library that would otherwise start a pool
+SINGLE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                      "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")}
+
+
 def _worker(env_id, env_kwargs, inbox, outbox):
     try:
         env = make_env(env_id, env_kwargs)
     except Exception as e:   # report construction errors instead of dying silently
-        outbox.put(("error", -1, f"{type(e).__name__}: {e}"))
+        outbox.put(("error", -1, f"{type(e).__name__}: {e}", None))
         return
     try:
         while True:
-            job = inbox.get()
-            if job is None:
+            batch = inbox.get()
+            if batch is None:
                 break
-            index, policy_factory, seed, horizon = job
+            policy_factory, jobs, horizon = batch
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            done = []
             try:
-                outbox.put(("ok", index, run_episode(env, policy_factory, seed, horizon)))
+                for index, seed in jobs:
+                    done.append((index, run_episode(env, policy_factory, seed, horizon)))
             except Exception as e:
-                outbox.put(("error", index, f"{type(e).__name__}: {e}"))
+                outbox.put(("error", index, f"{type(e).__name__}: {e}", None))
+                continue
+            stats = {"pid": os.getpid(), "episodes": len(done), "cpu_s": time.process_time() - cpu0,
+                     "wall_s": time.perf_counter() - wall0, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            outbox.put(("ok", -1, done, stats))
     finally:
         env.close()
 
@@ -116,21 +138,39 @@ class ParallelRollouts:
         self._outbox = ctx.Queue()
         self._procs = [ctx.Process(target=_worker, args=(env_id, env_kwargs, q, self._outbox), daemon=True)
                        for q in self._inboxes]
-        for pr in self._procs:
-            pr.start()
+        self.last_worker_stats: list[dict] = []
+        saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
+        os.environ.update(SINGLE_THREAD_ENV)       # inherited by the children at start
+        try:
+            for pr in self._procs:
+                pr.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def run(self, policy_factory, seeds, horizon: int) -> list[Episode]:
+        """Episodes for `seeds` (results in that order); worker k runs episodes k, k+N, k+2N, ..."""
         seeds = list(seeds)
-        for i, s in enumerate(seeds):     # round-robin: worker k gets episodes k, k+N, ...
-            self._inboxes[i % self.n_workers].put((i, policy_factory, s, horizon))
+        busy = 0
+        for k, inbox in enumerate(self._inboxes):
+            jobs = [(i, seeds[i]) for i in range(k, len(seeds), self.n_workers)]
+            if jobs:
+                inbox.put((policy_factory, jobs, horizon))
+                busy += 1
         out: list = [None] * len(seeds)
-        for _ in seeds:
-            status, index, payload = self._outbox.get()
+        self.last_worker_stats = []
+        for _ in range(busy):
+            status, index, payload, stats = self._outbox.get()
             if status != "ok":
                 self.close()
                 where = f"episode {index} (seed {seeds[index]})" if index >= 0 else "worker start-up"
                 raise RuntimeError(f"rollout worker failed in {where}: {payload}")
-            out[index] = payload
+            for i, episode in payload:
+                out[i] = episode
+            self.last_worker_stats.append(stats)
         return out
 
     def close(self) -> None:

@@ -258,6 +258,15 @@ class Randomizer:
     def sample_step(self, rng: np.random.Generator, dims: dict) -> dict:
         return {name: self.params[name].sample(rng, self._size(name, dims)) for name in self.per_step_names()}
 
+    def sample_steps(self, rng: np.random.Generator, dims: dict, n: int) -> dict:
+        """The per-step parameters for the next n steps at once: name -> array (n, *shape), row k
+        being step k's value (one vectorized draw per parameter instead of one per step)."""
+        out = {}
+        for name in self.per_step_names():
+            size = self._size(name, dims)
+            out[name] = np.asarray(self.params[name].sample(rng, (n,) + (size or ())))
+        return out
+
     def set_bounds(self, name: str, low, high) -> None:
         """Move a parameter's range (the ADR hook); the new range is validated like YAML input."""
         if name not in self.params:

@@ -265,8 +265,12 @@ class SimRobot:
             # joints not under command (e.g. a gripper left out of the config) are held at home
             oi = self._others_in_all
             tau_all[oi] += 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
-        self.tau = tau_c = np.minimum(np.maximum(tau_all[sel], self._neg_effort_limits), self.effort_limits)
-        tau_all[sel] = tau_c
+        tau_c = tau_all[sel]                 # a view when every movable joint is commanded
+        np.maximum(tau_c, self._neg_effort_limits, out=tau_c)
+        np.minimum(tau_c, self.effort_limits, out=tau_c)
+        if tau_c.base is not tau_all:
+            tau_all[sel] = tau_c
+        self.tau = tau_c                     # tau_all is new every substep: nothing writes it later
         p.setJointMotorControlArray(self.body, self.all_idx, p.TORQUE_CONTROL, forces=tau_all.tolist(),
                                     physicsClientId=self.client)
 
@@ -304,10 +308,11 @@ class Simulation:
 
     def step(self, n: int = 1) -> None:
         """n physics substeps, each with fresh joint torques from every robot's controller."""
+        robots, dt, client = self.robots, self.dt, self.client
         for _ in range(n):
-            for r in self.robots:
-                r.apply_control(self.dt)
-            p.stepSimulation(physicsClientId=self.client)
+            for r in robots:
+                r.apply_control(dt)
+            p.stepSimulation(physicsClientId=client)
             self.steps += 1
 
     @property

@@ -31,7 +31,7 @@ class _Scripted:
         """The action that moves the commanded joint targets to q_des (as far as one step allows)."""
         e = self.env
         idx = e.act_idx
-        q_cmd = e.q_cmd[idx] + sum(e._queue, np.zeros(len(idx))) * e.action_scale
+        q_cmd = e.q_cmd[idx] + sum(e.actions_in_flight(), np.zeros(len(idx))) * e.action_scale
         return np.clip((q_des[idx] - q_cmd) / e.action_scale, -1.0, 1.0)
 
 

@@ -10,6 +10,8 @@ object_pos (k, 3), object_quat (k, 4) for the task's k movable objects, target (
 """
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pybullet as p
@@ -56,10 +58,13 @@ class ArmTask(TaskEnv):
         return (0.3, -0.42, h + 0.02), (0.85, 0.42, h + 0.03)
 
     def tcp(self):
+        """TCP position and hand orientation (xyzw): TCP_OFFSET along the hand's z axis."""
         pos, orn = p.getLinkState(self.robot.body, self._hand, computeForwardKinematics=True,
                                   physicsClientId=self.client)[4:6]
-        R = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
-        return np.asarray(pos) + TCP_OFFSET * R[:, 2], np.asarray(orn)
+        x, y, z, w = orn                             # the hand's z axis is R(q)[:, 2]
+        d = 2.0 * TCP_OFFSET
+        return np.array((pos[0] + d * (x * z + w * y), pos[1] + d * (y * z - w * x),
+                         pos[2] + TCP_OFFSET * (1.0 - 2.0 * (x * x + y * y)))), np.array(orn)
 
     @property
     def _hand(self) -> int:
@@ -75,7 +80,10 @@ class ArmTask(TaskEnv):
 
     def task_obs(self, obs):
         obs["tcp_pos"], obs["tcp_quat"] = self.tcp()
-        if self.objects:
+        if len(self.objects) == 1:
+            pos, orn = p.getBasePositionAndOrientation(self.objects[0], physicsClientId=self.client)
+            obs["object_pos"], obs["object_quat"] = np.array((pos,)), np.array((orn,))
+        elif self.objects:
             poses = [p.getBasePositionAndOrientation(b, physicsClientId=self.client) for b in self.objects]
             obs["object_pos"] = np.array([q[0] for q in poses])
             obs["object_quat"] = np.array([q[1] for q in poses])
@@ -114,7 +122,7 @@ class ArmReach(ArmTask):
                                           physicsClientId=self.client)
 
     def reward_success(self, obs):
-        d = float(np.linalg.norm(obs["tcp_pos"] - obs["target"]))
+        d = math.dist(obs["tcp_pos"].tolist(), obs["target"].tolist())
         return -d, d < self.success_threshold, {"distance": d}
 
 
@@ -173,9 +181,10 @@ class ArmPush(ArmTask):
                                           physicsClientId=self.client)
 
     def reward_success(self, obs):
-        block = obs["object_pos"][0]
-        d = float(np.linalg.norm(block[:2] - obs["target"][:2]))
-        reach = float(np.linalg.norm(obs["tcp_pos"] - block))
+        block, target, tcp = obs["object_pos"][0], obs["target"], obs["tcp_pos"]
+        bx, by, bz = block.tolist()
+        d = math.hypot(bx - target[0], by - target[1])
+        reach = math.dist(tcp.tolist(), (bx, by, bz))
         return -d - 0.1 * reach, d < self.success_threshold, {"distance": d}
 
 

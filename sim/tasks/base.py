@@ -13,7 +13,8 @@ Actions are normalized to [-1, 1] per dimension:
 Out-of-range values are clipped; a wrong shape or a NaN/inf raises ValueError naming it.
 
 Randomization (`sim.randomization.Randomizer`) is applied here; its sampled values are in
-`info["randomization"]` after every reset and step.
+`info["randomization"]` after every reset and step (per-step values are drawn in blocks of
+`STEP_BLOCK` steps, one row per step).
 """
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ from sim.robots import Simulation, robot_model
 def load_hw_config(name):
     from s2r.config import load_config   # lazily: s2r.config pulls in drivers.types
     return load_config(name)
+
+
+def _as_slice(idx):
+    """idx as a slice if it is a contiguous ascending run, else idx."""
+    idx = np.asarray(idx)
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
 
 
 class TaskEnv(gym.Env):
@@ -76,6 +85,12 @@ class TaskEnv(gym.Env):
         act = self.action_joints or self.joint_names
         self.act_idx = np.array([self.joint_names.index(n) for n in act])
         self.action_scale = self.action_scales()[self.act_idx]
+        self._act_lower, self._act_upper = self.lower[self.act_idx], self.upper[self.act_idx]
+        self._fixed_mask = np.ones(len(self.joint_names), bool)      # the joints outside the action
+        self._fixed_mask[self.act_idx] = False
+        # the common layouts as slices (views, cheaper than index arrays every step)
+        self._act_sel = _as_slice(self.act_idx)
+        self._fixed_sel = _as_slice(np.flatnonzero(self._fixed_mask))
         if meshes not in ("decimated", "stock"):
             raise ValueError(f"meshes must be 'decimated' or 'stock', got {meshes!r}")
         model = robot_model(self.robot_name or cfg.robot)
@@ -253,67 +268,106 @@ class TaskEnv(gym.Env):
         self._apply_visuals(self.dr, self.dr_rng)
         self.q_cmd = self.robot.state()[0].copy()
         latency = int(self.dr.get("action_latency", 0))
-        self._queue = deque([np.zeros(len(self.act_idx))] * latency, maxlen=latency + 1)
+        self._queue = deque([np.zeros(len(self.act_idx))] * latency, maxlen=latency + 1) if latency else None
         self._per_step = self.randomizer.per_step_names()
         self._per_step_dynamics = [n for n in self._per_step if n in
                                    ("link_mass_scale", "object_mass_scale", "joint_damping_scale", "gain_scale",
                                     "friction_scale", "spin_roll_friction_scale", "gravity_offset")]
+        self._step_block, self._step_k = {}, 0
+        self._action_noise = "action_noise" in self.dr or "action_bias" in self.dr
+        self._jitter = "control_period_jitter" in self.dr
+        self._obs_noise = any(k in self.dr for k in ("joint_noise", "object_position_bias", "object_position_noise"))
+        # info["randomization"]: the episode's values, with each step's per-step values on top
+        per_step = set(self._per_step)
+        self._info_episode_arrays = {k: v for k, v in self.dr.items()
+                                     if type(v) is np.ndarray and k not in per_step}
+        self._info_episode = {k: v for k, v in self.dr.items() if k not in self._info_episode_arrays}
+        self._info_dr = {k: (v.copy() if type(v) is np.ndarray else v) for k, v in self._info_episode.items()}
         self._reset_done = True
         self.steps = 0
         obs = self._observe()
         _, success, extra = self.reward_success(self._true_obs)
         return obs, self._info(success, extra)
 
+    STEP_BLOCK = 64      # per-step randomization is drawn for this many steps at a time
+
     def step(self, action):
         if not self._reset_done:
             raise RuntimeError("call reset() before step()")
         a = self._check_action(action)
+        dr = self.dr
         if self._per_step:
-            self.dr.update(self.randomizer.sample_step(self.dr_rng, self.dims))
+            if self._step_k == len(next(iter(self._step_block.values()), ())):
+                self._refill_step_block()
+            k = self._step_k
+            self._step_k += 1
+            values = {name: block[k] for name, block in self._step_block.items() if name[0] != "_"}
+            dr.update(values)
+            self._info_dr = values if len(values) == len(self._info_episode) else {**self._info_episode, **values}
             if self._per_step_dynamics:
-                self._apply_dynamics({k: self.dr[k] for k in self._per_step_dynamics})
-        if "action_noise" in self.dr or "action_bias" in self.dr:
-            a = np.clip(a + self.dr.get("action_noise", 0.0) + self.dr.get("action_bias", 0.0), -1.0, 1.0)
-        self._queue.append(a)
-        applied = self._queue.popleft()
-        self._apply_action(applied)
+                self._apply_dynamics({name: dr[name] for name in self._per_step_dynamics})
+        if self._action_noise:
+            offset = self._step_block["_action_offset"][self._step_k - 1] if "_action_offset" in self._step_block \
+                else dr.get("action_noise", 0.0) + dr.get("action_bias", 0.0)
+            a = np.minimum(np.maximum(a + offset, -1.0), 1.0)
+        if self._queue is not None:             # action latency
+            self._queue.append(a)
+            a = self._queue.popleft()
+        self._apply_action(a)
         n = self.substeps
-        if "control_period_jitter" in self.dr:
-            n = max(1, int(round(n * (1.0 + float(self.dr["control_period_jitter"])))))
+        if self._jitter:
+            n = max(1, int(round(n * (1.0 + float(dr["control_period_jitter"])))))
         self.sim.step(n)
         self.steps += 1
         obs = self._observe()
         reward, success, extra = self.reward_success(self._true_obs)
         return obs, float(reward), False, False, self._info(success, extra)
 
+    def _refill_step_block(self) -> None:
+        """Draw the per-step values of the next STEP_BLOCK steps, and the per-step sums of the
+        additive noises with their per-episode biases (one addition per step instead of two)."""
+        block = self.randomizer.sample_steps(self.dr_rng, self.dims, self.STEP_BLOCK)
+        if "action_noise" in block:
+            block["_action_offset"] = block["action_noise"] + self.dr.get("action_bias", 0.0)
+        if "object_position_noise" in block:
+            block["_object_offset"] = block["object_position_noise"] + self.dr.get("object_position_bias", 0.0)
+        self._step_block, self._step_k = block, 0
+
+    def actions_in_flight(self) -> list:
+        """The actions taken but not yet applied (action latency), oldest first."""
+        return list(self._queue) if self._queue is not None else []
+
     def _check_action(self, action) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
+        """A fresh float64 copy of the action, clipped to [-1, 1]; a clear error for a wrong shape or
+        a non-finite value."""
+        a = np.array(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape} "
                              f"({type(self).__name__}: {', '.join(self.joint_names[i] for i in self.act_idx)})")
+        lo, hi = a.min(), a.max()
+        if -1.0 <= lo and hi <= 1.0:            # the common case (a NaN fails both comparisons)
+            return a
         if not np.all(np.isfinite(a)):
             bad = int(np.flatnonzero(~np.isfinite(a))[0])
             raise ValueError(f"action[{bad}] is {a[bad]} ({self.joint_names[self.act_idx[bad]]}): "
                              f"actions must be finite")
-        return np.clip(a, -1.0, 1.0)
+        return np.minimum(np.maximum(a, -1.0), 1.0)
 
     def _apply_action(self, a: np.ndarray) -> None:
         fixed = self.fixed_joint_targets()
+        act = self._act_sel
         if self.control == "position":
-            self.q_cmd[self.act_idx] = np.clip(self.q_cmd[self.act_idx] + a * self.action_scale,
-                                               self.lower[self.act_idx], self.upper[self.act_idx])
+            q = self.q_cmd[act] + a * self.action_scale
+            self.q_cmd[act] = np.minimum(np.maximum(q, self._act_lower), self._act_upper)
             if fixed is not None:
-                mask = np.ones(len(self.joint_names), bool)
-                mask[self.act_idx] = False
-                self.q_cmd[mask] = fixed[mask]
+                self.q_cmd[self._fixed_sel] = fixed[self._fixed_sel]
             self.robot.set_target("position", self.q_cmd, self.control_dt)
         else:
             tau = np.zeros(len(self.joint_names))
-            tau[self.act_idx] = a * self.effort[self.act_idx]
+            tau[act] = a * self.effort[act]
             if fixed is not None:   # joints outside the action keep a PD hold around their fixed targets
                 q, qd, _ = self.robot.state()
-                mask = np.ones(len(self.joint_names), bool)
-                mask[self.act_idx] = False
+                mask = self._fixed_mask
                 tau[mask] = self.kp[mask] * (fixed[mask] - q[mask]) - self.kd[mask] * qd[mask]
             self.robot.set_target("effort", tau)
 
@@ -323,21 +377,29 @@ class TaskEnv(gym.Env):
         self.task_obs(obs)
         self._true_obs = obs
         noisy = obs
-        if "joint_noise" in self.dr or "object_position_bias" in self.dr or "object_position_noise" in self.dr:
+        if self._obs_noise:
+            dr = self.dr
             noisy = dict(obs)
-            if "joint_noise" in self.dr:
-                noisy["joint_pos"] = q + self.dr["joint_noise"]
-            if "object_pos" in obs and ("object_position_bias" in self.dr or "object_position_noise" in self.dr):
-                noisy["object_pos"] = obs["object_pos"] + self.dr.get("object_position_bias", 0.0) \
-                    + self.dr.get("object_position_noise", 0.0)
+            if "joint_noise" in dr:
+                noisy["joint_pos"] = q + dr["joint_noise"]
+            if "object_pos" in obs and ("object_position_bias" in dr or "object_position_noise" in dr):
+                if "_object_offset" in self._step_block and self._step_k:
+                    offset = self._step_block["_object_offset"][self._step_k - 1]
+                else:
+                    offset = dr.get("object_position_bias", 0.0) + dr.get("object_position_noise", 0.0)
+                noisy["object_pos"] = obs["object_pos"] + offset
         if self.image_obs:
             noisy = dict(noisy)
             noisy["image"] = self.render_image(self.image_size).data
         return noisy
 
     def _info(self, success: bool, extra: dict) -> dict:
-        return {"success": bool(success), "is_success": bool(success), "sim_time": self.sim.time,
-                "randomization": {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.dr.items()},
+        success = bool(success)
+        # per-episode arrays are copied (users keep infos; Gymnasium asks for fresh data every call);
+        # per-step values are rows of a block drawn once and never written, fresh for every step
+        dr = {k: v.copy() for k, v in self._info_episode_arrays.items()}
+        dr.update(self._info_dr)
+        return {"success": success, "is_success": success, "sim_time": self.sim.time, "randomization": dr,
                 **extra}
 
     # ============================================================== rendering

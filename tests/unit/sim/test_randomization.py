@@ -27,6 +27,13 @@ def test_presets_cover_the_groups_and_sample_reproducibly():
     assert a["link_mass_scale"].shape == (11,) and np.all((0.5 <= a["link_mass_scale"]) & (a["link_mass_scale"] <= 1.5))
     assert 0 <= a["action_latency"] <= 2
     assert set(d.sample_step(np.random.default_rng(0), DIMS)) == set(d.per_step_names())
+    block = d.sample_steps(np.random.default_rng(0), DIMS, 5)            # 5 steps' values at once
+    assert set(block) == set(d.per_step_names())
+    assert block["action_noise"].shape == (5, 7) and block["control_period_jitter"].shape == (5,)
+    assert block["object_position_noise"].shape == (5, 1, 3)
+    assert np.all(np.abs(block["control_period_jitter"]) <= 0.1) and block["action_noise"].std() > 0.01
+    again = d.sample_steps(np.random.default_rng(0), DIMS, 5)
+    assert all(np.array_equal(block[k], again[k]) for k in block)
     assert "control_period_jitter" in d.per_step_names() and "link_mass_scale" not in d.per_step_names()
 
 

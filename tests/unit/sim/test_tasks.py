@@ -41,6 +41,25 @@ def test_same_seed_bit_identical_under_randomization(make, env_id):
     assert not np.array_equal(tc[-1]["joint_pos"], ta[-1]["joint_pos"])
 
 
+def test_infos_and_observations_are_fresh_every_step(make):
+    """Users keep what step() returns (replay buffers): no array may be shared between steps, and
+    editing a returned value must not change the env (Gymnasium's data-reuse rule)."""
+    from gymnasium.utils.passive_env_checker import data_shares_objects
+    env = make("s2r/ArmPush-v0", randomization="default")
+    obs, info = env.reset(seed=0)
+    previous = (obs, info)
+    a = np.zeros(7)
+    for _ in range(70):                       # across a refill of the per-step randomization block
+        obs, r, term, trunc, info = env.step(a)
+        assert not data_shares_objects(previous[0], obs) and not data_shares_objects(previous[1], info)
+        previous = (obs, info)
+    e = env.unwrapped
+    bias = e.dr["action_bias"].copy()
+    info["randomization"]["action_bias"][:] = 5.0
+    obs["joint_pos"][:] = 0.0
+    assert np.array_equal(e.dr["action_bias"], bias) and not np.allclose(e.robot.state()[0], 0.0)
+
+
 def _success_rate(env, seeds):
     return np.mean([run_scripted(env, s)[1]["success"] for s in seeds])
 
