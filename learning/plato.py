@@ -144,9 +144,6 @@ class PLATO:
         self.data = {"state": [], "image": [], "label": []}
         self.iteration, self.history, self.pretrained = 0, [], not a.images
 
-    def _teacher_params(self, obs):
-        return obs["target_param"] if "target_param" in obs else None
-
     def iterate(self) -> dict:
         t0 = time.perf_counter()
         a, cfg, k = self.agent, self.cfg, self.iteration
@@ -159,7 +156,6 @@ class PLATO:
         for e in range(cfg.episodes_per_iteration):
             cond = e % a.n_conditions
             labels = []
-            started = [False]
 
             def act(t, x, obs):
                 if t == 0:
