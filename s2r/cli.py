@@ -46,6 +46,16 @@ def cmd_launch(a) -> int:
     return main(a.rest)
 
 
+def cmd_train(a) -> int:
+    from learning.cli import train_main
+    return train_main(a.rest)
+
+
+def cmd_eval(a) -> int:
+    from learning.cli import eval_main
+    return eval_main(a.rest)
+
+
 def cmd_hil(a) -> int:
     from .hil_report import run_hil
     return run_hil(a.config, emulate=a.emulate, extra=a.rest)
@@ -84,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start ROS 2 nodes from a bringup YAML (pip-only replacement for ros2 launch)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_launch)
+
+    p = sub.add_parser("train", add_help=False,
+                       help="train in randomized simulation: `s2r train gps|plato --task TASK ...`")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", add_help=False,
+                       help="evaluate a trained policy: `s2r eval POLICY --task TASK --episodes N`")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
     p.add_argument("config")
