@@ -255,7 +255,10 @@ class SimRobot:
             if self._moving:
                 self._elapsed += dt
                 if self._elapsed >= self._horizon - 1e-12:
-                    self._set_reference(self._q_goal, self._zeros, np.inf)    # arrived: exactly the goal
+                    # arrived: hold exactly the goal (what _set_reference(goal, 0, inf) computes)
+                    self._q_anchor, self.qd_target, self._horizon, self._elapsed = self._q_goal, self._zeros, np.inf, 0.0
+                    self._moving = False
+                    self._pd_a = self._kp * self._q_goal
                 else:
                     if self._pd_inc_dt != dt:
                         self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
@@ -313,7 +316,7 @@ class Simulation:
             for r in robots:
                 r.apply_control(dt)
             p.stepSimulation(physicsClientId=client)
-            self.steps += 1
+        self.steps += n
 
     @property
     def time(self) -> float:
