@@ -26,6 +26,9 @@ the wall-clock ratios are reported too, as *_wall).
   work, alternating 1- and 2-worker runs; medians. Reported beside it: each worker's CPU seconds
   and the CPU/wall ratio of each run (about 2 for 2 workers on an idle 2-core machine; less means
   the workers waited for a core, i.e. the machine was busy), and the machine's load average.
+  parallel_speedup_2 is the median over all rounds; parallel_speedup_2_uncontended the median over
+  the rounds in which both pools had their cores (None if the machine was never free enough), and
+  parallel_cpu_s_per_episode_{1,2} show whether running two workers costs any extra work.
 """
 from __future__ import annotations
 
@@ -223,8 +226,9 @@ def parallel(rounds: int, n_episodes: int, horizon: int) -> dict:
         for n, pool in pools.items():
             pool.run(SinePolicy, seeds[:n], 5)                    # workers up, envs built, imports done
         reference = None
-        for _ in range(rounds):
-            for n, pool in pools.items():
+        for i in range(rounds):
+            for n in ((1, 2) if i % 2 == 0 else (2, 1)):          # alternate which goes first
+                pool = pools[n]
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 eps = pool.run(SinePolicy, seeds, horizon)
@@ -243,8 +247,15 @@ def parallel(rounds: int, n_episodes: int, horizon: int) -> dict:
     one = statistics.median(r["episodes_per_s"] for r in runs[1])
     two = statistics.median(r["episodes_per_s"] for r in runs[2])
     speedups = [b["episodes_per_s"] / a["episodes_per_s"] for a, b in zip(runs[1], runs[2])]
+    # rounds in which the machine gave the workers their cores (1 worker >= 0.9 of one, 2 workers
+    # >= 1.8 together): the speedup of the code itself, without other people's processes in it
+    free = [s for s, a, b in zip(speedups, runs[1], runs[2]) if a["cpu_over_wall"] >= 0.9 and b["cpu_over_wall"] >= 1.8]
+    cpu_per_episode = {n: statistics.median(sum(r["worker_cpu_s"]) / n_episodes for r in runs[n]) for n in (1, 2)}
     return {"parallel_episodes_per_s_1": one, "parallel_episodes_per_s_2": two,
             "parallel_speedup_2": two / one, "parallel_speedup_2_per_round": speedups,
+            "parallel_speedup_2_uncontended": statistics.median(free) if free else None,
+            "parallel_uncontended_rounds": len(free),
+            "parallel_cpu_s_per_episode_1": cpu_per_episode[1], "parallel_cpu_s_per_episode_2": cpu_per_episode[2],
             "parallel_cpu_over_wall_1": statistics.median(r["cpu_over_wall"] for r in runs[1]),
             "parallel_cpu_over_wall_2": statistics.median(r["cpu_over_wall"] for r in runs[2]),
             "parallel_runs": runs, "parallel_episodes": n_episodes, "parallel_horizon": horizon,
@@ -256,7 +267,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test, not for numbers)")
     ap.add_argument("--rounds", type=int, default=40, help="alternating stepping rounds")
-    ap.add_argument("--parallel-rounds", type=int, default=3)
+    ap.add_argument("--parallel-rounds", type=int, default=5)
     args = ap.parse_args(argv)
     q = args.quick
     res: dict = {}
@@ -287,6 +298,11 @@ def main(argv=None) -> dict:
     print(f"parallel          {one:8.2f} episodes/s (1 worker)   {two:8.2f} (2 workers)   "
           f"speedup {res['parallel_speedup_2']:.2f} (per round: "
           f"{', '.join(f'{x:.2f}' for x in res['parallel_speedup_2_per_round'])}; target >= 1.6)")
+    free = res["parallel_speedup_2_uncontended"]
+    print(f"                  in the {res['parallel_uncontended_rounds']} round(s) where both workers had a core each: "
+          + (f"speedup {free:.2f}" if free else "none (the machine was busy throughout)")
+          + f"; CPU s per episode {res['parallel_cpu_s_per_episode_1']:.3f} (1 worker), "
+          f"{res['parallel_cpu_s_per_episode_2']:.3f} (2 workers)")
     loads = ", ".join(f"{r['loadavg_1min_before']:.1f}" for n in (1, 2) for r in res["parallel_runs"][n])
     print(f"                  worker CPU / wall: {res['parallel_cpu_over_wall_1']:.2f} (1 worker), "
           f"{res['parallel_cpu_over_wall_2']:.2f} (2 workers; 2.0 = both cores to themselves); "

@@ -8,8 +8,9 @@ its own seeds; the results are identical to a serial run with the same seeds.
 
 Why serial == parallel: every episode is reset with its own seed, and a reset rebuilds the world
 from nothing (`Simulation.reset_world`), so an episode does not depend on which worker ran it or
-what that worker ran before. Each worker's seed stream is the list of episode seeds it is handed
-(round-robin over the sorted episode list); results are returned in the order of `seeds`.
+what that worker ran before. Each worker's seed stream is the list of episode seeds it takes from
+the job queue (each episode's own seed seeds everything in it); results are returned in the order
+of `seeds`.
 
 `policy_factory(env) -> policy` must be picklable (a module-level function or class); it is called
 once per episode in the worker, and `policy(obs) -> action`. Workers are started with the "spawn"
@@ -17,16 +18,17 @@ context (no fork of a process holding pybullet clients or threads), with numpy/B
 to one thread each (the environment variables are set before the child imports anything), so N
 workers use N cores and no more.
 
-No serial bottleneck: `run` sends each worker its whole share of the episodes in one message and
-gets all of its episodes back in one message (an episode's arrays are stacked in the worker, so
-nothing is pickled per step). `last_worker_stats` has, per worker, its CPU seconds and wall
-seconds spent on the last `run`'s episodes: CPU well below wall means the worker waited for a
-core (a contended machine).
+No serial bottleneck: workers take episodes from one job queue as they become free (so a slow
+episode does not hold up the others' share), and each episode comes back as one message with its
+arrays already stacked (nothing is pickled per step). `last_worker_stats` has, per worker, the
+episodes it ran and their CPU and wall seconds in the last `run`: CPU well below wall means the
+worker waited for a core (a contended machine).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import time
 from dataclasses import dataclass, field
 
@@ -95,7 +97,7 @@ SINGLE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")}
 
 
-def _worker(env_id, env_kwargs, inbox, outbox):
+def _worker(env_id, env_kwargs, jobs, outbox):
     try:
         env = make_env(env_id, env_kwargs)
     except Exception as e:   # report construction errors instead of dying silently
@@ -103,21 +105,19 @@ def _worker(env_id, env_kwargs, inbox, outbox):
         return
     try:
         while True:
-            batch = inbox.get()
-            if batch is None:
+            job = jobs.get()
+            if job is None:
                 break
-            policy_factory, jobs, horizon = batch
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            done = []
+            index = job[1]
             try:
-                for index, seed in jobs:
-                    done.append((index, run_episode(env, policy_factory, seed, horizon)))
+                policy_factory, index, seed, horizon = job
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                episode = run_episode(env, policy_factory, seed, horizon)
+                stats = {"pid": os.getpid(), "cpu_s": time.process_time() - cpu0,
+                         "wall_s": time.perf_counter() - wall0, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+                outbox.put(("ok", index, episode, stats))
             except Exception as e:
                 outbox.put(("error", index, f"{type(e).__name__}: {e}", None))
-                continue
-            stats = {"pid": os.getpid(), "episodes": len(done), "cpu_s": time.process_time() - cpu0,
-                     "wall_s": time.perf_counter() - wall0, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-            outbox.put(("ok", -1, done, stats))
     finally:
         env.close()
 
@@ -134,10 +134,10 @@ class ParallelRollouts:
             raise ValueError(f"unknown task {env_id!r} (known: {', '.join(sim.tasks.TASKS)})")
         ctx = mp.get_context(start_method)
         self.env_id, self.n_workers = env_id, n_workers
-        self._inboxes = [ctx.Queue() for _ in range(n_workers)]
+        self._jobs = ctx.Queue()
         self._outbox = ctx.Queue()
-        self._procs = [ctx.Process(target=_worker, args=(env_id, env_kwargs, q, self._outbox), daemon=True)
-                       for q in self._inboxes]
+        self._procs = [ctx.Process(target=_worker, args=(env_id, env_kwargs, self._jobs, self._outbox), daemon=True)
+                       for _ in range(n_workers)]
         self.last_worker_stats: list[dict] = []
         saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
         os.environ.update(SINGLE_THREAD_ENV)       # inherited by the children at start
@@ -152,31 +152,40 @@ class ParallelRollouts:
                     os.environ[k] = v
 
     def run(self, policy_factory, seeds, horizon: int) -> list[Episode]:
-        """Episodes for `seeds` (results in that order); worker k runs episodes k, k+N, k+2N, ..."""
+        """Episodes for `seeds`, returned in that order; each idle worker takes the next one."""
         seeds = list(seeds)
-        busy = 0
-        for k, inbox in enumerate(self._inboxes):
-            jobs = [(i, seeds[i]) for i in range(k, len(seeds), self.n_workers)]
-            if jobs:
-                inbox.put((policy_factory, jobs, horizon))
-                busy += 1
+        for i, s in enumerate(seeds):
+            self._jobs.put((policy_factory, i, s, horizon))
         out: list = [None] * len(seeds)
-        self.last_worker_stats = []
-        for _ in range(busy):
-            status, index, payload, stats = self._outbox.get()
+        per_worker: dict = {}
+        for _ in seeds:
+            while True:
+                try:
+                    status, index, payload, stats = self._outbox.get(timeout=1.0)
+                    break
+                except queue.Empty:         # still working, unless a worker died without a word
+                    dead = [pr for pr in self._procs if not pr.is_alive()]
+                    if dead:
+                        self.close()
+                        raise RuntimeError(f"rollout worker (pid {dead[0].pid}) exited with code "
+                                           f"{dead[0].exitcode} without a result (see its stderr)") from None
             if status != "ok":
                 self.close()
                 where = f"episode {index} (seed {seeds[index]})" if index >= 0 else "worker start-up"
                 raise RuntimeError(f"rollout worker failed in {where}: {payload}")
-            for i, episode in payload:
-                out[i] = episode
-            self.last_worker_stats.append(stats)
+            out[index] = payload
+            w = per_worker.setdefault(stats["pid"], {"pid": stats["pid"], "episodes": 0, "cpu_s": 0.0, "wall_s": 0.0,
+                                                     "omp_num_threads": stats["omp_num_threads"]})
+            w["episodes"] += 1
+            w["cpu_s"] += stats["cpu_s"]
+            w["wall_s"] += stats["wall_s"]
+        self.last_worker_stats = list(per_worker.values())
         return out
 
     def close(self) -> None:
-        for q in self._inboxes:
+        for _ in self._procs:
             try:
-                q.put(None)
+                self._jobs.put(None)
             except (ValueError, OSError):
                 pass
         for pr in self._procs:

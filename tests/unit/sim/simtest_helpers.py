@@ -24,3 +24,9 @@ def rollout(env, seed, actions):
 def random_actions(env, n, seed=0):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (n,) + env.action_space.shape)
+
+
+def dying_policy_factory(env):
+    """A policy factory whose worker process dies on the spot (no exception to report)."""
+    import os
+    os._exit(3)
