@@ -1,13 +1,22 @@
 """Guided policy search on arm reach, against a model-free baseline trained in the same run.
 
 Task: s2r/ArmReach-v0 (Panda, position control, 100 steps at 100 Hz). Training: 4 conditions
-(episode seeds 0-3: start posture and target) x 5 samples per iteration, at most 10 MDGPS
-iterations (200 rollouts). Success: TCP within 5 cm of the target at the end of an episode, on
-20 held-out episodes (seeds 10000-10019: new start postures and new targets), evaluated after
-every iteration with the global policy's mean action (these evaluation rollouts are not counted
-as training rollouts, for either method).
+x 5 samples per iteration, at most 10 MDGPS iterations (200 rollouts). Success: TCP within 5 cm of
+the target at the end of an episode, on 20 held-out episodes, evaluated after every iteration
+with the global policy's mean action (these evaluation rollouts are not counted as training
+rollouts, for either method).
 
-  state   MLP on [joint_pos, joint_vel, tcp_pos, target]
+Protocol ("held-out start states"): a condition is an episode seed of the task; the task draws
+the start posture (home +- 0.05 rad per joint) and the target (uniform in x [0.35, 0.65],
+y [-0.25, 0.25], z [table + 0.1, table + 0.45] m) from it. Training conditions and held-out
+episodes come from this same distribution; the held-out episodes are seeds 10000-10019, which no
+training condition ever uses (training seeds are drawn outside [10000, 20000)). The 4 training
+conditions are drawn anew every iteration (RESAMPLE: on-policy MDGPS needs no per-condition
+state across iterations; see learning/gps.py), so 10 iterations see up to 40 start states; the
+budget is unchanged (4 x 5 rollouts per iteration). The CEM baseline draws new conditions every
+generation the same way.
+
+  state   MLP on [joint_pos, joint_vel, target - tcp_pos]
   image   visuomotor CNN on the 64x64 camera image + [joint_pos, joint_vel] (vision layers
           pretrained on pose regression; the S-step trains the layers after the feature points)
   baseline  cross-entropy method on the parameters of a linear policy on the same state features
@@ -41,6 +50,7 @@ from learning.gps import MDGPS, GPSConfig  # noqa: E402
 from learning.policies import VisuomotorCNN  # noqa: E402
 
 TARGET = 0.9
+RESAMPLE = True      # training conditions drawn anew every iteration (GPS) / generation (CEM)
 
 
 def cnn_latency_ms(size: int, repeats: int = 3, calls: int = 100) -> float:
@@ -65,7 +75,7 @@ def cnn_latency_ms(size: int, repeats: int = 3, calls: int = 100) -> float:
 
 def run_gps(images: bool, iterations: int, log) -> dict:
     agent = ArmReachAgent(images=images, image_size=64)
-    cfg = GPSConfig(iterations=iterations, eval_episodes=20,
+    cfg = GPSConfig(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE,
                     pretrain_images=300 if iterations > 3 else 60, pretrain_steps=300 if iterations > 3 else 30)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
@@ -82,14 +92,14 @@ def run_gps(images: bool, iterations: int, log) -> dict:
             "history": h, "seconds": time.perf_counter() - t0}
 
 
-def run_cem_baseline(budget: int, log, seed: int = 0) -> dict:
+def run_cem_baseline(budget: int, log, seed: int = 0, resample: bool = True) -> dict:
     """CEM over a linear policy u = clip(W (s - mu) / sd + b) on the MLP's state features."""
     agent = ArmReachAgent()
     rng = np.random.default_rng(seed)
     # feature normalization from the resting posture (no training rollouts spent on it)
     obs, _ = agent.env.reset(seed=0)
     mu = agent.state_obs(obs)
-    sd = np.r_[np.full(7, 0.5), np.full(7, 1.0), np.full(6, 0.2)]
+    sd = np.r_[np.full(7, 0.5), np.full(7, 1.0), np.full(3, 0.2)]
     n_params = agent.dU * (agent.obs_dim + 1)
     mean, std = np.zeros(n_params), np.full(n_params, 0.5)
     pop, elite = 16, 4
@@ -101,6 +111,8 @@ def run_cem_baseline(budget: int, log, seed: int = 0) -> dict:
 
     rollouts, reached, history, t0 = 0, None, [], time.perf_counter()
     while rollouts + pop * agent.n_conditions <= budget:
+        if resample and history:
+            agent.resample(rng)          # the same condition protocol as GPS: new conditions per generation
         thetas = mean + std * rng.standard_normal((pop, n_params))
         scores = []
         for th in thetas:
@@ -133,6 +145,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     iters = 2 if args.quick else 10
     res = {"task": "s2r/ArmReach-v0", "conditions": 4, "samples_per_condition": 5, "held_out": 20,
+           "protocol": ("training conditions and held-out episodes drawn from the same start/target distribution; "
+                        "held-out seeds 10000-10019, never used for training; "
+                        + ("4 new training conditions every iteration (GPS) / generation (CEM)" if RESAMPLE
+                           else "fixed training conditions: seeds 0-3")),
+           "state_inputs": "joint_pos, joint_vel, target - tcp_pos",
+           "image_inputs": "64x64 RGB image, joint_pos, joint_vel",
            "success_distance_m": 0.05, "quick": args.quick}
     log("CNN inference (batch 1, 2 threads)")
     res["cnn_ms_64"] = cnn_latency_ms(64)

@@ -6,8 +6,13 @@ policy's observations (what the global policy sees: input remapping).
 
     PointMassAgent   controllers' point mass (a double integrator) to the origin: fast, for tests
     ArmReachAgent    s2r/ArmReach-v0 in simulation; x = [q, qd, q_cmd - q, tcp - target] (24),
-                     policy observations: state = [joint_pos, joint_vel, tcp_pos, target] (20) for
-                     the MLP, or image + [joint_pos, joint_vel] (14) for the CNN
+                     policy observations: state = [joint_pos, joint_vel, target - tcp_pos] (17) for
+                     the MLP, or image + [joint_pos, joint_vel] (14) for the CNN (which must find
+                     the target and the gripper in the image)
+
+Training conditions and held-out starts come from the same distribution (the task's start
+postures and targets); held-out starts use seeds no training condition uses. With
+`resample_conditions` (GPSConfig) the conditions are drawn anew every iteration (`resample`).
 """
 from __future__ import annotations
 
@@ -17,7 +22,16 @@ import numpy as np
 
 from .linear_gaussian import QuadraticCost
 
-__all__ = ["Sample", "PointMassAgent", "ArmReachAgent", "make_agent", "GPS_TASKS"]
+__all__ = ["Sample", "PointMassAgent", "ArmReachAgent", "make_agent", "GPS_TASKS", "DERIVED_OBS", "state_vector"]
+
+# observation keys a policy's metadata may list that are computed from the task's observations
+DERIVED_OBS = {"target_minus_tcp": lambda obs: np.asarray(obs["target"], float) - np.asarray(obs["tcp_pos"], float)}
+
+
+def state_vector(obs: dict, keys) -> np.ndarray:
+    """The state-policy input named by a policy's `obs_keys` (observation keys or DERIVED_OBS)."""
+    return np.concatenate([np.asarray(DERIVED_OBS[k](obs) if k in DERIVED_OBS else obs[k], float).ravel()
+                           for k in keys])
 
 
 @dataclass
@@ -84,7 +98,10 @@ class ArmReachAgent:
     """s2r/ArmReach-v0: the TCP to a 3-D target in position control (normalized joint increments).
 
     Condition c is the episode of seed `condition_seeds[c]` (start posture, target and, under
-    `randomization`, the randomization draw); held-out starts are seeds 10000 + i."""
+    `randomization`, the randomization draw); held-out starts are seeds 10000 + i (training seeds
+    never fall in [10000, 10000 + HELD_OUT_SEEDS))."""
+    HELD_OUT_BASE = 10_000
+    HELD_OUT_SEEDS = 10_000
     task = "s2r/ArmReach-v0"
     init_variance = 0.1            # exploration of the initial controllers (normalized actions)
 
@@ -98,7 +115,7 @@ class ArmReachAgent:
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
         self.T, self.dX, self.dU = T, 3 * self.n + 3, self.n
-        self.obs_dim = 2 * self.n + 6
+        self.obs_dim = 2 * self.n + 3
         self.joint_dim = 2 * self.n
         self.success_distance = success_distance
         self.condition_seeds = list(condition_seeds or range(n_conditions))
@@ -121,8 +138,10 @@ class ArmReachAgent:
                      "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
                      "joint_state": "[joint_pos; joint_vel] of joint_names", "obs_keys": ["image", "joint_pos", "joint_vel"]}
         else:
-            meta |= {"inputs": ["state"], "obs_keys": ["joint_pos", "joint_vel", "tcp_pos", "target"],
-                     "state": "[joint_pos; joint_vel; tcp_pos; target] (target and tcp in the world frame, m)"}
+            meta |= {"inputs": ["state"], "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp"],
+                     "state": "[joint_pos; joint_vel; target - tcp_pos] (world frame, m; tcp by forward "
+                              "kinematics of the hand link + tcp_offset along its z axis)",
+                     "ee_link": "panda_hand", "tcp_offset": 0.1034}
         return meta
 
     def state(self, obs) -> np.ndarray:
@@ -132,7 +151,7 @@ class ArmReachAgent:
 
     @staticmethod
     def state_obs(obs) -> np.ndarray:
-        return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["tcp_pos"], obs["target"]])
+        return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["target"] - obs["tcp_pos"]])
 
     def joint_obs(self, obs) -> np.ndarray:
         return np.concatenate([obs["joint_pos"], obs["joint_vel"]])
@@ -169,7 +188,20 @@ class ArmReachAgent:
         return self._run(self.condition_seeds[condition], act)
 
     def held_out(self, index: int, act) -> Sample:
-        return self._run(10_000 + index, act)
+        if not 0 <= index < self.HELD_OUT_SEEDS:
+            raise ValueError(f"held-out index {index} out of range")
+        return self._run(self.HELD_OUT_BASE + index, act)
+
+    def resample(self, rng: np.random.Generator) -> list[int]:
+        """New training conditions (same number): fresh episode seeds from the task's start
+        distribution, never a held-out seed. Returns the seeds."""
+        seeds = []
+        while len(seeds) < self.n_conditions:
+            s = int(rng.integers(0, 2**31 - 1))
+            if not self.HELD_OUT_BASE <= s < self.HELD_OUT_BASE + self.HELD_OUT_SEEDS and s not in seeds:
+                seeds.append(s)
+        self.condition_seeds = seeds
+        return seeds
 
     def teacher_params(self) -> np.ndarray:
         """The MPC teacher's cost parameter for the episode just reset: the target position."""

@@ -148,7 +148,7 @@ def eval_main(argv=None) -> int:
             raise _UsageError("s2r eval: --episodes must be >= 1")
         import torch
 
-        from .agents import task_id
+        from .agents import state_vector, task_id
         from .policies import load_exported
         from .train import wilson_interval
         path = Path(args.policy)
@@ -189,7 +189,7 @@ def eval_main(argv=None) -> int:
                         js = torch.as_tensor(np.concatenate([obs["joint_pos"], obs["joint_vel"]]), dtype=torch.float32)[None]
                         out = module(img, js)
                     else:
-                        s = np.concatenate([np.asarray(obs[k], float).ravel() for k in meta["obs_keys"]])
+                        s = state_vector(obs, meta["obs_keys"])
                         out = module(torch.as_tensor(s, dtype=torch.float32)[None])
                 a = out[0].double().numpy() / scale
                 if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):

@@ -14,6 +14,12 @@ Mirror Descent", NIPS 2016, Algorithm 2), with LQR-FLM local controllers (Levine
 Input remapping: p_i acts on the full state x_t; pi_theta sees the observation o_t (joint state,
 or camera image + joint state). In the first iteration p_i is the initial controller (PD law, or
 iLQR on a known model: `LinearGaussianController.from_trajectory`) and pi_bar_i = p_i.
+With `resample_conditions` the agent draws new training conditions (same number, same start
+distribution, never a held-out start) before every iteration after the first: on-policy MDGPS
+needs no local controller from the previous iteration (the C-step starts from the linearized
+global policy on the new conditions), so only the step-size adaptation, which compares one
+condition across iterations, is skipped (step sizes stay at their current value). Off-policy
+sampling re-initializes the local controllers of new conditions to the initial ones.
 Everything the next iteration needs, random number generator states included, is in
 `state_dict()`, so a run resumed from a checkpoint continues exactly as if it had not stopped.
 """
@@ -60,6 +66,7 @@ class GPSConfig:
     pretrain_images: int = 300        # vision pretraining (image policies)
     pretrain_steps: int = 300
     finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
+    resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
     seed: int = 0
 
     def validate(self) -> "GPSConfig":
@@ -190,6 +197,8 @@ class MDGPS:
         if initial_controllers is None:
             initial_controllers = [LinearGaussianController.pd(a.T, a.dX, a.dU, variance=self.init_variance)
                                    for _ in range(M)]
+        if self.cfg.resample_conditions and not hasattr(a, "resample"):
+            raise ValueError(f"task {a.task} has fixed conditions: resample_conditions is not supported")
         if len(initial_controllers) != M:
             raise ValueError(f"{len(initial_controllers)} initial controllers for {M} conditions")
         for c in initial_controllers:
@@ -197,6 +206,7 @@ class MDGPS:
                 raise ValueError(f"initial controller (T={c.T}, dX={c.dX}, dU={c.dU}) does not fit the agent "
                                  f"(T={a.T}, dX={a.dX}, dU={a.dU})")
         self.controllers = list(initial_controllers)
+        self.initial_controllers = list(initial_controllers)
         self.step_mult = np.ones(M)
         self.eta = np.ones(M)
         self.prev_dyn: list[LinearGaussianDynamics | None] = [None] * M
@@ -279,6 +289,12 @@ class MDGPS:
             loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen)
             log.info("vision pretraining: pose regression loss %.4f", loss)
             self.pretrained = True
+        # 0. new conditions (resample_conditions): drawn from the task's start distribution
+        resampled = cfg.resample_conditions and k > 0
+        if resampled:
+            a.resample(self.rng)
+            if not cfg.on_policy:
+                self.controllers = list(self.initial_controllers)
         # 1. samples: the global policy (on-policy) or the local controllers
         on_policy = cfg.on_policy and k > 0
         runner = PolicyRunner(self.policy, self.policy_cov) if on_policy else None
@@ -304,7 +320,7 @@ class MDGPS:
             pibar = [linearize_policy(X[c], means[c], self.policy_cov, pol_prior) for c in range(M)]
         # 4. step size from the predicted versus actual improvement of the (linearized) policy:
         #    previous pi_bar under the previous dynamics -> new pi_bar under the previous / new dynamics
-        if k > 0:
+        if k > 0 and not resampled:
             for c in range(M):
                 previous = expected_cost(self.prev_pibar[c], self.prev_dyn[c], a.cost)
                 predicted = expected_cost(pibar[c], self.prev_dyn[c], a.cost)
@@ -372,6 +388,7 @@ class MDGPS:
                 "prev_dyn": [None if d is None else (d.F, d.f, d.cov, d.x0_mean, d.x0_cov) for d in self.prev_dyn],
                 "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
                 "history": self.history, "dropped_samples": self.dropped_samples,
+                "condition_seeds": list(getattr(self.agent, "condition_seeds", [])),
                 "rng": self.rng.bit_generator.state, "torch_generator": self.gen.get_state(),
                 "torch_rng": torch.get_rng_state()}
 
@@ -392,6 +409,8 @@ class MDGPS:
         self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
         self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]
         self.iteration = int(st["iteration"])
+        if st.get("condition_seeds") and hasattr(self.agent, "condition_seeds"):
+            self.agent.condition_seeds = list(st["condition_seeds"])
         self.rng.bit_generator.state = st["rng"]
         self.gen.set_state(st["torch_generator"])
         torch.set_rng_state(st["torch_rng"])

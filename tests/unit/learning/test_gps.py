@@ -106,3 +106,48 @@ def test_plato_with_the_mpc_teacher_learns_the_point_mass():
     for _ in range(2):
         stats = plato.iterate()
     assert stats["success"] == 1.0 and stats["dataset"] == 2 * 4 * 40
+
+
+class _ResamplingPointMass(PointMassAgent):
+    """Point mass whose training starts are drawn anew (on the unit circle) when asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.condition_seeds = [0, 1, 2, 3]
+
+    def resample(self, rng):
+        self.condition_seeds = [int(s) for s in rng.integers(0, 2**31 - 1, self.n_conditions)]
+        ang = [np.random.default_rng(s).uniform(0, 2 * np.pi) for s in self.condition_seeds]
+        self.x0 = [np.array([np.cos(a), np.sin(a), 0.0, 0.0]) for a in ang]
+        return self.condition_seeds
+
+
+def test_resampled_conditions_change_every_iteration_and_gps_still_learns():
+    with pytest.raises(ValueError, match="fixed conditions"):
+        MDGPS(PointMassAgent(), GPSConfig(resample_conditions=True, **FAST))
+    agent = _ResamplingPointMass()
+    gps = MDGPS(agent, GPSConfig(resample_conditions=True, **FAST))
+    seen = []
+    for _ in range(3):
+        gps.iterate()
+        seen.append(tuple(agent.condition_seeds))
+    assert len(set(seen)) == 3
+    assert gps.history[-1]["cost"] < 0.3 * gps.history[0]["cost"]
+    assert gps.state_dict()["condition_seeds"] == list(seen[-1])
+
+
+def test_arm_training_conditions_never_use_held_out_seeds():
+    from types import SimpleNamespace
+
+    from learning.agents import ArmReachAgent
+
+    class _Rng:                                     # proposes held-out seeds first
+        def __init__(self):
+            self.values = iter([10_000, 10_019, 15_000, 5, 5, 7, 19_999, 20_000, 3])
+
+        def integers(self, lo, hi):
+            return next(self.values)
+
+    stub = SimpleNamespace(n_conditions=4, HELD_OUT_BASE=ArmReachAgent.HELD_OUT_BASE,
+                           HELD_OUT_SEEDS=ArmReachAgent.HELD_OUT_SEEDS)
+    assert ArmReachAgent.resample(stub, _Rng()) == [5, 7, 20_000, 3]
