@@ -71,9 +71,9 @@ def test_reach_solved_by_scripted_ik(make, randomization):
 
 
 @pytest.mark.parametrize("randomization", [None, "default"])
-def test_hand_reach_solved_by_scripted_dls(make, randomization):
+def test_hand_reach_solved_by_scripted_ik(make, randomization):
     env = make("s2r/HandReach-v0", randomization=randomization)
-    assert _success_rate(env, range(3)) == 1.0
+    assert _success_rate(env, range(8)) >= 0.85
 
 
 @pytest.mark.parametrize("randomization,min_rate", [(None, 1.0), ("default", 0.7)])
