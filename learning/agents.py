@@ -102,16 +102,35 @@ class ArmReachAgent:
     never fall in [10000, 10000 + HELD_OUT_SEEDS))."""
     HELD_OUT_BASE = 10_000
     HELD_OUT_SEEDS = 10_000
+    # The task's target marker (a 1.5 cm sphere) is about one pixel in the 64x64 camera image; image
+    # agents show the target as an opaque green sphere of this radius instead (visual only).
+    VISIBLE_MARKER_RADIUS = 0.035
+
+    def _enlarge_target_marker(self, radius: float) -> None:
+        """After the task builds its scene (every reset), park its small marker under the floor and
+        put a larger opaque one in its place (the task moves `target_marker` to the target)."""
+        from sim import scene
+        env, build = self.env, self.env.build_task
+
+        def build_task(dr):
+            build(dr)
+            env.target_marker = scene.marker(env.client, (0, 0, -1), radius, (0.0, 1.0, 0.0, 1.0))
+        env.build_task = build_task
     task = "s2r/ArmReach-v0"
     init_variance = 0.1            # exploration of the initial controllers (normalized actions)
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
                  T: int = 100, condition_seeds=None, success_distance: float = 0.05,
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
-                 velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01):
+                 velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
+                 target_marker_radius: float | None = None):
         import sim.tasks
         self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
                                   randomization=randomization).unwrapped
+        self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
+            if target_marker_radius is None else (float(target_marker_radius) or None)
+        if self.target_marker_radius:
+            self._enlarge_target_marker(self.target_marker_radius)
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
         self.T, self.dX, self.dU = T, 3 * self.n + 3, self.n
@@ -134,6 +153,7 @@ class ArmReachAgent:
                 "action_units": "rad per control step (added to the joint position targets)",
                 "control_rate_hz": float(1.0 / self.env.control_dt)}
         if self.images:
+            meta |= {"target_marker_radius_m": self.target_marker_radius}
             meta |= {"inputs": ["image", "joint_state"], "image_size": [self.image_size, self.image_size],
                      "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
                      "joint_state": "[joint_pos; joint_vel] of joint_names", "obs_keys": ["image", "joint_pos", "joint_vel"]}

@@ -38,6 +38,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--conditions", type=int, default=4, help="training conditions (start states)")
     p.add_argument("--samples", type=int, default=5, help="GPS samples per condition and iteration")
+    p.add_argument("--fixed-conditions", action="store_true",
+                   help="gps: keep the same training conditions every iteration (default for tasks that can: "
+                        "draw new ones from the task's start distribution each iteration)")
     p.add_argument("--eval-episodes", type=int, default=20, help="held-out starts evaluated every iteration")
     p.add_argument("--policy-steps", type=int, default=None, help="policy gradient steps per iteration")
     p.add_argument("--seed", type=int, default=0)
@@ -54,7 +57,8 @@ def _build(args):
     if args.algorithm == "gps":
         from .gps import MDGPS, GPSConfig
         cfg = GPSConfig(iterations=args.iterations, samples_per_condition=args.samples,
-                        eval_episodes=args.eval_episodes, seed=args.seed)
+                        eval_episodes=args.eval_episodes, seed=args.seed,
+                        resample_conditions=hasattr(agent, "resample") and not args.fixed_conditions)
         if args.policy_steps:
             cfg.policy_steps = args.policy_steps
         algo = MDGPS(agent, cfg)
@@ -67,7 +71,8 @@ def _build(args):
         algo = PLATO(agent, cfg)
     meta = {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
             "image_size": args.image_size if args.images else None, "randomize": args.randomize,
-            "conditions": args.conditions, "seed": args.seed, "policy": algo.policy.config()}
+            "conditions": args.conditions, "seed": args.seed, "policy": algo.policy.config(),
+            "resample_conditions": bool(getattr(algo.cfg, "resample_conditions", False))}
     return agent, algo, meta
 
 
