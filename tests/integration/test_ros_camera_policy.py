@@ -116,3 +116,41 @@ def test_policy_node_streams_commands_from_a_torchscript_policy(ros, tmp_path):
     except AssertionError:
         print(dump_logs(domain))
         raise
+
+
+def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_path):
+    """A learning/ export whose metadata asks for [joint_pos, joint_vel, target - tcp]: the node
+    waits for a goal on /goal_pose, then feeds the forward-kinematics TCP and the goal."""
+    from geometry_msgs.msg import PoseStamped
+
+    from learning.policies import MLPPolicy, export_torchscript
+    from s2r_ros.common import GOAL_QOS
+
+    domain, probe = ros
+    arm = [j for j in CFG.joint_names if "finger" not in j]
+    n = len(arm)
+    torch.manual_seed(0)
+    path = tmp_path / "reach.pt"
+    meta = {"task": "s2r/ArmReach-v0", "joint_names": arm, "action": "position_delta", "inputs": ["state"],
+            "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp"], "ee_link": "panda_hand", "tcp_offset": 0.1034}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        export_torchscript(MLPPolicy(2 * n + 3, n), path, meta, np.full(n, 0.005))
+    probe.subscribe("/joint_states", JointState)
+    probe.subscribe("/diagnostics", DiagnosticArray, qos=50)
+    domain.start("driver_node", "driver", config="panda_sim", hardware="sim", autostart=True)
+    domain.start("policy_node", "reach", config="panda_sim", policy=str(path), action="position_delta",
+                 use_image=False, rate_hz=50.0)
+    try:
+        d = probe.wait_diag("reach: policy", lambda d: int(d["waiting"]) >= 5, what="the node waiting for a goal")
+        assert int(d["commands"]) == 0 and "goal" in d["last_problem"]
+        goal = PoseStamped()
+        goal.header.frame_id = "world"
+        goal.pose.position.x, goal.pose.position.y, goal.pose.position.z = 0.5, 0.1, 0.35
+        goal.pose.orientation.w = 1.0
+        probe.publish("/goal_pose", goal, GOAL_QOS)
+        d = probe.wait_diag("reach: policy", lambda d: int(d["commands"]) >= 20, what="policy commands after the goal")
+        assert int(d["refused_actions"]) == 0
+    except AssertionError:
+        print(dump_logs(domain))
+        raise

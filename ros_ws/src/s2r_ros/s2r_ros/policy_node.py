@@ -8,8 +8,14 @@ on the newest camera image and joint state:
     action = module(state)                use_image: false (state-only policies)
 
     image:  float32 (1, 3, H, W), RGB in [0, 1], H x W = `image_size` (0: as received)
-    state:  float32 (1, 2 n), [q; qd] of the commanded joints, in `joints` order (default: all of
-            the config's joints, in config order)
+    state:  float32 (1, d): what the policy's metadata (`s2r_policy.json` in a TorchScript file
+            exported by learning/) lists as `obs_keys`, concatenated; without metadata, or for
+            image policies, [q; qd] of the commanded joints, in `joints` order (default: the
+            metadata's `joint_names`, else all of the config's joints, in config order).
+            Known keys: joint_pos, joint_vel, tcp_pos, target, target_minus_tcp. tcp_pos is the
+            URDF forward kinematics of the metadata's `ee_link` plus `tcp_offset` along its z
+            axis; target is the newest geometry_msgs/PoseStamped on /goal_pose (position, in the
+            world / robot base frame). Until a goal arrives such a policy waits (nothing is sent).
     action: (1, n) or (n,) -- one value per commanded joint, interpreted by `action`:
             position (absolute targets), position_delta (added to the measured q), velocity, effort
 
@@ -21,18 +27,22 @@ holds), and a non-finite action is refused and replaced by a hold.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from .common import (COMMAND_QOS, ERROR, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
+from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
 
 ACTIONS = ("position", "position_delta", "velocity", "effort")
+STATE_KEYS = ("joint_pos", "joint_vel", "tcp_pos", "target", "target_minus_tcp")
+METADATA_FILE = "s2r_policy.json"          # learning.policies.METADATA_FILE
 
 
 class PolicyNode(Node):
@@ -69,23 +79,38 @@ class PolicyNode(Node):
             self.get_logger().error(f"action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
             raise SystemExit(2)
         self.names = list(self.cfg.joint_names)
-        joints = [j for j in g("joints") if j] or self.names
+        path = str(g("policy"))
+        self.meta = {}
+        try:
+            if path.endswith(".pt2"):            # torch.export (torch.jit's successor)
+                self.module = torch.export.load(path).module()
+            else:
+                extra = {METADATA_FILE: ""}
+                self.module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+                self.module.eval()
+                self.meta = json.loads(extra[METADATA_FILE] or "{}")
+        except (RuntimeError, ValueError, OSError) as e:
+            self.get_logger().error(f"cannot load the policy {path!r}: {e}")
+            raise SystemExit(2)
+        joints = [j for j in g("joints") if j] or list(self.meta.get("joint_names") or self.names)
         unknown = [j for j in joints if j not in self.names]
         if unknown:
             self.get_logger().error(f"joints {unknown} are not in {self.cfg.name}'s joints {self.names}")
             raise SystemExit(2)
         self.idx = np.array([self.names.index(j) for j in joints])
-        path = str(g("policy"))
-        try:
-            if path.endswith(".pt2"):            # torch.export (torch.jit's successor)
-                self.module = torch.export.load(path).module()
-            else:
-                self.module = torch.jit.load(path, map_location="cpu")
-                self.module.eval()
-        except (RuntimeError, ValueError, OSError) as e:
-            self.get_logger().error(f"cannot load the policy {path!r}: {e}")
-            raise SystemExit(2)
         self.use_image = bool(g("use_image"))
+        if "inputs" in self.meta and ("image" in self.meta["inputs"]) != self.use_image:
+            self.get_logger().error(f"the policy's inputs are {self.meta['inputs']}, but use_image is {self.use_image}")
+            raise SystemExit(2)
+        self.obs_keys = None if self.use_image else self.meta.get("obs_keys")
+        bad = [k for k in self.obs_keys or () if k not in STATE_KEYS]
+        if bad:
+            self.get_logger().error(f"the policy asks for inputs {bad} this node cannot build (known: {STATE_KEYS})")
+            raise SystemExit(2)
+        self.goal = None
+        self.tcp_fn = None
+        if self.obs_keys and any(k in ("tcp_pos", "target_minus_tcp") for k in self.obs_keys):
+            self.tcp_fn = self._tcp_function(joints)
         self.image_size = int(g("image_size"))
         self.rate_hz = float(g("rate_hz")) or self.cfg.control_rate_hz
         self.spec = self.cfg.spec()
@@ -106,10 +131,49 @@ class PolicyNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
         if self.use_image:
             self.create_subscription(Image, str(g("image_topic")), self._on_image, IMAGE_QOS)
+        if self.obs_keys and any(k in ("target", "target_minus_tcp") for k in self.obs_keys):
+            self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, GOAL_QOS)
         self.create_timer(1.0 / self.rate_hz, self._tick)
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
         self.get_logger().info(f"policy {path} on {len(self.idx)} joints, {self.action} actions at {self.rate_hz:g} Hz"
                                + (f", images from {g('image_topic')}" if self.use_image else ", no images"))
+
+    def _tcp_function(self, joints):
+        """q (of `joints`) -> TCP position: the URDF forward kinematics of the metadata's ee_link,
+        plus tcp_offset along the link's z axis; other movable joints at the model's home."""
+        from controllers.models import RigidBodyModel
+        from sim.robots import robot_model
+
+        model = robot_model(self.cfg.robot)
+        movable = RigidBodyModel(model.urdf).joint_names
+        rb = RigidBodyModel(model.urdf, joints=list(joints),
+                            locked={j: float(model.home.get(j, 0.0)) for j in movable if j not in joints})
+        fn = rb.link_pose_function(self.meta.get("ee_link", model.ee_link))
+        offset = float(self.meta.get("tcp_offset", 0.0))
+
+        def tcp(q):
+            R, p = fn(np.asarray(q, float))
+            return np.asarray(p).reshape(3) + offset * np.asarray(R)[:, 2]
+        return tcp
+
+    def _on_goal(self, msg: PoseStamped):
+        p = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if not np.all(np.isfinite(p)):
+            self._problem("goal_nonfinite", f"goal {p} is not finite; ignored")
+            return
+        self.goal = p
+
+    def _state_input(self, q, qd):
+        if not self.obs_keys:
+            return np.concatenate([q[self.idx], qd[self.idx]])
+        parts, tcp = [], None
+        for k in self.obs_keys:
+            if k in ("tcp_pos", "target_minus_tcp") and tcp is None:
+                tcp = self.tcp_fn(q[self.idx])
+            parts.append({"joint_pos": lambda: q[self.idx], "joint_vel": lambda: qd[self.idx],
+                          "tcp_pos": lambda: tcp, "target": lambda: self.goal,
+                          "target_minus_tcp": lambda: self.goal - tcp}[k]())
+        return np.concatenate(parts)
 
     def _problem(self, key: str, msg: str):
         self.last_problem = msg
@@ -158,10 +222,14 @@ class PolicyNode(Node):
             self.waiting += 1
             self._problem("no_image", "waiting for a recent image")
             return
+        if self.obs_keys and self.goal is None and any(k in ("target", "target_minus_tcp") for k in self.obs_keys):
+            self.waiting += 1
+            self._problem("no_goal", "waiting for a goal on /goal_pose")
+            return
         key, q, qd, _ = self.state
         if self.hold_q is None:
             self.hold_q = q.copy()
-        s = self.torch.from_numpy(np.concatenate([q[self.idx], qd[self.idx]]).astype(np.float32)).unsqueeze(0)
+        s = self.torch.from_numpy(self._state_input(q, qd).astype(np.float32)).unsqueeze(0)
         t0 = time.perf_counter()
         try:
             with self.torch.inference_mode():
