@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sim  # noqa: F401  (imports pybullet without its banner)
 import pybullet as p
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -23,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+import sim  # noqa: F401  (imports pybullet without its banner)
 import pybullet as p
 import pybullet_data
 

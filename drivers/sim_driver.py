@@ -110,7 +110,8 @@ class SimDriver(Driver):
             except p.error as e:
                 raise _physics_error(e) from None
             self._last_q, self._last_qd = q, qd
-            return RobotState(self.clock(), q, qd, tau, {"sim_time": self.simulation.time})
+            sim_time = self.simulation.time
+            return RobotState(time.monotonic() if self.realtime else sim_time, q, qd, tau, {"sim_time": sim_time})
 
     def write(self, command: Command) -> None:
         self._require_connected()

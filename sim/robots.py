@@ -146,7 +146,7 @@ class SimRobot:
     def state(self):
         """(q, qd, tau) of the controlled joints, tau being the last torque applied."""
         q, qd = self.joint_state()
-        return q[self._pos_in_all], qd[self._pos_in_all], self.tau.copy()
+        return q[self._pos_in_all], qd[self._pos_in_all], self.tau   # tau is a fresh array each substep
 
     def link_pose(self, link: str):
         """World position (3,) and orientation quaternion xyzw (4,) of a named link."""
