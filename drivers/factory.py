@@ -10,12 +10,12 @@ log = logging.getLogger("s2r.drivers")
 
 
 def open_driver(config, hardware: str | None = None, *, realtime: bool | None = None,
-                seed: int | None = None, watchdog_thread: bool | None = None) -> SafetyLayer:
+                watchdog_thread: bool | None = None) -> SafetyLayer:
     """A connected driver behind the safety layer.
 
     hardware: 'sim' | 'real' | 'auto' (default: the config's `hardware`). 'auto' tries the real
     driver and, when it does not connect, falls back -- loudly -- to the simulator with the same
-    joint spec. realtime/seed apply to the simulator. The watchdog thread runs by default whenever
+    joint spec. `realtime` applies to the simulator. The watchdog thread runs by default whenever
     the robot runs on its own clock (real hardware, or the simulator in real time).
     """
     from .sim_driver import SimDriver
@@ -29,7 +29,7 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
     if mode == "sim" or config.driver_type == "sim":
         if mode == "real":
             raise DriverError(f"{config.path}: hardware 'real' requested but driver.type is 'sim'")
-        driver = SimDriver(config, realtime=realtime, seed=seed)
+        driver = SimDriver(config, realtime=realtime)
         driver.connect()
     else:
         driver = driver_factory(config.driver_type)(config)
@@ -42,7 +42,7 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
             log.warning("\n%s\n!! %s: the real %s driver did not connect (%s).\n!! FALLING BACK TO THE "
                         "SIMULATOR with the same joint spec. Nothing real will move.\n%s",
                         banner, config.name, config.driver_type, e, banner)
-            driver = SimDriver(config, realtime=True if realtime is None else realtime, seed=seed)
+            driver = SimDriver(config, realtime=True if realtime is None else realtime)
             driver.connect()
             fallback = True
     safety = SafetyLayer(driver, config.safety, backend=driver.name, fallback=fallback)

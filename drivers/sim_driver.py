@@ -4,7 +4,7 @@ Two clocks:
 - real time (`realtime=True`, like a robot, for ROS): a thread steps physics one control period
   at a time on a steady clock; read/write just exchange data with it.
 - lockstep (`realtime=False`, for training and tests): every `write()` or `hold()` advances the
-  simulation by exactly one control period, so the same seed and commands give bit-identical states.
+  simulation by exactly one control period, so the same commands give bit-identical states.
 """
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ from .types import Command, CommandMode, DriverSpec, RobotState
 class SimDriver(Driver):
     name = "sim"
 
-    def __init__(self, config, realtime: bool | None = None, seed: int | None = None):
+    def __init__(self, config, realtime: bool | None = None):
         self.config = config
         self.realtime = config.sim.realtime if realtime is None else realtime
-        self.seed = config.sim.seed if seed is None else seed
         self._spec = config.spec()
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -52,7 +51,6 @@ class SimDriver(Driver):
             return
         # Start inside the configured limits even if the model's home posture is not.
         self._start_physics(None)
-        self.rng = np.random.default_rng(self.seed)
         self._connected = True
 
     def _start_physics(self, q, qd=None) -> None:

@@ -70,7 +70,6 @@ class SimConfig:
     physics_hz: float = 1000.0
     realtime: bool = True
     gravity_compensation: bool = True
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -258,7 +257,6 @@ def parse_config(data: Any, file: str = "<config>") -> HardwareConfig:
         physics_hz=s.get("physics_hz", float, default=1000.0, check=_positive),
         realtime=s.get("realtime", bool, default=True),
         gravity_compensation=s.get("gravity_compensation", bool, default=True),
-        seed=s.get("seed", int, default=0),
     )
     s.done()
     if sim.physics_hz < rate:

@@ -101,7 +101,6 @@ class DriverNode(LifecycleNode):
         self.declare_parameter("hardware", "")            # auto | sim | real; "" = the config's
         self.declare_parameter("autostart", False)        # configure + activate on start-up
         self.declare_parameter("command_mode", "position")
-        self.declare_parameter("seed", -1)                # sim seed; -1 = the config's
         self.declare_parameter("diagnostics_period_s", 1.0)
         self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
         self.declare_parameter("fault_injection", False)
@@ -192,9 +191,8 @@ class DriverNode(LifecycleNode):
                                         f"{sorted(m.value for m in self.cfg.modes)}")
                 return TransitionCallbackReturn.FAILURE
             hardware = str(self.get_parameter("hardware").value) or None
-            seed = int(self.get_parameter("seed").value)
             try:
-                self.safety = open_driver(self.cfg, hardware, realtime=True, seed=None if seed < 0 else seed)
+                self.safety = open_driver(self.cfg, hardware, realtime=True)
             except (DriverError, ValueError, OSError) as e:
                 self.get_logger().error(f"could not open the driver of {self.cfg.name}: {e}")
                 return TransitionCallbackReturn.FAILURE
