@@ -101,8 +101,7 @@ class SafetyLayer(Driver):
             self.driver.connect()
             self._cache_limits()
             self.state = ENABLED
-            self._hold_measured()
-            self.state = ENABLED
+            self._hold_measured()        # a driver that cannot hold or be read enters FAULT here
 
     def disconnect(self) -> None:
         self.stop_watchdog()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers import Command, CommandMode, DriverFault, SafetyLayer
+from drivers import Command, CommandMode, DriverError, DriverFault, SafetyLayer
 from drivers.sim_driver import SimDriver
 from s2r.config import load_config
 
@@ -243,3 +243,19 @@ def test_property_random_streams_never_exceed_limits(panda, stream):
             assert np.all(np.abs(v) <= emax + 1e-12)
     st_ = s.read()
     assert np.all(np.isfinite(st_.q))
+
+
+def test_a_driver_that_fails_its_first_hold_connects_in_fault():
+    cfg = load_config("panda_sim")
+
+    class BrokenHold(SimDriver):
+        def hold(self):
+            raise DriverError("no response from servo 3")
+
+    s = SafetyLayer(BrokenHold(cfg, realtime=False), cfg.safety)
+    s.connect()
+    try:
+        assert s.status["state"] == "fault" and "servo 3" in s.status["fault"]
+        assert s.write(Command.position(np.zeros(9))).startswith("rejected")
+    finally:
+        s.disconnect()
