@@ -115,25 +115,36 @@ def _sym_c(name: str, rows: int, cols: int):
     return s, s.T
 
 
-def _backward_step_function(nx: int, nu: int, box: bool, second_order: bool, jit) -> ca.Function:
-    """One step of the backward pass as a compiled Function (accumulators: V_x, V_xx)."""
-    Vx = ca.SX.sym("Vx", nx)
-    Vxx = ca.SX.sym("Vxx", nx, nx)                          # symmetric: layout-free
+def _step_symbols(nx: int, nu: int, second_order: bool, box_inputs: bool):
+    """The symbolic inputs of one backward step: (Function inputs, the Q expansion's arguments,
+    (u, lo, hi) or None). Vxx is symmetric, so its layout does not matter."""
+    Vx, Vxx = ca.SX.sym("Vx", nx), ca.SX.sym("Vxx", nx, nx)
     fxs, fx = _sym_c("fx", nx, nx)
     fus, fu = _sym_c("fu", nx, nu)
     lx, lu = ca.SX.sym("lx", nx), ca.SX.sym("lu", nu)
     lxxs, lxx = _sym_c("lxx", nx, nx)
     luus, luu = _sym_c("luu", nu, nu)
     luxs, lux = _sym_c("lux", nu, nx)
-    u, lo, hi, mu = ca.SX.sym("u", nu), ca.SX.sym("lo", nu), ca.SX.sym("hi", nu), ca.SX.sym("mu")
-    ins = [Vx, Vxx, fxs, fus, lx, lu, lxxs, luus, luxs, u, lo, hi, mu]
+    mu = ca.SX.sym("mu")
+    ins = [Vx, Vxx, fxs, fus, lx, lu, lxxs, luus, luxs]
+    bounds = None
+    if box_inputs:
+        bounds = (ca.SX.sym("u", nu), ca.SX.sym("lo", nu), ca.SX.sym("hi", nu))
+        ins += list(bounds)
+    ins.append(mu)
     H = (None, None, None)
     if second_order:
         Hxx, Huu = ca.SX.sym("Hxx", nx, nx), ca.SX.sym("Huu", nu, nu)
         Huxs, Hux = _sym_c("Hux", nu, nx)
         ins += [Hxx, Huu, Huxs]
         H = (Hxx, Huu, Hux)
-    Qx, Qu, Qxx, Quu, Qux, Quu_reg, Qux_reg = _q_expansion(Vx, Vxx, fx, fu, lx, lu, lxx, luu, lux, mu, *H)
+    return ins, (Vx, Vxx, fx, fu, lx, lu, lxx, luu, lux, mu, *H), bounds
+
+
+def _backward_step_function(nx: int, nu: int, box: bool, second_order: bool, jit) -> ca.Function:
+    """One step of the backward pass as a compiled Function (accumulators: V_x, V_xx)."""
+    ins, q_args, (u, lo, hi) = _step_symbols(nx, nu, second_order, box_inputs=True)
+    Qx, Qu, Qxx, Quu, Qux, Quu_reg, Qux_reg = _q_expansion(*q_args)
     sol, min_pivot = _cholesky_solve(Quu_reg, ca.horzcat(Qu, Qux_reg))
     k, K = -sol[:, 0], -sol[:, 1:]                          # (11) unconstrained gains
     if box:                                                 # nu == 1: the box-QP in closed form
@@ -150,22 +161,8 @@ def _backward_step_function(nx: int, nu: int, box: bool, second_order: bool, jit
 
 def _q_function(nx: int, nu: int, second_order: bool, jit) -> ca.Function:
     """The Q expansion of one step alone (for the step-by-step backward pass around box_qp)."""
-    Vx, Vxx = ca.SX.sym("Vx", nx), ca.SX.sym("Vxx", nx, nx)
-    fxs, fx = _sym_c("fx", nx, nx)
-    fus, fu = _sym_c("fu", nx, nu)
-    lx, lu = ca.SX.sym("lx", nx), ca.SX.sym("lu", nu)
-    lxxs, lxx = _sym_c("lxx", nx, nx)
-    luus, luu = _sym_c("luu", nu, nu)
-    luxs, lux = _sym_c("lux", nu, nx)
-    mu = ca.SX.sym("mu")
-    ins = [Vx, Vxx, fxs, fus, lx, lu, lxxs, luus, luxs, mu]
-    H = (None, None, None)
-    if second_order:
-        Hxx, Huu = ca.SX.sym("Hxx", nx, nx), ca.SX.sym("Huu", nu, nu)
-        Huxs, Hux = _sym_c("Hux", nu, nx)
-        ins += [Hxx, Huu, Huxs]
-        H = (Hxx, Huu, Hux)
-    Q = _q_expansion(Vx, Vxx, fx, fu, lx, lu, lxx, luu, lux, mu, *H)
+    ins, q_args, _ = _step_symbols(nx, nu, second_order, box_inputs=False)
+    Q = _q_expansion(*q_args)
     d = ca.densify
     outs = [d(Q[0]), d(Q[1]), d(Q[2].T), d(Q[3].T), d(Q[4].T), d(Q[5].T), d(Q[6].T)]
     return _jit(ca.Function(f"ilqr_q_{nx}x{nu}{'_ddp' if second_order else ''}", ins, outs), jit)
