@@ -181,8 +181,7 @@ class DynamixelDriver(Driver):
         self.model = P.MODELS[self.params.model]
         self.kt = self.params.torque_constant or self.model.torque_constant
         n = len(self.ids)
-        self.offset = np.array([j.offset for j in self.joints])
-        self.sign = np.array([float(j.sign) for j in self.joints])
+        self.offset, self.sign = config.calibration
         lo_t = P.joint_to_ticks(self._spec.lower, self.offset, self.sign)
         hi_t = P.joint_to_ticks(self._spec.upper, self.offset, self.sign)
         self.min_ticks = np.ceil(np.minimum(lo_t, hi_t)).astype(int)

@@ -154,8 +154,7 @@ class Ros2BridgeDriver(Driver):
         self.params = parse_params(config)
         self._spec: DriverSpec = config.spec()
         self.ros_names = [self.params.joint_map.get(n, n) for n in config.joint_names]
-        self.offset = np.array([j.offset for j in config.joints])
-        self.sign = np.array([float(j.sign) for j in config.joints])
+        self.offset, self.sign = config.calibration
         self.guard = ReadingGuard(self._spec, self.params.reading_margin, self.params.untrusted_budget)
         self._cond = threading.Condition()
         self._sample: _Sample | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from drivers.types import CommandMode, DriverSpec, JointLimits
@@ -99,6 +100,11 @@ class HardwareConfig:
     @property
     def joint_names(self) -> tuple[str, ...]:
         return tuple(j.name for j in self.joints)
+
+    @property
+    def calibration(self) -> tuple:
+        """(offset, sign) vectors in joint order: raw = sign * q + offset."""
+        return (np.array([j.offset for j in self.joints]), np.array([float(j.sign) for j in self.joints]))
 
     def spec(self) -> DriverSpec:
         return DriverSpec(self.joint_names, tuple(j.limits for j in self.joints), self.modes,
