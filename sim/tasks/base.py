@@ -18,6 +18,7 @@ Randomization (`sim.randomization.Randomizer`) is applied here; its sampled valu
 """
 from __future__ import annotations
 
+import abc
 from collections import deque
 
 import gymnasium as gym
@@ -43,7 +44,7 @@ def _as_slice(idx):
     return idx
 
 
-class TaskEnv(gym.Env):
+class TaskEnv(gym.Env, abc.ABC):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     config_name = "panda_sim"            # hardware config: joints, gains, limits, rate, camera
@@ -123,22 +124,25 @@ class TaskEnv(gym.Env):
         """Joints the task adds to the config's: name -> (kp, kd, effort, lower, upper)."""
         return {}
 
+    @abc.abstractmethod
     def build_task(self, dr: dict) -> None:
         """Create the task's fixed bodies (table, ...); `dr` has the episode's randomization values."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sample_task(self, rng: np.random.Generator) -> None:
         """The episode's start: robot posture, objects (add them to self.objects), target."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def task_spaces(self) -> dict:
-        raise NotImplementedError
+        """The task's entries of the observation space: name -> gym.Space."""
 
+    @abc.abstractmethod
     def task_obs(self, obs: dict) -> None:
-        raise NotImplementedError
+        """Add the task's entries (objects, target) to the observation dict."""
 
+    @abc.abstractmethod
     def reward_success(self, obs: dict) -> tuple[float, bool, dict]:
-        raise NotImplementedError
+        """(reward, success, extra info) for this step's observation."""
 
     def action_scales(self) -> np.ndarray:
         """Per controlled joint: the position-target increment of a full action (rad or m per step)."""
