@@ -15,6 +15,7 @@ driver node does. `reset()` is the only way out of a fault.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import asdict, dataclass
 
@@ -122,7 +123,7 @@ class SafetyLayer(Driver):
             except DriverError as e:
                 self._enter_fault(str(e))
                 raise DriverFault(self.fault_reason) from None
-            if st.q.shape != self._lo.shape or not np.isfinite(st.q.sum() + st.qd.sum()):
+            if st.q.shape != self._lo.shape or st.qd.shape != self._lo.shape or not _all_finite(st.q, st.qd):
                 self.counters.bad_states += 1
                 self._log("bad_state", "driver returned a non-finite or wrongly shaped state; not trusted")
                 self._enter_fault("driver returned a non-finite or wrongly shaped state")
@@ -140,7 +141,7 @@ class SafetyLayer(Driver):
                        ESTOP: "rejected_estop", DISABLED: "rejected_disabled"}[self.state]
                 return self._reject(key, f"robot is {self.state}" + (f": {self.fault_reason}" if self.fault_reason else ""),
                                     hold=False)
-            spec = self.spec
+            spec = self._spec
             mode = command.mode
             if mode not in spec.modes:
                 return self._reject("rejected_mode", f"mode {mode.value!r} not supported "
@@ -156,7 +157,7 @@ class SafetyLayer(Driver):
                 values = values[[order[n] for n in spec.joint_names]]
             if values.shape != self._lo.shape:
                 return self._reject("rejected_shape", f"expected {spec.n_joints} values, got shape {values.shape}")
-            if not np.isfinite(values).all():
+            if not _all_finite(values):
                 return self._reject("rejected_nonfinite", "command contains NaN or inf")
             if command.stamp is not None and now - command.stamp > self._wd_timeout:
                 return self._reject("rejected_stale", f"command is {now - command.stamp:.3f} s old")
@@ -273,7 +274,8 @@ class SafetyLayer(Driver):
     # ------------------------------------------------------------------ internals
     def _cache_limits(self) -> None:
         """Limit vectors, computed once per connect (this runs on every command)."""
-        spec, cfg = self.spec, self.cfg
+        self._spec = spec = self.spec
+        cfg = self.cfg
         self._lo, self._hi, self._period = spec.lower, spec.upper, spec.period
         self._vmax = spec.max_velocity * cfg.velocity_scale
         self._emax = spec.max_effort * cfg.effort_scale
@@ -291,7 +293,8 @@ class SafetyLayer(Driver):
             # at most one step from the previous set-point; ref and out lie within the limits,
             # so the result does too
             stepped = np.minimum(np.maximum(out, ref - self._max_step), ref + self._max_step)
-            if not (stepped == v).all():
+            # (identical bytes: nothing was clamped, the common case; else compare as numbers)
+            if stepped.tobytes() != v.tobytes() and not (stepped == v).all():
                 clamped = True
                 if not (out == v).all():
                     c.clamped_position += 1
@@ -359,3 +362,15 @@ class SafetyLayer(Driver):
         self._logged[key] = n
         if n == 1 or n % 100 == 0:
             log.warning("%s%s", msg, f" ({n} times)" if n > 1 else "")
+
+
+def _all_finite(*arrays: np.ndarray) -> bool:
+    """No NaN or inf in any of the (float) arrays. The sum of squares is finite exactly when every
+    element is, unless it overflows (|x| > ~1e154): only then look element by element. One BLAS
+    call instead of two reductions per array: this runs on every state and command."""
+    total = 0.0
+    for a in arrays:
+        total += a.dot(a)
+    if math.isfinite(total):
+        return True
+    return all(np.isfinite(a).all() for a in arrays)

@@ -209,7 +209,7 @@ class SimRobot:
             self._pd_a = self._kp * self.q_target
 
     def set_target(self, mode: str, values: np.ndarray, period: float | None = None) -> None:
-        """Latch a command; `apply_control` turns it into torques each substep.
+        """Latch a command; `run_control` turns it into torques each substep.
 
         With `period` (the control period), a position command is reached by linear interpolation
         over that period with the matching velocity feed-forward, as a robot's joint interpolator
@@ -219,8 +219,17 @@ class SimRobot:
         values = np.asarray(values, float)
         if mode == MODE_POSITION:
             if period and self.mode == MODE_POSITION:
+                # _set_reference(q_now, qd, period, goal=values), specialized: this runs on every
+                # streamed set-point. At rest, _pd_a already is kp * q_now; a zero velocity just
+                # arrives after one period.
                 q_now = self.q_target
-                self._set_reference(q_now, (values - q_now) / period, period, goal=values.copy())
+                qd = (values - q_now) / period
+                kp_q = self._kp * q_now if self._moving else self._pd_a
+                self._q_anchor, self.qd_target, self._horizon, self._elapsed = q_now, qd, period, 0.0
+                self._q_goal = values.copy()
+                self._moving, self._pd_inc_dt = True, None
+                self._pd_a = kp_q + self._kd * qd
+                self._pd_rate = self._kp * qd
             else:
                 self._set_reference(values.copy(), self._zeros, np.inf)
             self.tau_ff = self._zeros
@@ -237,45 +246,60 @@ class SimRobot:
     def hold(self) -> None:
         self.set_target(MODE_POSITION, self.state()[0])
 
-    def apply_control(self, dt: float) -> None:
-        """Compute and apply this substep's joint torques (call before each stepSimulation)."""
-        states = p.getJointStates(self.body, self.all_idx, physicsClientId=self.client)
-        q_list = [s[0] for s in states]
-        q_all = np.array(q_list)
-        qd_all = np.array([s[1] for s in states])
-        if self.gravity_compensation:
-            zeros = self._zeros_all
-            tau_all = np.array(p.calculateInverseDynamics(self.body, q_list, zeros, zeros, physicsClientId=self.client))
-        else:
-            tau_all = np.zeros(len(q_list))
-        sel = self._pos_in_all
-        if self.mode == MODE_EFFORT:
-            tau_all[sel] += self.tau_ff
-        else:
-            if self._moving:
-                self._elapsed += dt
-                if self._elapsed >= self._horizon - 1e-12:
-                    # arrived: hold exactly the goal (what _set_reference(goal, 0, inf) computes)
-                    self._q_anchor, self.qd_target, self._horizon, self._elapsed = self._q_goal, self._zeros, np.inf, 0.0
-                    self._moving = False
-                    self._pd_a = self._kp * self._q_goal
-                else:
-                    if self._pd_inc_dt != dt:
-                        self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
-                    self._pd_a = self._pd_a + self._pd_inc
-            tau_all[sel] += self._pd_a - self._kp * q_all[sel] - self._kd * qd_all[sel]
-        if self._others:
-            # joints not under command (e.g. a gripper left out of the config) are held at home
-            oi = self._others_in_all
-            tau_all[oi] += 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
-        tau_c = tau_all[sel]                 # a view when every movable joint is commanded
-        np.maximum(tau_c, self._neg_effort_limits, out=tau_c)
-        np.minimum(tau_c, self.effort_limits, out=tau_c)
-        if tau_c.base is not tau_all:
-            tau_all[sel] = tau_c
+    def run_control(self, n: int, dt: float, physics_step=None) -> None:
+        """n substeps of joint torque control. Before each substep's `physics_step()` (None: the
+        caller steps physics, n must be 1), the torques from the state measured right then.
+
+        This runs at the physics rate, so everything constant over the n substeps is looked up once.
+        """
+        body, client, all_idx = self.body, self.client, self.all_idx
+        get_states, inverse_dynamics = p.getJointStates, p.calculateInverseDynamics
+        set_motors, torque_control = p.setJointMotorControlArray, p.TORQUE_CONTROL
+        zeros, gravity_compensation = self._zeros_all, self.gravity_compensation
+        sel, others, oi = self._pos_in_all, self._others, self._others_in_all
+        kp, kd, hi, lo = self._kp, self._kd, self.effort_limits, self._neg_effort_limits
+        effort_mode = self.mode == MODE_EFFORT
+        moving, elapsed, horizon, pd_a = self._moving, self._elapsed, self._horizon, self._pd_a
+        if moving and not effort_mode:
+            if self._pd_inc_dt != dt:
+                self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
+            pd_inc = self._pd_inc
+        tau_c = self.tau
+        for _ in range(n):
+            states = get_states(body, all_idx, physicsClientId=client)
+            q_list = [s[0] for s in states]
+            q_all = np.array(q_list)
+            qd_all = np.array([s[1] for s in states])
+            if gravity_compensation:
+                tau_all = np.array(inverse_dynamics(body, q_list, zeros, zeros, physicsClientId=client))
+            else:
+                tau_all = np.zeros(len(q_list))
+            if effort_mode:
+                tau_all[sel] += self.tau_ff
+            else:
+                if moving:
+                    elapsed += dt
+                    if elapsed >= horizon - 1e-12:
+                        # arrived: hold exactly the goal (what _set_reference(goal, 0, inf) computes)
+                        self._q_anchor, self.qd_target, horizon, elapsed = self._q_goal, self._zeros, np.inf, 0.0
+                        moving = False
+                        pd_a = kp * self._q_goal
+                    else:
+                        pd_a = pd_a + pd_inc
+                tau_all[sel] += pd_a - kp * q_all[sel] - kd * qd_all[sel]
+            if others:
+                # joints not under command (e.g. a gripper left out of the config) are held at home
+                tau_all[oi] += 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
+            tau_c = tau_all[sel]             # a view when every movable joint is commanded
+            np.maximum(tau_c, lo, out=tau_c)
+            np.minimum(tau_c, hi, out=tau_c)
+            if tau_c.base is not tau_all:
+                tau_all[sel] = tau_c
+            set_motors(body, all_idx, torque_control, forces=tau_all.tolist(), physicsClientId=client)
+            if physics_step is not None:
+                physics_step(physicsClientId=client)
+        self._moving, self._elapsed, self._horizon, self._pd_a = moving, elapsed, horizon, pd_a
         self.tau = tau_c                     # tau_all is new every substep: nothing writes it later
-        p.setJointMotorControlArray(self.body, self.all_idx, p.TORQUE_CONTROL, forces=tau_all.tolist(),
-                                    physicsClientId=self.client)
 
 
 class Simulation:
@@ -312,10 +336,13 @@ class Simulation:
     def step(self, n: int = 1) -> None:
         """n physics substeps, each with fresh joint torques from every robot's controller."""
         robots, dt, client = self.robots, self.dt, self.client
-        for _ in range(n):
-            for r in robots:
-                r.apply_control(dt)
-            p.stepSimulation(physicsClientId=client)
+        if len(robots) == 1:
+            robots[0].run_control(n, dt, p.stepSimulation)
+        else:
+            for _ in range(n):
+                for r in robots:
+                    r.run_control(1, dt)
+                p.stepSimulation(physicsClientId=client)
         self.steps += n
 
     @property
