@@ -14,9 +14,14 @@ physics substeps per 100 Hz control step), all driven by the same action sequenc
 - env_steps_per_s / env_dr_steps_per_s: env.step without / with the "default" randomization
   (dynamics, timing, noise and visuals; only per-step noise, jitter and latency cost per step),
   episode resets excluded. env_ratio = env / raw; env_dr_ratio = env_dr / raw_dr, raw_dr being the
-  raw loop on the same randomized scene (seed 0's masses, friction, gravity, gains: a randomized
-  scene can cost more physics, which is not the env's overhead; raw_dr_over_raw_ratio shows how
-  much, and env_dr_over_raw_nominal_ratio the env with randomization against the nominal raw loop).
+  raw loop on the same randomized scene (seed 0's masses, friction, gravity, gains) making the
+  same motion: under randomization the env's action noise, bias and latency change the joint
+  targets (the bias accumulates and drives joints into their limits, where the physics solver
+  works harder) and period jitter changes the substeps per step, so raw_dr replays the joint
+  targets and substep counts the randomized env produced for the same actions (recorded from an
+  identical env beforehand) rather than integrating the actions itself. A randomized scene costs
+  other physics than the nominal one, which is not the env's overhead: raw_dr_over_raw_ratio shows
+  how much, and env_dr_over_raw_nominal_ratio the env with randomization against the nominal raw loop.
 The variants alternate in chunks (so machine load hits all alike); the rates are medians over
 chunks and the ratios medians of the per-round ratios of CPU-time rates (`stepping` says why;
 the wall-clock ratios are reported too, as *_wall).
@@ -65,12 +70,13 @@ def action_sequence(n: int, n_act: int) -> np.ndarray:
 class RawScene:
     """The env's scene and control law in plain pybullet calls and numpy (no env, no SimRobot)."""
 
-    def __init__(self, actions, randomization=None):
+    def __init__(self, actions, randomization=None, replay=None):
         # the env only builds the scene (with `randomization`: the randomized one of seed 0, whose
-        # masses, friction, gravity and gains the loop below uses as they are)
+        # masses, friction, gravity and gains the loop below uses as they are). `replay`: per step,
+        # the joint targets and substep counts to use instead of integrating `actions`.
         self.env = env = gym.make(ENV, randomization=randomization).unwrapped
         env.reset(seed=0)
-        self.actions, self.k = actions, 0
+        self.actions, self.k, self.replay = actions, 0, replay
         self.q_cmd = env.robot.state()[0].copy()
         self.q_des, self.qd_des = self.q_cmd.copy(), np.zeros_like(self.q_cmd)
         self.obs_q = self.q_cmd
@@ -87,12 +93,16 @@ class RawScene:
         zeros = [0.0] * len(idx)
         q_cmd, q_des = self.q_cmd, self.q_des
         t0, c0 = time.perf_counter(), time.process_time()
+        replay = self.replay
         for _ in range(n_steps):
-            a = np.clip(self.actions[self.k % len(self.actions)], -1.0, 1.0)
+            if replay is None:
+                a = np.clip(self.actions[self.k % len(self.actions)], -1.0, 1.0)
+                q_new = fixed.copy()
+                q_new[act] = np.clip(q_cmd[act] + a * scale, lo[act], hi[act])
+                q_cmd = q_new
+            else:
+                q_cmd, sub = replay[0][self.k], int(replay[1][self.k])
             self.k += 1
-            q_new = fixed.copy()
-            q_new[act] = np.clip(q_cmd[act] + a * scale, lo[act], hi[act])
-            q_cmd = q_new
             qd_des = (q_cmd - q_des) * rate
             for _ in range(sub):
                 q_des = q_des + qd_des * dt
@@ -110,6 +120,21 @@ class RawScene:
             p.getBasePositionAndOrientation(block, physicsClientId=c)
         self.q_cmd, self.q_des = q_cmd, q_des
         return time.perf_counter() - t0, time.process_time() - c0
+
+
+def record_targets(actions, randomization, n_steps: int):
+    """The joint targets and physics substeps per step that the env (seed 0) applies for
+    `actions` over n_steps: what RawScene replays to make the same motion."""
+    env = gym.make(ENV, randomization=randomization).unwrapped
+    env.reset(seed=0)
+    targets, substeps = [], []
+    for k in range(n_steps):
+        before = env.sim.steps
+        env.step(actions[k % len(actions)])
+        targets.append(env.q_cmd.copy())
+        substeps.append(env.sim.steps - before)
+    env.close()
+    return np.array(targets), np.array(substeps)
 
 
 class SimRobotScene:
@@ -160,10 +185,12 @@ def stepping(rounds: int, chunk: int) -> dict:
     wall-clock ratios count as if the code were slower; CPU time counts only what this process ran
     (wall-clock ratios are reported beside them)."""
     actions = action_sequence(600, 7)
+    warmup = 50
+    replay = record_targets(actions, "default", warmup + rounds * chunk)
     scenes = {"raw": RawScene(actions), "simrobot": SimRobotScene(actions), "env": EnvScene(actions, None),
-              "raw_dr": RawScene(actions, "default"), "env_dr": EnvScene(actions, "default")}
+              "raw_dr": RawScene(actions, "default", replay), "env_dr": EnvScene(actions, "default")}
     for sc in scenes.values():
-        sc.run(50)                                             # warm up
+        sc.run(warmup)
     names = list(scenes)
     wall = {k: [] for k in scenes}
     cpu = {k: [] for k in scenes}
@@ -172,6 +199,8 @@ def stepping(rounds: int, chunk: int) -> dict:
             w, c = scenes[k].run(chunk)
             wall[k].append(chunk / w)
             cpu[k].append(chunk / c)
+    # the randomized env made exactly the recorded motion (same seed, same actions)
+    assert np.array_equal(scenes["env_dr"].env.q_cmd, replay[0][scenes["env_dr"].k - 1]), "env_dr diverged from its replay"
     for sc in scenes.values():
         sc.env.close()
     w = {k: np.array(v) for k, v in wall.items()}

@@ -36,6 +36,29 @@ def load_hw_config(name):
     return load_config(name)
 
 
+class PackedArrays:
+    """Arrays kept in one buffer per dtype: `fresh()` returns copies of all of them (as views of
+    one new buffer per dtype), for one copy instead of one per array. Infos carry the episode's
+    randomization arrays every step, and Gymnasium asks for fresh data every step."""
+
+    def __init__(self, arrays: dict):
+        groups: dict = {}
+        for k, v in arrays.items():
+            groups.setdefault(v.dtype, []).append((k, v))
+        self._buffers, self._views = [], []
+        for g, items in enumerate(groups.values()):
+            self._buffers.append(np.concatenate([v.ravel() for _, v in items]))
+            i = 0
+            for k, v in items:
+                self._views.append((k, g, i, i + v.size, None if v.ndim == 1 else v.shape))
+                i += v.size
+
+    def fresh(self) -> dict:
+        bufs = [b.copy() for b in self._buffers]
+        return {k: bufs[g][a:b] if shape is None else bufs[g][a:b].reshape(shape)
+                for k, g, a, b, shape in self._views}
+
+
 def _as_slice(idx):
     """idx as a slice if it is a contiguous ascending run, else idx."""
     idx = np.asarray(idx)
@@ -283,9 +306,9 @@ class TaskEnv(gym.Env, abc.ABC):
         self._obs_noise = any(k in self.dr for k in ("joint_noise", "object_position_bias", "object_position_noise"))
         # info["randomization"]: the episode's values, with each step's per-step values on top
         per_step = set(self._per_step)
-        self._info_episode_arrays = {k: v for k, v in self.dr.items()
-                                     if type(v) is np.ndarray and k not in per_step}
-        self._info_episode = {k: v for k, v in self.dr.items() if k not in self._info_episode_arrays}
+        episode_arrays = {k: v for k, v in self.dr.items() if type(v) is np.ndarray and k not in per_step}
+        self._info_episode_arrays = PackedArrays(episode_arrays)
+        self._info_episode = {k: v for k, v in self.dr.items() if k not in episode_arrays}
         self._info_dr = {k: (v.copy() if type(v) is np.ndarray else v) for k, v in self._info_episode.items()}
         self._reset_done = True
         self.steps = 0
@@ -313,14 +336,17 @@ class TaskEnv(gym.Env, abc.ABC):
         if self._action_noise:
             offset = self._step_block["_action_offset"][self._step_k - 1] if "_action_offset" in self._step_block \
                 else dr.get("action_noise", 0.0) + dr.get("action_bias", 0.0)
-            a = np.minimum(np.maximum(a + offset, -1.0), 1.0)
+            a += offset                         # a is this step's own copy
+            np.maximum(a, -1.0, out=a)
+            np.minimum(a, 1.0, out=a)
         if self._queue is not None:             # action latency
             self._queue.append(a)
             a = self._queue.popleft()
         self._apply_action(a)
         n = self.substeps
         if self._jitter:
-            n = max(1, int(round(n * (1.0 + float(dr["control_period_jitter"])))))
+            n = int(self._step_block["_substeps"][self._step_k - 1]) if "_substeps" in self._step_block \
+                else max(1, int(round(n * (1.0 + float(dr["control_period_jitter"])))))
         self.sim.step(n)
         self.steps += 1
         obs = self._observe()
@@ -328,13 +354,16 @@ class TaskEnv(gym.Env, abc.ABC):
         return obs, float(reward), False, False, self._info(success, extra)
 
     def _refill_step_block(self) -> None:
-        """Draw the per-step values of the next STEP_BLOCK steps, and the per-step sums of the
-        additive noises with their per-episode biases (one addition per step instead of two)."""
+        """Draw the per-step values of the next STEP_BLOCK steps, the per-step sums of the additive
+        noises with their per-episode biases (one addition per step instead of two) and the substep
+        counts under period jitter."""
         block = self.randomizer.sample_steps(self.dr_rng, self.dims, self.STEP_BLOCK)
         if "action_noise" in block:
             block["_action_offset"] = block["action_noise"] + self.dr.get("action_bias", 0.0)
         if "object_position_noise" in block:
             block["_object_offset"] = block["object_position_noise"] + self.dr.get("object_position_bias", 0.0)
+        if "control_period_jitter" in block:     # physics substeps per step (np.rint rounds like round())
+            block["_substeps"] = np.maximum(1, np.rint(self.substeps * (1.0 + block["control_period_jitter"])))
         self._step_block, self._step_k = block, 0
 
     def actions_in_flight(self) -> list:
@@ -401,7 +430,7 @@ class TaskEnv(gym.Env, abc.ABC):
         success = bool(success)
         # per-episode arrays are copied (users keep infos; Gymnasium asks for fresh data every call);
         # per-step values are rows of a block drawn once and never written, fresh for every step
-        dr = {k: v.copy() for k, v in self._info_episode_arrays.items()}
+        dr = self._info_episode_arrays.fresh()
         dr.update(self._info_dr)
         return {"success": success, "is_success": success, "sim_time": self.sim.time, "randomization": dr,
                 **extra}
