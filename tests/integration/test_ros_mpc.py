@@ -1,6 +1,7 @@
 """mpc_node + driver_node as processes: goals are validated (bad ones refused and counted), commands
 flow for a good goal, and killing the mpc_node makes the driver hold within the watchdog time."""
 import math
+import os
 import signal
 import time
 
@@ -38,7 +39,9 @@ def test_bad_goals_refused_then_killing_the_mpc_node_makes_the_driver_hold(ros):
     domain.start("driver_node", "driver", config="panda_sim", hardware="sim", autostart=True)
     mpc = domain.start("mpc_node", "mpc", config="panda_sim", driver="driver")
     try:
-        probe.wait_diag("mpc: mpc", lambda d: d["planner_ready"] == "True", what="the planner")
+        d = probe.wait_diag("mpc: mpc", lambda d: d["planner_ready"] == "True", what="the planner")
+        # the planner process runs below the node's CPU priority (its solves must not delay callbacks)
+        assert int(d["planner_nice"]) == min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
         probe.wait_subscribers("/goal_pose")
         # one at a time (a goal subscription keeps only the newest goal), each counted under its reason
         refused = lambda key, n: lambda d: int(d.get(f"goals_refused_{key}", 0)) >= 1 and \

@@ -52,6 +52,7 @@ class MPCNode(Node):
         P("lead_periods", 3.0)                 # position mode: how far (in periods at full speed) the
                                                # set-point may run ahead of the measured position
         P("diagnostics_period_s", 1.0)
+        P("planner_nice", 10)                  # the planner process's CPU priority below the node's (0-19)
         self._log_handler = bridge_python_logging(self)
         self.throttle = Throttle()
 
@@ -112,7 +113,12 @@ class MPCNode(Node):
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
 
         period = 1.0 / self.rate_hz
-        self.planner = PlannerProcess(self.spec, budget=0.8 * period, max_iter=int(g("max_iter")), period=period)
+        try:
+            self.planner = PlannerProcess(self.spec, budget=0.8 * period, max_iter=int(g("max_iter")), period=period,
+                                          nice=int(g("planner_nice")))
+        except ValueError as e:
+            self.get_logger().error(f"parameter planner_nice: {e}")
+            raise SystemExit(2)
         self.get_logger().info(
             f"{self.cfg.name}: planning {self.n} joints to {self.spec.ee_link} at {self.rate_hz:g} Hz over "
             f"{self.spec.horizon} steps, commands in {self.mode} mode to /{g('driver')}/commands")
@@ -283,6 +289,7 @@ class MPCNode(Node):
              "goals_refused": sum(self.goals_refused.values()),
              **{f"goals_refused_{k}": n for k, n in sorted(self.goals_refused.items())},
              "planner_alive": self.planner.alive, "planner_ready": self.planner.ready,
+             "planner_nice": self.planner.niceness,
              "plans": self.planner.plans, "planner_error": self.planner.error,
              "commands_sent": self.commands_sent, "holds_sent": self.holds_sent, "holding": self.hold_reason}
         if pl is not None:

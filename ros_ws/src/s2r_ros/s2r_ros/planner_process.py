@@ -5,11 +5,16 @@ force, u = u_hat_i + K_i (x - x_hat_i) (the time-varying linear controller every
 returns). Replanning -- controllers.MPC over iLQR, warm-started, with a deadline -- runs in this
 worker process at the planning rate, from the newest state it was sent, and sends plans back.
 A separate process rather than a thread: CasADi and NumPy hold the GIL for most of a solve, which
-would stall the node's callbacks by milliseconds.
+would stall the node's callbacks by milliseconds. The worker also runs at a lower CPU priority
+(`nice`, 10 by default): a solve can take most of a core, and on a machine with few cores the
+node's callbacks, which answer within microseconds, must not wait for a core behind it (the
+scheduler lets a woken callback preempt the planner at once). Lowering one's own priority needs no
+privileges.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -66,12 +71,14 @@ class LatestState:
             return np.array(self._q[:]), int(self._stamp.value)
 
 
-def _worker(conn, latest: LatestState, spec, budget: float, max_iter: int, period: float) -> None:
+def _worker(conn, latest: LatestState, spec, budget: float, max_iter: int, period: float, nice: int = 0) -> None:
     import signal
 
     from .reach_problem import build_reach
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # a terminal's Ctrl-C is for the node; we follow it
+    if nice > 0:
+        os.nice(nice)                                # background work: the node's callbacks go first
 
     try:
         mpc, fk = build_reach(spec, budget=budget, max_iter=max_iter)
@@ -123,11 +130,13 @@ def _worker(conn, latest: LatestState, spec, budget: float, max_iter: int, perio
 class PlannerProcess:
     """The node's side: start the worker, send it states and goals, keep the newest plan."""
 
-    def __init__(self, spec, budget: float, max_iter: int, period: float, on_message=None):
+    def __init__(self, spec, budget: float, max_iter: int, period: float, on_message=None, nice: int = 10):
+        if not 0 <= int(nice) <= 19:
+            raise ValueError(f"planner nice must be in [0, 19] (a lower priority than the node), got {nice}")
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._latest = LatestState(ctx, len(spec.joints))
-        self.proc = ctx.Process(target=_worker, args=(child, self._latest, spec, budget, max_iter, period),
+        self.proc = ctx.Process(target=_worker, args=(child, self._latest, spec, budget, max_iter, period, int(nice)),
                                 name="mpc-planner", daemon=True)
         self.proc.start()
         child.close()
@@ -160,6 +169,14 @@ class PlannerProcess:
     @property
     def alive(self) -> bool:
         return self.proc.is_alive()
+
+    @property
+    def niceness(self) -> int | None:
+        """The worker's CPU priority as the OS sees it (None once it is gone)."""
+        try:
+            return os.getpriority(os.PRIO_PROCESS, self.proc.pid)
+        except (OSError, TypeError):
+            return None
 
     def _send(self, msg) -> bool:
         with self._send_lock:
