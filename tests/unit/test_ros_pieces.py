@@ -70,3 +70,18 @@ def test_commands_name_the_state_they_answer():
     assert command_source_stamp(m) == 1_700_000_000_123_456_789
     assert command_source_stamp(command_msg([1.0])) is None
     assert command_source_stamp(Float64MultiArray(data=[1.0])) is None
+
+
+def test_freeze_heap_takes_the_startup_heap_out_of_full_collections():
+    """Nodes freeze their start-up heap so that a full collection does not stall a callback."""
+    import gc
+
+    from s2r_ros.common import freeze_heap
+    keep = [[i] for i in range(20_000)]       # long-lived start-up objects (tracked containers)
+    gc.unfreeze()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() >= len(keep)
+        assert not any(obj is keep for obj in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()

@@ -38,7 +38,7 @@ from trajectory_msgs.msg import JointTrajectory
 from drivers import Command, CommandMode, Driver, DriverError, DriverFault
 
 from .common import (COMMAND_QOS, ERROR, OK, STALE, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
-                     bridge_python_logging, command_source_stamp, diag_status, spin_node, stamp_ns)
+                     bridge_python_logging, command_source_stamp, diag_status, freeze_heap, spin_node, stamp_ns)
 from .trajectory import JointTrajectoryPlan, TrajectoryError
 
 
@@ -217,6 +217,7 @@ class DriverNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._traj = None
         self._loop_stop.clear()
+        freeze_heap()                          # the driver and its libraries, loaded at configure
         self._loop_thread = threading.Thread(target=self._control_loop, name="control-loop", daemon=True)
         self.lifecycle = "active"
         self._loop_thread.start()
