@@ -85,3 +85,25 @@ def test_freeze_heap_takes_the_startup_heap_out_of_full_collections():
         assert not any(obj is keep for obj in gc.get_objects(generation=2))
     finally:
         gc.unfreeze()
+
+
+def test_position_delta_actions_move_the_commanded_targets_as_in_training():
+    """position_delta integrates into the commanded targets (sim/tasks/base.py), not into the
+    measured position that lags them; targets stay within the limits and near the robot."""
+    from s2r_ros.policy_node import PositionTargets
+    lower, upper = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 0.5])
+    idx = np.array([0, 2])                               # joint 1 is not the policy's
+    t = PositionTargets(lower, upper, idx, max_lead=0.2)
+    q = np.array([0.1, 0.3, 0.4])
+    cmd = None
+    for _ in range(5):                                   # the robot lags: measured q never moves
+        cmd = t.apply(q, np.array([0.01, 0.02]), delta=True)
+    assert np.allclose(cmd, [0.15, 0.3, 0.5])            # 5 steps of 0.01; joint 2 at its upper limit
+    for _ in range(50):
+        cmd = t.apply(q, np.array([0.01, 0.0]), delta=True)
+    assert np.isclose(cmd[0], q[0] + 0.2)                # never more than max_lead ahead of the robot
+    assert np.allclose(t.hold(q), q)                     # a hold re-anchors at the measured position
+    assert np.allclose(t.apply(q, np.array([0.01, 0.0]), delta=True), q + [0.01, 0.0, 0.0])
+    t.reset()
+    q2 = np.array([-0.5, 0.0, 0.0])
+    assert np.allclose(t.apply(q2, np.array([0.3, -0.1]), delta=False), [-0.3, 0.0, -0.1])  # absolute, lead-bounded

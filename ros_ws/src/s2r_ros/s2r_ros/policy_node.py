@@ -17,7 +17,8 @@ on the newest camera image and joint state:
             axis; target is the newest geometry_msgs/PoseStamped on /goal_pose (position, in the
             world / robot base frame). Until a goal arrives such a policy waits (nothing is sent).
     action: (1, n) or (n,) -- one value per commanded joint, interpreted by `action`:
-            position (absolute targets), position_delta (added to the measured q), velocity, effort
+            position (absolute targets), position_delta (added to the commanded targets, as the
+            sim tasks apply it in training: see PositionTargets), velocity, effort
 
 Commands go to /<driver>/commands in the config's joint order; joints the policy does not command
 hold where they were (position) or get zero (velocity / effort), so the driver's `command_mode`
@@ -45,6 +46,39 @@ STATE_KEYS = ("joint_pos", "joint_vel", "tcp_pos", "target", "target_minus_tcp")
 METADATA_FILE = "s2r_policy.json"          # learning.policies.METADATA_FILE
 
 
+class PositionTargets:
+    """The position set-points a policy's actions make, integrated as in training.
+
+    The sim tasks (sim/tasks/base.py, `_apply_action`) add a position_delta action to the
+    commanded targets, q_cmd += a, kept within the joint limits -- not to the measured position,
+    which lags the targets under PD control (adding to it would shrink every motion by the tracking
+    lag). The same here. The targets start from the measured position, return to it whenever the
+    node holds or stops sending (the driver's watchdog then holds the robot where it is), and never
+    lead the measured position by more than `max_lead` per joint (a blocked arm does not wind up
+    a set-point far away). Joints the policy does not command stay at their starting targets."""
+
+    def __init__(self, lower, upper, idx, max_lead: float):
+        self.lower, self.upper = np.asarray(lower, float)[idx], np.asarray(upper, float)[idx]
+        self.idx, self.max_lead = idx, float(max_lead)
+        self.q_cmd: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.q_cmd = None
+
+    def hold(self, q: np.ndarray) -> np.ndarray:
+        self.q_cmd = np.array(q, float)
+        return self.q_cmd.copy()
+
+    def apply(self, q: np.ndarray, a: np.ndarray, delta: bool) -> np.ndarray:
+        if self.q_cmd is None:
+            self.q_cmd = np.array(q, float)
+        i = self.idx
+        t = self.q_cmd[i] + a if delta else np.asarray(a, float)
+        t = np.minimum(np.maximum(t, self.lower), self.upper)
+        self.q_cmd[i] = np.minimum(np.maximum(t, q[i] - self.max_lead), q[i] + self.max_lead)
+        return self.q_cmd.copy()
+
+
 class PolicyNode(Node):
     def __init__(self, name: str = "policy", **kw):
         super().__init__(name, **kw)
@@ -61,6 +95,7 @@ class PolicyNode(Node):
         P("max_state_age_s", 0.25)
         P("max_image_age_s", 0.5)
         P("diagnostics_period_s", 1.0)
+        P("max_lead_rad", 0.2)                  # position targets stay this close to the measured position
         self._log_handler = bridge_python_logging(self)
         g = lambda k: self.get_parameter(k).value   # noqa: E731
         import torch
@@ -118,7 +153,11 @@ class PolicyNode(Node):
         self.state = None          # (stamp_ns, q, qd, rx monotonic)
         self.image = None          # (tensor, rx monotonic)
         self._index = None
-        self.hold_q: np.ndarray | None = None
+        lead = float(g("max_lead_rad"))
+        if not lead > 0:
+            self.get_logger().error(f"max_lead_rad must be positive, got {lead}")
+            raise SystemExit(2)
+        self.targets = PositionTargets(self.spec.lower, self.spec.upper, self.idx, lead)
         self.throttle = Throttle()
         self.infer_ms = LatencyStats(10_000)
         self.rate = RateMeter()
@@ -214,21 +253,22 @@ class PolicyNode(Node):
     def _tick(self):
         now = time.monotonic()
         if self.state is None or now - self.state[3] > float(self.get_parameter("max_state_age_s").value):
+            self.targets.reset()                # not sending: the driver holds; start again from there
             self.waiting += 1
             self._problem("no_state", "waiting for a recent /joint_states")
             return
         if self.use_image and (self.image is None or
                                now - self.image[1] > float(self.get_parameter("max_image_age_s").value)):
+            self.targets.reset()
             self.waiting += 1
             self._problem("no_image", "waiting for a recent image")
             return
         if self.obs_keys and self.goal is None and any(k in ("target", "target_minus_tcp") for k in self.obs_keys):
+            self.targets.reset()
             self.waiting += 1
             self._problem("no_goal", "waiting for a goal on /goal_pose")
             return
         key, q, qd, _ = self.state
-        if self.hold_q is None:
-            self.hold_q = q.copy()
         s = self.torch.from_numpy(self._state_input(q, qd).astype(np.float32)).unsqueeze(0)
         t0 = time.perf_counter()
         try:
@@ -246,12 +286,7 @@ class PolicyNode(Node):
             self._problem("action_nonfinite", "policy returned NaN or inf; holding")
             a = None
         if self.action in ("position", "position_delta"):
-            if a is None:                       # hold where the robot is
-                self.hold_q = q.copy()
-                cmd = q.copy()
-            else:
-                cmd = self.hold_q.copy()
-                cmd[self.idx] = a if self.action == "position" else q[self.idx] + a
+            cmd = self.targets.hold(q) if a is None else self.targets.apply(q, a, self.action == "position_delta")
         else:
             cmd = np.zeros(len(self.names))
             if a is not None:
