@@ -107,3 +107,24 @@ def test_position_delta_actions_move_the_commanded_targets_as_in_training():
     t.reset()
     q2 = np.array([-0.5, 0.0, 0.0])
     assert np.allclose(t.apply(q2, np.array([0.3, -0.1]), delta=False), [-0.3, 0.0, -0.1])  # absolute, lead-bounded
+
+
+def test_latency_stats_percentiles_over_a_sliding_window():
+    """Histogram percentiles agree with exact ones to the bin (1 %), over the last maxlen samples."""
+    from s2r_ros.common import LatencyStats
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(np.log(1e-3), 0.6, 5000)          # ~1 ms latencies
+    s = LatencyStats(maxlen=5000)
+    for v in x:
+        s.add(float(v))
+    p50, p99 = s.percentiles_ms(50, 99)
+    exact = np.percentile(x, [50, 99], method="inverted_cdf") * 1e3
+    assert np.allclose([p50, p99], exact, rtol=0.01) and len(s) == 5000
+    for _ in range(5000):                                # the window slides: only 7 ms samples remain
+        s.add(7e-3)
+    assert len(s) == 5000 and np.allclose(s.percentiles_ms(1, 50, 100), 7.0, rtol=0.01)
+    s.add(float("nan"))
+    s.add(-1.0)                                          # clock weirdness lands in the lowest bin
+    assert s.percentiles_ms(0.01)[0] < 0.01
+    s.clear()
+    assert len(s) == 0 and np.isnan(s.percentiles_ms(50)[0])

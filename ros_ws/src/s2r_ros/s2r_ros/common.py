@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import sys
 import threading
 import time
@@ -70,29 +71,54 @@ def command_source_stamp(msg: Float64MultiArray) -> int | None:
 
 # ----------------------------------------------------------------------------- statistics
 class LatencyStats:
-    """Latency samples (seconds) in a bounded window; percentiles in milliseconds."""
+    """Durations (seconds) of the last `maxlen` events; percentiles in milliseconds.
+
+    A histogram with logarithmic bins (1 % wide, 1 us to 1000 s) over a sliding window: adding a
+    sample and reading percentiles cost microseconds whatever the window holds, because they run
+    on a node's executor between control callbacks (sorting a window of 200k samples took ~7 ms,
+    a stall every diagnostics period). Percentiles are exact to the bin: within 0.5 %."""
+
+    _LO, _RATIO, _BINS = 1e-6, 1.01, 2084            # 1e-6 * 1.01**2083 ~ 1000 s
+    _INV_LOG = 1.0 / math.log(_RATIO)
+    # the value reported for a bin: its geometric centre, in ms
+    _CENTRES_MS = 1e3 * _LO * _RATIO ** (np.arange(_BINS) - 0.5)
 
     def __init__(self, maxlen: int = 200_000):
-        self._x: deque[float] = deque(maxlen=maxlen)
+        self._window: deque[int] = deque()
+        self._maxlen = int(maxlen)
+        self._counts = np.zeros(self._BINS, np.int64)
         self._lock = threading.Lock()
 
+    def _bin(self, seconds: float) -> int:
+        if not seconds > self._LO:                   # also NaN: the lowest bin
+            return 0
+        return min(int(math.log(seconds / self._LO) * self._INV_LOG) + 1, self._BINS - 1)
+
     def add(self, seconds: float) -> None:
+        i = self._bin(seconds)
         with self._lock:
-            self._x.append(seconds)
+            self._window.append(i)
+            self._counts[i] += 1
+            if len(self._window) > self._maxlen:
+                self._counts[self._window.popleft()] -= 1
 
     def __len__(self) -> int:
-        return len(self._x)
+        return len(self._window)
 
     def percentiles_ms(self, *qs: float) -> list[float]:
         with self._lock:
-            if not self._x:
+            n = len(self._window)
+            if not n:
                 return [float("nan")] * len(qs)
-            a = np.fromiter(self._x, float, len(self._x))
-        return [float(v) * 1e3 for v in np.percentile(a, qs)]
+            cdf = np.cumsum(self._counts)
+        # nearest rank: the smallest value with at least q % of the samples at or below it
+        ranks = [max(1, math.ceil(q / 100.0 * n)) for q in qs]
+        return [float(self._CENTRES_MS[int(np.searchsorted(cdf, r))]) for r in ranks]
 
     def clear(self) -> None:
         with self._lock:
-            self._x.clear()
+            self._window.clear()
+            self._counts[:] = 0
 
 
 class RateMeter:
