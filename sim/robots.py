@@ -140,8 +140,8 @@ class SimRobot:
 
     def joint_state(self):
         """(q, qd) of all movable joints in pybullet order."""
-        states = p.getJointStates(self.body, self.all_idx, physicsClientId=self.client)
-        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+        q, qd, _, _ = zip(*p.getJointStates(self.body, self.all_idx, physicsClientId=self.client))
+        return np.array(q), np.array(qd)
 
     def state(self):
         """(q, qd, tau) of the controlled joints, tau being the last torque applied."""

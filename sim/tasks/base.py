@@ -19,6 +19,7 @@ Randomization (`sim.randomization.Randomizer`) is applied here; its sampled valu
 from __future__ import annotations
 
 import abc
+import math
 from collections import deque
 
 import gymnasium as gym
@@ -134,6 +135,7 @@ class TaskEnv(gym.Env, abc.ABC):
                      "action": len(self.act_idx), "surfaces": len(self.surfaces)}
         n_act = len(self.act_idx)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float64)
+        self._action_shape = self.action_space.shape
         spaces = {"joint_pos": gym.spaces.Box(-np.inf, np.inf, (len(self.joint_names),), np.float64),
                   "joint_vel": gym.spaces.Box(-np.inf, np.inf, (len(self.joint_names),), np.float64),
                   **self.task_spaces()}
@@ -300,7 +302,7 @@ class TaskEnv(gym.Env, abc.ABC):
         self._per_step_dynamics = [n for n in self._per_step if n in
                                    ("link_mass_scale", "object_mass_scale", "joint_damping_scale", "gain_scale",
                                     "friction_scale", "spin_roll_friction_scale", "gravity_offset")]
-        self._step_block, self._step_k = {}, 0
+        self._step_block, self._step_public, self._step_k, self._step_len = {}, [], 0, 0
         self._action_noise = "action_noise" in self.dr or "action_bias" in self.dr
         self._jitter = "control_period_jitter" in self.dr
         self._obs_noise = any(k in self.dr for k in ("joint_noise", "object_position_bias", "object_position_noise"))
@@ -308,8 +310,9 @@ class TaskEnv(gym.Env, abc.ABC):
         per_step = set(self._per_step)
         episode_arrays = {k: v for k, v in self.dr.items() if type(v) is np.ndarray and k not in per_step}
         self._info_episode_arrays = PackedArrays(episode_arrays)
-        self._info_episode = {k: v for k, v in self.dr.items() if k not in episode_arrays}
-        self._info_dr = {k: (v.copy() if type(v) is np.ndarray else v) for k, v in self._info_episode.items()}
+        # the rest: the episode's scalars (immutable, shared by every info) and the per-step values
+        self._info_static = {k: v for k, v in self.dr.items() if k not in episode_arrays and k not in per_step}
+        self._info_step = {k: (v.copy() if type(v) is np.ndarray else v) for k, v in self.dr.items() if k in per_step}
         self._reset_done = True
         self.steps = 0
         obs = self._observe()
@@ -324,13 +327,14 @@ class TaskEnv(gym.Env, abc.ABC):
         a = self._check_action(action)
         dr = self.dr
         if self._per_step:
-            if self._step_k == len(next(iter(self._step_block.values()), ())):
+            if self._step_k == self._step_len:
                 self._refill_step_block()
             k = self._step_k
             self._step_k += 1
-            values = {name: block[k] for name, block in self._step_block.items() if name[0] != "_"}
+            # rows of a block drawn once and never written: fresh objects for every step's info
+            values = {name: block[k] for name, block in self._step_public}
             dr.update(values)
-            self._info_dr = values if len(values) == len(self._info_episode) else {**self._info_episode, **values}
+            self._info_step = values
             if self._per_step_dynamics:
                 self._apply_dynamics({name: dr[name] for name in self._per_step_dynamics})
         if self._action_noise:
@@ -364,7 +368,8 @@ class TaskEnv(gym.Env, abc.ABC):
             block["_object_offset"] = block["object_position_noise"] + self.dr.get("object_position_bias", 0.0)
         if "control_period_jitter" in block:     # physics substeps per step (np.rint rounds like round())
             block["_substeps"] = np.maximum(1, np.rint(self.substeps * (1.0 + block["control_period_jitter"])))
-        self._step_block, self._step_k = block, 0
+        self._step_block, self._step_k, self._step_len = block, 0, self.STEP_BLOCK
+        self._step_public = [(name, b) for name, b in block.items() if name[0] != "_"]
 
     def actions_in_flight(self) -> list:
         """The actions taken but not yet applied (action latency), oldest first."""
@@ -374,17 +379,17 @@ class TaskEnv(gym.Env, abc.ABC):
         """A fresh float64 copy of the action, clipped to [-1, 1]; a clear error for a wrong shape or
         a non-finite value."""
         a = np.array(action, dtype=np.float64)
-        if a.shape != self.action_space.shape:
+        if a.shape != self._action_shape:
             raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape} "
                              f"({type(self).__name__}: {', '.join(self.joint_names[i] for i in self.act_idx)})")
-        lo, hi = a.min(), a.max()
-        if -1.0 <= lo and hi <= 1.0:            # the common case (a NaN fails both comparisons)
-            return a
-        if not np.all(np.isfinite(a)):
+        # finite exactly when the sum of squares is, unless that overflows: then look closer
+        if not math.isfinite(a.dot(a)) and not np.isfinite(a).all():
             bad = int(np.flatnonzero(~np.isfinite(a))[0])
             raise ValueError(f"action[{bad}] is {a[bad]} ({self.joint_names[self.act_idx[bad]]}): "
                              f"actions must be finite")
-        return np.minimum(np.maximum(a, -1.0), 1.0)
+        np.maximum(a, -1.0, out=a)
+        np.minimum(a, 1.0, out=a)
+        return a
 
     def _apply_action(self, a: np.ndarray) -> None:
         fixed = self.fixed_joint_targets()
@@ -431,7 +436,8 @@ class TaskEnv(gym.Env, abc.ABC):
         # per-episode arrays are copied (users keep infos; Gymnasium asks for fresh data every call);
         # per-step values are rows of a block drawn once and never written, fresh for every step
         dr = self._info_episode_arrays.fresh()
-        dr.update(self._info_dr)
+        dr.update(self._info_static)
+        dr.update(self._info_step)
         return {"success": success, "is_success": success, "sim_time": self.sim.time, "randomization": dr,
                 **extra}
 
