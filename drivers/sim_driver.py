@@ -2,7 +2,8 @@
 
 Two clocks:
 - real time (`realtime=True`, like a robot, for ROS): a thread steps physics one control period
-  at a time on a steady clock; read/write just exchange data with it.
+  at a time on a steady clock (substep by substep, so other threads never wait long for it);
+  read/write just exchange data with it.
 - lockstep (`realtime=False`, for training and tests): every `write()` or `hold()` advances the
   simulation by exactly one control period, so the same commands give bit-identical states.
 """
@@ -149,10 +150,14 @@ class SimDriver(Driver):
         period = 1.0 / self.config.control_rate_hz
         next_t = time.monotonic()
         while not self._stop.is_set():
-            with self._lock:
-                if not p.isConnected(self.simulation.client):
-                    return   # physics server gone: reads and writes now report the fault
-                self.simulation.step(self._substeps)
+            # One substep at a time, handing over the lock and the GIL in between: a command or a
+            # read from another thread (a ROS callback) waits for one substep, not a whole period.
+            for _ in range(self._substeps):
+                with self._lock:
+                    if not p.isConnected(self.simulation.client):
+                        return   # physics server gone: reads and writes now report the fault
+                    self.simulation.step(1)
+                time.sleep(0)
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
