@@ -107,12 +107,26 @@ class ArmReach(ArmTask):
 
     Target: uniform in x [0.35, 0.65], y [-0.25, 0.25], z [table + 0.1, table + 0.45] (m).
     Reward: -|tcp - target| (m). Success: |tcp - target| < 2 cm.
+    The target is shown as a sphere (visual only) of `target_marker_radius` (default 1.5 cm) and
+    colour `target_marker_rgba`: about a pixel at 64x64, so image policies ask for a larger one.
     """
+    TARGET_MARKER_RADIUS = 0.015
+    TARGET_MARKER_RGBA = (0.1, 0.8, 0.1, 0.8)
+
+    def __init__(self, *args, target_marker_radius: float | None = None, target_marker_rgba=None, **kwargs):
+        r = self.TARGET_MARKER_RADIUS if target_marker_radius is None else float(target_marker_radius)
+        if not 0.0 < r <= 0.2:
+            raise ValueError(f"target_marker_radius must be in (0, 0.2] m, got {target_marker_radius}")
+        rgba = tuple(float(c) for c in (target_marker_rgba or self.TARGET_MARKER_RGBA))
+        if len(rgba) != 4 or not all(0.0 <= c <= 1.0 for c in rgba):
+            raise ValueError(f"target_marker_rgba must be 4 values in [0, 1], got {target_marker_rgba}")
+        self.target_marker_radius, self.target_marker_rgba = r, rgba
+        super().__init__(*args, **kwargs)
 
     def build_task(self, dr):
         self.build_table(dr)
         self.target = np.zeros(3)
-        self.target_marker = scene.marker(self.client, (0, 0, -1), 0.015)
+        self.target_marker = scene.marker(self.client, (0, 0, -1), self.target_marker_radius, self.target_marker_rgba)
 
     def sample_task(self, rng):
         self.start_posture(rng)

@@ -176,3 +176,20 @@ def test_grasp_lift_slide_moves_the_hand(make):
         obs, r, term, trunc, info = env.step(a)
     assert obs["palm_pos"][2] - z0 > 0.05
     assert not info["success"] and abs(info["lift"]) < 0.005   # the cube stayed on the floor
+
+
+def test_reach_target_marker_size_and_colour_are_options(make):
+    """Image policies see the reach target only if it is more than a pixel: the marker's radius and
+    colour are constructor options (visual only: the task is the same)."""
+    def green_pixels(**kw):
+        env = make("s2r/ArmReach-v0", image_obs=True, image_size=64, **kw)
+        obs, _ = env.reset(seed=1)
+        im = obs["image"].astype(int)
+        return int(((im[..., 1] > 150) & (im[..., 0] < 90) & (im[..., 2] < 90)).sum()), obs["target"]
+    small, t1 = green_pixels()
+    big, t2 = green_pixels(target_marker_radius=0.035, target_marker_rgba=(0.0, 1.0, 0.0, 1.0))
+    assert np.array_equal(t1, t2) and big >= 4 * max(small, 1)
+    with pytest.raises(ValueError, match="target_marker_radius"):
+        make("s2r/ArmReach-v0", target_marker_radius=-0.01)
+    with pytest.raises(ValueError, match="target_marker_rgba"):
+        make("s2r/ArmReach-v0", target_marker_rgba=(1.0, 0.0))
