@@ -13,7 +13,13 @@ The floor: a `ping` process publishing the same sensor_msgs/JointState at the sa
 same kind of loop, and a `pong` process answering each with the same Float64MultiArray, nothing
 else -- the cost of rclpy + DDS alone on this machine, now.
 
-    python benchmarks/bench_ros.py --json OUT [--duration 60] [--rates 100 500]
+Scheduling: with `--rt-priority P` (default 50; 0 = off) the driver and mpc nodes run with their
+`realtime_priority` parameter at P (SCHED_FIFO for their threads, as ros2_control runs its control
+loop; s2r_ros/common.py enable_realtime) and the floor's ping and pong processes get the same, so
+both paths are measured alike. Without the privilege for it (CAP_SYS_NICE or an rtprio limit) the
+nodes warn and run at normal priority, and the JSON says so (`realtime`).
+
+    python benchmarks/bench_ros.py --json OUT [--duration 60] [--rates 100 500] [--rt-priority 50]
 
 Targets (issue 5): p99 <= 2 ms and zero missed cycles at 100 Hz.
 """
@@ -43,7 +49,7 @@ GOALS = [(0.45, 0.25, 0.45), (0.45, -0.25, 0.30)]
 
 
 # ------------------------------------------------------------------------------ the floor
-def role_ping(rate: float, duration: float, out: str) -> int:
+def role_ping(rate: float, duration: float, out: str, rt_priority: int = 0) -> int:
     """Publish JointState at `rate` for `duration` s; log publish and answer times."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -54,6 +60,9 @@ def role_ping(rate: float, duration: float, out: str) -> int:
 
     rclpy.init()
     node = rclpy.create_node("ping")
+    if rt_priority:
+        from s2r_ros.common import enable_realtime
+        enable_realtime(rt_priority)
     pub = node.create_publisher(JointState, "/floor/joint_states", STATE_QOS)
     sent: dict[int, float] = {}
     got: dict[int, float] = {}
@@ -105,7 +114,7 @@ def role_ping(rate: float, duration: float, out: str) -> int:
     return 0
 
 
-def role_pong() -> int:
+def role_pong(rt_priority: int = 0) -> int:
     """Answer every JointState with a Float64MultiArray naming it."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -116,6 +125,9 @@ def role_pong() -> int:
 
     rclpy.init()
     node = rclpy.create_node("pong")
+    if rt_priority:
+        from s2r_ros.common import enable_realtime
+        enable_realtime(rt_priority)
     pub = node.create_publisher(Float64MultiArray, "/floor/commands", COMMAND_QOS)
     node.create_subscription(JointState, "/floor/joint_states",
                              lambda m: pub.publish(command_msg(m.position, stamp_ns(m.header.stamp))), STATE_QOS)
@@ -198,13 +210,14 @@ def rate_config(rate: float, tmp: Path) -> str:
     return str(path)
 
 
-def run_floor(rate: float, duration: float, env, tmp: Path, say) -> dict:
+def run_floor(rate: float, duration: float, env, tmp: Path, say, rt_priority: int = 0) -> dict:
     procs = Procs(env)
     log = tmp / f"floor_{rate:g}.csv"
+    rt = ["--rt-priority", str(rt_priority)]
     try:
-        procs.start([sys.executable, __file__, "--role", "pong"], tmp / "pong.log")
+        procs.start([sys.executable, __file__, "--role", "pong", *rt], tmp / "pong.log")
         ping = procs.start([sys.executable, __file__, "--role", "ping", "--rate", str(rate), "--duration",
-                            str(duration), "--log", str(log)], tmp / "ping.log")
+                            str(duration), "--log", str(log), *rt], tmp / "ping.log")
         _wait_with_progress(ping, duration + 90, f"floor (ping-pong) at {rate:g} Hz", duration, say)
     finally:
         procs.stop()
@@ -213,7 +226,7 @@ def run_floor(rate: float, duration: float, env, tmp: Path, say) -> dict:
     return analyse(str(log))
 
 
-def run_mpc_loop(rate: float, duration: float, env, tmp: Path, say) -> dict:
+def run_mpc_loop(rate: float, duration: float, env, tmp: Path, say, rt_priority: int = 0) -> dict:
     from geometry_msgs.msg import PoseStamped
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -225,8 +238,10 @@ def run_mpc_loop(rate: float, duration: float, env, tmp: Path, say) -> dict:
     cfg = rate_config(rate, tmp)
     log = tmp / f"driver_{rate:g}.csv"
     nodes = [NodeSpec("driver", "driver_node", parameters={"config": cfg, "hardware": "sim", "autostart": True,
-                                                             "latency_log": str(log)}, log_level="warn"),
-             NodeSpec("mpc", "mpc_node", parameters={"config": cfg, "driver": "driver"}, log_level="warn")]
+                                                             "latency_log": str(log), "realtime_priority": rt_priority},
+                      log_level="warn"),
+             NodeSpec("mpc", "mpc_node", parameters={"config": cfg, "driver": "driver", "realtime_priority": rt_priority},
+                      log_level="warn")]
     procs = Procs(env)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
@@ -303,14 +318,16 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds measured per rate and per path")
     ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0])
+    ap.add_argument("--rt-priority", type=int, default=50,
+                    help="SCHED_FIFO priority for the nodes and the floor's processes (0: normal scheduling)")
     ap.add_argument("--role", choices=["ping", "pong"], help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=100.0, help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.role == "ping":
-        return role_ping(a.rate, a.duration, a.log)
+        return role_ping(a.rate, a.duration, a.log, a.rt_priority)
     if a.role == "pong":
-        return role_pong()
+        return role_pong(a.rt_priority)
 
     from s2r.ros_env import claim_domain_id, isolated_env
     did = claim_domain_id()
@@ -319,13 +336,21 @@ def main(argv=None) -> int:
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     say = lambda *x, **kw: print(*x, **kw, flush=True)   # noqa: E731
     say(f"bench_ros: {a.duration:g} s per rate and path, rates {a.rates}, ROS_DOMAIN_ID={did}, localhost only")
-    res: dict = {"duration_s": a.duration, "machine_cpus": os.cpu_count()}
+    res: dict = {"duration_s": a.duration, "machine_cpus": os.cpu_count(), "rt_priority": a.rt_priority}
+    if a.rt_priority:
+        probe = subprocess.run([sys.executable, "-c", "import sys; from s2r_ros.common import enable_realtime as e; "
+                                f"sys.exit(1 if e({a.rt_priority}) else 0)"], env=env)
+        res["realtime"] = probe.returncode == 0
+        say("SCHED_FIFO " + (f"priority {a.rt_priority} for both paths" if res["realtime"] else
+                             "not permitted here (no CAP_SYS_NICE / rtprio limit): normal scheduling for both paths"))
+    else:
+        res["realtime"] = False
     with tempfile.TemporaryDirectory(prefix="bench-ros-") as tmp:
         tmp = Path(tmp)
         for rate in a.rates:
             tag = f"{rate:g}hz"
-            floor = run_floor(rate, a.duration, env, tmp, say)
-            loop = run_mpc_loop(rate, a.duration, env, tmp, say)
+            floor = run_floor(rate, a.duration, env, tmp, say, a.rt_priority)
+            loop = run_mpc_loop(rate, a.duration, env, tmp, say, a.rt_priority)
             res[f"p50_ms_{tag}"], res[f"p99_ms_{tag}"] = loop["p50_ms"], loop["p99_ms"]
             res[f"max_ms_{tag}"], res[f"missed_{tag}"] = loop["max_ms"], loop["missed"]
             res[f"states_{tag}"], res[f"late_{tag}"] = loop["states"], loop["late"]

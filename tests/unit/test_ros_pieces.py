@@ -128,3 +128,60 @@ def test_latency_stats_percentiles_over_a_sliding_window():
     assert s.percentiles_ms(0.01)[0] < 0.01
     s.clear()
     assert len(s) == 0 and np.isnan(s.percentiles_ms(50)[0])
+
+
+def test_fast_subscription_has_its_own_executor_and_follows_the_owners_remapping():
+    """The control path's subscription: resolved (namespace, ~, remapping) by the owning node,
+    served by a hidden node without parameter services, in its own thread; messages arrive."""
+    import threading
+
+    import rclpy
+    from std_msgs.msg import Float64MultiArray
+
+    from s2r_ros.common import FastSubscription
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    got, arrived = [], threading.Event()
+    try:
+        owner = rclpy.create_node("drv", namespace="/arm", context=ctx,
+                                  cli_args=["--ros-args", "-r", "~/commands:=/arm/safe_commands"])
+        fast = FastSubscription(owner, "~/commands", Float64MultiArray,
+                                lambda m: (got.append((list(m.data), threading.current_thread().name)), arrived.set()),
+                                10, "commands")
+        assert fast.topic == "/arm/safe_commands" and fast.node.get_name() == "_drv_commands"
+        own = [sv.srv_name for sv in owner.services]
+        assert any(n.endswith("/get_parameters") for n in own)          # the owner keeps its services,
+        assert not any("parameter" in sv.srv_name for sv in fast.node.services)  # the fast path has none
+        pub = owner.create_publisher(Float64MultiArray, "/arm/safe_commands", 10)
+        for _ in range(100):                         # until discovery connects them
+            pub.publish(Float64MultiArray(data=[1.0, 2.0]))
+            if arrived.wait(0.05):
+                break
+        assert got and got[0] == ([1.0, 2.0], "fast-commands")
+        fast.close()
+        owner.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_enable_realtime_switches_every_thread_or_changes_nothing():
+    """SCHED_FIFO for the threads that exist and, inherited, for those started later -- or, where
+    the process may not (no CAP_SYS_NICE), a reason and normal scheduling everywhere."""
+    import subprocess
+    import sys
+    code = """
+import os, threading
+from s2r_ros.common import enable_realtime
+before = threading.Thread(target=lambda: ev.wait()); ev = threading.Event(); before.start()
+why = enable_realtime(20)
+pol = []
+after = threading.Thread(target=lambda: pol.append(os.sched_getscheduler(0))); after.start(); after.join()
+print(repr(why), os.sched_getscheduler(0), os.sched_getscheduler(before.native_id), pol[0], enable_realtime(0) != '')
+ev.set()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    why, main, before, after, refuses_zero = out.stdout.split()
+    import os
+    expected = os.SCHED_FIFO if why == "''" else os.SCHED_OTHER
+    assert int(main) == int(before) == int(after) == expected and refuses_zero == "True"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -221,6 +222,66 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+class FastSubscription:
+    """One latency-critical subscription, served by a minimal node of its own and its own executor
+    thread.
+
+    An rclpy executor rebuilds its wait set from all of its nodes' entities every time it wakes, in
+    Python: parameter and lifecycle services, QoS event handlers, timers -- a few hundred
+    microseconds per message for a full node, on the path of every control message. The control
+    path (the driver's commands, the MPC's joint states) gets a hidden node (`_<owner>_<suffix>`)
+    with this one subscription, no parameter services and no rosout, spun in a thread; the owner
+    keeps everything else. The topic is resolved by the owner (its namespace, `~`, its
+    remappings), so remapping the owner's topic moves this subscription too."""
+
+    def __init__(self, owner, topic: str, msg_type, callback, qos, suffix: str):
+        self.topic = owner.resolve_topic_name(topic)
+        self.node = rclpy.create_node(f"_{owner.get_name()}_{suffix}", namespace=owner.get_namespace(),
+                                      context=owner.context, use_global_arguments=False,
+                                      enable_rosout=False, start_parameter_services=False)
+        self.subscription = self.node.create_subscription(msg_type, self.topic, callback, qos)
+        self.executor = SingleThreadedExecutor(context=owner.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name=f"fast-{suffix}", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, KeyboardInterrupt):
+            pass
+        except Exception:                         # the context went away under us at shutdown
+            if self.node.context.ok():
+                raise
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self._thread.join(timeout=2.0)
+        self.node.destroy_node()
+
+
+def enable_realtime(priority: int) -> str:
+    """SCHED_FIFO at `priority` (1-99) for every thread of this process -- the executor, the DDS
+    threads, a driver's control loop -- and, by inheritance, for the threads it starts later.
+
+    As ros2_control does for its control loop: woken by a message, these threads preempt all
+    normal-priority work on the machine (a planner, a training job), which otherwise decides the
+    tail latency of a control loop on a busy machine. Needs CAP_SYS_NICE or an rtprio limit
+    (limits.conf: `@robot - rtprio 98`). Returns "" on success, else why not (nothing changed)."""
+    if not 1 <= int(priority) <= 99:
+        return f"priority {priority} is outside 1-99"
+    try:
+        param = os.sched_param(int(priority))
+        for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+            try:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+            except ProcessLookupError:
+                pass                               # a thread that just ended
+    except (OSError, AttributeError) as e:         # EPERM without the capability; not Linux
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
 def spin_node(make_node, args=None) -> int:
     """rclpy.init, build the node, spin until Ctrl-C / SIGTERM / shutdown, clean up. Exit code.
 
@@ -235,6 +296,17 @@ def spin_node(make_node, args=None) -> int:
     code = 0
     try:
         node = make_node()
+        if not node.has_parameter("realtime_priority"):
+            # 0: normal scheduling; 1-99: SCHED_FIFO for this node's threads (enable_realtime)
+            node.declare_parameter("realtime_priority", 0)
+        rt = int(node.get_parameter("realtime_priority").value)
+        if rt:
+            why = enable_realtime(rt)
+            if why:
+                node.get_logger().warning(f"realtime_priority {rt}: could not enable SCHED_FIFO ({why}); "
+                                          "running at normal priority")
+            else:
+                node.get_logger().info(f"SCHED_FIFO priority {rt} for this node's threads")
         freeze_heap()
         ex = SingleThreadedExecutor()
         ex.add_node(node)

@@ -38,7 +38,8 @@ from trajectory_msgs.msg import JointTrajectory
 from drivers import Command, CommandMode, Driver, DriverError, DriverFault
 
 from .common import (COMMAND_QOS, ERROR, OK, STALE, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
-                     bridge_python_logging, command_source_stamp, diag_status, freeze_heap, spin_node, stamp_ns)
+                     FastSubscription, bridge_python_logging, command_source_stamp, diag_status, freeze_heap,
+                     spin_node, stamp_ns)
 from .trajectory import JointTrajectoryPlan, TrajectoryError
 
 
@@ -120,7 +121,10 @@ class DriverNode(LifecycleNode):
 
         self.pub_joint_states = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Float64MultiArray, "~/commands", self._on_commands, COMMAND_QOS)
+        # the control path: served by its own executor thread (FastSubscription), not behind the
+        # node's services and timers
+        self._commands_sub = FastSubscription(self, "~/commands", Float64MultiArray, self._on_commands,
+                                              COMMAND_QOS, "commands")
         self.create_subscription(JointTrajectory, "~/joint_trajectory", self._on_trajectory, 10)
         self.create_service(SetBool, "~/enable", self._srv_enable)
         self.create_service(Trigger, "~/estop", self._srv_estop)
@@ -272,7 +276,8 @@ class DriverNode(LifecycleNode):
         self._write_latency_log()
 
     def close(self):
-        """Process exit: stop the loop, hold and disconnect."""
+        """Process exit: stop taking commands and the loop, hold and disconnect."""
+        self._commands_sub.close()
         self._stop_loop()
         self._disconnect()
 

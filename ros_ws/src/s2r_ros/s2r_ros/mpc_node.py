@@ -28,7 +28,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from .common import (ERROR, GOAL_QOS, OK, STATE_QOS, WARN, COMMAND_QOS, LatencyStats, Throttle,
+from .common import (ERROR, GOAL_QOS, OK, STATE_QOS, WARN, COMMAND_QOS, FastSubscription, LatencyStats, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
 
 
@@ -107,7 +107,9 @@ class MPCNode(Node):
 
         self.pub_cmd = self.create_publisher(Float64MultiArray, f"/{g('driver')}/commands", COMMAND_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
+        # the control path: its own executor thread (FastSubscription); goals, diagnostics and
+        # parameters stay on the node's executor
+        self._state_sub = FastSubscription(self, "/joint_states", JointState, self._on_state, STATE_QOS, "state")
         self.create_subscription(PoseStamped, "/goal_pose", self._on_goal_pose, GOAL_QOS)
         self.create_subscription(JointState, "/goal_joint_state", self._on_goal_joints, GOAL_QOS)
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
@@ -332,6 +334,7 @@ class MPCNode(Node):
         self.pub_diag.publish(arr)
 
     def close(self):
+        self._state_sub.close()
         self.planner.stop()
 
 
