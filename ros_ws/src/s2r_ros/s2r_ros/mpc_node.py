@@ -244,7 +244,7 @@ class MPCNode(Node):
         self.last_q, self.last_state_rx = q_full, time.monotonic()
         if self.goal is None:
             return                             # idle: the driver holds by itself
-        q = q_full[self.arm_idx]
+        q = x = q_full[self.arm_idx]              # x: the state the plan is evaluated at and restarts from
         plan = self.planner.plan
         hold = ""
         if plan is None:
@@ -262,17 +262,20 @@ class MPCNode(Node):
                 self.cmd[:] = 0.0
             self._hold(hold)
         else:
-            u = plan.control(key, q)
             if self.mode == "position":
-                anchor = np.clip(self.cmd[self.arm_idx], q - self.max_lead, q + self.max_lead)
-                self.cmd[self.arm_idx] = anchor + u * self.control_dt
+                # The plan is kinematic (joint velocities); the robot's position controller tracks the
+                # set-point with a lag. Planning and feeding back on the set-point (kept within
+                # max_lead of the measured position) closes the MPC loop around the integrator it
+                # models; feeding back the lagging measurement made the approach ring.
+                x = np.minimum(np.maximum(self.cmd[self.arm_idx], q - self.max_lead), q + self.max_lead)
+                self.cmd[self.arm_idx] = x + plan.control(key, x) * self.control_dt
             else:
-                self.cmd[self.arm_idx] = u
+                self.cmd[self.arm_idx] = plan.control(key, q)
             self.hold_reason = ""
         self.pub_cmd.publish(command_msg(self.cmd, key))
         self.commands_sent += 1
         self.callback_ms.add(time.perf_counter() - t0)
-        self.planner.send_state(q, key)
+        self.planner.send_state(x, key)
 
     def _hold(self, reason: str):
         self.holds_sent += 1
