@@ -78,14 +78,19 @@ def cnn_latency_ms(size: int, repeats: int = 3, calls: int = 100) -> float:
 
 def run_gps(images: bool, iterations: int, log) -> dict:
     agent = ArmReachAgent(images=images, image_size=64)
+    full = iterations > 3
     cfg = GPSConfig(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE,
-                    pretrain_images=600 if iterations > 3 else 60, pretrain_steps=1000 if iterations > 3 else 30)
+                    pretrain_images=4000 if full else 60, pretrain_steps=3000 if full else 30,
+                    pretrain_reach_fraction=0.5, pretrain_head_hidden=64,
+                    aux_pose_weight=1.0 if images else 0.0, aux_pretrain_steps=2000 if full else 50,
+                    policy_steps=800 if images else 400)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
     for _ in range(iterations):
         s = gps.iterate()
         log(f"  {'image' if images else 'state'} GPS it {s['iteration']}: cost {s['cost']:.2f} held-out success "
-            f"{100 * s['success']:.0f}% (distance {s['eval_distance']:.3f} m) {s['seconds']:.0f} s")
+            f"{100 * s['success']:.0f}% (distance {s['eval_distance']:.3f} m) {s['seconds']:.0f} s"
+            + (f", aux pose error {100 * s['aux_pose_error']:.1f} cm" if s.get("aux_pose_error") is not None else ""))
         if s["success"] >= TARGET:
             reached = s["iteration"]
             break

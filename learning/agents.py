@@ -227,19 +227,47 @@ class ArmReachAgent:
         """The MPC teacher's cost parameter for the episode just reset: the target position."""
         return self.env.target.copy()
 
-    def pose_dataset(self, n: int, rng: np.random.Generator):
+    def _place_tcp(self, tcp_goal: np.ndarray):
+        """Put the arm (kinematically, no simulated motion) where its TCP is near `tcp_goal`, with the
+        hand's current orientation (pybullet IK), hold it there and return the observation."""
+        import pybullet as p
+        env, robot = self.env, self.env.robot
+        hand = robot._links[env.ee_link]
+        pos, orn = p.getLinkState(robot.body, hand, computeForwardKinematics=True, physicsClientId=env.client)[4:6]
+        z = np.asarray(p.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 2]
+        tcp_offset = float(np.dot(self.env.tcp()[0] - np.asarray(pos), z))
+        q_all = p.calculateInverseKinematics(robot.body, hand, (tcp_goal - tcp_offset * z).tolist(), orn,
+                                             maxNumIterations=50, physicsClientId=env.client)
+        q = np.array([q_all[robot.all_idx.index(i)] for i in robot.idx])
+        q = np.clip(q, env.lower, env.upper)
+        robot.reset(q)
+        env.q_cmd = q.copy()
+        obs, *_ = env.step(np.zeros(self.dU))
+        return obs
+
+    def pose_dataset(self, n: int, rng: np.random.Generator, reach_fraction: float = 0.0):
         """n rendered (and, under randomization, randomized) images with the pose to regress:
-        [target xyz, tcp xyz] -- the object and the arm in view (vision pretraining)."""
+        [target xyz, tcp xyz] -- the object and the arm in view (vision pretraining) -- and the joint
+        state the CNN sees with each image: (images (n, H, W, 3), poses (n, 6), joint states (n, 2 n_joints)).
+        Episode seeds are drawn from [50000, 2**31): never a held-out start.
+        The arm is at its start posture after 0-14 random actions or, for a `reach_fraction` of the
+        images, placed (inverse kinematics, no rollout) with its TCP somewhere on the way to the
+        target, up to on it (where the gripper covers part of the target), +- 3 cm."""
         if not self.images:
             raise ValueError("pose_dataset needs an image agent")
-        images, poses = [], []
+        images, poses, joints = [], [], []
         for i in range(n):
             obs, _ = self.env.reset(seed=int(rng.integers(50_000, 2**31)))
-            for _ in range(int(rng.integers(0, 15))):
-                obs, *_ = self.env.step(rng.uniform(-1, 1, self.dU))
+            if rng.uniform() < reach_fraction:
+                a = min(1.0, rng.uniform(0.0, 1.3))
+                obs = self._place_tcp(obs["tcp_pos"] + a * (obs["target"] - obs["tcp_pos"]) + rng.normal(0, 0.03, 3))
+            else:
+                for _ in range(int(rng.integers(0, 15))):
+                    obs, *_ = self.env.step(rng.uniform(-1, 1, self.dU))
             images.append(obs["image"])
             poses.append(np.concatenate([obs["target"], obs["tcp_pos"]]))
-        return np.array(images), np.array(poses)
+            joints.append(self.joint_obs(obs))
+        return np.array(images), np.array(poses), np.array(joints)
 
     def close(self):
         self.env.close()

@@ -37,7 +37,7 @@ from .linear_gaussian import LinearGaussianController, LinearGaussianDynamics, e
 from .lqr_flm import NotPositiveDefinite, adjust_step, lqr_flm_update
 from .policies import MLPPolicy, VisuomotorCNN, make_policy
 
-__all__ = ["GPSConfig", "MDGPS", "TrainingError", "PolicyRunner", "train_policy_weighted"]
+__all__ = ["GPSConfig", "MDGPS", "TrainingError", "PolicyRunner", "AuxPose", "train_policy_weighted"]
 log = logging.getLogger(__name__)
 
 
@@ -63,8 +63,13 @@ class GPSConfig:
     learning_rate: float = 1e-3
     hidden: tuple = (64, 64)
     eval_episodes: int = 20           # held-out starts evaluated after every iteration
-    pretrain_images: int = 300        # vision pretraining (image policies)
-    pretrain_steps: int = 300
+    pretrain_images: int = 300        # vision pretraining (image policies): rendered images, not rollouts
+    pretrain_steps: int = 300         # Adam steps (batch 32, cosine learning-rate decay)
+    pretrain_reach_fraction: float = 0.0  # of those images, the arm placed on the way to the target (`pose_dataset`)
+    pretrain_head_hidden: int = 0     # 0: regress the pose linearly from the feature points (the policy's
+                                      # pose_head); > 0: through a hidden ReLU layer of this width
+    aux_pose_weight: float = 0.0      # image policies, frozen vision: S-step auxiliary loss (see `AuxPose`)
+    aux_pretrain_steps: int = 0       # first iteration: Adam steps on the auxiliary loss alone before the S-step
     finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
     resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
     seed: int = 0
@@ -78,6 +83,10 @@ class GPSConfig:
         for name in ("kl_step", "learning_rate", "prior_strength"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.aux_pose_weight < 0:
+            raise ValueError(f"aux_pose_weight must be >= 0, got {self.aux_pose_weight}")
+        if self.aux_pose_weight > 0 and self.finetune_vision:
+            raise ValueError("aux_pose_weight needs frozen vision (finetune_vision False)")
         if self.init_variance is not None and not self.init_variance > 0:
             raise ValueError(f"init_variance must be positive, got {self.init_variance}")
         return self
@@ -107,11 +116,71 @@ class PolicyRunner:
         return u if noise is None or self.chol is None else u + self.chol @ noise
 
 
+class AuxPose(torch.nn.Module):
+    """Auxiliary pose loss of the visuomotor CNN's S-step (image policies with frozen vision).
+
+    A linear read-out from the first hidden layer of the policy's FC head (feature points + joint
+    state -> FC 40 -> ReLU) regresses the TCP's position relative to the target (tcp - target, m),
+    on the rendered vision-pretraining images (their [target, tcp] poses and joint states) and on the
+    samples of this and the earlier iterations (whose full state holds tcp - target). The first hidden layer thus keeps an
+    explicit, target-relative code of where the gripper is with respect to the target -- what the
+    state MLP gets as an input -- learned from thousands of rendered target positions rather than
+    from the few training conditions of an iteration. The read-out is not part of the policy (its
+    inputs stay the image and the joint state; exports are unchanged)."""
+
+    SCALE = 0.1          # m: the regressed values are (tcp - target) / SCALE
+
+    def __init__(self, policy: VisuomotorCNN):
+        super().__init__()
+        self.readout = torch.nn.Linear(policy.hidden, 3)
+        self.points = torch.zeros(0, 2 * policy.n_points)
+        self.joints = torch.zeros(0, policy.joint_dim)
+        self.rel = torch.zeros(0, 3)
+
+    def set_data(self, points: torch.Tensor, joints, rel) -> None:
+        """The rendered pose set: feature points (n, 2 n_points), joint states (n, joint_dim), tcp - target (n, 3)."""
+        self.points, self.joints, self.rel = points.float(), _to_torch(joints), _to_torch(rel) / self.SCALE
+
+    def extend(self, points: torch.Tensor, joints, rel) -> None:
+        """Add labelled data (e.g. an iteration's samples, whose full state holds tcp - target)."""
+        self.points = torch.cat([self.points, points.float()])
+        self.joints = torch.cat([self.joints, _to_torch(joints)])
+        self.rel = torch.cat([self.rel, _to_torch(rel) / self.SCALE])
+
+    def fit(self, policy, optimizer, steps: int, batch_size: int, generator: torch.Generator) -> float:
+        """Adam on the auxiliary loss alone (its data set); returns the last loss."""
+        policy.train()
+        loss = torch.tensor(float("nan"))
+        for _ in range(steps):
+            j = torch.randint(0, len(self.rel), (min(batch_size, len(self.rel)),), generator=generator)
+            loss = self.loss(policy, self.points[j], self.joints[j], self.rel[j])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        policy.eval()
+        return float(loss.detach())
+
+    def hidden(self, policy: VisuomotorCNN, points: torch.Tensor, joint_state: torch.Tensor) -> torch.Tensor:
+        return policy.fc[:2](torch.cat([points, policy.joint_normalizer(joint_state)], dim=-1))
+
+    def loss(self, policy, points, joint_state, rel_scaled) -> torch.Tensor:
+        return ((self.readout(self.hidden(policy, points, joint_state)) - rel_scaled) ** 2).sum(-1).mean()
+
+    @torch.inference_mode()
+    def error(self, policy, points, joint_state, rel) -> float:
+        """Mean distance (m) between the predicted and the true tcp - target."""
+        pred = self.readout(self.hidden(policy, points, _to_torch(joint_state))) * self.SCALE
+        return float(torch.linalg.norm(pred - _to_torch(rel), dim=-1).mean())
+
+
 def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, precisions: np.ndarray | None,
-                          steps: int, batch_size: int, generator: torch.Generator, head_only: bool = False) -> float:
+                          steps: int, batch_size: int, generator: torch.Generator, head_only: bool = False,
+                          aux: AuxPose | None = None, aux_weight: float = 0.0) -> float:
     """Adam on the precision-weighted squared error (pi(o) - mu)' W (pi(o) - mu), W normalized to an
     average trace of dU (precisions None: W = I). inputs: 'state' (n, d) and, for the CNN, either
-    'image' (n, H, W, 3) or, with head_only, the precomputed 'points' (n, 64)."""
+    'image' (n, H, W, 3) or, with head_only, the precomputed 'points' (n, 64).
+    With `aux` (head_only), plus aux_weight times its pose loss on a batch drawn from its rendered
+    set and, where inputs has 'rel' (n, 3: tcp - target), from the samples. Returns the last policy loss."""
     n = len(targets)
     Y = _to_torch(targets)
     dU = Y.shape[1]
@@ -121,6 +190,15 @@ def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, 
         W = _to_torch(precisions)
         W = W * (dU / W.diagonal(dim1=1, dim2=2).sum(-1).mean())
     S = _to_torch(inputs["state"])
+    use_aux = aux is not None and aux_weight > 0
+    if use_aux:
+        if not head_only:
+            raise ValueError("the auxiliary pose loss needs precomputed feature points (head_only)")
+        A_pts, A_js, A_rel = aux.points, aux.joints, aux.rel
+        if "rel" in inputs:
+            A_pts = torch.cat([A_pts, inputs["points"]])
+            A_js = torch.cat([A_js, S])
+            A_rel = torch.cat([A_rel, _to_torch(inputs["rel"]) / aux.SCALE])
     policy.train()
     loss_value = float("nan")
     for _ in range(steps):
@@ -135,8 +213,12 @@ def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, 
             out = policy(S[idx])
         r = out - Y[idx]
         loss = torch.einsum("bi,bij,bj->b", r, W[idx], r).mean()
+        total = loss
+        if use_aux:
+            j = torch.randint(0, len(A_rel), (min(batch_size, len(A_rel)),), generator=generator)
+            total = loss + aux_weight * aux.loss(policy, A_pts[j], A_js[j], A_rel[j])
         optimizer.zero_grad()
-        loss.backward()
+        total.backward()
         optimizer.step()
         loss_value = float(loss.detach())
     policy.eval()
@@ -153,23 +235,34 @@ def feature_points(policy: VisuomotorCNN, images: np.ndarray, chunk: int = 256) 
 
 
 def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
-                    generator: torch.Generator, lr: float = 1e-3) -> float:
+                    generator: torch.Generator, lr: float = 1e-3, dataset=None, head_hidden: int = 0) -> float:
     """Levine et al. 2016, Sec. 4.3: pretrain the conv layers by regressing the pose of the task's
-    objects (the reach target and the TCP: 6 numbers) from rendered, randomized images."""
-    images, poses = agent.pose_dataset(n_images, rng)
+    objects (the reach target and the TCP: 6 numbers) from rendered, randomized images
+    (`agent.pose_dataset`, or `dataset` = its (images, poses, ...)). Adam, batch 32, the learning
+    rate decays to zero on a cosine schedule. The pose is read from the feature points by the
+    policy's linear `pose_head` or, with head_hidden > 0, by a pretraining-only head with one hidden
+    ReLU layer (which lets the conv layers code what a linear read-out of 2-D points cannot, such
+    as the target's depth from its apparent size). Returns the last (normalized) loss."""
+    images, poses = (agent.pose_dataset(n_images, rng) if dataset is None else dataset)[:2]
     P = _to_torch(poses)
     mean, std = P.mean(0), P.std(0).clamp_min(1e-3)
-    params = list(policy.conv.parameters()) + list(policy.softmax.parameters()) + list(policy.pose_head.parameters())
+    head = policy.pose_head
+    if head_hidden > 0:
+        head = torch.nn.Sequential(torch.nn.Linear(2 * policy.n_points, head_hidden), torch.nn.ReLU(),
+                                   torch.nn.Linear(head_hidden, P.shape[1]))
+    params = list(policy.conv.parameters()) + list(policy.softmax.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
     policy.train()
     loss_value = float("nan")
     for _ in range(steps):
         idx = torch.randint(0, len(images), (min(32, len(images)),), generator=generator)
         img = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2)
-        loss = ((policy.pose(img) - (P[idx] - mean) / std) ** 2).mean()
+        loss = ((head(policy.feature_points(img)) - (P[idx] - mean) / std) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         loss_value = float(loss.detach())
     policy.eval()
     return loss_value
@@ -189,7 +282,10 @@ class MDGPS:
         self.policy = policy
         torch.manual_seed(self.cfg.seed)
         self.policy.load_state_dict(make_policy(policy.config()).state_dict())   # seeded init
-        self.optimizer = torch.optim.Adam(self._trainable(), lr=self.cfg.learning_rate)
+        self.aux = (AuxPose(policy) if isinstance(policy, VisuomotorCNN) and self.cfg.aux_pose_weight > 0
+                    else None)
+        self.optimizer = torch.optim.Adam(self._trainable() + ([] if self.aux is None else list(self.aux.parameters())),
+                                          lr=self.cfg.learning_rate)
         self.rng = np.random.default_rng(self.cfg.seed)
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         M = a.n_conditions
@@ -286,8 +382,13 @@ class MDGPS:
         k, cfg, a = self.iteration, self.cfg, self.agent
         M = a.n_conditions
         if not self.pretrained:
-            loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen)
+            data = a.pose_dataset(cfg.pretrain_images, self.rng, reach_fraction=cfg.pretrain_reach_fraction)
+            loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
+                                   dataset=data, head_hidden=cfg.pretrain_head_hidden)
             log.info("vision pretraining: pose regression loss %.4f", loss)
+            if self.aux is not None:
+                images, poses, joints = data
+                self.aux.set_data(feature_points(self.policy, images), joints, poses[:, 3:] - poses[:, :3])
             self.pretrained = True
         # 0. new conditions (resample_conditions): drawn from the task's start distribution
         resampled = cfg.resample_conditions and k > 0
@@ -362,8 +463,16 @@ class MDGPS:
                 inputs["points"] = feature_points(self.policy, images)
             else:
                 inputs["image"] = images
+        aux_error = None
+        if self.aux is not None:
+            inputs["rel"] = np.concatenate([s.X[:-1, -3:] for s in flat])     # tcp - target
+            if k == 0 and cfg.aux_pretrain_steps:
+                self.aux.fit(self.policy, self.optimizer, cfg.aux_pretrain_steps, cfg.batch_size, self.gen)
+            aux_error = self.aux.error(self.policy, inputs["points"], inputs["state"], inputs["rel"]) if k else None
         loss = train_policy_weighted(self.policy, self.optimizer, inputs, targets, prc, cfg.policy_steps,
-                                     cfg.batch_size, self.gen, head_only)
+                                     cfg.batch_size, self.gen, head_only, self.aux, cfg.aux_pose_weight)
+        if self.aux is not None:
+            self.aux.extend(inputs["points"], inputs["state"], inputs["rel"])
         self.policy_cov = np.linalg.inv(np.mean([c.inv_cov for c in self.controllers], axis=(0, 1)))
         # held-out evaluation of the global policy
         ev = self.evaluate()
@@ -373,6 +482,8 @@ class MDGPS:
                  "kl": float(np.mean(kls)), "eta": float(np.mean(etas)), "step_mult": float(np.mean(self.step_mult)),
                  "policy_loss": loss, "rollouts": len(flat), "dropped": self.dropped_samples,
                  "sampled_from": "policy" if on_policy else "local", "seconds": time.perf_counter() - t0}
+        if self.aux is not None:   # on this iteration's new conditions, before the S-step (m)
+            stats["aux_pose_error"] = aux_error
         self.history.append(stats)
         self.iteration += 1
         return stats
@@ -389,6 +500,8 @@ class MDGPS:
                 "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
                 "history": self.history, "dropped_samples": self.dropped_samples,
                 "condition_seeds": list(getattr(self.agent, "condition_seeds", [])),
+                "aux": None if self.aux is None else {"readout": self.aux.readout.state_dict(), "points": self.aux.points,
+                                                      "joints": self.aux.joints, "rel": self.aux.rel},
                 "rng": self.rng.bit_generator.state, "torch_generator": self.gen.get_state(),
                 "torch_rng": torch.get_rng_state()}
 
@@ -409,6 +522,11 @@ class MDGPS:
         self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
         self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]
         self.iteration = int(st["iteration"])
+        if (st.get("aux") is None) != (self.aux is None):
+            raise ValueError("checkpoint and configuration disagree on the auxiliary pose loss (aux_pose_weight)")
+        if self.aux is not None:
+            self.aux.readout.load_state_dict(st["aux"]["readout"])
+            self.aux.points, self.aux.joints, self.aux.rel = st["aux"]["points"], st["aux"]["joints"], st["aux"]["rel"]
         if st.get("condition_seeds") and hasattr(self.agent, "condition_seeds"):
             self.agent.condition_seeds = list(st["condition_seeds"])
         self.rng.bit_generator.state = st["rng"]

@@ -151,3 +151,39 @@ def test_arm_training_conditions_never_use_held_out_seeds():
     stub = SimpleNamespace(n_conditions=4, HELD_OUT_BASE=ArmReachAgent.HELD_OUT_BASE,
                            HELD_OUT_SEEDS=ArmReachAgent.HELD_OUT_SEEDS)
     assert ArmReachAgent.resample(stub, _Rng()) == [5, 7, 20_000, 3]
+
+
+def test_auxiliary_pose_loss_lowers_the_pose_error_on_a_synthetic_set():
+    from learning.gps import AuxPose, train_policy_weighted
+    from learning.policies import VisuomotorCNN
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    net = VisuomotorCNN(joint_dim=4, act_dim=2, image_size=32)
+    aux = AuxPose(net)
+    n = 512
+    points = rng.uniform(-1, 1, (n, 64))
+    joints = rng.normal(0, 1, (n, 4))
+    rel = 0.1 * np.tanh(points[:, :3] - 0.5 * joints[:, :3])      # "tcp - target" (m) from points and joints
+    aux.set_data(torch.as_tensor(points[:256], dtype=torch.float32), joints[:256], rel[:256])
+    inputs = {"state": joints[256:], "points": torch.as_tensor(points[256:], dtype=torch.float32), "rel": rel[256:]}
+    before = aux.error(net, inputs["points"], inputs["state"], inputs["rel"])
+    opt = torch.optim.Adam(list(net.fc.parameters()) + list(aux.parameters()), lr=3e-3)
+    train_policy_weighted(net, opt, inputs, np.zeros((256, 2)), None, 400, 64, torch.Generator().manual_seed(0),
+                          head_only=True, aux=aux, aux_weight=1.0)
+    after = aux.error(net, inputs["points"], inputs["state"], inputs["rel"])
+    assert after < 0.2 * before
+    with pytest.raises(ValueError, match="frozen vision"):
+        GPSConfig(aux_pose_weight=1.0, finetune_vision=True).validate()
+
+
+def test_reach_pose_images_put_the_tcp_on_the_way_to_the_target():
+    from learning.agents import ArmReachAgent
+    agent = ArmReachAgent(images=True, image_size=32)
+    try:
+        images, poses, joints = agent.pose_dataset(6, np.random.default_rng(0))
+        r_images, r_poses, r_joints = agent.pose_dataset(6, np.random.default_rng(0), reach_fraction=1.0)
+    finally:
+        agent.close()
+    assert images.shape == r_images.shape == (6, 32, 32, 3) and joints.shape == r_joints.shape == (6, 14)
+    dist = lambda p: np.linalg.norm(p[:, 3:] - p[:, :3], axis=1)   # noqa: E731
+    assert dist(r_poses).mean() < 0.6 * dist(poses).mean()
