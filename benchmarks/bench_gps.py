@@ -18,8 +18,13 @@ generation the same way.
 
   state   MLP on [joint_pos, joint_vel, target - tcp_pos]
   image   visuomotor CNN on the 64x64 camera image + [joint_pos, joint_vel] (vision layers
-          pretrained on pose regression of [target, tcp] from 600 rendered images, 1000 Adam steps,
-          not counted as rollouts; the S-step trains the layers after the feature points). The
+          pretrained on pose regression of [target, tcp] from 4000 rendered images -- half with
+          the arm at its start posture after a few random actions, half placed by inverse
+          kinematics on the way to the target -- 3000 Adam steps, cosine learning rate; rendered
+          images are not rollouts and are not counted. The conv layers then stay frozen; the S-step
+          trains the layers after the feature points, with an auxiliary loss: the FC head's first
+          hidden layer regresses tcp - target on the rendered images and the samples
+          (learning.gps.AuxPose); the CNN's inputs stay the image and the joint state). The
           task's 1.5 cm target marker is about one pixel at 64x64: the image agent shows the
           target as an opaque green 3.5 cm sphere (ArmReachAgent.VISIBLE_MARKER_RADIUS)
   baseline  cross-entropy method on the parameters of a linear policy on the same state features
@@ -81,9 +86,7 @@ def run_gps(images: bool, iterations: int, log) -> dict:
     full = iterations > 3
     cfg = GPSConfig(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE,
                     pretrain_images=4000 if full else 60, pretrain_steps=3000 if full else 30,
-                    pretrain_reach_fraction=0.5, pretrain_head_hidden=64,
-                    aux_pose_weight=1.0 if images else 0.0, aux_pretrain_steps=2000 if full else 50,
-                    policy_steps=800 if images else 400)
+                    pretrain_reach_fraction=0.5, aux_pose_weight=1.0 if images else 0.0)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
     for _ in range(iterations):

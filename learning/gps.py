@@ -70,6 +70,8 @@ class GPSConfig:
                                       # pose_head); > 0: through a hidden ReLU layer of this width
     aux_pose_weight: float = 0.0      # image policies, frozen vision: S-step auxiliary loss (see `AuxPose`)
     aux_pretrain_steps: int = 0       # first iteration: Adam steps on the auxiliary loss alone before the S-step
+    policy_replay: int = 0            # the S-step also regresses on this many earlier iterations' samples
+                                      # (their observations and their iteration's local controllers' actions)
     finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
     resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
     seed: int = 0
@@ -85,6 +87,10 @@ class GPSConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.aux_pose_weight < 0:
             raise ValueError(f"aux_pose_weight must be >= 0, got {self.aux_pose_weight}")
+        if self.policy_replay < 0:
+            raise ValueError(f"policy_replay must be >= 0, got {self.policy_replay}")
+        if self.policy_replay > 0 and self.finetune_vision:
+            raise ValueError("policy_replay keeps feature points: it needs frozen vision (finetune_vision False)")
         if self.aux_pose_weight > 0 and self.finetune_vision:
             raise ValueError("aux_pose_weight needs frozen vision (finetune_vision False)")
         if self.init_variance is not None and not self.init_variance > 0:
@@ -195,9 +201,10 @@ def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, 
         if not head_only:
             raise ValueError("the auxiliary pose loss needs precomputed feature points (head_only)")
         A_pts, A_js, A_rel = aux.points, aux.joints, aux.rel
-        if "rel" in inputs:
-            A_pts = torch.cat([A_pts, inputs["points"]])
-            A_js = torch.cat([A_js, S])
+        if "rel" in inputs:                 # labels of the last len(rel) rows of the inputs
+            m = len(inputs["rel"])
+            A_pts = torch.cat([A_pts, inputs["points"][-m:]])
+            A_js = torch.cat([A_js, S[-m:]])
             A_rel = torch.cat([A_rel, _to_torch(inputs["rel"]) / aux.SCALE])
     policy.train()
     loss_value = float("nan")
@@ -310,6 +317,7 @@ class MDGPS:
         self.transitions: list[np.ndarray] = []
         self.policy_cov = self.init_variance * np.eye(a.dU)
         self.iteration = 0
+        self.replay: list[dict] = []
         self.pretrained = not a.images
         self.history: list[dict] = []
         self.dropped_samples = 0
@@ -469,8 +477,21 @@ class MDGPS:
             if k == 0 and cfg.aux_pretrain_steps:
                 self.aux.fit(self.policy, self.optimizer, cfg.aux_pretrain_steps, cfg.batch_size, self.gen)
             aux_error = self.aux.error(self.policy, inputs["points"], inputs["state"], inputs["rel"]) if k else None
-        loss = train_policy_weighted(self.policy, self.optimizer, inputs, targets, prc, cfg.policy_steps,
+        current = {"inputs": {key: v for key, v in inputs.items() if key != "rel"}, "targets": targets, "prc": prc}
+        if cfg.policy_replay:
+            batch = self.replay[-cfg.policy_replay:] + [current]
+            train_in = {key: (torch.cat if key == "points" else np.concatenate)([b["inputs"][key] for b in batch])
+                        for key in current["inputs"]}
+            if "rel" in inputs:
+                train_in["rel"] = inputs["rel"]          # the current samples (last rows); the aux set has the earlier ones
+            train_targets = np.concatenate([b["targets"] for b in batch])
+            train_prc = np.concatenate([b["prc"] for b in batch])
+        else:
+            train_in, train_targets, train_prc = inputs, targets, prc
+        loss = train_policy_weighted(self.policy, self.optimizer, train_in, train_targets, train_prc, cfg.policy_steps,
                                      cfg.batch_size, self.gen, head_only, self.aux, cfg.aux_pose_weight)
+        if cfg.policy_replay:
+            self.replay = (self.replay + [current])[-cfg.policy_replay:]
         if self.aux is not None:
             self.aux.extend(inputs["points"], inputs["state"], inputs["rel"])
         self.policy_cov = np.linalg.inv(np.mean([c.inv_cov for c in self.controllers], axis=(0, 1)))
@@ -500,6 +521,7 @@ class MDGPS:
                 "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
                 "history": self.history, "dropped_samples": self.dropped_samples,
                 "condition_seeds": list(getattr(self.agent, "condition_seeds", [])),
+                "replay": self.replay,
                 "aux": None if self.aux is None else {"readout": self.aux.readout.state_dict(), "points": self.aux.points,
                                                       "joints": self.aux.joints, "rel": self.aux.rel},
                 "rng": self.rng.bit_generator.state, "torch_generator": self.gen.get_state(),
@@ -522,6 +544,7 @@ class MDGPS:
         self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
         self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]
         self.iteration = int(st["iteration"])
+        self.replay = list(st.get("replay", []))
         if (st.get("aux") is None) != (self.aux is None):
             raise ValueError("checkpoint and configuration disagree on the auxiliary pose loss (aux_pose_weight)")
         if self.aux is not None:

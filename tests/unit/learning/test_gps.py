@@ -187,3 +187,12 @@ def test_reach_pose_images_put_the_tcp_on_the_way_to_the_target():
     assert images.shape == r_images.shape == (6, 32, 32, 3) and joints.shape == r_joints.shape == (6, 14)
     dist = lambda p: np.linalg.norm(p[:, 3:] - p[:, :3], axis=1)   # noqa: E731
     assert dist(r_poses).mean() < 0.6 * dist(poses).mean()
+
+
+def test_policy_replay_regresses_on_earlier_iterations_too_and_still_learns():
+    gps = MDGPS(PointMassAgent(), GPSConfig(policy_replay=2, **FAST))
+    costs = [gps.iterate()["cost"] for _ in range(3)]
+    assert costs[2] < 0.3 * costs[0]
+    assert len(gps.replay) == 2 and len(gps.state_dict()["replay"]) == 2
+    with pytest.raises(ValueError, match="frozen vision"):
+        GPSConfig(policy_replay=1, finetune_vision=True).validate()
