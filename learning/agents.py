@@ -105,17 +105,7 @@ class ArmReachAgent:
     # The task's target marker (a 1.5 cm sphere) is about one pixel in the 64x64 camera image; image
     # agents show the target as an opaque green sphere of this radius instead (visual only).
     VISIBLE_MARKER_RADIUS = 0.035
-
-    def _enlarge_target_marker(self, radius: float) -> None:
-        """After the task builds its scene (every reset), park its small marker under the floor and
-        put a larger opaque one in its place (the task moves `target_marker` to the target)."""
-        from sim import scene
-        env, build = self.env, self.env.build_task
-
-        def build_task(dr):
-            build(dr)
-            env.target_marker = scene.marker(env.client, (0, 0, -1), radius, (0.0, 1.0, 0.0, 1.0))
-        env.build_task = build_task
+    VISIBLE_MARKER_RGBA = (0.0, 1.0, 0.0, 1.0)
     task = "s2r/ArmReach-v0"
     init_variance = 0.1            # exploration of the initial controllers (normalized actions)
 
@@ -125,12 +115,12 @@ class ArmReachAgent:
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
                  target_marker_radius: float | None = None):
         import sim.tasks
-        self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
-                                  randomization=randomization).unwrapped
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
             if target_marker_radius is None else (float(target_marker_radius) or None)
-        if self.target_marker_radius:
-            self._enlarge_target_marker(self.target_marker_radius)
+        marker = {"target_marker_radius": self.target_marker_radius,
+                  "target_marker_rgba": self.VISIBLE_MARKER_RGBA} if self.target_marker_radius else {}
+        self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
+                                  randomization=randomization, **marker).unwrapped
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
         self.T, self.dX, self.dU = T, 3 * self.n + 3, self.n
