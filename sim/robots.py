@@ -265,6 +265,7 @@ class SimRobot:
                 self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
             pd_inc = self._pd_inc
         tau_c = self.tau
+        every = sel == slice(None)            # every movable joint commanded: whole arrays, no views
         for _ in range(n):
             states = get_states(body, all_idx, physicsClientId=client)
             q_list = [s[0] for s in states]
@@ -286,14 +287,17 @@ class SimRobot:
                         pd_a = kp * self._q_goal
                     else:
                         pd_a = pd_a + pd_inc
-                tau_all[sel] += pd_a - kp * q_all[sel] - kd * qd_all[sel]
+                if every:
+                    tau_all += pd_a - kp * q_all - kd * qd_all
+                else:
+                    tau_all[sel] += pd_a - kp * q_all[sel] - kd * qd_all[sel]
             if others:
                 # joints not under command (e.g. a gripper left out of the config) are held at home
                 tau_all[oi] += 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
-            tau_c = tau_all[sel]             # a view when every movable joint is commanded
+            tau_c = tau_all if every else tau_all[sel]
             np.maximum(tau_c, lo, out=tau_c)
             np.minimum(tau_c, hi, out=tau_c)
-            if tau_c.base is not tau_all:
+            if tau_c is not tau_all and tau_c.base is not tau_all:
                 tau_all[sel] = tau_c
             set_motors(body, all_idx, torque_control, forces=tau_all.tolist(), physicsClientId=client)
             if physics_step is not None:
