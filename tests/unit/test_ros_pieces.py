@@ -161,7 +161,29 @@ def test_fast_subscription_has_its_own_executor_and_follows_the_owners_remapping
         fast.close()
         owner.destroy_node()
     finally:
-        rclpy.shutdown(context=ctx)
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_a_failing_fast_path_callback_ends_the_node_instead_of_leaving_it_deaf():
+    import time
+
+    import rclpy
+    from std_msgs.msg import Float64MultiArray
+
+    from s2r_ros.common import FastSubscription
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        owner = rclpy.create_node("drv2", context=ctx)
+        FastSubscription(owner, "~/commands", Float64MultiArray, lambda m: 1 / 0, 10, "commands")
+        pub = owner.create_publisher(Float64MultiArray, "/drv2/commands", 10)
+        deadline = time.monotonic() + 10
+        while ctx.ok() and time.monotonic() < deadline:
+            pub.publish(Float64MultiArray(data=[1.0]))
+            time.sleep(0.05)
+        assert not ctx.ok() and owner.exit_code == 1      # spin_node then exits with 1
+    finally:
+        rclpy.try_shutdown(context=ctx)
 
 
 def test_enable_realtime_switches_every_thread_or_changes_nothing():

@@ -232,9 +232,12 @@ class FastSubscription:
     path (the driver's commands, the MPC's joint states) gets a hidden node (`_<owner>_<suffix>`)
     with this one subscription, no parameter services and no rosout, spun in a thread; the owner
     keeps everything else. The topic is resolved by the owner (its namespace, `~`, its
-    remappings), so remapping the owner's topic moves this subscription too."""
+    remappings), so remapping the owner's topic moves this subscription too. A callback that
+    raises ends the process as it would on the owner's executor (logged, exit code 1, the context
+    shut down), rather than leaving a node that no longer hears its control topic."""
 
     def __init__(self, owner, topic: str, msg_type, callback, qos, suffix: str):
+        self.owner = owner
         self.topic = owner.resolve_topic_name(topic)
         self.node = rclpy.create_node(f"_{owner.get_name()}_{suffix}", namespace=owner.get_namespace(),
                                       context=owner.context, use_global_arguments=False,
@@ -250,9 +253,14 @@ class FastSubscription:
             self.executor.spin()
         except (ExternalShutdownException, KeyboardInterrupt):
             pass
-        except Exception:                         # the context went away under us at shutdown
-            if self.node.context.ok():
-                raise
+        except Exception as e:
+            if not self.node.context.ok():
+                return                            # the context went away under us at shutdown
+            import traceback
+            self.owner.get_logger().error(f"{self.topic} callback failed, shutting the node down: "
+                                          f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+            self.owner.exit_code = 1
+            rclpy.try_shutdown(context=self.node.context)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
