@@ -28,6 +28,19 @@ class _UsageError(Exception):
     pass
 
 
+def _failure(command: str, e: Exception, stopped: tuple) -> int:
+    """One line on stderr and the exit code of a command that failed: 2 for a usage error or bad
+    input, 1 for a run that had to stop (`stopped` exception types)."""
+    if isinstance(e, _UsageError):
+        print(str(e), file=sys.stderr)
+        return 2
+    if isinstance(e, stopped):
+        print(f"s2r {command}: stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"s2r {command}: error: {e}", file=sys.stderr)
+    return 2
+
+
 def _train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="s2r train", description="Train a policy by guided policy search (gps) or PLATO (plato).")
     p.add_argument("algorithm", choices=("gps", "plato"))
@@ -112,15 +125,8 @@ def train_main(argv=None) -> int:
         print(f"done: {len(history)} iterations, cost {last['cost']:.4g}, held-out success "
               f"{100 * last['success']:.0f}%  ->  {run_dir}/policy.pt, {run_dir}/training.png")
         return 0
-    except _UsageError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except (CheckpointError, ValueError) as e:
-        print(f"s2r train: error: {e}", file=sys.stderr)
-        return 2
-    except (TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
-        print(f"s2r train: stopped: {e}", file=sys.stderr)
-        return 1
+    except (_UsageError, CheckpointError, ValueError, TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
+        return _failure("train", e, stopped=(TrainingError, FloatingPointError, np.linalg.LinAlgError))
     except KeyboardInterrupt:
         print("s2r train: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
@@ -222,15 +228,8 @@ def eval_main(argv=None) -> int:
               f"(95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%), mean final distance "
               f"{np.nanmean(distances):.3f} m" + (f"; video {args.video}" if args.video else ""))
         return 0
-    except _UsageError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except (ValueError, KeyError) as e:
-        print(f"s2r eval: error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"s2r eval: stopped: {e}", file=sys.stderr)
-        return 1
+    except (_UsageError, ValueError, KeyError, FloatingPointError) as e:
+        return _failure("eval", e, stopped=(FloatingPointError,))
     finally:
         if env is not None:
             env.close()

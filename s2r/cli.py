@@ -84,26 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-connect", action="store_true", help="only validate the file")
     p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("demo", add_help=False,
-                       help="the simulated ROS 2 bringup: Panda + camera + MPC reaching 4 goals "
-                            "(--joint-space: the ROS-free joint-goal demo)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_demo)
-
-    p = sub.add_parser("launch", add_help=False,
-                       help="start ROS 2 nodes from a bringup YAML (pip-only replacement for ros2 launch)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_launch)
-
-    p = sub.add_parser("train", add_help=False,
-                       help="train in randomized simulation: `s2r train gps|plato --task TASK ...`")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_train)
-
-    p = sub.add_parser("eval", add_help=False,
-                       help="evaluate a trained policy: `s2r eval POLICY --task TASK --episodes N`")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_eval)
+    # commands that parse their own arguments: everything after the name is passed on
+    for name, fn, text in (
+            ("demo", cmd_demo, "the simulated ROS 2 bringup: Panda + camera + MPC reaching 4 goals "
+                               "(--joint-space: the ROS-free joint-goal demo)"),
+            ("launch", cmd_launch, "start ROS 2 nodes from a bringup YAML (pip-only replacement for ros2 launch)"),
+            ("train", cmd_train, "train in randomized simulation: `s2r train gps|plato --task TASK ...`"),
+            ("eval", cmd_eval, "evaluate a trained policy: `s2r eval POLICY --task TASK --episodes N`")):
+        p = sub.add_parser(name, add_help=False, help=text)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(fn=fn)
 
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
     p.add_argument("config")

@@ -283,8 +283,8 @@ def enable_realtime(priority: int) -> str:
         for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
             try:
                 os.sched_setscheduler(tid, os.SCHED_FIFO, param)
-            except ProcessLookupError:
-                pass                               # a thread that just ended
+            except ProcessLookupError:             # a thread that ended meanwhile: nothing to set
+                continue
     except (OSError, AttributeError) as e:         # EPERM without the capability; not Linux
         return f"{type(e).__name__}: {e}"
     return ""
