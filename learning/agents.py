@@ -103,7 +103,8 @@ class ArmReachAgent:
     HELD_OUT_BASE = 10_000
     HELD_OUT_SEEDS = 10_000
     # The task's target marker (a 1.5 cm sphere) is about one pixel in the 64x64 camera image; image
-    # agents show the target as an opaque green sphere of this radius instead (visual only).
+    # agents show the target as an opaque green sphere of this radius instead, on a stand from the
+    # table (`target_stand`, visual only): the stand's foot gives the single camera the target's depth.
     VISIBLE_MARKER_RADIUS = 0.035
     VISIBLE_MARKER_RGBA = (0.0, 1.0, 0.0, 1.0)
     task = "s2r/ArmReach-v0"
@@ -113,12 +114,15 @@ class ArmReachAgent:
                  T: int = 100, condition_seeds=None, success_distance: float = 0.05,
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
-                 target_marker_radius: float | None = None):
+                 target_marker_radius: float | None = None, target_stand: bool | None = None):
         import sim.tasks
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
             if target_marker_radius is None else (float(target_marker_radius) or None)
+        self.target_stand = bool(images if target_stand is None else target_stand)
         marker = {"target_marker_radius": self.target_marker_radius,
                   "target_marker_rgba": self.VISIBLE_MARKER_RGBA} if self.target_marker_radius else {}
+        if self.target_stand:
+            marker["target_stand"] = True
         self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
                                   randomization=randomization, **marker).unwrapped
         self.images, self.image_size = images, (image_size if images else None)
@@ -143,7 +147,7 @@ class ArmReachAgent:
                 "action_units": "rad per control step (added to the joint position targets)",
                 "control_rate_hz": float(1.0 / self.env.control_dt)}
         if self.images:
-            meta |= {"target_marker_radius_m": self.target_marker_radius}
+            meta |= {"target_marker_radius_m": self.target_marker_radius, "target_stand": self.target_stand}
             meta |= {"inputs": ["image", "joint_state"], "image_size": [self.image_size, self.image_size],
                      "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
                      "joint_state": "[joint_pos; joint_vel] of joint_names", "obs_keys": ["image", "joint_pos", "joint_vel"]}

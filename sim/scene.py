@@ -35,6 +35,13 @@ def marker(client: int, position, radius: float = 0.015, rgba=(0.1, 0.8, 0.1, 0.
     return p.createMultiBody(0.0, -1, vis, list(position), physicsClientId=client)
 
 
+def post(client: int, foot, length: float, radius: float, rgba) -> int:
+    """A visual-only vertical cylinder standing on `foot` (x, y, z of its bottom face), `length` tall."""
+    vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=length, rgbaColor=list(rgba),
+                              physicsClientId=client)
+    return p.createMultiBody(0.0, -1, vis, [foot[0], foot[1], foot[2] + length / 2], physicsClientId=client)
+
+
 @dataclass(frozen=True)
 class Table:
     body: int

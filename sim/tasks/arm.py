@@ -109,11 +109,17 @@ class ArmReach(ArmTask):
     Reward: -|tcp - target| (m). Success: |tcp - target| < 2 cm.
     The target is shown as a sphere (visual only) of `target_marker_radius` (default 1.5 cm) and
     colour `target_marker_rgba`: about a pixel at 64x64, so image policies ask for a larger one.
+    With `target_stand`, a thin post (visual only, the arm passes through it) holds the sphere up
+    from the table, as a real target on a stand would be: where its foot meets the table tells a
+    single camera the target's depth, which the sphere's image position alone does not.
     """
     TARGET_MARKER_RADIUS = 0.015
     TARGET_MARKER_RGBA = (0.1, 0.8, 0.1, 0.8)
+    TARGET_STAND_RADIUS = 0.01
+    TARGET_STAND_RGBA = (0.15, 0.15, 0.6, 1.0)
 
-    def __init__(self, *args, target_marker_radius: float | None = None, target_marker_rgba=None, **kwargs):
+    def __init__(self, *args, target_marker_radius: float | None = None, target_marker_rgba=None,
+                 target_stand: bool = False, **kwargs):
         r = self.TARGET_MARKER_RADIUS if target_marker_radius is None else float(target_marker_radius)
         if not 0.0 < r <= 0.2:
             raise ValueError(f"target_marker_radius must be in (0, 0.2] m, got {target_marker_radius}")
@@ -121,6 +127,7 @@ class ArmReach(ArmTask):
         if len(rgba) != 4 or not all(0.0 <= c <= 1.0 for c in rgba):
             raise ValueError(f"target_marker_rgba must be 4 values in [0, 1], got {target_marker_rgba}")
         self.target_marker_radius, self.target_marker_rgba = r, rgba
+        self.target_stand = bool(target_stand)
         super().__init__(*args, **kwargs)
 
     def build_task(self, dr):
@@ -134,6 +141,10 @@ class ArmReach(ArmTask):
         self.target = rng.uniform((0.35, -0.25, h + 0.1), (0.65, 0.25, h + 0.45))
         p.resetBasePositionAndOrientation(self.target_marker, self.target.tolist(), (0, 0, 0, 1),
                                           physicsClientId=self.client)
+        if self.target_stand:       # the world is rebuilt every episode: a post of this episode's height
+            length = self.target[2] - self.target_marker_radius - h
+            self.stand = scene.post(self.client, (self.target[0], self.target[1], h), length,
+                                    self.TARGET_STAND_RADIUS, self.TARGET_STAND_RGBA)
 
     def reward_success(self, obs):
         d = math.dist(obs["tcp_pos"].tolist(), obs["target"].tolist())

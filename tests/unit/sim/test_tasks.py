@@ -193,3 +193,23 @@ def test_reach_target_marker_size_and_colour_are_options(make):
         make("s2r/ArmReach-v0", target_marker_radius=-0.01)
     with pytest.raises(ValueError, match="target_marker_rgba"):
         make("s2r/ArmReach-v0", target_marker_rgba=(1.0, 0.0))
+
+
+def test_reach_target_stand_stands_on_the_table_under_the_target(make):
+    """`target_stand`: a visual-only post from the table top up to the target sphere, so a single
+    camera sees where the target is in depth (its foot on the table); the task itself is unchanged."""
+    import pybullet as p
+    env = make("s2r/ArmReach-v0", target_stand=True, target_marker_radius=0.035)
+    plain = make("s2r/ArmReach-v0", target_marker_radius=0.035)
+    obs, _ = env.reset(seed=4)
+    obs_plain, _ = plain.reset(seed=4)
+    assert np.array_equal(obs["target"], obs_plain["target"]) and np.array_equal(obs["joint_pos"], obs_plain["joint_pos"])
+    e = env.unwrapped
+    assert p.getCollisionShapeData(e.stand, -1, physicsClientId=e.client) == ()     # the arm passes through it
+    img = e.render_image(160, segmentation=True)
+    v, u = np.nonzero(img.segmentation == e.stand)
+    assert len(v) > 20
+    foot = np.r_[obs["target"][:2], e.table.height]
+    top = obs["target"] - [0, 0, e.target_marker_radius]
+    (uf, vf), (ut, vt) = e._camera_at(160).project(np.array([foot, top]))
+    assert abs(v.max() - vf) <= 2 and abs(v.min() - vt) <= 3 and abs(np.median(u) - (uf + ut) / 2) <= 3
