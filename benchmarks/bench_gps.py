@@ -14,11 +14,12 @@ training condition ever uses (training seeds are drawn outside [10000, 20000)). 
 conditions are drawn anew every iteration (RESAMPLE: on-policy MDGPS needs no per-condition
 state across iterations; see learning/gps.py), so 10 iterations see up to 40 start states; the
 budget is unchanged (4 x 5 rollouts per iteration). The CEM baseline draws new conditions every
-generation the same way.
+generation the same way. GPS's first local controllers are a PD law on the TCP's error through the
+start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration noise.
 
   state   MLP on [joint_pos, joint_vel, target - tcp_pos]
-  image   visuomotor CNN on the 64x64 camera image + [joint_pos, joint_vel] (vision layers
-          pretrained on pose regression of [target, tcp] from 4000 rendered images -- half with
+  image   visuomotor CNN on the 64x64 camera image + [joint_pos, joint_vel, tcp_pos (forward
+          kinematics)] (vision layers pretrained on pose regression of [target, tcp] from 4000 rendered images -- half with
           the arm at its start posture after a few random actions, half placed by inverse
           kinematics on the way to the target -- 3000 Adam steps, cosine learning rate; rendered
           images are not rollouts and are not counted. The conv layers then stay frozen; the S-step
@@ -26,7 +27,9 @@ generation the same way.
           hidden layer regresses tcp - target on the rendered images and the samples
           (learning.gps.AuxPose); the CNN's inputs stay the image and the joint state). The
           task's 1.5 cm target marker is about one pixel at 64x64: the image agent shows the
-          target as an opaque green 3.5 cm sphere (ArmReachAgent.VISIBLE_MARKER_RADIUS)
+          target as an opaque green 3.5 cm sphere (ArmReachAgent.VISIBLE_MARKER_RADIUS) on a
+          visual-only stand from the table (ArmReach target_stand), whose foot tells the one
+          camera how far away the target is
   baseline  cross-entropy method on the parameters of a linear policy on the same state features
           (population 16, 4 elites, each candidate run on the 4 training conditions), up to a
           rollout budget; reported as rollouts to reach the same success (or the budget, if not)
@@ -63,10 +66,10 @@ RESAMPLE = True      # training conditions drawn anew every iteration (GPS) / ge
 
 def cnn_latency_ms(size: int, repeats: int = 3, calls: int = 100) -> float:
     torch.set_num_threads(2)
-    net = VisuomotorCNN(14, 7, size).eval()
+    net = VisuomotorCNN(17, 7, size).eval()
     mod = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(net)))
     img = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
-    js = torch.zeros(1, 14)
+    js = torch.zeros(1, 17)
     best = float("inf")
     with torch.inference_mode():
         for _ in range(10):
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
                         + ("4 new training conditions every iteration (GPS) / generation (CEM)" if RESAMPLE
                            else "fixed training conditions: seeds 0-3")),
            "state_inputs": "joint_pos, joint_vel, target - tcp_pos",
-           "image_inputs": "64x64 RGB image (target shown as a 3.5 cm green sphere), joint_pos, joint_vel",
+           "image_inputs": "64x64 RGB image (target shown as a 3.5 cm green sphere on a stand), joint_pos, joint_vel, tcp_pos",
            "success_distance_m": 0.05, "quick": args.quick}
     log("CNN inference (batch 1, 2 threads)")
     res["cnn_ms_64"] = cnn_latency_ms(64)

@@ -7,8 +7,9 @@ policy's observations (what the global policy sees: input remapping).
     PointMassAgent   controllers' point mass (a double integrator) to the origin: fast, for tests
     ArmReachAgent    s2r/ArmReach-v0 in simulation; x = [q, qd, q_cmd - q, tcp - target] (24),
                      policy observations: state = [joint_pos, joint_vel, target - tcp_pos] (17) for
-                     the MLP, or image + [joint_pos, joint_vel] (14) for the CNN (which must find
-                     the target and the gripper in the image)
+                     the MLP, or image + [joint_pos, joint_vel, tcp_pos] (17) for the CNN (which
+                     must find the target in the image; tcp_pos is the forward kinematics of the
+                     joint angles, the robot's own configuration, as in Levine et al. 2016)
 
 Training conditions and held-out starts come from the same distribution (the task's start
 postures and targets); held-out starts use seeds no training condition uses. With
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .linear_gaussian import QuadraticCost
+from .linear_gaussian import LinearGaussianController, QuadraticCost
 
 __all__ = ["Sample", "PointMassAgent", "ArmReachAgent", "make_agent", "GPS_TASKS", "DERIVED_OBS", "state_vector"]
 
@@ -129,7 +130,7 @@ class ArmReachAgent:
         self.n = len(self.env.act_idx)
         self.T, self.dX, self.dU = T, 3 * self.n + 3, self.n
         self.obs_dim = 2 * self.n + 3
-        self.joint_dim = 2 * self.n
+        self.joint_dim = 2 * self.n + 3
         self.success_distance = success_distance
         self.condition_seeds = list(condition_seeds or range(n_conditions))
         self.n_conditions = len(self.condition_seeds)
@@ -143,19 +144,21 @@ class ArmReachAgent:
         self.joint_names = [self.env.joint_names[i] for i in self.env.act_idx]
 
     def metadata(self) -> dict:
+        from sim.tasks.arm import TCP_OFFSET
+        tcp = "tcp_pos: world frame, m, by forward kinematics of the ee_link + tcp_offset along its z axis"
         meta = {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
                 "action_units": "rad per control step (added to the joint position targets)",
-                "control_rate_hz": float(1.0 / self.env.control_dt)}
+                "control_rate_hz": float(1.0 / self.env.control_dt), "ee_link": self.env.ee_link,
+                "tcp_offset": TCP_OFFSET}
         if self.images:
             meta |= {"target_marker_radius_m": self.target_marker_radius, "target_stand": self.target_stand}
             meta |= {"inputs": ["image", "joint_state"], "image_size": [self.image_size, self.image_size],
                      "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
-                     "joint_state": "[joint_pos; joint_vel] of joint_names", "obs_keys": ["image", "joint_pos", "joint_vel"]}
+                     "joint_state": f"[joint_pos; joint_vel; tcp_pos] of joint_names ({tcp})",
+                     "obs_keys": ["image", "joint_pos", "joint_vel", "tcp_pos"]}
         else:
             meta |= {"inputs": ["state"], "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp"],
-                     "state": "[joint_pos; joint_vel; target - tcp_pos] (world frame, m; tcp by forward "
-                              "kinematics of the hand link + tcp_offset along its z axis)",
-                     "ee_link": "panda_hand", "tcp_offset": 0.1034}
+                     "state": f"[joint_pos; joint_vel; target - tcp_pos] ({tcp})"}
         return meta
 
     def state(self, obs) -> np.ndarray:
@@ -168,7 +171,8 @@ class ArmReachAgent:
         return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["target"] - obs["tcp_pos"]])
 
     def joint_obs(self, obs) -> np.ndarray:
-        return np.concatenate([obs["joint_pos"], obs["joint_vel"]])
+        """The CNN's robot configuration: joint angles and velocities, and the TCP by forward kinematics."""
+        return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["tcp_pos"]])
 
     def _run(self, seed: int, act) -> Sample:
         obs, _ = self.env.reset(seed=int(seed))
@@ -216,6 +220,41 @@ class ArmReachAgent:
                 seeds.append(s)
         self.condition_seeds = seeds
         return seeds
+
+    INIT_GAIN = 0.05     # initial controllers: the fraction of the TCP's error they correct per control step
+
+    def tcp_jacobian(self) -> np.ndarray:
+        """d tcp / d q (3, dU) of the action joints at the current posture (central differences of the
+        forward kinematics; the robot is put back where it was)."""
+        env, robot = self.env, self.env.robot
+        q0 = robot.state()[0].copy()
+        J, h = np.empty((3, self.dU)), 1e-4
+        for col, i in enumerate(env.act_idx):
+            tcp = []
+            for sign in (1.0, -1.0):
+                q = q0.copy()
+                q[i] += sign * h
+                robot.reset(q)
+                tcp.append(env.tcp()[0])
+            J[:, col] = (tcp[0] - tcp[1]) / (2 * h)
+        robot.reset(q0)
+        return J
+
+    def initial_controllers(self, variance: float) -> list[LinearGaussianController]:
+        """The initial local controllers of GPS (a PD law, LQR-FLM's starting point), one per condition:
+        joint-position increments along the damped least-squares inverse of the TCP Jacobian at the
+        condition's start posture, u = -INIT_GAIN J^+ (tcp - target) / action_scale, plus exploration
+        noise of `variance` (normalized actions). Linear in the state x, whose last three entries are
+        tcp - target; J is that of the start, so the law is only roughly right far from it."""
+        out = []
+        for seed in self.condition_seeds:
+            self.env.reset(seed=int(seed))
+            J = self.tcp_jacobian()
+            J_pinv = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(3))
+            G = np.zeros((self.dU, self.dX))
+            G[:, -3:] = self.INIT_GAIN * J_pinv / self.action_scale[:, None]
+            out.append(LinearGaussianController.pd(self.T, self.dX, self.dU, gains=G, variance=variance))
+        return out
 
     def teacher_params(self) -> np.ndarray:
         """The MPC teacher's cost parameter for the episode just reset: the target position."""

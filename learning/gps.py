@@ -19,7 +19,9 @@ distribution, never a held-out start) before every iteration after the first: on
 needs no local controller from the previous iteration (the C-step starts from the linearized
 global policy on the new conditions), so only the step-size adaptation, which compares one
 condition across iterations, is skipped (step sizes stay at their current value). Off-policy
-sampling re-initializes the local controllers of new conditions to the initial ones.
+sampling starts the local controllers of new conditions from the agent's initial controllers.
+Initial controllers: given, or the agent's `initial_controllers(variance)` (ArmReachAgent: a PD law
+on the TCP's error through the Jacobian at the start), or zero gains that explore around holding still.
 Everything the next iteration needs, random number generator states included, is in
 `state_dict()`, so a run resumed from a checkpoint continues exactly as if it had not stopped.
 """
@@ -298,8 +300,7 @@ class MDGPS:
         M = a.n_conditions
         self.init_variance = self.cfg.init_variance or a.init_variance
         if initial_controllers is None:
-            initial_controllers = [LinearGaussianController.pd(a.T, a.dX, a.dU, variance=self.init_variance)
-                                   for _ in range(M)]
+            initial_controllers = self._agent_initial_controllers()
         if self.cfg.resample_conditions and not hasattr(a, "resample"):
             raise ValueError(f"task {a.task} has fixed conditions: resample_conditions is not supported")
         if len(initial_controllers) != M:
@@ -309,7 +310,6 @@ class MDGPS:
                 raise ValueError(f"initial controller (T={c.T}, dX={c.dX}, dU={c.dU}) does not fit the agent "
                                  f"(T={a.T}, dX={a.dX}, dU={a.dU})")
         self.controllers = list(initial_controllers)
-        self.initial_controllers = list(initial_controllers)
         self.step_mult = np.ones(M)
         self.eta = np.ones(M)
         self.prev_dyn: list[LinearGaussianDynamics | None] = [None] * M
@@ -323,6 +323,16 @@ class MDGPS:
         self.dropped_samples = 0
 
     # ------------------------------------------------------------------ helpers
+    def _agent_initial_controllers(self) -> list[LinearGaussianController]:
+        """The agent's initial controllers for its current conditions (`initial_controllers(variance)`,
+        e.g. a PD law towards the target), or, for agents without one, zero-gain controllers that
+        explore around holding still."""
+        a = self.agent
+        if hasattr(a, "initial_controllers"):
+            return a.initial_controllers(self.init_variance)
+        return [LinearGaussianController.pd(a.T, a.dX, a.dU, variance=self.init_variance)
+                for _ in range(a.n_conditions)]
+
     def _check_policy(self, policy) -> None:
         a = self.agent
         if policy.act_dim != a.dU:
@@ -403,7 +413,7 @@ class MDGPS:
         if resampled:
             a.resample(self.rng)
             if not cfg.on_policy:
-                self.controllers = list(self.initial_controllers)
+                self.controllers = self._agent_initial_controllers()
         # 1. samples: the global policy (on-policy) or the local controllers
         on_policy = cfg.on_policy and k > 0
         runner = PolicyRunner(self.policy, self.policy_cov) if on_policy else None

@@ -120,10 +120,12 @@ def test_policy_node_streams_commands_from_a_torchscript_policy(ros, tmp_path):
 
 def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_path):
     """A learning/ export whose metadata asks for [joint_pos, joint_vel, target - tcp]: the node
-    waits for a goal on /goal_pose, then feeds the forward-kinematics TCP and the goal."""
+    waits for a goal on /goal_pose, then feeds the forward-kinematics TCP and the goal. A
+    visuomotor export whose robot configuration is [joint_pos, joint_vel, tcp_pos] gets those 17
+    values next to the image (a 14-value input would fail the call and be refused)."""
     from geometry_msgs.msg import PoseStamped
 
-    from learning.policies import MLPPolicy, export_torchscript
+    from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
     from s2r_ros.common import GOAL_QOS
 
     domain, probe = ros
@@ -136,9 +138,16 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         export_torchscript(MLPPolicy(2 * n + 3, n), path, meta, np.full(n, 0.005))
+        visuo = tmp_path / "visuo.pt"
+        export_torchscript(VisuomotorCNN(2 * n + 3, n, 64), visuo,
+                           meta | {"inputs": ["image", "joint_state"], "image_size": [64, 64],
+                                   "obs_keys": ["image", "joint_pos", "joint_vel", "tcp_pos"]}, np.full(n, 0.005))
     probe.subscribe("/joint_states", JointState)
     probe.subscribe("/diagnostics", DiagnosticArray, qos=50)
     domain.start("driver_node", "driver", config="panda_sim", hardware="sim", autostart=True)
+    domain.start("camera_node", "camera", config="panda_sim", width=64, height=64, rate_hz=15.0)
+    domain.start("policy_node", "visuo", config="panda_sim", policy=str(visuo), action="position_delta",
+                 rate_hz=20.0, image_size=64)
     domain.start("policy_node", "reach", config="panda_sim", policy=str(path), action="position_delta",
                  use_image=False, rate_hz=50.0)
     try:
@@ -150,6 +159,8 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
         goal.pose.orientation.w = 1.0
         probe.publish("/goal_pose", goal, GOAL_QOS)
         d = probe.wait_diag("reach: policy", lambda d: int(d["commands"]) >= 20, what="policy commands after the goal")
+        assert int(d["refused_actions"]) == 0
+        d = probe.wait_diag("visuo: policy", lambda d: int(d["commands"]) >= 10, what="visuomotor policy commands")
         assert int(d["refused_actions"]) == 0
     except AssertionError:
         print(dump_logs(domain))

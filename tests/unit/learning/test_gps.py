@@ -184,7 +184,8 @@ def test_reach_pose_images_put_the_tcp_on_the_way_to_the_target():
         r_images, r_poses, r_joints = agent.pose_dataset(6, np.random.default_rng(0), reach_fraction=1.0)
     finally:
         agent.close()
-    assert images.shape == r_images.shape == (6, 32, 32, 3) and joints.shape == r_joints.shape == (6, 14)
+    assert images.shape == r_images.shape == (6, 32, 32, 3) and joints.shape == r_joints.shape == (6, 17)
+    assert np.allclose(joints[:, 14:], poses[:, 3:]) and np.allclose(r_joints[:, 14:], r_poses[:, 3:])   # + tcp_pos
     dist = lambda p: np.linalg.norm(p[:, 3:] - p[:, :3], axis=1)   # noqa: E731
     assert dist(r_poses).mean() < 0.6 * dist(poses).mean()
 
@@ -196,3 +197,27 @@ def test_policy_replay_regresses_on_earlier_iterations_too_and_still_learns():
     assert len(gps.replay) == 2 and len(gps.state_dict()["replay"]) == 2
     with pytest.raises(ValueError, match="frozen vision"):
         GPSConfig(policy_replay=1, finetune_vision=True).validate()
+
+
+def test_arm_reach_initial_controllers_are_a_pd_law_that_reaches_the_target():
+    """GPS's first local controllers on the arm: the TCP error through the start posture's Jacobian
+    (their means reach the targets of the training conditions), and MDGPS starts from them."""
+    from learning.agents import ArmReachAgent
+    from learning.gps import MDGPS, GPSConfig
+    agent = ArmReachAgent(condition_seeds=[3, 8])
+    try:
+        obs, _ = agent.env.reset(seed=3)
+        J, q0 = agent.tcp_jacobian(), agent.env.robot.state()[0].copy()
+        dq = 0.01 * np.random.default_rng(0).standard_normal(agent.dU)
+        q = q0.copy()
+        q[agent.env.act_idx] += dq
+        agent.env.robot.reset(q)
+        assert np.allclose(agent.env.tcp()[0] - obs["tcp_pos"], J @ dq, atol=3e-4)    # first order
+        ctrls = agent.initial_controllers(0.1)
+        start = [agent.rollout(c, lambda t, x, o: np.zeros(agent.dU), 0).final_distance for c in range(2)]
+        reached = [agent.rollout(c, lambda t, x, o, k=k: k.act(t, x), 0).final_distance for c, k in enumerate(ctrls)]
+        assert min(start) > 0.1 and max(reached) < 0.01
+        gps = MDGPS(agent, GPSConfig(iterations=1, eval_episodes=0))
+        assert all(np.array_equal(a.K, b.K) and np.array_equal(a.cov, b.cov) for a, b in zip(gps.controllers, ctrls))
+    finally:
+        agent.close()

@@ -9,8 +9,8 @@ on the newest camera image and joint state:
 
     image:  float32 (1, 3, H, W), RGB in [0, 1], H x W = `image_size` (0: as received)
     state:  float32 (1, d): what the policy's metadata (`s2r_policy.json` in a TorchScript file
-            exported by learning/) lists as `obs_keys`, concatenated; without metadata, or for
-            image policies, [q; qd] of the commanded joints, in `joints` order (default: the
+            exported by learning/) lists as `obs_keys` (other than "image"), concatenated; without
+            metadata, [q; qd] of the commanded joints, in `joints` order (default: the
             metadata's `joint_names`, else all of the config's joints, in config order).
             Known keys: joint_pos, joint_vel, tcp_pos, target, target_minus_tcp. tcp_pos is the
             URDF forward kinematics of the metadata's `ee_link` plus `tcp_offset` along its z
@@ -137,7 +137,7 @@ class PolicyNode(Node):
         if "inputs" in self.meta and ("image" in self.meta["inputs"]) != self.use_image:
             self.get_logger().error(f"the policy's inputs are {self.meta['inputs']}, but use_image is {self.use_image}")
             raise SystemExit(2)
-        self.obs_keys = None if self.use_image else self.meta.get("obs_keys")
+        self.obs_keys = [k for k in self.meta.get("obs_keys") or () if k != "image"] or None
         bad = [k for k in self.obs_keys or () if k not in STATE_KEYS]
         if bad:
             self.get_logger().error(f"the policy asks for inputs {bad} this node cannot build (known: {STATE_KEYS})")
