@@ -1,0 +1,137 @@
+"""ArmInsertAgent: guided policy search samples for s2r/ArmInsert-v0 (the peg-in-shape-sorter task of
+Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies"), state-based.
+
+The agent abstraction is that of learning/agents.py (`ArmReachAgent`, whose episode loop, held-out
+starts and condition resampling it reuses); what differs is the point that must reach the target:
+the bottom face of the held peg instead of the TCP.
+
+    x   (24) = [q, qd, q_cmd - q, peg_bottom - target]     what the local controllers see;
+               peg_bottom from the task's observed peg pose (`ArmInsert.peg_bottom`)
+    obs (17) = [joint_pos, joint_vel, target - peg_bottom_fk]  what the MLP policy sees; the peg
+               bottom by forward kinematics (the peg is held rigidly: GRIP_DEPTH + PEG_HALF_LENGTH
+               along the hand's z axis below the TCP), so a robot needs no peg tracking
+    cost     l_t = 1/2 (w_xy |e_xy|^2 + w_z(t) e_z^2 + w_v |qd|^2 + w_u |u|^2),  e = peg_bottom - target;
+             w_z(t) ramps from `z_weight_start` * w_xy to w_xy over the first `descend_fraction` of
+             the episode (line the peg up over the hole, then go down: the straight line from the
+             start crosses the plate around the hole); the final step weighs e and qd more
+             (final_position_weight, final_velocity_weight)
+    success  the task's own `info["success"]` after the last step (peg bottom inside the matching
+             hole, more than 1.5 cm below the top surface)
+
+Conditions are episode seeds (box position, start posture); held-out starts are seeds 10000 + i,
+and training seeds never fall in [10000, 20000) (`ArmReachAgent.resample`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .agents import ArmReachAgent, Sample
+from .linear_gaussian import QuadraticCost
+
+__all__ = ["ArmInsertAgent", "peg_bottom_fk", "target_minus_peg_bottom", "INSERT_DERIVED_OBS"]
+
+
+def peg_bottom_fk(obs) -> np.ndarray:
+    """The held peg's bottom-face centre from the TCP pose alone (forward kinematics): the peg is
+    rigidly gripped, its bottom GRIP_DEPTH + PEG_HALF_LENGTH along the hand's z axis below the TCP."""
+    from sim.tasks.arm import ArmInsert
+    x, y, z, w = np.asarray(obs["tcp_quat"], float)
+    hand_z = np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
+    return np.asarray(obs["tcp_pos"], float) + (ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH) * hand_z
+
+
+def target_minus_peg_bottom(obs) -> np.ndarray:
+    return np.asarray(obs["target"], float) - peg_bottom_fk(obs)
+
+
+# the policy's derived observation key (for learning.agents.DERIVED_OBS / state_vector)
+INSERT_DERIVED_OBS = {"target_minus_peg_bottom": target_minus_peg_bottom}
+
+
+class ArmInsertAgent(ArmReachAgent):
+    """s2r/ArmInsert-v0 in position control (normalized joint increments), state-based MLP policy.
+
+    Condition c is the episode of seed `condition_seeds[c]` (box position on the table, start
+    posture above it and, under `randomization`, the randomization draw); held-out starts are
+    seeds 10000 + i. `shape` is the task's peg ("square", "slot", or None: random per episode)."""
+    task = "s2r/ArmInsert-v0"
+    init_variance = 0.1            # exploration of the initial controllers (normalized actions)
+
+    def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
+                 T: int = 200, condition_seeds=None, shape: str | None = "square",
+                 position_weight: float = 2.0, final_position_weight: float = 500.0,
+                 z_weight_start: float = 0.1, descend_fraction: float = 0.5,
+                 velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01):
+        if images:
+            raise ValueError(f"{self.task}: only the state-based agent exists (no image observations)")
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        if not 0.0 <= z_weight_start <= 1.0 or not 0.0 <= descend_fraction <= 1.0:
+            raise ValueError("z_weight_start and descend_fraction must be in [0, 1]")
+        self.shape = shape
+        self.weights = {"position_weight": position_weight, "final_position_weight": final_position_weight,
+                        "z_weight_start": z_weight_start, "descend_fraction": descend_fraction,
+                        "velocity_weight": velocity_weight, "final_velocity_weight": final_velocity_weight,
+                        "action_weight": action_weight}
+        super().__init__(images=False, randomization=randomization, n_conditions=n_conditions, T=int(T),
+                         condition_seeds=condition_seeds, target_marker_radius=0.0, target_stand=False)
+        if shape != "square":                 # ArmReachAgent made the task with its default peg
+            import sim.tasks
+            self.env.close()
+            self.env = sim.tasks.make(self.task, randomization=randomization, shape=shape).unwrapped
+        self.success_distance = float("nan")  # unused: success is the task's own criterion (see _run)
+        self.cost = self._make_cost()
+
+    def _make_cost(self) -> QuadraticCost:
+        w, n, T = self.weights, self.n, self.T
+        # z weight per step: z_weight_start * w_xy, rising linearly to w_xy at descend_fraction * T
+        ramp = np.clip(np.arange(T + 1) / max(w["descend_fraction"] * T, 1e-9), 0.0, 1.0)
+        wz = w["position_weight"] * (w["z_weight_start"] + (1.0 - w["z_weight_start"]) * ramp)
+        Q = np.zeros((T + 1, self.dX))
+        Q[:, n:2 * n] = w["velocity_weight"]
+        Q[:, -3:-1] = w["position_weight"]
+        Q[:, -1] = wz
+        Q[-1, n:2 * n] = w["final_velocity_weight"]
+        Q[-1, -3:] = w["final_position_weight"]
+        Qm = np.zeros((T + 1, self.dX, self.dX))
+        Qm[:, np.arange(self.dX), np.arange(self.dX)] = Q
+        return QuadraticCost(T, self.dX, self.dU, Q=Qm, R=w["action_weight"] * np.ones(self.dU))
+
+    def metadata(self) -> dict:
+        from sim.tasks.arm import ArmInsert
+        return {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
+                "action_units": "rad per control step (added to the joint position targets)",
+                "control_rate_hz": float(1.0 / self.env.control_dt), "episode_steps": self.T,
+                "peg_shape": self.shape, "inputs": ["state"],
+                "obs_keys": ["joint_pos", "joint_vel", "target_minus_peg_bottom"],
+                "state": "[joint_pos; joint_vel; target - peg_bottom] (world frame, m; peg_bottom by forward "
+                         "kinematics: tcp + peg_bottom_offset along the hand's z axis, tcp = hand link + "
+                         "tcp_offset along its z axis)",
+                "ee_link": "panda_hand", "tcp_offset": 0.1034,
+                "peg_bottom_offset": ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH,
+                "cost_weights": dict(self.weights)}
+
+    def state(self, obs) -> np.ndarray:
+        q = obs["joint_pos"][self.env.act_idx]
+        return np.concatenate([q, obs["joint_vel"][self.env.act_idx], self.env.q_cmd[self.env.act_idx] - q,
+                               self.env.peg_bottom(obs) - obs["target"]])
+
+    def state_obs(self, obs) -> np.ndarray:
+        return np.concatenate([obs["joint_pos"], obs["joint_vel"], target_minus_peg_bottom(obs)])
+
+    def _run(self, seed: int, act) -> Sample:
+        s = super()._run(seed, act)        # the episode loop of ArmReachAgent (our state / state_obs)
+        finite = bool(np.all(np.isfinite(s.U)))
+        # the task's own success and distance at the last step: what env.step put in `info`
+        # (reward_success of the step's true observation); a broken controller's episode fails
+        _, success, extra = self.env.reward_success(self.env._true_obs)
+        s.success = bool(success) and finite
+        s.final_distance = float(extra["distance"]) if finite else float("nan")
+        s.info = {"depth": float(extra["depth"]) if finite else float("nan"), "seed": int(seed)}
+        return s
+
+    def teacher_params(self):
+        raise NotImplementedError(f"{self.task} has no MPC teacher (PLATO): use GPS")
+
+    def pose_dataset(self, n, rng, reach_fraction: float = 0.0):
+        raise ValueError(f"{self.task}: pose_dataset needs an image agent; this agent is state-based")

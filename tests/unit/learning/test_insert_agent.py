@@ -1,0 +1,134 @@
+"""ArmInsertAgent: the GPS agent of s2r/ArmInsert-v0 (state-based): dimensions, rollouts, the task's
+own success, held-out seeds, and a short MDGPS run with a checkpoint round trip."""
+import numpy as np
+import pytest
+
+from learning.gps import MDGPS, GPSConfig
+from learning.insert_agent import INSERT_DERIVED_OBS, ArmInsertAgent, peg_bottom_fk
+
+
+@pytest.fixture(scope="module")
+def agent():
+    a = ArmInsertAgent(n_conditions=2, T=30)
+    yield a
+    a.close()
+
+
+def test_dimensions_cost_and_metadata(agent):
+    n = 7
+    assert (agent.dX, agent.dU, agent.obs_dim, agent.T) == (3 * n + 3, n, 2 * n + 3, 30)
+    assert agent.task == "s2r/ArmInsert-v0" and not agent.images
+    c = agent.cost
+    assert c.Q.shape == (31, agent.dX, agent.dX)
+    diag = np.diagonal(c.Q, axis1=1, axis2=2)
+    # xy of the peg error weighed from the start; z ramps up (line up over the hole, then descend)
+    assert np.all(diag[:-1, -3] == diag[0, -3]) and diag[0, -1] < diag[0, -3]
+    assert np.all(np.diff(diag[:-1, -1]) >= 0) and diag[-2, -1] == pytest.approx(diag[0, -3])
+    assert diag[-1, -1] > diag[-2, -1]                    # the final step weighs the error more
+    meta = agent.metadata()
+    assert meta["task"] == "s2r/ArmInsert-v0" and meta["inputs"] == ["state"]
+    assert meta["joint_names"] == [f"panda_joint{i}" for i in range(1, 8)]
+    assert meta["obs_keys"] == ["joint_pos", "joint_vel", "target_minus_peg_bottom"]
+    assert set(meta["obs_keys"]) - {"joint_pos", "joint_vel"} <= set(INSERT_DERIVED_OBS)
+    assert meta["peg_bottom_offset"] == pytest.approx(0.065)
+    with pytest.raises(ValueError, match="state-based"):
+        ArmInsertAgent(images=True)
+
+
+def test_rollout_is_finite_and_success_is_the_tasks_own(agent):
+    import sim.tasks
+    rng = np.random.default_rng(0)
+    s = agent.rollout(0, lambda t, x, obs: rng.uniform(-0.5, 0.5, 7), seed=0)
+    assert s.X.shape == (31, agent.dX) and s.U.shape == (30, agent.dU) and s.state_obs.shape == (31, agent.obs_dim)
+    assert np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U)) and np.all(np.isfinite(s.state_obs))
+    # the policy's forward-kinematics peg bottom agrees with the task's (observed peg pose)
+    np.testing.assert_allclose(s.X[:, -3:], -s.state_obs[:, -3:], atol=2e-3)
+    # replay the same actions in a fresh env: the task's info["success"] / distance at the end
+    env = sim.tasks.make("s2r/ArmInsert-v0").unwrapped
+    try:
+        obs, _ = env.reset(seed=agent.condition_seeds[0])
+        np.testing.assert_allclose(s.X[0], np.concatenate([obs["joint_pos"], obs["joint_vel"], np.zeros(7),
+                                                          env.peg_bottom(obs) - obs["target"]]), atol=1e-12)
+        np.testing.assert_allclose(peg_bottom_fk(obs), env.peg_bottom(obs), atol=1e-3)
+        for u in s.U:
+            obs, _, _, _, info = env.step(u)
+    finally:
+        env.close()
+    assert s.success == info["success"]
+    assert s.final_distance == pytest.approx(info["distance"])
+
+
+def test_a_scripted_insertion_succeeds_and_the_sample_says_so():
+    """Joint targets by inverse kinematics: the peg bottom 4 cm above the hole, then 1 cm below the
+    target. The task reports success at the end, and so does the sample (its own flag, not a distance)."""
+    import pybullet as p
+    a = ArmInsertAgent(n_conditions=1, T=120, condition_seeds=[30_000])   # a training seed
+    try:
+        env = a.env
+        env.reset(seed=a.condition_seeds[0])
+        target = env.target.copy()
+
+        def joints_for(bottom):                    # hand pointing down, the peg's bottom at `bottom`
+            hand = bottom + [0, 0, 0.065 + 0.1034]
+            q = p.calculateInverseKinematics(env.robot.body, env._hand, hand.tolist(),
+                                             p.getQuaternionFromEuler([np.pi, 0, 0]), maxNumIterations=200,
+                                             residualThreshold=1e-6, physicsClientId=env.client)
+            return np.array(q[:7])
+        above, inside = joints_for(target + [0, 0, 0.04]), joints_for(target - [0, 0, 0.01])
+
+        def act(t, x, obs):                        # x[:7] + x[14:21] = the position targets q_cmd
+            goal = above if t < 70 else inside
+            return np.clip((goal - x[:7] - x[14:21]) / 0.05 * 0.3, -1, 1)
+        s = a.rollout(0, act, seed=0)
+        _, success, extra = env.reward_success(env._true_obs)
+        assert success and s.success
+        assert s.final_distance == pytest.approx(extra["distance"]) and s.info["depth"] > 0.015
+        miss = a.rollout(0, lambda t, x, obs: np.zeros(7), seed=0)      # holding still above the box
+        assert not miss.success
+    finally:
+        a.close()
+
+
+def test_held_out_seeds_are_disjoint_from_training_seeds(agent):
+    seen = []
+    rng = np.random.default_rng(1)
+    a = ArmInsertAgent.__new__(ArmInsertAgent)       # resample needs no simulator
+    a.n_conditions, a.condition_seeds = 64, []
+    for _ in range(20):
+        seen += a.resample(rng)
+    held = range(ArmInsertAgent.HELD_OUT_BASE, ArmInsertAgent.HELD_OUT_BASE + ArmInsertAgent.HELD_OUT_SEEDS)
+    assert not set(seen) & set(held) and len(seen) == 64 * 20
+    assert all(s not in held for s in agent.condition_seeds)
+    with pytest.raises(ValueError):
+        agent.held_out(ArmInsertAgent.HELD_OUT_SEEDS, lambda t, x, o: np.zeros(7))
+    # held-out episode i is seed 10000 + i: the box and start posture of that seed
+    import sim.tasks
+    env = sim.tasks.make("s2r/ArmInsert-v0").unwrapped
+    try:
+        obs, _ = env.reset(seed=10_003)
+        s = agent.held_out(3, lambda t, x, o: np.zeros(7))
+        np.testing.assert_allclose(s.X[0, -3:], env.peg_bottom(obs) - obs["target"], atol=1e-9)
+    finally:
+        env.close()
+
+
+def test_short_gps_run_end_to_end_with_checkpoint(agent):
+    cfg = GPSConfig(iterations=2, samples_per_condition=3, policy_steps=30, eval_episodes=2,
+                    resample_conditions=True, min_points_per_cluster=20)
+    gps = MDGPS(agent, cfg)
+    stats = [gps.iterate() for _ in range(2)]
+    for s in stats:
+        assert np.isfinite(s["cost"]) and 0.0 <= s["success"] <= 1.0 and s["rollouts"] == 6
+    assert stats[0]["sampled_from"] == "local" and stats[1]["sampled_from"] == "policy"
+    assert all(not (10_000 <= seed < 20_000) for seed in agent.condition_seeds)
+    st = gps.state_dict()
+    resumed = MDGPS(agent, cfg)
+    resumed.load_state_dict(st)
+    assert resumed.iteration == 2 and resumed.history == gps.history
+    assert agent.condition_seeds == st["condition_seeds"]
+    obs = np.stack([agent.state_obs(agent.env.reset(seed=10_000)[0])])
+    import torch
+    with torch.inference_mode():
+        a = gps.policy(torch.as_tensor(obs, dtype=torch.float32))
+        b = resumed.policy(torch.as_tensor(obs, dtype=torch.float32))
+    assert torch.equal(a, b)
