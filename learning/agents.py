@@ -10,10 +10,12 @@ policy's observations (what the global policy sees: input remapping).
                      the MLP, or image + [joint_pos, joint_vel, tcp_pos] (17) for the CNN (which
                      must find the target in the image; tcp_pos is the forward kinematics of the
                      joint angles, the robot's own configuration, as in Levine et al. 2016)
+    ArmInsertAgent   s2r/ArmInsert-v0, state-based (learning/insert_agent.py)
 
 Training conditions and held-out starts come from the same distribution (the task's start
 postures and targets); held-out starts use seeds no training condition uses. With
 `resample_conditions` (GPSConfig) the conditions are drawn anew every iteration (`resample`).
+The tasks by name: learning/registry.py.
 """
 from __future__ import annotations
 
@@ -23,16 +25,7 @@ import numpy as np
 
 from .linear_gaussian import LinearGaussianController, QuadraticCost
 
-__all__ = ["Sample", "PointMassAgent", "ArmReachAgent", "make_agent", "GPS_TASKS", "DERIVED_OBS", "state_vector"]
-
-# observation keys a policy's metadata may list that are computed from the task's observations
-DERIVED_OBS = {"target_minus_tcp": lambda obs: np.asarray(obs["target"], float) - np.asarray(obs["tcp_pos"], float)}
-
-
-def state_vector(obs: dict, keys) -> np.ndarray:
-    """The state-policy input named by a policy's `obs_keys` (observation keys or DERIVED_OBS)."""
-    return np.concatenate([np.asarray(DERIVED_OBS[k](obs) if k in DERIVED_OBS else obs[k], float).ravel()
-                           for k in keys])
+__all__ = ["Sample", "PointMassAgent", "ArmReachAgent"]
 
 
 @dataclass
@@ -304,29 +297,3 @@ class ArmReachAgent:
 
     def close(self):
         self.env.close()
-
-
-GPS_TASKS = {"PointMass": PointMassAgent, "s2r/ArmReach-v0": ArmReachAgent}
-
-
-def task_id(task: str) -> str:
-    if task in GPS_TASKS:
-        return task
-    name = task if task.startswith("s2r/") else f"s2r/{task}"
-    if not name.rsplit("-", 1)[-1].startswith("v"):
-        name += "-v0"
-    return name
-
-
-def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomization=None, **kw):
-    """The agent of a task name ("ArmReach", "s2r/ArmReach-v0", "PointMass")."""
-    name = task_id(task)
-    if name not in GPS_TASKS:
-        raise ValueError(f"task {task!r} has no GPS agent (supported: {', '.join(GPS_TASKS)})")
-    if name == "PointMass":
-        if images:
-            raise ValueError("PointMass has no camera: --images needs an s2r/ task")
-        if randomization not in (None, "off"):
-            raise ValueError("PointMass has no domain randomization")
-        return PointMassAgent(**kw)
-    return ArmReachAgent(images=images, image_size=image_size, randomization=randomization, **kw)

@@ -63,7 +63,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _build(args):
-    from .agents import make_agent, task_id
+    from .registry import make_agent, task_id
     kw = {"n_conditions": args.conditions} if args.conditions else {}
     agent = make_agent(args.task, images=args.images, image_size=args.image_size,
                        randomization=args.randomize, **kw)
@@ -159,7 +159,7 @@ def eval_main(argv=None) -> int:
             raise _UsageError("s2r eval: --episodes must be >= 1")
         import torch
 
-        from .agents import state_vector, task_id
+        from .registry import state_vector, task_id
         from .policies import load_exported
         from .train import wilson_interval
         path = Path(args.policy)

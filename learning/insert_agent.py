@@ -44,7 +44,7 @@ def target_minus_peg_bottom(obs) -> np.ndarray:
     return np.asarray(obs["target"], float) - peg_bottom_fk(obs)
 
 
-# the policy's derived observation key (for learning.agents.DERIVED_OBS / state_vector)
+# the policy's derived observation key (for learning.registry.DERIVED_OBS / state_vector)
 INSERT_DERIVED_OBS = {"target_minus_peg_bottom": target_minus_peg_bottom}
 
 

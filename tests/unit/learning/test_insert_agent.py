@@ -132,3 +132,16 @@ def test_short_gps_run_end_to_end_with_checkpoint(agent):
         a = gps.policy(torch.as_tensor(obs, dtype=torch.float32))
         b = resumed.policy(torch.as_tensor(obs, dtype=torch.float32))
     assert torch.equal(a, b)
+
+
+def test_make_agent_and_the_policy_input_of_its_metadata(agent):
+    """`s2r train gps --task ArmInsert` gets this agent, and what its metadata's obs_keys build
+    (learning.registry.state_vector, used by `s2r eval`) is the policy input the agent trained on."""
+    from learning.registry import make_agent, state_vector
+    obs, _ = agent.env.reset(seed=5)
+    assert np.allclose(state_vector(obs, agent.metadata()["obs_keys"]), agent.state_obs(obs))
+    made = make_agent("ArmInsert", n_conditions=1, T=10)
+    try:
+        assert type(made) is ArmInsertAgent and made.n_conditions == 1 and made.T == 10
+    finally:
+        made.close()
