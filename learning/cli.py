@@ -44,7 +44,7 @@ def _failure(command: str, e: Exception, stopped: tuple) -> int:
 def _train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="s2r train", description="Train a policy by guided policy search (gps) or PLATO (plato).")
     p.add_argument("algorithm", choices=("gps", "plato"))
-    p.add_argument("--task", default="ArmReach", help="ArmReach (s2r/ArmReach-v0) or PointMass")
+    p.add_argument("--task", default="ArmReach", help="ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only) or PointMass")
     p.add_argument("--images", action="store_true", help="visuomotor CNN on camera images + joint state")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--randomize", default=None, help="domain randomization preset / YAML (default: none)")
