@@ -23,7 +23,8 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           the arm at its start posture after a few random actions, half placed by inverse
           kinematics on the way to the target -- 3000 Adam steps, cosine learning rate; rendered
           images are not rollouts and are not counted. The conv layers then stay frozen; the S-step
-          trains the layers after the feature points, with an auxiliary loss: the FC head's first
+          (800 Adam steps, on this and the 9 earlier iterations' samples: policy_replay) trains
+          the layers after the feature points, with an auxiliary loss (pre-fit for 2000 steps): the FC head's first
           hidden layer regresses tcp - target on the rendered images and the samples
           (learning.gps.AuxPose); the CNN's inputs stay the image and the joint state). The
           task's 1.5 cm target marker is about one pixel at 64x64: the image agent shows the
@@ -33,8 +34,10 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
   baseline  cross-entropy method on the parameters of a linear policy on the same state features
           (population 16, 4 elites, each candidate run on the 4 training conditions), up to a
           rollout budget; reported as rollouts to reach the same success (or the budget, if not)
-  CNN inference: batch 1, torch.set_num_threads(2), frozen TorchScript, channels-last, 64x64 and
-          240x240 (best of 3 medians of 100 calls)
+  CNN inference: batch 1, torch.set_num_threads(2), the exported TorchScript (as the ROS policy node
+          loads it) frozen, channels-last, 64x64 and 240x240 (best of 3 medians of 100 calls); fp32,
+          and with bf16 convolutions (export_torchscript precision="bf16": cnn_ms_64 / cnn_ms_240).
+          The trained image policy is evaluated exported in both precisions on the held-out episodes
 
     python benchmarks/bench_gps.py --json OUT [--quick]
 """
@@ -46,6 +49,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # th
     os.environ.setdefault(_v, "2")
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -58,16 +62,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.agents import ArmReachAgent  # noqa: E402
 from learning.gps import MDGPS, GPSConfig  # noqa: E402
-from learning.policies import VisuomotorCNN  # noqa: E402
+from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
 
 TARGET = 0.9
 RESAMPLE = True      # training conditions drawn anew every iteration (GPS) / generation (CEM)
 
 
-def cnn_latency_ms(size: int, repeats: int = 3, calls: int = 100) -> float:
+def exported(policy, precision: str, scale) -> torch.jit.ScriptModule:
+    """The policy as the ROS policy node runs it: exported TorchScript, loaded, frozen, optimized."""
+    data = export_torchscript(policy, None, {}, scale, precision=precision)
+    return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.load(io.BytesIO(data)).eval()))
+
+
+def cnn_latency_ms(size: int, precision: str = "fp32", repeats: int = 3, calls: int = 100) -> float:
     torch.set_num_threads(2)
+    torch.manual_seed(0)
     net = VisuomotorCNN(17, 7, size).eval()
-    mod = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(net)))
+    mod = exported(net, precision, np.ones(7))
     img = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
     js = torch.zeros(1, 17)
     best = float("inf")
@@ -89,7 +100,9 @@ def run_gps(images: bool, iterations: int, log) -> dict:
     full = iterations > 3
     cfg = GPSConfig(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE,
                     pretrain_images=4000 if full else 60, pretrain_steps=3000 if full else 30,
-                    pretrain_reach_fraction=0.5, aux_pose_weight=1.0 if images else 0.0)
+                    pretrain_reach_fraction=0.5, aux_pose_weight=1.0 if images else 0.0,
+                    aux_pretrain_steps=2000 if images and full else 0, policy_replay=9 if images else 0,
+                    policy_steps=800 if images else 400)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
     for _ in range(iterations):
@@ -100,10 +113,23 @@ def run_gps(images: bool, iterations: int, log) -> dict:
         if s["success"] >= TARGET:
             reached = s["iteration"]
             break
+    out = {}
+    if images:       # the trained CNN exported in fp32 and bf16, on the same held-out episodes
+        scale = agent.action_scale
+        for precision in ("fp32", "bf16"):
+            mod = exported(gps.policy, precision, scale)
+
+            def act(t, x, o, m=mod):
+                with torch.inference_mode():
+                    u = m(torch.from_numpy(o["image"])[None], torch.from_numpy(o["state"])[None].float())
+                return u[0].double().numpy() / scale
+            res = [agent.held_out(i, act) for i in range(20)]
+            out[f"exported_{precision}_success_rate"] = float(np.mean([r.success for r in res]))
+            log(f"  exported {precision}: held-out success {100 * out[f'exported_{precision}_success_rate']:.0f}%")
     agent.close()
     h = gps.history
     return {"success_rate": h[-1]["success"], "iterations": reached, "rollouts": sum(x["rollouts"] for x in h),
-            "history": h, "seconds": time.perf_counter() - t0}
+            "history": h, "seconds": time.perf_counter() - t0, **out}
 
 
 def run_cem_baseline(budget: int, log, seed: int = 0, resample: bool = True) -> dict:
@@ -167,9 +193,13 @@ def main(argv=None) -> int:
            "image_inputs": "64x64 RGB image (target shown as a 3.5 cm green sphere on a stand), joint_pos, joint_vel, tcp_pos",
            "success_distance_m": 0.05, "quick": args.quick}
     log("CNN inference (batch 1, 2 threads)")
-    res["cnn_ms_64"] = cnn_latency_ms(64)
-    res["cnn_ms_240"] = cnn_latency_ms(240)
-    log(f"  64x64 {res['cnn_ms_64']:.2f} ms, 240x240 {res['cnn_ms_240']:.2f} ms")
+    res["cnn_ms_64_fp32"] = cnn_latency_ms(64, "fp32")
+    res["cnn_ms_240_fp32"] = cnn_latency_ms(240, "fp32")
+    res["cnn_ms_64"] = cnn_latency_ms(64, "bf16")
+    res["cnn_ms_240"] = cnn_latency_ms(240, "bf16")
+    res["cnn_precision"] = "bf16 convolutions (export_torchscript precision='bf16'); fp32 in cnn_ms_*_fp32"
+    log(f"  fp32: 64x64 {res['cnn_ms_64_fp32']:.2f} ms, 240x240 {res['cnn_ms_240_fp32']:.2f} ms; "
+        f"bf16 convolutions: 64x64 {res['cnn_ms_64']:.2f} ms, 240x240 {res['cnn_ms_240']:.2f} ms")
     log("state-based GPS")
     st = run_gps(False, iters, log)
     res.update(state_success_rate=st["success_rate"], state_iterations=st["iterations"],
@@ -180,7 +210,9 @@ def main(argv=None) -> int:
         log("image-based GPS (64x64)")
         im = run_gps(True, iters, log)
         res.update(image_success_rate=im["success_rate"], image_iterations=im["iterations"],
-                   image_history=im["history"], image_seconds=im["seconds"])
+                   image_history=im["history"], image_seconds=im["seconds"],
+                   image_exported_fp32_success_rate=im["exported_fp32_success_rate"],
+                   image_exported_bf16_success_rate=im["exported_bf16_success_rate"])
     else:
         res.update(image_success_rate=None, image_iterations=None)
     log("model-free baseline (CEM on a linear policy)")
