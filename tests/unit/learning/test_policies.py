@@ -56,3 +56,34 @@ def test_torchscript_export_matches_the_policy_and_carries_metadata(tmp_path):
     mlp = MLPPolicy(20, 7)
     with pytest.raises(ValueError, match="action_scale"):
         export_torchscript(mlp, None, {}, np.ones(3))
+
+
+def test_bf16_export_runs_the_convolutions_in_bfloat16_and_keeps_the_feature_points(tmp_path):
+    """precision="bf16": the exported CNN's convolutions in bfloat16 (the softmax and head in fp32).
+    On rendered scene images its feature points stay within a fraction of a pixel of fp32's and
+    its actions close; the precision is in the metadata; MLPs and unknown precisions are refused."""
+    import sim.tasks
+    env = sim.tasks.make("s2r/ArmReach-v0", image_obs=True, image_size=96, target_stand=True,
+                         target_marker_radius=0.035)
+    images = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        images.append(obs["image"])
+    env.close()
+    img = torch.from_numpy(np.stack(images))
+    torch.manual_seed(0)
+    net = VisuomotorCNN(17, 7, 96).eval()
+    js = torch.randn(4, 17)
+    export_torchscript(net, tmp_path / "bf16.pt", {"task": "s2r/ArmReach-v0"}, np.ones(7), precision="bf16")
+    module, meta = load_exported(tmp_path / "bf16.pt")
+    assert meta["precision"] == "bf16" and {p.dtype for p in module.conv.parameters()} == {torch.bfloat16}
+    with torch.inference_mode():
+        x = img.permute(0, 3, 1, 2).float() / 255 - net.pixel_mean
+        pts32 = net.softmax(net.conv(x))
+        pts16 = net.softmax(module.conv(x.to(torch.bfloat16)).float())
+        assert (pts16 - pts32).abs().max() < 2.0 / 96        # under a pixel (coordinates span 2 over 96 px)
+        assert torch.allclose(module(img, js), torch.clamp(net(img, js), -1, 1), atol=0.02)
+    with pytest.raises(ValueError, match="precision"):
+        export_torchscript(net, None, {}, np.ones(7), precision="fp16")
+    with pytest.raises(ValueError, match="CNN"):
+        export_torchscript(MLPPolicy(20, 7), None, {}, np.ones(7), precision="bf16")
