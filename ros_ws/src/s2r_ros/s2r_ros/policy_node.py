@@ -124,6 +124,10 @@ class PolicyNode(Node):
                 self.module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
                 self.module.eval()
                 self.meta = json.loads(extra[METADATA_FILE] or "{}")
+                try:    # constants folded, convolutions prepacked: what benchmarks/bench_gps.py times
+                    self.module = torch.jit.optimize_for_inference(torch.jit.freeze(self.module))
+                except RuntimeError as e:
+                    self.get_logger().warning(f"running the policy unfrozen (torch.jit.freeze: {e})")
         except (RuntimeError, ValueError, OSError) as e:
             self.get_logger().error(f"cannot load the policy {path!r}: {e}")
             raise SystemExit(2)
