@@ -169,7 +169,7 @@ def test_trajectory_interface(panda):
             for _ in range(30):
                 d.write(Command.position(target))
                 time.sleep(0.01)
-            assert emu.snapshot()["trajectories"] >= 30
+            assert wait_until(lambda: emu.snapshot()["trajectories"] >= 30)     # the last ones may be in flight
             assert wait_until(lambda: np.abs(d.read().q - target).max() < 2e-3)
             for _ in range(20):
                 d.write(Command.velocity(np.full(7, 0.1)))
