@@ -98,11 +98,9 @@ def cnn_latency_ms(size: int, precision: str = "fp32", repeats: int = 3, calls: 
 def run_gps(images: bool, iterations: int, log) -> dict:
     agent = ArmReachAgent(images=images, image_size=64)
     full = iterations > 3
-    cfg = GPSConfig(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE,
-                    pretrain_images=4000 if full else 60, pretrain_steps=3000 if full else 30,
-                    pretrain_reach_fraction=0.5, aux_pose_weight=1.0 if images else 0.0,
-                    aux_pretrain_steps=2000 if images and full else 0, policy_replay=9 if images else 0,
-                    policy_steps=800 if images else 400)
+    common = dict(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE)
+    quick = {} if full else dict(pretrain_images=60, pretrain_steps=30, aux_pretrain_steps=0)
+    cfg = GPSConfig.visuomotor(**common, **quick) if images else GPSConfig(**common)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
     for _ in range(iterations):

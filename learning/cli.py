@@ -69,9 +69,10 @@ def _build(args):
                        randomization=args.randomize, **kw)
     if args.algorithm == "gps":
         from .gps import MDGPS, GPSConfig
-        cfg = GPSConfig(iterations=args.iterations, samples_per_condition=args.samples,
-                        eval_episodes=args.eval_episodes, seed=args.seed,
-                        resample_conditions=hasattr(agent, "resample") and not args.fixed_conditions)
+        make = GPSConfig.visuomotor if args.images else GPSConfig
+        cfg = make(iterations=args.iterations, samples_per_condition=args.samples,
+                   eval_episodes=args.eval_episodes, seed=args.seed,
+                   resample_conditions=hasattr(agent, "resample") and not args.fixed_conditions)
         if args.policy_steps:
             cfg.policy_steps = args.policy_steps
         algo = MDGPS(agent, cfg)
@@ -116,6 +117,9 @@ def train_main(argv=None) -> int:
             run_dir = Path(args.run_dir) if args.run_dir else \
                 new_run_dir(f"train-{args.algorithm}-{meta['task'].split('/')[-1]}")
             run_dir.mkdir(parents=True, exist_ok=True)
+            if args.images and args.algorithm == "gps":
+                print(f"vision pretraining first: {algo.cfg.pretrain_images} rendered images, "
+                      f"{algo.cfg.pretrain_steps} steps (several minutes on a CPU; not rollouts)", flush=True)
             (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1))
         progress = Progress(args.iterations, f"{args.algorithm} {meta['task']}")
         export = {**agent.metadata(), "algorithm": args.algorithm, "trained_iterations": args.iterations}

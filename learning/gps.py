@@ -78,6 +78,16 @@ class GPSConfig:
     resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
     seed: int = 0
 
+    @classmethod
+    def visuomotor(cls, **kw) -> "GPSConfig":
+        """The image-policy recipe (what benchmarks/bench_gps.py measures): 4000 rendered pose images
+        (half with the arm on the way to the target) and 3000 pretraining steps, the auxiliary pose
+        loss (pre-fitted for 2000 steps), 800 S-step updates over this and the 9 earlier iterations'
+        samples. `kw` overrides any field."""
+        recipe = dict(pretrain_images=4000, pretrain_steps=3000, pretrain_reach_fraction=0.5, aux_pose_weight=1.0,
+                      aux_pretrain_steps=2000, policy_replay=9, policy_steps=800)
+        return cls(**(recipe | kw))
+
     def validate(self) -> "GPSConfig":
         for name in ("iterations", "samples_per_condition", "policy_steps", "batch_size"):
             if int(getattr(self, name)) < 1:

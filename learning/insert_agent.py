@@ -129,9 +129,3 @@ class ArmInsertAgent(ArmReachAgent):
         s.final_distance = float(extra["distance"]) if finite else float("nan")
         s.info = {"depth": float(extra["depth"]) if finite else float("nan"), "seed": int(seed)}
         return s
-
-    def teacher_params(self):
-        raise NotImplementedError(f"{self.task} has no MPC teacher (PLATO): use GPS")
-
-    def pose_dataset(self, n, rng, reach_fraction: float = 0.0):
-        raise ValueError(f"{self.task}: pose_dataset needs an image agent; this agent is state-based")

@@ -20,6 +20,7 @@ def _one_line(capsys):
     (["gps", "--task", "PointMass", "--samples", "1"], "--samples"),
     (["sac"], "invalid choice"),
     (["gps", "--resume", "/nonexistent/run"], "no checkpoint.pt"),
+    (["plato", "--task", "ArmInsert"], "no MPC teacher"),
 ])
 def test_train_bad_arguments(argv, match, capsys):
     assert train_main(argv) == 2
@@ -83,3 +84,21 @@ def test_wilson_interval():
     lo, hi = wilson_interval(18, 20)
     assert lo == pytest.approx(0.699, abs=1e-3) and hi == pytest.approx(0.972, abs=1e-3)
     assert wilson_interval(0, 5)[0] == 0.0 and np.isclose(wilson_interval(5, 5)[1], 1.0)
+
+
+def test_image_training_uses_the_benchmarked_visuomotor_recipe():
+    """`s2r train gps --images` trains with the recipe bench_gps measures (GPSConfig.visuomotor:
+    pose pretraining on 4000 renders, auxiliary pose loss, replay), not the generic defaults;
+    command-line options still override it."""
+    from learning.cli import _build, _train_parser
+    from learning.gps import GPSConfig
+    agent, algo, _ = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--images", "--policy-steps", "50"]))
+    try:
+        recipe = GPSConfig.visuomotor()
+        assert (algo.cfg.pretrain_images, algo.cfg.aux_pose_weight, algo.cfg.policy_replay) == \
+            (recipe.pretrain_images, recipe.aux_pose_weight, recipe.policy_replay) == (4000, 1.0, 9)
+        assert algo.cfg.policy_steps == 50 and algo.aux is not None
+    finally:
+        agent.close()
+    state_agent, state_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "PointMass"]))
+    assert state_algo.cfg.policy_replay == 0 and state_algo.cfg.aux_pose_weight == 0
