@@ -13,8 +13,8 @@ episodes come from this same distribution; the held-out episodes are seeds 10000
 training condition ever uses (training seeds are drawn outside [10000, 20000)). The 4 training
 conditions are drawn anew every iteration (RESAMPLE: on-policy MDGPS needs no per-condition
 state across iterations; see learning/gps.py), so 10 iterations see up to 40 start states; the
-budget is unchanged (4 x 5 rollouts per iteration). The CEM baseline draws new conditions every
-generation the same way. GPS's first local controllers are a PD law on the TCP's error through the
+budget is unchanged (4 x 5 rollouts per iteration). The PPO baseline draws new conditions every
+update the same way. GPS's first local controllers are a PD law on the TCP's error through the
 start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration noise.
 
   state   MLP on [joint_pos, joint_vel, target - tcp_pos]
@@ -31,9 +31,10 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           target as an opaque green 3.5 cm sphere (ArmReachAgent.VISIBLE_MARKER_RADIUS) on a
           visual-only stand from the table (ArmReach target_stand), whose foot tells the one
           camera how far away the target is
-  baseline  cross-entropy method on the parameters of a linear policy on the same state features
-          (population 16, 4 elites, each candidate run on the 4 training conditions), up to a
-          rollout budget; reported as rollouts to reach the same success (or the budget, if not)
+  baseline  PPO (learning/ppo.py: clipped surrogate, GAE, a Gaussian policy whose mean is the same
+          state MLP) on the same cost (reward = -cost), 4 conditions x 5 rollouts per update, the
+          mean policy evaluated on the same held-out starts every 5 updates (100 rollouts), up to
+          6000 rollouts; reported as rollouts to reach the same success (or the budget, if not)
   CNN inference: batch 1, torch.set_num_threads(2), the exported TorchScript (as the ROS policy node
           loads it) frozen, channels-last, 64x64 and 240x240 (best of 3 medians of 100 calls); fp32,
           and with bf16 convolutions (export_torchscript precision="bf16": cnn_ms_64 / cnn_ms_240).
@@ -63,9 +64,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from learning.agents import ArmReachAgent  # noqa: E402
 from learning.gps import MDGPS, GPSConfig  # noqa: E402
 from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
+from learning.ppo import PPO, PPOConfig  # noqa: E402
 
 TARGET = 0.9
-RESAMPLE = True      # training conditions drawn anew every iteration (GPS) / generation (CEM)
+BASELINE_BUDGET = 6000  # PPO rollouts (30x the GPS budget)
+RESAMPLE = True      # training conditions drawn anew every iteration (GPS) / update (PPO)
 
 
 def exported(policy, precision: str, scale) -> torch.jit.ScriptModule:
@@ -130,45 +133,28 @@ def run_gps(images: bool, iterations: int, log) -> dict:
             "history": h, "seconds": time.perf_counter() - t0, **out}
 
 
-def run_cem_baseline(budget: int, log, seed: int = 0, resample: bool = True) -> dict:
-    """CEM over a linear policy u = clip(W (s - mu) / sd + b) on the MLP's state features."""
+def run_ppo_baseline(budget: int, log, eval_every: int = 5) -> dict:
+    """PPO (learning/ppo.py) on the state MLP's features, 4 conditions x 5 rollouts per update, new
+    conditions every update; the mean policy evaluated on the held-out starts every `eval_every` updates."""
+    torch.set_num_threads(2)
     agent = ArmReachAgent()
-    rng = np.random.default_rng(seed)
-    # feature normalization from the resting posture (no training rollouts spent on it)
-    obs, _ = agent.env.reset(seed=0)
-    mu = agent.state_obs(obs)
-    sd = np.r_[np.full(7, 0.5), np.full(7, 1.0), np.full(3, 0.2)]
-    n_params = agent.dU * (agent.obs_dim + 1)
-    mean, std = np.zeros(n_params), np.full(n_params, 0.5)
-    pop, elite = 16, 4
-
-    def policy(theta):
-        W = theta[: agent.dU * agent.obs_dim].reshape(agent.dU, agent.obs_dim)
-        b = theta[agent.dU * agent.obs_dim:]
-        return lambda t, x, o: np.clip(W @ ((o["state"] - mu) / sd) + b, -1, 1)
-
-    rollouts, reached, history, t0 = 0, None, [], time.perf_counter()
-    while rollouts + pop * agent.n_conditions <= budget:
-        if resample and history:
-            agent.resample(rng)          # the same condition protocol as GPS: new conditions per generation
-        thetas = mean + std * rng.standard_normal((pop, n_params))
-        scores = []
-        for th in thetas:
-            pi = policy(th)
-            scores.append(-sum(agent.cost.evaluate(*(lambda s: (s.X, s.U))(agent.rollout(c, pi, 0))).sum()
-                               for c in range(agent.n_conditions)))
-            rollouts += agent.n_conditions
-        top = thetas[np.argsort(scores)[-elite:]]
-        mean, std = top.mean(0), top.std(0) + 0.02
-        pi = policy(mean)
-        success = float(np.mean([agent.held_out(i, pi).success for i in range(20)]))
-        history.append({"rollouts": rollouts, "success": success, "best_cost": -max(scores)})
-        log(f"  CEM baseline: {rollouts} rollouts, held-out success {100 * success:.0f}%, best cost {-max(scores):.2f}")
-        if success >= TARGET:
-            reached = rollouts
+    ppo = PPO(agent, PPOConfig(resample_conditions=RESAMPLE))
+    per_update = agent.n_conditions * ppo.cfg.samples_per_condition
+    reached, history, t0 = None, [], time.perf_counter()
+    while ppo.rollouts + per_update <= budget:
+        s = ppo.iterate()
+        if s["iteration"] % eval_every and ppo.rollouts + per_update <= budget:
+            continue
+        ev = ppo.evaluate(20)
+        history.append({"rollouts": ppo.rollouts, "success": ev["success_rate"], "distance": ev["final_distance"],
+                        "return": s["return"]})
+        log(f"  PPO baseline: {ppo.rollouts} rollouts, held-out success {100 * ev['success_rate']:.0f}% "
+            f"(distance {ev['final_distance']:.3f} m), return {s['return']:.2f}")
+        if ev["success_rate"] >= TARGET:
+            reached = ppo.rollouts
             break
     agent.close()
-    return {"rollouts_to_success": reached, "rollouts_used": rollouts, "success_rate": history[-1]["success"],
+    return {"rollouts_to_success": reached, "rollouts_used": ppo.rollouts, "success_rate": history[-1]["success"],
             "history": history, "seconds": time.perf_counter() - t0}
 
 
@@ -185,7 +171,7 @@ def main(argv=None) -> int:
     res = {"task": "s2r/ArmReach-v0", "conditions": 4, "samples_per_condition": 5, "held_out": 20,
            "protocol": ("training conditions and held-out episodes drawn from the same start/target distribution; "
                         "held-out seeds 10000-10019, never used for training; "
-                        + ("4 new training conditions every iteration (GPS) / generation (CEM)" if RESAMPLE
+                        + ("4 new training conditions every iteration (GPS) / update (PPO)" if RESAMPLE
                            else "fixed training conditions: seeds 0-3")),
            "state_inputs": "joint_pos, joint_vel, target - tcp_pos",
            "image_inputs": "64x64 RGB image (target shown as a 3.5 cm green sphere on a stand), joint_pos, joint_vel, tcp_pos",
@@ -213,10 +199,12 @@ def main(argv=None) -> int:
                    image_exported_bf16_success_rate=im["exported_bf16_success_rate"])
     else:
         res.update(image_success_rate=None, image_iterations=None)
-    log("model-free baseline (CEM on a linear policy)")
-    bl = run_cem_baseline(128 if args.quick else 1600, log)
+    log("model-free baseline (PPO on the state MLP)")
+    bl = run_ppo_baseline(200 if args.quick else BASELINE_BUDGET, log)
     res.update(baseline_rollouts_to_success=bl["rollouts_to_success"], baseline_rollouts_used=bl["rollouts_used"],
-               baseline_success_rate=bl["success_rate"], baseline_history=bl["history"])
+               baseline_success_rate=bl["success_rate"], baseline_history=bl["history"],
+               baseline="PPO (learning/ppo.py) on the state MLP's inputs; held-out success every 100 rollouts",
+               baseline_seconds=bl["seconds"])
     g = res["gps_rollouts_to_success"] or res["gps_rollouts_used"]
     b = bl["rollouts_to_success"] or bl["rollouts_used"]
     res["baseline_to_gps_rollout_ratio"] = b / g
