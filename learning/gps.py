@@ -324,6 +324,7 @@ class MDGPS:
         self.eta = np.ones(M)
         self.prev_dyn: list[LinearGaussianDynamics | None] = [None] * M
         self.prev_pibar: list[LinearGaussianController | None] = [None] * M
+        self.prev_xbar: list[np.ndarray | None] = [None] * M    # where the previous cost expansion was taken
         self.transitions: list[np.ndarray] = []
         self.policy_cov = self.init_variance * np.eye(a.dU)
         self.iteration = 0
@@ -438,6 +439,9 @@ class MDGPS:
         prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength)
         prior.update(np.concatenate(self.transitions), self.rng)
         dyn = [fit_linear_gaussian_dynamics(X[c], U[c], prior) for c in range(M)]
+        # the cost's second-order expansion at each condition's mean trajectory (a quadratic cost: itself)
+        xbar = [x.mean(0) for x in X]
+        cost = [a.cost.expand(xbar[c]) for c in range(M)]
         # 3. the global policy's linearization (the first iteration: the initial controllers)
         if k == 0:
             pibar = list(self.controllers)
@@ -451,9 +455,10 @@ class MDGPS:
         #    previous pi_bar under the previous dynamics -> new pi_bar under the previous / new dynamics
         if k > 0 and not resampled:
             for c in range(M):
-                previous = expected_cost(self.prev_pibar[c], self.prev_dyn[c], a.cost)
-                predicted = expected_cost(pibar[c], self.prev_dyn[c], a.cost)
-                actual = expected_cost(pibar[c], dyn[c], a.cost)
+                prev_cost = a.cost.expand(self.prev_xbar[c])
+                previous = expected_cost(self.prev_pibar[c], self.prev_dyn[c], prev_cost)
+                predicted = expected_cost(pibar[c], self.prev_dyn[c], prev_cost)
+                actual = expected_cost(pibar[c], dyn[c], cost[c])
                 self.step_mult[c] = adjust_step(self.step_mult[c], previous, predicted, actual,
                                                 min_mult=cfg.min_step_mult, max_mult=cfg.max_step_mult)
         # 5. C-step: LQR-FLM against pi_bar under the KL bound
@@ -461,11 +466,11 @@ class MDGPS:
         for c in range(M):
             eps = cfg.kl_step * a.T * self.step_mult[c]
             try:
-                res = lqr_flm_update(dyn[c], a.cost, pibar[c], eps, self.eta[c])
+                res = lqr_flm_update(dyn[c], cost[c], pibar[c], eps, self.eta[c])
             except NotPositiveDefinite as e:
                 raise TrainingError(f"condition {c}: LQR-FLM failed: {e}") from None
             self.controllers[c], self.eta[c] = res.controller, res.eta
-            self.prev_dyn[c], self.prev_pibar[c] = dyn[c], pibar[c]
+            self.prev_dyn[c], self.prev_pibar[c], self.prev_xbar[c] = dyn[c], pibar[c], xbar[c]
             kls.append(res.kl)
             etas.append(res.eta)
         # 6. S-step: precision-weighted regression of pi_theta on the local controllers' means
@@ -538,6 +543,7 @@ class MDGPS:
                 "step_mult": self.step_mult, "eta": self.eta,
                 "prev_pibar": [None if p is None else (p.K, p.k, p.cov) for p in self.prev_pibar],
                 "prev_dyn": [None if d is None else (d.F, d.f, d.cov, d.x0_mean, d.x0_cov) for d in self.prev_dyn],
+                "prev_xbar": self.prev_xbar,
                 "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
                 "history": self.history, "dropped_samples": self.dropped_samples,
                 "condition_seeds": list(getattr(self.agent, "condition_seeds", [])),
@@ -560,6 +566,7 @@ class MDGPS:
         self.step_mult, self.eta = np.array(st["step_mult"]), np.array(st["eta"])
         self.prev_pibar = [None if p is None else LinearGaussianController(*p) for p in st["prev_pibar"]]
         self.prev_dyn = [None if d is None else LinearGaussianDynamics(*d) for d in st["prev_dyn"]]
+        self.prev_xbar = list(st.get("prev_xbar", [None] * len(self.prev_dyn)))  # older runs: quadratic costs only
         self.transitions = list(st["transitions"])
         self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
         self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]

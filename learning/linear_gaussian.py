@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["LinearGaussianController", "LinearGaussianDynamics", "forward_marginals", "trajectory_kl",
-           "expected_cost", "QuadraticCost"]
+           "expected_cost", "QuadraticCost", "LocalQuadraticCost", "LogDistanceCost"]
 
 
 def _sym(a: np.ndarray) -> np.ndarray:
@@ -211,6 +211,77 @@ class QuadraticCost:
 
     def constant(self) -> float:
         return float(0.5 * np.einsum("i,tij,j->", self.x_target, self.Q, self.x_target))
+
+    def expand(self, X_bar) -> "QuadraticCost":
+        """The second-order expansion around a nominal trajectory: the cost itself."""
+        return self
+
+
+@dataclass
+class LocalQuadraticCost:
+    """A second-order expansion of a cost around a nominal trajectory, in the form LQR-FLM and
+    `expected_cost` use: l_t ~ 1/2 [x; u]' C_t [x; u] + c_t' [x; u] (+ const), final 1/2 x' CT x + cT' x."""
+    C: np.ndarray          # (T, dX+dU, dX+dU)
+    c: np.ndarray          # (T, dX+dU)
+    CT: np.ndarray         # (dX, dX)
+    cT: np.ndarray         # (dX,)
+    const: float
+
+    def quadratic(self):
+        return self.C, self.c, self.CT, self.cT
+
+    def constant(self) -> float:
+        return self.const
+
+
+class LogDistanceCost:
+    """A quadratic cost plus a log-distance term on some state coordinates (the distance cost of
+    Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies", Sec. 5):
+
+        l_t = q_t(x, u) + w_t log(|x[index] - x*[index]|^2 + alpha)
+
+    The quadratic part pulls hard far from the target and goes flat near it; the log term's pull,
+    2 w d / (d^2 + alpha), grows as d shrinks down to sqrt(alpha), so it keeps pulling at
+    millimetres (peg insertion). `expand` gives LQR-FLM the expansion around a nominal trajectory:
+    the exact gradient, and the Gauss-Newton part of the Hessian, 2 w / (d^2 + alpha) I (the
+    dropped term, -4 w e e' / (d^2 + alpha)^2, makes the log concave away from the target and
+    the LQR backward pass indefinite)."""
+
+    def __init__(self, quadratic: QuadraticCost, index, weights, alpha: float = 1e-5):
+        self.quad = quadratic
+        self.T, self.dX, self.dU = quadratic.T, quadratic.dX, quadratic.dU
+        self.index = np.arange(self.dX)[index]
+        w = np.broadcast_to(np.asarray(weights, float), (self.T + 1,)).copy()
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0)) or not alpha > 0:
+            raise ValueError("log-distance weights must be finite and >= 0, alpha > 0")
+        self.weights, self.alpha = w, float(alpha)
+
+    def _offset(self, X) -> np.ndarray:
+        return np.asarray(X)[..., self.index] - self.quad.x_target[self.index]
+
+    def evaluate(self, X, U) -> np.ndarray:
+        E = self._offset(X)
+        return self.quad.evaluate(X, U) + self.weights * np.log((E ** 2).sum(-1) + self.alpha)
+
+    def expand(self, X_bar) -> LocalQuadraticCost:
+        X_bar = np.asarray(X_bar, float)
+        if X_bar.shape != (self.T + 1, self.dX):
+            raise ValueError(f"nominal trajectory: expected ({self.T + 1}, {self.dX}), got {X_bar.shape}")
+        C, c, CT, cT = (a.copy() for a in self.quad.quadratic())
+        const = self.quad.constant()
+        E = self._offset(X_bar)
+        s = (E ** 2).sum(-1) + self.alpha
+        g = 2 * self.weights[:, None] * E / s[:, None]          # d/dx of the log term, (T+1, k)
+        h = 2 * self.weights / s                                 # Gauss-Newton curvature, times I
+        xb = X_bar[:, self.index]
+        lin = g - h[:, None] * xb                                # the expansion's linear term in x
+        const += float(np.sum(self.weights * np.log(s) - (g * xb).sum(-1) + 0.5 * h * (xb ** 2).sum(-1)))
+        i = self.index
+        C[:, i, i] += h[:-1, None]
+        c[:, i] += lin[:-1]
+        CT[i, i] += h[-1]
+        cT[i] += lin[-1]
+        return LocalQuadraticCost(C, c, CT, cT, const)
 
 
 def expected_cost(controller: LinearGaussianController, dyn: LinearGaussianDynamics, cost: QuadraticCost) -> float:
