@@ -10,11 +10,14 @@ the bottom face of the held peg instead of the TCP.
     obs (17) = [joint_pos, joint_vel, target - peg_bottom_fk]  what the MLP policy sees; the peg
                bottom by forward kinematics (the peg is held rigidly: GRIP_DEPTH + PEG_HALF_LENGTH
                along the hand's z axis below the TCP), so a robot needs no peg tracking
-    cost     l_t = 1/2 (w_xy |e_xy|^2 + w_z(t) e_z^2 + w_v |qd|^2 + w_u |u|^2),  e = peg_bottom - target;
-             w_z(t) ramps from `z_weight_start` * w_xy to w_xy over the first `descend_fraction` of
-             the episode (line the peg up over the hole, then go down: the straight line from the
-             start crosses the plate around the hole); the final step weighs e and qd more
-             (final_position_weight, final_velocity_weight)
+    cost     l_t = 1/2 (w_xy |e_xy|^2 + w_z(t) e_z^2 + w_v |qd|^2 + w_u |u|^2) + w_log(t) log(|e|^2 + alpha),
+             e = peg_bottom - target; w_z(t) ramps from `z_weight_start` * w_xy to w_xy over the
+             first `descend_fraction` of the episode (line the peg up over the hole, then go down:
+             the straight line from the start crosses the plate around the hole); the final step
+             weighs e and qd more (final_position_weight, final_velocity_weight). The log term
+             (`LogDistanceCost`, Levine et al. 2016) keeps pulling at millimetres, where the
+             quadratic has gone flat and the hole's clearance is: w_log(t) = log_weight over the
+             descent (after descend_fraction), final_log_weight at the last step
     success  the task's own `info["success"]` after the last step (peg bottom inside the matching
              hole, more than 1.5 cm below the top surface)
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .agents import ArmReachAgent, Sample
-from .linear_gaussian import QuadraticCost
+from .linear_gaussian import LogDistanceCost, QuadraticCost
 
 __all__ = ["ArmInsertAgent", "peg_bottom_fk", "target_minus_peg_bottom", "INSERT_DERIVED_OBS"]
 
@@ -61,7 +64,8 @@ class ArmInsertAgent(ArmReachAgent):
                  T: int = 200, condition_seeds=None, shape: str | None = "square",
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  z_weight_start: float = 0.1, descend_fraction: float = 0.5,
-                 velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01):
+                 velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
+                 log_weight: float = 0.01, final_log_weight: float = 1.0, log_alpha: float = 1e-5):
         if images:
             raise ValueError(f"{self.task}: only the state-based agent exists (no image observations)")
         if int(T) < 1:
@@ -72,7 +76,8 @@ class ArmInsertAgent(ArmReachAgent):
         self.weights = {"position_weight": position_weight, "final_position_weight": final_position_weight,
                         "z_weight_start": z_weight_start, "descend_fraction": descend_fraction,
                         "velocity_weight": velocity_weight, "final_velocity_weight": final_velocity_weight,
-                        "action_weight": action_weight}
+                        "action_weight": action_weight, "log_weight": log_weight,
+                        "final_log_weight": final_log_weight, "log_alpha": log_alpha}
         super().__init__(images=False, randomization=randomization, n_conditions=n_conditions, T=int(T),
                          condition_seeds=condition_seeds, target_marker_radius=0.0, target_stand=False)
         if shape != "square":                 # ArmReachAgent made the task with its default peg
@@ -82,7 +87,7 @@ class ArmInsertAgent(ArmReachAgent):
         self.success_distance = float("nan")  # unused: success is the task's own criterion (see _run)
         self.cost = self._make_cost()
 
-    def _make_cost(self) -> QuadraticCost:
+    def _make_cost(self) -> LogDistanceCost:
         w, n, T = self.weights, self.n, self.T
         # z weight per step: z_weight_start * w_xy, rising linearly to w_xy at descend_fraction * T
         ramp = np.clip(np.arange(T + 1) / max(w["descend_fraction"] * T, 1e-9), 0.0, 1.0)
@@ -95,7 +100,10 @@ class ArmInsertAgent(ArmReachAgent):
         Q[-1, -3:] = w["final_position_weight"]
         Qm = np.zeros((T + 1, self.dX, self.dX))
         Qm[:, np.arange(self.dX), np.arange(self.dX)] = Q
-        return QuadraticCost(T, self.dX, self.dU, Q=Qm, R=w["action_weight"] * np.ones(self.dU))
+        quad = QuadraticCost(T, self.dX, self.dU, Q=Qm, R=w["action_weight"] * np.ones(self.dU))
+        w_log = np.where(np.arange(T + 1) >= w["descend_fraction"] * T, w["log_weight"], 0.0)
+        w_log[-1] = w["final_log_weight"]
+        return LogDistanceCost(quad, slice(-3, None), w_log, alpha=w["log_alpha"])
 
     def metadata(self) -> dict:
         from sim.tasks.arm import ArmInsert

@@ -18,7 +18,7 @@ def test_dimensions_cost_and_metadata(agent):
     n = 7
     assert (agent.dX, agent.dU, agent.obs_dim, agent.T) == (3 * n + 3, n, 2 * n + 3, 30)
     assert agent.task == "s2r/ArmInsert-v0" and not agent.images
-    c = agent.cost
+    c = agent.cost.quad
     assert c.Q.shape == (31, agent.dX, agent.dX)
     diag = np.diagonal(c.Q, axis1=1, axis2=2)
     # xy of the peg error weighed from the start; z ramps up (line up over the hole, then descend)
@@ -145,3 +145,16 @@ def test_make_agent_and_the_policy_input_of_its_metadata(agent):
         assert type(made) is ArmInsertAgent and made.n_conditions == 1 and made.T == 10
     finally:
         made.close()
+
+
+def test_cost_has_a_log_distance_term_over_the_descent(agent):
+    c = agent.cost
+    k = int(np.ceil(agent.weights["descend_fraction"] * agent.T))
+    assert np.all(c.weights[:k] == 0) and np.all(c.weights[k:-1] == agent.weights["log_weight"]) and c.weights[k] > 0
+    assert c.weights[-1] == agent.weights["final_log_weight"]
+    assert list(c.index) == list(range(agent.dX - 3, agent.dX))     # on peg_bottom - target
+    X, U = np.zeros((agent.T + 1, agent.dX)), np.zeros((agent.T, agent.dU))
+    X[:, -3:] = 0.004                                                    # 7 mm off
+    near = c.evaluate(X, U).sum()
+    X[:, -3:] = 0.0004
+    assert c.evaluate(X, U).sum() < near - 1.0                         # the log term still rewards the last mm
