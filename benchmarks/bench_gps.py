@@ -18,7 +18,8 @@ update the same way. GPS's first local controllers are a PD law on the TCP's err
 start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration noise.
 
   state   MLP on [joint_pos, joint_vel, target - tcp_pos]
-  image   visuomotor CNN on the 64x64 camera image + [joint_pos, joint_vel, tcp_pos (forward
+  image   visuomotor CNN on the 128x128 camera image (VISUOMOTOR_IMAGE_SIZE; at 64x64 the pretrained
+          features place the target to ~2.9 cm, at 128x128 to ~1.6 cm) + [joint_pos, joint_vel, tcp_pos (forward
           kinematics)] (vision layers pretrained on pose regression of [target, tcp] from 4000 rendered images -- half with
           the arm at its start posture after a few random actions, half placed by inverse
           kinematics on the way to the target -- 3000 Adam steps, cosine learning rate; rendered
@@ -40,7 +41,7 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           and with bf16 convolutions (export_torchscript precision="bf16": cnn_ms_64 / cnn_ms_240).
           The trained image policy is evaluated exported in both precisions on the held-out episodes
 
-    python benchmarks/bench_gps.py --json OUT [--quick]
+    python benchmarks/bench_gps.py --json OUT [--quick] [--skip-image] [--cnn-only]
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.agents import ArmReachAgent  # noqa: E402
-from learning.gps import MDGPS, GPSConfig  # noqa: E402
+from learning.gps import MDGPS, VISUOMOTOR_IMAGE_SIZE, GPSConfig  # noqa: E402
 from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
 from learning.ppo import PPO, PPOConfig  # noqa: E402
 
@@ -99,7 +100,7 @@ def cnn_latency_ms(size: int, precision: str = "fp32", repeats: int = 3, calls: 
 
 
 def run_gps(images: bool, iterations: int, log) -> dict:
-    agent = ArmReachAgent(images=images, image_size=64)
+    agent = ArmReachAgent(images=images, image_size=VISUOMOTOR_IMAGE_SIZE)
     full = iterations > 3
     common = dict(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE)
     quick = {} if full else dict(pretrain_images=60, pretrain_steps=30, aux_pretrain_steps=0)
@@ -158,11 +159,27 @@ def run_ppo_baseline(budget: int, log, eval_every: int = 5) -> dict:
             "history": history, "seconds": time.perf_counter() - t0}
 
 
+def measure_cnn(log) -> dict:
+    log("CNN inference (batch 1, 2 threads)")
+    res = {"cnn_ms_64_fp32": cnn_latency_ms(64, "fp32"), "cnn_ms_240_fp32": cnn_latency_ms(240, "fp32"),
+           "cnn_ms_64": cnn_latency_ms(64, "bf16"), "cnn_ms_240": cnn_latency_ms(240, "bf16"),
+           f"cnn_ms_{VISUOMOTOR_IMAGE_SIZE}_fp32": cnn_latency_ms(VISUOMOTOR_IMAGE_SIZE, "fp32"),   # the trained policy's size
+           f"cnn_ms_{VISUOMOTOR_IMAGE_SIZE}": cnn_latency_ms(VISUOMOTOR_IMAGE_SIZE, "bf16"),
+           "cnn_precision": "bf16 convolutions (export_torchscript precision='bf16'); fp32 in cnn_ms_*_fp32"}
+    n = VISUOMOTOR_IMAGE_SIZE
+    log(f"  fp32: 64x64 {res['cnn_ms_64_fp32']:.2f} ms, 240x240 {res['cnn_ms_240_fp32']:.2f} ms; "
+        f"bf16 convolutions: 64x64 {res['cnn_ms_64']:.2f} ms, 240x240 {res['cnn_ms_240']:.2f} ms; "
+        f"{n}x{n} (the trained policy) {res[f'cnn_ms_{n}_fp32']:.2f} ms fp32, {res[f'cnn_ms_{n}']:.2f} ms bf16")
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", required=True, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="a short sanity run (2 iterations, small baseline budget)")
     ap.add_argument("--skip-image", action="store_true", help="state-based GPS only")
+    ap.add_argument("--cnn-only", action="store_true",
+                    help="only the CNN latencies, merged into the results already at --json (if any)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     log = lambda m: print(m, flush=True)   # noqa: E731
@@ -174,16 +191,17 @@ def main(argv=None) -> int:
                         + ("4 new training conditions every iteration (GPS) / update (PPO)" if RESAMPLE
                            else "fixed training conditions: seeds 0-3")),
            "state_inputs": "joint_pos, joint_vel, target - tcp_pos",
-           "image_inputs": "64x64 RGB image (target shown as a 3.5 cm green sphere on a stand), joint_pos, joint_vel, tcp_pos",
+           "image_inputs": f"{VISUOMOTOR_IMAGE_SIZE}x{VISUOMOTOR_IMAGE_SIZE} RGB image (target shown as a 3.5 cm green sphere on a stand), joint_pos, joint_vel, tcp_pos",
            "success_distance_m": 0.05, "quick": args.quick}
-    log("CNN inference (batch 1, 2 threads)")
-    res["cnn_ms_64_fp32"] = cnn_latency_ms(64, "fp32")
-    res["cnn_ms_240_fp32"] = cnn_latency_ms(240, "fp32")
-    res["cnn_ms_64"] = cnn_latency_ms(64, "bf16")
-    res["cnn_ms_240"] = cnn_latency_ms(240, "bf16")
-    res["cnn_precision"] = "bf16 convolutions (export_torchscript precision='bf16'); fp32 in cnn_ms_*_fp32"
-    log(f"  fp32: 64x64 {res['cnn_ms_64_fp32']:.2f} ms, 240x240 {res['cnn_ms_240_fp32']:.2f} ms; "
-        f"bf16 convolutions: 64x64 {res['cnn_ms_64']:.2f} ms, 240x240 {res['cnn_ms_240']:.2f} ms")
+    res.update(measure_cnn(log))
+    if args.cnn_only:         # re-measure the latencies into an earlier run's results (training untouched)
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        res = old | {k: v for k, v in res.items() if k.startswith("cnn_")}
+        res["cnn_measured"] = f"separately (--cnn-only) at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        path.write_text(json.dumps(res, indent=2, default=float))
+        log(f"updated {path}")
+        return 0
     log("state-based GPS")
     st = run_gps(False, iters, log)
     res.update(state_success_rate=st["success_rate"], state_iterations=st["iterations"],
@@ -191,7 +209,7 @@ def main(argv=None) -> int:
     res["gps_rollouts_to_success"] = st["rollouts"] if st["iterations"] else None
     res["gps_rollouts_used"] = st["rollouts"]
     if not args.skip_image:
-        log("image-based GPS (64x64)")
+        log(f"image-based GPS ({VISUOMOTOR_IMAGE_SIZE}x{VISUOMOTOR_IMAGE_SIZE})")
         im = run_gps(True, iters, log)
         res.update(image_success_rate=im["success_rate"], image_iterations=im["iterations"],
                    image_history=im["history"], image_seconds=im["seconds"],

@@ -46,7 +46,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("algorithm", choices=("gps", "plato"))
     p.add_argument("--task", default="ArmReach", help="ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only) or PointMass")
     p.add_argument("--images", action="store_true", help="visuomotor CNN on camera images + joint state")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="camera image size for --images (default: the visuomotor recipe's, 128)")
     p.add_argument("--randomize", default=None, help="domain randomization preset / YAML (default: none)")
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--conditions", type=int, default=4, help="training conditions (start states)")
@@ -63,7 +64,10 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _build(args):
+    from .gps import VISUOMOTOR_IMAGE_SIZE
     from .registry import make_agent, task_id
+    if args.image_size is None:
+        args.image_size = VISUOMOTOR_IMAGE_SIZE
     kw = {"n_conditions": args.conditions} if args.conditions else {}
     agent = make_agent(args.task, images=args.images, image_size=args.image_size,
                        randomization=args.randomize, **kw)

@@ -88,12 +88,14 @@ def test_wilson_interval():
 
 def test_image_training_uses_the_benchmarked_visuomotor_recipe():
     """`s2r train gps --images` trains with the recipe bench_gps measures (GPSConfig.visuomotor:
-    pose pretraining on 4000 renders, auxiliary pose loss, replay), not the generic defaults;
-    command-line options still override it."""
+    pose pretraining on 4000 renders, auxiliary pose loss, replay) at its image size, not the
+    generic defaults; command-line options still override it."""
     from learning.cli import _build, _train_parser
-    from learning.gps import GPSConfig
-    agent, algo, _ = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--images", "--policy-steps", "50"]))
+    from learning.gps import VISUOMOTOR_IMAGE_SIZE, GPSConfig
+    agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--images", "--policy-steps", "50"]))
     try:
+        assert agent.image_size == meta["image_size"] == VISUOMOTOR_IMAGE_SIZE == 128
+        assert algo.policy.config()["image_size"] == 128
         recipe = GPSConfig.visuomotor()
         assert (algo.cfg.pretrain_images, algo.cfg.aux_pose_weight, algo.cfg.policy_replay) == \
             (recipe.pretrain_images, recipe.aux_pose_weight, recipe.policy_replay) == (4000, 1.0, 9)
