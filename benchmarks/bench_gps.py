@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     if args.cnn_only:         # re-measure the latencies into an earlier run's results (training untouched)
         path = Path(args.json)
         old = json.loads(path.read_text()) if path.exists() else {}
-        res = old | {k: v for k, v in res.items() if k.startswith("cnn_")}
+        res = (old or res) | {k: v for k, v in res.items() if k.startswith("cnn_")}
         res["cnn_measured"] = f"separately (--cnn-only) at {time.strftime('%Y-%m-%d %H:%M:%S')}"
         path.write_text(json.dumps(res, indent=2, default=float))
         log(f"updated {path}")

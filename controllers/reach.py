@@ -22,10 +22,11 @@ from .ilqr import ILQR, ILQROptions
 from .models import RigidBodyModel, arm
 from .mpc import MPC, MPCStep
 
-__all__ = ["ArmReach"]
+__all__ = ["ArmReach", "quat_matrix"]
 
 
-def _quat_matrix(q) -> np.ndarray:
+def quat_matrix(q) -> np.ndarray:
+    """The rotation matrix of a quaternion (x, y, z, w), normalized first."""
     x, y, z, w = np.asarray(q, dtype=float) / np.linalg.norm(q)
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
@@ -52,7 +53,7 @@ class ArmReach:
         self.rigid_body = rb = RigidBodyModel(urdf, joints=joints, locked=locked)
         self.link, self.n = link, rb.nq
         base_p = as_vector(base_position, 3, "base_position")
-        base_R = _quat_matrix(as_vector(base_orientation, 4, "base_orientation"))
+        base_R = quat_matrix(as_vector(base_orientation, 4, "base_orientation"))
         model = arm(rb, gravity_compensated=gravity_compensated)
         self.dynamics = model.discretize(dt, "semi_implicit_euler", jit=jit)
         x, u = model.x, model.u

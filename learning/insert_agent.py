@@ -37,9 +37,9 @@ __all__ = ["ArmInsertAgent", "peg_bottom_fk", "target_minus_peg_bottom", "INSERT
 def peg_bottom_fk(obs) -> np.ndarray:
     """The held peg's bottom-face centre from the TCP pose alone (forward kinematics): the peg is
     rigidly gripped, its bottom GRIP_DEPTH + PEG_HALF_LENGTH along the hand's z axis below the TCP."""
+    from controllers.reach import quat_matrix
     from sim.tasks.arm import ArmInsert
-    x, y, z, w = np.asarray(obs["tcp_quat"], float)
-    hand_z = np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
+    hand_z = quat_matrix(obs["tcp_quat"])[:, 2]
     return np.asarray(obs["tcp_pos"], float) + (ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH) * hand_z
 
 
