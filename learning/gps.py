@@ -90,9 +90,11 @@ class GPSConfig:
         images): 4000 rendered pose images
         (half with the arm on the way to the target) and 3000 pretraining steps, the auxiliary pose
         loss (pre-fitted for 2000 steps), 800 S-step updates over this and the 9 earlier iterations'
-        samples. `kw` overrides any field."""
+        samples, and twice the default KL step (kl_step 1.0: on 40 validation starts, held-out seeds
+        never used by the benchmark, 97.5 % success after 10 iterations against 92.5 % with 0.5; 2.0
+        and 1600 S-step updates were no better). `kw` overrides any field."""
         recipe = dict(pretrain_images=4000, pretrain_steps=3000, pretrain_reach_fraction=0.5, aux_pose_weight=1.0,
-                      aux_pretrain_steps=2000, policy_replay=9, policy_steps=800)
+                      aux_pretrain_steps=2000, policy_replay=9, policy_steps=800, kl_step=1.0)
         return cls(**(recipe | kw))
 
     def validate(self) -> "GPSConfig":

@@ -97,8 +97,8 @@ def test_image_training_uses_the_benchmarked_visuomotor_recipe():
         assert agent.image_size == meta["image_size"] == VISUOMOTOR_IMAGE_SIZE == 128
         assert algo.policy.config()["image_size"] == 128
         recipe = GPSConfig.visuomotor()
-        assert (algo.cfg.pretrain_images, algo.cfg.aux_pose_weight, algo.cfg.policy_replay) == \
-            (recipe.pretrain_images, recipe.aux_pose_weight, recipe.policy_replay) == (4000, 1.0, 9)
+        assert (algo.cfg.pretrain_images, algo.cfg.aux_pose_weight, algo.cfg.policy_replay, algo.cfg.kl_step) == \
+            (recipe.pretrain_images, recipe.aux_pose_weight, recipe.policy_replay, recipe.kl_step) == (4000, 1.0, 9, 1.0)
         assert algo.cfg.policy_steps == 50 and algo.aux is not None
     finally:
         agent.close()
