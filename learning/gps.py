@@ -406,11 +406,12 @@ class MDGPS:
         S = _to_torch(np.array([s.state_obs[:-1] for s in samples]))
         return runner.policy(S).double().numpy()
 
-    def evaluate(self, episodes: int | None = None) -> dict:
-        """The global policy (its mean) from held-out starts: success rate and mean final distance."""
+    def evaluate(self, episodes: int | None = None, first: int = 0) -> dict:
+        """The global policy (its mean) from held-out starts first .. first + episodes - 1 (those of
+        every iteration's evaluation: 0 ..): success rate and mean final distance."""
         n = self.cfg.eval_episodes if episodes is None else episodes
         runner = PolicyRunner(self.policy)
-        res = [self.agent.held_out(i, lambda t, x, obs: runner(t, x, obs)) for i in range(n)]
+        res = [self.agent.held_out(first + i, lambda t, x, obs: runner(t, x, obs)) for i in range(n)]
         return {"success_rate": float(np.mean([r.success for r in res])) if n else float("nan"),
                 "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}
 
