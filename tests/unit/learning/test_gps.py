@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from learning.agents import PointMassAgent
-from learning.gps import MDGPS, GPSConfig, TrainingError
+from learning.gps import MDGPS, GPSConfig, PolicyRunner, TrainingError
 from learning.linear_gaussian import LinearGaussianController
 from learning.policies import MLPPolicy
 from learning.train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
@@ -17,6 +17,18 @@ def test_short_gps_run_lowers_the_cost_on_the_point_mass():
     costs = [gps.iterate()["cost"] for _ in range(3)]
     assert costs[2] < 0.3 * costs[0]
     assert gps.history[-1]["success"] >= 0.5          # the global policy from held-out starts
+
+
+def test_evaluate_scores_the_requested_held_out_starts():
+    """evaluate(n, first=) runs held-out starts first .. first + n - 1 (bench_gps scores its final
+    policies on starts no iteration's evaluation uses)."""
+    agent = PointMassAgent()
+    gps = MDGPS(agent, GPSConfig(**FAST))
+    gps.iterate()
+    runner = PolicyRunner(gps.policy)
+    d = [agent.held_out(i, lambda t, x, obs: runner(t, x, obs)).final_distance for i in range(3, 6)]
+    assert gps.evaluate(3, first=3)["final_distance"] == pytest.approx(np.mean(d))
+    assert gps.evaluate(3)["final_distance"] != pytest.approx(np.mean(d))
 
 
 def test_gps_starts_from_ilqr_on_the_known_model():
