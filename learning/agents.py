@@ -271,14 +271,15 @@ class ArmReachAgent:
         obs, *_ = env.step(np.zeros(self.dU))
         return obs
 
-    def pose_dataset(self, n: int, rng: np.random.Generator, reach_fraction: float = 0.0):
+    def pose_dataset(self, n: int, rng: np.random.Generator, reach_fraction: float = 0.0, progress=None):
         """n rendered (and, under randomization, randomized) images with the pose to regress:
         [target xyz, tcp xyz] -- the object and the arm in view (vision pretraining) -- and the joint
         state the CNN sees with each image: (images (n, H, W, 3), poses (n, 6), joint states (n, 2 n_joints)).
         Episode seeds are drawn from [50000, 2**31): never a held-out start.
         The arm is at its start posture after 0-14 random actions or, for a `reach_fraction` of the
         images, placed (inverse kinematics, no rollout) with its TCP somewhere on the way to the
-        target, up to on it (where the gripper covers part of the target), +- 3 cm."""
+        target, up to on it (where the gripper covers part of the target), +- 3 cm.
+        `progress(done, n)` is called after every image."""
         if not self.images:
             raise ValueError("pose_dataset needs an image agent")
         images, poses, joints = [], [], []
@@ -293,6 +294,8 @@ class ArmReachAgent:
             images.append(obs["image"])
             poses.append(np.concatenate([obs["target"], obs["tcp_pos"]]))
             joints.append(self.joint_obs(obs))
+            if progress is not None:
+                progress(i + 1, n)
         return np.array(images), np.array(poses), np.array(joints)
 
     def close(self):

@@ -263,14 +263,16 @@ def feature_points(policy: VisuomotorCNN, images: np.ndarray, chunk: int = 256) 
 
 
 def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
-                    generator: torch.Generator, lr: float = 1e-3, dataset=None, head_hidden: int = 0) -> float:
+                    generator: torch.Generator, lr: float = 1e-3, dataset=None, head_hidden: int = 0,
+                    progress=None) -> float:
     """Levine et al. 2016, Sec. 4.3: pretrain the conv layers by regressing the pose of the task's
     objects (the reach target and the TCP: 6 numbers) from rendered, randomized images
     (`agent.pose_dataset`, or `dataset` = its (images, poses, ...)). Adam, batch 32, the learning
     rate decays to zero on a cosine schedule. The pose is read from the feature points by the
     policy's linear `pose_head` or, with head_hidden > 0, by a pretraining-only head with one hidden
     ReLU layer (which lets the conv layers code what a linear read-out of 2-D points cannot, such
-    as the target's depth from its apparent size). Returns the last (normalized) loss."""
+    as the target's depth from its apparent size). `progress(step, steps, loss)` is called after
+    every step. Returns the last (normalized) loss."""
     images, poses = (agent.pose_dataset(n_images, rng) if dataset is None else dataset)[:2]
     P = _to_torch(poses)
     mean, std = P.mean(0), P.std(0).clamp_min(1e-3)
@@ -283,7 +285,7 @@ def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
     policy.train()
     loss_value = float("nan")
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.randint(0, len(images), (min(32, len(images)),), generator=generator)
         img = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2)
         loss = ((head(policy.feature_points(img)) - (P[idx] - mean) / std) ** 2).mean()
@@ -292,6 +294,8 @@ def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng
         opt.step()
         sched.step()
         loss_value = float(loss.detach())
+        if progress is not None:
+            progress(step + 1, steps, loss_value)
     policy.eval()
     return loss_value
 
@@ -416,19 +420,33 @@ class MDGPS:
                 "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}
 
     # ------------------------------------------------------------------ one iteration
+    def pretrain(self, progress=None) -> None:
+        """Vision pretraining of an image policy (once, before the first iteration; `iterate` does it
+        if it has not been done): render the pose images, regress their poses (`pretrain_vision`),
+        and give the auxiliary pose loss its rendered set. `progress(stage, done, total, info)` is
+        called as it goes (stages "rendering pose images" and "vision pretraining")."""
+        if self.pretrained:
+            return
+        cfg, a = self.cfg, self.agent
+        data = a.pose_dataset(cfg.pretrain_images, self.rng, reach_fraction=cfg.pretrain_reach_fraction,
+                              progress=None if progress is None else
+                              lambda i, n: progress("rendering pose images", i, n, ""))
+        loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
+                               dataset=data, head_hidden=cfg.pretrain_head_hidden,
+                               progress=None if progress is None else
+                               lambda i, n, loss: progress("vision pretraining", i, n, f"pose loss {loss:.3f}"))
+        log.info("vision pretraining: pose regression loss %.4f", loss)
+        if self.aux is not None:
+            images, poses, joints = data
+            self.aux.set_data(feature_points(self.policy, images), joints, poses[:, 3:] - poses[:, :3])
+        self.pretrained = True
+
     def iterate(self) -> dict:
         t0 = time.perf_counter()
         k, cfg, a = self.iteration, self.cfg, self.agent
         M = a.n_conditions
         if not self.pretrained:
-            data = a.pose_dataset(cfg.pretrain_images, self.rng, reach_fraction=cfg.pretrain_reach_fraction)
-            loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
-                                   dataset=data, head_hidden=cfg.pretrain_head_hidden)
-            log.info("vision pretraining: pose regression loss %.4f", loss)
-            if self.aux is not None:
-                images, poses, joints = data
-                self.aux.set_data(feature_points(self.policy, images), joints, poses[:, 3:] - poses[:, :3])
-            self.pretrained = True
+            self.pretrain()
         # 0. new conditions (resample_conditions): drawn from the task's start distribution
         resampled = cfg.resample_conditions and k > 0
         if resampled:

@@ -144,12 +144,23 @@ class PLATO:
         self.data = {"state": [], "image": [], "label": []}
         self.iteration, self.history, self.pretrained = 0, [], not a.images
 
+    def pretrain(self, progress=None) -> None:
+        """Vision pretraining of an image policy (once; see MDGPS.pretrain)."""
+        if self.pretrained:
+            return
+        cfg, a = self.cfg, self.agent
+        data = a.pose_dataset(cfg.pretrain_images, self.rng, progress=None if progress is None else
+                              lambda i, n: progress("rendering pose images", i, n, ""))
+        pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen, dataset=data,
+                        progress=None if progress is None else
+                        lambda i, n, loss: progress("vision pretraining", i, n, f"pose loss {loss:.3f}"))
+        self.pretrained = True
+
     def iterate(self) -> dict:
         t0 = time.perf_counter()
         a, cfg, k = self.agent, self.cfg, self.iteration
         if not self.pretrained:
-            pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen)
-            self.pretrained = True
+            self.pretrain()
         lam = cfg.lambda_start * cfg.lambda_growth ** k
         learner = PolicyRunner(self.policy)
         costs, succ = [], []

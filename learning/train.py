@@ -94,9 +94,17 @@ def plot_history(history: list[dict], path, title: str) -> None:
 def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None, export_meta: dict | None = None,
                  action_scale=None, stop_after: int | None = None) -> list[dict]:
     """Iterate `algo` until `iterations`, checkpointing after each; `stop_after` stops early (a test
-    helper for simulating a kill after that many iterations in this call)."""
+    helper for simulating a kill after that many iterations in this call; 0: right after the vision
+    pretraining). An image policy's vision pretraining (`algo.pretrain`, tens of minutes on a CPU)
+    runs first, with a progress line per stage on `progress`'s stream, and is checkpointed when done,
+    so --resume after a later kill does not repeat it."""
     run_dir = Path(run_dir)
     done = 0
+    if not getattr(algo, "pretrained", True):
+        algo.pretrain(None if progress is None else _stage_progress(progress.stream))
+        save_checkpoint(run_dir / CHECKPOINT, algo, meta)
+        if stop_after is not None and stop_after <= 0:
+            return algo.history
     while algo.iteration < iterations:
         stats = algo.iterate()
         if not all(math.isfinite(stats[k]) for k in ("cost",)):
@@ -113,6 +121,20 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
     if export_meta is not None:
         export_torchscript(algo.policy, run_dir / "policy.pt", export_meta, action_scale)
     return algo.history
+
+
+def _stage_progress(stream):
+    """progress(stage, done, total, info) -> one Progress line per stage, closed when the stage ends."""
+    from s2r.logs import Progress
+    bars = {}
+
+    def report(stage: str, done: int, total: int, info: str = "") -> None:
+        if stage not in bars:
+            bars[stage] = Progress(total, stage, stream=stream, every_s=10.0)
+        bars[stage].update(done, f"{done}/{total} {info}".rstrip(), force=done >= total)
+        if done >= total:
+            bars[stage].close()
+    return report
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -25,6 +25,7 @@ class Progress:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self._time = time.monotonic
+        self._start = self._time()
         self._last = -1e9
         self.every_s = every_s
 
@@ -36,6 +37,9 @@ class Progress:
         frac = min(1.0, i / max(1, self.total))
         bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
         line = f"{self.label} [{bar}] {100 * frac:5.1f}% {msg}"
+        if 0 < frac < 1 and now - self._start >= 2.0:     # remaining time at the average rate so far
+            left = (now - self._start) * (1 - frac) / frac
+            line += f" (ETA {int(left // 60)}m{int(left % 60):02d}s)"
         if self.tty:
             self.stream.write("\r" + line[:160].ljust(100))
         else:

@@ -76,6 +76,46 @@ def test_resume_after_a_kill_gives_the_same_result_as_an_uninterrupted_run(tmp_p
         load_checkpoint(tmp_path / "run" / CHECKPOINT, {"algorithm": "gps", "task": "s2r/ArmReach-v0"})
 
 
+def test_vision_pretraining_shows_progress_and_is_checkpointed_before_the_first_iteration(tmp_path):
+    """An image policy's vision pretraining (tens of minutes at full size) reports each stage and is
+    saved before iteration 1: a run killed after it resumes without pretraining again and ends where
+    an uninterrupted run ends."""
+    import io
+
+    from learning.agents import ArmReachAgent
+    from s2r.logs import Progress
+    cfg = dict(pretrain_images=6, pretrain_steps=4, aux_pose_weight=1.0, aux_pretrain_steps=2, policy_steps=5,
+               batch_size=16, eval_episodes=1, samples_per_condition=2)
+    meta = {"algorithm": "gps", "task": "s2r/ArmReach-v0", "images": True}
+    runs = []
+
+    def make():
+        runs.append(MDGPS(ArmReachAgent(images=True, image_size=32, n_conditions=2, T=6), GPSConfig(**cfg)))
+        return runs[-1]
+    try:
+        stream = io.StringIO()
+        (tmp_path / "run").mkdir()
+        killed = make()
+        run_training(killed, tmp_path / "run", 1, meta, Progress(1, stream=stream), stop_after=0)
+        out = stream.getvalue()
+        assert "rendering pose images" in out and "6/6" in out
+        assert "vision pretraining" in out and "4/4" in out and "pose loss" in out
+        assert killed.iteration == 0 and (tmp_path / "run" / CHECKPOINT).exists()
+        resumed = make()
+        resumed.load_state_dict(load_checkpoint(tmp_path / "run", meta))
+        assert resumed.pretrained and resumed.iteration == 0
+        resumed.pretrain = lambda progress=None: pytest.fail("the resumed run pretrained again")
+        run_training(resumed, tmp_path / "run", 1, meta)
+        (tmp_path / "ref").mkdir()
+        ref = make()
+        run_training(ref, tmp_path / "ref", 1, meta)
+        assert torch.equal(_params(resumed.policy), _params(ref.policy))
+        assert resumed.history[0]["cost"] == ref.history[0]["cost"]
+    finally:
+        for r in runs:
+            r.agent.close()
+
+
 class _NaNAgent(PointMassAgent):
     """Every `every`-th rollout comes back with NaN states (a simulator blow-up)."""
 
