@@ -255,6 +255,20 @@ def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, 
     return loss_value
 
 
+def render_and_pretrain(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
+                        generator: torch.Generator, reach_fraction: float = 0.0, head_hidden: int = 0,
+                        progress=None):
+    """Render `agent.pose_dataset` and `pretrain_vision` on it, reporting `progress(stage, done, total,
+    info)` for the stages "rendering pose images" and "vision pretraining". Returns (dataset, last loss)."""
+    data = agent.pose_dataset(n_images, rng, reach_fraction=reach_fraction,
+                              progress=None if progress is None else
+                              lambda i, n: progress("rendering pose images", i, n, ""))
+    loss = pretrain_vision(policy, agent, n_images, steps, rng, generator, dataset=data, head_hidden=head_hidden,
+                           progress=None if progress is None else
+                           lambda i, n, value: progress("vision pretraining", i, n, f"pose loss {value:.3f}"))
+    return data, loss
+
+
 @torch.inference_mode()
 def feature_points(policy: VisuomotorCNN, images: np.ndarray, chunk: int = 256) -> torch.Tensor:
     out = [policy.feature_points(torch.from_numpy(np.ascontiguousarray(images[i:i + chunk])).permute(0, 3, 1, 2))
@@ -427,14 +441,9 @@ class MDGPS:
         called as it goes (stages "rendering pose images" and "vision pretraining")."""
         if self.pretrained:
             return
-        cfg, a = self.cfg, self.agent
-        data = a.pose_dataset(cfg.pretrain_images, self.rng, reach_fraction=cfg.pretrain_reach_fraction,
-                              progress=None if progress is None else
-                              lambda i, n: progress("rendering pose images", i, n, ""))
-        loss = pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
-                               dataset=data, head_hidden=cfg.pretrain_head_hidden,
-                               progress=None if progress is None else
-                               lambda i, n, loss: progress("vision pretraining", i, n, f"pose loss {loss:.3f}"))
+        cfg = self.cfg
+        data, loss = render_and_pretrain(self.policy, self.agent, cfg.pretrain_images, cfg.pretrain_steps, self.rng,
+                                         self.gen, cfg.pretrain_reach_fraction, cfg.pretrain_head_hidden, progress)
         log.info("vision pretraining: pose regression loss %.4f", loss)
         if self.aux is not None:
             images, poses, joints = data

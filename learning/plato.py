@@ -25,7 +25,7 @@ import casadi as ca
 import numpy as np
 import torch
 
-from .gps import PolicyRunner, TrainingError, feature_points, pretrain_vision, train_policy_weighted
+from .gps import PolicyRunner, TrainingError, feature_points, render_and_pretrain, train_policy_weighted
 from .policies import MLPPolicy, VisuomotorCNN, make_policy
 
 __all__ = ["PLATOConfig", "PLATO", "make_teacher"]
@@ -148,12 +148,9 @@ class PLATO:
         """Vision pretraining of an image policy (once; see MDGPS.pretrain)."""
         if self.pretrained:
             return
-        cfg, a = self.cfg, self.agent
-        data = a.pose_dataset(cfg.pretrain_images, self.rng, progress=None if progress is None else
-                              lambda i, n: progress("rendering pose images", i, n, ""))
-        pretrain_vision(self.policy, a, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen, dataset=data,
-                        progress=None if progress is None else
-                        lambda i, n, loss: progress("vision pretraining", i, n, f"pose loss {loss:.3f}"))
+        cfg = self.cfg
+        render_and_pretrain(self.policy, self.agent, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
+                            progress=progress)
         self.pretrained = True
 
     def iterate(self) -> dict:
