@@ -199,7 +199,7 @@ class DynamixelDriver(Driver):
         self._velocity_limit = np.full(n, self.model.velocity_limit)
         self._current_limit = np.full(n, self.model.current_limit)
         self.stats = dict(cycles=0, retries=0, failed_transactions=0, stale_reads=0, untrusted_readings=0,
-                          faults=0, mode_switches=0, watchdog_rearms=0)
+                          connect_retries=0, faults=0, mode_switches=0, watchdog_rearms=0)
 
     # ------------------------------------------------------------------ interface
     @property
@@ -232,8 +232,15 @@ class DynamixelDriver(Driver):
         for i in self.ids:
             self._sync_read.addParam(i)
         try:
-            self._probe()
-            self._configure()
+            try:
+                self._probe()
+                self._configure()
+            except _BusError as e:      # one transient timeout among hundreds of set-up transactions:
+                log.warning("dynamixel: set-up transaction failed (%s); clearing the port and setting up again", e)
+                self.stats["connect_retries"] += 1
+                self._port.clearPort()
+                self._probe()
+                self._configure()
         except (_BusError, DriverError) as e:
             self._close_port()
             raise DriverError(str(e)) from None

@@ -142,6 +142,17 @@ def test_connect_names_missing_servos(cfg):
             DynamixelDriver(on(cfg, emu)).connect()
 
 
+def test_connect_rides_out_one_transient_failure_and_counts_it(cfg, bus):
+    """Set-up is hundreds of transactions; a servo silent for one whole retry round (3 replies lost)
+    does not fail the connect: the port is cleared and set-up runs again, counted."""
+    bus.inject("drop", ids=[3], count=3)
+    d = DynamixelDriver(on(cfg, bus))
+    d.connect()
+    assert d.stats["connect_retries"] == 1 and d.stats["failed_transactions"] >= 3
+    assert bus.snapshot()[3]["torque_enable"] == 1
+    d.disconnect()
+
+
 def test_connect_names_a_wrong_model_and_a_wrong_baud_rate(cfg, bus):
     with pytest.raises(DriverError, match="servo 1 \\(j0\\) is a xc330-m288, config says xm430-w350"):
         DynamixelDriver(on(cfg, bus, model="xm430-w350")).connect()
