@@ -9,7 +9,9 @@ servo's centre tick 2048, see drivers/dynamixel_protocol.py) and the servo model
 Faults. A transaction that fails (no status packet, CRC error, timeout, serial error) is retried
 `retries` times at once; a cycle whose transaction still fails returns the last good state marked
 `stale` (read) or is dropped (write) and counts toward `fault_after_failures` consecutive failures,
-after which the driver latches a `DriverFault` naming the servo IDs that do not answer. A status
+after which the driver latches a `DriverFault` naming the servo IDs that do not answer. At connect,
+a set-up transaction that still fails clears the port and the whole set-up runs once more
+(`stats["connect_retries"]`); a second failure is a `DriverError`. A status
 packet with the hardware-error alert bit latches a fault naming the servo and its error. A reading
 outside the joint's limits by more than `reading_margin`, or a jump faster than the joint can move,
 is flagged in `state.sensors["untrusted"]` and not used (the last trusted value stands in); if it
