@@ -105,6 +105,8 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
         save_checkpoint(run_dir / CHECKPOINT, algo, meta)
         if stop_after is not None and stop_after <= 0:
             return algo.history
+    if progress is not None:
+        progress.start(algo.iteration)      # the iterations' ETA: neither pretraining nor earlier runs count
     while algo.iteration < iterations:
         stats = algo.iterate()
         if not all(math.isfinite(stats[k]) for k in ("cost",)):

@@ -25,9 +25,13 @@ class Progress:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self._time = time.monotonic
-        self._start = self._time()
+        self.start()
         self._last = -1e9
         self.every_s = every_s
+
+    def start(self, done: int = 0) -> None:
+        """(Re)start the ETA clock with `done` items already done (e.g. after a set-up stage, or on resume)."""
+        self._start, self._done0 = self._time(), done
 
     def update(self, i: int, msg: str = "", force: bool = False) -> None:
         now = self._time()
@@ -37,8 +41,8 @@ class Progress:
         frac = min(1.0, i / max(1, self.total))
         bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
         line = f"{self.label} [{bar}] {100 * frac:5.1f}% {msg}"
-        if 0 < frac < 1 and now - self._start >= 2.0:     # remaining time at the average rate so far
-            left = (now - self._start) * (1 - frac) / frac
+        if frac < 1 and i > self._done0 and now - self._start >= 2.0:   # at the average rate since start()
+            left = (now - self._start) * (self.total - i) / (i - self._done0)
             line += f" (ETA {int(left // 60)}m{int(left % 60):02d}s)"
         if self.tty:
             self.stream.write("\r" + line[:160].ljust(100))
