@@ -128,7 +128,8 @@ def run_gps(images: bool, iterations: int, log) -> dict:
     ev = gps.evaluate(n_final, first=FINAL_EVAL_FIRST)
     k = round(ev["success_rate"] * n_final)
     out = {"final_success_rate": ev["success_rate"], "final_success_ci95": list(wilson_interval(k, n_final)),
-           "final_distance": ev["final_distance"]}
+           "final_distance": ev["final_distance"],
+           "final_eval_seeds": [10_000 + FINAL_EVAL_FIRST, 10_000 + FINAL_EVAL_FIRST + n_final - 1]}
     log(f"  final policy on {n_final} held-out starts: success {100 * ev['success_rate']:.0f}% "
         f"(95 % CI {100 * out['final_success_ci95'][0]:.0f}-{100 * out['final_success_ci95'][1]:.0f} %), "
         f"distance {ev['final_distance']:.3f} m")
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
     st = run_gps(False, iters, log)
     res.update(state_success_rate=st["success_rate"], state_iterations=st["iterations"],
                state_history=st["history"], state_seconds=st["seconds"])
-    res["final_eval_seeds"] = [10_000 + FINAL_EVAL_FIRST, 10_000 + FINAL_EVAL_FIRST + (FINAL_EVAL if not args.quick else 20) - 1]
+    res["final_eval_seeds"] = st["final_eval_seeds"]
     res.update({f"state_{k}": st[k] for k in ("final_success_rate", "final_success_ci95", "final_distance")})
     res["gps_rollouts_to_success"] = st["rollouts"] if st["iterations"] else None
     res["gps_rollouts_used"] = st["rollouts"]
