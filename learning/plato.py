@@ -46,6 +46,7 @@ class PLATOConfig:
     eval_episodes: int = 20
     pretrain_images: int = 300
     pretrain_steps: int = 300
+    pretrain_bf16: bool = False
     seed: int = 0
 
     def validate(self) -> "PLATOConfig":
@@ -150,7 +151,7 @@ class PLATO:
             return
         cfg = self.cfg
         render_and_pretrain(self.policy, self.agent, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
-                            progress=progress)
+                            progress=progress, bf16=cfg.pretrain_bf16)
         self.pretrained = True
 
     def iterate(self) -> dict:

@@ -87,3 +87,37 @@ def test_bf16_export_runs_the_convolutions_in_bfloat16_and_keeps_the_feature_poi
         export_torchscript(net, None, {}, np.ones(7), precision="fp16")
     with pytest.raises(ValueError, match="CNN"):
         export_torchscript(MLPPolicy(20, 7), None, {}, np.ones(7), precision="bf16")
+
+
+def _blob_images(n, size, rng):
+    """Dark images with one bright square at a random place; the pose to regress is its centre."""
+    centres = rng.uniform(8, size - 8, (n, 2))
+    images = np.zeros((n, size, size, 3), np.uint8)
+    for img, (r, c) in zip(images, centres.astype(int)):
+        img[r - 3:r + 4, c - 3:c + 4] = (40, 220, 60)
+    return images, np.concatenate([centres / size, np.zeros((n, 1))], 1)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_vision_pretraining_learns_a_blob_position_in_fp32_and_with_bf16_convolutions(bf16):
+    """pretrain_vision(bf16=True) runs the convolutions under bfloat16 autocast (the weights and
+    their gradients stay fp32, the spatial softmax gets fp32 maps): it learns as fp32 does, where
+    autocast over the whole network (a bf16 softmax expectation) did not learn at all. The bf16
+    feature points stay within a pixel of fp32's."""
+    from learning.gps import pretrain_vision
+    rng = np.random.default_rng(0)
+    images, poses = _blob_images(400, 48, rng)
+    torch.manual_seed(0)
+    net = VisuomotorCNN(4, 2, 48)
+    loss = pretrain_vision(net, None, 400, 250, rng, torch.Generator().manual_seed(0), dataset=(images, poses),
+                           bf16=bf16)
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    assert loss < 0.1                                   # normalized pose loss (1.0 = predicting the mean)
+    test, want = _blob_images(50, 48, np.random.default_rng(1))
+    x = torch.from_numpy(test).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        p32, p16 = net.feature_points(x), net.feature_points(x, bf16=True)
+        assert p16.dtype == torch.float32 and (p16 - p32).abs().max() < 2.0 / 48
+        P = torch.as_tensor(poses, dtype=torch.float32)
+        got = net.pose_head(p32) * P.std(0).clamp_min(1e-3) + P.mean(0)
+    assert np.abs(got[:, :2].numpy() - want[:, :2]).mean() < 2.0 / 48    # the centre to within 2 px
