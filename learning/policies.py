@@ -137,11 +137,12 @@ class VisuomotorCNN(nn.Module):
         output goes to the spatial softmax in fp32 (in bf16 the softmax's expectation loses the
         sub-pixel precision the pose read-out needs)."""
         x = image_to_float(image) - self.pixel_mean
-        if not bf16:
-            return self.softmax(self.conv(x))
+        return self.softmax(self._conv_bf16(x) if bf16 else self.conv(x))
+
+    @torch.jit.unused      # TorchScript has no autocast; exports run bf16 through _ExportedCNN instead
+    def _conv_bf16(self, x):                 # unannotated: TorchScript reads it as Tensor -> Tensor
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            maps = self.conv(x)
-        return self.softmax(maps.float())
+            return self.conv(x).float()
 
     def head(self, points: torch.Tensor, joint_state: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.cat([points, self.joint_normalizer(joint_state)], dim=-1))

@@ -88,7 +88,7 @@ def test_wilson_interval():
 
 def test_image_training_uses_the_benchmarked_visuomotor_recipe():
     """`s2r train gps --images` trains with the recipe bench_gps measures (GPSConfig.visuomotor:
-    pose pretraining on 4000 renders, auxiliary pose loss, replay) at its image size, not the
+    pose pretraining on 8000 renders with bf16 convolutions, auxiliary pose loss, replay) at its image size, not the
     generic defaults; command-line options still override it."""
     from learning.cli import _build, _train_parser
     from learning.gps import VISUOMOTOR_IMAGE_SIZE, GPSConfig
@@ -97,8 +97,8 @@ def test_image_training_uses_the_benchmarked_visuomotor_recipe():
         assert agent.image_size == meta["image_size"] == VISUOMOTOR_IMAGE_SIZE == 128
         assert algo.policy.config()["image_size"] == 128
         recipe = GPSConfig.visuomotor()
-        assert (algo.cfg.pretrain_images, algo.cfg.aux_pose_weight, algo.cfg.policy_replay, algo.cfg.kl_step) == \
-            (recipe.pretrain_images, recipe.aux_pose_weight, recipe.policy_replay, recipe.kl_step) == (4000, 1.0, 9, 1.0)
+        fields = ("pretrain_images", "pretrain_steps", "pretrain_bf16", "aux_pose_weight", "policy_replay", "kl_step")
+        assert [getattr(algo.cfg, f) for f in fields] == [getattr(recipe, f) for f in fields] == [8000, 6000, True, 1.0, 9, 1.0]
         assert algo.cfg.policy_steps == 50 and algo.aux is not None
     finally:
         agent.close()
