@@ -72,6 +72,14 @@ class ArmInsertAgent(ArmReachAgent):
             raise ValueError(f"T must be >= 1, got {T}")
         if not 0.0 <= z_weight_start <= 1.0 or not 0.0 <= descend_fraction <= 1.0:
             raise ValueError("z_weight_start and descend_fraction must be in [0, 1]")
+        weights = dict(position_weight=position_weight, final_position_weight=final_position_weight,
+                       velocity_weight=velocity_weight, final_velocity_weight=final_velocity_weight,
+                       action_weight=action_weight, log_weight=log_weight, final_log_weight=final_log_weight)
+        bad = {k: v for k, v in weights.items() if not (np.isfinite(v) and v >= 0)}
+        if bad:     # a negative weight rewards moving away: LQR would diverge rather than fail loudly
+            raise ValueError(f"cost weights must be finite and >= 0, got {bad}")
+        if not (np.isfinite(log_alpha) and log_alpha > 0):
+            raise ValueError(f"log_alpha must be positive (the log term's offset), got {log_alpha}")
         self.shape = shape
         self.weights = {"position_weight": position_weight, "final_position_weight": final_position_weight,
                         "z_weight_start": z_weight_start, "descend_fraction": descend_fraction,

@@ -33,6 +33,11 @@ def test_dimensions_cost_and_metadata(agent):
     assert meta["peg_bottom_offset"] == pytest.approx(0.065)
     with pytest.raises(ValueError, match="state-based"):
         ArmInsertAgent(images=True)
+    for bad in (dict(log_weight=-0.01), dict(final_position_weight=float("nan")), dict(action_weight=-1.0)):
+        with pytest.raises(ValueError, match="cost weights"):     # refused before the simulator starts
+            ArmInsertAgent(**bad)
+    with pytest.raises(ValueError, match="log_alpha"):
+        ArmInsertAgent(log_alpha=0.0)
 
 
 def test_rollout_is_finite_and_success_is_the_tasks_own(agent):
