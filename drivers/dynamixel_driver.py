@@ -11,7 +11,8 @@ Faults. A transaction that fails (no status packet, CRC error, timeout, serial e
 `stale` (read) or is dropped (write) and counts toward `fault_after_failures` consecutive failures,
 after which the driver latches a `DriverFault` naming the servo IDs that do not answer. At connect,
 a set-up transaction that still fails clears the port and the whole set-up runs once more
-(`stats["connect_retries"]`); a second failure is a `DriverError`. A status
+(`stats["connect_retries"]`); a second failure is a `DriverError`. `reset_fault()` does the same
+(`stats["reset_retries"]`). A status
 packet with the hardware-error alert bit latches a fault naming the servo and its error. A reading
 outside the joint's limits by more than `reading_margin`, or a jump faster than the joint can move,
 is flagged in `state.sensors["untrusted"]` and not used (the last trusted value stands in); if it
@@ -201,7 +202,7 @@ class DynamixelDriver(Driver):
         self._velocity_limit = np.full(n, self.model.velocity_limit)
         self._current_limit = np.full(n, self.model.current_limit)
         self.stats = dict(cycles=0, retries=0, failed_transactions=0, stale_reads=0, untrusted_readings=0,
-                          connect_retries=0, faults=0, mode_switches=0, watchdog_rearms=0)
+                          connect_retries=0, reset_retries=0, faults=0, mode_switches=0, watchdog_rearms=0)
 
     # ------------------------------------------------------------------ interface
     @property
@@ -234,15 +235,7 @@ class DynamixelDriver(Driver):
         for i in self.ids:
             self._sync_read.addParam(i)
         try:
-            try:
-                self._probe()
-                self._configure()
-            except _BusError as e:      # one transient timeout among hundreds of set-up transactions:
-                log.warning("dynamixel: set-up transaction failed (%s); clearing the port and setting up again", e)
-                self.stats["connect_retries"] += 1
-                self._port.clearPort()
-                self._probe()
-                self._configure()
+            self._once_more(lambda: (self._probe(), self._configure()), "connect_retries")
         except (_BusError, DriverError) as e:
             self._close_port()
             raise DriverError(str(e)) from None
@@ -316,12 +309,24 @@ class DynamixelDriver(Driver):
         if self._fault is None:
             return
         try:
-            self._recover()
+            self._once_more(self._recover, "reset_retries")
         except _BusError as e:
             raise DriverFault(f"reset failed, still faulted: {e}") from None
         log.warning("dynamixel: fault cleared (%s); holding the measured position", self._fault)
         self._fault = None
         self._failures = 0
+
+    def _once_more(self, setup, stat: str) -> None:
+        """Run a multi-transaction set-up (connect, fault recovery). One transient timeout among its
+        hundreds of transactions (a servo silent through a whole retry round) clears the port and
+        runs it once more, counted in stats[stat]; a second failure raises."""
+        try:
+            setup()
+        except _BusError as e:
+            log.warning("dynamixel: set-up transaction failed (%s); clearing the port and running it again", e)
+            self.stats[stat] += 1
+            self._port.clearPort()
+            setup()
 
     # ------------------------------------------------------------------ bus transactions
     def _txn(self, fn, *args):

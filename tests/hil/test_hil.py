@@ -57,17 +57,18 @@ def test_connect_and_spec(robot, cfg):
 
 
 def test_state_rate(robot, cfg):
-    """Fresh states arrive at the control rate with increasing stamps. A read whose bus cycle failed
-    (a timeout) returns the last state flagged stale, with the stamp of when it was measured: it
-    repeats a stamp, never goes back, and does not count towards the rate."""
+    """New states arrive at the control rate and their stamps never go back. A read may return the
+    last state again, with its stamp: the ROS bridge read between two joint_states messages, or a
+    Dynamixel read whose bus cycle timed out (then flagged stale). Only new, fresh states count
+    towards the rate."""
     log = stream(robot, 1.0)
     stamps = np.array([st.stamp for _, st, _, _ in log])
     fresh = np.array([not st.sensors.get("stale", False) for _, st, _, _ in log])
     assert np.all(np.diff(stamps) >= 0), "state stamps must never go back"
-    assert np.all(np.diff(stamps[fresh]) > 0), "fresh state stamps must increase"
-    achieved = fresh.sum() / (log[-1][0] - log[0][0] + robot.spec.period)
+    new = fresh & np.r_[True, np.diff(stamps) > 0]
+    achieved = new.sum() / (log[-1][0] - log[0][0] + robot.spec.period)
     assert achieved >= cfg.hil.min_state_rate_ratio * cfg.control_rate_hz, \
-        f"state rate {achieved:.1f} Hz < {cfg.hil.min_state_rate_ratio:.0%} of {cfg.control_rate_hz:g} Hz"
+        f"new-state rate {achieved:.1f} Hz < {cfg.hil.min_state_rate_ratio:.0%} of {cfg.control_rate_hz:g} Hz"
 
 
 def test_bad_commands_are_refused_and_robot_holds(robot, cfg):
