@@ -20,9 +20,10 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
   state   MLP on [joint_pos, joint_vel, target - tcp_pos]
   image   visuomotor CNN on the 128x128 camera image (VISUOMOTOR_IMAGE_SIZE; at 64x64 the pretrained
           features place the target to ~2.9 cm, at 128x128 to ~1.3 cm) + [joint_pos, joint_vel, tcp_pos (forward
-          kinematics)] (vision layers pretrained on pose regression of [target, tcp] from 8000 rendered images -- half with
-          the arm at its start posture after a few random actions, half placed by inverse
-          kinematics on the way to the target -- 6000 Adam steps with bf16 convolutions, cosine learning rate; rendered
+          kinematics)] (vision layers pretrained on pose regression of [target, tcp] from 8000
+          rendered images -- half with the arm at its start posture after a few random actions, half
+          placed by inverse kinematics on the way to the target -- 6000 Adam steps with bf16
+          convolutions, cosine learning rate; rendered
           images are not rollouts and are not counted. KL step 1.0 (the state run: 0.5). The conv layers then stay frozen; the S-step
           (800 Adam steps, on this and the 9 earlier iterations' samples: policy_replay) trains
           the layers after the feature points, with an auxiliary loss (pre-fit for 2000 steps): the FC head's first

@@ -77,7 +77,7 @@ class GPSConfig:
     pretrain_reach_fraction: float = 0.0  # of those images, the arm placed on the way to the target (`pose_dataset`)
     pretrain_head_hidden: int = 0     # 0: regress the pose linearly from the feature points (the policy's
                                       # pose_head); > 0: through a hidden ReLU layer of this width
-    pretrain_bf16: bool = False       # pretraining's convolutions under bfloat16 autocast (see VisuomotorCNN.feature_points)
+    pretrain_bf16: bool = False       # the pretraining's convolutions in bfloat16 (VisuomotorCNN.feature_points)
     aux_pose_weight: float = 0.0      # image policies, frozen vision: S-step auxiliary loss (see `AuxPose`)
     aux_pretrain_steps: int = 0       # first iteration: Adam steps on the auxiliary loss alone before the S-step
     policy_replay: int = 0            # the S-step also regresses on this many earlier iterations' samples
@@ -268,8 +268,8 @@ def render_and_pretrain(policy: VisuomotorCNN, agent, n_images: int, steps: int,
     data = agent.pose_dataset(n_images, rng, reach_fraction=reach_fraction,
                               progress=None if progress is None else
                               lambda i, n: progress("rendering pose images", i, n, ""))
-    loss = pretrain_vision(policy, agent, n_images, steps, rng, generator, dataset=data, head_hidden=head_hidden, bf16=bf16,
-                           progress=None if progress is None else
+    loss = pretrain_vision(policy, agent, n_images, steps, rng, generator, dataset=data, head_hidden=head_hidden,
+                           bf16=bf16, progress=None if progress is None else
                            lambda i, n, value: progress("vision pretraining", i, n, f"pose loss {value:.3f}"))
     return data, loss
 
@@ -287,11 +287,12 @@ def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng
     """Levine et al. 2016, Sec. 4.3: pretrain the conv layers by regressing the pose of the task's
     objects (the reach target and the TCP: 6 numbers) from rendered, randomized images
     (`agent.pose_dataset`, or `dataset` = its (images, poses, ...)). Adam, batch 32, the learning
-    rate decays to zero on a cosine schedule; bf16: the convolutions under bfloat16 autocast. The pose is read from the feature points by the
+    rate decays to zero on a cosine schedule. The pose is read from the feature points by the
     policy's linear `pose_head` or, with head_hidden > 0, by a pretraining-only head with one hidden
     ReLU layer (which lets the conv layers code what a linear read-out of 2-D points cannot, such
-    as the target's depth from its apparent size). `progress(step, steps, loss)` is called after
-    every step. Returns the last (normalized) loss."""
+    as the target's depth from its apparent size). bf16: the convolutions under bfloat16 autocast
+    (`VisuomotorCNN.feature_points`). `progress(step, steps, loss)` is called after every step.
+    Returns the last (normalized) loss."""
     images, poses = (agent.pose_dataset(n_images, rng) if dataset is None else dataset)[:2]
     P = _to_torch(poses)
     mean, std = P.mean(0), P.std(0).clamp_min(1e-3)

@@ -98,7 +98,8 @@ def test_image_training_uses_the_benchmarked_visuomotor_recipe():
         assert algo.policy.config()["image_size"] == 128
         recipe = GPSConfig.visuomotor()
         fields = ("pretrain_images", "pretrain_steps", "pretrain_bf16", "aux_pose_weight", "policy_replay", "kl_step")
-        assert [getattr(algo.cfg, f) for f in fields] == [getattr(recipe, f) for f in fields] == [8000, 6000, True, 1.0, 9, 1.0]
+        assert [getattr(algo.cfg, f) for f in fields] == [getattr(recipe, f) for f in fields] \
+            == [8000, 6000, True, 1.0, 9, 1.0]
         assert algo.cfg.policy_steps == 50 and algo.aux is not None
     finally:
         agent.close()
