@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 from .types import Command, DriverSpec, RobotState
 
@@ -21,9 +22,12 @@ class Driver(abc.ABC):
 
     `spec` is valid once connected. `write` sends one command; `hold` keeps the robot at its
     measured position. Drivers do no limit checking themselves: `SafetyLayer` wraps every one.
+    `stats` counts what the driver rode out (retries, stale reads, missed periods ...); the driver
+    node publishes each as `driver_<name>` in its diagnostics.
     """
 
     name: str = "driver"
+    stats: Mapping[str, int] = MappingProxyType({})   # a driver that counts sets its own dict
 
     @property
     @abc.abstractmethod

@@ -225,7 +225,8 @@ class SafetyLayer(Driver):
         with self._lock:
             age = None if self._last_cmd_time is None else self.driver.clock() - self._last_cmd_time
             return {"state": self.state, "backend": self.backend, "fallback": self.fallback,
-                    "fault": self.fault_reason, "last_command_age_s": age, **self.counters.as_dict()}
+                    "fault": self.fault_reason, "last_command_age_s": age, **self.counters.as_dict(),
+                    "driver_stats": dict(self.driver.stats)}
 
     # ------------------------------------------------------------------ watchdog
     def start_watchdog(self) -> None:

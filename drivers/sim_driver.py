@@ -35,7 +35,7 @@ class SimDriver(Driver):
         self._connected = False
         self.simulation: Simulation | None = None
         self.sim = None     # the SimRobot, once connected
-        self.missed_periods = 0
+        self.stats = dict(missed_periods=0)   # real time: control periods the stepping thread fell behind
 
     @property
     def spec(self) -> DriverSpec:
@@ -164,7 +164,7 @@ class SimDriver(Driver):
                 self._stop.wait(delay)
             elif delay < -period:
                 # fell more than a period behind: count it and resync rather than sprint to catch up
-                self.missed_periods += int(-delay / period)
+                self.stats["missed_periods"] += int(-delay / period)
                 next_t = time.monotonic()
 
 

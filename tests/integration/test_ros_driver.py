@@ -72,6 +72,7 @@ def test_lifecycle_transitions_topics_and_services(ros):
         assert states_in(probe, 2.0) >= 2.0 * 100 * 0.4        # ~100 Hz (loose: a busy machine)
         d = probe.wait_diag(DIAG, lambda d: d["lifecycle"] == "active" and float(d["rate_hz"]) > 0, timeout=10)
         assert float(d["target_rate_hz"]) == 100.0 and d["safety_state"] in ("enabled", "holding")
+        assert int(d["driver_missed_periods"]) >= 0                # the driver's own counters
 
         r = probe.call(Trigger, "/driver/estop")
         assert r.success

@@ -63,6 +63,10 @@ class FaultInjector(Driver):
         return self.inner.spec
 
     @property
+    def stats(self):
+        return self.inner.stats
+
+    @property
     def connected(self) -> bool:
         return self.inner.connected
 
@@ -477,6 +481,7 @@ class DriverNode(LifecycleNode):
             v.update({"safety_state": st["state"], "backend": st["backend"], "fallback": st["fallback"],
                       "fault": st["fault"]})
             v.update({k: st[k] for k in self.safety.counters.as_dict()})
+            v.update({f"driver_{k}": n for k, n in sorted(st["driver_stats"].items())})
         else:
             v["safety_state"] = "disconnected"
         return v
