@@ -216,20 +216,30 @@ class ArmReachAgent:
 
     INIT_GAIN = 0.05     # initial controllers: the fraction of the TCP's error they correct per control step
 
-    def tcp_jacobian(self) -> np.ndarray:
-        """d tcp / d q (3, dU) of the action joints at the current posture (central differences of the
-        forward kinematics; the robot is put back where it was)."""
+    def hand_pose(self, reference_quat=None) -> np.ndarray:
+        """The TCP position (3) and, with `reference_quat` (xyzw), the hand's orientation as the
+        rotation vector (3, rad) from the reference to it: (3,) or (6,)."""
+        pos, orn = self.env.tcp()
+        if reference_quat is None:
+            return pos
+        from scipy.spatial.transform import Rotation
+        rot = Rotation.from_quat(reference_quat).inv() * Rotation.from_quat(orn)
+        return np.concatenate([pos, rot.as_rotvec()])
+
+    def tcp_jacobian(self, reference_quat=None) -> np.ndarray:
+        """d hand_pose / d q (3 or 6, dU) of the action joints at the current posture (central
+        differences of the forward kinematics; the robot is put back where it was)."""
         env, robot = self.env, self.env.robot
         q0 = robot.state()[0].copy()
-        J, h = np.empty((3, self.dU)), 1e-4
+        J, h = np.empty((3 if reference_quat is None else 6, self.dU)), 1e-4
         for col, i in enumerate(env.act_idx):
-            tcp = []
+            pose = []
             for sign in (1.0, -1.0):
                 q = q0.copy()
                 q[i] += sign * h
                 robot.reset(q)
-                tcp.append(env.tcp()[0])
-            J[:, col] = (tcp[0] - tcp[1]) / (2 * h)
+                pose.append(self.hand_pose(reference_quat))
+            J[:, col] = (pose[0] - pose[1]) / (2 * h)
         robot.reset(q0)
         return J
 

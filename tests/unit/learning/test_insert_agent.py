@@ -163,3 +163,25 @@ def test_cost_has_a_log_distance_term_over_the_descent(agent):
     near = c.evaluate(X, U).sum()
     X[:, -3:] = 0.0004
     assert c.evaluate(X, U).sum() < near - 1.0                         # the log term still rewards the last mm
+
+
+def test_initial_controllers_line_the_peg_up_over_the_hole_then_insert_it():
+    """GPS's first local controllers (a linear PD law on the peg bottom and the hand's orientation):
+    their means hold the peg 1 cm over the lid and lined up with the hole until the descent, then
+    insert it; without the orientation rows of the law the peg tilts and jams on some of these."""
+    a = ArmInsertAgent(condition_seeds=[10_000 + i for i in range(4)])      # held-out starts 0-3
+    try:
+        ctrls = a.initial_controllers(a.init_variance)
+        assert len(ctrls) == 4 and ctrls[0].K.shape == (a.T, a.dU, a.dX)
+        assert np.all(ctrls[0].K[:, :, :a.n] != 0)                  # feedback on q: the orientation
+        np.testing.assert_allclose(ctrls[0].cov[0], a.init_variance * np.eye(a.dU))
+        hover_end = int(a.weights["descend_fraction"] * a.T) - 1
+        for c, ctl in enumerate(ctrls):
+            s = a.rollout(c, lambda t, x, obs: ctl.mean(t, x), seed=0)
+            e = s.X[hover_end, -3:]                                  # lined up, above the lid
+            assert np.linalg.norm(e[:2]) < 0.003 and abs(e[2] - a.APPROACH_HEIGHT) < 0.005, e
+            assert s.success and s.info["depth"] > 0.015, (c, s.X[-1, -3:])
+        # the law's constant part differs per condition: it is built at each one's start posture
+        assert not np.allclose(ctrls[0].k, ctrls[1].k)
+    finally:
+        a.close()
