@@ -1,4 +1,5 @@
-"""Guided policy search on arm reach, against a model-free baseline trained in the same run.
+"""Guided policy search on arm reach and then arm insert, against a model-free baseline trained
+in the same run.
 
 Task: s2r/ArmReach-v0 (Panda, position control, 100 steps at 100 Hz). Training: 4 conditions
 x 5 samples per iteration, at most 10 MDGPS iterations (200 rollouts). Success: TCP within 5 cm of
@@ -41,12 +42,17 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           loads it) frozen, channels-last, 64x64 and 240x240 (best of 3 medians of 100 calls); fp32,
           and with bf16 convolutions (export_torchscript precision="bf16": cnn_ms_64 / cnn_ms_240).
           The trained image policy is evaluated exported in both precisions on the held-out episodes
+  insert  s2r/ArmInsert-v0 (the square peg into the shape sorter, 200 steps), state-based MDGPS with
+          the same protocol (4 new conditions x 5 samples, 20 held-out starts, seeds 10000-10019;
+          success: the task's own, the peg's bottom more than 1.5 cm down the matching hole) and
+          ArmInsertAgent.GPS_RECIPE; the first local controllers line the peg up over the hole and
+          then lower it (ArmInsertAgent.initial_controllers). insert_* keys; --insert-only runs it alone
   final   the last GPS policy of each run also on 100 further held-out starts (seeds 10100-10199,
           used for nothing else), with a Wilson 95 % interval (state_/image_final_success_rate,
           ..._final_success_ci95): the 20-episode number moves by 5-10 % with floating-point noise
           alone (1 vs 2 torch threads)
 
-    python benchmarks/bench_gps.py --json OUT [--quick] [--skip-image] [--cnn-only]
+    python benchmarks/bench_gps.py --json OUT [--quick] [--skip-image] [--skip-insert] [--cnn-only] [--insert-only]
 """
 from __future__ import annotations
 
@@ -69,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.agents import ArmReachAgent  # noqa: E402
 from learning.gps import MDGPS, VISUOMOTOR_IMAGE_SIZE, GPSConfig  # noqa: E402
+from learning.insert_agent import ArmInsertAgent  # noqa: E402
 from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
 from learning.ppo import PPO, PPOConfig  # noqa: E402
 from learning.train import wilson_interval  # noqa: E402
@@ -107,17 +114,19 @@ def cnn_latency_ms(size: int, precision: str = "fp32", repeats: int = 3, calls: 
     return 1000 * best
 
 
-def run_gps(images: bool, iterations: int, log) -> dict:
-    agent = ArmReachAgent(images=images, image_size=VISUOMOTOR_IMAGE_SIZE)
+def run_gps(kind: str, iterations: int, log) -> dict:
+    """kind: "state" or "image" (ArmReach), "insert" (ArmInsert, state-based, its GPS_RECIPE)."""
+    images = kind == "image"
+    agent = ArmInsertAgent() if kind == "insert" else ArmReachAgent(images=images, image_size=VISUOMOTOR_IMAGE_SIZE)
     full = iterations > 3
     common = dict(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE)
     quick = {} if full else dict(pretrain_images=60, pretrain_steps=30, aux_pretrain_steps=0)
-    cfg = GPSConfig.visuomotor(**common, **quick) if images else GPSConfig(**common)
+    cfg = GPSConfig.visuomotor(**common, **quick) if images else GPSConfig(**getattr(agent, "GPS_RECIPE", {}), **common)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
     for _ in range(iterations):
         s = gps.iterate()
-        log(f"  {'image' if images else 'state'} GPS it {s['iteration']}: cost {s['cost']:.2f} held-out success "
+        log(f"  {kind} GPS it {s['iteration']}: cost {s['cost']:.2f} held-out success "
             f"{100 * s['success']:.0f}% (distance {s['eval_distance']:.3f} m) {s['seconds']:.0f} s"
             + (f", aux pose error {100 * s['aux_pose_error']:.1f} cm" if s.get("aux_pose_error") is not None else ""))
         if s["success"] >= TARGET:
@@ -191,13 +200,36 @@ def measure_cnn(log) -> dict:
     return res
 
 
+def run_insert(iterations: int, log) -> dict:
+    log("ArmInsert: state-based GPS (peg into the shape sorter; success: the task's own)")
+    ins = run_gps("insert", iterations, log)
+    out = {"insert_success_rate": ins["success_rate"], "insert_iterations": ins["iterations"],
+           "insert_history": ins["history"], "insert_seconds": ins["seconds"],
+           "insert_recipe": dict(ArmInsertAgent.GPS_RECIPE, init_variance=ArmInsertAgent.init_variance)}
+    out.update({f"insert_{k}": ins[k] for k in ("final_success_rate", "final_success_ci95", "final_distance")})
+    return out
+
+
+def merge_into(path: Path, res: dict, new: dict, phase: str, log) -> int:
+    """Write `new` (one phase's keys) into the results already at `path` (or `res` if none)."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = (old or res) | new
+    merged[f"{phase}_measured"] = f"separately (--{phase}-only) at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    path.write_text(json.dumps(merged, indent=2, default=float))
+    log(f"updated {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", required=True, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="a short sanity run (2 iterations, small baseline budget)")
     ap.add_argument("--skip-image", action="store_true", help="state-based GPS only")
+    ap.add_argument("--skip-insert", action="store_true", help="no ArmInsert GPS run")
     ap.add_argument("--cnn-only", action="store_true",
                     help="only the CNN latencies, merged into the results already at --json (if any)")
+    ap.add_argument("--insert-only", action="store_true",
+                    help="only the ArmInsert GPS run, merged into the results already at --json (if any)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     log = lambda m: print(m, flush=True)   # noqa: E731
@@ -211,17 +243,13 @@ def main(argv=None) -> int:
            "state_inputs": "joint_pos, joint_vel, target - tcp_pos",
            "image_inputs": f"{VISUOMOTOR_IMAGE_SIZE}x{VISUOMOTOR_IMAGE_SIZE} RGB image (target shown as a 3.5 cm green sphere on a stand), joint_pos, joint_vel, tcp_pos",
            "success_distance_m": 0.05, "quick": args.quick}
+    if args.insert_only:      # one phase into an earlier run's results (the others untouched)
+        return merge_into(Path(args.json), res, run_insert(iters, log), "insert", log)
     res.update(measure_cnn(log))
-    if args.cnn_only:         # re-measure the latencies into an earlier run's results (training untouched)
-        path = Path(args.json)
-        old = json.loads(path.read_text()) if path.exists() else {}
-        res = (old or res) | {k: v for k, v in res.items() if k.startswith("cnn_")}
-        res["cnn_measured"] = f"separately (--cnn-only) at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        path.write_text(json.dumps(res, indent=2, default=float))
-        log(f"updated {path}")
-        return 0
+    if args.cnn_only:
+        return merge_into(Path(args.json), res, {k: v for k, v in res.items() if k.startswith("cnn_")}, "cnn", log)
     log("state-based GPS")
-    st = run_gps(False, iters, log)
+    st = run_gps("state", iters, log)
     res.update(state_success_rate=st["success_rate"], state_iterations=st["iterations"],
                state_history=st["history"], state_seconds=st["seconds"])
     res["final_eval_seeds"] = st["final_eval_seeds"]
@@ -230,7 +258,7 @@ def main(argv=None) -> int:
     res["gps_rollouts_used"] = st["rollouts"]
     if not args.skip_image:
         log(f"image-based GPS ({VISUOMOTOR_IMAGE_SIZE}x{VISUOMOTOR_IMAGE_SIZE})")
-        im = run_gps(True, iters, log)
+        im = run_gps("image", iters, log)
         res.update(image_success_rate=im["success_rate"], image_iterations=im["iterations"],
                    image_history=im["history"], image_seconds=im["seconds"],
                    image_exported_fp32_success_rate=im["exported_fp32_success_rate"],
@@ -238,6 +266,8 @@ def main(argv=None) -> int:
         res.update({f"image_{k}": im[k] for k in ("final_success_rate", "final_success_ci95", "final_distance")})
     else:
         res.update(image_success_rate=None, image_iterations=None)
+    if not args.skip_insert:
+        res.update(run_insert(iters, log))
     log("model-free baseline (PPO on the state MLP)")
     bl = run_ppo_baseline(200 if args.quick else BASELINE_BUDGET, log)
     res.update(baseline_rollouts_to_success=bl["rollouts_to_success"], baseline_rollouts_used=bl["rollouts_used"],

@@ -74,7 +74,7 @@ def _build(args):
     if args.algorithm == "gps":
         from .gps import MDGPS, GPSConfig
         make = GPSConfig.visuomotor if args.images else GPSConfig
-        cfg = make(iterations=args.iterations, samples_per_condition=args.samples,
+        cfg = make(**getattr(agent, "GPS_RECIPE", {}), iterations=args.iterations, samples_per_condition=args.samples,
                    eval_episodes=args.eval_episodes, seed=args.seed,
                    resample_conditions=hasattr(agent, "resample") and not args.fixed_conditions)
         if args.policy_steps:

@@ -66,6 +66,9 @@ class ArmInsertAgent(ArmReachAgent):
     init_variance = 0.01
     APPROACH_HEIGHT = 0.03         # initial controllers: the peg bottom this far above the target
                                    # (1 cm over the lid) until `descend_fraction` of the episode
+    # GPSConfig fields `s2r train gps` and benchmarks/bench_gps.py use for this task: the S-step
+    # regresses on this and the 9 earlier iterations' samples (new conditions every iteration)
+    GPS_RECIPE = {"policy_replay": 9, "policy_steps": 800}
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
                  T: int = 200, condition_seeds=None, shape: str | None = "square",

@@ -105,3 +105,9 @@ def test_image_training_uses_the_benchmarked_visuomotor_recipe():
         agent.close()
     state_agent, state_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "PointMass"]))
     assert state_algo.cfg.policy_replay == 0 and state_algo.cfg.aux_pose_weight == 0
+    insert, insert_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "ArmInsert", "--iterations", "3"]))
+    try:       # the insert task's own recipe (ArmInsertAgent.GPS_RECIPE), as bench_gps runs it
+        assert (insert_algo.cfg.policy_replay, insert_algo.cfg.policy_steps, insert_algo.cfg.iterations) == (9, 800, 3)
+        assert insert_algo.init_variance == insert.init_variance == 0.01
+    finally:
+        insert.close()
