@@ -22,8 +22,8 @@ class Driver(abc.ABC):
 
     `spec` is valid once connected. `write` sends one command; `hold` keeps the robot at its
     measured position. Drivers do no limit checking themselves: `SafetyLayer` wraps every one.
-    `stats` counts what the driver rode out (retries, stale reads, missed periods ...); the driver
-    node publishes each as `driver_<name>` in its diagnostics.
+    `stats` holds the driver's own counters (bus retries, stale reads, messages, missed periods
+    ...); the driver node publishes each as `driver_<name>` in its diagnostics.
     """
 
     name: str = "driver"

@@ -62,7 +62,7 @@ class ArmInsertAgent(ArmReachAgent):
     # joint targets, and the hole's clearance is 4 mm: the initial controllers insert on 20 of 20
     # held-out starts without noise, 19/20 at variance 0.001, 11/20 at 0.01, 2/20 at 0.1. At 0.001
     # the samples are too alike for the policy, which then flies off on new starts (held-out
-    # distance 0.3-0.4 m after 2 iterations); 0.01 gave 30-45 % held-out success.
+    # distance 0.3-0.4 m after 2 iterations); at 0.01, bench_gps: 15-55 % held-out per iteration.
     init_variance = 0.01
     APPROACH_HEIGHT = 0.03         # initial controllers: the peg bottom this far above the target
                                    # (1 cm over the lid) until `descend_fraction` of the episode
