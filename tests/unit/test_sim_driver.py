@@ -93,17 +93,16 @@ def test_realtime_mode_runs_on_the_wall_clock():
     cfg = load_config("hand_sim")
     d = open_driver(cfg, "sim", realtime=True)
     try:
-        sim = d.driver
-        s0, w0, m0 = d.read().sensors["sim_time"], time.monotonic(), sim.stats["missed_periods"]
+        missed_periods = lambda: d.status["driver_stats"]["missed_periods"]   # noqa: E731 (what a user sees)
+        s0, w0, m0 = d.read().sensors["sim_time"], time.monotonic(), missed_periods()
         time.sleep(0.5)
-        s1, w1, m1 = d.read().sensors["sim_time"], time.monotonic(), sim.stats["missed_periods"]
+        s1, w1, m1 = d.read().sensors["sim_time"], time.monotonic(), missed_periods()
         wall, missed = w1 - w0, (m1 - m0) / cfg.control_rate_hz
         assert 0.0 < s1 - s0 <= 1.2 * wall              # it runs, and never ahead of the wall clock
         # behind it only by what it counted as missed periods: a loaded host (a fresh-clone CI run
         # once saw 0.23 s of sim time in 0.51 s) cannot keep the hand at real time, and the stepping
         # thread then resyncs and counts rather than sprinting to catch up
         assert s1 - s0 + missed >= 0.5 * wall, (s1 - s0, missed, wall)
-        assert d.status["driver_stats"]["missed_periods"] >= m1     # what a user sees of it
         assert d._wd_thread is not None             # the watchdog runs on its own in real time
     finally:
         d.disconnect()
