@@ -173,7 +173,7 @@ class QuadraticCost:
     at the final state: exact as its own second-order expansion, which is what LQR-FLM uses.
 
     Q (T+1, dX, dX) or (dX, dX) / (dX,) for every running step with `Q_final` for the last state;
-    R (dU, dU) or (dU,)."""
+    R (dU, dU) or (dU,); x_target (dX,) or, moving, (T+1, dX) (kept as (T+1, dX))."""
 
     def __init__(self, T: int, dX: int, dU: int, Q, R, Q_final=None, x_target=None):
         def mat(M, n, what):
@@ -191,7 +191,10 @@ class QuadraticCost:
         R = mat(R, dU, "R")
         self.T, self.dX, self.dU = T, dX, dU
         self.Q, self.R = Q, (np.repeat(R[None], T, 0) if R.ndim == 2 else R)
-        self.x_target = np.zeros(dX) if x_target is None else np.asarray(x_target, float).reshape(dX)
+        xt = np.zeros(dX) if x_target is None else np.asarray(x_target, float)
+        if xt.shape not in ((dX,), (T + 1, dX)) or not np.all(np.isfinite(xt)):
+            raise ValueError(f"x_target: expected finite ({dX},) or ({T + 1}, {dX}), got {xt.shape}")
+        self.x_target = np.broadcast_to(xt, (T + 1, dX)).copy()
 
     def evaluate(self, X, U) -> np.ndarray:
         """Per-step costs (T+1,) of one trajectory X (T+1, dX), U (T, dU); the last is the final cost."""
@@ -206,11 +209,11 @@ class QuadraticCost:
         C = np.zeros((T, dX + dU, dX + dU))
         C[:, :dX, :dX], C[:, dX:, dX:] = self.Q[:-1], self.R
         c = np.zeros((T, dX + dU))
-        c[:, :dX] = -np.einsum("tij,j->ti", self.Q[:-1], self.x_target)
-        return C, c, self.Q[-1], -self.Q[-1] @ self.x_target
+        c[:, :dX] = -np.einsum("tij,tj->ti", self.Q[:-1], self.x_target[:-1])
+        return C, c, self.Q[-1], -self.Q[-1] @ self.x_target[-1]
 
     def constant(self) -> float:
-        return float(0.5 * np.einsum("i,tij,j->", self.x_target, self.Q, self.x_target))
+        return float(0.5 * np.einsum("ti,tij,tj->", self.x_target, self.Q, self.x_target))
 
     def expand(self, X_bar) -> "QuadraticCost":
         """The second-order expansion around a nominal trajectory: the cost itself."""
@@ -257,7 +260,7 @@ class LogDistanceCost:
         self.weights, self.alpha = w, float(alpha)
 
     def _offset(self, X) -> np.ndarray:
-        return np.asarray(X)[..., self.index] - self.quad.x_target[self.index]
+        return np.asarray(X)[..., self.index] - self.quad.x_target[:, self.index]
 
     def evaluate(self, X, U) -> np.ndarray:
         E = self._offset(X)

@@ -10,9 +10,12 @@ from learning.linear_gaussian import LogDistanceCost, QuadraticCost
 T, dX, dU = 5, 4, 2
 
 
-def _cost():
+def _cost(moving: bool = False):
+    x_target = np.array([0.2, -0.1, 0.0, 0.0])
+    if moving:              # a target that moves over the episode (ArmInsertAgent's hover, then the hole)
+        x_target = x_target + np.outer(np.linspace(0.3, 0.0, T + 1), [0.0, 1.0, 0.0, 0.0])
     quad = QuadraticCost(T, dX, dU, Q=np.array([1.0, 2.0, 0.1, 0.1]), R=0.3 * np.ones(dU),
-                         Q_final=np.array([10.0, 10.0, 1.0, 1.0]), x_target=np.array([0.2, -0.1, 0.0, 0.0]))
+                         Q_final=np.array([10.0, 10.0, 1.0, 1.0]), x_target=x_target)
     return LogDistanceCost(quad, slice(0, 2), weights=np.linspace(0.1, 2.0, T + 1), alpha=1e-3)
 
 
@@ -23,9 +26,10 @@ def _expansion_total(local, X, U):
             + 0.5 * X[-1] @ CT @ X[-1] + cT @ X[-1] + local.constant())
 
 
-def test_expansion_is_exact_at_the_nominal_trajectory_with_its_gradient_and_convex():
+@pytest.mark.parametrize("moving", [False, True])
+def test_expansion_is_exact_at_the_nominal_trajectory_with_its_gradient_and_convex(moving):
     rng = np.random.default_rng(0)
-    cost = _cost()
+    cost = _cost(moving)
     X, U = rng.normal(0, 0.3, (T + 1, dX)), rng.normal(0, 0.5, (T, dU))
     local = cost.expand(X)
     assert _expansion_total(local, X, U) == pytest.approx(cost.evaluate(X, U).sum(), rel=1e-10)
@@ -46,7 +50,7 @@ def test_log_term_keeps_pulling_where_the_quadratic_goes_flat():
     cost = _cost()
     q = cost.quad
     for d in (0.1, 0.01, 0.001):
-        X = np.tile(q.x_target, (T + 1, 1))
+        X = q.x_target.copy()
         X[:, 0] += d
         local = cost.expand(X)
         slope = (local.CT @ X[-1] + local.cT)[0]              # d cost / d x_0 at the final state
@@ -59,6 +63,17 @@ def test_log_term_keeps_pulling_where_the_quadratic_goes_flat():
 def test_quadratic_cost_is_its_own_expansion():
     q = _cost().quad
     assert q.expand(np.zeros((T + 1, dX))) is q
+
+
+def test_a_moving_target_is_the_quadratics_minimum_at_every_step():
+    q = _cost(moving=True).quad
+    U = np.zeros((T, dU))
+    assert np.allclose(q.evaluate(q.x_target, U), 0.0) and q.constant() > 0
+    C, c, CT, cT = q.quadratic()
+    Z = np.concatenate([q.x_target[:-1], U], 1)
+    assert np.allclose(np.einsum("tij,tj->ti", C, Z) + c, 0.0) and np.allclose(CT @ q.x_target[-1] + cT, 0.0)
+    with pytest.raises(ValueError, match="x_target"):
+        QuadraticCost(T, dX, dU, Q=np.ones(dX), R=np.ones(dU), x_target=np.zeros((T, dX)))
 
 
 def test_expand_refuses_a_trajectory_of_the_wrong_shape_and_bad_weights():
