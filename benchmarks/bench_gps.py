@@ -46,7 +46,8 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           the same protocol (4 new conditions x 5 samples, 20 held-out starts, seeds 10000-10019;
           success: the task's own, the peg's bottom more than 1.5 cm down the matching hole) and
           ArmInsertAgent.GPS_RECIPE; the first local controllers line the peg up over the hole and
-          then lower it (ArmInsertAgent.initial_controllers). insert_* keys; --insert-only runs it alone
+          then lower it (ArmInsertAgent.initial_controllers), the cost's target follows the same
+          plan, and the policy sees the episode's phase. insert_* keys; --insert-only runs it alone
   final   the last GPS policy of each run also on 100 further held-out starts (seeds 10100-10199,
           used for nothing else), with a Wilson 95 % interval (state_/image_final_success_rate,
           ..._final_success_ci95): the 20-episode number moves by 5-10 % with floating-point noise

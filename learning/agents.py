@@ -141,10 +141,11 @@ class ArmReachAgent:
         tcp = "tcp_pos: world frame, m, by forward kinematics of the ee_link + tcp_offset along its z axis"
         meta = {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
                 "action_units": "rad per control step (added to the joint position targets)",
-                "control_rate_hz": float(1.0 / self.env.control_dt), "ee_link": self.env.ee_link,
+                "control_rate_hz": float(1.0 / self.env.control_dt), "episode_steps": self.T, "ee_link": self.env.ee_link,
                 "tcp_offset": TCP_OFFSET}
         if self.images:
-            meta |= {"target_marker_radius_m": self.target_marker_radius, "target_stand": self.target_stand}
+            meta |= {"target_marker_radius_m": self.target_marker_radius, "target_stand": self.target_stand,
+                     "target_marker_rgba": list(self.VISIBLE_MARKER_RGBA)}
             meta |= {"inputs": ["image", "joint_state"], "image_size": [self.image_size, self.image_size],
                      "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
                      "joint_state": f"[joint_pos; joint_vel; tcp_pos] of joint_names ({tcp})",
@@ -160,7 +161,8 @@ class ArmReachAgent:
                                obs["tcp_pos"] - obs["target"]])
 
     @staticmethod
-    def state_obs(obs) -> np.ndarray:
+    def state_obs(obs, t: int = 0) -> np.ndarray:
+        """The state MLP's input at control step t of the episode (the reach policy does not use t)."""
         return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["target"] - obs["tcp_pos"]])
 
     def joint_obs(self, obs) -> np.ndarray:
@@ -171,7 +173,7 @@ class ArmReachAgent:
         obs, _ = self.env.reset(seed=int(seed))
         X, U, S, I = [self.state(obs)], [], [], []
         for t in range(self.T + 1):
-            S.append(self.joint_obs(obs) if self.images else self.state_obs(obs))
+            S.append(self.joint_obs(obs) if self.images else self.state_obs(obs, t))
             if self.images:
                 I.append(obs["image"])
             if t == self.T:

@@ -168,7 +168,7 @@ def eval_main(argv=None) -> int:
             raise _UsageError("s2r eval: --episodes must be >= 1")
         import torch
 
-        from .registry import state_vector, task_id
+        from .registry import scene_kwargs, state_vector, task_id
         from .policies import load_exported
         from .train import wilson_interval
         path = Path(args.policy)
@@ -188,7 +188,8 @@ def eval_main(argv=None) -> int:
         import sim.tasks
         images = "image" in meta.get("inputs", [])
         size = meta["image_size"][0] if images else 64
-        env = sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize).unwrapped
+        env = sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize,
+                             **scene_kwargs(meta)).unwrapped
         joints = [env.joint_names[i] for i in env.act_idx]
         if meta.get("joint_names") != joints:
             raise ValueError(f"{path} commands {meta.get('joint_names')}, {task} has {joints}")
@@ -198,19 +199,17 @@ def eval_main(argv=None) -> int:
         if args.video:
             import cv2
             frame = None
-        T = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 100
+        T = int(meta.get("episode_steps") or (env.spec.max_episode_steps if env.spec else 0) or 100)
         successes, distances = 0, []
         for i in range(args.episodes):
             obs, info = env.reset(seed=args.first_seed + i)
             for t in range(T):
+                s = torch.as_tensor(state_vector(obs, meta["obs_keys"], t, T), dtype=torch.float32)[None]
                 with torch.inference_mode():
                     if images:
-                        img = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None]
-                        js = torch.as_tensor(np.concatenate([obs["joint_pos"], obs["joint_vel"]]), dtype=torch.float32)[None]
-                        out = module(img, js)
+                        out = module(torch.from_numpy(np.ascontiguousarray(obs["image"]))[None], s)
                     else:
-                        s = state_vector(obs, meta["obs_keys"])
-                        out = module(torch.as_tensor(s, dtype=torch.float32)[None])
+                        out = module(s)
                 a = out[0].double().numpy() / scale
                 if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):
                     raise FloatingPointError(f"episode {i}, step {t}: policy returned {a}")

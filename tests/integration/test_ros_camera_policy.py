@@ -122,7 +122,9 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
     """A learning/ export whose metadata asks for [joint_pos, joint_vel, target - tcp]: the node
     waits for a goal on /goal_pose, then feeds the forward-kinematics TCP and the goal. A
     visuomotor export whose robot configuration is [joint_pos, joint_vel, tcp_pos] gets those 17
-    values next to the image (a 14-value input would fail the call and be refused)."""
+    values next to the image (a 14-value input would fail the call and be refused). An ArmInsert
+    export gets [joint_pos, joint_vel, target - peg_bottom, phase]; its phase counts from the goal
+    and starts again at a goal elsewhere."""
     from geometry_msgs.msg import PoseStamped
 
     from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
@@ -138,6 +140,11 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         export_torchscript(MLPPolicy(2 * n + 3, n), path, meta, np.full(n, 0.005))
+        insert = tmp_path / "insert.pt"
+        export_torchscript(MLPPolicy(2 * n + 4, n), insert,
+                           meta | {"task": "s2r/ArmInsert-v0", "episode_steps": 200, "peg_bottom_offset": 0.065,
+                                   "obs_keys": ["joint_pos", "joint_vel", "target_minus_peg_bottom", "phase"]},
+                           np.full(n, 0.005))
         visuo = tmp_path / "visuo.pt"
         export_torchscript(VisuomotorCNN(2 * n + 3, n, 64), visuo,
                            meta | {"inputs": ["image", "joint_state"], "image_size": [64, 64],
@@ -149,6 +156,8 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
     domain.start("policy_node", "visuo", config="panda_sim", policy=str(visuo), action="position_delta",
                  rate_hz=20.0, image_size=64)
     domain.start("policy_node", "reach", config="panda_sim", policy=str(path), action="position_delta",
+                 use_image=False, rate_hz=50.0)
+    domain.start("policy_node", "insert", config="panda_sim", policy=str(insert), action="position_delta",
                  use_image=False, rate_hz=50.0)
     try:
         d = probe.wait_diag("reach: policy", lambda d: int(d["waiting"]) >= 5, what="the node waiting for a goal")
@@ -162,6 +171,13 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
         assert int(d["refused_actions"]) == 0
         d = probe.wait_diag("visuo: policy", lambda d: int(d["commands"]) >= 10, what="visuomotor policy commands")
         assert int(d["refused_actions"]) == 0
+        d = probe.wait_diag("insert: policy", lambda d: int(d["episode_step"]) >= 60, what="insert policy commands")
+        assert int(d["refused_actions"]) == 0 and int(d["episode_step"]) == int(d["commands"])
+        goal.pose.position.y = 0.0                                       # elsewhere: a new episode
+        probe.publish("/goal_pose", goal, GOAL_QOS)
+        d2 = probe.wait_diag("insert: policy", lambda e: int(e["commands"]) > int(d["commands"])
+                             and int(e["episode_step"]) < int(e["commands"]) - 30, what="the phase to start again")
+        assert int(d2["refused_actions"]) == 0
     except AssertionError:
         print(dump_logs(domain))
         raise

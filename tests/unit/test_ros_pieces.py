@@ -207,3 +207,31 @@ ev.set()
     import os
     expected = os.SCHED_FIFO if why == "''" else os.SCHED_OTHER
     assert int(main) == int(before) == int(after) == expected and refuses_zero == "True"
+
+
+def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_simulator():
+    """The policy node builds target_minus_tcp and target_minus_peg_bottom from the joint angles
+    alone (URDF forward kinematics + the metadata's offsets): the same points the ArmInsert policy
+    was trained on (learning.insert_agent.peg_bottom_fk of the simulator's TCP pose)."""
+    from types import SimpleNamespace
+
+    import sim.tasks
+    from learning.insert_agent import ArmInsertAgent, peg_bottom_fk
+    from s2r.config import load_config
+    from s2r_ros.policy_node import PolicyNode
+    agent = ArmInsertAgent(n_conditions=1, T=5)
+    meta = agent.metadata()
+    agent.close()
+    node = SimpleNamespace(cfg=load_config("panda_sim"), meta=meta)
+    tcp_fn = PolicyNode._tcp_function(node, meta["joint_names"])
+    peg_fn = PolicyNode._tcp_function(node, meta["joint_names"], meta["peg_bottom_offset"])
+    env = sim.tasks.make("ArmInsert").unwrapped
+    try:
+        for seed in (0, 1, 2):
+            obs, _ = env.reset(seed=seed)
+            q = obs["joint_pos"][env.act_idx]
+            np.testing.assert_allclose(tcp_fn(q), obs["tcp_pos"], atol=1e-4)
+            np.testing.assert_allclose(peg_fn(q), peg_bottom_fk(obs), atol=1e-4)
+            assert np.linalg.norm(peg_fn(q) - tcp_fn(q)) == pytest.approx(meta["peg_bottom_offset"])
+    finally:
+        env.close()

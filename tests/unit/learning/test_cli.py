@@ -67,6 +67,30 @@ def test_eval_reports_success_with_a_wilson_interval_and_records_mp4(arm_policy,
     cap.release()
 
 
+@pytest.mark.parametrize("kind", ["image", "insert"])
+def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path, capsys):
+    """An image policy gets the image and its 17-value robot configuration [q, qd, tcp_pos] in the
+    scene it was trained in (the visible target marker on its stand); an ArmInsert policy gets the
+    peg-bottom error and the episode's phase, over its 200-step episodes."""
+    from learning.agents import ArmReachAgent
+    from learning.insert_agent import ArmInsertAgent
+    from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
+    from learning.registry import scene_kwargs
+    agent = ArmReachAgent(images=True, image_size=64) if kind == "image" else ArmInsertAgent(n_conditions=1)
+    meta = agent.metadata()
+    net = VisuomotorCNN(agent.joint_dim, agent.dU, 64) if kind == "image" else MLPPolicy(agent.obs_dim, agent.dU)
+    path = tmp_path / "policy.pt"
+    export_torchscript(net, path, meta, agent.action_scale)
+    agent.close()
+    if kind == "image":
+        assert scene_kwargs(meta) == {"target_marker_radius": ArmReachAgent.VISIBLE_MARKER_RADIUS, "target_stand": True,
+                                      "target_marker_rgba": ArmReachAgent.VISIBLE_MARKER_RGBA}
+    else:
+        assert scene_kwargs(meta) == {"shape": "square"} and meta["episode_steps"] == 200
+    assert eval_main([str(path), "--task", "ArmInsert" if kind == "insert" else "ArmReach", "--episodes", "1"]) == 0
+    assert "success" in capsys.readouterr().out
+
+
 def test_eval_bad_input(arm_policy, tmp_path, capsys):
     assert eval_main([str(tmp_path / "missing.pt"), "--task", "ArmReach"]) == 2
     assert "no such file" in _one_line(capsys)
@@ -107,7 +131,8 @@ def test_image_training_uses_the_benchmarked_visuomotor_recipe():
     assert state_algo.cfg.policy_replay == 0 and state_algo.cfg.aux_pose_weight == 0
     insert, insert_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "ArmInsert", "--iterations", "3"]))
     try:       # the insert task's own recipe (ArmInsertAgent.GPS_RECIPE), as bench_gps runs it
-        assert (insert_algo.cfg.policy_replay, insert_algo.cfg.policy_steps, insert_algo.cfg.iterations) == (9, 800, 3)
+        cfg = insert_algo.cfg
+        assert (cfg.policy_replay, cfg.policy_steps, cfg.kl_step, cfg.iterations) == (9, 1600, 0.2, 3)
         assert insert_algo.init_variance == insert.init_variance == 0.01
     finally:
         insert.close()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from learning.gps import MDGPS, GPSConfig
-from learning.insert_agent import INSERT_DERIVED_OBS, ArmInsertAgent, peg_bottom_fk
+from learning.insert_agent import INSERT_DERIVED_OBS, ArmInsertAgent, peg_bottom_fk, phase
 
 
 @pytest.fixture(scope="module")
@@ -16,20 +16,24 @@ def agent():
 
 def test_dimensions_cost_and_metadata(agent):
     n = 7
-    assert (agent.dX, agent.dU, agent.obs_dim, agent.T) == (3 * n + 3, n, 2 * n + 3, 30)
+    assert (agent.dX, agent.dU, agent.obs_dim, agent.T) == (3 * n + 3, n, 2 * n + 4, 30)
     assert agent.task == "s2r/ArmInsert-v0" and not agent.images
     c = agent.cost.quad
     assert c.Q.shape == (31, agent.dX, agent.dX)
     diag = np.diagonal(c.Q, axis1=1, axis2=2)
-    # xy of the peg error weighed from the start; z ramps up (line up over the hole, then descend)
-    assert np.all(diag[:-1, -3] == diag[0, -3]) and diag[0, -1] < diag[0, -3]
-    assert np.all(np.diff(diag[:-1, -1]) >= 0) and diag[-2, -1] == pytest.approx(diag[0, -3])
-    assert diag[-1, -1] > diag[-2, -1]                    # the final step weighs the error more
+    assert np.all(diag[:-1, -3:] == diag[0, -3]) and np.all(diag[-1, -3:] > diag[0, -3])  # the final step weighs more
+    # the peg's target: approach_height over the hole for the first half (line up), then the hole
+    h = c.x_target[:, -1]
+    assert np.all(h[:15] == agent.APPROACH_HEIGHT) and np.all(h[15:] == 0.0) and np.all(c.x_target[:, :-1] == 0.0)
+    assert np.array_equal(h, agent.hover_heights())
+    with pytest.raises(ValueError, match="approach_height"):
+        ArmInsertAgent(approach_height=-0.01)
     meta = agent.metadata()
     assert meta["task"] == "s2r/ArmInsert-v0" and meta["inputs"] == ["state"]
     assert meta["joint_names"] == [f"panda_joint{i}" for i in range(1, 8)]
-    assert meta["obs_keys"] == ["joint_pos", "joint_vel", "target_minus_peg_bottom"]
-    assert set(meta["obs_keys"]) - {"joint_pos", "joint_vel"} <= set(INSERT_DERIVED_OBS)
+    assert meta["obs_keys"] == ["joint_pos", "joint_vel", "target_minus_peg_bottom", "phase"]
+    assert set(meta["obs_keys"]) - {"joint_pos", "joint_vel", "phase"} <= set(INSERT_DERIVED_OBS)
+    assert meta["episode_steps"] == 30
     assert meta["peg_bottom_offset"] == pytest.approx(0.065)
     with pytest.raises(ValueError, match="state-based"):
         ArmInsertAgent(images=True)
@@ -47,7 +51,7 @@ def test_rollout_is_finite_and_success_is_the_tasks_own(agent):
     assert s.X.shape == (31, agent.dX) and s.U.shape == (30, agent.dU) and s.state_obs.shape == (31, agent.obs_dim)
     assert np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U)) and np.all(np.isfinite(s.state_obs))
     # the policy's forward-kinematics peg bottom agrees with the task's (observed peg pose)
-    np.testing.assert_allclose(s.X[:, -3:], -s.state_obs[:, -3:], atol=2e-3)
+    np.testing.assert_allclose(s.X[:, -3:], -s.state_obs[:, -4:-1], atol=2e-3)
     # replay the same actions in a fresh env: the task's info["success"] / distance at the end
     env = sim.tasks.make("s2r/ArmInsert-v0").unwrapped
     try:
@@ -131,7 +135,7 @@ def test_short_gps_run_end_to_end_with_checkpoint(agent):
     resumed.load_state_dict(st)
     assert resumed.iteration == 2 and resumed.history == gps.history
     assert agent.condition_seeds == st["condition_seeds"]
-    obs = np.stack([agent.state_obs(agent.env.reset(seed=10_000)[0])])
+    obs = np.stack([agent.state_obs(agent.env.reset(seed=10_000)[0], 3)])
     import torch
     with torch.inference_mode():
         a = gps.policy(torch.as_tensor(obs, dtype=torch.float32))
@@ -144,7 +148,11 @@ def test_make_agent_and_the_policy_input_of_its_metadata(agent):
     (learning.registry.state_vector, used by `s2r eval`) is the policy input the agent trained on."""
     from learning.registry import make_agent, state_vector
     obs, _ = agent.env.reset(seed=5)
-    assert np.allclose(state_vector(obs, agent.metadata()["obs_keys"]), agent.state_obs(obs))
+    meta = agent.metadata()
+    for t in (0, 7, agent.T, agent.T + 9):
+        assert np.allclose(state_vector(obs, meta["obs_keys"], t, meta["episode_steps"]), agent.state_obs(obs, t))
+    with pytest.raises(ValueError, match="episode_steps"):
+        state_vector(obs, meta["obs_keys"], 3)
     made = make_agent("ArmInsert", n_conditions=1, T=10)
     try:
         assert type(made) is ArmInsertAgent and made.n_conditions == 1 and made.T == 10
@@ -185,3 +193,12 @@ def test_initial_controllers_line_the_peg_up_over_the_hole_then_insert_it():
         assert not np.allclose(ctrls[0].k, ctrls[1].k)
     finally:
         a.close()
+
+
+def test_the_policy_sees_the_episode_phase(agent):
+    """The local controllers line the peg up, then lower it, on the clock; the policy sees how far
+    the episode is (its last input), so it can tell the two halves apart at the same state."""
+    assert [phase(t, 200) for t in (0, 50, 200, 260)] == [0.0, 0.25, 1.0, 1.0]
+    s = agent.rollout(0, lambda t, x, obs: np.zeros(agent.dU), seed=0)
+    assert np.allclose(s.state_obs[:, -1], np.minimum(np.arange(agent.T + 1) / agent.T, 1.0))
+    assert s.state_obs.shape == (agent.T + 1, agent.obs_dim)

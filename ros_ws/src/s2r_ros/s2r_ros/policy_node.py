@@ -12,10 +12,15 @@ on the newest camera image and joint state:
             exported by learning/) lists as `obs_keys` (other than "image"), concatenated; without
             metadata, [q; qd] of the commanded joints, in `joints` order (default: the
             metadata's `joint_names`, else all of the config's joints, in config order).
-            Known keys: joint_pos, joint_vel, tcp_pos, target, target_minus_tcp. tcp_pos is the
-            URDF forward kinematics of the metadata's `ee_link` plus `tcp_offset` along its z
-            axis; target is the newest geometry_msgs/PoseStamped on /goal_pose (position, in the
-            world / robot base frame). Until a goal arrives such a policy waits (nothing is sent).
+            Known keys: joint_pos, joint_vel, tcp_pos, target, target_minus_tcp,
+            target_minus_peg_bottom, phase. tcp_pos is the URDF forward kinematics of the
+            metadata's `ee_link` plus `tcp_offset` along its z axis, the held peg's bottom the same
+            plus `peg_bottom_offset`; target is the newest geometry_msgs/PoseStamped on /goal_pose
+            (position, in the world / robot base frame). Until a goal arrives such a policy waits
+            (nothing is sent). phase = min(step / episode_steps, 1) (the metadata's episode_steps),
+            step = the policy's calls since the episode began: since the first goal, and again from
+            0 whenever the goal moves by more than 1 mm (a goal policy), else since the first call;
+            waiting for a state, an image or a goal does not advance it.
     action: (1, n) or (n,) -- one value per commanded joint, interpreted by `action`:
             position (absolute targets), position_delta (added to the commanded targets, as the
             sim tasks apply it in training: see PositionTargets), velocity, effort
@@ -42,7 +47,9 @@ from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WAR
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
 
 ACTIONS = ("position", "position_delta", "velocity", "effort")
-STATE_KEYS = ("joint_pos", "joint_vel", "tcp_pos", "target", "target_minus_tcp")
+STATE_KEYS = ("joint_pos", "joint_vel", "tcp_pos", "target", "target_minus_tcp", "target_minus_peg_bottom", "phase")
+GOAL_KEYS = ("target", "target_minus_tcp", "target_minus_peg_bottom")   # inputs that need /goal_pose
+NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
 METADATA_FILE = "s2r_policy.json"          # learning.policies.METADATA_FILE
 
 
@@ -147,9 +154,17 @@ class PolicyNode(Node):
             self.get_logger().error(f"the policy asks for inputs {bad} this node cannot build (known: {STATE_KEYS})")
             raise SystemExit(2)
         self.goal = None
-        self.tcp_fn = None
-        if self.obs_keys and any(k in ("tcp_pos", "target_minus_tcp") for k in self.obs_keys):
+        self.needs_goal = any(k in GOAL_KEYS for k in self.obs_keys or ())
+        self.step = 0                           # policy calls since the episode began (the phase input)
+        self.episode_steps = int(self.meta.get("episode_steps") or 0)
+        if "phase" in (self.obs_keys or ()) and self.episode_steps < 1:
+            self.get_logger().error("the policy takes the episode's phase, but its metadata has no episode_steps")
+            raise SystemExit(2)
+        self.tcp_fn = self.peg_fn = None
+        if any(k in ("tcp_pos", "target_minus_tcp") for k in self.obs_keys or ()):
             self.tcp_fn = self._tcp_function(joints)
+        if "target_minus_peg_bottom" in (self.obs_keys or ()):
+            self.peg_fn = self._tcp_function(joints, float(self.meta.get("peg_bottom_offset", 0.0)))
         self.image_size = int(g("image_size"))
         self.rate_hz = float(g("rate_hz")) or self.cfg.control_rate_hz
         self.spec = self.cfg.spec()
@@ -174,16 +189,16 @@ class PolicyNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
         if self.use_image:
             self.create_subscription(Image, str(g("image_topic")), self._on_image, IMAGE_QOS)
-        if self.obs_keys and any(k in ("target", "target_minus_tcp") for k in self.obs_keys):
+        if self.needs_goal:
             self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, GOAL_QOS)
         self.create_timer(1.0 / self.rate_hz, self._tick)
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
         self.get_logger().info(f"policy {path} on {len(self.idx)} joints, {self.action} actions at {self.rate_hz:g} Hz"
                                + (f", images from {g('image_topic')}" if self.use_image else ", no images"))
 
-    def _tcp_function(self, joints):
+    def _tcp_function(self, joints, extra_offset: float = 0.0):
         """q (of `joints`) -> TCP position: the URDF forward kinematics of the metadata's ee_link,
-        plus tcp_offset along the link's z axis; other movable joints at the model's home."""
+        plus tcp_offset (+ extra_offset) along the link's z axis; other movable joints at the model's home."""
         from controllers.models import RigidBodyModel
         from sim.robots import robot_model
 
@@ -192,7 +207,7 @@ class PolicyNode(Node):
         rb = RigidBodyModel(model.urdf, joints=list(joints),
                             locked={j: float(model.home.get(j, 0.0)) for j in movable if j not in joints})
         fn = rb.link_pose_function(self.meta.get("ee_link", model.ee_link))
-        offset = float(self.meta.get("tcp_offset", 0.0))
+        offset = float(self.meta.get("tcp_offset", 0.0)) + extra_offset
 
         def tcp(q):
             R, p = fn(np.asarray(q, float))
@@ -204,6 +219,8 @@ class PolicyNode(Node):
         if not np.all(np.isfinite(p)):
             self._problem("goal_nonfinite", f"goal {p} is not finite; ignored")
             return
+        if self.goal is None or np.linalg.norm(p - self.goal) > NEW_GOAL_M:
+            self.step = 0
         self.goal = p
 
     def _state_input(self, q, qd):
@@ -215,7 +232,9 @@ class PolicyNode(Node):
                 tcp = self.tcp_fn(q[self.idx])
             parts.append({"joint_pos": lambda: q[self.idx], "joint_vel": lambda: qd[self.idx],
                           "tcp_pos": lambda: tcp, "target": lambda: self.goal,
-                          "target_minus_tcp": lambda: self.goal - tcp}[k]())
+                          "target_minus_tcp": lambda: self.goal - tcp,
+                          "target_minus_peg_bottom": lambda: self.goal - self.peg_fn(q[self.idx]),
+                          "phase": lambda: [min(self.step / self.episode_steps, 1.0)]}[k]())
         return np.concatenate(parts)
 
     def _problem(self, key: str, msg: str):
@@ -267,13 +286,14 @@ class PolicyNode(Node):
             self.waiting += 1
             self._problem("no_image", "waiting for a recent image")
             return
-        if self.obs_keys and self.goal is None and any(k in ("target", "target_minus_tcp") for k in self.obs_keys):
+        if self.needs_goal and self.goal is None:
             self.targets.reset()
             self.waiting += 1
             self._problem("no_goal", "waiting for a goal on /goal_pose")
             return
         key, q, qd, _ = self.state
         s = self.torch.from_numpy(self._state_input(q, qd).astype(np.float32)).unsqueeze(0)
+        self.step += 1
         t0 = time.perf_counter()
         try:
             with self.torch.inference_mode():
@@ -304,7 +324,7 @@ class PolicyNode(Node):
         p50, p99 = self.infer_ms.percentiles_ms(50, 99)
         v = {"rate_hz": self.rate.rate(), "target_rate_hz": self.rate_hz, "commands": self.rate.total,
              "waiting": self.waiting, "refused_actions": self.refused, "inference_p50_ms": p50,
-             "inference_p99_ms": p99, "last_problem": self.last_problem}
+             "inference_p99_ms": p99, "episode_step": self.step, "last_problem": self.last_problem}
         if self.rate.total == 0:
             level, msg = WARN, "no commands yet: " + (self.last_problem or "starting")
         elif self.refused and self.last_problem.startswith("policy"):
