@@ -7,7 +7,8 @@ converted with the per-joint calibration (`q = sign * (theta - offset)`, theta m
 servo's centre tick 2048, see drivers/dynamixel_protocol.py) and the servo model's units.
 
 Faults. A transaction that fails (no status packet, CRC error, timeout, serial error) is retried
-`retries` times at once; a cycle whose transaction still fails returns the last good state marked
+`retries` times (at once in the cycle; a one-servo transaction first waits out and discards a late
+reply, `_with_retries`); a cycle whose transaction still fails returns the last good state marked
 `stale` (read) or is dropped (write) and counts toward `fault_after_failures` consecutive failures,
 after which the driver latches a `DriverFault` naming the servo IDs that do not answer. At connect,
 a set-up transaction that still fails clears the port and the whole set-up runs once more
@@ -337,7 +338,13 @@ class DynamixelDriver(Driver):
             self._port.is_using = False
             raise _BusError(f"serial port error: {e}", self.ids) from None
 
-    def _with_retries(self, fn, retries: int | None = None):
+    def _with_retries(self, fn, retries: int | None = None, drain: bool = False):
+        """fn, retried on a bus error. drain (one-servo transactions): before a retry, wait one more
+        receive timeout and clear the port, so that a late status packet of the failed attempt is
+        not read as the retry's answer -- nor the retry's own as the next transaction's: Protocol 2.0
+        status packets carry no address, and a late Velocity Limit reply once passed for the
+        Current Limit. The cyclic sync read does not wait (its late packets have the same layout
+        and would only be one cycle old)."""
         retries = self.params.retries if retries is None else retries
         for attempt in range(retries + 1):
             try:
@@ -347,6 +354,9 @@ class DynamixelDriver(Driver):
                 if attempt == retries:
                     raise
                 self.stats["retries"] += 1
+                if drain and self._port is not None:
+                    time.sleep((2.0 * self.params.latency_timer_ms + 2.0) * 1e-3)
+                    self._txn(self._port.clearPort)
 
     def _read_present(self) -> dict[int, tuple[bytes, int]]:
         """GroupSyncRead tx, then each servo's status packet in turn (keeping its error byte)."""
@@ -388,7 +398,7 @@ class DynamixelDriver(Driver):
             if err & 0x7F:
                 raise DriverError(f"servo {sid} ({self._joint(sid)}) refused writing {value} to address "
                                   f"{address}: {P.ERROR_NAMES.get(err & 0x7F, err)}")
-        self._with_retries(once)
+        self._with_retries(once, drain=True)
 
     def _read_one(self, sid: int, address: int, size: int, signed: bool = False) -> int:
         sdk, ph = self._sdk, self._ph
@@ -399,7 +409,7 @@ class DynamixelDriver(Driver):
                 raise _BusError(f"{_RESULT_TEXT.get(res, res)} from servo {sid}", [sid])
             v = int.from_bytes(bytes(data[:size]), "little")
             return P.to_signed(v, size) if signed else v
-        return self._with_retries(once)
+        return self._with_retries(once, drain=True)
 
     def _ping(self, sid: int, retries: int | None = None) -> int | None:
         sdk = self._sdk
@@ -410,7 +420,7 @@ class DynamixelDriver(Driver):
                 raise _BusError(f"no answer from servo {sid}", [sid])
             return model
         try:
-            return self._with_retries(once, retries)
+            return self._with_retries(once, retries, drain=True)
         except _BusError:
             return None
 

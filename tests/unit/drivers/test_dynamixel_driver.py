@@ -448,3 +448,16 @@ def test_control_loop_through_the_safety_layer_survives_an_unplug(cfg, bus, capl
     st = settle(driver, 0.2)
     assert np.abs(st.q - q_reset).max() <= cfg.safety.max_position_step + 0.01
     robot.disconnect()
+
+
+def test_a_late_status_packet_is_not_taken_for_the_next_transactions_answer(driver, bus):
+    """A reply that misses its timeout (a loaded machine, a slow adapter) still arrives: it must
+    not be read as the answer to the retry or to the next transaction with the same servo. Here
+    servo 2's reply to a Velocity Limit read (4 bytes, 450) comes late; the Current Limit read
+    after it must still say 1750 (a fresh-clone CI run once failed connect with 'servo 12 refused
+    writing 450 to address 102': the late velocity limit taken for the current limit)."""
+    timeout_s = (2 * driver.params.latency_timer_ms + 2) * 1e-3
+    bus.inject("delay", ids=[2], count=2, seconds=1.5 * timeout_s)     # the retry is late too
+    assert driver._read_one(2, P.ADDR_VELOCITY_LIMIT, 4) == 450
+    assert driver._read_one(2, P.ADDR_CURRENT_LIMIT, 2) == 1750
+    assert driver.stats["retries"] >= 1
