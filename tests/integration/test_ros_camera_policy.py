@@ -145,6 +145,9 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
                            meta | {"task": "s2r/ArmInsert-v0", "episode_steps": 200, "peg_bottom_offset": 0.065,
                                    "obs_keys": ["joint_pos", "joint_vel", "target_minus_peg_bottom", "phase"]},
                            np.full(n, 0.005))
+        unsized = tmp_path / "unsized.pt"        # the phase without episode_steps: refused
+        export_torchscript(MLPPolicy(2 * n + 4, n), unsized,
+                           meta | {"obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp", "phase"]}, np.full(n, 0.005))
         visuo = tmp_path / "visuo.pt"
         export_torchscript(VisuomotorCNN(2 * n + 3, n, 64), visuo,
                            meta | {"inputs": ["image", "joint_state"], "image_size": [64, 64],
@@ -159,7 +162,9 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
                  use_image=False, rate_hz=50.0)
     domain.start("policy_node", "insert", config="panda_sim", policy=str(insert), action="position_delta",
                  use_image=False, rate_hz=50.0)
+    bad = domain.start("policy_node", "unsized", config="panda_sim", policy=str(unsized), use_image=False)
     try:
+        assert bad.proc.wait(60) == 2 and "metadata has no episode_steps" in bad.log()
         d = probe.wait_diag("reach: policy", lambda d: int(d["waiting"]) >= 5, what="the node waiting for a goal")
         assert int(d["commands"]) == 0 and "goal" in d["last_problem"]
         goal = PoseStamped()

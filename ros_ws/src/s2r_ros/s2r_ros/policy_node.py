@@ -164,7 +164,10 @@ class PolicyNode(Node):
         if any(k in ("tcp_pos", "target_minus_tcp") for k in self.obs_keys or ()):
             self.tcp_fn = self._tcp_function(joints)
         if "target_minus_peg_bottom" in (self.obs_keys or ()):
-            self.peg_fn = self._tcp_function(joints, float(self.meta.get("peg_bottom_offset", 0.0)))
+            if "peg_bottom_offset" not in self.meta:
+                self.get_logger().error("the policy takes target_minus_peg_bottom, but its metadata has no peg_bottom_offset")
+                raise SystemExit(2)
+            self.peg_fn = self._tcp_function(joints, float(self.meta["peg_bottom_offset"]))
         self.image_size = int(g("image_size"))
         self.rate_hz = float(g("rate_hz")) or self.cfg.control_rate_hz
         self.spec = self.cfg.spec()
