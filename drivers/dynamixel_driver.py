@@ -355,7 +355,7 @@ class DynamixelDriver(Driver):
                     raise
                 self.stats["retries"] += 1
                 if drain and self._port is not None:
-                    time.sleep((2.0 * self.params.latency_timer_ms + 2.0) * 1e-3)
+                    time.sleep(_rx_timeout_ms(self.params.latency_timer_ms, 0) * 1e-3)
                     self._txn(self._port.clearPort)
 
     def _read_present(self) -> dict[int, tuple[bytes, int]]:
@@ -659,7 +659,7 @@ class DynamixelDriver(Driver):
                 silent.append(sid)
         parts = []
         if silent:
-            ms = 2 * self.params.latency_timer_ms + 2
+            ms = _rx_timeout_ms(self.params.latency_timer_ms, 0)
             parts.append(f"servo ID(s) {self._names(silent)} do not answer within {ms:g} ms "
                          "(power, cable, or the adapter is gone)")
         if garbled:
@@ -734,6 +734,11 @@ _RESULT_TEXT = {-1000: "port busy", -1001: "tx failed", -1002: "rx failed", -200
                 -9000: "not available"}
 
 
+def _rx_timeout_ms(latency_timer_ms: float, wire_ms: float) -> float:
+    """How long a status packet is waited for: bytes on the wire + 2 x latency timer + 2 ms (the SDK's rule)."""
+    return wire_ms + latency_timer_ms * 2.0 + 2.0
+
+
 def _make_port_handler(sdk, port: str, latency_timer_ms: float):
     """dynamixel-sdk's PortHandler with the receive timeout based on our latency timer instead of
     the SDK's fixed 16 ms (timeout = bytes on the wire + 2 x latency timer + 2 ms, as in the SDK)."""
@@ -741,7 +746,7 @@ def _make_port_handler(sdk, port: str, latency_timer_ms: float):
     class PortHandler(sdk.PortHandler):
         def setPacketTimeout(self, packet_length):
             self.packet_start_time = self.getCurrentTime()
-            self.packet_timeout = self.tx_time_per_byte * packet_length + latency_timer_ms * 2.0 + 2.0
+            self.packet_timeout = _rx_timeout_ms(latency_timer_ms, self.tx_time_per_byte * packet_length)
 
     return PortHandler(port)
 

@@ -43,6 +43,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
+from learning.insert_agent import phase      # the phase input, as in training
+
 from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
 
@@ -237,7 +239,7 @@ class PolicyNode(Node):
                           "tcp_pos": lambda: tcp, "target": lambda: self.goal,
                           "target_minus_tcp": lambda: self.goal - tcp,
                           "target_minus_peg_bottom": lambda: self.goal - self.peg_fn(q[self.idx]),
-                          "phase": lambda: [min(self.step / self.episode_steps, 1.0)]}[k]())
+                          "phase": lambda: [phase(self.step, self.episode_steps)]}[k]())
         return np.concatenate(parts)
 
     def _problem(self, key: str, msg: str):
