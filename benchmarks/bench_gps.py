@@ -125,6 +125,15 @@ def run_gps(kind: str, iterations: int, log) -> dict:
     cfg = GPSConfig.visuomotor(**common, **quick) if images else GPSConfig(**getattr(agent, "GPS_RECIPE", {}), **common)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
+    if images:       # rendering and pretraining take most of the image run: a line every 10 %
+        shown = {}
+
+        def progress(stage, done, total, info=""):
+            tenth = 10 * done // max(total, 1)
+            if shown.get(stage) != tenth:
+                shown[stage] = tenth
+                log(f"  {stage}: {done}/{total} {info} ({time.perf_counter() - t0:.0f} s)")
+        gps.pretrain(progress)
     for _ in range(iterations):
         s = gps.iterate()
         log(f"  {kind} GPS it {s['iteration']}: cost {s['cost']:.2f} held-out success "
