@@ -79,7 +79,7 @@ from learning.gps import MDGPS, VISUOMOTOR_IMAGE_SIZE, GPSConfig  # noqa: E402
 from learning.insert_agent import ArmInsertAgent  # noqa: E402
 from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
 from learning.ppo import PPO, PPOConfig  # noqa: E402
-from learning.train import wilson_interval  # noqa: E402
+from learning.train import stage_progress, wilson_interval  # noqa: E402
 
 TARGET = 0.9
 BASELINE_BUDGET = 6000  # PPO rollouts (30x the GPS budget)
@@ -125,15 +125,8 @@ def run_gps(kind: str, iterations: int, log) -> dict:
     cfg = GPSConfig.visuomotor(**common, **quick) if images else GPSConfig(**getattr(agent, "GPS_RECIPE", {}), **common)
     gps = MDGPS(agent, cfg)
     reached, t0 = None, time.perf_counter()
-    if images:       # rendering and pretraining take most of the image run: a line every 10 %
-        shown = {}
-
-        def progress(stage, done, total, info=""):
-            tenth = 10 * done // max(total, 1)
-            if shown.get(stage) != tenth:
-                shown[stage] = tenth
-                log(f"  {stage}: {done}/{total} {info} ({time.perf_counter() - t0:.0f} s)")
-        gps.pretrain(progress)
+    if images:       # rendering and pretraining take most of the image run: show their progress
+        gps.pretrain(stage_progress(sys.stdout))
     for _ in range(iterations):
         s = gps.iterate()
         log(f"  {kind} GPS it {s['iteration']}: cost {s['cost']:.2f} held-out success "

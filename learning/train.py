@@ -101,7 +101,7 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
     run_dir = Path(run_dir)
     done = 0
     if not getattr(algo, "pretrained", True):
-        algo.pretrain(None if progress is None else _stage_progress(progress.stream))
+        algo.pretrain(None if progress is None else stage_progress(progress.stream))
         save_checkpoint(run_dir / CHECKPOINT, algo, meta)
         if stop_after is not None and stop_after <= 0:
             return algo.history
@@ -125,7 +125,7 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
     return algo.history
 
 
-def _stage_progress(stream):
+def stage_progress(stream):
     """progress(stage, done, total, info) -> one Progress line per stage, closed when the stage ends."""
     from s2r.logs import Progress
     bars = {}
