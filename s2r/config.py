@@ -12,20 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from drivers.types import CommandMode, DriverSpec, JointLimits
+
+from . import yamlio
+from .yamlio import ConfigError, excerpt
+
+__all__ = ["ConfigError", "HardwareConfig", "load_config", "parse_config", "resolve_config_path"]
 
 HARDWARE_MODES = ("auto", "sim", "real")
 SIM_ROBOTS = ("panda", "hand16")
 KNOWN_DRIVERS = ("sim", "dynamixel", "ros2")
 CAMERA_SOURCES = ("sim", "device")
-
-
-class ConfigError(ValueError):
-    def __init__(self, file: str, key: str, reason: str):
-        self.file, self.key, self.reason = file, key, reason
-        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -216,20 +214,8 @@ def resolve_config_path(name: str | Path) -> Path:
 
 
 def load_config(path: str | Path) -> HardwareConfig:
-    p = resolve_config_path(path)
     file = str(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(file, "", "file not found") from None
-    except OSError as e:
-        raise ConfigError(file, "", f"cannot read: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise ConfigError(file, where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    data = yamlio.load_file(resolve_config_path(path), file)
     if data is None:
         raise ConfigError(file, "", "file is empty")
     return parse_config(data, file)

@@ -42,7 +42,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError
+from . import yamlio
+from .yamlio import ConfigError, excerpt
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO / "ros_ws" / "src" / "s2r_ros"
@@ -112,15 +113,10 @@ def resolve_bringup(name: str | os.PathLike) -> Path:
 def load_bringup(path: str | os.PathLike) -> Bringup:
     p = resolve_bringup(path)
     file = str(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
+    if not p.exists():
         raise ConfigError(file, "", "file not found (bringups: " + ", ".join(
-            sorted(x.stem for d in bringup_dirs() if d.is_dir() for x in d.glob("*.yaml"))) + ")") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(file, f"line {mark.line + 1}" if mark else "", f"invalid YAML: {getattr(e, 'problem', e)}") from None
-    return parse_bringup(data, str(p))
+            sorted(x.stem for d in bringup_dirs() if d.is_dir() for x in d.glob("*.yaml"))) + ")")
+    return parse_bringup(yamlio.load_file(p, str(p)), str(p))
 
 
 def parse_bringup(data, file: str = "<bringup>") -> Bringup:
@@ -201,7 +197,7 @@ def apply_overrides(b: Bringup, sets: list[str]) -> None:
             node = b.node(m.group(1))
         except KeyError:
             raise ConfigError(b.path, s, f"no node named {m.group(1)!r}") from None
-        value = yaml.safe_load(m.group(3)) if m.group(3) else ""
+        value = yamlio.loads(m.group(3), f"--set {m.group(1)}.{m.group(2)}") if m.group(3) else ""
         if not _param_ok(value):
             raise ConfigError(b.path, s, f"unsupported value {value!r}")
         node.parameters[m.group(2)] = value

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from s2r import yamlio
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PER_EPISODE, PER_STEP = "per_episode", "per_step"
@@ -174,11 +175,9 @@ class Randomizer:
                     raise RandomizationError(f"unknown randomization preset {str(spec)!r} (known: {known}; "
                                              f"or give a YAML path)")
             try:
-                data = yaml.safe_load(path.read_text())
-            except FileNotFoundError:
-                raise RandomizationError(f"{path}: file not found") from None
-            except yaml.YAMLError as e:
-                raise RandomizationError(f"{path}: invalid YAML: {e}") from None
+                data = yamlio.load_file(path)
+            except yamlio.ConfigError as e:
+                raise RandomizationError(str(e)) from None
             try:
                 return cls.from_dict(data or {}, name=path.stem)
             except RandomizationError as e:
