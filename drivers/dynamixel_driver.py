@@ -43,6 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from s2r.yamlio import keyname
+from s2r.yamlio import excerpt
+
 from . import dynamixel_protocol as P
 from .base import Driver, DriverError, DriverFault, register_driver
 from .plausibility import ReadingGuard
@@ -84,7 +87,7 @@ def parse_params(cfg, require_port: bool = True) -> DynamixelParams:
     """
     raw = dict(cfg.driver_params)
     known = {f.name for f in fields(DynamixelParams)}
-    for k in sorted(raw):
+    for k in sorted(map(keyname, raw)):
         if k not in known:
             raise cfg.error(f"driver.{k}", f"unknown dynamixel driver parameter (known: {', '.join(sorted(known))})")
 
@@ -95,7 +98,7 @@ def parse_params(cfg, require_port: bool = True) -> DynamixelParams:
             return default
         v = raw[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
-            raise cfg.error(f"driver.{key}", f"expected {'an integer' if kind is int else 'a number'}, got {v!r}")
+            raise cfg.error(f"driver.{key}", f"expected {'an integer' if kind is int else 'a number'}, got {excerpt(v)}")
         if not math.isfinite(v):
             raise cfg.error(f"driver.{key}", f"must be finite, got {v}")
         if lo is not None and v < lo or hi is not None and v > hi:
@@ -105,7 +108,7 @@ def parse_params(cfg, require_port: bool = True) -> DynamixelParams:
     def flag(key, default):
         v = raw.get(key, default)
         if not isinstance(v, bool):
-            raise cfg.error(f"driver.{key}", f"expected true/false, got {v!r}")
+            raise cfg.error(f"driver.{key}", f"expected true/false, got {excerpt(v)}")
         return v
 
     port = raw.get("port")
@@ -113,21 +116,21 @@ def parse_params(cfg, require_port: bool = True) -> DynamixelParams:
         if require_port:
             raise cfg.error("driver.port", "missing required key (the serial device, e.g. /dev/ttyUSB0)")
         port = ""
-    elif not isinstance(port, str) or not port:
-        raise cfg.error("driver.port", f"expected a device path, got {port!r}")
+    elif not isinstance(port, str) or not port or len(port) > 4096 or not port.isprintable():
+        raise cfg.error("driver.port", f"expected a device path, got {excerpt(port)}")
     baud = num("baudrate", 1_000_000, int)
     if baud not in SDK_BAUD_RATES or baud not in P.BAUD_CODES:
         ok = sorted(set(SDK_BAUD_RATES) & set(P.BAUD_CODES))
         raise cfg.error("driver.baudrate", f"{baud} is not a Dynamixel X baud rate ({', '.join(map(str, ok))})")
     model = raw.get("model", "xm430-w350")
-    if model not in P.MODELS:
-        raise cfg.error("driver.model", f"unknown servo model {model!r} (supported: {', '.join(P.MODELS)})")
+    if not isinstance(model, str) or model not in P.MODELS:
+        raise cfg.error("driver.model", f"unknown servo model {excerpt(model)} (supported: {', '.join(P.MODELS)})")
     proto = num("protocol_version", 2.0)
     if proto != 2.0:
         raise cfg.error("driver.protocol_version", f"only Protocol 2.0 is supported, got {proto}")
     pmode = raw.get("position_mode", "position")
-    if pmode not in POSITION_MODE_NAMES:
-        raise cfg.error("driver.position_mode", f"must be one of {', '.join(POSITION_MODE_NAMES)}; got {pmode!r}")
+    if not isinstance(pmode, str) or pmode not in POSITION_MODE_NAMES:
+        raise cfg.error("driver.position_mode", f"must be one of {', '.join(POSITION_MODE_NAMES)}; got {excerpt(pmode)}")
     params = DynamixelParams(
         port=port, baudrate=baud, model=model, protocol_version=proto, position_mode=pmode,
         torque_off_on_disconnect=flag("torque_off_on_disconnect", True),
@@ -168,9 +171,10 @@ def parse_params(cfg, require_port: bool = True) -> DynamixelParams:
 class _BusError(Exception):
     """One failed bus transaction (internal: counted, retried, turned into DriverFault)."""
 
-    def __init__(self, msg: str, ids=()):
+    def __init__(self, msg: str, ids=(), cause: str = ""):
         super().__init__(msg)
         self.ids = tuple(ids)
+        self.cause = cause or msg
 
 
 class DynamixelDriver(Driver):
@@ -225,10 +229,12 @@ class DynamixelDriver(Driver):
         p = self.params
         self._port = _make_port_handler(sdk, p.port, p.latency_timer_ms)
         try:
-            opened = self._port.openPort() and self._port.setBaudRate(p.baudrate)
-        except Exception as e:  # serial.SerialException, OSError: device missing, permission
-            raise DriverError(f"cannot open {p.port}: {e}") from None
+            opened = self._txn(self._port.openPort) and self._txn(self._port.setBaudRate, p.baudrate)
+        except _BusError as e:  # device missing, permission
+            self._close_port()
+            raise DriverError(f"cannot open {p.port}: {e.cause}") from None
         if not opened:
+            self._close_port()
             raise DriverError(f"cannot open {p.port} at {p.baudrate} baud")
         self._check_usb_latency()
         self._ph = sdk.PacketHandler(2.0)
@@ -326,17 +332,23 @@ class DynamixelDriver(Driver):
         except _BusError as e:
             log.warning("dynamixel: set-up transaction failed (%s); clearing the port and running it again", e)
             self.stats[stat] += 1
-            self._port.clearPort()
+            self._txn(self._port.clearPort)
             setup()
 
     # ------------------------------------------------------------------ bus transactions
     def _txn(self, fn, *args):
-        """Call into the SDK, turning serial-level exceptions into a failed result."""
+        """The one place the port is used (the SDK's transactions and the port's own calls: open,
+        baud rate, clear). An OS-level serial error -- termios.error, OSError,
+        serial.SerialException, or a TypeError from a port closed under it -- becomes a failed
+        transaction naming the port, which the callers count, retry, and turn into a DriverError
+        or DriverFault; it never leaves the driver as itself."""
         try:
             return fn(*args)
-        except Exception as e:  # serial.SerialException, OSError, TypeError from a closed port
-            self._port.is_using = False
-            raise _BusError(f"serial port error: {e}", self.ids) from None
+        except Exception as e:
+            if self._port is not None:
+                self._port.is_using = False
+            cause = _one_line(e)
+            raise _BusError(f"serial port {self.params.port}: {cause}", self.ids, cause) from None
 
     def _with_retries(self, fn, retries: int | None = None, drain: bool = False):
         """fn, retried on a bus error. drain (one-servo transactions): before a retry, wait one more
@@ -651,8 +663,8 @@ class DynamixelDriver(Driver):
         for sid in self.ids:
             try:
                 _, res, _ = self._txn(self._ph.ping, self._port, sid)
-            except _BusError:
-                res = self._sdk.COMM_TX_FAIL
+            except _BusError as port_error:
+                return f"{port_error} (the adapter is gone or was unplugged)"
             if res == self._sdk.COMM_RX_CORRUPT:
                 garbled.append(sid)
             elif res != self._sdk.COMM_SUCCESS:
@@ -732,6 +744,13 @@ class DynamixelDriver(Driver):
 _RESULT_TEXT = {-1000: "port busy", -1001: "tx failed", -1002: "rx failed", -2000: "bad instruction packet",
                 -3000: "still receiving", -3001: "no status packet (timeout)", -3002: "corrupt status packet (CRC)",
                 -9000: "not available"}
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """`module.Type: message` of an exception, on one bounded line (termios.error, OSError ...)."""
+    kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+    text = " ".join(f"{kind}: {e}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _rx_timeout_ms(latency_timer_ms: float, wire_ms: float) -> float:

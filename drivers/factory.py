@@ -17,6 +17,9 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
     driver and, when it does not connect, falls back -- loudly -- to the simulator with the same
     joint spec. `realtime` applies to the simulator. The watchdog thread runs by default whenever
     the robot runs on its own clock (real hardware, or the simulator in real time).
+
+    Failures are one line each: a ConfigError (`file: key: reason`) when the config does not fit
+    the driver or the robot model, a DriverError starting with the config's file otherwise.
     """
     from .sim_driver import SimDriver
 
@@ -25,10 +28,10 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
         raise ValueError(f"hardware must be auto, sim or real; got {mode!r}")
     fallback = False
     if config.robot is None and (mode == "sim" or config.driver_type == "sim"):
-        raise DriverError(f"{config.path}: no simulator model ('robot:') for this setup: it runs on the real robot only")
+        raise DriverError(f"{config.path}: robot: no simulator model for this setup: it runs on the real robot only")
     if mode == "sim" or config.driver_type == "sim":
         if mode == "real":
-            raise DriverError(f"{config.path}: hardware 'real' requested but driver.type is 'sim'")
+            raise DriverError(f"{config.path}: hardware: 'real' requested but driver.type is 'sim'")
         driver = SimDriver(config, realtime=realtime)
         driver.connect()
     else:
@@ -37,7 +40,7 @@ def open_driver(config, hardware: str | None = None, *, realtime: bool | None = 
             driver.connect()
         except (DriverError, OSError) as e:
             if mode == "real" or config.robot is None:
-                raise DriverError(f"{config.name}: {config.driver_type} driver did not connect: {e}") from None
+                raise DriverError(f"{config.path}: driver: the {config.driver_type} driver did not connect: {e}") from None
             banner = "!" * 78
             log.warning("\n%s\n!! %s: the real %s driver did not connect (%s).\n!! FALLING BACK TO THE "
                         "SIMULATOR with the same joint spec. Nothing real will move.\n%s",

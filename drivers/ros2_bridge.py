@@ -31,6 +31,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from s2r.yamlio import keyname
+from s2r.yamlio import excerpt
+
 from .base import Driver, DriverError, DriverFault, register_driver
 from .plausibility import ReadingGuard
 from .types import Command, CommandMode, DriverSpec, RobotState
@@ -61,18 +64,22 @@ class Ros2BridgeParams:
     untrusted_budget: int = 3
 
 
+def _is_topic(v) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= 256 and v.isprintable() and " " not in v
+
+
 def parse_params(cfg) -> Ros2BridgeParams:
     """Validate `cfg.driver_params` for this driver; errors name the key (`driver.<key>`)."""
     raw = dict(cfg.driver_params)
     known = {f.name for f in fields(Ros2BridgeParams)}
-    for k in sorted(raw):
+    for k in sorted(map(keyname, raw)):
         if k not in known:
             raise cfg.error(f"driver.{k}", f"unknown ros2 driver parameter (known: {', '.join(sorted(known))})")
 
     def topic(key, default):
         v = raw.get(key, default)
-        if not isinstance(v, str) or not v or " " in v:
-            raise cfg.error(f"driver.{key}", f"expected a topic name, got {v!r}")
+        if not _is_topic(v):
+            raise cfg.error(f"driver.{key}", f"expected a topic name, got {excerpt(v)}")
         return v
 
     def num(key, default, lo, hi, kind=float):
@@ -81,41 +88,44 @@ def parse_params(cfg) -> Ros2BridgeParams:
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
                 or not math.isfinite(v):
-            raise cfg.error(f"driver.{key}", f"expected {'an integer' if kind is int else 'a number'}, got {v!r}")
+            raise cfg.error(f"driver.{key}", f"expected {'an integer' if kind is int else 'a number'}, got {excerpt(v)}")
         if not lo <= v <= hi:
             raise cfg.error(f"driver.{key}", f"must be in [{lo}, {hi}], got {v}")
         return kind(v)
 
     interface = raw.get("command_interface", "forward")
     if interface not in ("forward", "trajectory"):
-        raise cfg.error("driver.command_interface", f"must be forward or trajectory; got {interface!r}")
+        raise cfg.error("driver.command_interface", f"must be forward or trajectory; got {excerpt(interface)}")
     modes = {m.value for m in cfg.modes}
     if interface == "trajectory" and "effort" in modes:
         raise cfg.error("driver.modes", "a joint trajectory carries positions and velocities, not effort: "
                                          "drop effort or use command_interface: forward")
     topics_raw = raw.get("command_topics", {}) or {}
     if not isinstance(topics_raw, dict):
-        raise cfg.error("driver.command_topics", f"expected a mapping mode -> topic, got {topics_raw!r}")
+        raise cfg.error("driver.command_topics", f"expected a mapping mode -> topic, got {excerpt(topics_raw)}")
     for m, t in topics_raw.items():
+        m = keyname(m)
         if m not in DEFAULT_COMMAND_TOPICS:
             raise cfg.error(f"driver.command_topics.{m}", "unknown command mode (position, velocity, effort)")
-        if not isinstance(t, str) or not t or " " in t:
-            raise cfg.error(f"driver.command_topics.{m}", f"expected a topic name, got {t!r}")
+        if not _is_topic(t):
+            raise cfg.error(f"driver.command_topics.{m}", f"expected a topic name, got {excerpt(t)}")
     topics = {m: topics_raw.get(m, DEFAULT_COMMAND_TOPICS[m]) for m in sorted(modes)}
     jmap = raw.get("joint_map", {}) or {}
     if not isinstance(jmap, dict):
-        raise cfg.error("driver.joint_map", f"expected a mapping config joint -> robot joint, got {jmap!r}")
+        raise cfg.error("driver.joint_map", f"expected a mapping config joint -> robot joint, got {excerpt(jmap)}")
     for k, v in jmap.items():
+        k = keyname(k)
         if k not in cfg.joint_names:
             raise cfg.error(f"driver.joint_map.{k}", f"not a joint of this config ({', '.join(cfg.joint_names)})")
-        if not isinstance(v, str) or not v:
-            raise cfg.error(f"driver.joint_map.{k}", f"expected the robot's joint name, got {v!r}")
+        if not isinstance(v, str) or not v or len(v) > 256 or not v.isprintable():
+            raise cfg.error(f"driver.joint_map.{k}", f"expected the robot's joint name, got {excerpt(v)}")
     mapped = [jmap.get(n, n) for n in cfg.joint_names]
     if len(set(mapped)) != len(mapped):
         raise cfg.error("driver.joint_map", "two config joints map to the same robot joint")
     node_name = raw.get("node_name", "s2r_ros2_bridge")
-    if not isinstance(node_name, str) or not node_name.replace("_", "").isalnum() or node_name[0].isdigit():
-        raise cfg.error("driver.node_name", f"expected a ROS node name (letters, digits, _), got {node_name!r}")
+    if not isinstance(node_name, str) or not node_name.replace("_", "").isalnum() or node_name[0].isdigit() \
+            or len(node_name) > 256:
+        raise cfg.error("driver.node_name", f"expected a ROS node name (letters, digits, _), got {excerpt(node_name)}")
     period = 1.0 / cfg.control_rate_hz
     return Ros2BridgeParams(
         joint_states_topic=topic("joint_states_topic", "/joint_states"),

@@ -18,6 +18,8 @@ from sim.robots import Simulation, robot_model   # first: `sim` imports pybullet
 
 import pybullet as p  # noqa: E402
 
+from s2r.yamlio import ConfigError, excerpt  # noqa: E402
+
 from .base import Driver, DriverError, register_driver
 from .types import Command, CommandMode, DriverSpec, RobotState
 
@@ -48,6 +50,8 @@ class SimDriver(Driver):
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
+        """Load the config's robot model. A model that lacks a configured joint, or a camera's
+        parent link, is a ConfigError naming that key; a model that does not load, a DriverError."""
         if self._connected:
             return
         # Start inside the configured limits even if the model's home posture is not.
@@ -58,17 +62,51 @@ class SimDriver(Driver):
         cfg = self.config
         self.simulation = Simulation(cfg.sim.physics_hz)
         self._substeps = max(1, round(cfg.sim.physics_hz / cfg.control_rate_hz))
-        self.sim = self.simulation.add_robot(
-            robot_model(cfg.robot), cfg.joint_names,
-            kp=[j.kp for j in cfg.joints], kd=[j.kd for j in cfg.joints],
-            effort_limits=[j.limits.effort for j in cfg.joints],
-            gravity_compensation=cfg.sim.gravity_compensation)
+        try:
+            self.sim = self._load_robot()
+        except BaseException:
+            self.simulation.close()
+            self.simulation = None
+            raise
         self.sim.reset(np.clip(self.sim.q_home if q is None else q, self._spec.lower, self._spec.upper), qd)
         self._last_q, self._last_qd = self.sim.q_target.copy(), np.zeros(self._spec.n_joints)
         if self.realtime:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="sim-driver", daemon=True)
             self._thread.start()
+
+    def _load_robot(self):
+        cfg = self.config
+        try:
+            model = robot_model(cfg.robot)
+        except ValueError as e:
+            raise ConfigError(cfg.path, "robot", str(e)) from None
+        try:
+            sim = self.simulation.add_robot(
+                model, cfg.joint_names,
+                kp=[j.kp for j in cfg.joints], kd=[j.kd for j in cfg.joints],
+                effort_limits=[j.limits.effort for j in cfg.joints],
+                gravity_compensation=cfg.sim.gravity_compensation)
+        except p.error as e:
+            raise DriverError(f"{cfg.path}: robot: cannot load the {cfg.robot!r} model "
+                              f"({excerpt(model.urdf, 200)}): {e}") from None
+        except ValueError as e:
+            # the model lacks a configured joint: name the first one by its config key
+            model_joints = _movable_joints(self.simulation.client, model.urdf, model.urdf_flags)
+            for i, name in enumerate(cfg.joint_names):
+                if name not in model_joints:
+                    raise ConfigError(cfg.path, f"joints[{i}].name",
+                                      f"the {cfg.robot!r} robot model has no joint {excerpt(name)} (its movable "
+                                      f"joints: {_cut(', '.join(model_joints))})") from None
+            raise DriverError(f"{cfg.path}: robot: {_cut(str(e))}") from None
+        for i, cam in enumerate(cfg.cameras):
+            if cam.parent != "world":
+                try:
+                    sim.link_pose(cam.parent)
+                except ValueError:
+                    raise ConfigError(cfg.path, f"cameras[{i}].extrinsics.parent",
+                                      f"the {cfg.robot!r} robot model has no link {excerpt(cam.parent)}") from None
+        return sim
 
     def reset_fault(self) -> None:
         """After the physics server died: a new one, with the robot where it was last measured
@@ -166,6 +204,25 @@ class SimDriver(Driver):
                 # fell more than a period behind: count it and resync rather than sprint to catch up
                 self.stats["missed_periods"] += int(-delay / period)
                 next_t = time.monotonic()
+
+
+def _movable_joints(client: int, urdf: str, flags: int = 0) -> list[str]:
+    """The names of a URDF's movable joints, loaded into `client` and removed again (a model
+    without a configured joint is refused by name before the robot is built)."""
+    body = p.loadURDF(urdf, useFixedBase=True, flags=flags, physicsClientId=client)
+    try:
+        names = []
+        for i in range(p.getNumJoints(body, physicsClientId=client)):
+            info = p.getJointInfo(body, i, physicsClientId=client)
+            if info[2] != p.JOINT_FIXED:
+                names.append(info[1].decode())
+        return names
+    finally:
+        p.removeBody(body, physicsClientId=client)
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _physics_error(e: Exception) -> DriverError:

@@ -9,22 +9,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cmd_check(a) -> int:
-    from drivers import DriverError, open_driver
+    """Validate, then connect and read once; `OK` only after the driver answered (or, with
+    --no-connect, after validation, and says so). Failures reach main() as one line."""
+    from drivers import open_driver
 
     from .config import load_config
 
     cfg = load_config(a.config)
-    print(f"OK  {a.config}: '{cfg.name}', robot {cfg.robot}, driver {cfg.driver_type}, hardware {cfg.hardware}, "
-          f"{len(cfg.joints)} joints at {cfg.control_rate_hz:g} Hz, {len(cfg.cameras)} camera(s)")
+    summary = (f"{a.config}: '{cfg.name}', robot {cfg.robot}, driver {cfg.driver_type}, hardware {cfg.hardware}, "
+               f"{len(cfg.joints)} joints at {cfg.control_rate_hz:g} Hz, {len(cfg.cameras)} camera(s)")
     if a.no_connect:
+        print(f"OK  {summary} (validated only, not connected: --no-connect)")
         return 0
-    try:
-        drv = open_driver(cfg, a.hardware, realtime=True)
-    except DriverError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    drv = open_driver(cfg, a.hardware, realtime=True)
     try:
         st = drv.read()
+        print(f"OK  {summary}")
         print(f"connected: backend {drv.backend}" + ("  (SIMULATOR FALLBACK)" if drv.fallback else ""))
         print(drv.spec.describe())
         print("measured q: " + " ".join(f"{v:+.3f}" for v in st.q))
@@ -109,8 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def expected_failure(e: BaseException) -> str | None:
+    """The one line an expected failure is reported with, or None for a bug (which keeps its
+    traceback). Expected: a bad file (ConfigError, RandomizationError), a driver or robot that
+    does not answer (DriverError), the operating system refusing something (OSError)."""
+    from .yamlio import ConfigError
+
+    if isinstance(e, ConfigError):
+        return f"config error: {e}"
+    kinds = [(m.DriverError, "error") for m in [sys.modules.get("drivers.base")] if m is not None]
+    kinds += [(m.RandomizationError, "randomization error")
+              for m in [sys.modules.get("sim.randomization")] if m is not None]
+    for cls, label in kinds:            # a class never imported cannot have been raised
+        if isinstance(e, cls):
+            return f"{label}: {_one_line(str(e))}"
+    if isinstance(e, OSError):
+        return f"error: {_one_line(str(e))}"
+    return None
+
+
+def _one_line(s: str, limit: int = 500) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
 def main(argv=None) -> int:
-    from .config import ConfigError
     from .logs import setup_logging
 
     a, unknown = build_parser().parse_known_args(argv)
@@ -121,12 +144,15 @@ def main(argv=None) -> int:
     setup_logging(a.verbose)
     try:
         return a.fn(a)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        line = expected_failure(e)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

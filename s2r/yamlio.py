@@ -50,6 +50,14 @@ def excerpt(value: Any, limit: int = MAX_EXCERPT) -> str:
     return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
+def keyname(k: Any) -> str:
+    """A mapping key as it appears in a key path: short printable strings as they are, anything
+    else (a number, a 1 MB string, a control character) as a bounded excerpt."""
+    if isinstance(k, str) and len(k) <= 40 and k.isprintable():
+        return k
+    return excerpt(k, 40)
+
+
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)     # libyaml's C parser when present
 _OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
@@ -177,7 +185,7 @@ def check_values(data: Any, file: str, path: str = "") -> None:
                 raise ConfigError(file, key or "(top level)", "integer out of range (beyond 64 bits)")
         elif isinstance(v, dict):
             for k, x in v.items():
-                ks = k if isinstance(k, str) else excerpt(k, 40)
+                ks = keyname(k)
                 stack.append((x, f"{key}.{ks}" if key else ks))
         elif isinstance(v, (list, tuple)):
             for i, x in enumerate(v):

@@ -23,9 +23,11 @@ scale, a noise vector): the environment applies it and reports it in `info["rand
   (`sample_episode(..., pin=...)`) and moving that end (`set_bounds`); `AutomaticDomainRandomization`
   does the bookkeeping.
 
-Bad input (unknown group or parameter, unknown distribution, inverted or negative ranges, a mode a
-parameter cannot have) raises `RandomizationError` naming the key path, e.g.
-``groups.dynamics.link_mass_scale.low: 2.0 > high 1.5``.
+Bad input (unknown group or parameter, unknown distribution, inverted or negative ranges, numbers
+beyond the parameter's bound `ParamInfo.limit` such as a mass scale of 1e300, a mode a parameter
+cannot have) raises `RandomizationError` naming the key path, e.g.
+``groups.dynamics.link_mass_scale.low: 2.0 > high 1.5``; values are quoted as bounded excerpts.
+Preset files are read by `s2r.yamlio` (size, aliases, duplicate keys, non-finite numbers).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from s2r import yamlio
+from s2r.yamlio import excerpt, keyname
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PER_EPISODE, PER_STEP = "per_episode", "per_step"
@@ -57,51 +60,52 @@ class ParamInfo:
     per_step_ok: bool = True
     default_mode: str = PER_EPISODE
     integer: bool = False
+    limit: float = 100.0       # no number of its spec (low, high, mean, std, value) beyond +-limit
 
 
 PARAMETERS: dict[str, ParamInfo] = {
     # dynamics ------------------------------------------------------------------------------
-    "link_mass_scale": ParamInfo("dynamics", "links", "robot link mass (and inertia) multiplier", positive=True),
-    "object_mass_scale": ParamInfo("dynamics", "objects", "object mass (and inertia) multiplier", positive=True),
-    "joint_damping_scale": ParamInfo("dynamics", "joints", "joint viscous damping multiplier", positive=True),
-    "gain_scale": ParamInfo("dynamics", "joints", "joint controller kp and kd multiplier", positive=True),
+    "link_mass_scale": ParamInfo("dynamics", "links", "robot link mass (and inertia) multiplier", positive=True, limit=100),
+    "object_mass_scale": ParamInfo("dynamics", "objects", "object mass (and inertia) multiplier", positive=True, limit=100),
+    "joint_damping_scale": ParamInfo("dynamics", "joints", "joint viscous damping multiplier", positive=True, limit=1000),
+    "gain_scale": ParamInfo("dynamics", "joints", "joint controller kp and kd multiplier", positive=True, limit=100),
     "friction_scale": ParamInfo("dynamics", "objects", "lateral friction multiplier (objects; the table "
-                                "and fingertips use the first value)", positive=True),
+                                "and fingertips use the first value)", positive=True, limit=100),
     "spin_roll_friction_scale": ParamInfo("dynamics", "objects", "spinning and rolling friction multiplier",
-                                          positive=True),
+                                          positive=True, limit=1000),
     "object_size_scale": ParamInfo("dynamics", "objects", "object size multiplier", positive=True,
-                                   per_step_ok=False),
-    "gravity_offset": ParamInfo("dynamics", "vec3", "added to gravity, m/s^2 per axis"),
-    "table_height_offset": ParamInfo("dynamics", "scalar", "table height change, m", per_step_ok=False),
+                                   per_step_ok=False, limit=10),
+    "gravity_offset": ParamInfo("dynamics", "vec3", "added to gravity, m/s^2 per axis", limit=50),
+    "table_height_offset": ParamInfo("dynamics", "scalar", "table height change, m", per_step_ok=False, limit=1),
     # timing ------------------------------------------------------------------------------------
     "action_latency": ParamInfo("timing", "scalar", "actions take effect this many control steps late",
-                                nonneg=True, per_step_ok=False, integer=True),
+                                nonneg=True, per_step_ok=False, integer=True, limit=100),
     "control_period_jitter": ParamInfo("timing", "scalar", "relative change of the control period",
-                                       default_mode=PER_STEP),
+                                       default_mode=PER_STEP, limit=0.9),
     # noise -------------------------------------------------------------------------------------
-    "action_noise": ParamInfo("noise", "action", "added to the normalized action", default_mode=PER_STEP),
-    "action_bias": ParamInfo("noise", "action", "added to the normalized action, fixed per episode"),
+    "action_noise": ParamInfo("noise", "action", "added to the normalized action", default_mode=PER_STEP, limit=10),
+    "action_bias": ParamInfo("noise", "action", "added to the normalized action, fixed per episode", limit=10),
     "joint_noise": ParamInfo("noise", "joints", "added to observed joint positions, rad",
-                             default_mode=PER_STEP),
-    "object_position_bias": ParamInfo("noise", "objects3", "added to observed object positions, m"),
+                             default_mode=PER_STEP, limit=1),
+    "object_position_bias": ParamInfo("noise", "objects3", "added to observed object positions, m", limit=1),
     "object_position_noise": ParamInfo("noise", "objects3", "added to observed object positions, m",
-                                       default_mode=PER_STEP),
+                                       default_mode=PER_STEP, limit=1),
     # visuals -----------------------------------------------------------------------------------
-    "camera_position_offset": ParamInfo("visuals", "vec3", "camera moved by, m"),
-    "camera_rotation_offset": ParamInfo("visuals", "vec3", "camera roll/pitch/yaw offset, rad"),
-    "camera_fov_offset": ParamInfo("visuals", "scalar", "vertical field of view offset, deg"),
-    "light_direction": ParamInfo("visuals", "vec3", "direction towards the light"),
-    "light_ambient": ParamInfo("visuals", "scalar", "ambient coefficient", nonneg=True),
-    "light_diffuse": ParamInfo("visuals", "scalar", "diffuse coefficient", nonneg=True),
-    "light_specular": ParamInfo("visuals", "scalar", "specular coefficient", nonneg=True),
-    "surface_color": ParamInfo("visuals", "surfaces3", "RGB of floor, table, objects, robot", nonneg=True),
+    "camera_position_offset": ParamInfo("visuals", "vec3", "camera moved by, m", limit=1),
+    "camera_rotation_offset": ParamInfo("visuals", "vec3", "camera roll/pitch/yaw offset, rad", limit=3.15),
+    "camera_fov_offset": ParamInfo("visuals", "scalar", "vertical field of view offset, deg", limit=90),
+    "light_direction": ParamInfo("visuals", "vec3", "direction towards the light", limit=100),
+    "light_ambient": ParamInfo("visuals", "scalar", "ambient coefficient", nonneg=True, limit=10),
+    "light_diffuse": ParamInfo("visuals", "scalar", "diffuse coefficient", nonneg=True, limit=10),
+    "light_specular": ParamInfo("visuals", "scalar", "specular coefficient", nonneg=True, limit=10),
+    "surface_color": ParamInfo("visuals", "surfaces3", "RGB of floor, table, objects, robot", nonneg=True, limit=1),
     "surface_texture": ParamInfo("visuals", "surfaces", "1: a procedural texture instead of a plain colour",
-                                 integer=True, nonneg=True),
-    "texture_index": ParamInfo("visuals", "surfaces", "which procedural texture", integer=True, nonneg=True),
+                                 integer=True, nonneg=True, limit=1),
+    "texture_index": ParamInfo("visuals", "surfaces", "which procedural texture", integer=True, nonneg=True, limit=1000),
     "distractor_count": ParamInfo("visuals", "scalar", "visual-only distractor objects", integer=True,
-                                  nonneg=True, per_step_ok=False),
-    "brightness": ParamInfo("visuals", "scalar", "image brightness multiplier", positive=True),
-    "pixel_noise_std": ParamInfo("visuals", "scalar", "std of pixel noise, fraction of full scale", nonneg=True),
+                                  nonneg=True, per_step_ok=False, limit=50),
+    "brightness": ParamInfo("visuals", "scalar", "image brightness multiplier", positive=True, limit=10),
+    "pixel_noise_std": ParamInfo("visuals", "scalar", "std of pixel noise, fraction of full scale", nonneg=True, limit=1),
 }
 GROUPS = ("dynamics", "timing", "noise", "visuals")
 _FIELDS = {"dist", "low", "high", "mean", "std", "p", "value", "mode"}
@@ -168,11 +172,11 @@ class Randomizer:
             return cls.from_dict(spec)
         if isinstance(spec, (str, Path)):
             path = Path(spec)
-            if not path.suffix and not path.exists():
+            if not path.suffix and not _exists(path):
                 path = PRESETS_DIR / f"{spec}.yaml"
                 if not path.exists():
                     known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-                    raise RandomizationError(f"unknown randomization preset {str(spec)!r} (known: {known}; "
+                    raise RandomizationError(f"unknown randomization preset {excerpt(str(spec))} (known: {known}; "
                                              f"or give a YAML path)")
             try:
                 data = yamlio.load_file(path)
@@ -189,28 +193,30 @@ class Randomizer:
     def from_dict(cls, data: dict, name: str = "custom") -> "Randomizer":
         if not isinstance(data, dict):
             raise RandomizationError(f"expected a mapping with 'groups', got {type(data).__name__}")
-        unknown = set(data) - {"groups", "description"}
+        unknown = sorted(keyname(k) for k in data if k not in ("groups", "description"))
         if unknown:
-            raise RandomizationError(f"{sorted(unknown)[0]}: unknown top-level key (expected groups, description)")
+            raise RandomizationError(f"{unknown[0]}: unknown top-level key (expected groups, description)")
+        if not isinstance(data.get("description", ""), (str, type(None))):
+            raise RandomizationError(f"description: expected text, got {excerpt(data['description'])}")
         groups = data.get("groups") or {}
         if not isinstance(groups, dict):
-            raise RandomizationError("groups: expected a mapping of group name to parameters")
+            raise RandomizationError(f"groups: expected a mapping of group name to parameters, got {excerpt(groups)}")
         params: dict[str, ParamSpec] = {}
         for gname, gdata in groups.items():
-            gkey = f"groups.{gname}"
+            gkey = f"groups.{keyname(gname)}"
             if gname not in GROUPS:
                 raise RandomizationError(f"{gkey}: unknown group (known: {', '.join(GROUPS)})")
             if gdata is None:
                 continue
             if not isinstance(gdata, dict):
-                raise RandomizationError(f"{gkey}: expected a mapping of parameters")
+                raise RandomizationError(f"{gkey}: expected a mapping of parameters, got {excerpt(gdata)}")
             enabled = gdata.get("enabled", True)
             if not isinstance(enabled, bool):
-                raise RandomizationError(f"{gkey}.enabled: expected true/false, got {enabled!r}")
+                raise RandomizationError(f"{gkey}.enabled: expected true/false, got {excerpt(enabled)}")
             for pname, pdata in gdata.items():
                 if pname == "enabled":
                     continue
-                spec = parse_param(f"{gkey}.{pname}", gname, pname, pdata)
+                spec = parse_param(f"{gkey}.{keyname(pname)}", gname, pname, pdata)
                 if enabled:
                     params[pname] = spec
         return cls(params, name)
@@ -289,24 +295,33 @@ class Randomizer:
         return "\n".join(lines)
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):      # a name too long for the file system, or with a NUL byte
+        return False
+
+
 def parse_param(key: str, group: str, name: str, d) -> ParamSpec:
-    if name not in PARAMETERS:
+    """One parameter's spec `d` (a mapping like {dist: uniform, low: .., high: ..}), validated;
+    every problem is a RandomizationError starting with the key path."""
+    if not isinstance(name, str) or name not in PARAMETERS:
         known = ", ".join(n for n, i in PARAMETERS.items() if i.group == group)
         raise RandomizationError(f"{key}: unknown parameter (group {group} has: {known})")
     info = PARAMETERS[name]
     if info.group != group:
         raise RandomizationError(f"{key}: {name} belongs to group {info.group}, not {group}")
     if not isinstance(d, dict):
-        raise RandomizationError(f"{key}: expected a mapping like {{dist: uniform, low: .., high: ..}}, got {d!r}")
-    extra = set(d) - _FIELDS
+        raise RandomizationError(f"{key}: expected a mapping like {{dist: uniform, low: .., high: ..}}, got {excerpt(d)}")
+    extra = sorted(keyname(k) for k in d if k not in _FIELDS)
     if extra:
-        raise RandomizationError(f"{key}.{sorted(extra)[0]}: unknown field (known: {', '.join(sorted(_FIELDS))})")
+        raise RandomizationError(f"{key}.{extra[0]}: unknown field (known: {', '.join(sorted(_FIELDS))})")
     dist = d.get("dist")
-    if dist not in DISTRIBUTIONS:
-        raise RandomizationError(f"{key}.dist: unknown distribution {dist!r} (known: {', '.join(DISTRIBUTIONS)})")
+    if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
+        raise RandomizationError(f"{key}.dist: unknown distribution {excerpt(dist)} (known: {', '.join(DISTRIBUTIONS)})")
     mode = d.get("mode", info.default_mode)
-    if mode not in (PER_EPISODE, PER_STEP):
-        raise RandomizationError(f"{key}.mode: must be {PER_EPISODE} or {PER_STEP}, got {mode!r}")
+    if not isinstance(mode, str) or mode not in (PER_EPISODE, PER_STEP):
+        raise RandomizationError(f"{key}.mode: must be {PER_EPISODE} or {PER_STEP}, got {excerpt(mode)}")
     if mode == PER_STEP and not info.per_step_ok:
         raise RandomizationError(f"{key}.mode: {name} can only change between episodes (per_episode)")
     width = 3 if info.shape in ("vec3",) else 1
@@ -319,11 +334,17 @@ def parse_param(key: str, group: str, name: str, d) -> ParamSpec:
         v = d[field_name]
         if isinstance(v, list) and width == 3:
             if len(v) != 3 or not all(_is_num(x) for x in v):
-                raise RandomizationError(f"{key}.{field_name}: expected a number or a list of 3 numbers, got {v!r}")
-            return [float(x) for x in v]
-        if not _is_num(v):
-            raise RandomizationError(f"{key}.{field_name}: expected a finite number, got {v!r}")
-        return float(v)
+                raise RandomizationError(f"{key}.{field_name}: expected a number or a list of 3 numbers, "
+                                         f"got {excerpt(v)}")
+            out = [float(x) for x in v]
+        elif not _is_num(v):
+            raise RandomizationError(f"{key}.{field_name}: expected a finite number, got {excerpt(v)}")
+        else:
+            out = float(v)
+        if field_name != "p" and any(abs(x) > info.limit for x in np.ravel(out)):   # p: a probability
+            raise RandomizationError(f"{key}.{field_name}: {name} takes values within +-{info.limit:g}, "
+                                     f"got {excerpt(v)}")
+        return out
 
     def check_sign(field_name, v):
         vals = v if isinstance(v, list) else [v]
@@ -419,6 +440,8 @@ class AutomaticDomainRandomization:
             low, high = (min(low + step, low0), high) if end == "low" else (low, max(high - step, high0))
         if self.r.params[name].info.positive or self.r.params[name].dist == "loguniform":
             low = max(low, 1e-3)
+        limit = self.r.params[name].info.limit          # widen up to the parameter's bound, not past
+        low, high = max(low, -limit), min(high, limit)
         self.r.set_bounds(name, low, high)
 
     def bounds(self) -> dict:
