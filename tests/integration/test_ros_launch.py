@@ -1,7 +1,8 @@
 """`s2r launch` (s2r/launch.py) with real nodes: the closed-loop reach through the ROS graph,
-prefixed output, Ctrl-C forwarding and clean shutdown, non-zero exit when a required node dies,
-and one-line errors for bad bringup files."""
+prefixed output, Ctrl-C forwarding and clean shutdown, non-zero exit when a required node dies or
+nodes refuse to start on bad parameters, and one-line errors for bad bringup files."""
 import csv
+import io
 import json
 import os
 import re
@@ -134,13 +135,59 @@ def test_nonzero_exit_when_a_required_node_dies(tmp_path):
     lp.wait_line(r"^\[camera\] .*camera 'scene'")
     pids = lp.pids()
     os.kill(pids["camera"], signal.SIGKILL)                      # not required: the launch goes on
-    lp.wait_line(r"\[launch\] camera exited \(exit code signal SIGKILL\); the others keep running")
+    lp.wait_line(r"\[launch\] camera died \(exit code signal SIGKILL\); the others keep running")
     time.sleep(0.5)
     assert lp.p.poll() is None
     os.kill(pids["driver"], signal.SIGKILL)                      # required: the launch ends, non-zero
     assert lp.wait(60) == 1, lp.text
     assert "required node driver died (exit code signal SIGKILL)" in lp.text
     assert all(gone(pid) for pid in pids.values())
+
+
+def test_a_required_driver_with_bad_parameters_ends_the_launch(tmp_path):
+    """The driver refuses to start (exit code 2) instead of sitting unconfigured; the launch ends
+    at once, non-zero, and the other node is shut down."""
+    t0 = time.monotonic()
+    lp = LaunchProc(tmp_path, [dict(DRIVER, parameters=dict(DRIVER["parameters"], command_mode="sideways")),
+                               CAMERA])
+    assert lp.wait(60) == 1, lp.text
+    assert time.monotonic() - t0 < 30, lp.text
+    assert "[launch] required node driver exited (exit code 2: bad configuration); shutting down" in lp.text
+    errors = [ln for ln in lp.lines if ln.startswith("[driver]")]
+    assert len(errors) == 1 and "command_mode: 'sideways' is not among the driver's modes" in errors[0], lp.text
+    assert "Traceback" not in lp.text and "did not stop" not in lp.text
+    assert all(gone(pid) for pid in lp.pids().values())
+
+
+def test_a_driver_whose_config_is_missing(tmp_path, capsys):
+    """`s2r launch` refuses it before anything starts; a launcher that starts it anyway (the
+    Launcher class, as the demo uses it) sees the node exit 2 within seconds, not a launch that
+    stays up."""
+    nodes = [dict(DRIVER, parameters=dict(DRIVER["parameters"], config=str(tmp_path / "gone.yaml")))]
+    f = tmp_path / "b.yaml"
+    f.write_text(yaml.safe_dump({"nodes": nodes}))
+    assert launch.main([str(f), "--isolated"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.strip() == (f"bringup error: {f}: nodes[0].parameters.config: "
+                                                 f"{tmp_path / 'gone.yaml'}: file not found")
+    out = io.StringIO()
+    t0 = time.monotonic()
+    assert launch.run_bringup(launch.load_bringup(f), isolated=True, out=out, grace_s=5.0) == 1
+    assert time.monotonic() - t0 < 30
+    text = out.getvalue()
+    assert "[launch] required node driver exited (exit code 2: bad configuration)" in text, text
+    assert re.search(r"^\[driver\] \[ERROR\] .*config error: .*gone\.yaml: file not found$", text, re.M), text
+    assert "Traceback" not in text
+
+
+def test_every_node_exits_on_its_own_with_a_bad_configuration(tmp_path):
+    """No node ever ran: the launch ends non-zero (it used to end 0 when every node had exited)."""
+    lp = LaunchProc(tmp_path, [dict(CAMERA, parameters=dict(CAMERA["parameters"], camera="nosuch")),
+                               {"name": "driver", "executable": "driver_node", "parameters": {"hardware": "moon"}}])
+    assert lp.wait(60) == 1, lp.text
+    assert "; no node left, shutting down" in lp.text
+    assert lp.text.count("(exit code 2: bad configuration)") == 2, lp.text
+    assert "Traceback" not in lp.text
 
 
 @pytest.mark.parametrize("data, key, reason", [
@@ -173,3 +220,17 @@ def test_bringups_and_overrides_parse(capsys):
     assert launch.main(["sim_panda", "--set", "nobody.x=1"]) == 2
     assert launch.main(["no_such_bringup"]) == 2
     assert "sim_panda" in capsys.readouterr().err            # the error lists the known bringups
+
+
+@pytest.mark.parametrize("executable", ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer"])
+def test_every_node_refuses_a_wrongly_typed_parameter_in_one_line(executable):
+    """spin_node turns rclpy's ParameterException (and a ConfigError) raised while the node is
+    built into one line and exit 2, for every node, not a traceback and exit 1."""
+    from s2r.ros_env import isolated_env
+
+    p = subprocess.run([sys.executable, "-m", f"s2r_ros.{executable}", "--ros-args", "-p", "config:=5"],
+                       capture_output=True, text=True, timeout=120, env=isolated_env(dict(os.environ)))
+    err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and len(err) == 1, p.stderr
+    assert "config" in err[0] and "STRING" in err[0], err

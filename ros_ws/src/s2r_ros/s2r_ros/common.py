@@ -21,6 +21,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
@@ -294,8 +295,12 @@ def spin_node(make_node, args=None) -> int:
     """rclpy.init, build the node, spin until Ctrl-C / SIGTERM / shutdown, clean up. Exit code.
 
     `make_node()` may raise `SystemExit(code)` to refuse to start (bad parameters, missing file):
-    the reason has been logged by then.
+    the reason has been logged by then. A parameter of the wrong type (rclpy's ParameterException)
+    or a bad file (ConfigError) raised while building the node is refused the same way, in one
+    line with exit code 2, whichever node it is.
     """
+    from s2r.yamlio import ConfigError
+
     # Threads here (the executor, a control loop, the simulator's physics) share the GIL; hand it over
     # every 0.5 ms instead of every 5 ms so that a callback never waits out a long C call's slice.
     sys.setswitchinterval(5e-4)
@@ -330,6 +335,11 @@ def spin_node(make_node, args=None) -> int:
             ex.shutdown(timeout_sec=1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ParameterException, ConfigError) as e:
+        if node is not None:
+            raise
+        print(f"refusing to start: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+        code = 2
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:

@@ -1,5 +1,10 @@
 """driver_node: a robot (real or simulated) behind the safety layer, as a ROS 2 lifecycle node.
 
+Start-up: parameters configure needs (the config, command_mode, hardware) are checked when the
+node is built; a bad one ends the process at once with one error line and exit code 2 (bad
+configuration), so that a launch sees it. With `autostart:=true`, a configure or activate that
+fails (e.g. the robot does not answer) ends the process with exit code 1.
+
 Lifecycle (ros2 lifecycle / `autostart:=true` does configure + activate by itself):
   configure   load the hardware config, open its driver behind the safety layer (robot holds)
   activate    start the control loop: /joint_states at the config rate, accept commands
@@ -23,12 +28,15 @@ command) is the safety layer's, run from its own thread.
 from __future__ import annotations
 
 import csv
+import math
 import re
 import threading
 import time
 
 import numpy as np
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -102,13 +110,17 @@ class FaultInjector(Driver):
 class DriverNode(LifecycleNode):
     def __init__(self, name: str = "driver", **kw):
         super().__init__(name, **kw)
-        self.declare_parameter("config", "panda_sim")
-        self.declare_parameter("hardware", "")            # auto | sim | real; "" = the config's
-        self.declare_parameter("autostart", False)        # configure + activate on start-up
-        self.declare_parameter("command_mode", "position")
-        self.declare_parameter("diagnostics_period_s", 1.0)
-        self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
-        self.declare_parameter("fault_injection", False)
+        try:
+            self.declare_parameter("config", "panda_sim")
+            self.declare_parameter("hardware", "")            # auto | sim | real; "" = the config's
+            self.declare_parameter("autostart", False)        # configure + activate on start-up
+            self.declare_parameter("command_mode", "position")
+            self.declare_parameter("diagnostics_period_s", 1.0)
+            self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
+            self.declare_parameter("fault_injection", False)
+        except ParameterException as e:                    # e.g. `config: 5`: a wrong type
+            self._refuse_to_start(f"bad parameter: {e}")
+        self._check_parameters()
         self._log_handler = bridge_python_logging(self)
 
         self.cfg = None
@@ -143,6 +155,34 @@ class DriverNode(LifecycleNode):
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
+    # ------------------------------------------------------------------ start-up
+    def _refuse_to_start(self, reason: str):
+        """One error line and exit code 2 (bad configuration), before anything is opened: a node
+        that cannot be configured must end, not sit unconfigured while a launch waits on it."""
+        self.get_logger().error(reason)
+        raise SystemExit(2)
+
+    def _check_parameters(self):
+        """The parameters configure needs, checked at start-up: the config loads, the command
+        mode is one of the driver's, the hardware mode and periods are valid. configure checks
+        them again (they may be set between start-up and configure)."""
+        from s2r.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(str(self.get_parameter("config").value))
+        except ConfigError as e:
+            self._refuse_to_start(f"config error: {e}")
+        mode = str(self.get_parameter("command_mode").value)
+        if mode not in {m.value for m in CommandMode} or CommandMode(mode) not in cfg.modes:
+            self._refuse_to_start(f"parameter command_mode: {mode!r} is not among the driver's modes "
+                                  f"{sorted(m.value for m in cfg.modes)}")
+        hardware = str(self.get_parameter("hardware").value)
+        if hardware not in ("", "auto", "sim", "real"):
+            self._refuse_to_start(f"parameter hardware: {hardware!r} is not auto, sim or real")
+        period = float(self.get_parameter("diagnostics_period_s").value)
+        if not (math.isfinite(period) and 0.0 < period <= 3600.0):
+            self._refuse_to_start(f"parameter diagnostics_period_s: {period!r} is not in (0, 3600] s")
+
     # ------------------------------------------------------------------ bookkeeping
     def _reset_stats(self):
         self.rate = RateMeter()
@@ -170,9 +210,18 @@ class DriverNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self):
+        """configure + activate; if either fails (its reason is logged), the node exits with
+        code 1: nothing would ever configure it, and a launch must see that it is not running."""
         self._autostart_timer.cancel()
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+            if self.trigger_activate() == TransitionCallbackReturn.SUCCESS:
+                return
+            step = "activate"
+        else:
+            step = "configure"
+        self.get_logger().error(f"autostart: {step} failed; exiting")
+        self.exit_code = 1
+        rclpy.try_shutdown(context=self.context)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         from drivers import open_driver
