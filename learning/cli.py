@@ -4,8 +4,25 @@
     s2r train plato --task ArmReach [--images]
     s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]
 
-Expected failures (bad arguments, a checkpoint from another task or architecture, NaN in training)
-print one line and return a nonzero exit code; they never end in a traceback.
+Expected failures (bad arguments, a damaged checkpoint, a checkpoint from another task or
+architecture, NaN in training) print one line and return a nonzero exit code; they never end in a
+traceback.
+
+Run parameters. Every checkpoint records the run's parameters (`_build`'s meta): algorithm, task,
+images, image_size, randomize (the name or path) and randomization (the preset's resolved
+parameters, so an edited preset file counts as a change), conditions, seed, policy (the network's
+architecture), resample_conditions (--fixed-conditions), samples (gps), eval_episodes,
+policy_steps (the effective value, a task recipe's included), iterations, and config (every other
+field of the algorithm's configuration). `--resume` takes the parameters from its command line like
+a new run and compares them with the checkpoint's:
+  - iterations may change (extend a run, or stop it earlier than planned, but not below the
+    iterations already done): it only says where the loop ends, not what an iteration does; the
+    change is recorded in history.json as {"event": "resume", "after_iteration": k,
+    "changed": {"iterations": {"from": old, "to": new}}} and in the checkpoints that follow.
+  - every other parameter changes the algorithm's state or its results (what is sampled, evaluated,
+    trained or randomized), so a resume that changes one would no longer continue the killed run:
+    it is refused in one line naming each changed parameter with its old and new value (exit 2).
+args.json holds the command line of the run's latest start; history.json lists every resume.
 """
 from __future__ import annotations
 
@@ -15,8 +32,13 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["train_main", "eval_main"]
+__all__ = ["train_main", "eval_main", "MAY_CHANGE_ON_RESUME"]
 log = logging.getLogger("s2r.train")
+
+MAY_CHANGE_ON_RESUME = ("iterations",)
+# configuration fields that meta records under their command-line names
+_CLI_FIELDS = ("iterations", "samples_per_condition", "episodes_per_iteration", "eval_episodes", "policy_steps",
+               "seed", "resample_conditions")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +87,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _build(args):
     from .gps import VISUOMOTOR_IMAGE_SIZE
-    from .registry import make_agent, task_id
+    from .registry import make_agent
     if args.image_size is None:
         args.image_size = VISUOMOTOR_IMAGE_SIZE
     kw = {"n_conditions": args.conditions} if args.conditions else {}
@@ -87,21 +109,34 @@ def _build(args):
         if args.policy_steps:
             cfg.policy_steps = args.policy_steps
         algo = PLATO(agent, cfg)
-    meta = {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
+    return agent, algo, _run_parameters(args, agent, algo)
+
+
+def _run_parameters(args, agent, algo) -> dict:
+    """The run's parameters as checkpoints record them (see the module docstring)."""
+    from dataclasses import asdict
+
+    from .registry import task_id
+    cfg = algo.cfg
+    randomizer = getattr(getattr(agent, "env", None), "randomizer", None)
+    return {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
             "image_size": args.image_size if args.images else None, "randomize": args.randomize,
-            "conditions": args.conditions, "seed": args.seed, "policy": algo.policy.config(),
-            "resample_conditions": bool(getattr(algo.cfg, "resample_conditions", False))}
-    return agent, algo, meta
+            "randomization": {n: asdict(s) for n, s in sorted(randomizer.params.items())} if randomizer else None,
+            "conditions": args.conditions, "seed": cfg.seed, "policy": algo.policy.config(),
+            "resample_conditions": bool(getattr(cfg, "resample_conditions", False)),
+            "samples": getattr(cfg, "samples_per_condition", None), "eval_episodes": cfg.eval_episodes,
+            "policy_steps": cfg.policy_steps, "iterations": cfg.iterations,
+            "config": {k: v for k, v in asdict(cfg).items() if k not in _CLI_FIELDS}}
 
 
 def train_main(argv=None) -> int:
     import numpy as np
 
     from s2r.logs import Progress
-    from s2r.rundir import new_run_dir
+    from s2r.rundir import atomic_write_bytes, new_run_dir
 
     from .gps import TrainingError
-    from .train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
+    from .train import CHECKPOINT, CheckpointError, check_parameters, read_checkpoint, resume_event, run_training
     argv = list(sys.argv[1:] if argv is None else argv)
     agent = None
     try:
@@ -109,14 +144,24 @@ def train_main(argv=None) -> int:
         if args.iterations < 1 or args.conditions < 1 or args.samples < 2 or args.eval_episodes < 0:
             raise _UsageError("s2r train: --iterations and --conditions must be >= 1, --samples >= 2, "
                               "--eval-episodes >= 0")
+        events = []
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / CHECKPOINT).exists():
                 raise CheckpointError(f"--resume {run_dir}: no {CHECKPOINT} there")
+            ck = read_checkpoint(run_dir)        # verified before the (slow) agent is built
         agent, algo, meta = _build(args)
         if args.resume:
-            algo.load_state_dict(load_checkpoint(run_dir, meta))
-            print(f"resuming {run_dir} after iteration {algo.iteration}", flush=True)
+            changes = check_parameters(ck, meta, MAY_CHANGE_ON_RESUME)
+            done = int(ck.state.get("iteration", 0))
+            if args.iterations < done:
+                raise _UsageError(f"s2r train: --iterations {args.iterations}: the run in {run_dir} has already "
+                                  f"done {done}")
+            algo.load_state_dict(ck.state)
+            events = [*ck.events, resume_event(algo.iteration, changes)]
+            changed = "".join(f", {k} {c['from']} -> {c['to']}" for k, c in changes.items())
+            print(f"resuming {run_dir} after iteration {algo.iteration}{changed}", flush=True)
+            atomic_write_bytes(run_dir / "args.json", json.dumps(vars(args), indent=1).encode())
         else:
             run_dir = Path(args.run_dir) if args.run_dir else \
                 new_run_dir(f"train-{args.algorithm}-{meta['task'].split('/')[-1]}")
@@ -128,7 +173,8 @@ def train_main(argv=None) -> int:
             (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1))
         progress = Progress(args.iterations, f"{args.algorithm} {meta['task']}")
         export = {**agent.metadata(), "algorithm": args.algorithm, "trained_iterations": args.iterations}
-        history = run_training(algo, run_dir, args.iterations, meta, progress, export, agent.action_scale)
+        history = run_training(algo, run_dir, args.iterations, meta, progress, export, agent.action_scale,
+                               events=events)
         progress.close()
         last = history[-1]
         print(f"done: {len(history)} iterations, cost {last['cost']:.4g}, held-out success "

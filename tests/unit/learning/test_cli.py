@@ -1,8 +1,10 @@
 """`s2r train` / `s2r eval` entry points: bad input gives one line and a nonzero exit, never a traceback."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from learning.cli import eval_main, train_main
 
@@ -27,22 +29,78 @@ def test_train_bad_arguments(argv, match, capsys):
     assert match in _one_line(capsys)
 
 
-def test_train_writes_checkpoint_plot_export_and_refuses_a_foreign_resume(tmp_path, capsys):
-    run = tmp_path / "run"
-    args = ["--task", "PointMass", "--iterations", "1", "--eval-episodes", "2", "--policy-steps", "100",
-            "--run-dir", str(run)]
-    assert train_main(["gps", *args]) == 0
+POINTMASS = ["--task", "PointMass", "--conditions", "2", "--samples", "3", "--eval-episodes", "2",
+             "--policy-steps", "30"]
+
+
+@pytest.fixture(scope="module")
+def one_iteration_run(tmp_path_factory):
+    """A finished 1-iteration gps run on the point mass; tests resume copies of it."""
+    run = tmp_path_factory.mktemp("train") / "run"
+    assert train_main(["gps", *POINTMASS, "--iterations", "1", "--run-dir", str(run)]) == 0
+    return run
+
+
+def _copy(run, tmp_path):
+    import shutil
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_train_writes_checkpoint_plot_export_and_refuses_a_foreign_resume(one_iteration_run, tmp_path, capsys):
+    run = _copy(one_iteration_run, tmp_path)
     for f in ("checkpoint.pt", "history.json", "training.png", "policy.pt"):
         assert (run / f).stat().st_size > 0
     assert json.loads((run / "history.json").read_text())[0]["iteration"] == 1
     capsys.readouterr()
-    assert train_main(["plato", "--task", "PointMass", "--resume", str(run)]) == 2
-    assert "algorithm='gps'" in _one_line(capsys)
-    assert train_main(["gps", "--task", "PointMass", "--conditions", "3", "--resume", str(run)]) == 2
-    assert "conditions=4" in _one_line(capsys)
+    assert train_main(["plato", *POINTMASS, "--resume", str(run)]) == 2
+    assert "algorithm 'gps' -> 'plato' (" in _one_line(capsys)
+    assert train_main(["gps", *POINTMASS, "--conditions", "3", "--resume", str(run)]) == 2
+    assert "conditions 2 -> 3" in _one_line(capsys)
     (run / "checkpoint.pt").write_bytes(b"garbage")
-    assert train_main(["gps", "--task", "PointMass", "--resume", str(run)]) == 2
-    assert "not a readable checkpoint" in _one_line(capsys)
+    assert train_main(["gps", *POINTMASS, "--resume", str(run)]) == 2
+    assert "not an s2r training checkpoint" in _one_line(capsys)
+
+
+def test_resume_refuses_a_damaged_checkpoint_and_changed_run_parameters(one_iteration_run, tmp_path, capsys):
+    run = _copy(one_iteration_run, tmp_path)
+    before = (run / "history.json").read_bytes()
+    capsys.readouterr()
+    for argv, named in ((["--samples", "4"], "samples 3 -> 4"),
+                        (["--eval-episodes", "3", "--seed", "1"], "eval_episodes 2 -> 3, seed 0 -> 1"),
+                        (["--policy-steps", "50"], "policy_steps 30 -> 50")):
+        assert train_main(["gps", *POINTMASS, *argv, "--iterations", "2", "--resume", str(run)]) == 2
+        line = _one_line(capsys)
+        assert line.startswith(f"s2r train: error: {run / 'checkpoint.pt'}: this run's parameters differ") and \
+            named + " (" in line
+    raw = bytearray((run / "checkpoint.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0x08
+    (run / "checkpoint.pt").write_bytes(bytes(raw))
+    assert train_main(["gps", *POINTMASS, "--resume", str(run)]) == 2
+    assert "checkpoint.pt: checksum mismatch: the file is damaged (" in _one_line(capsys)
+    assert (run / "history.json").read_bytes() == before          # nothing ran, nothing was recorded
+
+
+def test_resume_with_more_iterations_records_the_change_and_matches_an_uninterrupted_run(
+        one_iteration_run, tmp_path, capsys):
+    from learning.train import read_checkpoint
+    run = _copy(one_iteration_run, tmp_path)
+    assert train_main(["gps", *POINTMASS, "--iterations", "2", "--resume", str(run)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    hist = json.loads((run / "history.json").read_text())
+    assert [h.get("iteration", h.get("event")) for h in hist] == [1, "resume", 2]
+    assert hist[1]["after_iteration"] == 1 and hist[1]["changed"] == {"iterations": {"from": 1, "to": 2}}
+    ck = read_checkpoint(run)
+    assert ck.meta["iterations"] == 2 and ck.events == hist[1:2]
+    assert json.loads((run / "args.json").read_text())["iterations"] == 2
+    ref = tmp_path / "ref"                     # --iterations says where the loop ends, not what it does
+    assert train_main(["gps", *POINTMASS, "--iterations", "2", "--run-dir", str(ref)]) == 0
+    want = read_checkpoint(ref)
+    assert [h["cost"] for h in ck.state["history"]] == [h["cost"] for h in want.state["history"]]
+    assert all(torch.equal(ck.state["policy"][k], want.state["policy"][k]) for k in want.state["policy"])
+    capsys.readouterr()
+    assert train_main(["gps", *POINTMASS, "--iterations", "1", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert "--iterations 1: the run in" in line and "has already done 2" in line
 
 
 @pytest.fixture(scope="module")
