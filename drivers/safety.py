@@ -1,16 +1,24 @@
 """The safety layer: wraps every driver, always. Nothing reaches a robot except through here.
 
-Per command: refuse (and hold) what is malformed -- unsupported mode, unknown joint names, wrong
-length, NaN/inf, stale; clamp what is merely too big -- position limits, a per-step position
-delta (at most `max_position_step` and the velocity limit times the period), velocity and effort
-limits (with outward motion at a position limit cut); then write.
+Per command: refuse (and hold) what is malformed -- unsupported mode, fields of the wrong type
+(values that are not real numbers, a stamp that is not a finite time), wrong length, unknown joint
+names, NaN/inf, stale; clamp what is merely too big -- position limits, a per-step position delta
+(at most `max_position_step` and the velocity limit times the period), velocity and effort
+limits; then write. Velocity and effort commands also obey a braking-distance rule
+(`_braking_speed`): no joint approaches a position limit faster than it can stop within it, and
+effort that would drive a joint past that speed (or its velocity limit) is cut to what keeps it
+there, braking if needed. Every mode switch rebases the position step clamp (and the velocity
+reference) on a fresh reading, so the first command in the new mode starts where the robot is.
 Around commands: a watchdog on the driver's steady clock holds the robot when commands stop for
 `watchdog_periods` control periods; a latched e-stop; re-enable and reset start by holding the
 measured position, so the first command afterwards is delta-clamped from where the robot is.
-Every event is counted (`counters`) and logged (rate-limited). `write` never raises; `read`
-raises `DriverFault` (and latches the fault) when the driver cannot give a trustworthy state, so
-that a control loop stops planning on stale data: loops catch it and hold/report, as the ROS
-driver node does. `reset()` is the only way out of a fault.
+Every event is counted (`counters`) and logged (rate-limited). `write`, `hold`, `estop`, `enable`
+and `reset` never raise: any exception from the wrapped driver (third-party drivers raise
+anything) is a driver fault, named in one line. `read` raises `DriverFault` (and latches the
+fault) when the driver cannot give a trustworthy state, so that a control loop stops planning on
+stale data: loops catch it and hold/report, as the ROS driver node does. Every state change goes
+through `_set_state`, which keeps the latches: `reset()` is the only way out of a fault (a
+disconnect keeps it latched), `enable()` or `reset()` the only ways out of an e-stop.
 """
 from __future__ import annotations
 
@@ -22,12 +30,27 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .base import Driver, DriverError, DriverFault
-from .types import Command, CommandMode, DriverSpec, RobotState
+from .types import Command, CommandMode, DriverSpec, RobotState, real_values
 
 log = logging.getLogger("s2r.safety")
 
 ENABLED, HOLDING, DISABLED, ESTOP, FAULT, DISCONNECTED = (
     "enabled", "holding", "disabled", "estop", "fault", "disconnected")
+
+# The deceleration the braking-distance rule plans with: each joint can be brought from its
+# velocity limit to rest in BRAKE_TIME seconds (a = v_max / BRAKE_TIME: 11-13 rad/s^2 on the
+# Panda, within its datasheet's 7.5-20 rad/s^2). The configs carry no acceleration limit; this
+# keeps the braking distance from full speed at v_max * BRAKE_TIME / 2 (0.22 rad on the Panda)
+# and the lag of a tracking controller behind a decelerating reference small.
+BRAKE_TIME = 0.2
+# Effort mode: each joint's acceleration per unit effort is learned from every period's response
+# (`_learn_gain`). Until then it is taken as _GAIN_PRIOR times the gain that would take the joint
+# from rest to its velocity limit in one period at its effort limit: a first push is small.
+_GAIN_PRIOR = 10.0
+_GAIN_RISE = 0.3
+_GAIN_DECAY = 0.1
+_MODE_OF = {m.value: m for m in CommandMode}
+_F64 = np.dtype(float)
 
 
 @dataclass
@@ -35,6 +58,7 @@ class SafetyCounters:
     commands: int = 0
     accepted: int = 0
     rejected_mode: int = 0
+    rejected_malformed: int = 0      # a field of the wrong type: values not real numbers, a bad stamp
     rejected_names: int = 0
     rejected_shape: int = 0
     rejected_nonfinite: int = 0
@@ -46,6 +70,7 @@ class SafetyCounters:
     clamped_step: int = 0
     clamped_velocity: int = 0
     clamped_effort: int = 0
+    braked: int = 0                  # velocity/effort commands cut by the braking-distance rule
     watchdog_trips: int = 0
     estops: int = 0
     driver_faults: int = 0
@@ -70,6 +95,12 @@ class SafetyLayer(Driver):
         self.fault_reason = ""
         self._lock = threading.RLock()
         self._ref: np.ndarray | None = None        # position the next position command is delta-clamped from
+        self._mode: CommandMode | None = None      # the driver's mode: of the last command, POSITION after a hold
+        self._vref: np.ndarray | None = None       # velocity mode: where the commanded velocities have led
+        self._vcmd: np.ndarray | None = None       # ... the last velocity sent, and when
+        self._vtime = 0.0
+        self._eff_prev: tuple | None = None         # effort mode: (effort sent, qd, stamp of the state it used)
+        self._order: tuple = ((), None)            # last `names` order seen and its index array
         self._last_state: RobotState | None = None
         self._last_cmd_time: float | None = None
         self._wd_thread: threading.Thread | None = None
@@ -101,7 +132,12 @@ class SafetyLayer(Driver):
                 return
             self.driver.connect()
             self._cache_limits()
-            self.state = ENABLED
+            if self.fault_reason:
+                # a fault latched before a disconnect stays latched: reset() is the only way out
+                self._set_state(FAULT, by="connect")
+                self._hold_measured()
+                return
+            self._set_state(ENABLED, by="connect")
             self._hold_measured()        # a driver that cannot hold or be read enters FAULT here
 
     def disconnect(self) -> None:
@@ -111,75 +147,111 @@ class SafetyLayer(Driver):
                 return
             try:
                 self.driver.disconnect()
-            except DriverError as e:
-                log.warning("driver disconnect failed: %s", e)
-            self.state = DISCONNECTED
+            except Exception as e:
+                log.warning("driver disconnect failed: %s", _one_line(e))
+            self.state = DISCONNECTED     # always allowed; a fault reason stays latched
 
     def read(self) -> RobotState:
         with self._lock:
-            self._check_watchdog()
+            if self.state == DISCONNECTED:
+                raise DriverFault("not connected")
             try:
-                st = self.driver.read()
-            except DriverError as e:
-                self._enter_fault(str(e))
+                now = self._check_watchdog()
+            except Exception as e:          # the driver's clock
+                self._enter_fault(_one_line(e))
                 raise DriverFault(self.fault_reason) from None
-            if st.q.shape != self._lo.shape or st.qd.shape != self._lo.shape or not _all_finite(st.q, st.qd):
-                self.counters.bad_states += 1
-                self._log("bad_state", "driver returned a non-finite or wrongly shaped state; not trusted")
-                self._enter_fault("driver returned a non-finite or wrongly shaped state")
+            st = self._read_driver(now)
+            if st is None:
                 raise DriverFault(self.fault_reason)
-            self._last_state = st
             return st
 
     def write(self, command: Command) -> str:
-        """Validate, clamp and forward one command. Returns 'ok', 'clamped' or 'rejected: <why>'."""
+        """Validate, clamp and forward one command. Returns 'ok', 'clamped' or 'rejected: <why>'.
+        Never raises: an exception from the driver (or anywhere in here) is a driver fault."""
         with self._lock:
-            self.counters.commands += 1
-            now = self._check_watchdog()
-            if self.state in (DISCONNECTED, FAULT, ESTOP, DISABLED):
-                key = {DISCONNECTED: "rejected_fault", FAULT: "rejected_fault",
-                       ESTOP: "rejected_estop", DISABLED: "rejected_disabled"}[self.state]
-                return self._reject(key, f"robot is {self.state}" + (f": {self.fault_reason}" if self.fault_reason else ""),
-                                    hold=False)
-            spec = self._spec
-            mode = command.mode
-            if mode not in spec.modes:
-                return self._reject("rejected_mode", f"mode {mode.value!r} not supported "
-                                    f"(supported: {', '.join(sorted(m.value for m in spec.modes))})")
-            values = command.values
-            if command.names is not None:
-                if sorted(command.names) != sorted(spec.joint_names) or len(command.names) != len(values):
-                    unknown = sorted(set(command.names) - set(spec.joint_names))
-                    missing = sorted(set(spec.joint_names) - set(command.names))
-                    return self._reject("rejected_names", f"joint names do not match the robot "
-                                        f"(unknown: {unknown}, missing: {missing})")
-                order = {n: i for i, n in enumerate(command.names)}
-                values = values[[order[n] for n in spec.joint_names]]
-            if values.shape != self._lo.shape:
-                return self._reject("rejected_shape", f"expected {spec.n_joints} values, got shape {values.shape}")
-            if not _all_finite(values):
-                return self._reject("rejected_nonfinite", "command contains NaN or inf")
-            if command.stamp is not None and now - command.stamp > self._wd_timeout:
-                return self._reject("rejected_stale", f"command is {now - command.stamp:.3f} s old")
-
-            safe, clamped = self._clamp(mode, values)
             try:
-                self.driver.write(Command.trusted(mode, safe))
-            except DriverError as e:
-                self._enter_fault(str(e))
-                return f"rejected: driver fault: {e}"
-            self._last_cmd_time = now
-            self.state = ENABLED
-            self.counters.accepted += 1
-            return "clamped" if clamped else "ok"
+                return self._write(command)
+            except Exception as e:
+                self._enter_fault(f"safety layer: {_one_line(e)}")
+                return f"rejected: driver fault: {self.fault_reason}"
+
+    def _write(self, command) -> str:
+        c = self.counters
+        c.commands += 1
+        now = self._check_watchdog()
+        state = self.state
+        if state in (DISCONNECTED, FAULT, ESTOP, DISABLED):
+            key = {DISCONNECTED: "rejected_fault", FAULT: "rejected_fault",
+                   ESTOP: "rejected_estop", DISABLED: "rejected_disabled"}[state]
+            return self._reject(key, f"robot is {state}" + (f": {self.fault_reason}" if self.fault_reason else ""),
+                                hold=False)
+        try:
+            mode, values, names, stamp = command.mode, command.values, command.names, command.stamp
+        except Exception:
+            return self._reject("rejected_malformed", f"not a Command: {_excerpt(command)}")
+        # the fields are checked here, not trusted from Command's constructor: they may have been
+        # changed since. Fast paths first: this runs on every command.
+        if mode.__class__ is not CommandMode:
+            try:
+                mode = _MODE_OF.get(mode, mode)      # a mode given as its name
+            except TypeError:                        # unhashable
+                pass
+        if mode.__class__ is not CommandMode or mode not in self._modes:
+            shown = mode.value if mode.__class__ is CommandMode else _excerpt(mode)
+            return self._reject("rejected_mode", f"mode {shown} not supported "
+                                f"(supported: {', '.join(sorted(m.value for m in self._modes))})")
+        if values.__class__ is not np.ndarray or values.dtype is not _F64:
+            values, why = real_values(values)
+            if why:
+                return self._reject("rejected_malformed", why)
+        if values.shape != self._lo.shape:
+            return self._reject("rejected_shape", f"expected {self._lo.size} values, got shape {values.shape}")
+        if names is not None and names is not self._names:
+            order = self._name_order(names)
+            if order.__class__ is str:
+                return self._reject("rejected_names", order)
+            if order is not None:
+                values = values[order]
+        if not _all_finite(values):
+            return self._reject("rejected_nonfinite", "command contains NaN or inf")
+        if stamp is not None:
+            if stamp.__class__ is not float:
+                try:
+                    if isinstance(stamp, (bool, np.bool_)) or not isinstance(stamp, (int, float, np.integer, np.floating)):
+                        raise TypeError
+                    stamp = float(stamp)
+                except (TypeError, OverflowError):
+                    return self._reject("rejected_malformed", f"stamp {_excerpt(stamp)} is not a time in seconds")
+            if not math.isfinite(stamp):
+                return self._reject("rejected_malformed", f"stamp {stamp} is not finite")
+            age = now - stamp
+            if age > self._wd_timeout:
+                return self._reject("rejected_stale", f"command is {age:.3g} s old")
+            if age < -self._wd_timeout:
+                return self._reject("rejected_stale", f"command stamp is {-age:.3g} s ahead of the driver clock")
+
+        if mode is not self._mode and not self._rebase(now):
+            return f"rejected: driver fault: {self.fault_reason}"
+        safe, clamped = self._clamp(mode, values, now)
+        if safe is None:
+            return f"rejected: driver fault: {self.fault_reason}"
+        try:
+            self.driver.write(Command.trusted(mode, safe))
+        except Exception as e:
+            self._enter_fault(_one_line(e))
+            return f"rejected: driver fault: {self.fault_reason}"
+        self._mode = mode
+        self._last_cmd_time = now
+        self._set_state(ENABLED)
+        c.accepted += 1
+        return "clamped" if clamped else "ok"
 
     def hold(self) -> None:
         with self._lock:
             if self.state in (DISCONNECTED, FAULT):
                 return
-            self._hold_measured()
-            if self.state == ENABLED:
-                self.state = HOLDING
+            if self._hold_measured() and self.state == ENABLED:
+                self._set_state(HOLDING)
 
     # ------------------------------------------------------------------ safety actions
     def estop(self) -> None:
@@ -187,9 +259,8 @@ class SafetyLayer(Driver):
         with self._lock:
             self.counters.estops += 1
             log.error("E-STOP: robot holding; commands refused until re-enabled")
-            if self.state not in (DISCONNECTED, FAULT):
-                self._hold_measured()
-                self.state = ESTOP
+            if self.state not in (DISCONNECTED, FAULT) and self._hold_measured():
+                self._set_state(ESTOP)       # a hold that failed left FAULT, the stronger latch
 
     def enable(self, on: bool = True) -> tuple[bool, str]:
         """Re-enable (after e-stop, watchdog or disable) by holding the measured position; or disable."""
@@ -198,27 +269,35 @@ class SafetyLayer(Driver):
                 return False, "not connected"
             if self.state == FAULT:
                 return False, f"driver fault, reset first: {self.fault_reason}"
-            self._hold_measured()
-            self.state = ENABLED if on else DISABLED
+            if not self._hold_measured():
+                return False, f"driver fault while holding, reset first: {self.fault_reason}"
+            self._set_state(ENABLED if on else DISABLED, by="enable")
             self._last_cmd_time = None
             return True, "enabled, holding the measured position" if on else "disabled, holding"
 
     def reset(self) -> tuple[bool, str]:
-        """Clear a driver fault and the e-stop latch, then hold the measured position."""
+        """Clear a driver fault and the e-stop latch, then hold the measured position. Never raises."""
         with self._lock:
-            if self.state == DISCONNECTED:
-                return False, "not connected"
             try:
-                self.driver.reset_fault()
-            except DriverError as e:
-                self._enter_fault(str(e))
-                return False, f"reset failed: {e}"
-            self.state, self.fault_reason = ENABLED, ""
-            self._hold_measured()                 # enters FAULT again if the driver still fails
-            if self.state == FAULT:
+                return self._reset()
+            except Exception as e:
+                self._enter_fault(f"safety layer: {_one_line(e)}")
                 return False, f"reset failed: {self.fault_reason}"
-            self._last_cmd_time = None
-            return True, "reset, holding the measured position"
+
+    def _reset(self) -> tuple[bool, str]:
+        if self.state == DISCONNECTED:
+            return False, "not connected"
+        try:
+            self.driver.reset_fault()
+        except Exception as e:
+            self._enter_fault(_one_line(e))
+            return False, f"reset failed: {self.fault_reason}"
+        self._set_state(ENABLED, by="reset")
+        self.fault_reason = ""
+        if not self._hold_measured():         # enters FAULT again if the driver still fails
+            return False, f"reset failed: {self.fault_reason}"
+        self._last_cmd_time = None
+        return True, "reset, holding the measured position"
 
     @property
     def status(self) -> dict:
@@ -245,17 +324,22 @@ class SafetyLayer(Driver):
 
     def _watchdog_loop(self) -> None:
         while not self._wd_stop.is_set():
-            with self._lock:
-                deadline = None if self._last_cmd_time is None or self.state != ENABLED \
-                    else self._last_cmd_time + self.watchdog_timeout
-                now = self.driver.clock() if self.state != DISCONNECTED else 0.0
-            if deadline is None:
-                self._wd_stop.wait(self.spec.period / 2)
-            elif deadline > now:
-                self._wd_stop.wait(deadline - now)
-            else:
+            try:
                 with self._lock:
-                    self._check_watchdog()
+                    deadline = None if self._last_cmd_time is None or self.state != ENABLED \
+                        else self._last_cmd_time + self.watchdog_timeout
+                    now = self.driver.clock() if self.state != DISCONNECTED else 0.0
+                if deadline is None:
+                    self._wd_stop.wait(self.spec.period / 2)
+                elif deadline > now:
+                    self._wd_stop.wait(deadline - now)
+                else:
+                    with self._lock:
+                        self._check_watchdog()
+            except Exception as e:           # the driver's clock or spec: the watchdog must not die silently
+                with self._lock:
+                    self._enter_fault(f"watchdog: {_one_line(e)}")
+                self._wd_stop.wait(0.1)
 
     def _check_watchdog(self) -> float:
         """Hold if the last command is too old. Returns the driver clock's time."""
@@ -267,24 +351,92 @@ class SafetyLayer(Driver):
             self.counters.watchdog_trips += 1
             self.last_watchdog_age = age
             self._log("watchdog", f"no command for {age * 1e3:.0f} ms (> {self.watchdog_timeout * 1e3:.0f} ms): holding")
-            self._hold_measured()
-            self.state = HOLDING
             self._last_cmd_time = None
+            if self._hold_measured():
+                self._set_state(HOLDING)
         return now
+
+    # ------------------------------------------------------------------ state
+    def _set_state(self, new: str, by: str = "") -> bool:
+        """The one place the state changes, apart from entering FAULT (`_enter_fault`) and
+        `disconnect`. FAULT, ESTOP, DISABLED and DISCONNECTED are latches: only the action named in
+        `_LEAVE` (passed as `by`) leaves one, so no other path -- a failed hold inside an e-stop,
+        an enable or the watchdog -- can clear a fault. Returns whether the state is now `new`."""
+        cur = self.state
+        if cur != new and cur in _LEAVE and by not in _LEAVE[cur]:
+            return False
+        self.state = new
+        return True
+
+    def _enter_fault(self, reason: str) -> None:
+        self.fault_reason = reason
+        if self.state in (FAULT, DISCONNECTED):
+            return
+        self.counters.driver_faults += 1
+        self.state = FAULT
+        log.error("driver fault: %s -- commands refused until reset", reason)
+        try:
+            self.driver.hold()      # best effort: drivers also make themselves safe when they fault
+        except Exception as e:
+            log.warning("no hold after the fault (%s); the driver's own fault handling applies", _one_line(e))
 
     # ------------------------------------------------------------------ internals
     def _cache_limits(self) -> None:
         """Limit vectors, computed once per connect (this runs on every command)."""
         self._spec = spec = self.spec
         cfg = self.cfg
+        self._modes = frozenset(spec.modes)
+        self._names = tuple(spec.joint_names)
+        self._name_set = frozenset(self._names)
         self._lo, self._hi, self._period = spec.lower, spec.upper, spec.period
         self._vmax = spec.max_velocity * cfg.velocity_scale
         self._emax = spec.max_effort * cfg.effort_scale
         # the step per period is bounded by the configured step and the joint's velocity limit
         self._max_step = np.minimum(cfg.max_position_step, self._vmax * self._period)
         self._wd_timeout = cfg.watchdog_periods * self._period
+        # a velocity or effort command stays in force until the next one or the watchdog's hold
+        self._horizon = max(self._period, self._wd_timeout)
+        self._brake_a = self._vmax / BRAKE_TIME
+        self._brake_aT = self._brake_a * self._period
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g0 = self._vmax / (self._emax * self._period)
+        g0 = np.where(np.isfinite(g0) & (g0 > 0), g0, 1.0)
+        self._gain = _GAIN_PRIOR * g0
+        self._gain_low = g0 / _GAIN_PRIOR
+        self._gain_floor = g0 / _GAIN_PRIOR
+        self._eff_prev = None
 
-    def _clamp(self, mode: CommandMode, v: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _name_order(self, names):
+        """Index array putting values given in the order of `names` into the robot's joint order
+        (None: already in order), or a one-line reason why `names` do not fit. Never raises."""
+        try:
+            if isinstance(names, (str, bytes)) or not isinstance(names, (tuple, list)):
+                return f"names must be a sequence of joint names, not {_excerpt(names)}"
+            t = tuple(names)
+            last, idx = self._order
+            if t == last:
+                return idx
+            if not all(n.__class__ is str for n in t):
+                return f"joint names must be strings: {_excerpt(t)}"
+            if len(t) != len(self._names) or frozenset(t) != self._name_set:
+                given = set(t)
+                unknown = sorted(given - self._name_set)[:5]
+                missing = sorted(self._name_set - given)[:5]
+                dup = len(t) - len(given)
+                return (f"joint names do not match the robot (unknown: {[_excerpt(n) for n in unknown]}, "
+                        f"missing: {missing}" + (f", {dup} duplicated" if dup else "") + ")")
+            if t == self._names:
+                idx = None
+            else:
+                pos = {n: i for i, n in enumerate(t)}
+                idx = np.array([pos[n] for n in self._names])
+            self._order = (t, idx)
+            return idx
+        except Exception as e:
+            return f"joint names could not be read ({type(e).__name__})"
+
+    def _clamp(self, mode: CommandMode, v: np.ndarray, now: float) -> tuple[np.ndarray | None, bool]:
+        """The command made safe, and whether it was changed. (None, False): the driver failed."""
         lo, hi = self._lo, self._hi
         clamped = False
         c = self.counters
@@ -301,68 +453,204 @@ class SafetyLayer(Driver):
                     c.clamped_position += 1
                 if not (stepped == out).all():
                     c.clamped_step += 1
-            self._ref = out = stepped
-        elif mode == CommandMode.VELOCITY:
-            q = self._measured_q()
-            # never faster than the limit, never past a position limit within the next period
-            upper = np.minimum(self._vmax, np.maximum((hi - q) / self._period, 0.0))
-            lower = np.maximum(-self._vmax, np.minimum((lo - q) / self._period, 0.0))
-            out = np.minimum(np.maximum(v, lower), upper)
-            if not np.array_equal(out, v):
+            self._ref = stepped
+            return stepped, clamped
+        st = self._fresh_state(now)
+        if st is None:
+            return None, False
+        vmax = self._vmax
+        if mode == CommandMode.VELOCITY:
+            vref = self._vref
+            if self._vcmd is not None:
+                # the driver integrates the last velocity for as long as it is in force (what a
+                # velocity-tracking controller does; for one that does not, the measured q leads)
+                vref += self._vcmd * (now - self._vtime)
+            q = st.q
+            # speed changes by at most a T per period (a: the planned deceleration), so that a
+            # tracking controller keeps up with the reference instead of lagging and overshooting
+            base = self._vcmd if self._vcmd is not None else np.minimum(np.maximum(st.qd, -vmax), vmax)
+            aT = self._brake_aT
+            limited = np.minimum(np.maximum(v, np.maximum(base - aT, -vmax)), np.minimum(base + aT, vmax))
+            up = self._braking_speed(hi - np.maximum(q, vref))
+            down = self._braking_speed(np.minimum(q, vref) - lo)
+            # a joint measured faster than its braking speed (its controller lags or leads the
+            # reference) is asked for less by as much as it exceeds it, so that it brakes harder
+            qd = st.qd
+            up = np.maximum(up - np.maximum(qd - up, 0.0), -vmax)
+            down = np.maximum(down - np.maximum(-qd - down, 0.0), -vmax)
+            out = np.minimum(np.maximum(limited, -down), up)
+            if not np.array_equal(limited, v):
                 c.clamped_velocity += 1
                 clamped = True
-            self._ref = np.minimum(np.maximum(q, lo), hi)
-        else:
-            emax = self._emax
-            out = np.minimum(np.maximum(v, -emax), emax)
-            q = self._measured_q()
-            out = np.where(((q >= hi) & (out > 0)) | ((q <= lo) & (out < 0)), 0.0, out)
-            if not np.array_equal(out, v):
-                c.clamped_effort += 1
+            if not np.array_equal(out, limited):
+                c.braked += 1
                 clamped = True
-            self._ref = np.minimum(np.maximum(q, lo), hi)
+            self._vcmd, self._vtime = out, now
+            return out, clamped
+        # effort
+        emax = self._emax
+        T, H = self._period, self._horizon
+        prev = self._eff_prev
+        if prev is not None:
+            tau0, qd0, t0 = prev
+            dt = st.stamp - t0
+            if 0.5 * T <= dt <= 2.0 * H:
+                self._learn_gain(tau0, st.qd - qd0, dt)
+        # The effort that keeps the speed at the end of the period within [-down, up], the braking
+        # speeds from where this period's motion takes the joint (a joint past a limit, pushed
+        # there by its neighbours' motion, is brought back at the speed it could brake from).
+        # Speeding up plans with the high estimate of the joint's gain and closes the gap over
+        # the horizon a command may stay in force; braking plans with the low one, in one period.
+        qd = st.qd
+        q_next = st.q + qd * T
+        d_up, d_down = hi - q_next, q_next - lo
+        up = self._braking_speed(d_up) - self._braking_speed(-d_up)
+        down = self._braking_speed(d_down) - self._braking_speed(-d_down)
+        g_up, g_brake = self._gain * H, self._gain_low * T
+        gap_hi, gap_lo = up - qd, -down - qd
+        tau_hi = gap_hi / np.where(gap_hi >= 0.0, g_up, g_brake)
+        tau_lo = gap_lo / np.where(gap_lo <= 0.0, g_up, g_brake)
+        limited = np.minimum(np.maximum(v, -emax), emax)
+        tau_lo = np.minimum(np.maximum(tau_lo, -emax), emax)
+        tau_hi = np.minimum(np.maximum(tau_hi, -emax), emax)
+        out = np.minimum(np.maximum(limited, tau_lo), tau_hi)
+        if not np.array_equal(limited, v):
+            c.clamped_effort += 1
+            clamped = True
+        if not np.array_equal(out, limited):
+            c.braked += 1
+            clamped = True
+        self._eff_prev = (out, qd, st.stamp)
         return out, clamped
 
-    def _measured_q(self) -> np.ndarray:
-        if self._last_state is None:
-            self._last_state = self.driver.read()
-        return self._last_state.q
+    def _braking_speed(self, d: np.ndarray) -> np.ndarray:
+        """The fastest a joint may move toward a limit `d` away: it can still stop within the limit
+        at the planned deceleration a (v <= sqrt(2 a (d - v T)), the distance left after this
+        period's motion), and a command in force for the whole horizon (until the watchdog holds)
+        does not reach it (v <= d / horizon); never above the velocity limit. 0 at or past it."""
+        d = np.maximum(d, 0.0)
+        aT = self._brake_aT
+        v = np.sqrt(aT * aT + 2.0 * self._brake_a * d) - aT
+        return np.minimum(np.minimum(v, d / self._horizon), self._vmax)
 
-    def _hold_measured(self) -> None:
+    def _learn_gain(self, tau0: np.ndarray, dqd: np.ndarray, dt: float) -> None:
+        """Update each joint's acceleration per unit effort from one period's response. Only a
+        push that was expected to change the speed by >= 1% of the velocity limit, and did so in
+        its own direction, counts (a joint moved by its neighbours or stopped by a contact does
+        not). An observation above the estimate replaces it at once (safe side); lower ones pull
+        it down gradually, never below its floor."""
+        g, g_low = self._gain, self._gain_low
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            obs = dqd / (tau0 * dt)
+            informative = (np.abs(g * tau0 * dt) >= 0.01 * self._vmax) & (obs > 0.0) & np.isfinite(obs)
+        if not informative.any():
+            return
+        high = np.where(obs > g, obs, g + _GAIN_DECAY * (obs - g))
+        low = np.where(obs < g_low, obs, g_low + _GAIN_RISE * (obs - g_low))
+        self._gain = np.maximum(np.where(informative, high, g), self._gain_floor)
+        self._gain_low = np.maximum(np.minimum(np.where(informative, low, g_low), self._gain), self._gain_floor)
+
+    def _fresh_state(self, now: float) -> RobotState | None:
+        """The last state if it is from this period, else one read now (None: the driver failed)."""
+        st = self._last_state
+        if st is not None and abs(now - st.stamp) <= 0.5 * self._period:
+            return st
+        return self._read_driver(now)
+
+    def _read_driver(self, now: float | None = None) -> RobotState | None:
+        """One state from the driver, checked; on failure FAULT is entered and None returned."""
+        try:
+            st = self.driver.read()
+        except Exception as e:
+            self._enter_fault(_one_line(e))
+            return None
+        if not self._trusted(st):
+            self.counters.bad_states += 1
+            self._log("bad_state", "driver returned a non-finite or wrongly shaped state; not trusted")
+            self._enter_fault("driver returned a non-finite or wrongly shaped state")
+            return None
+        self._last_state = st
+        return st
+
+    def _trusted(self, st) -> bool:
+        try:
+            q, qd = st.q, st.qd
+            return (isinstance(q, np.ndarray) and isinstance(qd, np.ndarray) and q.dtype.kind == "f"
+                    and qd.dtype.kind == "f" and q.shape == self._lo.shape and qd.shape == self._lo.shape
+                    and _all_finite(q, qd) and math.isfinite(st.stamp))
+        except Exception:
+            return False
+
+    def _rebase(self, now: float) -> bool:
+        """At a mode switch: the position step clamp and the velocity reference start from where
+        the robot is, read now. False (FAULT entered) if the driver cannot be read."""
+        st = self._read_driver(now)
+        if st is None:
+            return False
+        self._rebase_on(st.q)
+        return True
+
+    def _rebase_on(self, q: np.ndarray) -> None:
+        self._ref = np.minimum(np.maximum(q, self._lo), self._hi)
+        self._vref = np.array(q, dtype=float)
+        self._vcmd = None
+        self._eff_prev = None
+
+    def _hold_measured(self) -> bool:
+        """Hold the measured position and rebase on it. False (and FAULT entered) if the driver
+        cannot hold or be read."""
         try:
             self.driver.hold()
-            self._last_state = self.driver.read()
-            self._ref = np.minimum(np.maximum(self._last_state.q, self._lo), self._hi)
-        except DriverError as e:
-            self._enter_fault(str(e))
+        except Exception as e:
+            self._enter_fault(_one_line(e))
+            return False
+        st = self._read_driver()
+        if st is None:
+            return False
+        self._rebase_on(st.q)
+        self._mode = CommandMode.POSITION
+        return True
 
     def _reject(self, key: str, why: str, hold: bool = True) -> str:
         setattr(self.counters, key, getattr(self.counters, key) + 1)
         self._log(key, f"command refused: {why}" + ("; holding" if hold else ""))
         if hold:
-            self._hold_measured()
-            if self.state == ENABLED:
-                self.state = HOLDING
             self._last_cmd_time = None
+            if self._hold_measured() and self.state == ENABLED:
+                self._set_state(HOLDING)
         return f"rejected: {why}"
-
-    def _enter_fault(self, reason: str) -> None:
-        self.fault_reason = reason
-        if self.state == FAULT:
-            return
-        self.counters.driver_faults += 1
-        self.state = FAULT
-        log.error("driver fault: %s -- commands refused until reset", reason)
-        try:
-            self.driver.hold()      # best effort: drivers also make themselves safe when they fault
-        except DriverError as e:
-            log.warning("no hold after the fault (%s); the driver's own fault handling applies", e)
 
     def _log(self, key: str, msg: str) -> None:
         n = self._logged.get(key, 0) + 1
         self._logged[key] = n
         if n == 1 or n % 100 == 0:
             log.warning("%s%s", msg, f" ({n} times)" if n > 1 else "")
+
+
+# which action may leave each latched state (`SafetyLayer._set_state`)
+_LEAVE = {FAULT: ("reset",), ESTOP: ("enable", "reset"), DISABLED: ("enable", "reset"),
+          DISCONNECTED: ("connect",)}
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one bounded line; the type is named unless it is the drivers' own error."""
+    try:
+        text = " ".join(str(e).split())
+    except Exception:
+        text = ""
+    if not isinstance(e, DriverError):
+        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    text = text or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _excerpt(x, limit: int = 40) -> str:
+    """A bounded repr of a value from a command, for messages."""
+    try:
+        r = repr(x)
+    except Exception:
+        r = f"<{type(x).__name__}>"
+    return r if len(r) <= limit else r[:limit - 3] + "..."
 
 
 def _all_finite(*arrays: np.ndarray) -> bool:

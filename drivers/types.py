@@ -89,10 +89,10 @@ class Command:
 
     def __post_init__(self):
         self.mode = CommandMode(self.mode)
-        try:
-            self.values = np.asarray(self.values, dtype=float)
-        except (TypeError, ValueError):
-            self.values = np.full(1, np.nan)   # unparseable: the safety layer rejects it as non-finite
+        # What does not convert exactly to real floats (text, complex, numbers beyond float range,
+        # ragged nests) becomes NaN, one per given value where they can be counted: the safety
+        # layer refuses it as non-finite. Constructing a command never raises on its values.
+        self.values, _ = real_values(self.values)
         if self.names is not None:
             self.names = tuple(self.names)
 
@@ -114,3 +114,39 @@ class Command:
     @classmethod
     def effort(cls, values, **kw) -> "Command":
         return cls(CommandMode.EFFORT, values, **kw)
+
+
+_REAL_KINDS = frozenset("iuf")       # numpy kinds that are real numbers (bool, complex, text, objects are not)
+
+
+def real_values(values) -> tuple[np.ndarray, str]:
+    """`values` as a float64 array, and "" -- or, when they are not all real numbers that a float
+    holds (complex, text, bool, None, a Python int beyond float range, a ragged nest), NaNs of the
+    same length where it can be taken (else one NaN) and a one-line reason. Never raises."""
+    try:
+        a = values if isinstance(values, np.ndarray) else np.asarray(values)
+        if a.dtype.kind in _REAL_KINDS:
+            out = a.astype(float, copy=False)
+            if out.dtype.kind == "f" and (a.dtype.kind == "f" or np.isfinite(out).all()):
+                return out, ""
+            reason = "values out of float range"
+        elif a.dtype.kind == "O":
+            # Python objects: ints too large for int64, Decimals, mixed... exact reals only
+            if all(isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+                   for x in a.flat):
+                with np.errstate(over="ignore"):
+                    out = np.array([float(x) for x in a.flat]).reshape(a.shape)
+                return out, ""
+            reason = "values are not all real numbers"
+        else:
+            reason = f"values are {a.dtype.name}, not real numbers"
+    except (OverflowError, ValueError, TypeError, MemoryError) as e:
+        reason = f"values are not real numbers ({type(e).__name__})"
+    except Exception as e:                 # a hostile __array__ / __len__ / __iter__
+        reason = f"values are not real numbers ({type(e).__name__})"
+    try:
+        n = len(values)
+        n = n if isinstance(n, int) and 0 < n <= 1 << 16 else 1
+    except Exception:
+        n = 1
+    return np.full(n, np.nan), reason
