@@ -74,6 +74,11 @@ class Cost:
             lfxx = ca.hessian(terminal, x)[0]
         else:
             lxx, luu, lux, lfxx = _hessians
+        # the Hessians the cost works with (Gauss-Newton for least squares), as symbolic functions
+        # for solvers that build their own QPs (NMPC's real-time iteration)
+        self.hessian_function = ca.Function(f"{name}_H", [x, u, p], [ca.densify(ca.blockcat(lxx, lux.T, lux, luu))],
+                                            ["x", "u", "p"], ["H"])
+        self.terminal_hessian_function = ca.Function(f"{name}_Hf", [x, p], [ca.densify(lfxx)], ["x", "p"], ["Hf"])
         lx, lu = ca.gradient(running, x), ca.gradient(running, u)
         lfx = ca.gradient(terminal, x)
         d = ca.densify

@@ -9,8 +9,13 @@ whole NLP is expanded to SX (`expand=True`) and solved by
   previous solution;
 * ``mode="rti"``: the real-time iteration (Diehl, Bock, Schloeder 2005): one full SQP step per call
   (`sqpmethod`, `max_iter=1`, no line search, QP solver `qrqp` by default) around the shifted
-  previous solution and multipliers, with a Gauss-Newton Hessian (the cost Hessian; the
-  constraints' curvature dropped), as in acados' RTI.
+  previous solution and multipliers, with a Gauss-Newton Hessian: the Cost's own stage Hessians
+  (J_r' W J_r for `Cost.least_squares`, positive semi-definite, so the QP is convex; the exact
+  Hessian of a cost through nonlinear kinematics is not), the constraints' curvature dropped, as in
+  acados' RTI. The linearization point is the shifted guess as it is, its x_0 the previous plan's
+  prediction: the new measured state enters only through the QP's initial-value constraint
+  x_0 = x_init (linear, so exact in the QP), and the QP's matrices do not depend on it -- RTI's
+  preparation/feedback split (here computed in one `sqpmethod` call).
 
 Every returned plan is checked: non-finite values or simple bounds violated by more than 1e-6 make
 the result FAILED (never a silent garbage action). qrqp, CasADi's own active-set solver, returns
@@ -116,6 +121,7 @@ class NMPC:
         self._lbg, self._ubg = np.concatenate(lbg), np.concatenate(ubg)
         p = ca.vertcat(x_init, ca.vec(Pm))
         nlp = {"x": W, "f": J, "g": G, "p": p}
+        self._objective = ca.Function("J", [W, p], [J])
         lbw = [np.full(nx, -np.inf)]                        # x_0 is fixed by its equality constraint
         ubw = [np.full(nx, np.inf)]
         for _ in range(N):
@@ -135,12 +141,17 @@ class NMPC:
             opts["ipopt"].update(ipopt_options or {})
             self._solvers = [("ipopt", self._nlpsol("nmpc_ipopt", "ipopt", nlp, opts, jit))]
         else:
-            # Gauss-Newton Hessian of the Lagrangian: the cost Hessian alone (PSD for convex costs)
+            # Gauss-Newton Hessian of the Lagrangian: the Cost's stage Hessians, block-diagonal over
+            # [x_k, u_k] and x_N (J' W J for least-squares costs: PSD whatever the residuals' curvature)
             sigma = ca.MX.sym("lam_f")
             lam_g = ca.MX.sym("lam_g", G.shape[0])
-            H = sigma * ca.hessian(J, W)[0]
-            hess = ca.Function("nlp_hess_l", [W, p, sigma, lam_g], [ca.triu(H)],
-                               ["x", "p", "lam_f", "lam_g"], ["triu_hess_gamma_x_x"]).expand()
+            nz = nx + nu
+            Hs = cost.hessian_function.map(N)(X, U, Pm[:, :N])            # (nz, N nz)
+            H = sigma * ca.diagcat(*[Hs[:, k * nz:(k + 1) * nz] for k in range(N)],
+                                   cost.terminal_hessian_function(xs[N], Pm[:, N]))
+            hess = ca.Function("nlp_hess_l", [W, p, sigma, lam_g], [H],
+                               ["x", "p", "lam_f", "lam_g"], ["hess_gamma_x_x"]).expand()
+            self._hess_lag = hess
             if jit:
                 hess = _jit(hess, True)
             # the QP's own constraints, g(w0) + J(w0)(w - w0), to check what the QP solver returns
@@ -187,7 +198,8 @@ class NMPC:
         if self._w is not None:              # the previous primal-dual solution, shifted one step
             w = np.concatenate([self._w[nx + nu:], self._w[-(nx + nu):]])
             w = w[: self._nw]
-            w[:nx] = x0
+            if self.mode == "ipopt":
+                w[:nx] = x0                  # (RTI linearizes at the prediction: see the module docstring)
             lam_x = np.concatenate([self._lam_x[nx + nu:], self._lam_x[-(nx + nu):]])[: self._nw]
             gi = self._lam_g                                    # [x_0 eq; dynamics; path blocks]
             parts, i = [gi[:nx]], nx

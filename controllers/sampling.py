@@ -11,7 +11,8 @@ numpy over (K, T, nu). Every planner owns a seeded `np.random.Generator` (`seed`
   to the elite fraction, smooth the update, iterate.
 * `MPPI` (Williams et al., "Information theoretic MPC for model-based reinforcement learning",
   ICRA 2017, Alg. 2): exponentially weighted average of the sampled perturbations with temperature
-  lambda, the lambda u' Sigma^-1 eps control-cost term, and a moving-average smoothing of the update.
+  lambda; a sample's cost is the state cost of its rollout, sum_t q(x_t) + phi(x_T), plus the
+  gamma u' Sigma^-1 eps control-cost term, and the update is smoothed by a moving average.
 
 They return the common `TrajectoryResult` with K = k = 0 (open loop) and Quu = the inverse of the
 sampling covariance they ended with.
@@ -34,26 +35,36 @@ __all__ = ["RandomShooting", "CEM", "MPPI", "BatchRollout"]
 
 
 class BatchRollout:
-    """J(x0, U_k, P) for K control sequences U (K, T, nu) in one compiled call."""
+    """J(x0, U_k, P) for K control sequences U (K, T, nu) in one compiled call.
 
-    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int, *, jit: bool | None = None):
+    state_cost: score the rollouts with the running cost at zero control, q(x, p) = l(x, 0, p)
+    (the cost less its control terms, for a cost separable in u), plus the terminal cost."""
+
+    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int, *, jit: bool | None = None,
+                 state_cost: bool = False):
         self.dynamics, self.cost, self.T, self.K = dynamics, cost, int(horizon), int(n_samples)
         nx, nu, npar, T = dynamics.nx, dynamics.nu, cost.n_params, self.T
+        xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
+        zero_u = ca.DM.zeros(nu)
+        self._running = (ca.Function(f"{cost.name}_q", [xs, us, ps], [cost.running_function(xs, zero_u, ps)])
+                         if state_cost else cost.running_function)
         if dynamics.is_symbolic:
             x0, U, P = ca.SX.sym("x0", nx), ca.SX.sym("U", nu, T), ca.SX.sym("P", npar, T + 1)
             x, J = x0, 0
             for t in range(T):                             # unrolled: one straight-line C function
-                J = J + cost.running_function(x, U[:, t], P[:, t])
+                J = J + self._running(x, U[:, t], P[:, t])
                 x = dynamics.step_function(x, U[:, t])
             J = J + cost.terminal_function(x, P[:, T])
             J = ca.if_else(J == J, J, ca.inf)               # NaN (diverged rollout) -> +inf
-            single = ca.Function(f"rollout_cost_{dynamics.name}_{T}", [x0, U, P], [J])
+            tag = "state_cost" if state_cost else "rollout_cost"
+            single = ca.Function(f"{tag}_{dynamics.name}_{T}", [x0, U, P], [J])
             # the loop over samples is compiled too (serial: CasADi's "thread" map measured ~40x
             # slower than serial on this workload)
-            batch = single.map(f"rollout_cost_{dynamics.name}_{T}_x{self.K}", "serial", self.K, [0, 2], [])
+            batch = single.map(f"{tag}_{dynamics.name}_{T}_x{self.K}", "serial", self.K, [0, 2], [])
             self._batch = FastFunction(_jit(batch, jit))
         else:
             self._batch = None
+            self._run_v = (FastFunction(self._running.map(self.K)) if state_cost else None)
 
     def __call__(self, x0: np.ndarray, U: np.ndarray, P: np.ndarray) -> np.ndarray:
         if self._batch is not None:
@@ -61,7 +72,7 @@ class BatchRollout:
         K, T = U.shape[0], self.T                           # black-box dynamics: step all samples
         X = np.repeat(x0[None], K, axis=0)
         J = np.zeros(K)
-        run = self.cost._mapped("v", K)
+        run = self._run_v if self._run_v is not None else self.cost._mapped("v", K)
         for t in range(T):
             J += run(X, U[:, t], np.repeat(P[t][None], K, axis=0))[0]
             X = self.dynamics._call(X, np.ascontiguousarray(U[:, t]))
@@ -86,7 +97,10 @@ class _SamplingPlanner:
         self.bounded = bool(np.all(np.isfinite(self.u_lower)) and np.all(np.isfinite(self.u_upper)))
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._rollout = BatchRollout(dynamics, cost, self.horizon, self.n_samples, jit=jit)
+        self._rollout = BatchRollout(dynamics, cost, self.horizon, self.n_samples, jit=jit,
+                                     state_cost=self._state_cost)
+
+    _state_cost = False                                     # MPPI scores rollouts by their state cost
 
     def reset(self, seed: int | None = None) -> None:
         """Re-seed the generator (with `seed`, or the constructor's seed)."""
@@ -211,6 +225,15 @@ class MPPI(_SamplingPlanner):
     temperature: lambda; noise_sigma: (nu, nu) covariance or nu variances; smoothing_window: odd
     moving-average length applied to the weighted update along time (1 = none); iterations: updates
     per solve. gamma: weight of the u' Sigma^-1 eps term (default lambda, as in the paper).
+
+    A sample V = U + eps is scored as in Alg. 2, by its state cost plus the control-cost term,
+
+        S(V) = sum_t q(x_t) + phi(x_T) + gamma sum_t u_t' Sigma^-1 eps_t,   q(x) = l(x, 0)
+
+    (`sample_costs`): in the information-theoretic derivation the control cost is
+    lambda/2 u' Sigma^-1 u, and the gamma term is what of it differs between samples, so the
+    Cost's own control terms are not added again at the perturbed control (that would count the
+    control cost twice and penalize exploration). The returned plan's cost is the full Cost.
     """
 
     def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 1000, *, u_lower=None,
@@ -237,6 +260,14 @@ class MPPI(_SamplingPlanner):
         self.gamma = self.temperature if gamma is None else float(gamma)
         self.smoothing_window, self.iterations = int(smoothing_window), int(iterations)
 
+    _state_cost = True
+
+    def sample_costs(self, x0, U: np.ndarray, eps: np.ndarray, P: np.ndarray) -> np.ndarray:
+        """S(U + eps_k) for the K perturbations eps (K, T, nu) of the controls U (T, nu): the state
+        cost of each rollout plus gamma sum_t u_t' Sigma^-1 eps_k,t (the class docstring)."""
+        S = self._rollout(x0, U + eps, P)
+        return S + self.gamma * np.tensordot(eps, U @ self.sigma_inv, axes=2)
+
     def _smooth(self, dU: np.ndarray) -> np.ndarray:
         w = self.smoothing_window
         if w == 1:
@@ -261,8 +292,7 @@ class MPPI(_SamplingPlanner):
             if self.bounded or np.any(np.isfinite(self.u_lower)) or np.any(np.isfinite(self.u_upper)):
                 np.clip(V, self.u_lower, self.u_upper, out=V)
                 eps = V - U                                 # the perturbation actually applied
-            S = self._rollout(x0, V, P)                     # S(V_k): state cost of each rollout
-            S += self.gamma * np.tensordot(eps, U @ self.sigma_inv, axes=2)   # + lambda u' Sigma^-1 eps
+            S = self.sample_costs(x0, U, eps, P)            # state cost + gamma u' Sigma^-1 eps
             finite = np.isfinite(S)
             if not finite.all():
                 if not finite.any():

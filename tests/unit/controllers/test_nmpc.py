@@ -146,3 +146,60 @@ def test_compiled_nlp_gives_the_same_solution(mode):
     assert a.status.usable and b.status.usable
     np.testing.assert_allclose(b.u, a.u, atol=1e-8)
     np.testing.assert_allclose(b.x, a.x, atol=1e-8)
+
+
+def _tcp_task(panda, weight=20.0):
+    """The arm's TCP reach in joint-velocity control (PLATO's ArmReach teacher): q' = q + 0.1 u, a
+    least-squares cost on the TCP's distance to a goal parameter (through the forward kinematics) and on u."""
+    from controllers import Cost, Dynamics
+    q, u, goal = ca.SX.sym("q", 7), ca.SX.sym("u", 7), ca.SX.sym("goal", 3)
+    R, p = panda.link_pose("panda_hand", q)
+    tcp = p + 0.1034 * R[:, 2]
+    dyn = Dynamics(q, u, q + 0.1 * u, name="panda_kin_nmpc", jit=False)
+    cost = Cost.least_squares(q, u, ca.vertcat(tcp - goal, u), np.r_[np.full(3, weight), np.full(7, 0.01)],
+                              tcp - goal, np.full(3, 2000.0), goal, name="tcp_reach_nmpc", jit=False)
+    return dyn, cost, ca.Function("tcp", [q], [tcp])
+
+
+def test_rti_qp_is_convex_on_the_tcp_task(panda):
+    """The RTI Hessian is the Cost's Gauss-Newton one, J_r' W J_r per stage: positive semi-definite
+    wherever the kinematics bend (the exact Hessian of the same cost, with the residuals' curvature,
+    is indefinite there), so qrqp solves every closed-loop step without the fallback."""
+    dyn, cost, tcp = _tcp_task(panda)
+    N = 10
+    planner = NMPC(dyn, cost, N, u_lower=-1.0, u_upper=1.0, mode="rti")
+    q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8])
+    goal = np.array(tcp(q0)).ravel() + np.array([0.25, -0.3, -0.2])
+    rng = np.random.default_rng(0)
+    p = np.concatenate([q0, np.tile(goal, N + 1)])
+    W = ca.MX.sym("w", planner._nw)
+    exact = ca.Function("H", [W], [ca.hessian(planner._objective(W, p), W)[0]])
+    for _ in range(5):
+        w = rng.uniform(-2.0, 2.0, planner._nw)
+        H = np.array(planner._hess_lag(w, p, 1.0, np.zeros(len(planner._lbg))))
+        np.testing.assert_allclose(H, H.T, atol=1e-12)
+        assert np.linalg.eigvalsh(H).min() > -1e-9 * np.abs(H).max()
+        assert np.linalg.eigvalsh(np.array(exact(w))).min() < -1e-3          # what the exact Hessian gives
+    q, dist = q0.copy(), []
+    for _ in range(30):
+        res = planner.solve(q, params=goal)
+        assert res.status.usable and "after" not in res.message             # qrqp alone, no fallback
+        np.testing.assert_allclose(res.x[0], q, atol=1e-9)                  # the QP puts the plan at x0
+        q = dyn.step(q, res.u[0])
+        dist.append(float(np.linalg.norm(np.array(tcp(q)).ravel() - goal)))
+    assert dist[-1] < 0.01 and dist[-1] < 0.05 * dist[0]
+
+
+def test_rti_linearizes_at_the_shifted_prediction_not_at_the_measured_state(acados_cartpole):
+    """Preparation/feedback split: the warm start (the linearization point) is the previous plan
+    shifted, x_0 included (its prediction of the state); a measured state that differs from it
+    enters only through the QP's x_0 = x_init row, and the new plan starts exactly there."""
+    dyn, cost = acados_cartpole
+    planner = NMPC(dyn, cost, 40, u_lower=-F_MAX, u_upper=F_MAX, mode="rti")
+    first = planner.solve(np.zeros(4))
+    measured = first.x[1] + np.array([0.01, -0.02, 0.05, 0.0])
+    w0, _, _ = planner._initial_guess(measured, None)
+    np.testing.assert_array_equal(w0[:4], first.x[1])
+    second = planner.solve(measured)
+    assert second.status.usable
+    np.testing.assert_allclose(second.x[0], measured, atol=1e-12)

@@ -108,3 +108,30 @@ def test_sampling_bad_input(gym_pendulum, cartpole_problem):
         planner.solve([np.nan, 0.0])
     with pytest.raises(ValueError, match="shape"):
         planner.solve(np.zeros(2), np.zeros((14, 1)))
+
+
+def test_mppi_weights_use_the_state_cost_and_the_control_term_once(linear_quadratic):
+    """Williams et al. 2017 Alg. 2 by hand on a linear system with a heavy control cost (R):
+    S_k = sum_t 1/2 x' Q x + 1/2 x_T' Qf x_T + gamma sum_t u_t' Sigma^-1 eps_k,t, w = softmin(S / lambda),
+    U <- U + sum_k w_k eps_k. Adding the running cost at the perturbed control, 1/2 (u + eps)' R (u + eps),
+    would count the control cost twice (and move the update away from this one)."""
+    from ctl_helpers import linear_dynamics, lq_cost
+    A, B, Q, R, Qf = linear_quadratic
+    R = 50.0 * R
+    dyn, cost = linear_dynamics(A, B), lq_cost(Q, R, Qf)
+    K, T, lam, sig = 64, 10, 2.0, np.array([0.5, 2.0])
+    x0 = np.array([1.0, -0.5, 0.3, 0.2])
+    U0 = np.random.default_rng(5).normal(0, 1, (T, 2))
+    planner = MPPI(dyn, cost, T, K, temperature=lam, noise_sigma=sig, seed=11)
+    res = planner.solve(x0, U0)
+    eps = np.random.default_rng(11).standard_normal((K, T, 2)) * np.sqrt(sig)
+    S = np.empty(K)
+    for k in range(K):
+        X = dyn.rollout(x0, U0 + eps[k])
+        S[k] = (0.5 * np.einsum("ti,ij,tj->", X[:-1], Q, X[:-1]) + 0.5 * X[-1] @ Qf @ X[-1]
+                + lam * np.einsum("ti,ij,tj->", U0, np.diag(1 / sig), eps[k]))
+    w = np.exp(-(S - S.min()) / lam)
+    w /= w.sum()
+    np.testing.assert_allclose(res.u, U0 + np.tensordot(w, eps, axes=1), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(planner.sample_costs(x0, U0, eps, cost.params_for_horizon(None, T)), S, rtol=1e-9)
+    assert res.cost == pytest.approx(cost.total(res.x, res.u))            # the plan's cost: the full cost
