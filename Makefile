@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 # Two cores: keep BLAS/torch from oversubscribing them in tests and benchmarks.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test bench install clean
+.PHONY: demo test fuzz bench install clean
 
 $(STAMP): pyproject.toml ros_ws/src/s2r_ros/setup.py
 	@test -n "$(PYTHON)" || { echo "error: need Python >= 3.11 (python3.11 or newer on PATH)"; exit 1; }
@@ -30,6 +30,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Nightly-size adversarial run of the safety layer (tests/fuzz): S2R_FUZZ_EXAMPLES cases per state
+# machine (4 machines), fresh random inputs each run (S2R_FUZZ_SEED=N to repeat one).
+fuzz: $(STAMP)
+	S2R_FUZZ_EXAMPLES=$${S2R_FUZZ_EXAMPLES:-2500} $(PY) -m pytest -q -p no:logging tests/fuzz
 
 bench: $(STAMP)
 	@mkdir -p bench_out

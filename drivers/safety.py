@@ -4,11 +4,17 @@ Per command: refuse (and hold) what is malformed -- unsupported mode, fields of 
 (values that are not real numbers, a stamp that is not a finite time), wrong length, unknown joint
 names, NaN/inf, stale; clamp what is merely too big -- position limits, a per-step position delta
 (at most `max_position_step` and the velocity limit times the period), velocity and effort
-limits; then write. Velocity and effort commands also obey a braking-distance rule
-(`_braking_speed`): no joint approaches a position limit faster than it can stop within it, and
-effort that would drive a joint past that speed (or its velocity limit) is cut to what keeps it
-there, braking if needed. Every mode switch rebases the position step clamp (and the velocity
-reference) on a fresh reading, so the first command in the new mode starts where the robot is.
+limits; then write. Commands aim at soft limits `limit_margin` inside the configured position
+limits (position set-points are clamped to them, velocity and effort commands brake to them): the
+margin is room for a tracking controller's overshoot and for motion a joint's neighbours impose
+on it, so that the measured position stays within the configured limits. A joint inside the
+margin (or outside the limits) is moved inward, never outward. Velocity and effort commands obey
+a braking-distance rule (`_braking_speed`): no joint approaches a soft limit faster than it can
+stop within it, and effort that would drive a joint past that speed (or its velocity limit) is
+cut to what keeps it there, braking if needed; the effort needed is predicted from the
+acceleration measured last period, so whatever else moves the joint is accounted for. Every mode
+switch, and the first command after a hold, rebases the position step clamp (and the velocity
+reference) on a fresh reading, so the first command starts where the robot is.
 Around commands: a watchdog on the driver's steady clock holds the robot when commands stop for
 `watchdog_periods` control periods; a latched e-stop; re-enable and reset start by holding the
 measured position, so the first command afterwards is delta-clamped from where the robot is.
@@ -37,15 +43,18 @@ log = logging.getLogger("s2r.safety")
 ENABLED, HOLDING, DISABLED, ESTOP, FAULT, DISCONNECTED = (
     "enabled", "holding", "disabled", "estop", "fault", "disconnected")
 
-# The deceleration the braking-distance rule plans with: each joint can be brought from its
-# velocity limit to rest in BRAKE_TIME seconds (a = v_max / BRAKE_TIME: 11-13 rad/s^2 on the
-# Panda, within its datasheet's 7.5-20 rad/s^2). The configs carry no acceleration limit; this
-# keeps the braking distance from full speed at v_max * BRAKE_TIME / 2 (0.22 rad on the Panda)
-# and the lag of a tracking controller behind a decelerating reference small.
-BRAKE_TIME = 0.2
-# Effort mode: each joint's acceleration per unit effort is learned from every period's response
-# (`_learn_gain`). Until then it is taken as _GAIN_PRIOR times the gain that would take the joint
-# from rest to its velocity limit in one period at its effort limit: a first push is small.
+# The acceleration every command plans with, speeding up and braking: each joint goes from rest to
+# its velocity limit (and back) in BRAKE_TIME seconds, a = v_max / BRAKE_TIME (4.4-5.2 rad/s^2 on
+# the Panda, below its datasheet's 7.5-20). The configs carry no acceleration limit. Gentler than
+# the robot can do on purpose: a proximal joint accelerating harder throws the distal links, whose
+# effort-limited controllers then lag their set-points by more than `limit_margin` (the safety
+# fuzz suite found 20-30 mrad past a limit at 0.2 s; none at 0.5 s). Braking distance from full
+# speed: v_max * BRAKE_TIME / 2 (0.54 rad on the Panda's shoulder).
+BRAKE_TIME = 0.5
+# Effort mode: each joint's acceleration per unit effort change is learned from the response to
+# effort changes (`_learn_gain`). Until then its high estimate is _GAIN_PRIOR times the gain that
+# would take the joint from rest to its velocity limit in one period at its effort limit (a first
+# push is small) and its low estimate that gain over _GAIN_PRIOR (braking pushes hard).
 _GAIN_PRIOR = 10.0
 _GAIN_RISE = 0.3
 _GAIN_DECAY = 0.1
@@ -58,7 +67,8 @@ class SafetyCounters:
     commands: int = 0
     accepted: int = 0
     rejected_mode: int = 0
-    rejected_malformed: int = 0      # a field of the wrong type: values not real numbers, a bad stamp
+    rejected_malformed: int = 0
+    rejected_speed: int = 0          # effort mode: a joint outside its speed envelope (held)      # a field of the wrong type: values not real numbers, a bad stamp
     rejected_names: int = 0
     rejected_shape: int = 0
     rejected_nonfinite: int = 0
@@ -95,11 +105,12 @@ class SafetyLayer(Driver):
         self.fault_reason = ""
         self._lock = threading.RLock()
         self._ref: np.ndarray | None = None        # position the next position command is delta-clamped from
-        self._mode: CommandMode | None = None      # the driver's mode: of the last command, POSITION after a hold
+        self._mode: CommandMode | None = None      # the driver's mode: of the last command; None after a hold (rebase)
         self._vref: np.ndarray | None = None       # velocity mode: where the commanded velocities have led
         self._vcmd: np.ndarray | None = None       # ... the last velocity sent, and when
         self._vtime = 0.0
         self._eff_prev: tuple | None = None         # effort mode: (effort sent, qd, stamp of the state it used)
+        self._eff_acc: tuple | None = None          # ... (acceleration last measured, the effort that caused it)
         self._order: tuple = ((), None)            # last `names` order seen and its index array
         self._last_state: RobotState | None = None
         self._last_cmd_time: float | None = None
@@ -121,6 +132,12 @@ class SafetyLayer(Driver):
 
     def clock(self) -> float:
         return self.driver.clock()
+
+    @property
+    def soft_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) that commands aim at: the position limits less each joint's margin
+        (`safety.limit_margin`, at most a quarter of the joint's range). Valid once connected."""
+        return self._lo_s.copy(), self._hi_s.copy()
 
     @property
     def watchdog_timeout(self) -> float:
@@ -232,6 +249,12 @@ class SafetyLayer(Driver):
 
         if mode is not self._mode and not self._rebase(now):
             return f"rejected: driver fault: {self.fault_reason}"
+        if mode is CommandMode.EFFORT:
+            why = self._outside_speed_envelope(now)
+            if why is None:
+                return f"rejected: driver fault: {self.fault_reason}"
+            if why:
+                return self._reject("rejected_speed", why)
         safe, clamped = self._clamp(mode, values, now)
         if safe is None:
             return f"rejected: driver fault: {self.fault_reason}"
@@ -389,6 +412,9 @@ class SafetyLayer(Driver):
         self._names = tuple(spec.joint_names)
         self._name_set = frozenset(self._names)
         self._lo, self._hi, self._period = spec.lower, spec.upper, spec.period
+        # the soft limits commands aim at
+        m = np.minimum(cfg.limit_margin, 0.25 * (self._hi - self._lo))   # per joint: at most a quarter of its range
+        self._lo_s, self._hi_s = self._lo + m, self._hi - m
         self._vmax = spec.max_velocity * cfg.velocity_scale
         self._emax = spec.max_effort * cfg.effort_scale
         # the step per period is bounded by the configured step and the joint's velocity limit
@@ -404,7 +430,7 @@ class SafetyLayer(Driver):
         self._gain = _GAIN_PRIOR * g0
         self._gain_low = g0 / _GAIN_PRIOR
         self._gain_floor = g0 / _GAIN_PRIOR
-        self._eff_prev = None
+        self._eff_prev = self._eff_acc = None
 
     def _name_order(self, names):
         """Index array putting values given in the order of `names` into the robot's joint order
@@ -437,15 +463,28 @@ class SafetyLayer(Driver):
 
     def _clamp(self, mode: CommandMode, v: np.ndarray, now: float) -> tuple[np.ndarray | None, bool]:
         """The command made safe, and whether it was changed. (None, False): the driver failed."""
-        lo, hi = self._lo, self._hi
+        lo, hi = self._lo_s, self._hi_s
         clamped = False
         c = self.counters
         if mode == CommandMode.POSITION:
             out = np.minimum(np.maximum(v, lo), hi)
-            ref = self._ref
-            # at most one step from the previous set-point; ref and out lie within the limits,
-            # so the result does too
-            stepped = np.minimum(np.maximum(out, ref - self._max_step), ref + self._max_step)
+            ref, T = self._ref, self._period
+            # The set-point moves like a joint may: toward the target no faster than it can stop
+            # there (so never past a target that holds still) and at most one step a period; its
+            # speed changes by at most a T per period (a set-point jumping from rest to full speed
+            # throws the neighbouring links, whose controllers then overshoot their own limits);
+            # and toward a soft limit no faster than it can stop within it, which wins over the
+            # rest; and never outside the limits, which wins over everything. ref lies within one
+            # step of the limits, so a set-point in the margin (or outside the limits) moves only inward.
+            want = out - ref
+            reach = self._setpoint_reach(np.abs(want))
+            step = np.minimum(np.maximum(want, -reach), reach)
+            dprev, aTT = self._dref, self._brake_aT * T
+            step = np.minimum(np.maximum(step, dprev - aTT), dprev + aTT)
+            step = np.minimum(np.maximum(step, -self._setpoint_reach(ref - lo)), self._setpoint_reach(hi - ref))
+            # never outside the limits, whatever the above (ref is within one step of them); a
+            # set-point pulled back inside keeps the planned speed, not the jump
+            stepped = np.minimum(np.maximum(ref + step, self._lo), self._hi)
             # (identical bytes: nothing was clamped, the common case; else compare as numbers)
             if stepped.tobytes() != v.tobytes() and not (stepped == v).all():
                 clamped = True
@@ -453,7 +492,7 @@ class SafetyLayer(Driver):
                     c.clamped_position += 1
                 if not (stepped == out).all():
                     c.clamped_step += 1
-            self._ref = stepped
+            self._ref, self._dref = stepped, step
             return stepped, clamped
         st = self._fresh_state(now)
         if st is None:
@@ -490,30 +529,50 @@ class SafetyLayer(Driver):
         # effort
         emax = self._emax
         T, H = self._period, self._horizon
-        prev = self._eff_prev
+        prev, acc = self._eff_prev, self._eff_acc
+        qd = st.qd
         if prev is not None:
             tau0, qd0, t0 = prev
             dt = st.stamp - t0
             if 0.5 * T <= dt <= 2.0 * H:
-                self._learn_gain(tau0, st.qd - qd0, dt)
-        # The effort that keeps the speed at the end of the period within [-down, up], the braking
-        # speeds from where this period's motion takes the joint (a joint past a limit, pushed
-        # there by its neighbours' motion, is brought back at the speed it could brake from).
-        # Speeding up plans with the high estimate of the joint's gain and closes the gap over
-        # the horizon a command may stay in force; braking plans with the low one, in one period.
-        qd = st.qd
+                a = (qd - qd0) / dt
+                if acc is None:           # from a hold: taken as at rest without effort
+                    acc = (np.zeros_like(a), np.zeros_like(a))
+                self._learn_gain(tau0 - acc[1], a - acc[0])
+                acc = self._eff_acc = (a, tau0)
+        # The joint's acceleration under effort tau is predicted as g tau + b: g its gain, between
+        # the low and high estimates, and b what else moves it (its neighbours' motion, gravity,
+        # contact), taken from last period as the part of the measured acceleration that no gain
+        # between the estimates explains by the joint's own effort. The effort keeps the speed
+        # within [-down, up], the braking speeds from where this period's motion takes the joint
+        # (a joint past a soft limit is brought back at the speed it could brake from), at the
+        # end of this period and of the horizon the command may stay in force, for every gain
+        # between the estimates: speeding up plans with the high one, braking with the low one.
         q_next = st.q + qd * T
         d_up, d_down = hi - q_next, q_next - lo
         up = self._braking_speed(d_up) - self._braking_speed(-d_up)
         down = self._braking_speed(d_down) - self._braking_speed(-d_down)
-        g_up, g_brake = self._gain * H, self._gain_low * T
-        gap_hi, gap_lo = up - qd, -down - qd
-        tau_hi = gap_hi / np.where(gap_hi >= 0.0, g_up, g_brake)
-        tau_lo = gap_lo / np.where(gap_lo <= 0.0, g_up, g_brake)
+        g_hi, g_lo = self._gain, self._gain_low
+        if acc is not None:
+            a0, t_a = acc
+            e1, e2 = g_lo * t_a, g_hi * t_a
+            b = a0 - np.minimum(np.maximum(a0, np.minimum(e1, e2)), np.maximum(e1, e2))
+        else:
+            b = 0.0
+        tau_hi = tau_lo = None
+        for h in (T, H):
+            base = qd + b * h
+            gap_hi, gap_lo = up - base, -down - base
+            hi_h = gap_hi / (np.where(gap_hi >= 0.0, g_hi, g_lo) * h)
+            lo_h = gap_lo / (np.where(gap_lo <= 0.0, g_hi, g_lo) * h)
+            tau_hi = hi_h if tau_hi is None else np.minimum(tau_hi, hi_h)
+            tau_lo = lo_h if tau_lo is None else np.maximum(tau_lo, lo_h)
         limited = np.minimum(np.maximum(v, -emax), emax)
         tau_lo = np.minimum(np.maximum(tau_lo, -emax), emax)
         tau_hi = np.minimum(np.maximum(tau_hi, -emax), emax)
-        out = np.minimum(np.maximum(limited, tau_lo), tau_hi)
+        # where the gain's uncertainty makes the two bounds conflict, the nearer limit's wins
+        out = np.where(tau_lo <= tau_hi, np.minimum(np.maximum(limited, tau_lo), tau_hi),
+                       np.where(d_up <= d_down, tau_hi, tau_lo))
         if not np.array_equal(limited, v):
             c.clamped_effort += 1
             clamped = True
@@ -523,30 +582,70 @@ class SafetyLayer(Driver):
         self._eff_prev = (out, qd, st.stamp)
         return out, clamped
 
-    def _braking_speed(self, d: np.ndarray) -> np.ndarray:
-        """The fastest a joint may move toward a limit `d` away: it can still stop within the limit
-        at the planned deceleration a (v <= sqrt(2 a (d - v T)), the distance left after this
-        period's motion), and a command in force for the whole horizon (until the watchdog holds)
-        does not reach it (v <= d / horizon); never above the velocity limit. 0 at or past it."""
-        d = np.maximum(d, 0.0)
-        aT = self._brake_aT
-        v = np.sqrt(aT * aT + 2.0 * self._brake_a * d) - aT
-        return np.minimum(np.minimum(v, d / self._horizon), self._vmax)
+    def _outside_speed_envelope(self, now: float) -> str | None:
+        """Effort mode's backstop (a speed-monitoring stop): "" while every joint moves slower than
+        its velocity limit and than it can stop from before its soft limit at the planned
+        deceleration (2 % of the velocity limit for noise); else why not, and the command is refused
+        with a hold (the driver's own position hold brakes harder than planned, within the margin). The effort limiter in `_clamp`
+        keeps joints inside the envelope; coupling it cannot foresee (a neighbour's whip, an
+        unmodelled load) ends here. None: the driver could not be read."""
+        st = self._fresh_state(now)
+        if st is None:
+            return None
+        q, qd, vmax = st.q, st.qd, self._vmax
+        up = np.minimum(self._stop_speed(self._hi_s - q), vmax) + 0.02 * vmax
+        down = np.minimum(self._stop_speed(q - self._lo_s), vmax) + 0.02 * vmax
+        bad = (qd > up) | (-qd > down)
+        if not bad.any():
+            return ""
+        k = int(np.argmax(np.maximum(qd - up, -qd - down)))
+        return (f"{self._names[k]} moves at {qd[k]:+.3g}, faster than it can stop within its limits "
+                f"({up[k] if qd[k] > 0 else -down[k]:+.3g})")
 
-    def _learn_gain(self, tau0: np.ndarray, dqd: np.ndarray, dt: float) -> None:
-        """Update each joint's acceleration per unit effort from one period's response. Only a
-        push that was expected to change the speed by >= 1% of the velocity limit, and did so in
-        its own direction, counts (a joint moved by its neighbours or stopped by a contact does
-        not). An observation above the estimate replaces it at once (safe side); lower ones pull
-        it down gradually, never below its floor."""
+    def _setpoint_reach(self, d: np.ndarray) -> np.ndarray:
+        """The largest step a position set-point may take toward a point `d` away and still stop
+        there with its step shrinking by at most a T^2 a period; at most one step (`max_step`).
+        Stepping s, s - aT^2, s - 2 aT^2, ... covers at least s^2 / (2 aT^2) + s / 2 and at most
+        aT^2 / 8 more, so s solves that for d - aT^2 / 8; a point within aT^2 is reached exactly,
+        in one step."""
+        d = np.maximum(d, 0.0)
+        aTT = self._brake_aT * self._period
+        h, e = 0.5 * aTT, np.maximum(d - 0.125 * aTT, 0.0)
+        s = 4.0 * h * e / (np.sqrt(h * h + 4.0 * h * e) + h)      # sqrt(h^2 + 4 h e) - h, without cancellation
+        return np.minimum(np.maximum(s, np.minimum(d, aTT)), self._max_step)
+
+    def _stop_speed(self, d: np.ndarray) -> np.ndarray:
+        """The fastest a joint `d` from a point can move toward it and still stop there at the
+        planned deceleration a, after this period's motion: v <= sqrt(2 a (d - v T)). 0 at or past it."""
+        d = np.maximum(d, 0.0)
+        aT, two_ad = self._brake_aT, 2.0 * self._brake_a * d   # sqrt((aT)^2 + 2 a d) - aT, without cancellation
+        return two_ad / (np.sqrt(aT * aT + two_ad) + aT)
+
+    def _braking_speed(self, d: np.ndarray) -> np.ndarray:
+        """The fastest a velocity or effort command may move a joint toward a limit `d` away: it
+        can still stop within the limit (`_stop_speed`), and a command in force for the whole
+        horizon (until the watchdog holds) does not reach it (v <= d / horizon); never above the
+        velocity limit. 0 at or past it."""
+        return np.minimum(np.minimum(self._stop_speed(d), np.maximum(d, 0.0) / self._horizon), self._vmax)
+
+    def _learn_gain(self, dtau: np.ndarray, da: np.ndarray) -> None:
+        """Update each joint's acceleration per unit effort from the change of its measured
+        acceleration `da` between two periods whose efforts differed by `dtau` (what else moves
+        the joint cancels out, as far as it changed little in one period). Only an effort change
+        that even the low estimate expects to change the speed by >= 1% of the velocity limit per
+        period, and that changed the acceleration in its own direction, counts. An observation
+        above the high estimate replaces it at once (safe side), lower ones pull it down
+        gradually; the low estimate follows observations gradually both ways (one weak response,
+        to friction or a contact, must not make braking so hard that it throws the joint the
+        other way); neither goes below the floor."""
         g, g_low = self._gain, self._gain_low
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            obs = dqd / (tau0 * dt)
-            informative = (np.abs(g * tau0 * dt) >= 0.01 * self._vmax) & (obs > 0.0) & np.isfinite(obs)
+            obs = da / dtau
+            informative = (np.abs(g_low * dtau * self._period) >= 0.01 * self._vmax) & (obs > 0.0) & np.isfinite(obs)
         if not informative.any():
             return
         high = np.where(obs > g, obs, g + _GAIN_DECAY * (obs - g))
-        low = np.where(obs < g_low, obs, g_low + _GAIN_RISE * (obs - g_low))
+        low = g_low + _GAIN_RISE * (obs - g_low)
         self._gain = np.maximum(np.where(informative, high, g), self._gain_floor)
         self._gain_low = np.maximum(np.minimum(np.where(informative, low, g_low), self._gain), self._gain_floor)
 
@@ -582,23 +681,31 @@ class SafetyLayer(Driver):
             return False
 
     def _rebase(self, now: float) -> bool:
-        """At a mode switch: the position step clamp and the velocity reference start from where
-        the robot is, read now. False (FAULT entered) if the driver cannot be read."""
+        """At a mode switch (or the first command after a hold): the position step clamp and the
+        velocity reference start from where the robot is, read now. False (FAULT entered) if the driver cannot be read."""
         st = self._read_driver(now)
         if st is None:
             return False
-        self._rebase_on(st.q)
+        self._rebase_on(st.q, st.qd)
         return True
 
-    def _rebase_on(self, q: np.ndarray) -> None:
-        self._ref = np.minimum(np.maximum(q, self._lo), self._hi)
+    def _rebase_on(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
+        # the next set-point is at most one step from q; from q outside the limits by up to a
+        # step, that step is toward the limits and ends within them (further out: at the limit)
+        self._ref = np.minimum(np.maximum(q, self._lo - self._max_step), self._hi + self._max_step)
         self._vref = np.array(q, dtype=float)
+        # the set-point's speed: at rest after a hold; at a mode switch or the first command after
+        # a hold, the robot's measured speed (a client streaming slower than the watchdog allows
+        # would otherwise restart from rest at every command)
+        self._dref = np.zeros(len(self._lo)) if qd is None else \
+            np.minimum(np.maximum(qd * self._period, -self._max_step), self._max_step)
         self._vcmd = None
-        self._eff_prev = None
+        self._eff_prev = self._eff_acc = None
 
     def _hold_measured(self) -> bool:
         """Hold the measured position and rebase on it. False (and FAULT entered) if the driver
-        cannot hold or be read."""
+        cannot hold or be read. The robot may still move after a hold (it was moving, it settles),
+        so the next command rebases again on a fresh reading (`_mode` None)."""
         try:
             self.driver.hold()
         except Exception as e:
@@ -608,7 +715,7 @@ class SafetyLayer(Driver):
         if st is None:
             return False
         self._rebase_on(st.q)
-        self._mode = CommandMode.POSITION
+        self._mode = None
         return True
 
     def _reject(self, key: str, why: str, hold: bool = True) -> str:

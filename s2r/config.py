@@ -43,6 +43,7 @@ BOUNDS = {
     "id": (0, 65_535),
     "max_position_step": (1e-6, 1.0),          # rad or m per control period, and <= the widest joint range
     "watchdog_periods": (1.0, 100.0),          # control periods, and at most WATCHDOG_MAX_S
+    "limit_margin": (0.0, 0.1),                # rad or m; each joint's is at most a quarter of its range
     "image_size": (1, 4096),                   # pixels
     "camera_rate_hz": (0.1, 1_000.0),
     "focal": (1e-3, 1e6),                      # pixels
@@ -91,6 +92,8 @@ class CameraConfig:
 class SafetyConfig:
     max_position_step: float = 0.05
     watchdog_periods: float = 2.0
+    limit_margin: float = 0.02       # commands keep this far inside the position limits (rad or m);
+                                     # a joint's margin is at most a quarter of its range
     velocity_scale: float = 1.0
     effort_scale: float = 1.0
 
@@ -355,6 +358,7 @@ def parse_config(data: Any, file: str = "<config>") -> HardwareConfig:
     safety = SafetyConfig(
         max_position_step=sf.get("max_position_step", float, default=min(0.05, step_hi), check=step_check),
         watchdog_periods=sf.get("watchdog_periods", float, default=2.0, check=watchdog_check),
+        limit_margin=sf.get("limit_margin", float, default=SafetyConfig.limit_margin, check=_within("limit_margin")),
         velocity_scale=sf.get("velocity_scale", float, default=1.0,
                               check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v:g}"),
         effort_scale=sf.get("effort_scale", float, default=1.0,

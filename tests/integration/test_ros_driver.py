@@ -108,12 +108,13 @@ def test_commands_trajectories_and_bad_input(ros):
         probe.wait_msg("/joint_states")
         probe.wait_subscribers("/driver/commands")
         q0 = q_now(probe)
-        # a stream of position commands (config joint order) moves joint 1
+        # a stream of position commands (config joint order) at the control rate moves joint 1 (a
+        # slower stream is held by the watchdog between commands and restarts from the measured speed)
         target = q0.copy()
         target[0] += 0.2
-        for _ in range(60):
+        for _ in range(150):
             probe.publish("/driver/commands", Float64MultiArray(data=target.tolist()))
-            time.sleep(0.02)
+            time.sleep(0.01)
         wait_until(lambda: abs(q_now(probe)[0] - target[0]) < 0.02, 10, what="joint 1 at its target")
 
         # bad commands: refused, counted, the node lives on

@@ -76,6 +76,8 @@ BAD = {
     "watchdog 1e9 periods": (lambda d: d["safety"].update(watchdog_periods=1e9), "safety.watchdog_periods", "must be in [1, 100]"),
     "watchdog over 2 s": (lambda d: d.update(control_rate_hz=10) or d["sim"].update(physics_hz=1000)
                           or d["safety"].update(watchdog_periods=30), "safety.watchdog_periods", "must be in [1, 20]"),
+    "margin 0.2": (lambda d: d["safety"].update(limit_margin=0.2), "safety.limit_margin", "must be in [0, 0.1]"),
+    "negative margin": (lambda d: d["safety"].update(limit_margin=-0.01), "safety.limit_margin", "must be in [0, 0.1]"),
     "step 5 rad": (lambda d: d["safety"].update(max_position_step=5.0), "safety.max_position_step", "must be in [1e-06, 1]"),
     "step beyond every range": (lambda d: d.update(joints=d["joints"][7:]) or d["safety"].update(max_position_step=0.5),
                                 "safety.max_position_step", "must be in [1e-06, 0.04]"),
@@ -181,3 +183,29 @@ def test_a_joint_the_model_lacks_is_a_config_error_at_connect():
     assert str(e.value).startswith("robot.yaml: joints[3].name: the 'panda' robot model has no joint 'elbow' "
                                    "(its movable joints: panda_joint1, ")
     assert not d.connected and d.simulation is None      # the physics client was closed again
+
+
+def test_limit_margin_defaults_and_is_read():
+    cfg = parse_config(edit(lambda d: d["safety"].pop("limit_margin")), "robot.yaml")
+    assert cfg.safety.limit_margin == 0.02
+    assert parse_config(edit(lambda d: None), "robot.yaml").safety.limit_margin == 0.04    # panda_sim's own
+    cfg = parse_config(edit(lambda d: d["safety"].update(limit_margin=0.0)), "robot.yaml")
+    assert cfg.safety.limit_margin == 0.0
+
+
+def test_each_joints_margin_is_at_most_a_quarter_of_its_range():
+    """The Panda's fingers (0.04 m of travel) keep 0.01 m, the arm joints the configured margin."""
+    from drivers import SafetyLayer
+    from drivers.sim_driver import SimDriver
+
+    cfg = load_config("panda_sim")
+    s = SafetyLayer(SimDriver(cfg, realtime=False), cfg.safety)
+    s.connect()
+    try:
+        lo_s, hi_s = s.soft_limits
+        margin = lo_s - s.spec.lower
+        assert margin[:7] == pytest.approx(cfg.safety.limit_margin) and margin[7:] == pytest.approx(0.01)
+        assert hi_s == pytest.approx(s.spec.upper - margin)
+    finally:
+        s.disconnect()
+

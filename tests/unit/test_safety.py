@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers import Command, CommandMode, DriverError, DriverFault, SafetyLayer
+from drivers.safety import BRAKE_TIME
 from drivers.sim_driver import SimDriver
 from s2r.config import load_config
 
@@ -103,14 +104,47 @@ def test_position_clamped_to_limits_and_step(safe):
     q = s.read().q
     target = q.copy()
     target[0] = 100.0
-    assert s.write(Command.position(target)) == "clamped"
-    sent = drv.sent[-1][1]
     step = min(cfg.safety.max_position_step, cfg.joints[0].limits.velocity * s.spec.period)
-    assert sent[0] == pytest.approx(q[0] + step)
+    aTT = cfg.joints[0].limits.velocity / BRAKE_TIME * s.spec.period ** 2      # the set-point's speed change a T^2
+    prev, steps = q[0], []
+    for _ in range(80):                 # the set-point accelerates from rest, a T^2 a period, to one step
+        assert s.write(Command.position(target)) == "clamped"
+        sent = drv.sent[-1][1]
+        steps.append(sent[0] - prev)
+        prev = sent[0]
+    assert steps[0] == pytest.approx(aTT)
+    assert np.all(np.diff(steps) <= aTT + 1e-12) and np.all(np.array(steps) <= step + 1e-12)
+    assert steps[-1] == pytest.approx(step)
     for _ in range(400):
         s.write(Command.position(target))
-    assert max(v[0] for _, v, _ in drv.sent) == pytest.approx(cfg.joints[0].limits.upper)
-    assert s.read().q[0] <= cfg.joints[0].limits.upper + 0.01
+    # clamped to the soft limit, the margin inside the configured one: the tracking controller's
+    # overshoot stays within the configured limit
+    soft = cfg.joints[0].limits.upper - cfg.safety.limit_margin
+    assert cfg.safety.limit_margin == 0.04 and s.soft_limits[1][0] == soft
+    assert max(v[0] for _, v, _ in drv.sent) == pytest.approx(soft)
+    assert s.read().q[0] <= cfg.joints[0].limits.upper
+
+
+def test_a_joint_inside_the_margin_is_moved_inward_never_outward(safe):
+    cfg, drv, s = safe
+    spec, m = s.spec, cfg.safety.limit_margin
+    q = np.clip(drv.sim.q_home, spec.lower, spec.upper)
+    q[3] = spec.upper[3] - 0.2 * m            # inside the margin (an arm joint's is the configured one)
+    q[1] = spec.lower[1] - 0.5 * m            # outside the limits (pushed there)
+    drv.sim.reset(q)
+    assert s.reset()[0]
+    q0 = s.read().q
+    toward = q0.copy()
+    toward[3], toward[1] = spec.upper[3] + 1.0, spec.lower[1] - 1.0      # streamed outward
+    prev = q0
+    for _ in range(60):
+        s.write(Command.position(toward))
+        sent = drv.sent[-1][1]
+        assert sent[3] <= max(prev[3], spec.upper[3] - m) + 1e-12 and sent[3] <= spec.upper[3]
+        assert sent[1] >= min(max(prev[1], spec.lower[1]), spec.lower[1] + m) - 1e-12
+        prev = sent
+    assert sent[3] == pytest.approx(spec.upper[3] - m) and sent[1] == pytest.approx(spec.lower[1] + m)
+    assert s.read().q[1] >= spec.lower[1] - 0.005 and s.read().q[3] <= spec.upper[3]
 
 
 def test_velocity_and_effort_clamped(safe):
@@ -227,7 +261,7 @@ def test_property_random_streams_never_exceed_limits(panda, stream):
     step = np.minimum(cfg.safety.max_position_step, vmax * spec.period)
     for cmd in stream:
         ref = s._ref.copy()
-        switching = s._mode is not CommandMode.POSITION     # a mode switch rebases on a fresh reading
+        switching = s._mode is not CommandMode.POSITION     # a mode switch (or a hold) rebases on a fresh reading
         n_before = len(drv.sent)
         res = s.write(cmd)                                       # never raises
         assert isinstance(res, str)
@@ -239,7 +273,10 @@ def test_property_random_streams_never_exceed_limits(panda, stream):
         if mode == CommandMode.POSITION:
             assert np.all(v >= lo) and np.all(v <= hi)
             if switching:
-                ref = np.clip(q_meas, lo, hi)
+                ref = np.clip(q_meas, lo - step, hi + step)
+            # within the soft limits, or between them and where it was (moved inward only)
+            lo_s, hi_s = s.soft_limits
+            assert np.all((v >= lo_s) | (v >= ref - 1e-12)) and np.all((v <= hi_s) | (v <= ref + 1e-12))
             assert np.all(np.abs(v - ref) <= step + 1e-9)
         elif mode == CommandMode.VELOCITY:
             assert np.all(np.abs(v) <= vmax + 1e-12)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from drivers import Command, CommandMode, DriverError, SafetyLayer
+from drivers.safety import BRAKE_TIME
 from drivers.sim_driver import SimDriver
 from s2r.config import load_config
 
@@ -143,8 +144,9 @@ def test_fault_survives_disconnect_and_connect():
 # ------------------------------------------------------------------ limits in velocity and effort modes
 def drive_into_limits(config, mode, periods=250, read=True):
     """Each joint in turn, from home, commanded at its velocity (or effort) limit toward each of
-    its position limits. Returns the largest overshoot past a position limit and the largest
-    speed above a velocity limit (of the commanded joint; of any joint), over all periods."""
+    its position limits. Returns the largest overshoot of ANY joint past its position limits (a
+    neighbour whipped by the commanded joint's motion counts) and the largest speed above a
+    velocity limit of any joint, over all periods."""
     cfg, drv, s = make(config)
     spec = s.spec
     lo, hi, vmax = spec.lower, spec.upper, spec.max_velocity
@@ -162,12 +164,15 @@ def drive_into_limits(config, mode, periods=250, read=True):
                     over = max(over, st.q[j] - hi[j], lo[j] - st.q[j])
                     over_any = max(over_any, np.max(st.q - hi), np.max(lo - st.q))
                     fast = max(fast, np.max(np.abs(st.qd) - vmax))
-                    assert s.write(Command(mode, v)) in ("ok", "clamped")
+                    r = s.write(Command(mode, v))
+                    # or a joint whipped by the others (the Panda's fingers, when the base spins)
+                    # left its speed envelope: refused and held, counted
+                    assert r in ("ok", "clamped") or "faster than it can stop" in r, r
     finally:
         s.disconnect()
     print(f"{config} {mode.value} mode: largest overshoot {over:.4f} rad (any joint: {over_any:.4f}), "
           f"largest speed above a limit {fast:.3f} rad/s")
-    return over, fast
+    return over_any, fast
 
 
 def test_velocity_at_full_speed_into_every_limit_stops_within_it():
@@ -188,7 +193,7 @@ def test_effort_at_the_effort_limit_into_every_limit_stops_within_it(config):
 def test_braking_distance_rule_never_commands_a_speed_it_cannot_stop_from(robot):
     cfg, drv, s = robot
     spec = s.spec
-    a = spec.max_velocity / 0.2
+    a = spec.max_velocity / BRAKE_TIME
     for _ in range(120):
         st = s.read()
         s.write(Command.velocity(spec.max_velocity))
@@ -207,7 +212,7 @@ def test_position_after_another_mode_steps_from_the_measured_position(robot, mod
     q0 = s.read().q
     v = np.zeros(spec.n_joints)
     v[:4] = 0.5 * (spec.max_velocity if mode == CommandMode.VELOCITY else spec.max_effort)[:4]
-    for _ in range(25):                                  # moving, and the client never reads
+    for _ in range(40):                                  # moving, and the client never reads
         s.write(Command(mode, v))
     q_now = drv.read().q
     assert np.max(np.abs(q_now - q0)) > 0.1              # the robot moved far from the last read
