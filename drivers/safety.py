@@ -584,17 +584,17 @@ class SafetyLayer(Driver):
 
     def _outside_speed_envelope(self, now: float) -> str | None:
         """Effort mode's backstop (a speed-monitoring stop): "" while every joint moves slower than
-        its velocity limit and than it can stop from before its soft limit at the planned
-        deceleration (2 % of the velocity limit for noise); else why not, and the command is refused
-        with a hold (the driver's own position hold brakes harder than planned, within the margin). The effort limiter in `_clamp`
+        its velocity limit and than it can stop from before its position limit at the planned
+        deceleration (10 % tolerance); else why not, and the command is refused with a hold (the
+        driver's own position hold brakes harder than planned). The effort limiter in `_clamp`
         keeps joints inside the envelope; coupling it cannot foresee (a neighbour's whip, an
         unmodelled load) ends here. None: the driver could not be read."""
         st = self._fresh_state(now)
         if st is None:
             return None
         q, qd, vmax = st.q, st.qd, self._vmax
-        up = np.minimum(self._stop_speed(self._hi_s - q), vmax) + 0.02 * vmax
-        down = np.minimum(self._stop_speed(q - self._lo_s), vmax) + 0.02 * vmax
+        up = np.minimum(self._stop_speed(self._hi - q), vmax) + 0.1 * vmax
+        down = np.minimum(self._stop_speed(q - self._lo), vmax) + 0.1 * vmax
         bad = (qd > up) | (-qd > down)
         if not bad.any():
             return ""
