@@ -477,11 +477,12 @@ class SafetyLayer(Driver):
             # rest; and never outside the limits, which wins over everything. ref lies within one
             # step of the limits, so a set-point in the margin (or outside the limits) moves only inward.
             want = out - ref
-            reach = self._setpoint_reach(np.abs(want))
+            # the reaches to the target, the lower and the upper soft limit in one call (hot path)
+            reach, down, up = self._setpoint_reach(np.stack((np.abs(want), ref - lo, hi - ref)))
             step = np.minimum(np.maximum(want, -reach), reach)
             dprev, aTT = self._dref, self._brake_aT * T
             step = np.minimum(np.maximum(step, dprev - aTT), dprev + aTT)
-            step = np.minimum(np.maximum(step, -self._setpoint_reach(ref - lo)), self._setpoint_reach(hi - ref))
+            step = np.minimum(np.maximum(step, -down), up)
             # never outside the limits, whatever the above (ref is within one step of them); a
             # set-point pulled back inside keeps the planned speed, not the jump
             stepped = np.minimum(np.maximum(ref + step, self._lo), self._hi)
