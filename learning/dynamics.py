@@ -4,7 +4,7 @@ Levine & Abbeel, "Learning Neural Network Policies with Guided Policy Search und
 Dynamics", NIPS 2014, Sec. 3 ("LQR-FLM") and its appendix:
 
     1. fit a Gaussian mixture (at most 20 clusters) to all transitions [x_t, u_t, x_t+1] of the
-       recent iterations, pooled over time steps and conditions
+       recent iterations, pooled over time steps (MDGPS keeps one mixture per condition)
     2. per time step t: the mixture's posterior over the step's points gives a normal-inverse-
        Wishart prior (mu_0, Phi, m, n_0): mu_0 and Phi are the responsibility-weighted mean and
        covariance of the clusters
@@ -120,9 +120,13 @@ def fit_linear_gaussian(Xin: np.ndarray, Yout: np.ndarray, prior: GMMPrior | Non
     """y ~ N(A x + b, S) from N pairs, with the NIW posterior of the joint Gaussian of [x, y]:
 
         Sigma = (n_0 Phi + N S_hat + N m / (N + m) (mu_hat - mu_0)(mu_hat - mu_0)') / (N + n_0)
-        mu    = (m mu_0 + N mu_hat) / (m + N)
+        mu    = mu_hat
 
-    then conditioned on x. Without a prior: ridge-regularized maximum likelihood."""
+    then conditioned on x. The mean is the samples' own (as in Levine et al. 2016's implementation,
+    `mu = mun`): the prior shapes the covariance, hence the slopes A, but the fit passes through the
+    data's mean, so E[y | x = mean x] is the samples' mean y (the MAP mean (m mu_0 + N mu_hat) / (m + N)
+    would pull it toward the prior: a sixth of the way with 5 samples). Without a prior:
+    ridge-regularized maximum likelihood."""
     Xin, Yout = np.asarray(Xin, float), np.asarray(Yout, float)
     N, dx = Xin.shape
     XY = np.concatenate([Xin, Yout], axis=1)
@@ -133,9 +137,9 @@ def fit_linear_gaussian(Xin: np.ndarray, Yout: np.ndarray, prior: GMMPrior | Non
         mu0, Phi, m, n0 = prior.evaluate(XY)
         dm = (mu_hat - mu0)[:, None]
         sigma = (n0 * Phi + N * S_hat + (N * m / (N + m)) * (dm @ dm.T)) / (N + n0)
-        mu = (m * mu0 + N * mu_hat) / (m + N)
     else:
-        sigma, mu = S_hat, mu_hat
+        sigma = S_hat
+    mu = mu_hat
     sigma = 0.5 * (sigma + sigma.T)
     Sxx = sigma[:dx, :dx] + reg * (np.trace(sigma[:dx, :dx]) / dx + 1e-12) * np.eye(dx)
     A = np.linalg.solve(Sxx, sigma[:dx, dx:]).T                         # Sigma_yx Sigma_xx^-1

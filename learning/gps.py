@@ -4,9 +4,10 @@ Mirror Descent", NIPS 2016, Algorithm 2), with LQR-FLM local controllers (Levine
     for iteration k = 1 .. K
         1. run the global policy pi_theta (on-policy; off-policy: the local controllers p_i) from
            each training condition i: N samples {tau_ij}
-        2. fit linear-Gaussian dynamics p_i(x'|x, u) per condition, with the GMM prior
+        2. fit linear-Gaussian dynamics p_i(x'|x, u) per condition, with the condition's GMM prior
         3. linearize the global policy at the samples: pi_bar_i(u|x) (GMM prior as well)
-        4. adjust the step size epsilon_i from predicted versus actual improvement
+        4. adjust the step size epsilon from predicted versus actual improvement (one multiplier
+           shared by the conditions, from their averages; see `_adjust_step`)
         5. C-step: p_i <- argmin E_p[l(tau)]  s.t.  KL(p_i || pi_bar_i) <= epsilon_i   (LQR-FLM)
         6. S-step: theta <- argmin sum_{i,j,t} (pi_theta(o_t) - mu_p_i(x_t))' Sigma_p_i^-1 (...)
            (precision-weighted regression of the policy on the local controllers' means)
@@ -17,8 +18,9 @@ iLQR on a known model: `LinearGaussianController.from_trajectory`) and pi_bar_i 
 With `resample_conditions` the agent draws new training conditions (same number, same start
 distribution, never a held-out start) before every iteration after the first: on-policy MDGPS
 needs no local controller from the previous iteration (the C-step starts from the linearized
-global policy on the new conditions), so only the step-size adaptation, which compares one
-condition across iterations, is skipped (step sizes stay at their current value). Off-policy
+global policy on the new conditions). The step size then stays at `kl_step` (a deviation from the
+reference, measured: see `_adjust_step`). A condition's dynamics prior is fitted on
+that condition's own samples: with new conditions, on the current iteration's only. Off-policy
 sampling starts the local controllers of new conditions from the agent's initial controllers.
 Initial controllers: given, or the agent's `initial_controllers(variance)` (ArmReachAgent: a PD law
 on the TCP's error through the Jacobian at the start), or zero gains that explore around holding still.
@@ -58,7 +60,7 @@ class TrainingError(RuntimeError):
 class GPSConfig:
     iterations: int = 10
     samples_per_condition: int = 5
-    kl_step: float = 0.5              # epsilon_i = kl_step * T * step_mult_i (KL summed over steps)
+    kl_step: float = 0.5              # epsilon = kl_step * T * step_mult (KL summed over steps)
     min_step_mult: float = 0.01
     max_step_mult: float = 10.0
     init_variance: float | None = None  # exploration variance of the initial PD controllers (None: the agent's)
@@ -66,7 +68,9 @@ class GPSConfig:
     prior_strength: float = 1.0
     max_clusters: int = 20
     min_points_per_cluster: int = 40
-    prior_iterations: int = 3         # iterations of transitions the dynamics GMM is fitted on
+    prior_iterations: int = 3         # iterations of a condition's transitions its dynamics GMM is fitted on
+    dynamics_prior: str = "condition"  # "condition": one GMM prior per condition, on its own samples
+                                       # (Levine et al. 2016); "pooled": one over all conditions' samples
     policy_steps: int = 400           # S-step Adam updates per iteration
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -119,6 +123,8 @@ class GPSConfig:
             raise ValueError("policy_replay keeps feature points: it needs frozen vision (finetune_vision False)")
         if self.aux_pose_weight > 0 and self.finetune_vision:
             raise ValueError("aux_pose_weight needs frozen vision (finetune_vision False)")
+        if self.dynamics_prior not in ("condition", "pooled"):
+            raise ValueError(f"dynamics_prior must be 'condition' or 'pooled', got {self.dynamics_prior!r}")
         if self.init_variance is not None and not self.init_variance > 0:
             raise ValueError(f"init_variance must be positive, got {self.init_variance}")
         return self
@@ -353,12 +359,14 @@ class MDGPS:
                 raise ValueError(f"initial controller (T={c.T}, dX={c.dX}, dU={c.dU}) does not fit the agent "
                                  f"(T={a.T}, dX={a.dX}, dU={a.dU})")
         self.controllers = list(initial_controllers)
-        self.step_mult = np.ones(M)
+        self.step_mult = np.ones(M)        # one value for every condition (`_adjust_step`)
+        self.last_step_costs: dict | None = None
         self.eta = np.ones(M)
         self.prev_dyn: list[LinearGaussianDynamics | None] = [None] * M
         self.prev_pibar: list[LinearGaussianController | None] = [None] * M
+        self.prev_traj: list[LinearGaussianController | None] = [None] * M   # the previous C-step's controllers
         self.prev_xbar: list[np.ndarray | None] = [None] * M    # where the previous cost expansion was taken
-        self.transitions: list[np.ndarray] = []
+        self.transitions: list[list[np.ndarray]] = [[] for _ in range(M)]   # per condition (pooled: index 0)
         self.policy_cov = self.init_variance * np.eye(a.dU)
         self.iteration = 0
         self.replay: list[dict] = []
@@ -393,6 +401,58 @@ class MDGPS:
         if isinstance(self.policy, VisuomotorCNN) and not self.cfg.finetune_vision:
             return list(self.policy.fc.parameters())
         return list(self.policy.parameters())
+
+    def _fit_dynamics(self, X, U) -> list[LinearGaussianDynamics]:
+        """Per condition: the linear-Gaussian dynamics of its samples, with a GMM prior over the
+        transitions [x_t, u_t, x_t+1] of its own last `prior_iterations` iterations (as Levine et al.
+        2016's implementation keeps one prior per condition: under domain randomization every
+        condition is its own draw of bias, gravity and latency, which one pooled mixture would
+        blend). With resampled conditions a condition's history is its current samples only (the
+        first-iteration case of the reference). `dynamics_prior="pooled"`: one prior over every
+        condition's transitions."""
+        cfg, a = self.cfg, self.agent
+        pts = [np.concatenate([x[:, :-1], u, x[:, 1:]], axis=2).reshape(-1, 2 * a.dX + a.dU) for x, u in zip(X, U)]
+        if cfg.dynamics_prior == "pooled":
+            self.transitions[0] = (self.transitions[0] + [np.concatenate(pts)])[-cfg.prior_iterations:]
+            prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength)
+            prior.update(np.concatenate(self.transitions[0]), self.rng)
+            return [fit_linear_gaussian_dynamics(X[c], U[c], prior) for c in range(len(X))]
+        dyn = []
+        for c in range(len(X)):
+            self.transitions[c] = (self.transitions[c] + [pts[c]])[-cfg.prior_iterations:]
+            prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength)
+            prior.update(np.concatenate(self.transitions[c]), self.rng)
+            dyn.append(fit_linear_gaussian_dynamics(X[c], U[c], prior))
+        return dyn
+
+    def _adjust_step(self, pibar, dyn, cost) -> None:
+        """The MDGPS step-size rule (Montgomery & Levine 2016, Sec. 4; `algorithm_mdgps.py` of the
+        reference implementation), averaged over conditions with one shared multiplier:
+
+            previous  = E[cost] of the previous pi_bar under the previous dynamics
+            predicted = E[cost] of the previous C-step's controller under the previous dynamics
+            actual    = E[cost] of the new pi_bar (the policy after the S-step) under the new dynamics
+
+        predicted - actual thus holds both the model's error and the S-step's failure to follow
+        the local controllers, and the step shrinks when either is large.
+
+        Only with fixed conditions (deviation from the reference, which applies it to averages over
+        whatever conditions were sampled): with `resample_conditions`, "previous" and "actual" are
+        costs of different start states, and their difference is dominated by which starts were
+        drawn, not by the update. Measured on ArmInsert (learning/RESULTS.md): applied there, the
+        multiplier fell 1.0 -> 0.1 -> 0.01 in two iterations and learning stalled (72 % final
+        success, 100 starts); kept at 1.0, 96 %."""
+        cfg, a, M = self.cfg, self.agent, self.agent.n_conditions
+        previous = predicted = actual = 0.0
+        for c in range(M):
+            prev_cost = a.cost.expand(self.prev_xbar[c])
+            previous += expected_cost(self.prev_pibar[c], self.prev_dyn[c], prev_cost) / M
+            predicted += expected_cost(self.prev_traj[c], self.prev_dyn[c], prev_cost) / M
+            actual += expected_cost(pibar[c], dyn[c], cost[c]) / M
+        mult = adjust_step(float(self.step_mult[0]), previous, predicted, actual,
+                           min_mult=cfg.min_step_mult, max_mult=cfg.max_step_mult)
+        self.step_mult[:] = mult
+        self.last_step_costs = {"previous": previous, "predicted": predicted, "actual": actual}
 
     def _sample(self, condition: int, controller) -> list:
         """N samples of one condition; non-finite ones are dropped and counted."""
@@ -469,6 +529,8 @@ class MDGPS:
             a.resample(self.rng)
             if not cfg.on_policy:
                 self.controllers = self._agent_initial_controllers()
+            if cfg.dynamics_prior == "condition":
+                self.transitions = [[] for _ in range(M)]      # new conditions: no samples of theirs yet
         # 1. samples: the global policy (on-policy) or the local controllers
         on_policy = cfg.on_policy and k > 0
         runner = PolicyRunner(self.policy, self.policy_cov) if on_policy else None
@@ -477,12 +539,7 @@ class MDGPS:
         U = [np.array([s.U for s in ss]) for ss in samples]
         costs = [np.array([a.cost.evaluate(s.X, s.U).sum() for s in ss]) for ss in samples]
         # 2. dynamics with the GMM prior over the recent iterations' transitions
-        pts = np.concatenate([np.concatenate([x[:, :-1], u, x[:, 1:]], axis=2).reshape(-1, 2 * a.dX + a.dU)
-                              for x, u in zip(X, U)])
-        self.transitions = (self.transitions + [pts])[-cfg.prior_iterations:]
-        prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength)
-        prior.update(np.concatenate(self.transitions), self.rng)
-        dyn = [fit_linear_gaussian_dynamics(X[c], U[c], prior) for c in range(M)]
+        dyn = self._fit_dynamics(X, U)
         # the cost's second-order expansion at each condition's mean trajectory (a quadratic cost: itself)
         xbar = [x.mean(0) for x in X]
         cost = [a.cost.expand(xbar[c]) for c in range(M)]
@@ -495,16 +552,9 @@ class MDGPS:
                                       for x, m in zip(X, means)])
             pol_prior = GMMPrior(cfg.max_clusters, cfg.min_points_per_cluster, cfg.prior_strength).update(pol_pts, self.rng)
             pibar = [linearize_policy(X[c], means[c], self.policy_cov, pol_prior) for c in range(M)]
-        # 4. step size from the predicted versus actual improvement of the (linearized) policy:
-        #    previous pi_bar under the previous dynamics -> new pi_bar under the previous / new dynamics
+        # 4. step size from the predicted versus actual improvement
         if k > 0 and not resampled:
-            for c in range(M):
-                prev_cost = a.cost.expand(self.prev_xbar[c])
-                previous = expected_cost(self.prev_pibar[c], self.prev_dyn[c], prev_cost)
-                predicted = expected_cost(pibar[c], self.prev_dyn[c], prev_cost)
-                actual = expected_cost(pibar[c], dyn[c], cost[c])
-                self.step_mult[c] = adjust_step(self.step_mult[c], previous, predicted, actual,
-                                                min_mult=cfg.min_step_mult, max_mult=cfg.max_step_mult)
+            self._adjust_step(pibar, dyn, cost)
         # 5. C-step: LQR-FLM against pi_bar under the KL bound
         kls, etas = [], []
         for c in range(M):
@@ -515,6 +565,7 @@ class MDGPS:
                 raise TrainingError(f"condition {c}: LQR-FLM failed: {e}") from None
             self.controllers[c], self.eta[c] = res.controller, res.eta
             self.prev_dyn[c], self.prev_pibar[c], self.prev_xbar[c] = dyn[c], pibar[c], xbar[c]
+            self.prev_traj[c] = res.controller
             kls.append(res.kl)
             etas.append(res.eta)
         # 6. S-step: precision-weighted regression of pi_theta on the local controllers' means
@@ -588,6 +639,7 @@ class MDGPS:
                 "prev_pibar": [None if p is None else (p.K, p.k, p.cov) for p in self.prev_pibar],
                 "prev_dyn": [None if d is None else (d.F, d.f, d.cov, d.x0_mean, d.x0_cov) for d in self.prev_dyn],
                 "prev_xbar": self.prev_xbar,
+                "prev_traj": [None if p is None else (p.K, p.k, p.cov) for p in self.prev_traj],
                 "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
                 "history": self.history, "dropped_samples": self.dropped_samples,
                 "condition_seeds": list(getattr(self.agent, "condition_seeds", [])),
@@ -611,7 +663,14 @@ class MDGPS:
         self.prev_pibar = [None if p is None else LinearGaussianController(*p) for p in st["prev_pibar"]]
         self.prev_dyn = [None if d is None else LinearGaussianDynamics(*d) for d in st["prev_dyn"]]
         self.prev_xbar = list(st.get("prev_xbar", [None] * len(self.prev_dyn)))  # older runs: quadratic costs only
-        self.transitions = list(st["transitions"])
+        # older checkpoints: no previous C-step controllers saved; they are the checkpoint's controllers
+        self.prev_traj = [None if p is None else LinearGaussianController(*p)
+                          for p in st.get("prev_traj", [c if p is not None else None
+                                                        for c, p in zip(st["controllers"], st["prev_pibar"])])]
+        tr = list(st["transitions"])
+        if tr and not isinstance(tr[0], list):        # older checkpoints: one pooled history
+            tr = [tr] + [[] for _ in range(self.agent.n_conditions - 1)]
+        self.transitions = tr or [[] for _ in range(self.agent.n_conditions)]
         self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
         self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]
         self.iteration = int(st["iteration"])

@@ -3,18 +3,25 @@ ICRA 2017), a DAgger-style learner with an MPC teacher from controllers/.
 
     for iteration k = 1 .. K
         for each training episode: at every visited state x_t (observation o_t)
-            teacher:  u*_t = MPC(x_t)                      the label (cost only)
-            adaptive: u_t  = argmin_u  1/2 (u - u*_t)' Q_uu (u - u*_t) + lambda_k/2 |u - pi(o_t)|^2
-                           = (Q_uu + lambda_k I)^-1 (Q_uu u*_t + lambda_k pi(o_t))
-                      the MPC's local Q-function (its Q_uu at t = 0) traded against staying close
-                      to the learner; this is what is executed, so the visited states approach the
-                      learner's own distribution as lambda_k grows
-        D <- D + {(o_t, u*_t)}
-        pi <- argmin sum_D |pi(o) - u*|^2     (supervised learning on the aggregated data)
+            teacher:  u*_t, Q_uu,t = MPC(x_t)                   the label (cost only) and its curvature
+            adaptive: u_t = first action of the KL-regularized MPC over the horizon
+                      min  sum_j l(x_j, u_j) + lambda_k KL(pi_teacher(u_j|x_j) || pi_theta(u_j|o_j))
+                      with the learner pi_theta(u|o) = N(mu_theta(o), Sigma_theta): the KL's
+                      dependence on the teacher's actions is lambda_k/2 |u_j - mu_theta(o_j)|^2 in
+                      Sigma_theta^-1, at the observations o_j the teacher predicts along its plan
+                      (`learner_obs`); this is what is executed, so the visited states approach
+                      the learner's own distribution as lambda_k grows
+        D <- D + {(o_t, u*_t, Q_uu,t)}
+        pi <- argmin sum_D (pi(o) - u*)' Q_uu (pi(o) - u*)   (the Q_uu-weighted supervised loss)
+        Sigma_theta <- the covariance of u* - mu_theta(o) over D
 
 Teachers: the point mass with its exact model; ArmReach with a kinematic model of the arm in
 position control (the commanded joint targets integrate the normalized action, the TCP is the
-Panda's forward kinematics from the same URDF as the simulator).
+Panda's forward kinematics from the same URDF as the simulator). The learner's observations along
+the plan: the point mass's are its states; ArmReach's state policy sees [q, qd, target - tcp],
+predicted as q = q_cmd (the position controller tracks the command), qd from consecutive commands
+and the TCP by forward kinematics; an image policy's future images cannot be predicted, so its
+mean at the current observation stands for every step of the horizon.
 """
 from __future__ import annotations
 
@@ -59,42 +66,93 @@ class PLATOConfig:
 
 
 class _Teacher:
-    """MPC over a controllers/ model; `__call__(x) -> (u*, Q_uu at t = 0)`."""
+    """MPC over a controllers/ model; `__call__(x) -> (u*, Q_uu at t = 0)` (the cost alone), and
+    `adaptive(x, obs, learner, lam, cov)` (the KL-regularized MPC: the module docstring).
 
-    def __init__(self, dynamics, cost, horizon, iterations, params=None, u_lim=None):
+    Subclasses give `_costs(lam_term)`: the task's cost, with lam_term the cost of the learner term
+    (u - m)' C' C (u - m) / 2 in extra parameters m (nu) and C (nu x nu, row-major), and
+    `learner_obs(X, obs)`: the learner's observations at the planned states X (H, nx)."""
+
+    def __init__(self, dynamics, horizon, iterations, u_lim=None):
         from controllers import ILQR, MPC, ILQROptions
-        lo, hi = (None, None) if u_lim is None else (-u_lim * np.ones(dynamics.nu), u_lim * np.ones(dynamics.nu))
-        self.planner = ILQR(dynamics, cost, horizon, u_lower=lo, u_upper=hi,
-                            options=ILQROptions(max_iter=iterations, consistent_gains=True), jit=False)
-        self.mpc = MPC(self.planner, max_iter=iterations)
-        self.params = params
+        nu = dynamics.nu
+        lo, hi = (None, None) if u_lim is None else (-u_lim * np.ones(nu), u_lim * np.ones(nu))
+        u, m, C = ca.SX.sym("u", nu), ca.SX.sym("m", nu), ca.SX.sym("C", nu * nu)
+        r = ca.reshape(C, nu, nu).T @ (u - m)                    # C (u - m), C given row-major
+        plain, kl = self._costs(u, m, C, r)
+        self.horizon, self.nu = horizon, nu
+        self.mpcs = []
+        for cost in (plain, kl):
+            planner = ILQR(dynamics, cost, horizon, u_lower=lo, u_upper=hi,
+                           options=ILQROptions(max_iter=iterations, consistent_gains=True), jit=False)
+            self.mpcs.append(MPC(planner, max_iter=iterations))
+        self.mpc, self.kl_mpc = self.mpcs
+        self.params = None
 
     def reset(self, params=None):
-        self.mpc.reset()
-        self.params = params
+        for mpc in self.mpcs:
+            mpc.reset()
+        self.params = None if params is None else np.atleast_1d(np.asarray(params, float))
+
+    def _base_params(self) -> np.ndarray:
+        return np.zeros(0) if self.params is None else self.params
 
     def __call__(self, x):
-        step = self.mpc.step(x, self.params)
+        step = self.mpc.step(x, self._base_params() if self.params is not None else None)
         Quu = step.plan.Quu[0] if step.plan is not None else np.eye(len(step.u))
         return step.u, 0.5 * (Quu + Quu.T)
+
+    def adaptive(self, x, obs, learner, lam: float, cov: np.ndarray):
+        """The KL-regularized MPC's plan from x (`controllers.MPCStep`): the learner's means m_j at the
+        observations predicted along the previous adaptive plan (shifted; at the first step: the
+        current observation for every j), weight lam Sigma_theta^-1."""
+        H, nu = self.horizon, self.nu
+        prev = self.kl_mpc.plan
+        if prev is None:
+            O = np.repeat(np.asarray(obs["state"], float)[None], H, 0)
+        else:
+            X = np.concatenate([prev.x[1:H + 1], prev.x[H:H + 1]])[:H]
+            X[0] = x
+            O = self.learner_obs(X, obs)
+        if isinstance(learner.policy, VisuomotorCNN):
+            m = np.repeat(learner.mean(obs)[None], H, 0)
+        else:
+            with torch.inference_mode():
+                m = learner.policy(torch.as_tensor(O, dtype=torch.float32)).double().numpy()
+            m[0] = learner.mean(obs)
+        C = np.linalg.cholesky(lam * np.linalg.inv(cov)).T                # C' C = lam Sigma_theta^-1
+        base = self._base_params()
+        P = np.concatenate([np.repeat(base[None], H + 1, 0),
+                            np.concatenate([m, m[-1:]]), np.repeat(C.ravel()[None], H + 1, 0)], axis=1)
+        return self.kl_mpc.step(x, P)
 
 
 class PointMassTeacher(_Teacher):
     def __init__(self, agent, horizon, iterations):
-        from controllers import quadratic_cost
-        c = agent.cost
-        cost = quadratic_cost(4, 2, c.Q[0], c.R[0], c.Q[-1], goal_param=False, jit=False)
-        super().__init__(agent.model, cost, horizon, iterations)
+        self.agent_cost = agent.cost
+        super().__init__(agent.model, horizon, iterations)
+
+    def _costs(self, u, m, C, r):
+        from controllers import Cost
+        c = self.agent_cost
+        x = ca.SX.sym("x", 4)
+        run = 0.5 * x.T @ ca.DM(c.Q[0]) @ x + 0.5 * u.T @ ca.DM(c.R[0]) @ u
+        fin = 0.5 * x.T @ ca.DM(c.Q[-1]) @ x
+        return (Cost(x, u, run, fin, name="pm_teacher", jit=False),
+                Cost(x, u, run + 0.5 * r.T @ r, fin, ca.vertcat(m, C), name="pm_teacher_kl", jit=False))
 
     def teacher_state(self, x, obs):
         return x
+
+    def learner_obs(self, X, obs):
+        return X
 
 
 class ArmReachTeacher(_Teacher):
     """x = commanded joint targets q_cmd (7); x' = q_cmd + scale * u; TCP by forward kinematics."""
 
     def __init__(self, agent, horizon, iterations):
-        from controllers import Cost, Dynamics
+        from controllers import Dynamics
         from controllers.models import RigidBodyModel
         from sim.robots import robot_model
         from sim.tasks.arm import FINGER_JOINTS, TCP_OFFSET
@@ -104,16 +162,35 @@ class ArmReachTeacher(_Teacher):
                             locked={j: 0.02 for j in FINGER_JOINTS})
         x, u = ca.SX.sym("q", n), ca.SX.sym("u", n)
         R, p = rb.link_pose(env.ee_link, x)
-        tcp = p + TCP_OFFSET * R[:, 2]
-        goal = ca.SX.sym("goal", 3)
+        self.tcp = ca.Function("tcp", [x], [p + TCP_OFFSET * R[:, 2]])
+        self.n, self.dt = n, float(env.control_dt)
         dyn = Dynamics(x, u, x + ca.DM(agent.action_scale) * u, name="panda_kinematic", jit=False)
-        cost = Cost.least_squares(x, u, ca.vertcat(tcp - goal, u), np.r_[np.full(3, 20.0), np.full(n, 0.01)],
-                                  tcp - goal, np.full(3, 2000.0), goal, name="reach_tcp", jit=False)
-        super().__init__(dyn, cost, horizon, iterations, u_lim=1.0)
-        self.n = n
+        super().__init__(dyn, horizon, iterations, u_lim=1.0)
+
+    def _costs(self, u, m, C, r):
+        from controllers import Cost
+        n = self.n
+        x = ca.SX.sym("q", n)
+        tcp = self.tcp(x)
+        goal = ca.SX.sym("goal", 3)
+        w = np.r_[np.full(3, 20.0), np.full(n, 0.01)]
+        plain = Cost.least_squares(x, u, ca.vertcat(tcp - goal, u), w, tcp - goal, np.full(3, 2000.0), goal,
+                                   name="reach_tcp", jit=False)
+        kl = Cost.least_squares(x, u, ca.vertcat(tcp - goal, u, r), np.r_[w, np.ones(n)], tcp - goal,
+                                np.full(3, 2000.0), ca.vertcat(goal, m, C), name="reach_tcp_kl", jit=False)
+        return plain, kl
 
     def teacher_state(self, x, obs):
         return x[: self.n] + x[2 * self.n: 3 * self.n]             # q + (q_cmd - q) = q_cmd
+
+    def learner_obs(self, X, obs):
+        """[joint_pos, joint_vel, target - tcp] at the planned commands X (H, n): q = q_cmd."""
+        n = self.n
+        O = np.repeat(np.asarray(obs["state"], float)[None], len(X), 0)
+        O[1:, :n] = X[1:]
+        O[1:, n:2 * n] = np.diff(X, axis=0) / self.dt
+        O[1:, -3:] = self.params - np.array(self.tcp.map(len(X) - 1)(X[1:].T)).T
+        return O
 
 
 def make_teacher(agent, horizon: int, iterations: int):
@@ -142,7 +219,8 @@ class PLATO:
         self.teacher = make_teacher(a, self.cfg.mpc_horizon, self.cfg.mpc_iterations)
         self.rng = np.random.default_rng(self.cfg.seed)
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
-        self.data = {"state": [], "image": [], "label": []}
+        self.data = {"state": [], "image": [], "label": [], "prec": []}
+        self.learner_cov = np.eye(a.dU)          # Sigma_theta, re-estimated after every S-step
         self.iteration, self.history, self.pretrained = 0, [], not a.images
 
     def pretrain(self, progress=None) -> None:
@@ -164,23 +242,25 @@ class PLATO:
         costs, succ = [], []
         for e in range(cfg.episodes_per_iteration):
             cond = e % a.n_conditions
-            labels = []
+            labels, precs = [], []
 
             def act(t, x, obs):
                 if t == 0:
                     self.teacher.reset(self.agent.teacher_params() if hasattr(self.agent, "teacher_params") else None)
-                u_star, Quu = self.teacher(self.teacher.teacher_state(x, obs))
+                xt = self.teacher.teacher_state(x, obs)
+                u_star, Quu = self.teacher(xt)
                 labels.append(u_star)
+                precs.append(Quu)
                 if k == 0:
                     return u_star                                   # the first iteration: the teacher alone
-                u_pi = learner.mean(obs)
-                return np.linalg.solve(Quu + lam * np.eye(len(u_star)), Quu @ u_star + lam * u_pi)
+                return self.teacher.adaptive(xt, obs, learner, lam, self.learner_cov).u
 
             s = a.rollout(cond, act, int(self.rng.integers(2**31)))
             if not (np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U))):
                 raise TrainingError(f"episode {e}: non-finite state or action (teacher or learner diverged)")
             self.data["state"].append(s.state_obs[:-1])
             self.data["label"].append(np.array(labels))
+            self.data["prec"].append(np.array(precs))
             if a.images:
                 self.data["image"].append(s.images[:-1])
             costs.append(a.cost.evaluate(s.X, s.U).sum())
@@ -192,8 +272,10 @@ class PLATO:
         inputs = {"state": states}
         if a.images:
             inputs["points"] = feature_points(self.policy, np.concatenate(self.data["image"]))
-        loss = train_policy_weighted(self.policy, self.optimizer, inputs, np.concatenate(self.data["label"]), None,
+        labels = np.concatenate(self.data["label"])
+        loss = train_policy_weighted(self.policy, self.optimizer, inputs, labels, np.concatenate(self.data["prec"]),
                                      cfg.policy_steps, cfg.batch_size, self.gen, head_only=a.images)
+        self.learner_cov = self._learner_covariance(inputs, labels)
         runner = PolicyRunner(self.policy)
         ev = [a.held_out(i, lambda t, x, obs: runner(t, x, obs)) for i in range(cfg.eval_episodes)]
         stats = {"iteration": k + 1, "cost": float(np.mean(costs)), "train_success": float(np.mean(succ)),
@@ -205,10 +287,22 @@ class PLATO:
         self.iteration += 1
         return stats
 
+    @torch.inference_mode()
+    def _learner_covariance(self, inputs, labels) -> np.ndarray:
+        """Sigma_theta: the covariance of the labels about the learner's means on the data set
+        (floored at 1e-4 of its trace so that Sigma_theta^-1 stays bounded)."""
+        S = torch.as_tensor(inputs["state"], dtype=torch.float32)
+        mean = (self.policy.head(inputs["points"], S) if isinstance(self.policy, VisuomotorCNN)
+                else self.policy(S)).double().numpy()
+        r = labels - mean
+        cov = r.T @ r / len(r)
+        return cov + 1e-4 * (np.trace(cov) / len(cov) + 1e-8) * np.eye(len(cov))
+
     def state_dict(self) -> dict:
         return {"algorithm": "plato", "config": asdict(self.cfg), "iteration": self.iteration,
                 "policy_config": self.policy.config(), "policy": self.policy.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "data": self.data, "history": self.history,
+                "learner_cov": self.learner_cov,
                 "pretrained": self.pretrained, "rng": self.rng.bit_generator.state,
                 "torch_generator": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
 
@@ -220,6 +314,9 @@ class PLATO:
         self.policy.load_state_dict(st["policy"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.data, self.history = st["data"], list(st["history"])
+        if "prec" not in self.data:              # older checkpoints: unweighted labels
+            self.data["prec"] = [np.repeat(np.eye(self.agent.dU)[None], len(x), 0) for x in self.data["label"]]
+        self.learner_cov = np.array(st.get("learner_cov", np.eye(self.agent.dU)))
         self.pretrained, self.iteration = st["pretrained"], int(st["iteration"])
         self.rng.bit_generator.state = st["rng"]
         self.gen.set_state(st["torch_generator"])
