@@ -8,7 +8,8 @@ of sensor_msgs/CameraInfo for the optical frame (x right, y down, z forward).
 
 Visual randomization (camera pose, field of view, light, brightness, pixel noise) is applied through
 `perturb(...)` and `render(..., light=..., brightness=..., noise_std=..., rng=...)`, so that the
-randomizer owns the sampling and the camera only the geometry.
+randomizer owns the sampling and the camera only the geometry. `miscalibrated(...)` gives the camera
+that really takes the images when the calibration (this camera) is off.
 """
 from __future__ import annotations
 
@@ -66,6 +67,15 @@ class Intrinsics:
             raise ValueError(f"field of view {fov:.1f} deg out of range")
         s = (0.5 * self.height / math.tan(math.radians(fov) / 2)) / self.fy
         return replace(self, fx=self.fx * s, fy=self.fy * s)
+
+    def with_error(self, focal_error: float = 0.0, principal_error=(0.0, 0.0)) -> "Intrinsics":
+        """The true intrinsics when these are the calibrated ones: fx, fy times (1 + focal_error),
+        the principal point moved by principal_error (du right, dv down, pixels)."""
+        if not focal_error > -1.0:
+            raise ValueError(f"focal_error must be > -1 (a positive focal length), got {focal_error}")
+        du, dv = (float(x) for x in np.broadcast_to(np.asarray(principal_error, float), (2,)))
+        s = 1.0 + float(focal_error)
+        return replace(self, fx=self.fx * s, fy=self.fy * s, cx=self.cx + du, cy=self.cy + dv)
 
     def K(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
@@ -159,6 +169,13 @@ class SimCamera:
         pose = Pose(tuple(np.add(self.pose.position, d_position)), tuple(np.add(self.pose.rpy, d_rpy)))
         return SimCamera(self.name, self.intrinsics.with_fov_offset(d_fov_deg) if d_fov_deg else self.intrinsics,
                          pose, self.light)
+
+    def miscalibrated(self, d_position=(0, 0, 0), d_rpy=(0, 0, 0), focal_error: float = 0.0,
+                      principal_error=(0.0, 0.0)) -> "SimCamera":
+        """The camera that really takes the images when this one is its calibration: moved by
+        d_position (m) and d_rpy (rad), intrinsics as `Intrinsics.with_error`."""
+        moved = self.perturb(d_position, d_rpy)
+        return SimCamera(self.name, self.intrinsics.with_error(focal_error, principal_error), moved.pose, self.light)
 
     def render(self, client: int, stamp: float = 0.0, light: Light | None = None, brightness: float = 1.0,
                noise_std: float = 0.0, rng: np.random.Generator | None = None, depth: bool = False,

@@ -16,6 +16,29 @@ value, one per joint, per link, per object, per action dimension, ...), its defa
 modes it supports, and whether it must stay positive. A sampled value is a realization (a mass
 scale, a noise vector): the environment applies it and reports it in `info["randomization"]`.
 
+The `unmodeled` group holds effects the nominal simulator leaves out, for testing transfer: an
+evaluation preset switches them on to play a "reality" the policy was not trained on (a training
+preset may use them too). They are properties of the hardware, so they change only between
+episodes. Absent, each costs nothing (the robot's torque loop takes its plain path):
+- `backlash`: total gear play per joint (rad, m for a prismatic joint). The joint servo holds the
+  motor side at its reference; the link is driven only while it is outside the play window
+  (`SimRobot.set_unmodeled` documents the model). A reversal smaller than the play moves the motor,
+  not the link.
+- `coulomb_friction`, `stiction`: joint friction (N m or N); kinetic friction opposes motion with
+  `coulomb_friction`, a joint at rest breaks away only under more than max(stiction, coulomb).
+- `torque_limit_scale`, `motor_droop`: the actuator's real torque limit is the configured effort
+  limit times the scale, and falls linearly with speed in the direction of motion, by `motor_droop`
+  of it per rad/s (a DC motor's torque-speed line, 1 / no-load speed).
+- `encoder_offset`: added to the joint positions the policy observes (rad); the true state, the
+  joint servo and the Cartesian observations are unchanged (a mis-zeroed calibration of the angles
+  reported upstream).
+- `sensor_delay`: observations arrive this many control steps late (all entries together, images
+  included); `action_latency` (timing) delays actions instead. Rewards use the current state.
+- `camera_position_error`, `camera_rotation_error` (extrinsics), `camera_focal_error` (fx and fy
+  scaled by 1 + error), `camera_principal_error` (cx, cy shifted, pixels of the configured
+  resolution): images are rendered from this miscalibrated camera while `camera_info()` still
+  reports the calibrated one (unlike the `visuals` camera offsets, which the metadata follows).
+
 - `per_episode` values are drawn once at reset; `per_step` values again before every step.
 - Sampling uses only the generator it is given, in a fixed order, so a seed reproduces everything.
 - ADR (automatic domain randomization, Akkaya et al. 2019 "Solving Rubik's Cube with a Robot
@@ -53,7 +76,7 @@ class RandomizationError(ValueError):
 @dataclass(frozen=True)
 class ParamInfo:
     group: str
-    shape: str                 # scalar | vec3 | joints | links | objects | objects3 | action | surfaces | surfaces3
+    shape: str       # scalar | vec2 | vec3 | joints | links | objects | objects3 | action | surfaces | surfaces3
     doc: str
     positive: bool = False     # values must stay > 0 (scales, coefficients)
     nonneg: bool = False       # values must stay >= 0
@@ -106,8 +129,31 @@ PARAMETERS: dict[str, ParamInfo] = {
                                   nonneg=True, per_step_ok=False, limit=50),
     "brightness": ParamInfo("visuals", "scalar", "image brightness multiplier", positive=True, limit=10),
     "pixel_noise_std": ParamInfo("visuals", "scalar", "std of pixel noise, fraction of full scale", nonneg=True, limit=1),
+    # unmodeled (effects the nominal simulator leaves out; see the module docstring) ------------
+    "backlash": ParamInfo("unmodeled", "joints", "gear play, total width, rad (m for prismatic joints)",
+                          nonneg=True, per_step_ok=False, limit=0.5),
+    "coulomb_friction": ParamInfo("unmodeled", "joints", "kinetic joint friction, N m (N)", nonneg=True,
+                                  per_step_ok=False, limit=100),
+    "stiction": ParamInfo("unmodeled", "joints", "static joint friction (breakaway), N m (N)", nonneg=True,
+                          per_step_ok=False, limit=100),
+    "torque_limit_scale": ParamInfo("unmodeled", "joints", "actuator torque limit, times the configured effort "
+                                    "limit", positive=True, per_step_ok=False, limit=10),
+    "motor_droop": ParamInfo("unmodeled", "joints", "torque limit lost per rad/s (m/s) in the direction of "
+                             "motion, fraction; 1 / no-load speed", nonneg=True, per_step_ok=False, limit=10),
+    "encoder_offset": ParamInfo("unmodeled", "joints", "added to observed joint positions, rad (m)",
+                                per_step_ok=False, limit=3.15),
+    "sensor_delay": ParamInfo("unmodeled", "scalar", "observations arrive this many control steps late",
+                              nonneg=True, per_step_ok=False, integer=True, limit=100),
+    "camera_position_error": ParamInfo("unmodeled", "vec3", "true camera position minus the calibrated one, m",
+                                       per_step_ok=False, limit=1),
+    "camera_rotation_error": ParamInfo("unmodeled", "vec3", "true camera roll/pitch/yaw minus the calibrated, rad",
+                                       per_step_ok=False, limit=3.15),
+    "camera_focal_error": ParamInfo("unmodeled", "scalar", "true focal length (fx, fy) / calibrated - 1",
+                                    per_step_ok=False, limit=0.9),
+    "camera_principal_error": ParamInfo("unmodeled", "vec2", "true principal point (cx, cy) minus the calibrated, "
+                                        "pixels at the configured resolution", per_step_ok=False, limit=1000),
 }
-GROUPS = ("dynamics", "timing", "noise", "visuals")
+GROUPS = ("dynamics", "timing", "noise", "visuals", "unmodeled")
 _FIELDS = {"dist", "low", "high", "mean", "std", "p", "value", "mode"}
 
 
@@ -116,7 +162,7 @@ class ParamSpec:
     name: str
     dist: str
     mode: str
-    low: object = None        # scalar or list (per component of a vec3)
+    low: object = None        # scalar or list (per component of a vec2 or vec3)
     high: object = None
     mean: object = 0.0
     std: object = 0.0
@@ -242,8 +288,8 @@ class Randomizer:
         shape = PARAMETERS[name].shape
         if shape == "scalar":
             return None
-        if shape == "vec3":
-            return (3,)
+        if shape in ("vec2", "vec3"):
+            return (int(shape[-1]),)
         if shape.endswith("3"):
             return (dims[shape[:-1]], 3)
         return (dims[shape],)
@@ -324,7 +370,7 @@ def parse_param(key: str, group: str, name: str, d) -> ParamSpec:
         raise RandomizationError(f"{key}.mode: must be {PER_EPISODE} or {PER_STEP}, got {excerpt(mode)}")
     if mode == PER_STEP and not info.per_step_ok:
         raise RandomizationError(f"{key}.mode: {name} can only change between episodes (per_episode)")
-    width = 3 if info.shape in ("vec3",) else 1
+    width = int(info.shape[-1]) if info.shape in ("vec2", "vec3") else 1
 
     def number(field_name, required=True, default=None):
         if field_name not in d:
@@ -332,9 +378,9 @@ def parse_param(key: str, group: str, name: str, d) -> ParamSpec:
                 raise RandomizationError(f"{key}.{field_name}: missing (needed by dist {dist})")
             return default
         v = d[field_name]
-        if isinstance(v, list) and width == 3:
-            if len(v) != 3 or not all(_is_num(x) for x in v):
-                raise RandomizationError(f"{key}.{field_name}: expected a number or a list of 3 numbers, "
+        if isinstance(v, list) and width > 1:
+            if len(v) != width or not all(_is_num(x) for x in v):
+                raise RandomizationError(f"{key}.{field_name}: expected a number or a list of {width} numbers, "
                                          f"got {excerpt(v)}")
             out = [float(x) for x in v]
         elif not _is_num(v):

@@ -4,6 +4,8 @@ A `RobotModel` says where a robot comes from (URDF, base pose, home posture). A 
 loaded into a pybullet client: it owns the mapping from joint names to pybullet indices, reads
 state, and turns position / velocity / effort targets into joint torques every physics substep
 with the configured PD gains, on top of gravity compensation (as on a torque-controlled arm).
+Actuator effects beyond that rigid PD joint (backlash, Coulomb friction and stiction, a lower
+torque limit, torque droop with speed) are off unless `SimRobot.set_unmodeled` switches them on.
 """
 from __future__ import annotations
 
@@ -76,6 +78,19 @@ def robot_model(name: str) -> RobotModel:
 
 
 MODE_POSITION, MODE_VELOCITY, MODE_EFFORT = "position", "velocity", "effort"
+STICTION_VELOCITY = 0.005     # rad/s (m/s): a joint slower than this is at rest for stiction
+
+
+@dataclass
+class _Unmodeled:
+    """The effects of `SimRobot.set_unmodeled` that the torque loop computes, per controlled joint."""
+    half_gap: np.ndarray | None       # backlash / 2 (None: no backlash anywhere)
+    gap_mask: np.ndarray | None       # the joints with backlash
+    hi: np.ndarray                    # torque limit (effort limit x torque_limit_scale)
+    droop: np.ndarray | None          # torque limit lost per unit speed, fraction
+    f_static: np.ndarray | None       # friction motor force at rest and moving (None: constant,
+    f_kinetic: np.ndarray | None      # set once, nothing to switch)
+    stuck: np.ndarray | None = None   # the at-rest mask whose forces pybullet has now
 
 
 class SimRobot:
@@ -118,6 +133,7 @@ class SimRobot:
         # the common case, every movable joint commanded in pybullet order: slice, don't gather
         if self._pos_in_all == list(range(len(self.all_idx))):
             self._pos_in_all = slice(None)
+        self._unmodeled: _Unmodeled | None = None
         self.q_home = np.array([model.home.get(n, 0.0) for n in joint_names])
         self._others_home = np.array([model.home.get(p.getJointInfo(self.body, i, physicsClientId=client)[1].decode(), 0.0)
                                       for i in self._others])
@@ -246,35 +262,105 @@ class SimRobot:
     def hold(self) -> None:
         self.set_target(MODE_POSITION, self.state()[0])
 
+    def set_unmodeled(self, backlash=None, coulomb_friction=None, stiction=None, torque_limit_scale=None,
+                      motor_droop=None) -> None:
+        """Actuator effects beyond the rigid PD joint, one value per controlled joint; None leaves an
+        effect out, and with all of them None the torque loop is the plain one again.
+
+        - `backlash` b (total play, rad or m): the joint servo holds the motor side at the reference
+          q_ref (a stiff motor position loop); the gear drives the link only while the link is outside
+          the play window [q_ref - b/2, q_ref + b/2], with the joint's PD acting on how far beyond the
+          window's edge it is: tau = kp (e - clip(e, -b/2, b/2)) + kd (qd_ref - qd), e = q_ref - q.
+          A gear flank only pushes: a torque that would pull the link back onto the flank is zero
+          (the link separates and coasts). Inside the window the link gets no servo torque
+          (gravity compensation and effort feed-forward still act on it), so a reversal of the
+          reference within the play moves the motor and not the link, and the link comes to rest
+          anywhere within b/2 of the reference. Joints with b = 0 keep the plain PD; effort commands
+          have no reference and are unaffected.
+        - `coulomb_friction` Fc and `stiction` Fs (N m or N): pybullet's joint velocity motor with
+          target velocity 0 and force max(Fs, Fc) while the joint is at rest (|qd| below
+          STICTION_VELOCITY), Fc while it moves. The solver treats it like a contact: it holds a
+          joint exactly under a net torque below the breakaway max(Fs, Fc) and opposes motion
+          with Fc.
+        - `torque_limit_scale` s and `motor_droop` d (per rad/s or m/s): the applied torque is
+          clipped to s * effort_limit * clip(1 - d qd, 0, 1) in the positive direction and
+          s * effort_limit * clip(1 + d qd, 0, 1) in the negative one: the torque available in the
+          direction of motion falls linearly with speed (a DC motor's torque-speed line, d being
+          1 / no-load speed), braking keeps the whole limit.
+        """
+        def vec(name, v, positive=False):
+            if v is None:
+                return None
+            a = np.array(v, dtype=float).reshape(-1) if np.ndim(v) else np.full(self.n, float(v))
+            if a.shape != (self.n,):
+                raise ValueError(f"{name}: expected {self.n} values (one per joint of {self.joint_names}), "
+                                 f"got {np.shape(v)}")
+            if not np.isfinite(a).all() or ((a <= 0).any() if positive else (a < 0).any()):
+                raise ValueError(f"{name}: must be finite and {'> 0' if positive else '>= 0'}, got {a.tolist()}")
+            return a
+
+        backlash, coulomb = vec("backlash", backlash), vec("coulomb_friction", coulomb_friction)
+        stiction, scale = vec("stiction", stiction), vec("torque_limit_scale", torque_limit_scale, positive=True)
+        droop = vec("motor_droop", motor_droop)
+        zero = np.zeros(self.n)
+        kinetic = coulomb if coulomb is not None else zero
+        static = np.maximum(kinetic, stiction) if stiction is not None else kinetic
+        p.setJointMotorControlArray(self.body, self.idx, p.VELOCITY_CONTROL, targetVelocities=zero.tolist(),
+                                    forces=static.tolist(), physicsClientId=self.client)
+        switching = bool((static != kinetic).any())
+        if backlash is not None and not backlash.any():
+            backlash = None
+        if droop is not None and not droop.any():
+            droop = None
+        if backlash is None and droop is None and scale is None and not switching:
+            self._unmodeled = None          # friction alone lives in pybullet's motors: the plain loop
+            return
+        self._unmodeled = _Unmodeled(
+            half_gap=None if backlash is None else backlash / 2.0,
+            gap_mask=None if backlash is None else backlash > 0.0,
+            hi=self.effort_limits * (1.0 if scale is None else scale), droop=droop,
+            f_static=static if switching else None, f_kinetic=kinetic if switching else None)
+
+    def _measure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One substep's joint positions and velocities (every movable joint, pybullet order) and
+        the torques that start the substep: gravity compensation, or zeros."""
+        states = p.getJointStates(self.body, self.all_idx, physicsClientId=self.client)
+        q_list = [s[0] for s in states]
+        qd_all = np.array([s[1] for s in states])
+        if self.gravity_compensation:
+            z = self._zeros_all
+            tau = np.array(p.calculateInverseDynamics(self.body, q_list, z, z, physicsClientId=self.client))
+        else:
+            tau = np.zeros(len(q_list))
+        return np.array(q_list), qd_all, tau
+
+    def _pd_increment(self, dt: float) -> np.ndarray:
+        """kp * qd_ref * dt: how much the PD's reference term grows per substep while moving."""
+        if self._pd_inc_dt != dt:
+            self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
+        return self._pd_inc
+
     def run_control(self, n: int, dt: float, physics_step=None) -> None:
         """n substeps of joint torque control. Before each substep's `physics_step()` (None: the
         caller steps physics, n must be 1), the torques from the state measured right then.
 
         This runs at the physics rate, so everything constant over the n substeps is looked up once.
         """
+        if self._unmodeled is not None:
+            self._run_control_unmodeled(n, dt, physics_step)
+            return
         body, client, all_idx = self.body, self.client, self.all_idx
-        get_states, inverse_dynamics = p.getJointStates, p.calculateInverseDynamics
         set_motors, torque_control = p.setJointMotorControlArray, p.TORQUE_CONTROL
-        zeros, gravity_compensation = self._zeros_all, self.gravity_compensation
         sel, others, oi = self._pos_in_all, self._others, self._others_in_all
         kp, kd, hi, lo = self._kp, self._kd, self.effort_limits, self._neg_effort_limits
         effort_mode = self.mode == MODE_EFFORT
         moving, elapsed, horizon, pd_a = self._moving, self._elapsed, self._horizon, self._pd_a
         if moving and not effort_mode:
-            if self._pd_inc_dt != dt:
-                self._pd_inc, self._pd_inc_dt = self._pd_rate * dt, dt
-            pd_inc = self._pd_inc
+            pd_inc = self._pd_increment(dt)
         tau_c = self.tau
         every = sel == slice(None)            # every movable joint commanded: whole arrays, no views
         for _ in range(n):
-            states = get_states(body, all_idx, physicsClientId=client)
-            q_list = [s[0] for s in states]
-            q_all = np.array(q_list)
-            qd_all = np.array([s[1] for s in states])
-            if gravity_compensation:
-                tau_all = np.array(inverse_dynamics(body, q_list, zeros, zeros, physicsClientId=client))
-            else:
-                tau_all = np.zeros(len(q_list))
+            q_all, qd_all, tau_all = self._measure()
             if effort_mode:
                 tau_all[sel] += self.tau_ff
             else:
@@ -304,6 +390,62 @@ class SimRobot:
                 physics_step(physicsClientId=client)
         self._moving, self._elapsed, self._horizon, self._pd_a = moving, elapsed, horizon, pd_a
         self.tau = tau_c                     # tau_all is new every substep: nothing writes it later
+
+    def _run_control_unmodeled(self, n: int, dt: float, physics_step) -> None:
+        """`run_control` with the effects of `set_unmodeled` (the same reference and PD law)."""
+        u = self._unmodeled
+        body, client, all_idx = self.body, self.client, self.all_idx
+        set_motors = p.setJointMotorControlArray
+        sel, others, oi = self._pos_in_all, self._others, self._others_in_all
+        kp, kd, hi0 = self._kp, self._kd, u.hi
+        lo0 = -hi0
+        effort_mode = self.mode == MODE_EFFORT
+        moving, elapsed, horizon, pd_a = self._moving, self._elapsed, self._horizon, self._pd_a
+        anchor, qd_ref = self._q_anchor, self.qd_target
+        if moving and not effort_mode:
+            pd_inc = self._pd_increment(dt)
+        tau = self.tau
+        for _ in range(n):
+            q_all, qd_all, tau_all = self._measure()
+            q, qd = q_all[sel], qd_all[sel]
+            if effort_mode:
+                tau = tau_all[sel] + self.tau_ff
+            else:
+                if moving:
+                    elapsed += dt
+                    if elapsed >= horizon - 1e-12:
+                        self._q_anchor, self.qd_target, horizon, elapsed = self._q_goal, self._zeros, np.inf, 0.0
+                        anchor, qd_ref, moving = self._q_goal, self._zeros, False
+                        pd_a = kp * self._q_goal
+                    else:
+                        pd_a = pd_a + pd_inc
+                tau = pd_a - kp * q - kd * qd
+                if u.half_gap is not None:
+                    e = (anchor + qd_ref * elapsed if moving else anchor) - q
+                    beyond = e - np.clip(e, -u.half_gap, u.half_gap)
+                    gear = kp * beyond + kd * (qd_ref - qd)
+                    gear[beyond * gear <= 0.0] = 0.0          # inside the play, or a flank pulling
+                    tau = np.where(u.gap_mask, gear, tau)
+                tau += tau_all[sel]
+            if others:
+                tau_all[oi] += 200.0 * (self._others_target - q_all[oi]) - 5.0 * qd_all[oi]
+            if u.droop is None:
+                tau = np.minimum(np.maximum(tau, lo0), hi0)
+            else:
+                f = u.droop * qd
+                tau = np.minimum(np.maximum(tau, lo0 * np.clip(1.0 + f, 0.0, 1.0)), hi0 * np.clip(1.0 - f, 0.0, 1.0))
+            tau_all[sel] = tau
+            if u.f_static is not None:        # stiction: the friction motor's force follows rest / motion
+                stuck = np.abs(qd) < STICTION_VELOCITY
+                if u.stuck is None or (stuck != u.stuck).any():
+                    set_motors(body, self.idx, p.VELOCITY_CONTROL, targetVelocities=self._zeros.tolist(),
+                               forces=np.where(stuck, u.f_static, u.f_kinetic).tolist(), physicsClientId=client)
+                    u.stuck = stuck
+            set_motors(body, all_idx, p.TORQUE_CONTROL, forces=tau_all.tolist(), physicsClientId=client)
+            if physics_step is not None:
+                physics_step(physicsClientId=client)
+        self._moving, self._elapsed, self._horizon, self._pd_a = moving, elapsed, horizon, pd_a
+        self.tau = tau
 
 
 class Simulation:

@@ -14,7 +14,10 @@ Out-of-range values are clipped; a wrong shape or a NaN/inf raises ValueError na
 
 Randomization (`sim.randomization.Randomizer`) is applied here; its sampled values are in
 `info["randomization"]` after every reset and step (per-step values are drawn in blocks of
-`STEP_BLOCK` steps, one row per step).
+`STEP_BLOCK` steps, one row per step). The `unmodeled` group's actuator effects go to
+`SimRobot.set_unmodeled`; encoder offsets and sensor delay act on the returned observation only
+(rewards and `info` use the current true state); camera miscalibration changes the camera images
+are rendered with (`render_camera`), not the calibrated one `camera_info()` reports (`camera`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ from sim import scene
 from sim.cameras import Light, SimCamera
 from sim.randomization import Randomizer
 from sim.robots import Simulation, robot_model
+
+
+# unmodeled-group parameters that are keyword arguments of SimRobot.set_unmodeled
+ACTUATOR_EFFECTS = ("backlash", "coulomb_friction", "stiction", "torque_limit_scale", "motor_droop")
+CAMERA_ERRORS = ("camera_position_error", "camera_rotation_error", "camera_focal_error", "camera_principal_error")
 
 
 def load_hw_config(name):
@@ -245,6 +253,9 @@ class TaskEnv(gym.Env, abc.ABC):
                 p.changeDynamics(b, link, lateralFriction=mu * s0, physicsClientId=c)
         if "gravity_offset" in v:
             self.sim.set_gravity(np.array([0.0, 0.0, -9.81]) + v["gravity_offset"])
+        actuator = {k: v[k] for k in ACTUATOR_EFFECTS if k in v}
+        if actuator:
+            self.robot.set_unmodeled(**actuator)
 
     def friction_surfaces(self) -> list:
         """(body, link, nominal lateral friction) of non-object surfaces scaled by friction_scale[0]."""
@@ -256,7 +267,12 @@ class TaskEnv(gym.Env, abc.ABC):
         if any(k in v for k in ("camera_position_offset", "camera_rotation_offset", "camera_fov_offset")):
             cam = cam.perturb(v.get("camera_position_offset", (0, 0, 0)), v.get("camera_rotation_offset", (0, 0, 0)),
                               float(v.get("camera_fov_offset", 0.0)))
-        self.camera = cam
+        self.camera = cam                 # the camera as calibrated: what camera_info() reports
+        if any(k in v for k in CAMERA_ERRORS):
+            cam = cam.miscalibrated(v.get("camera_position_error", (0, 0, 0)),
+                                    v.get("camera_rotation_error", (0, 0, 0)),
+                                    float(v.get("camera_focal_error", 0.0)), v.get("camera_principal_error", (0, 0)))
+        self.render_camera = cam          # the camera images are rendered with
         d = Light()
         self.light = Light(tuple(v.get("light_direction", d.direction)), d.color,
                            float(v.get("light_ambient", d.ambient)), float(v.get("light_diffuse", d.diffuse)),
@@ -305,7 +321,8 @@ class TaskEnv(gym.Env, abc.ABC):
         self._step_block, self._step_public, self._step_k, self._step_len = {}, [], 0, 0
         self._action_noise = "action_noise" in self.dr or "action_bias" in self.dr
         self._jitter = "control_period_jitter" in self.dr
-        self._obs_noise = any(k in self.dr for k in ("joint_noise", "object_position_bias", "object_position_noise"))
+        self._obs_noise = any(k in self.dr for k in ("joint_noise", "encoder_offset", "object_position_bias",
+                                                     "object_position_noise"))
         # info["randomization"]: the episode's values, with each step's per-step values on top
         per_step = set(self._per_step)
         episode_arrays = {k: v for k, v in self.dr.items() if type(v) is np.ndarray and k not in per_step}
@@ -316,6 +333,9 @@ class TaskEnv(gym.Env, abc.ABC):
         self._reset_done = True
         self.steps = 0
         obs = self._observe()
+        delay = int(self.dr.get("sensor_delay", 0))   # the first `delay` steps repeat the reset observation
+        self._obs_queue = deque([{k: np.copy(x) for k, x in obs.items()} for _ in range(delay)],
+                                maxlen=delay + 1) if delay else None
         _, success, extra = self.reward_success(self._true_obs)
         return obs, self._info(success, extra)
 
@@ -354,6 +374,9 @@ class TaskEnv(gym.Env, abc.ABC):
         self.sim.step(n)
         self.steps += 1
         obs = self._observe()
+        if self._obs_queue is not None:         # sensor delay
+            self._obs_queue.append(obs)
+            obs = self._obs_queue.popleft()
         reward, success, extra = self.reward_success(self._true_obs)
         return obs, float(reward), False, False, self._info(success, extra)
 
@@ -420,6 +443,8 @@ class TaskEnv(gym.Env, abc.ABC):
             noisy = dict(obs)
             if "joint_noise" in dr:
                 noisy["joint_pos"] = q + dr["joint_noise"]
+            if "encoder_offset" in dr:
+                noisy["joint_pos"] = noisy["joint_pos"] + dr["encoder_offset"]
             if "object_pos" in obs and ("object_position_bias" in dr or "object_position_noise" in dr):
                 if "_object_offset" in self._step_block and self._step_k:
                     offset = self._step_block["_object_offset"][self._step_k - 1]
@@ -443,10 +468,11 @@ class TaskEnv(gym.Env, abc.ABC):
 
     # ============================================================== rendering
     def render_image(self, size: int | None = None, depth: bool = False, segmentation: bool = False):
-        """A `sim.cameras.CameraImage` from the config's camera (randomized if visuals are)."""
+        """A `sim.cameras.CameraImage` from the config's camera (randomized if visuals are, and
+        miscalibrated if the unmodeled camera errors are)."""
         if not self._reset_done:
             raise RuntimeError("call reset() before rendering")
-        cam = self._camera_at(size or self.render_size)
+        cam = self._camera_at(size or self.render_size, self.render_camera)
         return cam.render(self.client, self.sim.time, self.light, float(self.dr.get("brightness", 1.0)),
                           float(self.dr.get("pixel_noise_std", 0.0)), self.pixel_rng, depth, segmentation)
 
@@ -455,15 +481,17 @@ class TaskEnv(gym.Env, abc.ABC):
             return None
         return self.render_image(self.render_size).data
 
-    def _camera_at(self, size: int) -> SimCamera:
-        cam = self.camera
+    def _camera_at(self, size: int, cam: SimCamera | None = None) -> SimCamera:
+        """`cam` (default: the calibrated camera) at `size` px wide, same field of view."""
+        cam = self.camera if cam is None else cam
         if size == cam.intrinsics.width:
             return cam
         h = round(size * cam.intrinsics.height / cam.intrinsics.width)
         return SimCamera(cam.name, cam.intrinsics.resized(size, h), cam.pose)
 
     def camera_info(self, size: int | None = None) -> dict:
-        """sensor_msgs/CameraInfo fields of the (possibly randomized) camera at `size` px wide."""
+        """sensor_msgs/CameraInfo fields of the (possibly randomized) camera at `size` px wide: the
+        calibrated camera, which differs from the one rendering under unmodeled camera errors."""
         if not self._reset_done:
             raise RuntimeError("call reset() first")
         return self._camera_at(size or self.render_size).camera_info(self.sim.time)
