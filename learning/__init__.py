@@ -8,7 +8,8 @@
     plato             PLATO / DAgger with an MPC teacher from controllers/
     agents            sample sources: point mass, s2r/ArmReach-v0 (input remapping)
     insert_agent      s2r/ArmInsert-v0 (state-based)
-    registry          the tasks by name (`make_agent`) and the derived observation keys of policies
+    features          every policy input, defined once (training, `s2r eval`, policy_node)
+    registry          the tasks by name (`make_agent`), `state_vector` and `scene_kwargs`
     train, cli        checkpoints/resume/plots; `s2r train gps|plato`, `s2r eval`
 
 Policies share `forward(...)` on torch tensors; agents call them through `gps.PolicyRunner` on an

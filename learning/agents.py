@@ -12,6 +12,13 @@ policy's observations (what the global policy sees: input remapping).
                      joint angles, the robot's own configuration, as in Levine et al. 2016)
     ArmInsertAgent   s2r/ArmInsert-v0, state-based (learning/insert_agent.py)
 
+The policy's observations are built by learning.features (the same ObservationBuilder `s2r eval`
+and policy_node use) from the agent's `obs_keys`. Opt-in extras (`obs_features`, `state_features`)
+append named features to the policy's input and to x (between q_cmd - q and the task error, which
+stays last): with action latency the actions in flight are in neither (x is then not Markov), so
+e.g. state_features=("prev_action@hist2",) puts the last two actions into x (latency up to 2), and
+obs_features=("prev_action", "cmd_offset") gives the policy the previous action and q_cmd - q.
+
 Training conditions and held-out starts come from the same distribution (the task's start
 postures and targets); held-out starts use seeds no training condition uses. With
 `resample_conditions` (GPSConfig) the conditions are drawn anew every iteration (`resample`).
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .features import ObservationBuilder, compute_features, parse_key, sim_context, sim_sources
 from .linear_gaussian import LinearGaussianController, QuadraticCost
 
 __all__ = ["Sample", "PointMassAgent", "ArmReachAgent"]
@@ -103,13 +111,17 @@ class ArmReachAgent:
     VISIBLE_MARKER_RGBA = (0.0, 1.0, 0.0, 1.0)
     task = "s2r/ArmReach-v0"
     init_variance = 0.1            # exploration of the initial controllers (normalized actions)
+    STATE_OBS_KEYS = ("joint_pos", "joint_vel", "target_minus_tcp")     # the state MLP's input
+    IMAGE_OBS_KEYS = ("joint_pos", "joint_vel", "tcp_pos")              # the CNN's, next to the image
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
                  T: int = 100, condition_seeds=None, success_distance: float = 0.05,
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
-                 target_marker_radius: float | None = None, target_stand: bool | None = None):
+                 target_marker_radius: float | None = None, target_stand: bool | None = None,
+                 obs_features=(), state_features=()):
         import sim.tasks
+        self.obs_features, self.state_features = _feature_keys(obs_features), _feature_keys(state_features)
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
             if target_marker_radius is None else (float(target_marker_radius) or None)
         self.target_stand = bool(images if target_stand is None else target_stand)
@@ -121,9 +133,16 @@ class ArmReachAgent:
                                   randomization=randomization, **marker).unwrapped
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
-        self.T, self.dX, self.dU = T, 3 * self.n + 3, self.n
-        self.obs_dim = 2 * self.n + 3
-        self.joint_dim = 2 * self.n + 3
+        self.T, self.dU = T, self.n
+        self.obs_keys = [*(self.IMAGE_OBS_KEYS if images else self.STATE_OBS_KEYS), *self.obs_features]
+        try:
+            self.inputs = self._builder(self.obs_keys)               # the policy's observations
+            self.state_inputs = self._builder(self.state_features)   # x's extra entries
+        except ValueError:
+            self.env.close()
+            raise
+        self.dX = 3 * self.n + 3 + self.state_inputs.size
+        self.obs_dim = self.joint_dim = self.inputs.size              # the MLP's input / the CNN's joint state
         self.success_distance = success_distance
         self.condition_seeds = list(condition_seeds or range(n_conditions))
         self.n_conditions = len(self.condition_seeds)
@@ -142,38 +161,66 @@ class ArmReachAgent:
         meta = {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
                 "action_units": "rad per control step (added to the joint position targets)",
                 "control_rate_hz": float(1.0 / self.env.control_dt), "episode_steps": self.T, "ee_link": self.env.ee_link,
-                "tcp_offset": TCP_OFFSET}
+                "tcp_offset": TCP_OFFSET} | self._observed_joints()
+        extra = _extra_doc(self.obs_features)
         if self.images:
             meta |= {"target_marker_radius_m": self.target_marker_radius, "target_stand": self.target_stand,
                      "target_marker_rgba": list(self.VISIBLE_MARKER_RGBA)}
             meta |= {"inputs": ["image", "joint_state"], "image_size": [self.image_size, self.image_size],
                      "image_format": "RGB, uint8 or float in [0, 1], (B, 3, H, W) or (B, H, W, 3)",
-                     "joint_state": f"[joint_pos; joint_vel; tcp_pos] of joint_names ({tcp})",
-                     "obs_keys": ["image", "joint_pos", "joint_vel", "tcp_pos"]}
+                     "joint_state": f"[joint_pos; joint_vel; tcp_pos{extra}] of joint_names ({tcp})",
+                     "obs_keys": ["image", *self.obs_keys]}
         else:
-            meta |= {"inputs": ["state"], "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp"],
-                     "state": f"[joint_pos; joint_vel; target - tcp_pos] ({tcp})"}
+            meta |= {"inputs": ["state"], "obs_keys": list(self.obs_keys),
+                     "state": f"[joint_pos; joint_vel; target - tcp_pos{extra}] ({tcp})"}
         return meta
 
+    def _observed_joints(self) -> dict:
+        """`obs_joint_names` where joint_pos / joint_vel cover other joints than the action's."""
+        observed = list(self.env.joint_names)
+        return {} if observed == list(self.joint_names) else {"obs_joint_names": observed}
+
+    def _builder(self, keys) -> ObservationBuilder:
+        """An ObservationBuilder of `keys` on this agent's task, with its metadata's parameters;
+        ValueError (one line) for a key the simulated task cannot build."""
+        b = ObservationBuilder(keys, self._feature_params(), n_joints=len(self.env.joint_names), n_actions=self.n,
+                               where=f"{self.task}'s agent")
+        b.require(sim_sources(self.env), f"{self.task}'s simulation")
+        return b
+
+    def _feature_params(self) -> dict:
+        """The metadata parameters features read (learning.features.PARAMETERS)."""
+        return {"episode_steps": self.T}
+
     def state(self, obs) -> np.ndarray:
+        """x without the opt-in `state_features`: [q, qd, q_cmd - q, tcp - target]."""
         q = obs["joint_pos"][self.env.act_idx]
         return np.concatenate([q, obs["joint_vel"][self.env.act_idx], self.env.q_cmd[self.env.act_idx] - q,
                                obs["tcp_pos"] - obs["target"]])
 
-    @staticmethod
-    def state_obs(obs, t: int = 0) -> np.ndarray:
-        """The state MLP's input at control step t of the episode (the reach policy does not use t)."""
-        return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["target"] - obs["tcp_pos"]])
+    def full_state(self, obs, extra: np.ndarray) -> np.ndarray:
+        """x: `state(obs)` with the state features' values `extra` before the task error (the last 3)."""
+        base = self.state(obs)
+        return np.concatenate([base[:-3], extra, base[-3:]]) if extra.size else base
 
-    def joint_obs(self, obs) -> np.ndarray:
-        """The CNN's robot configuration: joint angles and velocities, and the TCP by forward kinematics."""
-        return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["tcp_pos"]])
+    def state_obs(self, obs, t: int = 0) -> np.ndarray:
+        """The policy's state input (the MLP's, or the CNN's joint state) at control step t of an
+        episode, for obs keys that need no episode memory (learning.features.compute_features; the
+        rollouts build it step by step with `inputs`, the same features)."""
+        ctx = sim_context(obs, self.env)
+        ctx.set("step", int(t))
+        return compute_features(self.obs_keys, ctx, self.inputs.params)
 
     def _run(self, seed: int, act) -> Sample:
         obs, _ = self.env.reset(seed=int(seed))
-        X, U, S, I = [self.state(obs)], [], [], []
+        inputs, state_inputs = self.inputs, self.state_inputs
+        inputs.reset()
+        state_inputs.reset()
+        X, U, S, I = [], [], [], []
         for t in range(self.T + 1):
-            S.append(self.joint_obs(obs) if self.images else self.state_obs(obs, t))
+            ctx = sim_context(obs, self.env)
+            X.append(self.full_state(obs, state_inputs.observe(ctx)) if state_inputs.keys else self.state(obs))
+            S.append(inputs.observe(ctx))
             if self.images:
                 I.append(obs["image"])
             if t == self.T:
@@ -189,9 +236,10 @@ class ArmReachAgent:
                 U += [np.full(self.dU, np.nan)] * (self.T - t - 1)
                 break
             u = np.clip(u, -1.0, 1.0)
+            inputs.record_action(u * self.action_scale)            # in the exported policy's units
+            state_inputs.record_action(u * self.action_scale)
             obs, _, _, _, info = self.env.step(u)
             U.append(u)
-            X.append(self.state(obs))
         X = np.array(X)
         d = float(np.linalg.norm(X[-1, -3:]))
         return Sample(X, np.array(U), np.array(S), np.array(I) if self.images else None,
@@ -295,20 +343,37 @@ class ArmReachAgent:
         if not self.images:
             raise ValueError("pose_dataset needs an image agent")
         images, poses, joints = [], [], []
+        inputs = self.inputs
         for i in range(n):
             obs, _ = self.env.reset(seed=int(rng.integers(50_000, 2**31)))
+            inputs.reset()
             if rng.uniform() < reach_fraction:
                 a = min(1.0, rng.uniform(0.0, 1.3))
                 obs = self._place_tcp(obs["tcp_pos"] + a * (obs["target"] - obs["tcp_pos"]) + rng.normal(0, 0.03, 3))
             else:
                 for _ in range(int(rng.integers(0, 15))):
-                    obs, *_ = self.env.step(rng.uniform(-1, 1, self.dU))
+                    inputs.observe(sim_context(obs, self.env))   # the episode's memory, as in a rollout
+                    u = rng.uniform(-1, 1, self.dU)
+                    inputs.record_action(u * self.action_scale)
+                    obs, *_ = self.env.step(u)
             images.append(obs["image"])
             poses.append(np.concatenate([obs["target"], obs["tcp_pos"]]))
-            joints.append(self.joint_obs(obs))
+            joints.append(inputs.observe(sim_context(obs, self.env)))
             if progress is not None:
                 progress(i + 1, n)
         return np.array(images), np.array(poses), np.array(joints)
 
     def close(self):
         self.env.close()
+
+
+def _feature_keys(keys) -> tuple:
+    """Opt-in feature keys as a tuple, checked by name before any simulator starts."""
+    keys = (keys,) if isinstance(keys, str) else tuple(keys or ())
+    for k in keys:
+        parse_key(k)
+    return keys
+
+
+def _extra_doc(keys) -> str:
+    return f"; {'; '.join(keys)} (learning/features.py)" if keys else ""

@@ -2,6 +2,7 @@
 
     s2r train gps --task ArmReach [--images] [--randomize default] [--iterations 10] [--resume RUN]
     s2r train plato --task ArmReach [--images]
+    s2r train gps --task ArmInsert --obs-features prev_action,cmd_offset --state-features prev_action@hist2
     s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]
 
 Expected failures (bad arguments, a damaged checkpoint, a checkpoint from another task or
@@ -12,9 +13,10 @@ Run parameters. Every checkpoint records the run's parameters (`_build`'s meta):
 images, image_size, randomize (the name or path) and randomization (the preset's resolved
 parameters, so an edited preset file counts as a change), conditions, seed, policy (the network's
 architecture), resample_conditions (--fixed-conditions), samples (gps), eval_episodes,
-policy_steps (the effective value, a task recipe's included), iterations, and config (every other
-field of the algorithm's configuration). `--resume` takes the parameters from its command line like
-a new run and compares them with the checkpoint's:
+policy_steps (the effective value, a task recipe's included), iterations, config (every other
+field of the algorithm's configuration) and, where given, obs_features and state_features (the
+opt-in inputs of the policy and of the local controllers, learning/features.py). `--resume`
+takes the parameters from its command line like a new run and compares them with the checkpoint's:
   - iterations may change (extend a run, or stop it earlier than planned, but not below the
     iterations already done): it only says where the loop ends, not what an iteration does; the
     change is recorded in history.json as {"event": "resume", "after_iteration": k,
@@ -80,6 +82,12 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=20, help="held-out starts evaluated every iteration")
     p.add_argument("--policy-steps", type=int, default=None, help="policy gradient steps per iteration")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--obs-features", default="", metavar="KEYS",
+                   help="extra policy inputs, comma-separated feature keys of learning/features.py "
+                        "(e.g. prev_action,cmd_offset)")
+    p.add_argument("--state-features", default="", metavar="KEYS",
+                   help="extra entries of the local controllers' state (e.g. prev_action@hist2: the actions in "
+                        "flight under an action latency of up to 2 steps)")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<stamp>-train-<algo>-<task>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     return p
@@ -91,6 +99,9 @@ def _build(args):
     if args.image_size is None:
         args.image_size = VISUOMOTOR_IMAGE_SIZE
     kw = {"n_conditions": args.conditions} if args.conditions else {}
+    for name in ("obs_features", "state_features"):
+        if _keys(getattr(args, name)):
+            kw[name] = _keys(getattr(args, name))
     agent = make_agent(args.task, images=args.images, image_size=args.image_size,
                        randomization=args.randomize, **kw)
     if args.algorithm == "gps":
@@ -112,6 +123,10 @@ def _build(args):
     return agent, algo, _run_parameters(args, agent, algo)
 
 
+def _keys(text) -> list[str]:
+    return [k.strip() for k in str(text or "").split(",") if k.strip()]
+
+
 def _run_parameters(args, agent, algo) -> dict:
     """The run's parameters as checkpoints record them (see the module docstring)."""
     from dataclasses import asdict
@@ -119,7 +134,10 @@ def _run_parameters(args, agent, algo) -> dict:
     from .registry import task_id
     cfg = algo.cfg
     randomizer = getattr(getattr(agent, "env", None), "randomizer", None)
-    return {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
+    # opt-in features only where given: runs without them keep the parameters they always had
+    features = {name: _keys(getattr(args, name, "")) for name in ("obs_features", "state_features")
+                if _keys(getattr(args, name, ""))}
+    return features | {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
             "image_size": args.image_size if args.images else None, "randomize": args.randomize,
             "randomization": {n: asdict(s) for n, s in sorted(randomizer.params.items())} if randomizer else None,
             "conditions": args.conditions, "seed": cfg.seed, "policy": algo.policy.config(),
@@ -214,7 +232,8 @@ def eval_main(argv=None) -> int:
             raise _UsageError("s2r eval: --episodes must be >= 1")
         import torch
 
-        from .registry import scene_kwargs, state_vector, task_id
+        from .features import ObservationBuilder, sim_context, sim_sources
+        from .registry import scene_kwargs, task_id
         from .policies import load_exported
         from .train import wilson_interval
         path = Path(args.policy)
@@ -240,6 +259,14 @@ def eval_main(argv=None) -> int:
         if meta.get("joint_names") != joints:
             raise ValueError(f"{path} commands {meta.get('joint_names')}, {task} has {joints}")
         scale = np.asarray(env.action_scale, float)
+        observed = meta.get("obs_joint_names") or joints
+        if list(observed) != list(env.joint_names):
+            raise ValueError(f"{path} observes joints {observed}, {task} has {list(env.joint_names)}")
+        # the policy's state input, as in training and in policy_node (learning.features)
+        inputs = ObservationBuilder(meta.get("obs_keys") or (), meta, n_joints=len(env.joint_names),
+                                    n_actions=len(joints), where=f"{path}'s metadata")
+        inputs.require(sim_sources(env), f"{task}'s simulation")
+        inputs.check_policy(meta, f"on {task}")
         torch.set_num_threads(2)
         writer = None
         if args.video:
@@ -249,8 +276,9 @@ def eval_main(argv=None) -> int:
         successes, distances = 0, []
         for i in range(args.episodes):
             obs, info = env.reset(seed=args.first_seed + i)
+            inputs.reset()
             for t in range(T):
-                s = torch.as_tensor(state_vector(obs, meta["obs_keys"], t, T), dtype=torch.float32)[None]
+                s = torch.as_tensor(inputs.observe(sim_context(obs, env)), dtype=torch.float32)[None]
                 with torch.inference_mode():
                     if images:
                         out = module(torch.from_numpy(np.ascontiguousarray(obs["image"]))[None], s)
@@ -259,7 +287,9 @@ def eval_main(argv=None) -> int:
                 a = out[0].double().numpy() / scale
                 if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):
                     raise FloatingPointError(f"episode {i}, step {t}: policy returned {a}")
-                obs, _, terminated, truncated, info = env.step(np.clip(a, -1, 1))
+                a = np.clip(a, -1, 1)
+                inputs.record_action(a * scale)          # in the metadata's units, as the agents record it
+                obs, _, terminated, truncated, info = env.step(a)
                 if args.video:
                     frame = env.render()
                     if writer is None:

@@ -42,33 +42,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .agents import ArmReachAgent, Sample
+from .agents import ArmReachAgent, Sample, _extra_doc
+from .features import peg_bottom, phase, sim_context
 from .linear_gaussian import LinearGaussianController, LogDistanceCost, QuadraticCost
 
-__all__ = ["ArmInsertAgent", "peg_bottom_fk", "target_minus_peg_bottom", "phase", "INSERT_DERIVED_OBS"]
+__all__ = ["ArmInsertAgent", "peg_bottom_fk", "peg_bottom_offset", "phase"]
+
+
+def peg_bottom_offset() -> float:
+    """m from the TCP to the held peg's bottom along the hand's z axis (the metadata's peg_bottom_offset)."""
+    from sim.tasks.arm import ArmInsert
+    return ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH
 
 
 def peg_bottom_fk(obs) -> np.ndarray:
     """The held peg's bottom-face centre from the TCP pose alone (forward kinematics): the peg is
-    rigidly gripped, its bottom GRIP_DEPTH + PEG_HALF_LENGTH along the hand's z axis below the TCP."""
-    from controllers.reach import quat_matrix
-    from sim.tasks.arm import ArmInsert
-    hand_z = quat_matrix(obs["tcp_quat"])[:, 2]
-    return np.asarray(obs["tcp_pos"], float) + (ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH) * hand_z
-
-
-def target_minus_peg_bottom(obs) -> np.ndarray:
-    return np.asarray(obs["target"], float) - peg_bottom_fk(obs)
-
-
-def phase(step: int, episode_steps: int) -> float:
-    """The policy's phase input: the episode's progress, control steps since it began over its
-    length, 1 from the last step on (the policy then holds at the target)."""
-    return min(float(step) / float(episode_steps), 1.0)
-
-
-# the policy's derived observation key (for learning.registry.DERIVED_OBS / state_vector)
-INSERT_DERIVED_OBS = {"target_minus_peg_bottom": target_minus_peg_bottom}
+    rigidly gripped, its bottom GRIP_DEPTH + PEG_HALF_LENGTH along the hand's z axis below the TCP
+    (learning.features.peg_bottom, which the target_minus_peg_bottom feature uses)."""
+    return peg_bottom(sim_context(obs), {"peg_bottom_offset": peg_bottom_offset()})
 
 
 class ArmInsertAgent(ArmReachAgent):
@@ -90,13 +81,15 @@ class ArmInsertAgent(ArmReachAgent):
     # regresses on this and the 9 earlier iterations' samples (new conditions every iteration),
     # with twice the default updates, under a smaller KL step than the default 0.5 (module docstring)
     GPS_RECIPE = {"policy_replay": 9, "policy_steps": 1600, "kl_step": 0.2}
+    STATE_OBS_KEYS = ("joint_pos", "joint_vel", "target_minus_peg_bottom", "phase")   # the MLP's input
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
                  T: int = 200, condition_seeds=None, shape: str | None = "square",
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  approach_height: float = APPROACH_HEIGHT, descend_fraction: float = 0.5,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
-                 log_weight: float = 0.01, final_log_weight: float = 1.0, log_alpha: float = 1e-5):
+                 log_weight: float = 0.01, final_log_weight: float = 1.0, log_alpha: float = 1e-5,
+                 obs_features=(), state_features=()):
         if images:
             raise ValueError(f"{self.task}: only the state-based agent exists (no image observations)")
         if int(T) < 1:
@@ -120,13 +113,13 @@ class ArmInsertAgent(ArmReachAgent):
                         "action_weight": action_weight, "log_weight": log_weight,
                         "final_log_weight": final_log_weight, "log_alpha": log_alpha}
         super().__init__(images=False, randomization=randomization, n_conditions=n_conditions, T=int(T),
-                         condition_seeds=condition_seeds, target_marker_radius=0.0, target_stand=False)
+                         condition_seeds=condition_seeds, target_marker_radius=0.0, target_stand=False,
+                         obs_features=obs_features, state_features=state_features)
         if shape != "square":                 # ArmReachAgent made the task with its default peg
             import sim.tasks
             self.env.close()
             self.env = sim.tasks.make(self.task, randomization=randomization, shape=shape).unwrapped
         self.success_distance = float("nan")  # unused: success is the task's own criterion (see _run)
-        self.obs_dim = 2 * self.n + 4          # ArmReachAgent's 2 n + 3, and the phase
         self.cost = self._make_cost()
 
     def hover_heights(self) -> np.ndarray:
@@ -181,30 +174,30 @@ class ArmInsertAgent(ArmReachAgent):
         return out
 
     def metadata(self) -> dict:
-        from sim.tasks.arm import ArmInsert
         return {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
                 "action_units": "rad per control step (added to the joint position targets)",
                 "control_rate_hz": float(1.0 / self.env.control_dt), "episode_steps": self.T,
-                "peg_shape": self.shape, "inputs": ["state"],
-                "obs_keys": ["joint_pos", "joint_vel", "target_minus_peg_bottom", "phase"],
-                "state": "[joint_pos; joint_vel; target - peg_bottom; phase] (world frame, m; peg_bottom by "
+                "peg_shape": self.shape, "inputs": ["state"], "obs_keys": list(self.obs_keys),
+                "state": "[joint_pos; joint_vel; target - peg_bottom; phase" + _extra_doc(self.obs_features) +
+                         "] (world frame, m; peg_bottom by "
                          "forward kinematics: tcp + peg_bottom_offset along the hand's z axis, tcp = hand link + "
                          "tcp_offset along its z axis; phase = min(step / episode_steps, 1), step = control "
                          "steps since the episode (the goal) began)",
                 "ee_link": "panda_hand", "tcp_offset": 0.1034,
-                "peg_bottom_offset": ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH,
-                "cost_weights": dict(self.weights)}
+                "peg_bottom_offset": peg_bottom_offset(),
+                "cost_weights": dict(self.weights)} | self._observed_joints()
+
+    def _feature_params(self) -> dict:
+        return {"episode_steps": self.T, "peg_bottom_offset": peg_bottom_offset()}
 
     def state(self, obs) -> np.ndarray:
+        """x without the opt-in `state_features`: [q, qd, q_cmd - q, peg_bottom - target]."""
         q = obs["joint_pos"][self.env.act_idx]
         return np.concatenate([q, obs["joint_vel"][self.env.act_idx], self.env.q_cmd[self.env.act_idx] - q,
                                self.env.peg_bottom(obs) - obs["target"]])
 
-    def state_obs(self, obs, t: int = 0) -> np.ndarray:
-        return np.concatenate([obs["joint_pos"], obs["joint_vel"], target_minus_peg_bottom(obs), [phase(t, self.T)]])
-
     def _run(self, seed: int, act) -> Sample:
-        s = super()._run(seed, act)        # the episode loop of ArmReachAgent (our state / state_obs)
+        s = super()._run(seed, act)        # the episode loop of ArmReachAgent (our state and obs keys)
         finite = bool(np.all(np.isfinite(s.U)))
         # the task's own success and distance at the last step: what env.step put in `info`
         # (reward_success of the step's true observation); a broken controller's episode fails

@@ -1,30 +1,28 @@
-"""The GPS tasks by name: their agents (`make_agent`), the derived observation keys a policy's
-metadata may list (`state_vector`, which `s2r eval` uses to build a policy's state input) and the
-scene a policy was trained in (`scene_kwargs`)."""
+"""The GPS tasks by name: their agents (`make_agent`), the policy input a policy's metadata names
+(`state_vector`, built by learning.features) and the scene a policy was trained in (`scene_kwargs`)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .agents import ArmReachAgent, PointMassAgent
-from .insert_agent import INSERT_DERIVED_OBS, ArmInsertAgent, phase
+from .features import compute_features, sim_context
+from .insert_agent import ArmInsertAgent
 
-__all__ = ["GPS_TASKS", "DERIVED_OBS", "make_agent", "task_id", "state_vector", "scene_kwargs"]
-
-# observation keys a policy's metadata may list that are computed from the task's observations
-DERIVED_OBS = {"target_minus_tcp": lambda obs: np.asarray(obs["target"], float) - np.asarray(obs["tcp_pos"], float),
-               **INSERT_DERIVED_OBS}
+__all__ = ["GPS_TASKS", "make_agent", "task_id", "state_vector", "scene_kwargs"]
 
 
-def state_vector(obs: dict, keys, step: int = 0, episode_steps: int | None = None) -> np.ndarray:
-    """The state input named by a policy's `obs_keys` (observation keys, DERIVED_OBS, or "phase":
-    `phase(step, episode_steps)`, step = control steps since the episode began); "image" is skipped."""
-    def value(k):
-        if k == "phase":
-            if not episode_steps:
-                raise ValueError("the policy takes the episode's phase but its metadata has no episode_steps")
-            return phase(step, episode_steps)
-        return DERIVED_OBS[k](obs) if k in DERIVED_OBS else obs[k]
-    return np.concatenate([np.asarray(value(k), float).ravel() for k in keys if k != "image"])
+def state_vector(obs: dict, keys, step: int = 0, episode_steps: int | None = None, params: dict | None = None,
+                 env=None) -> np.ndarray:
+    """The state input named by a policy's `obs_keys` ("image" skipped) for one simulator observation
+    at control step `step` of its episode (learning.features; `params`: the metadata's parameters,
+    `env`: the task, for the action joints' position targets). Keys that need the episode's past
+    (prev_action, histories) are refused: `s2r eval` and the agents use an ObservationBuilder."""
+    ctx = sim_context(obs, env)
+    ctx.set("step", int(step))
+    p = dict(params or {})
+    if episode_steps is not None:
+        p["episode_steps"] = episode_steps
+    return compute_features(keys, ctx, p)
 
 
 def scene_kwargs(meta: dict) -> dict:
@@ -64,5 +62,9 @@ def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomi
             raise ValueError("PointMass has no camera: --images needs an s2r/ task")
         if randomization not in (None, "off"):
             raise ValueError("PointMass has no domain randomization")
+        if kw.get("obs_features") or kw.get("state_features"):
+            raise ValueError("PointMass takes no extra observation features (its state is the policy's input)")
+        kw.pop("obs_features", None)
+        kw.pop("state_features", None)
         return PointMassAgent(**kw)
     return GPS_TASKS[name](images=images, image_size=image_size, randomization=randomization, **kw)

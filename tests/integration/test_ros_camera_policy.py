@@ -124,7 +124,10 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
     visuomotor export whose robot configuration is [joint_pos, joint_vel, tcp_pos] gets those 17
     values next to the image (a 14-value input would fail the call and be refused). An ArmInsert
     export gets [joint_pos, joint_vel, target - peg_bottom, phase]; its phase counts from the goal
-    and starts again at a goal elsewhere."""
+    and starts again at a goal elsewhere. An export with the opt-in inputs (previous action,
+    q_cmd - q, a two-step joint history: learning/features.py) runs; one whose inputs the node
+    cannot build (q_cmd - q under velocity actions, which have no position targets) is refused at
+    start in one line."""
     from geometry_msgs.msg import PoseStamped
 
     from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
@@ -148,6 +151,13 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
         unsized = tmp_path / "unsized.pt"        # the phase without episode_steps: refused
         export_torchscript(MLPPolicy(2 * n + 4, n), unsized,
                            meta | {"obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp", "phase"]}, np.full(n, 0.005))
+        memory = tmp_path / "memory.pt"
+        export_torchscript(MLPPolicy(2 * n + 3 + 4 * n, n), memory,
+                           meta | {"obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp", "prev_action", "cmd_offset",
+                                                "joint_pos@hist2"]}, np.full(n, 0.005))
+        velocity = tmp_path / "velocity.pt"
+        export_torchscript(MLPPolicy(3 * n, n), velocity, meta | {"obs_keys": ["joint_pos", "joint_vel", "cmd_offset"]},
+                           np.full(n, 0.005))
         visuo = tmp_path / "visuo.pt"
         export_torchscript(VisuomotorCNN(2 * n + 3, n, 64), visuo,
                            meta | {"inputs": ["image", "joint_state"], "image_size": [64, 64],
@@ -162,9 +172,17 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
                  use_image=False, rate_hz=50.0)
     domain.start("policy_node", "insert", config="panda_sim", policy=str(insert), action="position_delta",
                  use_image=False, rate_hz=50.0)
+    domain.start("policy_node", "memory", config="panda_sim", policy=str(memory), action="position_delta",
+                 use_image=False, rate_hz=50.0)
     bad = domain.start("policy_node", "unsized", config="panda_sim", policy=str(unsized), use_image=False)
+    unbuildable = domain.start("policy_node", "velocity", config="panda_sim", policy=str(velocity), action="velocity",
+                               use_image=False)
     try:
         assert bad.proc.wait(60) == 2 and "metadata has no episode_steps" in bad.log()
+        assert unbuildable.proc.wait(60) == 2
+        refusal = [line for line in unbuildable.log().splitlines() if "cannot build the policy's inputs" in line]
+        assert len(refusal) == 1 and "obs key 'cmd_offset' needs q_cmd" in refusal[0], unbuildable.log()
+        assert "with velocity actions does not provide" in refusal[0]
         d = probe.wait_diag("reach: policy", lambda d: int(d["waiting"]) >= 5, what="the node waiting for a goal")
         assert int(d["commands"]) == 0 and "goal" in d["last_problem"]
         goal = PoseStamped()
@@ -173,6 +191,8 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
         goal.pose.orientation.w = 1.0
         probe.publish("/goal_pose", goal, GOAL_QOS)
         d = probe.wait_diag("reach: policy", lambda d: int(d["commands"]) >= 20, what="policy commands after the goal")
+        assert int(d["refused_actions"]) == 0
+        d = probe.wait_diag("memory: policy", lambda d: int(d["commands"]) >= 20, what="the opt-in inputs' commands")
         assert int(d["refused_actions"]) == 0
         d = probe.wait_diag("visuo: policy", lambda d: int(d["commands"]) >= 10, what="visuomotor policy commands")
         assert int(d["refused_actions"]) == 0

@@ -213,25 +213,31 @@ def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_si
     """The policy node builds target_minus_tcp and target_minus_peg_bottom from the joint angles
     alone (URDF forward kinematics + the metadata's offsets): the same points the ArmInsert policy
     was trained on (learning.insert_agent.peg_bottom_fk of the simulator's TCP pose)."""
-    from types import SimpleNamespace
-
     import sim.tasks
     from learning.insert_agent import ArmInsertAgent, peg_bottom_fk
     from s2r.config import load_config
-    from s2r_ros.policy_node import PolicyNode
+    from s2r_ros.policy_node import PolicyInputs, tcp_pose_function
     agent = ArmInsertAgent(n_conditions=1, T=5)
     meta = agent.metadata()
     agent.close()
-    node = SimpleNamespace(cfg=load_config("panda_sim"), meta=meta)
-    tcp_fn = PolicyNode._tcp_function(node, meta["joint_names"])
-    peg_fn = PolicyNode._tcp_function(node, meta["joint_names"], meta["peg_bottom_offset"])
+    cfg = load_config("panda_sim")
+    pose = tcp_pose_function(cfg.robot, meta["joint_names"], meta)
+    inputs = PolicyInputs(meta | {"obs_keys": ["target_minus_tcp", "target_minus_peg_bottom"]}, cfg.robot,
+                          cfg.joint_names, meta["joint_names"], "position_delta")
     env = sim.tasks.make("ArmInsert").unwrapped
     try:
         for seed in (0, 1, 2):
             obs, _ = env.reset(seed=seed)
             q = obs["joint_pos"][env.act_idx]
-            np.testing.assert_allclose(tcp_fn(q), obs["tcp_pos"], atol=1e-4)
-            np.testing.assert_allclose(peg_fn(q), peg_bottom_fk(obs), atol=1e-4)
-            assert np.linalg.norm(peg_fn(q) - tcp_fn(q)) == pytest.approx(meta["peg_bottom_offset"])
+            tcp, R = pose(q)
+            np.testing.assert_allclose(tcp, obs["tcp_pos"], atol=1e-4)
+            # the hand's z axis: from the TCP towards the peg's bottom
+            np.testing.assert_allclose(R[:, 2], (peg_bottom_fk(obs) - obs["tcp_pos"]) / meta["peg_bottom_offset"],
+                                       atol=1e-3)
+            q_cfg = np.r_[q, 0.04, 0.04]
+            x = inputs(q_cfg, np.zeros(9), goal=obs["target"])
+            np.testing.assert_allclose(x[:3], obs["target"] - obs["tcp_pos"], atol=1e-4)
+            np.testing.assert_allclose(x[3:], obs["target"] - peg_bottom_fk(obs), atol=1e-4)
+            assert np.linalg.norm(x[3:] - x[:3]) == pytest.approx(meta["peg_bottom_offset"])
     finally:
         env.close()

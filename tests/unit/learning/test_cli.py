@@ -23,6 +23,9 @@ def _one_line(capsys):
     (["sac"], "invalid choice"),
     (["gps", "--resume", "/nonexistent/run"], "no checkpoint.pt"),
     (["plato", "--task", "ArmInsert"], "no MPC teacher"),
+    (["gps", "--task", "ArmReach", "--obs-features", "prev_action,joint_torque"], "unknown obs key 'joint_torque'"),
+    (["gps", "--task", "ArmReach", "--state-features", "prev_action@hist0"], "history length must be 1..100"),
+    (["gps", "--task", "PointMass", "--obs-features", "prev_action"], "PointMass takes no extra"),
 ])
 def test_train_bad_arguments(argv, match, capsys):
     assert train_main(argv) == 2
@@ -187,10 +190,28 @@ def test_image_training_uses_the_benchmarked_visuomotor_recipe():
         agent.close()
     state_agent, state_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "PointMass"]))
     assert state_algo.cfg.policy_replay == 0 and state_algo.cfg.aux_pose_weight == 0
-    insert, insert_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "ArmInsert", "--iterations", "3"]))
+    insert, insert_algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmInsert", "--iterations", "3"]))
     try:       # the insert task's own recipe (ArmInsertAgent.GPS_RECIPE), as bench_gps runs it
         cfg = insert_algo.cfg
         assert (cfg.policy_replay, cfg.policy_steps, cfg.kl_step, cfg.iterations) == (9, 1600, 0.2, 3)
         assert insert_algo.init_variance == insert.init_variance == 0.01
+        assert "obs_features" not in meta and "state_features" not in meta    # runs without them: as before
     finally:
         insert.close()
+
+
+def test_train_takes_opt_in_features_for_the_policy_and_the_local_controllers():
+    """--obs-features / --state-features reach the agent, the policy's input size, the export's
+    obs_keys and the run parameters (a resume with other features is refused)."""
+    from learning.cli import _build, _train_parser
+    agent, algo, meta = _build(_train_parser().parse_args(
+        ["gps", "--task", "ArmInsert", "--obs-features", "prev_action, cmd_offset", "--state-features",
+         "prev_action@hist2"]))
+    try:
+        n = agent.dU
+        assert meta["obs_features"] == ["prev_action", "cmd_offset"] and meta["state_features"] == ["prev_action@hist2"]
+        assert agent.metadata()["obs_keys"][-2:] == ["prev_action", "cmd_offset"]
+        assert algo.policy.obs_dim == agent.obs_dim == 2 * n + 4 + 2 * n and agent.dX == 3 * n + 3 + 2 * n
+        assert algo.controllers[0].dX == agent.dX
+    finally:
+        agent.close()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from learning.gps import MDGPS, GPSConfig
-from learning.insert_agent import INSERT_DERIVED_OBS, ArmInsertAgent, peg_bottom_fk, phase
+from learning.features import FEATURES
+from learning.insert_agent import ArmInsertAgent, peg_bottom_fk, phase
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_dimensions_cost_and_metadata(agent):
     assert meta["task"] == "s2r/ArmInsert-v0" and meta["inputs"] == ["state"]
     assert meta["joint_names"] == [f"panda_joint{i}" for i in range(1, 8)]
     assert meta["obs_keys"] == ["joint_pos", "joint_vel", "target_minus_peg_bottom", "phase"]
-    assert set(meta["obs_keys"]) - {"joint_pos", "joint_vel", "phase"} <= set(INSERT_DERIVED_OBS)
+    assert set(meta["obs_keys"]) <= set(FEATURES)                 # each one named feature (learning.features)
     assert meta["episode_steps"] == 30
     assert meta["peg_bottom_offset"] == pytest.approx(0.065)
     with pytest.raises(ValueError, match="state-based"):
@@ -150,9 +151,11 @@ def test_make_agent_and_the_policy_input_of_its_metadata(agent):
     obs, _ = agent.env.reset(seed=5)
     meta = agent.metadata()
     for t in (0, 7, agent.T, agent.T + 9):
-        assert np.allclose(state_vector(obs, meta["obs_keys"], t, meta["episode_steps"]), agent.state_obs(obs, t))
-    with pytest.raises(ValueError, match="episode_steps"):
-        state_vector(obs, meta["obs_keys"], 3)
+        assert np.array_equal(state_vector(obs, meta["obs_keys"], t, params=meta), agent.state_obs(obs, t))
+    with pytest.raises(ValueError, match="metadata has no episode_steps"):
+        state_vector(obs, meta["obs_keys"], 3, params={"peg_bottom_offset": meta["peg_bottom_offset"]})
+    with pytest.raises(ValueError, match="metadata has no peg_bottom_offset"):
+        state_vector(obs, meta["obs_keys"], 3, meta["episode_steps"])
     made = make_agent("ArmInsert", n_conditions=1, T=10)
     try:
         assert type(made) is ArmInsertAgent and made.n_conditions == 1 and made.T == 10

@@ -9,18 +9,23 @@ on the newest camera image and joint state:
 
     image:  float32 (1, 3, H, W), RGB in [0, 1], H x W = `image_size` (0: as received)
     state:  float32 (1, d): what the policy's metadata (`s2r_policy.json` in a TorchScript file
-            exported by learning/) lists as `obs_keys` (other than "image"), concatenated; without
+            exported by learning/) lists as `obs_keys` (other than "image"), built by
+            learning.features exactly as in training and `s2r eval` (`PolicyInputs`); without
             metadata, [q; qd] of the commanded joints, in `joints` order (default: the
             metadata's `joint_names`, else all of the config's joints, in config order).
-            Known keys: joint_pos, joint_vel, tcp_pos, target, target_minus_tcp,
-            target_minus_peg_bottom, phase. tcp_pos is the URDF forward kinematics of the
-            metadata's `ee_link` plus `tcp_offset` along its z axis, the held peg's bottom the same
-            plus `peg_bottom_offset`; target is the newest geometry_msgs/PoseStamped on /goal_pose
-            (position, in the world / robot base frame). Until a goal arrives such a policy waits
-            (nothing is sent). phase = min(step / episode_steps, 1) (the metadata's episode_steps),
-            step = the policy's calls since the episode began: since the first goal, and again from
-            0 whenever the goal moves by more than 1 mm (a goal policy), else since the first call;
-            waiting for a state, an image or a goal does not advance it.
+            The node supplies the features' sources: the joint state (of the metadata's
+            `obs_joint_names`, default the commanded joints); the TCP pose by URDF forward
+            kinematics of the metadata's `ee_link` plus `tcp_offset` along its z axis; the target,
+            the newest geometry_msgs/PoseStamped on /goal_pose (position, in the world / robot base
+            frame: until a goal arrives a policy that needs it waits, nothing is sent); its
+            position targets (q_cmd, for position and position_delta actions); and its episode:
+            step = the policy's calls since the episode began (since the first goal, and again
+            from 0 whenever the goal moves by more than 1 mm, else since the first call; waiting
+            for a state, an image or a goal does not advance it), its past actions (the module's
+            outputs; a refused action counts as a hold: zeros, or the held position for
+            `position`) and the history of history keys. A policy whose obs_keys this node cannot
+            build (an unknown feature, a metadata parameter it lacks, a source the node does not
+            have, a size that differs from the network's input) is refused at start in one line.
     action: (1, n) or (n,) -- one value per commanded joint, interpreted by `action`:
             position (absolute targets), position_delta (added to the commanded targets, as the
             sim tasks apply it in training: see PositionTargets), velocity, effort
@@ -43,14 +48,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from learning.insert_agent import phase      # the phase input, as in training
+from learning.features import ObsContext, ObservationBuilder    # the policy's inputs, as in training
 
 from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
 
 ACTIONS = ("position", "position_delta", "velocity", "effort")
-STATE_KEYS = ("joint_pos", "joint_vel", "tcp_pos", "target", "target_minus_tcp", "target_minus_peg_bottom", "phase")
-GOAL_KEYS = ("target", "target_minus_tcp", "target_minus_peg_bottom")   # inputs that need /goal_pose
 NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
 METADATA_FILE = "s2r_policy.json"          # learning.policies.METADATA_FILE
 
@@ -86,6 +89,113 @@ class PositionTargets:
         t = np.minimum(np.maximum(t, self.lower), self.upper)
         self.q_cmd[i] = np.minimum(np.maximum(t, q[i] - self.max_lead), q[i] + self.max_lead)
         return self.q_cmd.copy()
+
+
+def tcp_pose_function(robot: str, joints, meta: dict):
+    """q (of `joints`) -> (TCP position (3), hand rotation matrix (3, 3)), world frame: the URDF
+    forward kinematics of the metadata's ee_link (default: the robot's), plus its tcp_offset along the
+    link's z axis; the robot's other movable joints at its home posture."""
+    from controllers.models import RigidBodyModel
+    from sim.robots import robot_model
+
+    model = robot_model(robot)
+    movable = RigidBodyModel(model.urdf).joint_names
+    rb = RigidBodyModel(model.urdf, joints=list(joints),
+                        locked={j: float(model.home.get(j, 0.0)) for j in movable if j not in joints})
+    fn = rb.link_pose_function(meta.get("ee_link", model.ee_link))
+    offset = float(meta.get("tcp_offset", 0.0))
+
+    def pose(q):
+        R, p = fn(np.asarray(q, float))
+        R = np.asarray(R, float)
+        return np.asarray(p, float).reshape(3) + offset * R[:, 2], R
+    return pose
+
+
+def _listed(meta: dict, key: str) -> list:
+    """A list entry of the metadata ([] where absent); ValueError (one line) for anything else."""
+    v = meta.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        from s2r.yamlio import excerpt
+        raise ValueError(f"the policy's metadata {key} must be a list of names, got {excerpt(v)}")
+    return list(v)
+
+
+class PolicyInputs:
+    """The policy's state input on a robot (ROS-free): the metadata's obs_keys built by
+    learning.features from what the node sees -- the joint state, /goal_pose, forward kinematics
+    made from the metadata, its position targets, and the episode (step, past actions, history)
+    that `ObservationBuilder` keeps. Construction raises ValueError (one line) for obs_keys the
+    node cannot build.
+
+    names: the config's joints (the order of q, qd and q_cmd); joints: the commanded joints."""
+
+    def __init__(self, meta: dict, robot: str, names, joints, action: str):
+        keys = [k for k in _listed(meta, "obs_keys") if k != "image"]
+        self.from_metadata = bool(keys)
+        names, joints = list(names), list(joints)
+        observed = _listed(meta, "obs_joint_names") or joints
+        missing = [j for j in observed + joints if j not in names]
+        if missing:
+            raise ValueError(f"the policy's joints {missing} are not in the config's joints {names}")
+        self.idx = np.array([names.index(j) for j in joints])
+        self.obs_idx = np.array([names.index(j) for j in observed])
+        self.builder = ObservationBuilder(keys or ("joint_pos", "joint_vel"), meta, n_joints=len(observed),
+                                          n_actions=len(joints), where="the policy's metadata")
+        self.action = action
+        available = {"joint_pos", "joint_vel", "action_joint_pos", "target"}
+        if action in ("position", "position_delta"):
+            available.add("q_cmd")
+        self.tcp = None
+        if self.builder.needs("tcp_pos") or self.builder.needs("tcp_rot"):
+            try:
+                self.tcp = tcp_pose_function(robot, joints, meta)
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                raise ValueError(f"cannot build the TCP's forward kinematics (robot {robot!r}, ee_link "
+                                 f"{meta.get('ee_link')!r}): {why}") from None
+            available |= {"tcp_pos", "tcp_rot"}
+        self.builder.require(available, f"policy_node with {action} actions")
+        if self.from_metadata:
+            self.builder.check_policy(meta, "here")
+        self.needs_goal = self.builder.needs("target")
+        self.size = self.builder.size
+
+    @property
+    def step(self) -> int:
+        return self.builder.step
+
+    def reset(self) -> None:
+        """A new episode (a new goal): step 0, no past actions."""
+        self.builder.reset()
+
+    def __call__(self, q, qd, goal=None, q_cmd=None) -> np.ndarray:
+        """The input at this control step (advances the step). q, qd, q_cmd: config order (q_cmd
+        None: no targets yet, i.e. the measured position); goal: position or None."""
+        v = {"joint_pos": q[self.obs_idx], "joint_vel": qd[self.obs_idx], "action_joint_pos": q[self.idx]}
+        if goal is not None:
+            v["target"] = goal
+        if self.action in ("position", "position_delta"):
+            v["q_cmd"] = (q if q_cmd is None else q_cmd)[self.idx]
+        if self.tcp is not None:
+            pose = []
+            qa = q[self.idx]
+
+            def tcp(i):
+                if not pose:
+                    pose.extend(self.tcp(qa))
+                return pose[i]
+            v["tcp_pos"], v["tcp_rot"] = (lambda: tcp(0)), (lambda: tcp(1))
+        return self.builder.observe(ObsContext(v, "the node's inputs"))
+
+    def record_action(self, a, q) -> None:
+        """The action taken after the latest input: the module's output `a`, or, where it was
+        refused (None), a hold (zeros; the measured position `q` for absolute position actions)."""
+        if a is None:
+            a = q[self.idx] if self.action == "position" else np.zeros(len(self.idx))
+        self.builder.record_action(a)
 
 
 class PolicyNode(Node):
@@ -150,26 +260,13 @@ class PolicyNode(Node):
         if "inputs" in self.meta and ("image" in self.meta["inputs"]) != self.use_image:
             self.get_logger().error(f"the policy's inputs are {self.meta['inputs']}, but use_image is {self.use_image}")
             raise SystemExit(2)
-        self.obs_keys = [k for k in self.meta.get("obs_keys") or () if k != "image"] or None
-        bad = [k for k in self.obs_keys or () if k not in STATE_KEYS]
-        if bad:
-            self.get_logger().error(f"the policy asks for inputs {bad} this node cannot build (known: {STATE_KEYS})")
+        try:
+            self.inputs = PolicyInputs(self.meta, self.cfg.robot, self.names, joints, self.action)
+        except ValueError as e:
+            self.get_logger().error(f"cannot build the policy's inputs: {e}")
             raise SystemExit(2)
         self.goal = None
-        self.needs_goal = any(k in GOAL_KEYS for k in self.obs_keys or ())
-        self.step = 0                           # policy calls since the episode began (the phase input)
-        self.episode_steps = int(self.meta.get("episode_steps") or 0)
-        if "phase" in (self.obs_keys or ()) and self.episode_steps < 1:
-            self.get_logger().error("the policy takes the episode's phase, but its metadata has no episode_steps")
-            raise SystemExit(2)
-        self.tcp_fn = self.peg_fn = None
-        if any(k in ("tcp_pos", "target_minus_tcp") for k in self.obs_keys or ()):
-            self.tcp_fn = self._tcp_function(joints)
-        if "target_minus_peg_bottom" in (self.obs_keys or ()):
-            if "peg_bottom_offset" not in self.meta:
-                self.get_logger().error("the policy takes target_minus_peg_bottom, but its metadata has no peg_bottom_offset")
-                raise SystemExit(2)
-            self.peg_fn = self._tcp_function(joints, float(self.meta["peg_bottom_offset"]))
+        self.needs_goal = self.inputs.needs_goal
         self.image_size = int(g("image_size"))
         self.rate_hz = float(g("rate_hz")) or self.cfg.control_rate_hz
         self.spec = self.cfg.spec()
@@ -201,46 +298,14 @@ class PolicyNode(Node):
         self.get_logger().info(f"policy {path} on {len(self.idx)} joints, {self.action} actions at {self.rate_hz:g} Hz"
                                + (f", images from {g('image_topic')}" if self.use_image else ", no images"))
 
-    def _tcp_function(self, joints, extra_offset: float = 0.0):
-        """q (of `joints`) -> TCP position: the URDF forward kinematics of the metadata's ee_link,
-        plus tcp_offset (+ extra_offset) along the link's z axis; other movable joints at the model's home."""
-        from controllers.models import RigidBodyModel
-        from sim.robots import robot_model
-
-        model = robot_model(self.cfg.robot)
-        movable = RigidBodyModel(model.urdf).joint_names
-        rb = RigidBodyModel(model.urdf, joints=list(joints),
-                            locked={j: float(model.home.get(j, 0.0)) for j in movable if j not in joints})
-        fn = rb.link_pose_function(self.meta.get("ee_link", model.ee_link))
-        offset = float(self.meta.get("tcp_offset", 0.0)) + extra_offset
-
-        def tcp(q):
-            R, p = fn(np.asarray(q, float))
-            return np.asarray(p).reshape(3) + offset * np.asarray(R)[:, 2]
-        return tcp
-
     def _on_goal(self, msg: PoseStamped):
         p = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         if not np.all(np.isfinite(p)):
             self._problem("goal_nonfinite", f"goal {p} is not finite; ignored")
             return
         if self.goal is None or np.linalg.norm(p - self.goal) > NEW_GOAL_M:
-            self.step = 0
+            self.inputs.reset()                 # a new episode: step 0, no past actions
         self.goal = p
-
-    def _state_input(self, q, qd):
-        if not self.obs_keys:
-            return np.concatenate([q[self.idx], qd[self.idx]])
-        parts, tcp = [], None
-        for k in self.obs_keys:
-            if k in ("tcp_pos", "target_minus_tcp") and tcp is None:
-                tcp = self.tcp_fn(q[self.idx])
-            parts.append({"joint_pos": lambda: q[self.idx], "joint_vel": lambda: qd[self.idx],
-                          "tcp_pos": lambda: tcp, "target": lambda: self.goal,
-                          "target_minus_tcp": lambda: self.goal - tcp,
-                          "target_minus_peg_bottom": lambda: self.goal - self.peg_fn(q[self.idx]),
-                          "phase": lambda: [phase(self.step, self.episode_steps)]}[k]())
-        return np.concatenate(parts)
 
     def _problem(self, key: str, msg: str):
         self.last_problem = msg
@@ -297,8 +362,7 @@ class PolicyNode(Node):
             self._problem("no_goal", "waiting for a goal on /goal_pose")
             return
         key, q, qd, _ = self.state
-        s = self.torch.from_numpy(self._state_input(q, qd).astype(np.float32)).unsqueeze(0)
-        self.step += 1
+        s = self.torch.from_numpy(self.inputs(q, qd, self.goal, self.targets.q_cmd).astype(np.float32)).unsqueeze(0)
         t0 = time.perf_counter()
         try:
             with self.torch.inference_mode():
@@ -322,6 +386,7 @@ class PolicyNode(Node):
                 cmd[self.idx] = a
         if a is None:
             self.refused += 1
+        self.inputs.record_action(a, q)
         self.pub_cmd.publish(command_msg(cmd, key))
         self.rate.tick(now)
 
@@ -329,7 +394,7 @@ class PolicyNode(Node):
         p50, p99 = self.infer_ms.percentiles_ms(50, 99)
         v = {"rate_hz": self.rate.rate(), "target_rate_hz": self.rate_hz, "commands": self.rate.total,
              "waiting": self.waiting, "refused_actions": self.refused, "inference_p50_ms": p50,
-             "inference_p99_ms": p99, "episode_step": self.step, "last_problem": self.last_problem}
+             "inference_p99_ms": p99, "episode_step": self.inputs.step, "last_problem": self.last_problem}
         if self.rate.total == 0:
             level, msg = WARN, "no commands yet: " + (self.last_problem or "starting")
         elif self.refused and self.last_problem.startswith("policy"):
