@@ -211,8 +211,8 @@ class ArmReachAgent:
         ctx.set("step", int(t))
         return compute_features(self.obs_keys, ctx, self.inputs.params)
 
-    def _run(self, seed: int, act) -> Sample:
-        obs, _ = self.env.reset(seed=int(seed))
+    def _run(self, seed: int, act, noise_seed: int | None = None) -> Sample:
+        obs, _ = self.env.reset(seed=int(seed), options=None if noise_seed is None else {"noise_seed": int(noise_seed)})
         inputs, state_inputs = self.inputs, self.state_inputs
         inputs.reset()
         state_inputs.reset()
@@ -246,7 +246,9 @@ class ArmReachAgent:
                       bool(d < self.success_distance), d)
 
     def rollout(self, condition: int, act, seed: int) -> Sample:
-        return self._run(self.condition_seeds[condition], act)
+        """One sample of a condition: its episode (start, target, randomization draw), with the
+        per-step noise of `seed` (each sample its own: the fitted dynamics see the task's noise)."""
+        return self._run(self.condition_seeds[condition], act, noise_seed=seed)
 
     def held_out(self, index: int, act) -> Sample:
         if not 0 <= index < self.HELD_OUT_SEEDS:

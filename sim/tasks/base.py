@@ -14,7 +14,10 @@ Out-of-range values are clipped; a wrong shape or a NaN/inf raises ValueError na
 
 Randomization (`sim.randomization.Randomizer`) is applied here; its sampled values are in
 `info["randomization"]` after every reset and step (per-step values are drawn in blocks of
-`STEP_BLOCK` steps, one row per step). The `unmodeled` group's actuator effects go to
+`STEP_BLOCK` steps, one row per step). `reset(seed, options={"noise_seed": n})` keeps the episode of
+`seed` (start, target, per-episode randomization draw) and draws its per-step values (noises, jitter)
+and pixel noise from `n` instead: several samples of one training condition, each with its own noise.
+The `unmodeled` group's actuator effects go to
 `SimRobot.set_unmodeled`; encoder offsets and sensor delay act on the returned observation only
 (rewards and `info` use the current true state); camera miscalibration changes the camera images
 are rendered with (`render_camera`), not the calibrated one `camera_info()` reports (`camera`).
@@ -300,9 +303,13 @@ class TaskEnv(gym.Env, abc.ABC):
     def reset(self, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         options = options or {}
-        unknown = set(options) - {"randomization_pin"}
+        unknown = set(options) - {"randomization_pin", "noise_seed"}
         if unknown:
-            raise ValueError(f"unknown reset option {sorted(unknown)[0]!r} (known: randomization_pin)")
+            raise ValueError(f"unknown reset option {sorted(unknown)[0]!r} (known: noise_seed, randomization_pin)")
+        noise_seed = options.get("noise_seed")
+        if noise_seed is not None and (isinstance(noise_seed, bool) or not isinstance(noise_seed, (int, np.integer))
+                                       or noise_seed < 0):
+            raise ValueError(f"reset option noise_seed must be a non-negative integer, got {noise_seed!r}")
         seeds = self.np_random.integers(0, 2**63 - 1, 3)
         self.task_rng = np.random.default_rng(seeds[0])
         self.dr_rng = np.random.default_rng(seeds[1])
@@ -311,6 +318,9 @@ class TaskEnv(gym.Env, abc.ABC):
         self._build_world(self.dr, self.task_rng)
         self._apply_dynamics(self.dr)
         self._apply_visuals(self.dr, self.dr_rng)
+        if noise_seed is not None:      # the episode's draw stays; its per-step noise is the sample's own
+            self.dr_rng, self.pixel_rng = (np.random.default_rng(s) for s in
+                                           np.random.SeedSequence(int(noise_seed)).spawn(2))
         self.q_cmd = self.robot.state()[0].copy()
         latency = int(self.dr.get("action_latency", 0))
         self._queue = deque([np.zeros(len(self.act_idx))] * latency, maxlen=latency + 1) if latency else None

@@ -219,3 +219,43 @@ def test_observation_noise_is_reported_and_applied(make):
     assert np.allclose(obs["joint_pos"] - true_q, info["randomization"]["joint_noise"])
     true_block = np.array(p.getBasePositionAndOrientation(e.objects[0], physicsClientId=e.client)[0])
     assert np.allclose(obs["object_pos"][0] - true_block, 0.02)
+
+
+def test_noise_seed_keeps_the_episode_draw_and_changes_only_per_step_noise(make):
+    """reset(seed, options={"noise_seed": n}): the start, the target and the per-episode draw are the
+    seed's; the per-step noise is n's (equal for equal n, different for different n)."""
+    spec = {"groups": {"dynamics": {"link_mass_scale": {"dist": "uniform", "low": 0.5, "high": 1.5}},
+                       "noise": {"action_noise": {"dist": "normal", "std": 0.1},
+                                 "joint_noise": {"dist": "normal", "std": 0.01}}}}
+    env = make("s2r/ArmReach-v0", randomization=spec)
+    runs = {}
+    for key, options in (("a", {"noise_seed": 1}), ("a2", {"noise_seed": 1}), ("b", {"noise_seed": 2}), ("plain", None)):
+        obs, info = env.reset(seed=7, options=options)
+        steps = [env.step(np.zeros(env.action_space.shape)) for _ in range(3)]
+        runs[key] = (obs, info, steps)
+    (oa, ia, sa), (_, _, sa2), (ob, ib, sb), (op, ip, _) = runs["a"], runs["a2"], runs["b"], runs["plain"]
+    for o, i in ((ob, ib), (op, ip)):
+        np.testing.assert_array_equal(o["target"], oa["target"])
+        np.testing.assert_array_equal(i["randomization"]["link_mass_scale"], ia["randomization"]["link_mass_scale"])
+    for x, y in zip(sa, sa2):
+        np.testing.assert_array_equal(x[4]["randomization"]["action_noise"], y[4]["randomization"]["action_noise"])
+        np.testing.assert_array_equal(x[0]["joint_pos"], y[0]["joint_pos"])
+    for x, y in zip(sa, sb):
+        assert not np.array_equal(x[4]["randomization"]["action_noise"], y[4]["randomization"]["action_noise"])
+    with pytest.raises(ValueError, match="noise_seed must be a non-negative integer"):
+        env.reset(seed=7, options={"noise_seed": -1})
+
+
+def test_agent_samples_of_a_condition_differ_only_in_noise():
+    """#27 item 6: ArmReachAgent.rollout keeps the condition's episode and draw for every sample but
+    gives each sample seed its own per-step noise (before, every sample replayed one noise sequence)."""
+    from learning.agents import ArmReachAgent
+    spec = {"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 0.7, "high": 1.3}},
+                       "noise": {"action_noise": {"dist": "normal", "std": 0.2}}}}
+    agent = ArmReachAgent(randomization=spec, n_conditions=1, T=5)
+    hold = lambda t, x, obs: np.zeros(agent.dU)  # noqa: E731
+    s1, s1b, s2 = agent.rollout(0, hold, 11), agent.rollout(0, hold, 11), agent.rollout(0, hold, 12)
+    np.testing.assert_array_equal(s1.X, s1b.X)
+    np.testing.assert_array_equal(s1.X[0], s2.X[0])               # the same start
+    assert not np.allclose(s1.X[-1], s2.X[-1])                    # different noise, different motion
+    agent.env.close()
