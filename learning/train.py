@@ -291,12 +291,11 @@ def stage_progress(stream):
     return report
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95 % for z = 1.96)."""
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (scipy's `binomtest(...).proportion_ci`);
+    (0, 1) for no trials."""
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    d = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / d
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    from scipy.stats import binomtest
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)

@@ -167,7 +167,9 @@ def write_report(out: Path, s: dict) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="s2r demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="s2r demo", description=__doc__.split("\n\n")[0],
+                                 epilog="s2r demo --joint-space [--help]: the ROS-free joint-space demo "
+                                        "(s2r/demo_joint.py), which takes its own options")
     ap.add_argument("--config", default="panda_sim", help="hardware config of a simulated arm")
     ap.add_argument("--dwell", type=float, default=4.0, help="seconds to stay at each reached goal")
     ap.add_argument("--out", default=None, help="runs folder (default: runs/ or $S2R_RUNS)")

@@ -14,3 +14,13 @@ def test_demo_reaches_goals_and_writes_results(tmp_path):
     assert png.stat().st_size > 10_000
     rows = list(csv.reader(open(png.parent / "tracking.csv")))
     assert rows[0][0] == "t" and len(rows) == 1 + 4 * 200
+
+
+def test_demo_help_names_the_joint_space_demo(capsys):
+    """`s2r demo --help` says how to reach the ROS-free demo (it parses its own options)."""
+    import pytest
+
+    from s2r.demo_ros import main
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "--joint-space" in capsys.readouterr().out
