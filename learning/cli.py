@@ -4,6 +4,11 @@
     s2r train plato --task ArmReach [--images]
     s2r train gps --task ArmInsert --obs-features prev_action,cmd_offset --state-features prev_action@hist2
     s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]
+    s2r eval runs/<run>/policy.pt --task ArmReach --sweep backlash=0:0.05:6 [--randomize default] [--out F]
+
+`--sweep PARAM=LOW:HIGH[:N]` (or `PARAM=log:LOW:HIGH[:N]`) evaluates the same held-out episodes at N
+values of one randomization parameter and writes a robustness curve, F.csv and F.png (default:
+sweep-PARAM next to the policy); learning/sweep.py documents the format.
 
 Expected failures (bad arguments, a damaged checkpoint, a checkpoint from another task or
 architecture, NaN in training) print one line and return a nonzero exit code; they never end in a
@@ -29,6 +34,7 @@ args.json holds the command line of the run's latest start; history.json lists e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -219,7 +225,115 @@ def _eval_parser():
     p.add_argument("--first-seed", type=int, default=10_000, help="held-out episode seeds start here")
     p.add_argument("--success-distance", type=float, default=None,
                    help="success = final distance below this (m); default: the task's own success")
+    p.add_argument("--sweep", default=None, metavar="PARAM=LOW:HIGH[:N]",
+                   help="robustness curve: evaluate at N (default 5) values of one randomization parameter, "
+                        "held constant on top of --randomize, on the same episodes; log:LOW:HIGH spaces them "
+                        "geometrically; a per-joint/per-axis parameter takes the value in every component")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="--sweep: write PATH.csv and PATH.png (default: sweep-PARAM next to the policy)")
     return p
+
+
+def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, success_distance=None,
+                  video=None, on_episode=None) -> tuple[int, list[float]]:
+    """Run the exported policy (its inputs built by `inputs`, an ObservationBuilder) for one episode
+    of at most T steps per seed; (successes, final distances). `video`: an MP4 path to record every
+    episode to; `on_episode(i)` is called after episode i."""
+    import numpy as np
+    import torch
+    from .features import sim_context
+    writer = None
+    successes, distances = 0, []
+    try:
+        for i, seed in enumerate(seeds):
+            obs, info = env.reset(seed=int(seed))
+            inputs.reset()
+            for t in range(T):
+                s = torch.as_tensor(inputs.observe(sim_context(obs, env)), dtype=torch.float32)[None]
+                with torch.inference_mode():
+                    if images:
+                        out = module(torch.from_numpy(np.ascontiguousarray(obs["image"]))[None], s)
+                    else:
+                        out = module(s)
+                a = out[0].double().numpy() / scale
+                if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):
+                    raise FloatingPointError(f"episode {i}, step {t}: policy returned {a}")
+                a = np.clip(a, -1, 1)
+                inputs.record_action(a * scale)          # in the metadata's units, as the agents record it
+                obs, _, terminated, truncated, info = env.step(a)
+                if video:
+                    import cv2
+                    frame = env.render()
+                    if writer is None:
+                        h, w = frame.shape[:2]
+                        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
+                        if not writer.isOpened():
+                            raise ValueError(f"cannot write a video to {video}")
+                    if t % 3 == 0:
+                        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+                if terminated or truncated:
+                    break
+            d = float(info.get("distance", np.nan))
+            successes += d < success_distance if success_distance is not None else bool(info["success"])
+            distances.append(d)
+            if on_episode is not None:
+                on_episode(i)
+    finally:
+        if writer is not None:
+            writer.release()
+    return int(successes), distances
+
+
+def _sweep_paths(args, sweep) -> tuple[Path, Path]:
+    """(CSV, PNG) paths: --out without its .csv/.png suffix, or sweep-PARAM next to the policy."""
+    stem = Path(args.out) if args.out else Path(args.policy).parent / f"sweep-{sweep.name}"
+    if stem.suffix.lower() in (".csv", ".png"):
+        stem = stem.with_suffix("")
+    if stem.is_dir():
+        stem = stem / f"sweep-{sweep.name}"
+    return stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".png")
+
+
+def _run_sweep(args, sweep, task: str, make_env, run) -> None:
+    """Evaluate the policy at each value of the sweep on the same seeds; write the CSV after every
+    value (a stopped sweep keeps what it measured) and the plot at the end."""
+    import numpy as np
+
+    from s2r.logs import Progress
+    from s2r.rundir import atomic_write_bytes
+
+    from .sweep import SweepPoint, plot_sweep, with_constant, write_csv
+    from .train import wilson_interval
+    csv_path, png_path = _sweep_paths(args, sweep)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    seeds = range(args.first_seed, args.first_seed + args.episodes)
+    vals = ", ".join(f"{v:.4g}" for v in sweep.values)
+    base = f" on top of --randomize {args.randomize}" if args.randomize else ""
+    fewer = f" (whole numbers: {sweep.n} asked, {len(sweep.values)} distinct)" if len(sweep.values) < sweep.n else ""
+    print(f"sweeping {sweep.name} over {len(sweep.values)} values{fewer}: {vals}{base}; {args.episodes} held-out "
+          f"episodes each (seeds {seeds[0]}-{seeds[-1]})", flush=True)
+    progress = Progress(len(sweep.values) * args.episodes, f"sweep {sweep.name}", stream=sys.stderr)
+    points = []
+    for k, v in enumerate(sweep.values):
+        env = make_env(with_constant(args.randomize, sweep.name, v))
+        try:
+            done = k * args.episodes
+            successes, distances = run(env, seeds, on_episode=lambda i: progress.update(done + i + 1))
+        finally:
+            env.close()
+        lo, hi = wilson_interval(successes, args.episodes)
+        points.append(SweepPoint(v, successes, tuple(distances), lo, hi))
+        print(f"  [{k + 1}/{len(sweep.values)}] {sweep.name} = {v:.4g}: success {successes}/{args.episodes} = "
+              f"{100 * successes / args.episodes:.0f}% (95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%), "
+              f"mean final distance {np.nanmean(distances) if np.isfinite(distances).any() else np.nan:.3f} m",
+              flush=True)
+        atomic_write_bytes(csv_path, write_csv(sweep, points))
+    progress.close()
+    title = (f"{Path(args.policy).parent.name}/{Path(args.policy).name} on {task}: {sweep.name} sweep\n"
+             f"{args.episodes} held-out episodes per value (seeds {seeds[0]}-{seeds[-1]}), "
+             + (f"other parameters from --randomize {args.randomize}" if args.randomize else "no other randomization"))
+    atomic_write_bytes(png_path, plot_sweep(sweep, points, title, args.success_distance))
+    print(f"wrote {csv_path} and {png_path}")
 
 
 def eval_main(argv=None) -> int:
@@ -230,9 +344,15 @@ def eval_main(argv=None) -> int:
         args = _eval_parser().parse_args(argv)
         if args.episodes < 1:
             raise _UsageError("s2r eval: --episodes must be >= 1")
+        if args.out and not args.sweep:
+            raise _UsageError("s2r eval: --out names the files of a --sweep; give --sweep too")
+        if args.sweep and args.video:
+            raise _UsageError("s2r eval: --video records one evaluation; it does not combine with --sweep")
+        from .sweep import check_applies, parse_sweep
+        sweep = parse_sweep(args.sweep) if args.sweep is not None else None
         import torch
 
-        from .features import ObservationBuilder, sim_context, sim_sources
+        from .features import ObservationBuilder, sim_sources
         from .registry import scene_kwargs, task_id
         from .policies import load_exported
         from .train import wilson_interval
@@ -268,52 +388,28 @@ def eval_main(argv=None) -> int:
         inputs.require(sim_sources(env), f"{task}'s simulation")
         inputs.check_policy(meta, f"on {task}")
         torch.set_num_threads(2)
-        writer = None
-        if args.video:
-            import cv2
-            frame = None
         T = int(meta.get("episode_steps") or (env.spec.max_episode_steps if env.spec else 0) or 100)
-        successes, distances = 0, []
-        for i in range(args.episodes):
-            obs, info = env.reset(seed=args.first_seed + i)
-            inputs.reset()
-            for t in range(T):
-                s = torch.as_tensor(inputs.observe(sim_context(obs, env)), dtype=torch.float32)[None]
-                with torch.inference_mode():
-                    if images:
-                        out = module(torch.from_numpy(np.ascontiguousarray(obs["image"]))[None], s)
-                    else:
-                        out = module(s)
-                a = out[0].double().numpy() / scale
-                if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):
-                    raise FloatingPointError(f"episode {i}, step {t}: policy returned {a}")
-                a = np.clip(a, -1, 1)
-                inputs.record_action(a * scale)          # in the metadata's units, as the agents record it
-                obs, _, terminated, truncated, info = env.step(a)
-                if args.video:
-                    frame = env.render()
-                    if writer is None:
-                        h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(args.video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
-                        if not writer.isOpened():
-                            raise ValueError(f"cannot write a video to {args.video}")
-                    if t % 3 == 0:
-                        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
-                if terminated or truncated:
-                    break
-            d = float(info.get("distance", np.nan))
-            ok = d < args.success_distance if args.success_distance is not None else bool(info["success"])
-            successes += ok
-            distances.append(d)
-        if writer is not None:
-            writer.release()
+        run = functools.partial(_run_episodes, module=module, inputs=inputs, images=images, scale=scale, T=T,
+                                success_distance=args.success_distance)
+        if sweep is not None:
+            check_applies(sweep, env.dims, task)
+
+            def make_env(randomization):
+                return sim.tasks.make(task, image_obs=images, image_size=size, randomization=randomization,
+                                      **scene_kwargs(meta)).unwrapped
+            _run_sweep(args, sweep, task, make_env, run)
+            return 0
+        successes, distances = run(env, range(args.first_seed, args.first_seed + args.episodes), video=args.video)
         lo, hi = wilson_interval(successes, args.episodes)
         print(f"{task}: success {successes}/{args.episodes} = {100 * successes / args.episodes:.0f}% "
               f"(95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%), mean final distance "
               f"{np.nanmean(distances):.3f} m" + (f"; video {args.video}" if args.video else ""))
         return 0
-    except (_UsageError, ValueError, KeyError, FloatingPointError) as e:
+    except (_UsageError, ValueError, KeyError, FloatingPointError, OSError) as e:
         return _failure("eval", e, stopped=(FloatingPointError,))
+    except KeyboardInterrupt:
+        print("s2r eval: interrupted (a --sweep's CSV holds the values finished so far)", file=sys.stderr)
+        return 130
     finally:
         if env is not None:
             env.close()
