@@ -1,7 +1,13 @@
 """Running + terminal cost J = sum_t l(x_t, u_t, p_t) + l_f(x_T, p_T) and its derivatives.
 
-Built once from CasADi symbols and compiled like `Dynamics`: `derivatives(X, U, P)` returns
-l, lx, lu, lxx, luu, lux at every step of the horizon (and the terminal terms) in one call.
+Built once from CasADi symbols and compiled like `Dynamics`, with the same calc / calc_diff shape:
+
+    data = cost.create_data(T)            CostData: l (T,), lx, lu, lxx, luu, lux per step; lf, lfx, lfxx
+    J = cost.calc(data, X, U, P)          fills l and lf, returns J
+    cost.calc_diff(data, X, U, P)         fills everything (two compiled calls for the whole horizon)
+
+X (T+1, nx), U (T, nu), P (T+1, np) as `params_for_horizon` makes them: the hot path checks shapes
+only. `total` and `derivatives` are the validated conveniences.
 
 Parameters `p` are symbols the cost depends on that change between solves without rebuilding
 anything (a goal, a reference trajectory, a weight): pass one vector for every step, or one per
@@ -21,7 +27,7 @@ import numpy as np
 from ._compiled import FastFunction, jit_many
 from .dynamics import _check_symbol, as_trajectory, as_vector
 
-__all__ = ["Cost", "CostDerivatives", "quadratic_cost"]
+__all__ = ["Cost", "CostData", "CostDerivatives", "quadratic_cost"]
 
 
 @dataclass
@@ -41,6 +47,13 @@ class CostDerivatives:
     @property
     def total(self) -> float:
         return float(self.l.sum() + self.lf)
+
+    @property
+    def horizon(self) -> int:
+        return self.l.shape[0]
+
+
+CostData = CostDerivatives          # the calc / calc_diff data object (Crocoddyl's name for it)
 
 
 class Cost:
@@ -150,31 +163,67 @@ class Cost:
             self._horizon[key] = FastFunction(f.map(T))
         return self._horizon[key]
 
+    def create_data(self, T: int) -> CostData:
+        nx, nu = self.nx, self.nu
+        return CostData(np.zeros(T), np.zeros((T, nx)), np.zeros((T, nu)), np.zeros((T, nx, nx)),
+                        np.zeros((T, nu, nu)), np.zeros((T, nu, nx)), 0.0, np.zeros(nx), np.zeros((nx, nx)))
+
+    def _check(self, data: CostData, X: np.ndarray, U: np.ndarray, P: np.ndarray) -> int:
+        T = data.l.shape[0]
+        if X.shape != (T + 1, self.nx) or U.shape != (T, self.nu) or P.shape != (T + 1, self.n_params):
+            raise ValueError(f"cost calc: expected X ({T + 1}, {self.nx}), U ({T}, {self.nu}), "
+                             f"P ({T + 1}, {self.n_params}); got {X.shape}, {U.shape}, {P.shape}")
+        return T
+
+    def calc(self, data: CostData, X: np.ndarray, U: np.ndarray, P: np.ndarray) -> float:
+        """Fill data.l (running costs) and data.lf (terminal cost); return J = sum l + lf."""
+        T = self._check(data, X, U, P)
+        data.l[:] = self._mapped("v", T)(X[:T], U, P[:T])[0]
+        data.lf = float(self._terminal_v(X[T], P[T])[0][0])
+        return float(data.l.sum() + data.lf)
+
+    def calc_diff(self, data: CostData, X: np.ndarray, U: np.ndarray, P: np.ndarray) -> CostData:
+        """Fill every field of data: values, gradients and Hessians along the horizon; returns data."""
+        T = self._check(data, X, U, P)
+        nx, nu = self.nx, self.nu
+        l, lx, lu, lxx, luu, lux = self._mapped("d", T)(X[:T], U, P[:T])
+        data.l[:] = l
+        data.lx[...] = lx.reshape(T, nx)
+        data.lu[...] = lu.reshape(T, nu)
+        data.lxx[...] = lxx.reshape(T, nx, nx)
+        data.luu[...] = luu.reshape(T, nu, nu)
+        data.lux[...] = lux.reshape(T, nu, nx)
+        lf, lfx, lfxx = self._terminal_d(X[T], P[T])
+        data.lf = float(lf[0])
+        data.lfx[:] = lfx
+        data.lfxx[...] = lfxx.reshape(nx, nx)
+        return data
+
+    def running_batch(self, X: np.ndarray, U: np.ndarray, P: np.ndarray) -> np.ndarray:
+        """l(X[i], U[i], P[i]) for N independent rows (N, nx), (N, nu), (N, np) -> (N,)."""
+        return self._mapped("v", X.shape[0])(X, U, P)[0].copy()
+
+    def terminal_value(self, x: np.ndarray, p: np.ndarray) -> float:
+        """l_f(x, p) for one state."""
+        return float(self._terminal_v(x, p)[0][0])
+
+    def terminal_batch(self, X: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """l_f(X[i], p) for N states (N, nx) and one parameter vector -> (N,)."""
+        f = self._terminal_v
+        return np.array([f(x, p)[0][0] for x in X])
+
     def total(self, X, U, params=None) -> float:
         """J for states (T+1, nx) and controls (T, nu)."""
         U = as_trajectory(U, None, self.nu, "controls U")
         X = as_trajectory(X, U.shape[0] + 1, self.nx, "states X")
-        return self._total(X, U, self.params_for_horizon(params, U.shape[0]))
-
-    def _total(self, X, U, P) -> float:
-        T = U.shape[0]
-        l = self._mapped("v", T)(X[:T], U, P[:T])[0]
-        lf = self._terminal_v(X[T], P[T])[0]
-        return float(l.sum() + lf[0])
+        return self.calc(self.create_data(U.shape[0]), X, U, self.params_for_horizon(params, U.shape[0]))
 
     def derivatives(self, X, U, params=None) -> CostDerivatives:
         """l, lx, lu, lxx, luu, lux for t < T and l_f, l_fx, l_fxx at T, in two compiled calls."""
         U = as_trajectory(U, None, self.nu, "controls U")
         X = as_trajectory(X, U.shape[0] + 1, self.nx, "states X")
-        return self._derivatives(X, U, self.params_for_horizon(params, U.shape[0]))
-
-    def _derivatives(self, X, U, P) -> CostDerivatives:
-        T, nx, nu = U.shape[0], self.nx, self.nu
-        l, lx, lu, lxx, luu, lux = (a.copy() for a in self._mapped("d", T)(X[:T], U, P[:T]))
-        lf, lfx, lfxx = (a.copy() for a in self._terminal_d(X[T], P[T]))
-        return CostDerivatives(l, lx.reshape(T, nx), lu.reshape(T, nu), lxx.reshape(T, nx, nx),
-                               luu.reshape(T, nu, nu), lux.reshape(T, nu, nx),
-                               float(lf[0]), lfx, lfxx.reshape(nx, nx))
+        P = self.params_for_horizon(params, U.shape[0])
+        return self.calc_diff(self.create_data(U.shape[0]), X, U, P)
 
 
 def quadratic_cost(nx: int, nu: int, Q, R, Qf, *, goal_param: bool = True, name: str = "quadratic",

@@ -6,9 +6,9 @@ apply the plan's first control. When the planner fails (no usable plan, non-fini
 exception from the solver), fall back to the previous plan shifted by one step, executed with its
 own feedback gains, and say so in the step's status.
 
-A planner is anything with `horizon`, `nx`, `nu` and
+The planner is any `Planner` (controllers.planner): `horizon`, `nx`, `nu` and
     solve(x0, U_init=None, params=None, *, max_iter=None, deadline=None) -> TrajectoryResult
-(`ILQR`, `NMPC`, `MPPI`, `CEM`, `RandomShooting`).
+(`ILQR`, `NMPC`, `MPPI`, `CEM`, `RandomShooting`), and optionally `reset()`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dynamics import as_vector
+from .planner import Planner
 from .result import SolverStatus, TrajectoryResult
 
 __all__ = ["MPC", "MPCStep"]
@@ -35,15 +36,6 @@ class MPCStep:
     message: str = ""
 
 
-def _horizon(planner) -> int:
-    T = getattr(planner, "horizon", None)
-    if T is None:
-        T = getattr(planner, "T", None)
-    if T is None:
-        raise ValueError("planner must have a `horizon` attribute")
-    return int(T)
-
-
 class MPC:
     """MPC(planner, budget=None, max_iter=None, default_u=None).
 
@@ -52,13 +44,14 @@ class MPC:
     (default: zeros) — with `fallback=True` and status FAILED, so the caller knows.
     """
 
-    def __init__(self, planner, *, budget: float | None = None, max_iter: int | None = None,
+    def __init__(self, planner: Planner, *, budget: float | None = None, max_iter: int | None = None,
                  default_u=None, history_length: int = 1000):
-        if not callable(getattr(planner, "solve", None)):
-            raise ValueError("planner must have a solve(x0, U_init, params, max_iter=, deadline=) method")
+        if not isinstance(planner, Planner) or not callable(planner.solve):
+            missing = [m for m in ("horizon", "nx", "nu", "solve") if not hasattr(planner, m)]
+            raise ValueError(f"planner must be a controllers.Planner: horizon, nx, nu and "
+                             f"solve(x0, U_init, params, max_iter=, deadline=); missing {missing}")
         self.planner = planner
-        self.horizon = _horizon(planner)
-        self.nx, self.nu = int(planner.nx), int(planner.nu)
+        self.horizon, self.nx, self.nu = int(planner.horizon), int(planner.nx), int(planner.nu)
         if budget is not None and not budget > 0:
             raise ValueError(f"budget must be positive seconds, got {budget}")
         if max_iter is not None and int(max_iter) < 1:

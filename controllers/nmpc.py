@@ -37,10 +37,8 @@ import casadi as ca
 import numpy as np
 
 from ._compiled import FastFunction, compile_nlp, jit as _jit
-from .cost import Cost
-from .dynamics import Dynamics, as_trajectory, as_vector
-from .ilqr import control_bounds
 from .lqr import finite_horizon_lqr
+from .problem import Problem, as_problem, bounds
 from .result import SolverStatus, TrajectoryResult
 
 __all__ = ["NMPC"]
@@ -50,18 +48,9 @@ _IPOPT_USABLE = _IPOPT_OK | {"Maximum_Iterations_Exceeded", "Maximum_WallTime_Ex
                              "Maximum_CpuTime_Exceeded"}
 
 
-def _bounds(n: int, lower, upper, what: str):
-    lo = np.full(n, -np.inf) if lower is None else np.broadcast_to(np.asarray(lower, dtype=float), (n,)).copy()
-    hi = np.full(n, np.inf) if upper is None else np.broadcast_to(np.asarray(upper, dtype=float), (n,)).copy()
-    if np.any(np.isnan(lo)) or np.any(np.isnan(hi)):
-        raise ValueError(f"{what} bounds contain NaN")
-    if np.any(lo > hi):
-        raise ValueError(f"infeasible {what} bounds: lower {lo} > upper {hi}")
-    return lo, hi
-
-
 class NMPC:
-    """Multiple-shooting NMPC over `horizon` intervals.
+    """Multiple-shooting NMPC of a `Problem` (its state bounds included): `NMPC(problem, **options)`,
+    or the old `NMPC(dynamics, cost, horizon, u_lower=, u_upper=, x_lower=, x_upper=, **options)`.
 
     path_constraints: list of (h, lower, upper) with h a casadi.Function (x, u) -> column vector.
     ipopt_options / sqp_options: extra solver options (merged over the defaults here).
@@ -70,26 +59,23 @@ class NMPC:
     about 2x faster solves after a one-time build of ~10-30 s (off: the CasADi VM on the expanded SX).
     """
 
-    def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, *, u_lower=None, u_upper=None,
+    def __init__(self, problem: Problem, cost=None, horizon: int | None = None, *, u_lower=None, u_upper=None,
                  x_lower=None, x_upper=None, path_constraints: Sequence | None = None,
                  mode: str = "ipopt", feedback: bool = False, qpsol: str = "qrqp",
                  qpsol_fallback: str | None = "daqp", ipopt_options: dict | None = None,
                  sqp_options: dict | None = None,
                  time_limit: float | None = None, jit: bool = False):
-        if not getattr(dynamics, "is_symbolic", False):
-            raise ValueError("NMPC needs symbolic Dynamics (CasADi), not finite differences")
-        if dynamics.nx != cost.nx or dynamics.nu != cost.nu:
-            raise ValueError(f"dynamics (nx={dynamics.nx}, nu={dynamics.nu}) and cost "
-                             f"(nx={cost.nx}, nu={cost.nu}) disagree on dimensions")
-        if int(horizon) != horizon or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        self.problem = pr = as_problem(problem, cost, horizon, u_lower, u_upper, x_lower=x_lower,
+                                       x_upper=x_upper, who="NMPC")
+        dynamics, cost = pr.dynamics, pr.cost
+        if dynamics.step_function is None:
+            raise ValueError("NMPC needs symbolic Dynamics (a CasADi step_function), not finite differences")
         if mode not in ("ipopt", "rti"):
             raise ValueError(f"mode must be 'ipopt' or 'rti', got {mode!r}")
-        self.dynamics, self.cost, self.horizon, self.mode, self.feedback = dynamics, cost, int(horizon), mode, feedback
-        N, nx, nu, npar = self.horizon, dynamics.nx, dynamics.nu, cost.n_params
+        self.dynamics, self.cost, self.horizon, self.mode, self.feedback = dynamics, cost, pr.horizon, mode, feedback
+        N, nx, nu, npar = self.horizon, pr.nx, pr.nu, cost.n_params
         self.nx, self.nu = nx, nu
-        self.u_lower, self.u_upper = control_bounds(nu, u_lower, u_upper)
-        self.x_lower, self.x_upper = _bounds(nx, x_lower, x_upper, "state")
+        self.u_lower, self.u_upper, self.x_lower, self.x_upper = pr.u_lower, pr.u_upper, pr.x_lower, pr.x_upper
 
         # ---- multiple-shooting NLP (MX with mapped stage functions, expanded to SX by the solver)
         W = ca.MX.sym("w", N * (nx + nu) + nx)
@@ -112,7 +98,7 @@ class NMPC:
             if not isinstance(h, ca.Function) or h.n_in() != 2 or h.size1_in(0) != nx or h.size1_in(1) != nu:
                 raise ValueError(f"path constraint must be a casadi.Function of (x[{nx}], u[{nu}])")
             m = h.size1_out(0)
-            lo, hi = _bounds(m, lo, hi, "path constraint")
+            lo, hi = bounds(m, lo, hi, "path constraint")
             g.append(ca.vec(h.map(N)(X, U)))
             lbg.append(np.tile(lo, N))
             ubg.append(np.tile(hi, N))
@@ -209,13 +195,10 @@ class NMPC:
                 i += N * m
             lam_g = np.concatenate(parts)
             return w, lam_x, lam_g
-        if U_init is None:
+        U = self.problem.initial_controls(U_init)
+        if U is None:
             U = np.zeros((N, nu))
-        else:
-            U = as_trajectory(U_init.u if isinstance(U_init, TrajectoryResult) else U_init, N, nu,
-                              "initial controls U_init")
-        U = np.clip(U, self.u_lower, self.u_upper)
-        X = self.dynamics.rollout(x0, U)
+        X = self.problem.rollout(x0, U)
         if not np.all(np.isfinite(X)):
             X = np.repeat(x0[None], N + 1, axis=0)
         X = np.clip(X, self.x_lower, self.x_upper)
@@ -232,8 +215,7 @@ class NMPC:
         iteration count is fixed by the mode (see `time_limit` for ipopt)."""
         t0 = time.perf_counter()
         N, nx, nu = self.horizon, self.nx, self.nu
-        x0 = as_vector(x0, nx, "initial state x0")
-        P = self.cost.params_for_horizon(params, N)
+        x0, P = self.problem.initial_state(x0), self.problem.params(params)
         w0, lam_x0, lam_g0 = self._initial_guess(x0, U_init)
         args = dict(x0=w0, lbx=self._lbw, ubx=self._ubw, lbg=self._lbg, ubg=self._ubg,
                     p=np.concatenate([x0, P.ravel()]))
@@ -267,8 +249,7 @@ class NMPC:
         if self.feedback:
             K, Quu = self._riccati_gains(X, U, P)
         if Quu is None:
-            d = self.cost._derivatives(X, U, P)
-            Quu = d.luu
+            Quu = self.cost.calc_diff(self.cost.create_data(N), X, U, P).luu
         return TrajectoryResult(x=X, u=U, K=K, k=np.zeros((N, nu)), Quu=Quu, cost=float(sol["f"]),
                                 iterations=int(stats.get("iter_count", 1)), status=status,
                                 message=status_text, solve_time=time.perf_counter() - t0,
@@ -308,7 +289,7 @@ class NMPC:
 
     def _riccati_gains(self, X, U, P):
         fx, fu = self.dynamics.jacobians(X[:-1], U)
-        d = self.cost._derivatives(X, U, P)
+        d = self.cost.calc_diff(self.cost.create_data(self.horizon), X, U, P)
         try:
             sol = finite_horizon_lqr(fx, fu, d.lxx, d.luu, d.lfxx, N=d.lux)
         except ValueError:

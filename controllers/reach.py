@@ -21,6 +21,7 @@ from .dynamics import as_vector
 from .ilqr import ILQR, ILQROptions
 from .models import RigidBodyModel, arm
 from .mpc import MPC, MPCStep
+from .problem import Problem
 
 __all__ = ["ArmReach", "quat_matrix"]
 
@@ -67,8 +68,8 @@ class ArmReach:
             np.r_[np.full(3, position_weight), np.full(n, velocity_weight), np.full(n, torque_weight)],
             ca.vertcat(e, v), np.r_[np.full(3, terminal_position_weight), np.full(n, terminal_velocity_weight)],
             goal, name=f"reach_{link}", jit=jit)
-        self.planner = ILQR(self.dynamics, self.cost, horizon, u_lower=u_lower, u_upper=u_upper,
-                            options=ILQROptions(max_iter=max_iter, consistent_gains=False), jit=jit)
+        self.problem = Problem(self.dynamics, self.cost, horizon, u_lower=u_lower, u_upper=u_upper)
+        self.planner = ILQR(self.problem, options=ILQROptions(max_iter=max_iter, consistent_gains=False), jit=jit)
         self.mpc = MPC(self.planner, max_iter=max_iter, budget=budget)
         self._fk = ca.Function("link_position", [x], [p_world])
 

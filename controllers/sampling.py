@@ -27,8 +27,7 @@ import numpy as np
 
 from ._compiled import FastFunction, jit as _jit
 from .cost import Cost
-from .dynamics import as_trajectory, as_vector
-from .ilqr import control_bounds
+from .problem import Problem, as_problem
 from .result import SolverStatus, TrajectoryResult
 
 __all__ = ["RandomShooting", "CEM", "MPPI", "BatchRollout"]
@@ -37,8 +36,11 @@ __all__ = ["RandomShooting", "CEM", "MPPI", "BatchRollout"]
 class BatchRollout:
     """J(x0, U_k, P) for K control sequences U (K, T, nu) in one compiled call.
 
-    state_cost: score the rollouts with the running cost at zero control, q(x, p) = l(x, 0, p)
-    (the cost less its control terms, for a cost separable in u), plus the terminal cost."""
+    Dynamics with a CasADi `step_function` are inlined with the cost into one straight-line C
+    function mapped over the samples; black-box dynamics step all K samples at once through their
+    `calc`. state_cost: score the rollouts with the running cost at zero control,
+    q(x, p) = l(x, 0, p) (the cost less its control terms, for a cost separable in u), plus the
+    terminal cost."""
 
     def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int, *, jit: bool | None = None,
                  state_cost: bool = False):
@@ -48,7 +50,8 @@ class BatchRollout:
         zero_u = ca.DM.zeros(nu)
         self._running = (ca.Function(f"{cost.name}_q", [xs, us, ps], [cost.running_function(xs, zero_u, ps)])
                          if state_cost else cost.running_function)
-        if dynamics.is_symbolic:
+        self._batch = self._run_v = None
+        if dynamics.step_function is not None:
             x0, U, P = ca.SX.sym("x0", nx), ca.SX.sym("U", nu, T), ca.SX.sym("P", npar, T + 1)
             x, J = x0, 0
             for t in range(T):                             # unrolled: one straight-line C function
@@ -63,8 +66,8 @@ class BatchRollout:
             batch = single.map(f"{tag}_{dynamics.name}_{T}_x{self.K}", "serial", self.K, [0, 2], [])
             self._batch = FastFunction(_jit(batch, jit))
         else:
-            self._batch = None
-            self._run_v = (FastFunction(self._running.map(self.K)) if state_cost else None)
+            self._run_v = FastFunction(self._running.map(self.K)) if state_cost else None
+            self._data = dynamics.create_data(self.K)
 
     def __call__(self, x0: np.ndarray, U: np.ndarray, P: np.ndarray) -> np.ndarray:
         if self._batch is not None:
@@ -72,32 +75,31 @@ class BatchRollout:
         K, T = U.shape[0], self.T                           # black-box dynamics: step all samples
         X = np.repeat(x0[None], K, axis=0)
         J = np.zeros(K)
-        run = self._run_v if self._run_v is not None else self.cost._mapped("v", K)
-        for t in range(T):
-            J += run(X, U[:, t], np.repeat(P[t][None], K, axis=0))[0]
-            X = self.dynamics._call(X, np.ascontiguousarray(U[:, t]))
-        J += np.array([self.cost._terminal_v(x, P[T])[0][0] for x in X])
+        with np.errstate(invalid="ignore", over="ignore"):
+            for t in range(T):
+                Ut, Pt = np.ascontiguousarray(U[:, t]), np.repeat(P[t][None], K, axis=0)
+                J += self._run_v(X, Ut, Pt)[0] if self._run_v is not None else self.cost.running_batch(X, Ut, Pt)
+                X = self.dynamics.calc(self._data, X, Ut).copy()
+            J += self.cost.terminal_batch(X, P[T])
         return np.where(np.isfinite(J), J, np.inf)
 
 
 class _SamplingPlanner:
-    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int, u_lower, u_upper,
-                 seed: int | None, jit):
-        if dynamics.nx != cost.nx or dynamics.nu != cost.nu:
-            raise ValueError(f"dynamics (nx={dynamics.nx}, nu={dynamics.nu}) and cost "
-                             f"(nx={cost.nx}, nu={cost.nu}) disagree on dimensions")
-        if int(horizon) != horizon or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+    """The common part: a validated `Problem` (or the old dynamics, cost, horizon, limits), the
+    seeded generator and the batch rollout."""
+
+    def __init__(self, problem, cost, horizon, n_samples: int, u_lower, u_upper, seed: int | None, jit):
+        self.problem = pr = as_problem(problem, cost, horizon, u_lower, u_upper, who=type(self).__name__)
+        pr.require_no_state_bounds(type(self).__name__)
         if int(n_samples) != n_samples or n_samples < 2:
             raise ValueError(f"n_samples must be an integer >= 2, got {n_samples}")
-        self.dynamics, self.cost = dynamics, cost
-        self.horizon, self.n_samples = int(horizon), int(n_samples)
-        self.nx, self.nu = dynamics.nx, dynamics.nu
-        self.u_lower, self.u_upper = control_bounds(self.nu, u_lower, u_upper)
-        self.bounded = bool(np.all(np.isfinite(self.u_lower)) and np.all(np.isfinite(self.u_upper)))
+        self.dynamics, self.cost = pr.dynamics, pr.cost
+        self.horizon, self.n_samples = pr.horizon, int(n_samples)
+        self.nx, self.nu = pr.nx, pr.nu
+        self.u_lower, self.u_upper, self.bounded = pr.u_lower, pr.u_upper, pr.bounded
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._rollout = BatchRollout(dynamics, cost, self.horizon, self.n_samples, jit=jit,
+        self._rollout = BatchRollout(self.dynamics, self.cost, self.horizon, self.n_samples, jit=jit,
                                      state_cost=self._state_cost)
 
     _state_cost = False                                     # MPPI scores rollouts by their state cost
@@ -107,20 +109,16 @@ class _SamplingPlanner:
         self.rng = np.random.default_rng(self.seed if seed is None else seed)
 
     def _start(self, x0, U_init, params):
-        x0 = as_vector(x0, self.nx, "initial state x0")
-        P = self.cost.params_for_horizon(params, self.horizon)
-        if isinstance(U_init, TrajectoryResult):
-            U_init = U_init.u
-        U = None if U_init is None else as_trajectory(U_init, self.horizon, self.nu, "initial controls U_init")
-        return x0, P, U
+        pr = self.problem
+        return pr.initial_state(x0), pr.params(params), pr.initial_controls(U_init)
 
     def _clip(self, U):
         return np.clip(U, self.u_lower, self.u_upper)
 
     def _result(self, x0, U, P, Sigma, iterations, status, message, t0, history, dU=None):
         T, nu = self.horizon, self.nu
-        X = self.dynamics.rollout(x0, U)
-        J = self.cost._total(X, U, P) if np.all(np.isfinite(X)) else math.inf
+        X = self.problem.rollout(x0, U)
+        J = self.problem.total_cost(X, U, P)
         if not math.isfinite(J):
             status, message = SolverStatus.FAILED, "every sampled rollout diverged"
         if Sigma.ndim == 3 and Sigma is getattr(self, "_Quu", None):
@@ -142,10 +140,10 @@ class RandomShooting(_SamplingPlanner):
     Bounded controls: uniform in the box. Unbounded: Gaussian with std `noise_std` around the warm
     start (or zero)."""
 
-    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 1000, *, u_lower=None,
-                 u_upper=None, noise_std=1.0, seed: int | None = 0,
+    def __init__(self, problem: Problem, cost: Cost | None = None, horizon: int | None = None,
+                 n_samples: int = 1000, *, u_lower=None, u_upper=None, noise_std=1.0, seed: int | None = 0,
                  jit: bool | None = None):
-        super().__init__(dynamics, cost, horizon, n_samples, u_lower, u_upper, seed, jit)
+        super().__init__(problem, cost, horizon, n_samples, u_lower, u_upper, seed, jit)
         self.noise_std = np.broadcast_to(np.asarray(noise_std, dtype=float), (self.nu,)).copy()
         if not np.all(self.noise_std > 0):
             raise ValueError("noise_std must be positive")
@@ -171,11 +169,11 @@ class RandomShooting(_SamplingPlanner):
 class CEM(_SamplingPlanner):
     """Cross-entropy method over control sequences with a diagonal Gaussian."""
 
-    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 500, *, u_lower=None,
-                 u_upper=None, iterations: int = 5, elite_fraction: float = 0.1, smoothing: float = 0.1,
-                 init_std=None, min_std: float = 1e-3, seed: int | None = 0,
-                 jit: bool | None = None):
-        super().__init__(dynamics, cost, horizon, n_samples, u_lower, u_upper, seed, jit)
+    def __init__(self, problem: Problem, cost: Cost | None = None, horizon: int | None = None,
+                 n_samples: int = 500, *, u_lower=None, u_upper=None, iterations: int = 5,
+                 elite_fraction: float = 0.1, smoothing: float = 0.1, init_std=None, min_std: float = 1e-3,
+                 seed: int | None = 0, jit: bool | None = None):
+        super().__init__(problem, cost, horizon, n_samples, u_lower, u_upper, seed, jit)
         if not 0 < elite_fraction <= 1 or not 0 <= smoothing < 1 or iterations < 1:
             raise ValueError("need 0 < elite_fraction <= 1, 0 <= smoothing < 1 and iterations >= 1")
         self.iterations, self.smoothing, self.min_std = int(iterations), float(smoothing), float(min_std)
@@ -236,11 +234,11 @@ class MPPI(_SamplingPlanner):
     control cost twice and penalize exploration). The returned plan's cost is the full Cost.
     """
 
-    def __init__(self, dynamics, cost: Cost, horizon: int, n_samples: int = 1000, *, u_lower=None,
-                 u_upper=None, temperature: float = 1.0, noise_sigma=1.0, gamma: float | None = None,
-                 smoothing_window: int = 1, iterations: int = 1, seed: int | None = 0,
-                 jit: bool | None = None):
-        super().__init__(dynamics, cost, horizon, n_samples, u_lower, u_upper, seed, jit)
+    def __init__(self, problem: Problem, cost: Cost | None = None, horizon: int | None = None,
+                 n_samples: int = 1000, *, u_lower=None, u_upper=None, temperature: float = 1.0,
+                 noise_sigma=1.0, gamma: float | None = None, smoothing_window: int = 1, iterations: int = 1,
+                 seed: int | None = 0, jit: bool | None = None):
+        super().__init__(problem, cost, horizon, n_samples, u_lower, u_upper, seed, jit)
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if smoothing_window < 1 or smoothing_window % 2 == 0:

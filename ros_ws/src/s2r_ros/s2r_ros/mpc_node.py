@@ -7,8 +7,8 @@ publishes std_msgs/Float64MultiArray commands on /<driver>/commands, one per /jo
 
 Two rates: every state is answered at once from the plan in force (the time-varying linear
 controller u = u_hat + K (q - q_hat) that iLQR returns; microseconds), while a worker process
-replans with controllers.MPC at `rate_hz` (warm start, deadline; see planner_process.py). The plan
-is at the joint-velocity level (reach_problem.py); in `command_mode` position the node streams
+replans with controllers.MPC at `rate_hz` (warm start, deadline; controllers/planner_process.py). The
+plan is at the joint-velocity level (controllers/joint_reach.py); in `command_mode` position the node streams
 position set-points q_cmd = q_anchor + u / control_rate, in velocity mode it sends u.
 
 Holds on failure: with no plan, a plan older than `plan_timeout_s`, a dead planner or a stale
@@ -58,7 +58,8 @@ class MPCNode(Node):
 
         from s2r.config import ConfigError, load_config
 
-        from .planner_process import PlannerProcess
+        from controllers.planner_process import PlannerProcess
+
         from .reach_problem import reach_spec_for
 
         g = lambda k: self.get_parameter(k).value   # noqa: E731
@@ -173,7 +174,7 @@ class MPCNode(Node):
         self.get_logger().info(f"new goal {self.goal_id}: {what}")
 
     def _on_goal_pose(self, msg: PoseStamped):
-        from .reach_problem import ee_goal_params
+        from controllers.joint_reach import ee_goal_params
 
         if not self._goal_stamp_ok(msg.header):
             return
@@ -197,7 +198,7 @@ class MPCNode(Node):
         self._set_goal("pose", p, ee_goal_params(p, self.n), f"end effector to {_fmt(p)}")
 
     def _on_goal_joints(self, msg: JointState):
-        from .reach_problem import joint_goal_params
+        from controllers.joint_reach import joint_goal_params
 
         if not self._goal_stamp_ok(msg.header):
             return
