@@ -90,10 +90,11 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--obs-features", default="", metavar="KEYS",
                    help="extra policy inputs, comma-separated feature keys of learning/features.py "
-                        "(e.g. prev_action,cmd_offset)")
+                        "(e.g. prev_action,cmd_offset); with --randomize and neither option given: the actions "
+                        "in flight and cmd_offset (learning.registry.randomized_inputs); 'none': no extras")
     p.add_argument("--state-features", default="", metavar="KEYS",
                    help="extra entries of the local controllers' state (e.g. prev_action@hist2: the actions in "
-                        "flight under an action latency of up to 2 steps)")
+                        "flight under an action latency of up to 2 steps); 'none': no extras")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<stamp>-train-<algo>-<task>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     return p
@@ -105,6 +106,18 @@ def _build(args):
     if args.image_size is None:
         args.image_size = VISUOMOTOR_IMAGE_SIZE
     kw = {"n_conditions": args.conditions} if args.conditions else {}
+    if args.randomize is not None and not (args.obs_features or args.state_features):
+        # randomized training gets the inputs it needs by default (registry.randomized_inputs);
+        # recorded in args and the run parameters like given ones, so a resume rebuilds the same
+        from .registry import randomized_inputs
+        try:
+            obs, state = randomized_inputs(args.randomize)
+        except ValueError as e:
+            raise ValueError(f"--randomize {args.randomize}: {e}") from None
+        args.obs_features, args.state_features = ",".join(obs), ",".join(state)
+    for name in ("obs_features", "state_features"):
+        if getattr(args, name) == "none":
+            setattr(args, name, "")
     for name in ("obs_features", "state_features"):
         if _keys(getattr(args, name)):
             kw[name] = _keys(getattr(args, name))
@@ -231,6 +244,8 @@ def _eval_parser():
                         "geometrically; a per-joint/per-axis parameter takes the value in every component")
     p.add_argument("--out", default=None, metavar="PATH",
                    help="--sweep: write PATH.csv and PATH.png (default: sweep-PARAM next to the policy)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the result (successes, Wilson interval, distances, seeds) to this JSON file")
     return p
 
 
@@ -346,6 +361,8 @@ def eval_main(argv=None) -> int:
             raise _UsageError("s2r eval: --episodes must be >= 1")
         if args.out and not args.sweep:
             raise _UsageError("s2r eval: --out names the files of a --sweep; give --sweep too")
+        if args.sweep and args.json:
+            raise _UsageError("s2r eval: --json writes one evaluation; a --sweep writes its CSV (--out)")
         if args.sweep and args.video:
             raise _UsageError("s2r eval: --video records one evaluation; it does not combine with --sweep")
         from .sweep import check_applies, parse_sweep
@@ -401,6 +418,13 @@ def eval_main(argv=None) -> int:
             return 0
         successes, distances = run(env, range(args.first_seed, args.first_seed + args.episodes), video=args.video)
         lo, hi = wilson_interval(successes, args.episodes)
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "policy": str(path), "task": task, "randomize": args.randomize, "episodes": args.episodes,
+                "first_seed": args.first_seed, "successes": int(successes),
+                "success_rate": successes / args.episodes, "ci95": [lo, hi],
+                "mean_final_distance": float(np.nanmean(distances)),
+                "final_distances": [float(d) for d in distances]}, indent=1))
         print(f"{task}: success {successes}/{args.episodes} = {100 * successes / args.episodes:.0f}% "
               f"(95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%), mean final distance "
               f"{np.nanmean(distances):.3f} m" + (f"; video {args.video}" if args.video else ""))

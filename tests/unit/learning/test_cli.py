@@ -128,6 +128,19 @@ def test_eval_reports_success_with_a_wilson_interval_and_records_mp4(arm_policy,
     cap.release()
 
 
+def test_eval_writes_its_result_as_json(arm_policy, tmp_path, capsys):
+    import json
+    out = tmp_path / "eval.json"
+    assert eval_main([str(arm_policy), "--task", "ArmReach", "--episodes", "3", "--json", str(out),
+                      "--randomize", "default", "--first-seed", "50000"]) == 0
+    r = json.loads(out.read_text())
+    assert r["episodes"] == 3 and r["first_seed"] == 50000 and r["randomize"] == "default"
+    assert r["success_rate"] == r["successes"] / 3 and r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
+    assert len(r["final_distances"]) == 3 and r["mean_final_distance"] == pytest.approx(np.mean(r["final_distances"]))
+    assert f"success {r['successes']}/3" in capsys.readouterr().out
+    assert eval_main([str(arm_policy), "--task", "ArmReach", "--json", str(out), "--sweep", "gain_scale=0.5:1"]) == 2
+
+
 @pytest.mark.parametrize("kind", ["image", "insert"])
 def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path, capsys):
     """An image policy gets the image and its 17-value robot configuration [q, qd, tcp_pos] in the
@@ -215,3 +228,24 @@ def test_train_takes_opt_in_features_for_the_policy_and_the_local_controllers():
         assert algo.controllers[0].dX == agent.dX
     finally:
         agent.close()
+
+
+def test_randomized_training_gets_the_inputs_for_latency_by_default():
+    """--randomize without feature options: the actions in flight (as long a history as the preset's
+    largest latency) for the policy and the local controllers, and cmd_offset for the policy;
+    'none' opts out; no randomization adds nothing."""
+    from learning.cli import _build, _train_parser
+    from learning.registry import randomized_inputs
+    assert randomized_inputs({"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 3}}}}) == \
+        (["prev_action@hist3", "cmd_offset"], ["prev_action@hist3"])
+    assert randomized_inputs(None) == ([], []) and randomized_inputs("off") == ([], [])
+    for extra, obs, state in ((["--randomize", "default"], ["prev_action@hist2", "cmd_offset"], ["prev_action@hist2"]),
+                              (["--randomize", "default", "--obs-features", "none"], None, None),
+                              ([], None, None)):
+        agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--conditions", "1", *extra]))
+        try:
+            assert meta.get("obs_features") == obs and meta.get("state_features") == state
+            if obs:
+                assert agent.metadata()["obs_keys"][-2:] == obs
+        finally:
+            agent.close()

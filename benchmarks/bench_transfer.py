@@ -1,0 +1,179 @@
+"""Sim-to-real transfer: policies trained with and without domain randomization, evaluated on held-out
+"realities" they were never trained on (issue #20).
+
+For each task row, two training runs with the same seed and the same rollout budget (`s2r train gps`,
+10 iterations of 4 new conditions x 5 samples = 200 rollouts):
+
+  nodr   the task's recipe, no randomization, default inputs
+  dr     `--randomize default` (sim/presets/default.yaml: dynamics, 0-2 steps of latency, noise, and
+         visuals for the image row) with the inputs the randomized task needs (learning/RESULTS.md,
+         items 5-7): the actions in flight `prev_action@hist2` and the command offset `cmd_offset` in
+         the policy's input, `prev_action@hist2` in the local controllers' state
+
+Every exported policy (policy.pt, as a robot would run it) is then scored by `s2r eval` on
+EPISODES held-out starts (seeds 50000...) in each evaluation setting:
+
+  nominal      no randomization
+  train        the training preset (`default`)
+  <reality>    each file in benchmarks/realities/: ranges outside every training range plus
+               effects training never models (backlash, friction, sensor delay, encoder offsets,
+               torque saturation, camera miscalibration); never used for training or tuning
+
+with the task's own success (ArmReach: TCP within 2 cm at the end; ArmInsert: the peg 1.5 cm down
+the hole), its Wilson 95 % interval, the mean final distance, and the transfer ratio (success in the
+setting over nominal success).
+
+    python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image] [--episodes N]
+                                        [--iterations N] [--keep DIR]
+
+Rows: reach (state ArmReach), insert (state ArmInsert), image (ArmReach from 128x128 images; the
+vision pretraining makes it the long one, ~1 h per run on 2 cores). The JSON gets the per-cell
+figures and the summary keys reach_dr_nominal_success, reach_dr_reality_min_success,
+reach_dr_reality_distance_m, reach_nodr_reality_min_success, insert_dr_reality_min_success,
+image_dr_heldout_visual_success and rollouts_ratio_dr_over_nodr. Written after every cell, so a
+stopped run keeps what it measured.
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # the 2-core target machine
+    os.environ.setdefault(_v, "2")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from learning.cli import eval_main, train_main  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REALITIES = sorted((HERE / "realities").glob("*.yaml"))
+TRAIN_PRESET = "default"
+DR_INPUTS = ["--obs-features", "prev_action@hist2,cmd_offset", "--state-features", "prev_action@hist2"]
+ROWS = {
+    "reach": ["--task", "ArmReach"],
+    "insert": ["--task", "ArmInsert"],
+    "image": ["--task", "ArmReach", "--images"],
+}
+FIRST_SEED = 50_000
+
+
+def _quiet(fn, argv) -> tuple[int, str]:
+    """Run a CLI entry point, its stdout captured (progress bars go to stderr)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = fn(argv)
+    return rc, buf.getvalue()
+
+
+def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log) -> Path:
+    argv = ["gps", *ROWS[row], "--iterations", str(iterations), "--seed", str(seed), "--run-dir", str(run_dir)]
+    if dr:
+        argv += ["--randomize", TRAIN_PRESET, *DR_INPUTS]
+    t0 = time.perf_counter()
+    rc, out = _quiet(train_main, argv)
+    if rc != 0:
+        raise RuntimeError(f"s2r train {' '.join(argv)} failed ({rc}): {out.strip()[-300:]}")
+    log(f"  trained {row} {'dr' if dr else 'nodr'} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt'}")
+    return run_dir / "policy.pt"
+
+
+def evaluate(policy: Path, row: str, setting: str, episodes: int) -> dict:
+    task = ROWS[row][1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "eval.json"
+        argv = [str(policy), "--task", task, "--episodes", str(episodes), "--first-seed", str(FIRST_SEED),
+                "--json", str(out)]
+        if setting != "nominal":
+            argv += ["--randomize", TRAIN_PRESET if setting == "train" else str(HERE / "realities" / f"{setting}.yaml")]
+        rc, text = _quiet(eval_main, argv)
+        if rc != 0:
+            raise RuntimeError(f"s2r eval {' '.join(argv)} failed ({rc}): {text.strip()[-300:]}")
+        r = json.loads(out.read_text())
+    return {"success": r["success_rate"], "ci95": r["ci95"], "distance_m": r["mean_final_distance"]}
+
+
+def summarize(res: dict) -> dict:
+    """The summary keys of the issue from the per-cell results (absent rows give no keys)."""
+    out = {}
+    realities = [r.stem for r in REALITIES]
+    for row in ("reach", "insert", "image"):
+        for kind in ("dr", "nodr"):
+            cells = res.get(row, {}).get(kind, {}).get("eval", {})
+            if "nominal" in cells:
+                out[f"{row}_{kind}_nominal_success"] = cells["nominal"]["success"]
+            got = [cells[r] for r in realities if r in cells]
+            if got and len(got) == len(realities):
+                worst = min(got, key=lambda c: c["success"])
+                out[f"{row}_{kind}_reality_min_success"] = worst["success"]
+                out[f"{row}_{kind}_reality_distance_m"] = max(c["distance_m"] for c in got)
+    if "image_dr_reality_min_success" in out:
+        out["image_dr_heldout_visual_success"] = out["image_dr_reality_min_success"]
+    ratios = [res[r]["dr"]["rollouts"] / res[r]["nodr"]["rollouts"] for r in res
+              if "rollouts" in res[r].get("dr", {}) and "rollouts" in res[r].get("nodr", {})]
+    if ratios:
+        out["rollouts_ratio_dr_over_nodr"] = max(ratios)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the results here (after every cell)")
+    ap.add_argument("--rows", default="reach,insert", help=f"comma-separated subset of {', '.join(ROWS)}")
+    ap.add_argument("--episodes", type=int, default=100, help="held-out starts per evaluation setting")
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
+    args = ap.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ROWS]
+    if bad or args.episodes < 1 or args.iterations < 1:
+        print(f"error: {'unknown row ' + repr(bad[0]) + ' (known: ' + ', '.join(ROWS) + ')' if bad else '--episodes and --iterations must be >= 1'}",
+              file=sys.stderr)
+        return 2
+    if not REALITIES:
+        print(f"error: no reality presets in {HERE / 'realities'}", file=sys.stderr)
+        return 2
+    settings = ["nominal", "train"] + [r.stem for r in REALITIES]
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    res: dict = {}
+    out = {"train_preset": TRAIN_PRESET, "realities": [r.stem for r in REALITIES], "episodes": args.episodes,
+           "iterations": args.iterations, "seed": args.seed, "rows": res}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        for row in rows:
+            res[row] = {}
+            for kind in ("nodr", "dr"):
+                policy = train(row, kind == "dr", args.iterations, root / f"{row}_{kind}", args.seed, log)
+                hist = json.loads((policy.parent / "history.json").read_text())
+                hist = hist["iterations"] if isinstance(hist, dict) else hist
+                cell = res[row][kind] = {"rollouts": int(sum(h.get("rollouts", 0) for h in hist)), "eval": {}}
+                for setting in settings:
+                    cell["eval"][setting] = e = evaluate(policy, row, setting, args.episodes)
+                    nominal = cell["eval"]["nominal"]["success"]
+                    e["transfer_ratio"] = e["success"] / nominal if nominal else None
+                    log(f"  {row:6s} {kind:4s} {setting:12s} success {100 * e['success']:5.1f}% "
+                        f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance {100 * e['distance_m']:.2f} cm"
+                        + (f", transfer {e['transfer_ratio']:.2f}" if e["transfer_ratio"] is not None else ""))
+                    out.update(summarize(res))
+                    if args.json:
+                        Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"\n{'row':7s} {'kind':5s} " + " ".join(f"{s:>14s}" for s in settings))
+    for row, kinds in res.items():
+        for kind, cell in kinds.items():
+            print(f"{row:7s} {kind:5s} " + " ".join(
+                f"{100 * cell['eval'][s]['success']:5.0f}% {100 * cell['eval'][s]['distance_m']:4.1f}cm" for s in settings))
+    for k, v in summarize(res).items():
+        print(f"{k}: {v:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
