@@ -2,13 +2,14 @@
 "realities" they were never trained on (issue #20).
 
 For each task row, two training runs with the same seed and the same rollout budget (`s2r train gps`,
-10 iterations of 4 new conditions x 5 samples = 200 rollouts):
+10 iterations of 4 new conditions x 5 samples = 200 rollouts; the dr run twice that):
 
   nodr   the task's recipe, no randomization, default inputs
   dr     `--randomize default` (sim/presets/default.yaml: dynamics, 0-2 steps of latency, noise, and
          visuals for the image row) with the inputs the randomized task needs (learning/RESULTS.md,
          items 5-7): the actions in flight `prev_action@hist2` and the command offset `cmd_offset` in
-         the policy's input, `prev_action@hist2` in the local controllers' state
+         the policy's input, `prev_action@hist2` in the local controllers' state; and 8 conditions
+         (draws) per iteration instead of 4: twice the nodr run's rollouts, the issue's budget
 
 Every exported policy (policy.pt, as a robot would run it) is then scored by `s2r eval` on
 EPISODES held-out starts (seeds 50000...) in each evaluation setting:
@@ -56,7 +57,8 @@ from learning.cli import eval_main, train_main  # noqa: E402
 HERE = Path(__file__).resolve().parent
 REALITIES = sorted((HERE / "realities").glob("*.yaml"))
 TRAIN_PRESET = "default"
-DR_INPUTS = ["--obs-features", "prev_action@hist2,cmd_offset", "--state-features", "prev_action@hist2"]
+DR_INPUTS = ["--obs-features", "prev_action@hist2,cmd_offset", "--state-features", "prev_action@hist2",
+             "--conditions", "8"]
 ROWS = {
     "reach": ["--task", "ArmReach"],
     "insert": ["--task", "ArmInsert"],
