@@ -18,6 +18,7 @@ Array conventions: a trajectory of states is (T, nx), of controls (T, nu); all f
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Callable
 
@@ -81,7 +82,7 @@ def _check_horizon(data: DynamicsData, X: np.ndarray, U: np.ndarray, nx: int, nu
     return T
 
 
-class DynamicsModel:
+class DynamicsModel(abc.ABC):
     """The interface every dynamics model implements; the validated conveniences are built on it.
 
     Subclasses set `name`, `nx`, `nu`, `dt`, `nq` and implement `calc` and `calc_diff` (and may
@@ -99,13 +100,13 @@ class DynamicsModel:
     def create_data(self, T: int) -> DynamicsData:
         return DynamicsData(np.zeros((T, self.nx)), np.zeros((T, self.nx, self.nx)), np.zeros((T, self.nx, self.nu)))
 
+    @abc.abstractmethod
     def calc(self, data: DynamicsData, X: np.ndarray, U: np.ndarray) -> np.ndarray:
         """data.x_next[t] = f(X[t], U[t]) for every t; returns data.x_next."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def calc_diff(self, data: DynamicsData, X: np.ndarray, U: np.ndarray) -> DynamicsData:
         """data.fx[t], data.fu[t] = the Jacobians at (X[t], U[t]); returns data."""
-        raise NotImplementedError
 
     def second_order_function(self) -> ca.Function:
         """(x, u, lam) -> (Hxx, Huu, Hux) of lam . f(x, u), for DDP's second-order terms."""

@@ -75,8 +75,8 @@ def randomized_inputs(randomization, control: str = "position") -> tuple[list[st
     default, and the extra entries of the local controllers' state: the actions still in flight
     (`prev_action@histK`, K the preset's largest action latency, at least 1) for both, and the
     position target's offset from the joints (`cmd_offset`) for the policy of a position-controlled
-    task. Without them randomized ArmReach reached 38-68 % held-out success, with them 100 %
-    (learning/RESULTS.md). No randomization: none."""
+    task. Without them a randomized task with latency is not Markov in the policy's input
+    (learning/RESULTS.md has the measurements). No randomization: none."""
     from sim.randomization import Randomizer
     r = Randomizer.load(randomization)
     if not r.params:
