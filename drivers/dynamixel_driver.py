@@ -56,6 +56,11 @@ log = logging.getLogger("s2r.dynamixel")
 SDK_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
                   1000000, 1152000, 2000000, 2500000, 3000000, 3500000, 4000000)
 POSITION_MODE_NAMES = {"position": P.MODE_POSITION, "current_based_position": P.MODE_CURRENT_BASED_POSITION}
+# hold() from velocity mode: how long the servos may take to stop before the switch to position
+# mode (an X-series velocity loop stops a joint in well under this), and what counts as stopped
+# (1.5 units of Present Velocity: its resolution is one)
+STOP_WAIT_S = 0.25
+AT_REST_RAD_S = 1.5 * P.RAD_S_PER_VELOCITY_UNIT
 
 
 @dataclass(frozen=True)
@@ -298,15 +303,32 @@ class DynamixelDriver(Driver):
             self._count_failure(e)
 
     def hold(self) -> None:
-        """Position mode, goal = the measured (trusted) position."""
+        """Position mode, goal = the measured (trusted) position. From velocity mode the servos
+        first stop in velocity mode (goal velocity zero, for at most STOP_WAIT_S), so that the
+        switch, which needs torque off, happens at rest: switched while moving, they coast with
+        torque off past the position read before the switch, and the position loop then pulls
+        them back to it at up to their own speed limit. (Current mode has no stop of its own:
+        zero current lets a loaded joint fall, so the position loop takes over at once.)"""
         self._require()
         self._raise_if_faulted()
         state = self.read()
         try:
+            if self._mode == P.MODE_VELOCITY:
+                state = self._stop_in_velocity_mode(state)
             self._ensure_mode(self.position_mode)
             self._sync_write(P.ADDR_GOAL_POSITION, 4, self._position_ticks(state.q))
         except _BusError as e:
             self._count_failure(e)
+
+    def _stop_in_velocity_mode(self, state: RobotState) -> RobotState:
+        """Goal velocity zero, then read until every servo reports (almost) no speed or
+        STOP_WAIT_S passed. Returns the last state read."""
+        self._sync_write(P.ADDR_GOAL_VELOCITY, 4, [0] * len(self.ids))
+        deadline = time.monotonic() + STOP_WAIT_S
+        while np.max(np.abs(state.qd), initial=0.0) > AT_REST_RAD_S and time.monotonic() < deadline:
+            time.sleep(0.002)
+            state = self.read()
+        return state
 
     def reset_fault(self) -> None:
         """Recover from a latched fault: the bus must answer again, servos reporting a hardware

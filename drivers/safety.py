@@ -12,12 +12,20 @@ margin (or outside the limits) is moved inward, never outward. Velocity and effo
 a braking-distance rule (`_braking_speed`): no joint approaches a soft limit faster than it can
 stop within it, and effort that would drive a joint past that speed (or its velocity limit) is
 cut to what keeps it there, braking if needed; the effort needed is predicted from the
-acceleration measured last period, so whatever else moves the joint is accounted for. Every mode
-switch, and the first command after a hold, rebases the position step clamp (and the velocity
-reference) on a fresh reading, so the first command starts where the robot is.
+acceleration measured last period, so whatever else moves the joint is accounted for. Position
+set-points also stay within a few steps of the measured position (`_lead`), so that a joint that
+cannot follow is not pulled after a set-point running away from it. In every mode a speed stop
+(`_outside_speed_envelope`) refuses the command and holds while a joint moves toward a limit
+faster than it can stop a quarter into the margin (in effort mode, also when the effort would
+take it there): what commands cannot foresee -- a neighbour's whip, a controller that lags --
+is handed to the driver's stop. Every mode switch, the first command after a hold and a position
+command after a gap in the stream rebase the position step clamp (and the velocity reference) on
+a fresh reading, so the first command starts where the robot is and how fast it moves.
 Around commands: a watchdog on the driver's steady clock holds the robot when commands stop for
 `watchdog_periods` control periods; a latched e-stop; re-enable and reset start by holding the
 measured position, so the first command afterwards is delta-clamped from where the robot is.
+A hold is the driver's: it stops the robot and holds it (the sim and Dynamixel drivers stop
+under control, from the motion, at least at the planned deceleration).
 Every event is counted (`counters`) and logged (rate-limited). `write`, `hold`, `estop`, `enable`
 and `reset` never raise: any exception from the wrapped driver (third-party drivers raise
 anything) is a driver fault, named in one line. `read` raises `DriverFault` (and latches the
@@ -47,14 +55,14 @@ ENABLED, HOLDING, DISABLED, ESTOP, FAULT, DISCONNECTED = (
 # its velocity limit (and back) in BRAKE_TIME seconds, a = v_max / BRAKE_TIME (4.4-5.2 rad/s^2 on
 # the Panda, below its datasheet's 7.5-20). The configs carry no acceleration limit. Gentler than
 # the robot can do on purpose: a proximal joint accelerating harder throws the distal links, whose
-# effort-limited controllers then lag their set-points by more than `limit_margin` (the safety
-# fuzz suite found 20-30 mrad past a limit at 0.2 s; none at 0.5 s). Braking distance from full
-# speed: v_max * BRAKE_TIME / 2 (0.54 rad on the Panda's shoulder).
+# effort-limited controllers then lag their set-points by more than `limit_margin`. The sim
+# driver's stop (`hold`) brakes at this rate too. Braking distance from full speed:
+# v_max * BRAKE_TIME / 2 (0.54 rad on the Panda's shoulder).
 BRAKE_TIME = 0.5
 # Effort mode: each joint's acceleration per unit effort change is learned from the response to
 # effort changes (`_learn_gain`). Until then its high estimate is _GAIN_PRIOR times the gain that
 # would take the joint from rest to its velocity limit in one period at its effort limit (a first
-# push is small) and its low estimate that gain over _GAIN_PRIOR (braking pushes hard).
+# push is small) and its low estimate that gain over _GAIN_PRIOR.
 _GAIN_PRIOR = 10.0
 _GAIN_RISE = 0.3
 _GAIN_DECAY = 0.1
@@ -67,8 +75,8 @@ class SafetyCounters:
     commands: int = 0
     accepted: int = 0
     rejected_mode: int = 0
-    rejected_malformed: int = 0
-    rejected_speed: int = 0          # effort mode: a joint outside its speed envelope (held)      # a field of the wrong type: values not real numbers, a bad stamp
+    rejected_malformed: int = 0      # a field of the wrong type: values not real numbers, a bad stamp
+    rejected_speed: int = 0          # a joint outside its speed envelope (held)
     rejected_names: int = 0
     rejected_shape: int = 0
     rejected_nonfinite: int = 0
@@ -112,6 +120,7 @@ class SafetyLayer(Driver):
         self._eff_prev: tuple | None = None         # effort mode: (effort sent, qd, stamp of the state it used)
         self._eff_acc: tuple | None = None          # ... (acceleration last measured, the effort that caused it)
         self._order: tuple = ((), None)            # last `names` order seen and its index array
+        self._effort_unsafe = ""                   # effort mode: why the last clamped effort is unsafe, if it is
         self._last_state: RobotState | None = None
         self._last_cmd_time: float | None = None
         self._wd_thread: threading.Thread | None = None
@@ -247,17 +256,23 @@ class SafetyLayer(Driver):
             if age < -self._wd_timeout:
                 return self._reject("rejected_stale", f"command stamp is {-age:.3g} s ahead of the driver clock")
 
-        if mode is not self._mode and not self._rebase(now):
+        # a mode switch, the first command after a hold, and a position command after a gap in
+        # the stream start from the measured state: what the robot did meanwhile (held the last
+        # set-point, stopped under control) is the driver's, and unknown here
+        last = self._last_cmd_time
+        gap = mode is CommandMode.POSITION and (last is None or now - last > 1.5 * self._period)
+        if (mode is not self._mode or gap) and not self._rebase(now):
             return f"rejected: driver fault: {self.fault_reason}"
-        if mode is CommandMode.EFFORT:
-            why = self._outside_speed_envelope(now)
-            if why is None:
-                return f"rejected: driver fault: {self.fault_reason}"
-            if why:
-                return self._reject("rejected_speed", why)
+        why = self._outside_speed_envelope(now)
+        if why is None:
+            return f"rejected: driver fault: {self.fault_reason}"
+        if why:
+            return self._reject("rejected_speed", why)
         safe, clamped = self._clamp(mode, values, now)
         if safe is None:
             return f"rejected: driver fault: {self.fault_reason}"
+        if mode is CommandMode.EFFORT and self._effort_unsafe:
+            return self._reject("rejected_speed", self._effort_unsafe)
         try:
             self.driver.write(Command.trusted(mode, safe))
         except Exception as e:
@@ -415,15 +430,28 @@ class SafetyLayer(Driver):
         # the soft limits commands aim at
         m = np.minimum(cfg.limit_margin, 0.25 * (self._hi - self._lo))   # per joint: at most a quarter of its range
         self._lo_s, self._hi_s = self._lo + m, self._hi - m
+        self._lo_m, self._hi_m = self._lo + 0.75 * m, self._hi - 0.75 * m   # a quarter into the margin
         self._vmax = spec.max_velocity * cfg.velocity_scale
         self._emax = spec.max_effort * cfg.effort_scale
         # the step per period is bounded by the configured step and the joint's velocity limit
         self._max_step = np.minimum(cfg.max_position_step, self._vmax * self._period)
+        # how far a position set-point may lead the measured position: a joint tracking at full
+        # speed lags its set-point by about a step, plus its controller's error
+        self._lead = 3.0 * self._max_step
+        self._two_lead = 2.0 * self._lead
         self._wd_timeout = cfg.watchdog_periods * self._period
         # a velocity or effort command stays in force until the next one or the watchdog's hold
-        self._horizon = max(self._period, self._wd_timeout)
+        # (the watchdog checks once a period, so its hold may come up to a period after the timeout)
+        self._horizon = self._wd_timeout + self._period
         self._brake_a = self._vmax / BRAKE_TIME
         self._brake_aT = self._brake_a * self._period
+        self._rest = 0.05 * self._vmax          # slower than this, a joint counts as at rest
+        self._cap = 1.1 * self._vmax            # the speed stop's tolerance on the velocity limit
+        # the speed stop's envelope, both directions at once: toward the upper (+) and lower (-)
+        # limit, to the points a quarter into the margin
+        self._sign2 = np.array([[1.0], [-1.0]])
+        self._lim2 = np.stack((self._hi_m, -self._lo_m))
+        self._two_a, self._two_aT = 2.0 * self._brake_a, 2.0 * self._brake_aT
         with np.errstate(divide="ignore", invalid="ignore"):
             g0 = self._vmax / (self._emax * self._period)
         g0 = np.where(np.isfinite(g0) & (g0 > 0), g0, 1.0)
@@ -483,6 +511,11 @@ class SafetyLayer(Driver):
             dprev, aTT = self._dref, self._brake_aT * T
             step = np.minimum(np.maximum(step, dprev - aTT), dprev + aTT)
             step = np.minimum(np.maximum(step, -down), up)
+            # and no further from the measured position than `_lead`: a joint that cannot follow
+            # (effort-limited, dragged by its neighbours) is not pulled after a set-point running
+            # away from it, to overshoot when it catches up (the speed stop read it this period)
+            behind = self._last_state.q - self._lead - ref          # the lowest set-point allowed, less ref
+            step = np.minimum(np.maximum(step, np.minimum(behind, 0.0)), np.maximum(behind + self._two_lead, 0.0))
             # never outside the limits, whatever the above (ref is within one step of them); a
             # set-point pulled back inside keeps the planned speed, not the jump
             stepped = np.minimum(np.maximum(ref + step, self._lo), self._hi)
@@ -571,37 +604,79 @@ class SafetyLayer(Driver):
         limited = np.minimum(np.maximum(v, -emax), emax)
         tau_lo = np.minimum(np.maximum(tau_lo, -emax), emax)
         tau_hi = np.minimum(np.maximum(tau_hi, -emax), emax)
-        # where the gain's uncertainty makes the two bounds conflict, the nearer limit's wins
+        # Where the gain's uncertainty makes the two bounds conflict (no effort gets the speed
+        # into the window for every gain), the smaller effort wins: it brakes (or brings a joint
+        # back) as hard as it can without the highest gain throwing the joint past the window's
+        # other side. The larger one, sized for the lowest gain, would reverse a joint whose true
+        # gain is higher at up to (high / low) times the speed it was meant to remove.
         out = np.where(tau_lo <= tau_hi, np.minimum(np.maximum(limited, tau_lo), tau_hi),
-                       np.where(d_up <= d_down, tau_hi, tau_lo))
+                       np.minimum(np.maximum(tau_hi, 0.0), tau_lo))
         if not np.array_equal(limited, v):
             c.clamped_effort += 1
             clamped = True
         if not np.array_equal(out, limited):
             c.braked += 1
             clamped = True
+        # The speed stop, one period ahead: where no effort keeps a joint within its speed
+        # envelope for every gain between the estimates (braking that only the lowest gain would
+        # not manage, a neighbour dragging it), the command is refused and the driver's
+        # controlled stop brakes instead, before the joint is out of the envelope.
+        base = qd + b * T
+        e_lo, e_hi = g_lo * out * T, g_hi * out * T
+        up_env, down_env = self._speed_envelope(q_next, rest_in_margin=False)
+        self._effort_unsafe = self._speed_excess(base + np.maximum(e_lo, e_hi), base + np.minimum(e_lo, e_hi),
+                                                 up_env, down_env, "would move")
         self._eff_prev = (out, qd, st.stamp)
         return out, clamped
 
     def _outside_speed_envelope(self, now: float) -> str | None:
-        """Effort mode's backstop (a speed-monitoring stop): "" while every joint moves slower than
-        its velocity limit and than it can stop from before its position limit at the planned
-        deceleration (10 % tolerance); else why not, and the command is refused with a hold (the
-        driver's own position hold brakes harder than planned). The effort limiter in `_clamp`
-        keeps joints inside the envelope; coupling it cannot foresee (a neighbour's whip, an
-        unmodelled load) ends here. None: the driver could not be read."""
+        """The speed-monitoring stop, in every mode: "" while every joint moves within its speed
+        envelope (`_speed_envelope`); else why not, and the command is refused with a hold (the
+        driver's stop, which brakes from the motion). Commands keep joints
+        inside the envelope (set-points and velocities obey the braking-distance rule, efforts
+        the limiter in `_clamp`); what they cannot foresee ends here: a neighbour dragging a joint
+        past its set-point, a controller that cannot follow, an unmodelled load. None: the driver
+        could not be read."""
         st = self._fresh_state(now)
         if st is None:
             return None
-        q, qd, vmax = st.q, st.qd, self._vmax
-        up = np.minimum(self._stop_speed(self._hi - q), vmax) + 0.1 * vmax
-        down = np.minimum(self._stop_speed(q - self._lo), vmax) + 0.1 * vmax
-        bad = (qd > up) | (-qd > down)
-        if not bad.any():
+        qd = st.qd
+        if np.less_equal(np.abs(qd), self._rest).all():          # at rest: within any envelope
             return ""
-        k = int(np.argmax(np.maximum(qd - up, -qd - down)))
-        return (f"{self._names[k]} moves at {qd[k]:+.3g}, faster than it can stop within its limits "
-                f"({up[k] if qd[k] > 0 else -down[k]:+.3g})")
+        # the envelope test without square roots (hot path): a speed v >= 0 toward a point d
+        # away exceeds `_stop_speed(d)` exactly when v (v + 2 a T) > 2 a d
+        v, d = self._sign2 * qd, self._lim2 - self._sign2 * st.q
+        fast = (v > self._rest) & ((v > self._cap) | (v * (v + self._two_aT) > self._two_a * d))
+        if not fast.any():
+            return ""
+        up, down = self._speed_envelope(st.q)
+        return self._speed_excess(qd, qd, up, down, "moves")
+
+    def _speed_envelope(self, q: np.ndarray, rest_in_margin: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(up, down): the fastest each joint at q may move toward its upper / lower limit: the
+        speed from which it stops a quarter into the margin at the planned deceleration (the
+        rest is room for the stop's own tracking error), and at most its velocity limit
+        plus 10 %. A joint slower than 5 % of its velocity limit counts as at rest (sensor
+        noise, a joint settling) -- within the soft limits only where `rest_in_margin` is
+        False (a prediction has no noise, and a joint in the margin must not crawl out)."""
+        d = self._lim2 - self._sign2 * q              # to the upper, the lower point
+        v = np.minimum(self._stop_speed(d), self._cap)
+        rest = self._rest
+        if not rest_in_margin:
+            rest = np.where(d > self._hi_m - self._hi_s, rest, 0.0)          # inside the soft limit
+        v = np.maximum(v, rest)
+        return v[0], v[1]
+
+    def _speed_excess(self, v_up: np.ndarray, v_down: np.ndarray, up: np.ndarray, down: np.ndarray,
+                      verb: str) -> str:
+        """"" if v_up <= up and -v_down <= down for every joint, else a one-line reason."""
+        over = np.maximum(v_up - up, -v_down - down)
+        if not (over > 0.0).any():
+            return ""
+        k = int(np.argmax(over))
+        v = v_up[k] if v_up[k] - up[k] >= -v_down[k] - down[k] else v_down[k]
+        return (f"{self._names[k]} {verb} at {v:+.3g}, faster than it can stop within its limits "
+                f"({up[k] if v > 0 else -down[k]:+.3g})")
 
     def _setpoint_reach(self, d: np.ndarray) -> np.ndarray:
         """The largest step a position set-point may take toward a point `d` away and still stop
@@ -682,8 +757,9 @@ class SafetyLayer(Driver):
             return False
 
     def _rebase(self, now: float) -> bool:
-        """At a mode switch (or the first command after a hold): the position step clamp and the
-        velocity reference start from where the robot is, read now. False (FAULT entered) if the driver cannot be read."""
+        """At a mode switch (or the first command after a hold, or a position command after a gap
+        in the stream): the position step clamp and the velocity reference start from where the
+        robot is, read now. False (FAULT entered) if the driver cannot be read."""
         st = self._read_driver(now)
         if st is None:
             return False

@@ -6,6 +6,13 @@ Two clocks:
   read/write just exchange data with it.
 - lockstep (`realtime=False`, for training and tests): every `write()` or `hold()` advances the
   simulation by exactly one control period, so the same commands give bit-identical states.
+
+`hold()` is a controlled stop, as a robot's controller brakes on a stop command: each joint's
+position reference decelerates from its motion to rest at the safety layer's planned rate
+(`_StopPlan`), then holds there; so does the reference when position set-points stop coming. A
+reference that jumps to rest instead brakes every moving joint as hard as its effort limit
+allows, and that deceleration, far above what any command plans with, throws the joints coupled
+to it past their limits.
 """
 from __future__ import annotations
 
@@ -14,14 +21,52 @@ import time
 
 import numpy as np
 
-from sim.robots import Simulation, robot_model   # first: `sim` imports pybullet without its banner
+# first: `sim` imports pybullet without its banner
+from sim.robots import MODE_EFFORT, MODE_POSITION, Simulation, robot_model
 
 import pybullet as p  # noqa: E402
 
 from s2r.yamlio import ConfigError, excerpt  # noqa: E402
 
 from .base import Driver, DriverError, register_driver
+from .safety import BRAKE_TIME
 from .types import Command, CommandMode, DriverSpec, RobotState
+
+
+class _StopPlan:
+    """A controlled stop from (q0, v0): each joint's reference decelerates at `a` to rest, then
+    holds. `a` is the deceleration the safety layer plans with (velocity limit / BRAKE_TIME), or
+    more where that would carry the joint past its position limit: it stops at the limit (a
+    joint the safety layer kept within its envelope never needs more). A joint at rest outside
+    its limits is brought back to the limit, accelerating and braking at the planned rate."""
+
+    def __init__(self, q0, v0, lower, upper, vmax):
+        room = np.where(v0 > 0, upper - q0, q0 - lower)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.where(room > 0, v0 * v0 / (2.0 * room), np.inf)
+        plan = vmax / BRAKE_TIME
+        a = np.maximum(plan, need)
+        stopped = np.isfinite(a)
+        self.q0, self.v0 = q0, v0
+        self.a = np.where(stopped, a, 0.0)
+        self.t_stop = np.where(stopped, np.abs(v0) / np.where(stopped, a, 1.0), 0.0)
+        # then back inside the limits, rest to rest: half the way accelerating, half braking
+        rest = q0 + 0.5 * v0 * self.t_stop
+        self.back = np.minimum(np.maximum(rest, lower), upper) - rest
+        self.t_back = 2.0 * np.sqrt(np.abs(self.back) / plan)
+        self.duration = float((self.t_stop + self.t_back).max(initial=0.0))
+        self.t = 0.0
+        self.goal = None             # the reference set for the end of the current period
+
+    def at(self, t: float) -> np.ndarray:
+        """The reference t seconds into the stop."""
+        tt = np.minimum(t, self.t_stop)
+        q = self.q0 + self.v0 * tt - 0.5 * np.sign(self.v0) * self.a * tt * tt
+        tb = np.minimum(np.maximum(t - self.t_stop, 0.0), self.t_back)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            half = np.where(self.t_back > 0, tb / self.t_back, 1.0)
+        share = np.where(half <= 0.5, 2.0 * half * half, 1.0 - 2.0 * (1.0 - half) ** 2)
+        return q + self.back * share
 
 
 class SimDriver(Driver):
@@ -38,6 +83,8 @@ class SimDriver(Driver):
         self.simulation: Simulation | None = None
         self.sim = None     # the SimRobot, once connected
         self.stats = dict(missed_periods=0)   # real time: control periods the stepping thread fell behind
+        self._stopping: _StopPlan | None = None   # a controlled stop in progress (`hold`)
+        self._stream: tuple | None = None          # the last position set-point: (goal, its speed, when overdue)
 
     @property
     def spec(self) -> DriverSpec:
@@ -70,6 +117,7 @@ class SimDriver(Driver):
             raise
         self.sim.reset(np.clip(self.sim.q_home if q is None else q, self._spec.lower, self._spec.upper), qd)
         self._last_q, self._last_qd = self.sim.q_target.copy(), np.zeros(self._spec.n_joints)
+        self._stopping = self._stream = None
         if self.realtime:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="sim-driver", daemon=True)
@@ -154,17 +202,50 @@ class SimDriver(Driver):
         self._require_connected()
         with self._lock:
             try:
-                self.sim.set_target(command.mode.value, command.values, self._spec.period)
+                streaming = self._stream is not None and self.sim.mode == MODE_POSITION
+                self._stopping = self._stream = None
+                if command.mode is CommandMode.POSITION:
+                    T = self._spec.period
+                    if not streaming:
+                        # the first set-point after another mode, a hold or a gap in the stream
+                        # is reached along a ramp from the measured position (where the safety
+                        # layer plans it from), not as a step that leaves the joints' speed out
+                        # (braking every moving joint as hard as it can) nor from wherever a
+                        # stop left the reference
+                        self.sim.set_target(MODE_POSITION, self.sim.state()[0])
+                    start = self.sim.q_target
+                    self.sim.set_target(MODE_POSITION, command.values, T)
+                    goal = np.array(command.values, float)
+                    # a stream is over once its set-point is half a period overdue
+                    due = self.simulation.time + (1.5 if self.realtime else 1.0) * T
+                    self._stream = (goal, (goal - start) / T, due - 1e-9)
+                else:
+                    self.sim.set_target(command.mode.value, command.values, self._spec.period)
                 if not self.realtime:
                     self.simulation.step(self._substeps)
             except p.error as e:
                 raise _physics_error(e) from None
 
     def hold(self) -> None:
+        """Stop under control and hold where the joints come to rest: the reference decelerates
+        from its own motion (from the measured motion after effort commands). A hold
+        while a stop is under way continues it: planned again from the measured motion, the
+        reference would give up the distance the joints lag it by at each call, and a caller
+        holding every period would never stop them."""
         self._require_connected()
         with self._lock:
             try:
-                self.sim.hold()
+                self._end_of_stream()
+                self._stream = None
+                if not self._stop_in_progress():
+                    if self.sim.mode == MODE_EFFORT:
+                        q, qd, _ = self.sim.state()
+                    else:   # the reference, not the joints: the controller's error stays as it was
+                        q, qd = self.sim.q_target.copy(), np.array(self.sim.qd_target, float)
+                    sp = self._spec
+                    self._stopping = _StopPlan(q, qd, sp.lower, sp.upper, sp.max_velocity)
+                    self.sim.set_target(MODE_POSITION, q)     # from there, at rest ...
+                self._stop_tick()                              # ... the reference follows the plan
                 if not self.realtime:
                     self.simulation.step(self._substeps)
             except p.error as e:
@@ -175,9 +256,53 @@ class SimDriver(Driver):
         self._require_connected()
         with self._lock:
             try:
-                self.simulation.step(self._substeps * n_periods)
+                for _ in range(n_periods):
+                    if self._stream is None and self._stopping is None:
+                        self.simulation.step(self._substeps)
+                        continue
+                    self._end_of_stream()
+                    self._stop_tick()
+                    self.simulation.step(self._substeps)
             except p.error as e:
                 raise _physics_error(e) from None
+
+    def _end_of_stream(self) -> None:
+        """A position set-point reached and no new one: set-points have stopped coming, and the
+        robot stops under control from the set-point's motion (a reference that stays at the
+        set-point would stop every moving joint dead)."""
+        if self._stream is None or self._stopping is not None:
+            return
+        goal, velocity, due = self._stream
+        if self.simulation.time >= due and self.sim.mode == MODE_POSITION \
+                and np.array_equal(self.sim.q_target, goal):
+            sp = self._spec
+            self._stream = None
+            self._stopping = _StopPlan(goal, velocity, sp.lower, sp.upper, sp.max_velocity)
+
+    def _stop_in_progress(self) -> bool:
+        """A stop is under way and the reference still follows it."""
+        plan = self._stopping
+        return plan is not None and self.sim.mode == MODE_POSITION and (
+            np.array_equal(self.sim.q_target, plan.q0 if plan.goal is None else plan.goal))
+
+    def _stop_tick(self) -> None:
+        """Once the reference has reached the stop's last point (at a control period's start):
+        the point for the end of this period, which the robot interpolates to as to a streamed
+        set-point. In lockstep a reference elsewhere at a period's start was set by someone else
+        (`sim.reset`): the stop is over; so it is once the reference rests."""
+        plan = self._stopping
+        if plan is None:
+            return
+        if not self._stop_in_progress():
+            if not self.realtime:
+                self._stopping = None
+            return
+        if plan.goal is not None and plan.t >= plan.duration:
+            self._stopping = None
+            return
+        plan.t += self._spec.period
+        plan.goal = plan.at(plan.t)
+        self.sim.set_target(MODE_POSITION, plan.goal, self._spec.period)
 
     # ------------------------------------------------------------------ internals
     def _require_connected(self):
@@ -194,6 +319,9 @@ class SimDriver(Driver):
                 with self._lock:
                     if not p.isConnected(self.simulation.client):
                         return   # physics server gone: reads and writes now report the fault
+                    if self._stream is not None or self._stopping is not None:
+                        self._end_of_stream()
+                        self._stop_tick()
                     self.simulation.step(1)
                 time.sleep(0)
             next_t += period

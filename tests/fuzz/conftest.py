@@ -21,4 +21,6 @@ def pytest_terminal_summary(terminalreporter):
             f"largest step {f['max_step']:.4f} rad (excess {f['max_step_excess'] * 1e3:+.3f} mrad)  "
             f"effort |qd|/vmax {f['max_speed_ratio_effort']:.2f}  failing cases {f['violations']}  "
             f"{f['seconds']:.0f} s")
+        if f.get("first_failure"):
+            tr.write_line(f"{'':20s} first failure: {f['first_failure']}")
     tr.write_line(f"{'total':20s} cases {total_cases:6d}  steps {total_steps:7d}")

@@ -188,7 +188,7 @@ def test_a_joint_the_model_lacks_is_a_config_error_at_connect():
 def test_limit_margin_defaults_and_is_read():
     cfg = parse_config(edit(lambda d: d["safety"].pop("limit_margin")), "robot.yaml")
     assert cfg.safety.limit_margin == 0.02
-    assert parse_config(edit(lambda d: None), "robot.yaml").safety.limit_margin == 0.04    # panda_sim's own
+    assert parse_config(edit(lambda d: None), "robot.yaml").safety.limit_margin == 0.1    # panda_sim's own
     cfg = parse_config(edit(lambda d: d["safety"].update(limit_margin=0.0)), "robot.yaml")
     assert cfg.safety.limit_margin == 0.0
 

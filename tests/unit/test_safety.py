@@ -45,8 +45,11 @@ def panda():
 
 @pytest.fixture
 def safe(panda):
+    """The shared robot at home, at rest and enabled (a test may leave it anywhere, moving)."""
     cfg, drv, s = panda
-    assert s.enable()[0]
+    s.reset()
+    drv.sim.reset(np.clip(drv.sim.q_home, s.spec.lower, s.spec.upper))
+    assert s.reset()[0] and s.enable()[0]
     drv.sent.clear()
     return cfg, drv, s
 
@@ -120,7 +123,7 @@ def test_position_clamped_to_limits_and_step(safe):
     # clamped to the soft limit, the margin inside the configured one: the tracking controller's
     # overshoot stays within the configured limit
     soft = cfg.joints[0].limits.upper - cfg.safety.limit_margin
-    assert cfg.safety.limit_margin == 0.04 and s.soft_limits[1][0] == soft
+    assert s.soft_limits[1][0] == soft
     assert max(v[0] for _, v, _ in drv.sent) == pytest.approx(soft)
     assert s.read().q[0] <= cfg.joints[0].limits.upper
 
@@ -130,15 +133,19 @@ def test_a_joint_inside_the_margin_is_moved_inward_never_outward(safe):
     spec, m = s.spec, cfg.safety.limit_margin
     q = np.clip(drv.sim.q_home, spec.lower, spec.upper)
     q[3] = spec.upper[3] - 0.2 * m            # inside the margin (an arm joint's is the configured one)
-    q[1] = spec.lower[1] - 0.5 * m            # outside the limits (pushed there)
+    step = min(cfg.safety.max_position_step, spec.max_velocity[1] * spec.period)
+    q[1] = spec.lower[1] - 0.5 * step         # outside the limits (pushed there), by half a step
     drv.sim.reset(q)
-    assert s.reset()[0]
+    assert s.reset()[0]                       # the hold brings a joint outside back to its limit
+    for _ in range(30):
+        s.hold()
     q0 = s.read().q
+    assert spec.lower[1] - 1e-3 <= q0[1] < spec.lower[1] + 0.5 * m and q0[3] > spec.upper[3] - m
     toward = q0.copy()
     toward[3], toward[1] = spec.upper[3] + 1.0, spec.lower[1] - 1.0      # streamed outward
     prev = q0
     for _ in range(60):
-        s.write(Command.position(toward))
+        assert s.write(Command.position(toward)) == "clamped"
         sent = drv.sent[-1][1]
         assert sent[3] <= max(prev[3], spec.upper[3] - m) + 1e-12 and sent[3] <= spec.upper[3]
         assert sent[1] >= min(max(prev[1], spec.lower[1]), spec.lower[1] + m) - 1e-12
@@ -183,7 +190,7 @@ def test_estop_latches_and_reenable_holds_measured_position(safe):
     for _ in range(5):
         assert s.write(Command.position(q)).startswith("rejected")
     assert len(drv.sent) == n_sent and s.status["state"] == "estop" and s.counters.rejected_estop >= 5
-    for _ in range(30):
+    for _ in range(100):                        # the controlled stop, and the wrist settling
         s.hold()
     q_before = s.read().q
     assert s.enable()[0]

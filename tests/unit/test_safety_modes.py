@@ -80,7 +80,9 @@ def test_watchdog_hold_failing_keeps_the_fault(robot):
     drv.fail.clear()
     assert s.write(Command.position(q)).startswith("rejected")     # still latched: no reset yet
     assert s.enable()[0] is False and s.state == "fault"
-    assert s.reset()[0] and s.write(Command.position(q)) == "ok"
+    assert s.reset()[0]
+    q = s.read().q
+    assert s.write(Command.position(q)) == "ok"
 
 
 def test_estop_with_a_failing_hold_then_enable_is_refused(robot):
@@ -196,7 +198,10 @@ def test_braking_distance_rule_never_commands_a_speed_it_cannot_stop_from(robot)
     a = spec.max_velocity / BRAKE_TIME
     for _ in range(120):
         st = s.read()
-        s.write(Command.velocity(spec.max_velocity))
+        r = s.write(Command.velocity(spec.max_velocity))
+        if r.startswith("rejected"):             # a joint whipped out of its speed envelope: held
+            assert "faster than it can stop" in r, r
+            continue
         v = drv.sent[-1][1]
         d = np.maximum(spec.upper - np.maximum(st.q, s._vref), 0.0)
         assert np.all(v <= np.sqrt(2 * a * d) + 1e-9)
