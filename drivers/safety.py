@@ -51,14 +51,9 @@ log = logging.getLogger("s2r.safety")
 ENABLED, HOLDING, DISABLED, ESTOP, FAULT, DISCONNECTED = (
     "enabled", "holding", "disabled", "estop", "fault", "disconnected")
 
-# The acceleration every command plans with, speeding up and braking: each joint goes from rest to
-# its velocity limit (and back) in BRAKE_TIME seconds, a = v_max / BRAKE_TIME (4.4-5.2 rad/s^2 on
-# the Panda, below its datasheet's 7.5-20). The configs carry no acceleration limit. Gentler than
-# the robot can do on purpose: a proximal joint accelerating harder throws the distal links, whose
-# effort-limited controllers then lag their set-points by more than `limit_margin`. The sim
-# driver's stop (`hold`) brakes at this rate too. Braking distance from full speed:
-# v_max * BRAKE_TIME / 2 (0.54 rad on the Panda's shoulder).
-BRAKE_TIME = 0.5
+# Every command plans with each joint's planned acceleration a (`DriverSpec.max_acceleration`: the
+# config's `limits.acceleration`, else velocity / types.BRAKE_TIME), speeding up and braking; the sim
+# driver's stop (`hold`) brakes at this rate too. Braking distance from full speed: v_max^2 / (2 a).
 # Effort mode: each joint's acceleration per unit effort change is learned from the response to
 # effort changes (`_learn_gain`). Until then its high estimate is _GAIN_PRIOR times the gain that
 # would take the joint from rest to its velocity limit in one period at its effort limit (a first
@@ -443,7 +438,7 @@ class SafetyLayer(Driver):
         # a velocity or effort command stays in force until the next one or the watchdog's hold
         # (the watchdog checks once a period, so its hold may come up to a period after the timeout)
         self._horizon = self._wd_timeout + self._period
-        self._brake_a = self._vmax / BRAKE_TIME
+        self._brake_a = spec.max_acceleration * cfg.velocity_scale
         self._brake_aT = self._brake_a * self._period
         self._rest = 0.05 * self._vmax          # slower than this, a joint counts as at rest
         self._cap = 1.1 * self._vmax            # the speed stop's tolerance on the velocity limit

@@ -29,22 +29,21 @@ import pybullet as p  # noqa: E402
 from s2r.yamlio import ConfigError, excerpt  # noqa: E402
 
 from .base import Driver, DriverError, register_driver
-from .safety import BRAKE_TIME
 from .types import Command, CommandMode, DriverSpec, RobotState
 
 
 class _StopPlan:
     """A controlled stop from (q0, v0): each joint's reference decelerates at `a` to rest, then
-    holds. `a` is the deceleration the safety layer plans with (velocity limit / BRAKE_TIME), or
+    holds. `a` is the deceleration the safety layer plans with (the spec's planned acceleration), or
     more where that would carry the joint past its position limit: it stops at the limit (a
     joint the safety layer kept within its envelope never needs more). A joint at rest outside
     its limits is brought back to the limit, accelerating and braking at the planned rate."""
 
-    def __init__(self, q0, v0, lower, upper, vmax):
+    def __init__(self, q0, v0, lower, upper, accel):
         room = np.where(v0 > 0, upper - q0, q0 - lower)
         with np.errstate(divide="ignore", invalid="ignore"):
             need = np.where(room > 0, v0 * v0 / (2.0 * room), np.inf)
-        plan = vmax / BRAKE_TIME
+        plan = accel
         a = np.maximum(plan, need)
         stopped = np.isfinite(a)
         self.q0, self.v0 = q0, v0
@@ -243,7 +242,7 @@ class SimDriver(Driver):
                     else:   # the reference, not the joints: the controller's error stays as it was
                         q, qd = self.sim.q_target.copy(), np.array(self.sim.qd_target, float)
                     sp = self._spec
-                    self._stopping = _StopPlan(q, qd, sp.lower, sp.upper, sp.max_velocity)
+                    self._stopping = _StopPlan(q, qd, sp.lower, sp.upper, sp.max_acceleration)
                     self.sim.set_target(MODE_POSITION, q)     # from there, at rest ...
                 self._stop_tick()                              # ... the reference follows the plan
                 if not self.realtime:
@@ -277,7 +276,7 @@ class SimDriver(Driver):
                 and np.array_equal(self.sim.q_target, goal):
             sp = self._spec
             self._stream = None
-            self._stopping = _StopPlan(goal, velocity, sp.lower, sp.upper, sp.max_velocity)
+            self._stopping = _StopPlan(goal, velocity, sp.lower, sp.upper, sp.max_acceleration)
 
     def _stop_in_progress(self) -> bool:
         """A stop is under way and the reference still follows it."""

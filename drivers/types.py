@@ -13,12 +13,24 @@ class CommandMode(str, enum.Enum):
     EFFORT = "effort"
 
 
+# Without a configured acceleration, a joint plans to go from rest to its velocity limit (and back)
+# in BRAKE_TIME seconds: a = velocity / BRAKE_TIME. Gentler than most arms can do on purpose: a
+# proximal joint accelerating harder throws the distal links, whose effort-limited controllers
+# then lag their set-points by more than the safety margin.
+BRAKE_TIME = 0.5
+
+
 @dataclass(frozen=True)
 class JointLimits:
     lower: float
     upper: float
     velocity: float
     effort: float
+    acceleration: float | None = None   # what commands and stops plan with; None: velocity / BRAKE_TIME
+
+    @property
+    def planned_acceleration(self) -> float:
+        return self.velocity / BRAKE_TIME if self.acceleration is None else self.acceleration
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,11 @@ class DriverSpec:
         return np.array([lim.effort for lim in self.limits])
 
     @property
+    def max_acceleration(self) -> np.ndarray:
+        """The acceleration every command and stop plans with, speeding up and braking."""
+        return np.array([lim.planned_acceleration for lim in self.limits])
+
+    @property
     def period(self) -> float:
         return 1.0 / self.rate_hz
 
@@ -60,7 +77,7 @@ class DriverSpec:
         w = max(len(n) for n in self.joint_names)
         for name, lim in zip(self.joint_names, self.limits):
             lines.append(f"  {name:<{w}}  [{lim.lower:+.3f}, {lim.upper:+.3f}]  "
-                         f"|qd|<={lim.velocity:g}  |tau|<={lim.effort:g}")
+                         f"|qd|<={lim.velocity:g}  |qdd|<={lim.planned_acceleration:g}  |tau|<={lim.effort:g}")
         return "\n".join(lines)
 
 

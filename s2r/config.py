@@ -37,6 +37,7 @@ BOUNDS = {
     "position": (-100.0, 100.0),               # rad or m
     "velocity": (1e-6, 1_000.0),               # rad/s or m/s
     "effort": (1e-6, 100_000.0),               # N m or N
+    "acceleration": (1e-3, 10_000.0),          # rad/s^2 or m/s^2
     "kp": (0.0, 1e5),
     "kd": (0.0, 1e4),
     "offset": (-100.0, 100.0),                 # rad
@@ -319,7 +320,8 @@ def parse_config(data: Any, file: str = "<config>") -> HardwareConfig:
         if not lo < hi:
             raise lim.fail("position", f"lower {lo:g} >= upper {hi:g}")
         limits = JointLimits(lo, hi, lim.get("velocity", float, check=_within("velocity")),
-                             lim.get("effort", float, check=_within("effort")))
+                             lim.get("effort", float, check=_within("effort")),
+                             lim.get("acceleration", float, default=None, check=_within("acceleration")))
         lim.done()
         g = j.sub("gains")
         kp = g.get("kp", float, default=100.0, check=_within("kp"))

@@ -69,6 +69,10 @@ BAD = {
     "joint not a mapping": (lambda d: d["joints"].append("panda_joint8"), "joints[9]", "expected a mapping"),
     "real with sim driver": (lambda d: d.update(hardware="real"), "hardware", "needs a real driver"),
     "nan effort": (lambda d: d["joints"][0]["limits"].update(effort=float("nan")), "joints[0].limits.effort", "finite"),
+    "zero acceleration": (lambda d: d["joints"][0]["limits"].update(acceleration=0), "joints[0].limits.acceleration",
+                          "must be in [0.001, 10000], got 0"),
+    "inf acceleration": (lambda d: d["joints"][0]["limits"].update(acceleration=math.inf), "joints[0].limits.acceleration",
+                         "finite"),
     # absurd values that would switch a safety mechanism off in effect
     "rate 1e-300": (lambda d: d.update(control_rate_hz=1e-300), "control_rate_hz", "must be in [1, 10000], got 1e-300"),
     "rate 1e300": (lambda d: d.update(control_rate_hz=1e300), "control_rate_hz", "must be in [1, 10000]"),
@@ -188,9 +192,23 @@ def test_a_joint_the_model_lacks_is_a_config_error_at_connect():
 def test_limit_margin_defaults_and_is_read():
     cfg = parse_config(edit(lambda d: d["safety"].pop("limit_margin")), "robot.yaml")
     assert cfg.safety.limit_margin == 0.02
-    assert parse_config(edit(lambda d: None), "robot.yaml").safety.limit_margin == 0.1    # panda_sim's own
+    assert parse_config(edit(lambda d: None), "robot.yaml").safety.limit_margin == 0.06    # panda_sim's own
     cfg = parse_config(edit(lambda d: d["safety"].update(limit_margin=0.0)), "robot.yaml")
     assert cfg.safety.limit_margin == 0.0
+
+
+def test_planned_acceleration_is_read_and_defaults_to_velocity_over_brake_time():
+    from drivers.types import BRAKE_TIME
+
+    def spec(change):
+        return parse_config(edit(change), "robot.yaml").spec()
+
+    s = spec(lambda d: d["joints"][0]["limits"].update(acceleration=3.5))
+    assert s.max_acceleration[0] == 3.5
+    s = spec(lambda d: d["joints"][0]["limits"].pop("acceleration", None))
+    assert s.max_acceleration[0] == pytest.approx(s.max_velocity[0] / BRAKE_TIME)
+    assert s.max_acceleration[7] == pytest.approx(s.max_velocity[7] / BRAKE_TIME)    # panda_sim's fingers
+    assert "|qdd|<=3.5" in spec(lambda d: d["joints"][0]["limits"].update(acceleration=3.5)).describe()
 
 
 def test_each_joints_margin_is_at_most_a_quarter_of_its_range():

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers import Command, CommandMode, DriverError, DriverFault, SafetyLayer
-from drivers.safety import BRAKE_TIME
 from drivers.sim_driver import SimDriver
 from s2r.config import load_config
 
@@ -108,9 +107,9 @@ def test_position_clamped_to_limits_and_step(safe):
     target = q.copy()
     target[0] = 100.0
     step = min(cfg.safety.max_position_step, cfg.joints[0].limits.velocity * s.spec.period)
-    aTT = cfg.joints[0].limits.velocity / BRAKE_TIME * s.spec.period ** 2      # the set-point's speed change a T^2
+    aTT = cfg.joints[0].limits.planned_acceleration * s.spec.period ** 2      # the set-point's speed change a T^2
     prev, steps = q[0], []
-    for _ in range(80):                 # the set-point accelerates from rest, a T^2 a period, to one step
+    for _ in range(int(np.ceil(step / aTT)) + 5):    # the set-point accelerates from rest, a T^2 a period, to one step
         assert s.write(Command.position(target)) == "clamped"
         sent = drv.sent[-1][1]
         steps.append(sent[0] - prev)

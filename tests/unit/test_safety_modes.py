@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from drivers import Command, CommandMode, DriverError, SafetyLayer
-from drivers.safety import BRAKE_TIME
 from drivers.sim_driver import SimDriver
 from s2r.config import load_config
 
@@ -195,7 +194,7 @@ def test_effort_at_the_effort_limit_into_every_limit_stops_within_it(config):
 def test_braking_distance_rule_never_commands_a_speed_it_cannot_stop_from(robot):
     cfg, drv, s = robot
     spec = s.spec
-    a = spec.max_velocity / BRAKE_TIME
+    a = spec.max_acceleration
     for _ in range(120):
         st = s.read()
         r = s.write(Command.velocity(spec.max_velocity))
