@@ -9,11 +9,11 @@ limits (position set-points are clamped to them, velocity and effort commands br
 margin is room for a tracking controller's overshoot and for motion a joint's neighbours impose
 on it, so that the measured position stays within the configured limits. A joint inside the
 margin (or outside the limits) is moved inward, never outward. Velocity and effort commands obey
-a braking-distance rule (`_braking_speed`): no joint approaches a soft limit faster than it can
+a braking-distance rule (`s2r.joint_limiter`): no joint approaches a soft limit faster than it can
 stop within it, and effort that would drive a joint past that speed (or its velocity limit) is
 cut to what keeps it there, braking if needed; the effort needed is predicted from the
 acceleration measured last period, so whatever else moves the joint is accounted for. Position
-set-points also stay within a few steps of the measured position (`_lead`), so that a joint that
+set-points also stay within a few steps of the measured position (`JointLimiter.lead`), so that a joint that
 cannot follow is not pulled after a set-point running away from it. In every mode a speed stop
 (`_outside_speed_envelope`) refuses the command and holds while a joint moves toward a limit
 faster than it can stop a quarter into the margin (in effort mode, also when the effort would
@@ -42,6 +42,8 @@ import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from s2r.joint_limiter import JointLimiter
 
 from .base import Driver, DriverError, DriverFault
 from .types import Command, CommandMode, DriverSpec, RobotState, real_values
@@ -107,11 +109,8 @@ class SafetyLayer(Driver):
         self.state = DISCONNECTED
         self.fault_reason = ""
         self._lock = threading.RLock()
-        self._ref: np.ndarray | None = None        # position the next position command is delta-clamped from
+        self._lim: JointLimiter | None = None      # position and velocity limits, per connect
         self._mode: CommandMode | None = None      # the driver's mode: of the last command; None after a hold (rebase)
-        self._vref: np.ndarray | None = None       # velocity mode: where the commanded velocities have led
-        self._vcmd: np.ndarray | None = None       # ... the last velocity sent, and when
-        self._vtime = 0.0
         self._eff_prev: tuple | None = None         # effort mode: (effort sent, qd, stamp of the state it used)
         self._eff_acc: tuple | None = None          # ... (acceleration last measured, the effort that caused it)
         self._order: tuple = ((), None)            # last `names` order seen and its index array
@@ -383,6 +382,11 @@ class SafetyLayer(Driver):
         if age > self._wd_timeout + 1e-9:
             self.counters.watchdog_trips += 1
             self.last_watchdog_age = age
+            # a hold later than planned (a loaded host): velocity and effort commands plan with
+            # the lateness seen from now on, up to ten timeouts
+            horizon = min(age + self._period, 10.0 * self._wd_timeout)
+            if horizon > self._horizon:
+                self._horizon = self._lim.horizon = horizon
             self._log("watchdog", f"no command for {age * 1e3:.0f} ms (> {self.watchdog_timeout * 1e3:.0f} ms): holding")
             self._last_cmd_time = None
             if self._hold_measured():
@@ -422,23 +426,19 @@ class SafetyLayer(Driver):
         self._names = tuple(spec.joint_names)
         self._name_set = frozenset(self._names)
         self._lo, self._hi, self._period = spec.lower, spec.upper, spec.period
-        # the soft limits commands aim at
-        m = np.minimum(cfg.limit_margin, 0.25 * (self._hi - self._lo))   # per joint: at most a quarter of its range
-        self._lo_s, self._hi_s = self._lo + m, self._hi - m
-        self._lo_m, self._hi_m = self._lo + 0.75 * m, self._hi - 0.75 * m   # a quarter into the margin
         self._vmax = spec.max_velocity * cfg.velocity_scale
         self._emax = spec.max_effort * cfg.effort_scale
-        # the step per period is bounded by the configured step and the joint's velocity limit
-        self._max_step = np.minimum(cfg.max_position_step, self._vmax * self._period)
-        # how far a position set-point may lead the measured position: a joint tracking at full
-        # speed lags its set-point by about a step, plus its controller's error
-        self._lead = 3.0 * self._max_step
-        self._two_lead = 2.0 * self._lead
         self._wd_timeout = cfg.watchdog_periods * self._period
         # a velocity or effort command stays in force until the next one or the watchdog's hold
         # (the watchdog checks once a period, so its hold may come up to a period after the timeout)
         self._horizon = self._wd_timeout + self._period
-        self._brake_a = spec.max_acceleration * cfg.velocity_scale
+        self._lim = lim = JointLimiter(
+            self._lo, self._hi, self._vmax, spec.max_acceleration * cfg.velocity_scale, self._period,
+            max_step=cfg.max_position_step, margin=cfg.limit_margin, horizon=self._horizon)
+        self._lo_s, self._hi_s = lim.soft_limits
+        m = self._lo_s - self._lo
+        self._lo_m, self._hi_m = self._lo + 0.75 * m, self._hi - 0.75 * m   # a quarter into the margin
+        self._brake_a = lim.accel
         self._brake_aT = self._brake_a * self._period
         self._rest = 0.05 * self._vmax          # slower than this, a joint counts as at rest
         self._cap = 1.1 * self._vmax            # the speed stop's tolerance on the velocity limit
@@ -486,74 +486,32 @@ class SafetyLayer(Driver):
 
     def _clamp(self, mode: CommandMode, v: np.ndarray, now: float) -> tuple[np.ndarray | None, bool]:
         """The command made safe, and whether it was changed. (None, False): the driver failed."""
-        lo, hi = self._lo_s, self._hi_s
         clamped = False
         c = self.counters
         if mode == CommandMode.POSITION:
-            out = np.minimum(np.maximum(v, lo), hi)
-            ref, T = self._ref, self._period
-            # The set-point moves like a joint may: toward the target no faster than it can stop
-            # there (so never past a target that holds still) and at most one step a period; its
-            # speed changes by at most a T per period (a set-point jumping from rest to full speed
-            # throws the neighbouring links, whose controllers then overshoot their own limits);
-            # and toward a soft limit no faster than it can stop within it, which wins over the
-            # rest; and never outside the limits, which wins over everything. ref lies within one
-            # step of the limits, so a set-point in the margin (or outside the limits) moves only inward.
-            want = out - ref
-            # the reaches to the target, the lower and the upper soft limit in one call (hot path)
-            reach, down, up = self._setpoint_reach(np.stack((np.abs(want), ref - lo, hi - ref)))
-            step = np.minimum(np.maximum(want, -reach), reach)
-            dprev, aTT = self._dref, self._brake_aT * T
-            step = np.minimum(np.maximum(step, dprev - aTT), dprev + aTT)
-            step = np.minimum(np.maximum(step, -down), up)
-            # and no further from the measured position than `_lead`: a joint that cannot follow
-            # (effort-limited, dragged by its neighbours) is not pulled after a set-point running
-            # away from it, to overshoot when it catches up (the speed stop read it this period)
-            behind = self._last_state.q - self._lead - ref          # the lowest set-point allowed, less ref
-            step = np.minimum(np.maximum(step, np.minimum(behind, 0.0)), np.maximum(behind + self._two_lead, 0.0))
-            # never outside the limits, whatever the above (ref is within one step of them); a
-            # set-point pulled back inside keeps the planned speed, not the jump
-            stepped = np.minimum(np.maximum(ref + step, self._lo), self._hi)
+            # the measured position the set-point may not run away from: the speed stop read it
+            # this period
+            stepped = self._lim.enforce(self._last_state.q, v)
             # (identical bytes: nothing was clamped, the common case; else compare as numbers)
             if stepped.tobytes() != v.tobytes() and not (stepped == v).all():
                 clamped = True
+                out = self._lim.target
                 if not (out == v).all():
                     c.clamped_position += 1
                 if not (stepped == out).all():
                     c.clamped_step += 1
-            self._ref, self._dref = stepped, step
             return stepped, clamped
         st = self._fresh_state(now)
         if st is None:
             return None, False
-        vmax = self._vmax
         if mode == CommandMode.VELOCITY:
-            vref = self._vref
-            if self._vcmd is not None:
-                # the driver integrates the last velocity for as long as it is in force (what a
-                # velocity-tracking controller does; for one that does not, the measured q leads)
-                vref += self._vcmd * (now - self._vtime)
-            q = st.q
-            # speed changes by at most a T per period (a: the planned deceleration), so that a
-            # tracking controller keeps up with the reference instead of lagging and overshooting
-            base = self._vcmd if self._vcmd is not None else np.minimum(np.maximum(st.qd, -vmax), vmax)
-            aT = self._brake_aT
-            limited = np.minimum(np.maximum(v, np.maximum(base - aT, -vmax)), np.minimum(base + aT, vmax))
-            up = self._braking_speed(hi - np.maximum(q, vref))
-            down = self._braking_speed(np.minimum(q, vref) - lo)
-            # a joint measured faster than its braking speed (its controller lags or leads the
-            # reference) is asked for less by as much as it exceeds it, so that it brakes harder
-            qd = st.qd
-            up = np.maximum(up - np.maximum(qd - up, 0.0), -vmax)
-            down = np.maximum(down - np.maximum(-qd - down, 0.0), -vmax)
-            out = np.minimum(np.maximum(limited, -down), up)
-            if not np.array_equal(limited, v):
+            out, limited, braked = self._lim.enforce_velocity(v, st.q, st.qd, now)
+            if limited:
                 c.clamped_velocity += 1
                 clamped = True
-            if not np.array_equal(out, limited):
+            if braked:
                 c.braked += 1
                 clamped = True
-            self._vcmd, self._vtime = out, now
             return out, clamped
         # effort
         emax = self._emax
@@ -578,9 +536,9 @@ class SafetyLayer(Driver):
         # end of this period and of the horizon the command may stay in force, for every gain
         # between the estimates: speeding up plans with the high one, braking with the low one.
         q_next = st.q + qd * T
-        d_up, d_down = hi - q_next, q_next - lo
-        up = self._braking_speed(d_up) - self._braking_speed(-d_up)
-        down = self._braking_speed(d_down) - self._braking_speed(-d_down)
+        d_up, d_down = self._hi_s - q_next, q_next - self._lo_s
+        up = self._lim.braking_speed(d_up) - self._lim.braking_speed(-d_up)
+        down = self._lim.braking_speed(d_down) - self._lim.braking_speed(-d_down)
         g_hi, g_lo = self._gain, self._gain_low
         if acc is not None:
             a0, t_a = acc
@@ -639,7 +597,7 @@ class SafetyLayer(Driver):
         if np.less_equal(np.abs(qd), self._rest).all():          # at rest: within any envelope
             return ""
         # the envelope test without square roots (hot path): a speed v >= 0 toward a point d
-        # away exceeds `_stop_speed(d)` exactly when v (v + 2 a T) > 2 a d
+        # away exceeds `JointLimiter.stop_speed(d)` exactly when v (v + 2 a T) > 2 a d
         v, d = self._sign2 * qd, self._lim2 - self._sign2 * st.q
         fast = (v > self._rest) & ((v > self._cap) | (v * (v + self._two_aT) > self._two_a * d))
         if not fast.any():
@@ -655,7 +613,7 @@ class SafetyLayer(Driver):
         noise, a joint settling) -- within the soft limits only where `rest_in_margin` is
         False (a prediction has no noise, and a joint in the margin must not crawl out)."""
         d = self._lim2 - self._sign2 * q              # to the upper, the lower point
-        v = np.minimum(self._stop_speed(d), self._cap)
+        v = np.minimum(self._lim.stop_speed(d), self._cap)
         rest = self._rest
         if not rest_in_margin:
             rest = np.where(d > self._hi_m - self._hi_s, rest, 0.0)          # inside the soft limit
@@ -672,32 +630,6 @@ class SafetyLayer(Driver):
         v = v_up[k] if v_up[k] - up[k] >= -v_down[k] - down[k] else v_down[k]
         return (f"{self._names[k]} {verb} at {v:+.3g}, faster than it can stop within its limits "
                 f"({up[k] if v > 0 else -down[k]:+.3g})")
-
-    def _setpoint_reach(self, d: np.ndarray) -> np.ndarray:
-        """The largest step a position set-point may take toward a point `d` away and still stop
-        there with its step shrinking by at most a T^2 a period; at most one step (`max_step`).
-        Stepping s, s - aT^2, s - 2 aT^2, ... covers at least s^2 / (2 aT^2) + s / 2 and at most
-        aT^2 / 8 more, so s solves that for d - aT^2 / 8; a point within aT^2 is reached exactly,
-        in one step."""
-        d = np.maximum(d, 0.0)
-        aTT = self._brake_aT * self._period
-        h, e = 0.5 * aTT, np.maximum(d - 0.125 * aTT, 0.0)
-        s = 4.0 * h * e / (np.sqrt(h * h + 4.0 * h * e) + h)      # sqrt(h^2 + 4 h e) - h, without cancellation
-        return np.minimum(np.maximum(s, np.minimum(d, aTT)), self._max_step)
-
-    def _stop_speed(self, d: np.ndarray) -> np.ndarray:
-        """The fastest a joint `d` from a point can move toward it and still stop there at the
-        planned deceleration a, after this period's motion: v <= sqrt(2 a (d - v T)). 0 at or past it."""
-        d = np.maximum(d, 0.0)
-        aT, two_ad = self._brake_aT, 2.0 * self._brake_a * d   # sqrt((aT)^2 + 2 a d) - aT, without cancellation
-        return two_ad / (np.sqrt(aT * aT + two_ad) + aT)
-
-    def _braking_speed(self, d: np.ndarray) -> np.ndarray:
-        """The fastest a velocity or effort command may move a joint toward a limit `d` away: it
-        can still stop within the limit (`_stop_speed`), and a command in force for the whole
-        horizon (until the watchdog holds) does not reach it (v <= d / horizon); never above the
-        velocity limit. 0 at or past it."""
-        return np.minimum(np.minimum(self._stop_speed(d), np.maximum(d, 0.0) / self._horizon), self._vmax)
 
     def _learn_gain(self, dtau: np.ndarray, da: np.ndarray) -> None:
         """Update each joint's acceleration per unit effort from the change of its measured
@@ -762,16 +694,10 @@ class SafetyLayer(Driver):
         return True
 
     def _rebase_on(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
-        # the next set-point is at most one step from q; from q outside the limits by up to a
-        # step, that step is toward the limits and ends within them (further out: at the limit)
-        self._ref = np.minimum(np.maximum(q, self._lo - self._max_step), self._hi + self._max_step)
-        self._vref = np.array(q, dtype=float)
         # the set-point's speed: at rest after a hold; at a mode switch or the first command after
         # a hold, the robot's measured speed (a client streaming slower than the watchdog allows
         # would otherwise restart from rest at every command)
-        self._dref = np.zeros(len(self._lo)) if qd is None else \
-            np.minimum(np.maximum(qd * self._period, -self._max_step), self._max_step)
-        self._vcmd = None
+        self._lim.reset(q, qd)
         self._eff_prev = self._eff_acc = None
 
     def _hold_measured(self) -> bool:

@@ -266,7 +266,7 @@ def test_property_random_streams_never_exceed_limits(panda, stream):
     vmax, emax = spec.max_velocity, spec.max_effort
     step = np.minimum(cfg.safety.max_position_step, vmax * spec.period)
     for cmd in stream:
-        ref = s._ref.copy()
+        ref = s._lim.ref.copy()
         switching = s._mode is not CommandMode.POSITION     # a mode switch (or a hold) rebases on a fresh reading
         n_before = len(drv.sent)
         res = s.write(cmd)                                       # never raises

@@ -1,0 +1,153 @@
+"""One joint limiter for every place that turns a wish into a command (ros2_control's joint_limits):
+the safety layer, the nodes and the simulated tasks all move set-points the same way, so a policy
+trained in simulation is limited exactly as the robot will limit it.
+
+Per joint: position limits with a soft margin inside them, a velocity limit (and a per-period step
+bound), and the planned acceleration every command speeds up and brakes with
+(`DriverSpec.max_acceleration`). Position set-points (`enforce`) and velocity commands
+(`enforce_velocity`) obey the braking-distance rule: nothing moves toward a soft limit faster than it
+can stop there at the planned deceleration. Stateful: the set-point's last position and speed are
+remembered between calls; `reset` starts again from a measured state.
+
+numpy only and imports nothing of this project's, so every layer may use it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class JointLimiter:
+    """Position and velocity commands made feasible for joints with these limits.
+
+    `period`: the control period the commands come at. `max_step`: the most a position set-point
+    moves per period (also bounded by velocity x period). `margin`: how far inside the position
+    limits commands aim (per joint at most a quarter of its range). `horizon`: how long a velocity
+    command may stay in force (until the next one or a hold); it must not reach a limit meanwhile.
+    """
+
+    def __init__(self, lower, upper, max_velocity, max_acceleration, period: float, *,
+                 max_step: float | None = None, margin: float = 0.0, horizon: float | None = None):
+        self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
+        self.period = T = float(period)
+        m = np.minimum(margin, 0.25 * (self.upper - self.lower))
+        self.lower_soft, self.upper_soft = self.lower + m, self.upper - m
+        self.vmax = np.asarray(max_velocity, float)
+        self.accel = np.broadcast_to(np.asarray(max_acceleration, float), self.vmax.shape).copy()
+        self.max_step = self.vmax * T if max_step is None else np.minimum(max_step, self.vmax * T)
+        # how far a position set-point may lead the measured position: a joint tracking at full
+        # speed lags its set-point by about a step, plus its controller's error
+        self.lead = 3.0 * self.max_step
+        self._two_lead = 2.0 * self.lead
+        self.horizon = T if horizon is None else float(horizon)
+        self._aT = self.accel * T
+        self._aTT = self._aT * T
+        self.ref: np.ndarray | None = None     # the last position set-point
+        self.dref: np.ndarray | None = None    # ... and its step (speed x period)
+        self.target: np.ndarray | None = None  # the last desired position, within the soft limits
+        self.vref: np.ndarray | None = None    # velocity mode: where the commanded velocities have led
+        self.vcmd: np.ndarray | None = None    # ... the last velocity sent, and when
+        self.vtime = 0.0
+
+    @property
+    def soft_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.lower_soft, self.upper_soft
+
+    def reset(self, q, qd=None) -> None:
+        """Start again from the measured position q (and speed qd; None: at rest)."""
+        q = np.asarray(q, float)
+        # the next set-point is at most one step from q; from q outside the limits by up to a
+        # step, that step is toward the limits and ends within them (further out: at the limit)
+        self.ref = np.minimum(np.maximum(q, self.lower - self.max_step), self.upper + self.max_step)
+        self.vref = q.copy()
+        self.dref = np.zeros(len(self.lower)) if qd is None else \
+            np.minimum(np.maximum(np.asarray(qd, float) * self.period, -self.max_step), self.max_step)
+        self.vcmd = None
+
+    # ------------------------------------------------------------------ position set-points
+    def enforce(self, current: np.ndarray, desired: np.ndarray) -> np.ndarray:
+        """The set-point to send this period toward `desired`, given the measured position
+        `current`. `target` is then `desired` within the soft limits (the caller may compare the
+        three to count what was limited).
+
+        The set-point moves like a joint may: toward the target no faster than it can stop there
+        (so never past a target that holds still) and at most one step a period; its speed changes
+        by at most a T per period (a set-point jumping from rest to full speed throws the
+        neighbouring links, whose controllers then overshoot their own limits); toward a soft limit
+        no faster than it can stop within it, which wins over the rest; no further from the measured
+        position than `lead`; and never outside the limits, which wins over everything."""
+        if self.ref is None:
+            self.reset(current)
+        lo, hi, ref = self.lower_soft, self.upper_soft, self.ref
+        out = np.minimum(np.maximum(desired, lo), hi)
+        want = out - ref
+        # the reaches to the target, the lower and the upper soft limit in one call (hot path)
+        reach, down, up = self.setpoint_reach(np.stack((np.abs(want), ref - lo, hi - ref)))
+        step = np.minimum(np.maximum(want, -reach), reach)
+        dprev, aTT = self.dref, self._aTT
+        step = np.minimum(np.maximum(step, dprev - aTT), dprev + aTT)
+        step = np.minimum(np.maximum(step, -down), up)
+        # a joint that cannot follow (effort-limited, dragged by its neighbours) is not pulled
+        # after a set-point running away from it, to overshoot when it catches up
+        behind = current - self.lead - ref          # the lowest set-point allowed, less ref
+        step = np.minimum(np.maximum(step, np.minimum(behind, 0.0)), np.maximum(behind + self._two_lead, 0.0))
+        # ref is within one step of the limits; a set-point pulled back inside keeps the planned
+        # speed, not the jump
+        stepped = np.minimum(np.maximum(ref + step, self.lower), self.upper)
+        self.ref, self.dref, self.target = stepped, step, out
+        return stepped
+
+    # ------------------------------------------------------------------ velocity commands
+    def enforce_velocity(self, desired: np.ndarray, q: np.ndarray, qd: np.ndarray,
+                         now: float) -> tuple[np.ndarray, bool, bool]:
+        """The velocity to command now toward `desired`, given the measured q and qd at time `now`
+        (seconds, any monotonic clock): (velocity, beyond the velocity or acceleration limit,
+        braked for a soft limit)."""
+        if self.vref is None:
+            self.reset(q, qd)
+        vmax = self.vmax
+        vref = self.vref
+        if self.vcmd is not None:
+            # the driver integrates the last velocity for as long as it is in force (what a
+            # velocity-tracking controller does; for one that does not, the measured q leads)
+            vref += self.vcmd * (now - self.vtime)
+        # speed changes by at most a T per period, so that a tracking controller keeps up with the
+        # reference instead of lagging and overshooting
+        base = self.vcmd if self.vcmd is not None else np.minimum(np.maximum(qd, -vmax), vmax)
+        aT = self._aT
+        limited = np.minimum(np.maximum(desired, np.maximum(base - aT, -vmax)), np.minimum(base + aT, vmax))
+        lo, hi = self.lower_soft, self.upper_soft
+        up = self.braking_speed(hi - np.maximum(q, vref))
+        down = self.braking_speed(np.minimum(q, vref) - lo)
+        # a joint measured faster than its braking speed (its controller lags or leads the
+        # reference) is asked for less by as much as it exceeds it, so that it brakes harder
+        up = np.maximum(up - np.maximum(qd - up, 0.0), -vmax)
+        down = np.maximum(down - np.maximum(-qd - down, 0.0), -vmax)
+        out = np.minimum(np.maximum(limited, -down), up)
+        self.vcmd, self.vtime = out, now
+        return out, not np.array_equal(limited, desired), not np.array_equal(out, limited)
+
+    # ------------------------------------------------------------------ the braking-distance rule
+    def setpoint_reach(self, d: np.ndarray) -> np.ndarray:
+        """The largest step a position set-point may take toward a point `d` away and still stop
+        there with its step shrinking by at most a T^2 a period; at most one step (`max_step`).
+        Stepping s, s - aT^2, s - 2 aT^2, ... covers at least s^2 / (2 aT^2) + s / 2 and at most
+        aT^2 / 8 more, so s solves that for d - aT^2 / 8; a point within aT^2 is reached exactly,
+        in one step."""
+        d = np.maximum(d, 0.0)
+        aTT = self._aTT
+        h, e = 0.5 * aTT, np.maximum(d - 0.125 * aTT, 0.0)
+        s = 4.0 * h * e / (np.sqrt(h * h + 4.0 * h * e) + h)      # sqrt(h^2 + 4 h e) - h, without cancellation
+        return np.minimum(np.maximum(s, np.minimum(d, aTT)), self.max_step)
+
+    def stop_speed(self, d: np.ndarray) -> np.ndarray:
+        """The fastest a joint `d` from a point can move toward it and still stop there at the
+        planned deceleration a, after this period's motion: v <= sqrt(2 a (d - v T)). 0 at or past it."""
+        d = np.maximum(d, 0.0)
+        aT, two_ad = self._aT, 2.0 * self.accel * d   # sqrt((aT)^2 + 2 a d) - aT, without cancellation
+        return two_ad / (np.sqrt(aT * aT + two_ad) + aT)
+
+    def braking_speed(self, d: np.ndarray) -> np.ndarray:
+        """The fastest a velocity or effort command may move a joint toward a limit `d` away: it
+        can still stop within the limit (`stop_speed`), and a command in force for the whole
+        horizon does not reach it (v <= d / horizon); never above the velocity limit. 0 at or past it."""
+        return np.minimum(np.minimum(self.stop_speed(d), np.maximum(d, 0.0) / self.horizon), self.vmax)
