@@ -38,6 +38,15 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           state MLP) on the same cost (reward = -cost), 4 conditions x 5 rollouts per update, the
           mean policy evaluated on the same held-out starts every 5 updates (100 rollouts), up to
           6000 rollouts; reported as rollouts to reach the same success (or the budget, if not)
+  sb3     a second, independently written model-free baseline: stable-baselines3 PPO (its defaults:
+          MlpPolicy 64x64 tanh, 10 epochs, lr 3e-4, GAE 0.99/0.95, clip 0.2), with updates of 2000
+          steps (20 episodes, as learning/ppo.py's) in minibatches of 100, VecNormalize (observations
+          and rewards), 1 torch thread; the same observation ([joint_pos, joint_vel, target -
+          tcp_pos]) and reward (minus the agent's cost, the final cost on the last step), training
+          episodes from seeds outside the held-out range, the deterministic policy on the same 20
+          held-out starts every 100 rollouts, up to --sb3-budget rollouts (default 6000); reported
+          as rollouts to 90 % like PPO's (sb3_* keys; --skip-sb3 leaves it out, --sb3-only runs it
+          alone and merges it into --json)
   CNN inference: batch 1, torch.set_num_threads(2), the exported TorchScript (as the ROS policy node
           loads it) frozen, channels-last, 64x64 and 240x240 (best of 3 medians of 100 calls); fp32,
           and with bf16 convolutions (export_torchscript precision="bf16": cnn_ms_64 / cnn_ms_240).
@@ -54,6 +63,7 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           alone (1 vs 2 torch threads)
 
     python benchmarks/bench_gps.py --json OUT [--quick] [--skip-image] [--skip-insert] [--cnn-only] [--insert-only]
+                                   [--skip-sb3 | --sb3-only] [--sb3-budget N]
 """
 from __future__ import annotations
 
@@ -189,6 +199,106 @@ def run_ppo_baseline(budget: int, log, eval_every: int = 5) -> dict:
             "history": history, "seconds": time.perf_counter() - t0}
 
 
+def _reach_gym_env(agent: ArmReachAgent):
+    """ArmReach as the agent sees it, as a Gymnasium env for stable-baselines3: observation = the
+    agent's state MLP input, reward = minus the agent's cost, one episode = one rollout of agent.T
+    steps from a seed outside the held-out range."""
+    import gymnasium as gym
+
+    from learning.features import sim_context
+
+    class AgentEnv(gym.Env):
+        metadata = {"render_modes": []}
+
+        def __init__(self):
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (agent.obs_dim,), np.float32)
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (agent.dU,), np.float32)
+            self.rollouts = 0
+
+        def _observe(self, obs):
+            self.x = agent.state(obs)
+            return agent.inputs.observe(sim_context(obs, agent.env)).astype(np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            while True:
+                s = int(self.np_random.integers(0, 2**31 - 1))
+                if not agent.HELD_OUT_BASE <= s < agent.HELD_OUT_BASE + agent.HELD_OUT_SEEDS:
+                    break
+            obs, _ = agent.env.reset(seed=s)
+            self.episode_seed = s
+            agent.inputs.reset()
+            self.t = 0
+            return self._observe(obs), {}
+
+        def _cost(self, t, x, u=None):
+            c = agent.cost
+            e = x - c.x_target[t]
+            return 0.5 * e @ c.Q[t] @ e + (0.5 * u @ c.R[t] @ u if u is not None else 0.0)
+
+        def step(self, action):
+            u = np.clip(np.asarray(action, float), -1.0, 1.0)
+            cost = self._cost(self.t, self.x, u)
+            agent.inputs.record_action(u * agent.action_scale)
+            obs, _, _, _, info = agent.env.step(u)
+            self.t += 1
+            o = self._observe(obs)
+            done = self.t >= agent.T          # the benchmark's fixed horizon: the final cost ends it
+            if done:
+                cost += self._cost(agent.T, self.x)
+                self.rollouts += 1
+            return o, -float(cost), done, False, {}
+
+    return AgentEnv()
+
+
+def run_sb3_baseline(budget: int, log, eval_every: int = 100) -> dict:
+    """stable-baselines3 PPO on the same observation, reward and protocol as run_ppo_baseline; the
+    deterministic policy on the held-out starts every `eval_every` rollouts."""
+    try:
+        from stable_baselines3 import PPO as SB3PPO
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    except ImportError:
+        raise SystemExit("bench_gps: the SB3 row needs stable-baselines3 (pip install -e '.[dev]'), "
+                         "or --skip-sb3") from None
+    import stable_baselines3
+    torch.set_num_threads(1)          # 64x64 MLP: a second thread's hand-offs cost more than they save
+    train_agent, eval_agent = ArmReachAgent(), ArmReachAgent()     # separate worlds: evaluation never cuts an episode
+    T = train_agent.T
+    env = _reach_gym_env(train_agent)
+    venv = VecNormalize(DummyVecEnv([lambda: env]), gamma=0.99)
+    venv.seed(0)
+    per_update = 20                   # episodes per update, as learning/ppo.py's 4 conditions x 5
+    model = SB3PPO("MlpPolicy", venv, n_steps=per_update * T, batch_size=100, seed=0, device="cpu", verbose=0)
+    reached, history, t0 = None, [], time.perf_counter()
+    chunk = max(per_update, eval_every // per_update * per_update)
+    while env.rollouts + chunk <= budget:
+        model.learn(chunk * T, reset_num_timesteps=False)
+        venv.training = False
+
+        def act(t, x, obs):
+            o = venv.normalize_obs(obs["state"].astype(np.float32)[None])
+            return model.predict(o, deterministic=True)[0][0]
+        res = [eval_agent.held_out(i, act) for i in range(20)]
+        venv.training = True
+        ev = {"success": float(np.mean([r.success for r in res])),
+              "distance": float(np.mean([r.final_distance for r in res]))}
+        history.append({"rollouts": env.rollouts, **ev, "seconds": time.perf_counter() - t0})
+        log(f"  SB3 PPO: {env.rollouts} rollouts, held-out success {100 * ev['success']:.0f}% "
+            f"(distance {ev['distance']:.3f} m), {time.perf_counter() - t0:.0f} s")
+        if ev["success"] >= TARGET:
+            reached = env.rollouts
+            break
+    train_agent.close()
+    eval_agent.close()
+    return {"sb3_rollouts_to_success": reached, "sb3_rollouts_used": env.rollouts,
+            "sb3_success_rate": history[-1]["success"] if history else None, "sb3_history": history,
+            "sb3_seconds": time.perf_counter() - t0, "sb3_budget": budget,
+            "sb3_version": stable_baselines3.__version__,
+            "sb3": "stable-baselines3 PPO (defaults; n_steps 2000, batch 100, VecNormalize) on the state MLP's inputs; "
+                   f"held-out success every {chunk} rollouts"}
+
+
 def measure_cnn(log) -> dict:
     log("CNN inference (batch 1, 2 threads)")
     res = {"cnn_ms_64_fp32": cnn_latency_ms(64, "fp32"), "cnn_ms_240_fp32": cnn_latency_ms(240, "fp32"),
@@ -233,7 +343,16 @@ def main(argv=None) -> int:
                     help="only the CNN latencies, merged into the results already at --json (if any)")
     ap.add_argument("--insert-only", action="store_true",
                     help="only the ArmInsert GPS run, merged into the results already at --json (if any)")
+    ap.add_argument("--skip-sb3", action="store_true", help="no stable-baselines3 PPO baseline")
+    ap.add_argument("--sb3-only", action="store_true",
+                    help="only the stable-baselines3 PPO baseline, merged into the results already at --json (if any)")
+    ap.add_argument("--sb3-budget", type=int, default=BASELINE_BUDGET, metavar="N",
+                    help=f"stable-baselines3 PPO: at most N training rollouts (default {BASELINE_BUDGET})")
     args = ap.parse_args(argv)
+    if args.skip_sb3 and args.sb3_only:
+        ap.error("--skip-sb3 and --sb3-only contradict each other")
+    if args.sb3_budget < 100:
+        ap.error(f"--sb3-budget must be at least 100 rollouts (one evaluation), got {args.sb3_budget}")
     torch.set_num_threads(2)
     log = lambda m: print(m, flush=True)   # noqa: E731
     t0 = time.perf_counter()
@@ -248,6 +367,10 @@ def main(argv=None) -> int:
            "success_distance_m": 0.05, "quick": args.quick}
     if args.insert_only:      # one phase into an earlier run's results (the others untouched)
         return merge_into(Path(args.json), res, run_insert(iters, log), "insert", log)
+    sb3_budget = 200 if args.quick else args.sb3_budget
+    if args.sb3_only:
+        log("model-free baseline 2 (stable-baselines3 PPO on the state MLP's inputs)")
+        return merge_into(Path(args.json), res, run_sb3_baseline(sb3_budget, log), "sb3", log)
     res.update(measure_cnn(log))
     if args.cnn_only:
         return merge_into(Path(args.json), res, {k: v for k, v in res.items() if k.startswith("cnn_")}, "cnn", log)
@@ -282,6 +405,11 @@ def main(argv=None) -> int:
     res["baseline_to_gps_rollout_ratio"] = b / g
     res["ratio_note"] = ("both reached the target" if bl["rollouts_to_success"] and res["gps_rollouts_to_success"]
                          else "at least one did not reach the target: the ratio uses rollouts used (a bound)")
+    if not args.skip_sb3:
+        log("model-free baseline 2 (stable-baselines3 PPO on the state MLP's inputs)")
+        res.update(run_sb3_baseline(sb3_budget, log))
+        sb = res["sb3_rollouts_to_success"] or res["sb3_rollouts_used"]
+        res["sb3_to_gps_rollout_ratio"] = sb / g
     res["total_s"] = time.perf_counter() - t0
     with open(args.json, "w") as fh:
         json.dump(res, fh, indent=2, default=float)

@@ -249,20 +249,36 @@ def _eval_parser():
     return p
 
 
+VIDEO_MAX_FPS = 30      # s2r eval --video: frame-rate cap (frames are rendered, which costs more than a step)
+
+
 def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, success_distance=None,
                   video=None, on_episode=None) -> tuple[int, list[float]]:
     """Run the exported policy (its inputs built by `inputs`, an ObservationBuilder) for one episode
     of at most T steps per seed; (successes, final distances). `video`: an MP4 path to record every
-    episode to; `on_episode(i)` is called after episode i."""
+    episode to (H.264, real time: every k-th control step rendered, k the smallest that keeps the
+    video at <= 30 fps); `on_episode(i)` is called after episode i."""
+    import math
+    from fractions import Fraction
+
     import numpy as np
     import torch
+
+    from s2r.video import VideoWriter
+
     from .features import sim_context
     writer = None
+    if video:
+        rate = Fraction(env.metadata["render_fps"]).limit_denominator(1001)     # the control rate
+        stride = max(1, math.ceil(rate / VIDEO_MAX_FPS))
+        writer = VideoWriter(video, rate / stride)
     successes, distances = 0, []
     try:
         for i, seed in enumerate(seeds):
             obs, info = env.reset(seed=int(seed))
             inputs.reset()
+            if writer is not None:
+                writer.write(env.render())
             for t in range(T):
                 s = torch.as_tensor(inputs.observe(sim_context(obs, env)), dtype=torch.float32)[None]
                 with torch.inference_mode():
@@ -276,16 +292,8 @@ def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, su
                 a = np.clip(a, -1, 1)
                 inputs.record_action(a * scale)          # in the metadata's units, as the agents record it
                 obs, _, terminated, truncated, info = env.step(a)
-                if video:
-                    import cv2
-                    frame = env.render()
-                    if writer is None:
-                        h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
-                        if not writer.isOpened():
-                            raise ValueError(f"cannot write a video to {video}")
-                    if t % 3 == 0:
-                        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+                if writer is not None and (t + 1) % stride == 0:     # render only the frames written
+                    writer.write(env.render())
                 if terminated or truncated:
                     break
             d = float(info.get("distance", np.nan))
@@ -295,7 +303,7 @@ def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, su
                 on_episode(i)
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
     return int(successes), distances
 
 

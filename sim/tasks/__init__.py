@@ -7,6 +7,10 @@
 Every env takes: randomization (None | preset name | YAML path | dict | Randomizer),
 image_obs (add a camera image to the observation), image_size (px), render_size (px),
 meshes ("decimated" | "stock"), control ("position" | "effort"), config (hardware config).
+
+They pass gymnasium.utils.env_checker.check_env, run under gymnasium.make_vec (vectorization_mode
+"sync" or "async": each worker process opens its own pybullet DIRECT client), and their
+metadata["render_fps"] is the control rate of their hardware config (one render() per step).
 """
 from __future__ import annotations
 

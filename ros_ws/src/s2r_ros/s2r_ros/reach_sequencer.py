@@ -9,8 +9,9 @@ below `tolerance_m` for `settle_s` (or after `goal_timeout_s`), and ends the pro
 
 With `out_dir` it writes tracking.csv (every state: time, goal, end-effector position, error,
 joints), summary.json (per goal: reached, time, final error; the driver's achieved rate, command
-latency and missed cycles from /diagnostics) and camera.mp4 (frames from /camera/image_raw,
-re-timed by their stamps to a constant frame rate). A live progress line goes to stdout.
+latency and missed cycles from /diagnostics) and camera.mp4 (H.264 through s2r.video; frames from
+/camera/image_raw, re-timed by their stamps to a constant frame rate). A live progress line goes to
+stdout.
 """
 from __future__ import annotations
 
@@ -141,28 +142,31 @@ class ReachSequencer(Node):
     def _on_image(self, msg: Image):
         if self.phase == "done" or msg.encoding != "rgb8":
             return
-        import cv2
+        from s2r.video import VideoError, VideoWriter
 
+        if self.writer is False:
+            return
         frame = np.frombuffer(msg.data, np.uint8)
         if frame.size != msg.height * msg.width * 3:
             return
-        bgr = np.ascontiguousarray(frame.reshape(msg.height, msg.width, 3)[:, :, ::-1])
+        rgb = frame.reshape(msg.height, msg.width, 3)
         fps = float(self.get_parameter("video_fps").value)
-        if self.writer is None:
-            path = str(self.out_dir / "camera.mp4")
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (msg.width, msg.height))
-            if not self.writer.isOpened():
-                self.get_logger().error(f"cannot write {path}")
-                self.writer = False
-                return
-            self.video_t0 = stamp_s(msg.header.stamp)
-        if self.writer is False:
+        try:
+            if self.writer is None:
+                self.writer = VideoWriter(self.out_dir / "camera.mp4", fps)
+                self.video_t0 = stamp_s(msg.header.stamp)
+            # re-time by stamps: the video plays in real time whatever rate the frames came at
+            due = int((stamp_s(msg.header.stamp) - self.video_t0) * fps) + 1
+            while self.writer.frames < due:
+                self.writer.write(rgb)
+        except VideoError as e:           # a bad path or a camera that changed size: stop recording
+            self.get_logger().error(f"camera.mp4: {e}; recording stopped")
+            if self.writer:
+                self.writer.close()
+                self.video_frames = self.writer.frames
+            self.writer = False
             return
-        # re-time by stamps: the video plays in real time whatever rate the frames came at
-        due = int((stamp_s(msg.header.stamp) - self.video_t0) * fps) + 1
-        while self.video_frames < due:
-            self.writer.write(bgr)
-            self.video_frames += 1
+        self.video_frames = self.writer.frames
 
     # ------------------------------------------------------------------ the sequence
     def _publish_goal(self):
@@ -252,7 +256,7 @@ class ReachSequencer(Node):
         self.phase = "done"
         self._progress(time.monotonic(), final=True)
         if self.writer:
-            self.writer.release()
+            self.writer.close()
         n_ok = sum(r["reached"] for r in self.results)
         if self.exit_code == 0 and n_ok < len(self.goals):
             self.exit_code = 1
