@@ -26,6 +26,15 @@ setting over nominal success).
 
     python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image] [--episodes N]
                                         [--iterations N] [--keep DIR]
+                                        [--deploy-reality NAME] [--deploy-goals N] [--deploy-kinds dr,nodr]
+    python benchmarks/bench_transfer.py --json OUT --deploy-only DIR    (the deploy stage on DIR's policies)
+
+Deploy stage (after the lockstep cells; the reach row's policies, `--deploy-kinds`, default dr): the
+same exported policy run by policy_node against driver_node, the simulated robot in real time under
+one draw of a reality preset (`--deploy-reality`, default the first file in realities/), on the
+first `--deploy-goals` held-out starts and goals (benchmarks/deploy_eval.py), and `s2r eval` of it
+on the same episodes under the same preset. Keys: deploy_success, deploy_final_distance_m,
+deploy_lockstep_success, deploy_minus_lockstep_points (percentage points), for reach dr.
 
 Rows: reach (state ArmReach), insert (state ArmInsert), image (ArmReach from 128x128 images; the
 vision pretraining makes it the long one, ~1 h per run on 2 cores). The JSON gets the per-cell
@@ -53,6 +62,8 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.cli import eval_main, train_main  # noqa: E402
+
+from benchmarks.deploy_eval import deploy_eval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REALITIES = sorted((HERE / "realities").glob("*.yaml"))
@@ -102,6 +113,45 @@ def evaluate(policy: Path, row: str, setting: str, episodes: int) -> dict:
     return {"success": r["success_rate"], "ci95": r["ci95"], "distance_m": r["mean_final_distance"]}
 
 
+DEPLOY_ROWS = ("reach",)     # state policies of robot-only tasks: what the sim driver can play
+
+
+def deploy(root: Path, kinds, reality: str, goals: int, log) -> dict:
+    """The deploy stage on the reach policies in `root` (`reach_<kind>/policy.pt`): per policy the
+    deployment-path result and the lockstep `s2r eval` on the same episodes and preset."""
+    out = {}
+    preset = HERE / "realities" / f"{reality}.yaml"
+    for kind in kinds:
+        for row in DEPLOY_ROWS:
+            policy = root / f"{row}_{kind}" / "policy.pt"
+            if not policy.exists():
+                raise FileNotFoundError(f"{policy}: no such policy (train it, or give --keep/--deploy-only its folder)")
+            log(f"  deploy {row} {kind} under {reality}, {goals} goals")
+            lock = evaluate(policy, row, reality, goals)
+            t0 = time.perf_counter()
+            r = deploy_eval(policy, ROWS[row][1], range(FIRST_SEED, FIRST_SEED + goals), str(preset), FIRST_SEED,
+                            log=log)
+            out[f"{row}_{kind}"] = c = {
+                "reality": reality, "goals": goals, "success": r["success_rate"],
+                "final_distance_m": r["mean_final_distance"], "final_distances": r["final_distances"],
+                "lockstep_success": lock["success"], "lockstep_distance_m": lock["distance_m"],
+                "minus_lockstep_points": 100 * (r["success_rate"] - lock["success"]),
+                "driver_restarts": r["driver_restarts"], "start_errors_rad": r["start_errors_rad"]}
+            log(f"  deploy {row} {kind}: success {100 * c['success']:.0f}% (lockstep {100 * c['lockstep_success']:.0f}%, "
+                f"{c['minus_lockstep_points']:+.0f} points), distance {100 * c['final_distance_m']:.2f} cm "
+                f"(lockstep {100 * c['lockstep_distance_m']:.2f} cm), {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def deploy_keys(cells: dict) -> dict:
+    """The issue's deploy keys, from the reach dr policy's deploy cell."""
+    c = cells.get("reach_dr")
+    if c is None:
+        return {}
+    return {"deploy_success": c["success"], "deploy_final_distance_m": c["final_distance_m"],
+            "deploy_lockstep_success": c["lockstep_success"], "deploy_minus_lockstep_points": c["minus_lockstep_points"]}
+
+
 def summarize(res: dict) -> dict:
     """The summary keys of the issue from the per-cell results (absent rows give no keys)."""
     out = {}
@@ -133,7 +183,34 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
+    ap.add_argument("--deploy-reality", default=REALITIES[0].stem if REALITIES else None,
+                    help="the reality preset of the deploy stage (default: the first in realities/)")
+    ap.add_argument("--deploy-goals", type=int, default=20, help="goals of the deploy stage (0: no deploy stage)")
+    ap.add_argument("--deploy-kinds", default="dr", help="which reach policies to deploy: dr, nodr or dr,nodr")
+    ap.add_argument("--deploy-only", default=None, metavar="DIR",
+                    help="only the deploy stage, on the policies a --keep DIR run left there")
     args = ap.parse_args(argv)
+    kinds = [k.strip() for k in args.deploy_kinds.split(",") if k.strip()]
+    if args.deploy_goals < 0 or any(k not in ("dr", "nodr") for k in kinds) or \
+            args.deploy_reality not in [r.stem for r in REALITIES]:
+        print(f"error: --deploy-goals must be >= 0, --deploy-kinds dr and/or nodr, --deploy-reality one of "
+              f"{', '.join(r.stem for r in REALITIES)}", file=sys.stderr)
+        return 2
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    if args.deploy_only:
+        root = Path(args.deploy_only)
+        missing = [str(root / f"{row}_{k}" / "policy.pt") for k in kinds for row in DEPLOY_ROWS
+                   if not (root / f"{row}_{k}" / "policy.pt").exists()]
+        if missing:
+            print(f"error: --deploy-only {root}: no policy {missing[0]}", file=sys.stderr)
+            return 2
+        out = {"deploy": deploy(root, kinds, args.deploy_reality, args.deploy_goals or 20, log)}
+        out.update(deploy_keys(out["deploy"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        for k, v in deploy_keys(out["deploy"]).items():
+            print(f"{k}: {v:.3f}")
+        return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
     if bad or args.episodes < 1 or args.iterations < 1:
@@ -144,7 +221,6 @@ def main(argv=None) -> int:
         print(f"error: no reality presets in {HERE / 'realities'}", file=sys.stderr)
         return 2
     settings = ["nominal", "train"] + [r.stem for r in REALITIES]
-    log = lambda m: print(m, flush=True)  # noqa: E731
     res: dict = {}
     out = {"train_preset": TRAIN_PRESET, "realities": [r.stem for r in REALITIES], "episodes": args.episodes,
            "iterations": args.iterations, "seed": args.seed, "rows": res}
@@ -167,12 +243,17 @@ def main(argv=None) -> int:
                     out.update(summarize(res))
                     if args.json:
                         Path(args.json).write_text(json.dumps(out, indent=1))
+        if args.deploy_goals and "reach" in rows:
+            out["deploy"] = deploy(root, kinds, args.deploy_reality, args.deploy_goals, log)
+            out.update(deploy_keys(out["deploy"]))
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\n{'row':7s} {'kind':5s} " + " ".join(f"{s:>14s}" for s in settings))
     for row, kinds in res.items():
         for kind, cell in kinds.items():
             print(f"{row:7s} {kind:5s} " + " ".join(
                 f"{100 * cell['eval'][s]['success']:5.0f}% {100 * cell['eval'][s]['distance_m']:4.1f}cm" for s in settings))
-    for k, v in summarize(res).items():
+    for k, v in {**summarize(res), **deploy_keys(out.get("deploy", {}))}.items():
         print(f"{k}: {v:.3f}")
     return 0
 

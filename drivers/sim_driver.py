@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
 # first: `sim` imports pybullet without its banner
-from sim.robots import MODE_EFFORT, MODE_POSITION, Simulation, robot_model
+from sim.robots import (ACTUATOR_EFFECTS, MODE_EFFORT, MODE_POSITION, ROBOT_DYNAMICS, RobotNominal,  # noqa: I001
+                        Simulation, apply_robot_draw, robot_model)
 
 import pybullet as p  # noqa: E402
 
@@ -30,6 +32,89 @@ from s2r.yamlio import ConfigError, excerpt  # noqa: E402
 
 from .base import Driver, DriverError, register_driver
 from .types import Command, CommandMode, DriverSpec, RobotState
+
+# the randomization parameters (sim.randomization) the sim driver applies, `SimDriver.randomize`
+DRIVER_RANDOMIZATION = ROBOT_DYNAMICS + ACTUATOR_EFFECTS + (
+    "action_latency", "control_period_jitter", "action_noise", "action_bias", "joint_noise", "encoder_offset",
+    "sensor_delay")
+
+
+class _Reality:
+    """One randomization draw on the driver's robot (`SimDriver.randomize`), and the per-step
+    effects the sim tasks apply in their step loop, per control period of the driver:
+    - `action_latency` N: commands take effect N control periods after they arrive;
+    - `control_period_jitter`: a period simulates round(substeps * (1 + jitter)) physics substeps
+      (the wall-clock period stays), as the tasks do per step;
+    - `action_noise` + `action_bias` (normalized action units, times the config's
+      `max_position_step`): added to the increment of every streamed position set-point, so they
+      accumulate into the targets as they do into a task's commanded targets; reset when a stream
+      starts;
+    - `joint_noise` (per period), `encoder_offset`: added to the positions `read()` reports;
+    - `sensor_delay` N: `read()` reports the state of N control periods ago.
+    Per-step dynamics values are applied at each period's start. Per-joint values are drawn for
+    the joints `joint_idx` (of the driver's n) and are neutral (scale 1, effect 0) on the others."""
+
+    BLOCK = 64
+
+    def __init__(self, randomizer, seed: int, dims: dict, step_scale: float, joint_idx, n_joints: int):
+        from sim.randomization import PARAMETERS
+        self.randomizer, self.dims = randomizer, dims
+        self.joint_idx, self.n_joints = np.asarray(joint_idx, int), n_joints
+        self._per_joint = {n: (1.0 if n in ("joint_damping_scale", "gain_scale", "torque_limit_scale") else 0.0)
+                           for n in randomizer.params if PARAMETERS[n].shape in ("joints", "action")}
+        self.rng = np.random.default_rng(seed)
+        self.draw = self._expand(randomizer.sample_episode(self.rng, dims))
+        self.current = dict(self.draw)
+        self.latency = int(self.draw.get("action_latency", 0))
+        self.sensor_delay = int(self.draw.get("sensor_delay", 0))
+        self.per_step = randomizer.per_step_names()
+        self.per_step_dynamics = [n for n in self.per_step if n in ROBOT_DYNAMICS]
+        self.action_noise = "action_noise" in self.draw or "action_bias" in self.draw
+        self.step_scale = step_scale
+        self.offset = np.zeros(n_joints)           # accumulated action noise on the position targets
+        self.pending: deque = deque()               # delayed commands: (due, command)
+        self.states: deque = deque(maxlen=self.sensor_delay + 1)
+        self.period = 0
+        self._block, self._k = {}, self.BLOCK
+
+    def next_period(self) -> dict:
+        """This period's per-step values (drawn BLOCK periods at a time), now in `current`."""
+        if not self.per_step:
+            return {}
+        if self._k == self.BLOCK:
+            self._block, self._k = self.randomizer.sample_steps(self.rng, self.dims, self.BLOCK), 0
+        values = self._expand({n: b[self._k] for n, b in self._block.items()})
+        self._k += 1
+        self.current.update(values)
+        return values
+
+    def _expand(self, values: dict) -> dict:
+        """Per-joint values of the randomized joints as values of all the driver's joints."""
+        for name, neutral in self._per_joint.items():
+            if name in values:
+                full = np.full(self.n_joints, neutral)
+                full[self.joint_idx] = values[name]
+                values[name] = full
+        return values
+
+    def noisy_target(self, values: np.ndarray, restart: bool) -> np.ndarray:
+        """A position set-point with the action noise of this period added to its increment."""
+        if restart:
+            self.offset[:] = 0.0
+        c = self.current
+        self.offset += (c.get("action_noise", 0.0) + c.get("action_bias", 0.0)) * self.step_scale
+        return np.asarray(values, float) + self.offset
+
+    def observed(self, q, qd, tau):
+        """What a read reports: delayed, with joint noise and encoder offsets."""
+        if self.sensor_delay and self.states:
+            q, qd, tau = self.states[0]
+        c = self.current
+        if "joint_noise" in c:
+            q = q + c["joint_noise"]
+        if "encoder_offset" in c:
+            q = q + c["encoder_offset"]
+        return q, qd, tau
 
 
 class _StopPlan:
@@ -84,6 +169,7 @@ class SimDriver(Driver):
         self.stats = dict(missed_periods=0)   # real time: control periods the stepping thread fell behind
         self._stopping: _StopPlan | None = None   # a controlled stop in progress (`hold`)
         self._stream: tuple | None = None          # the last position set-point: (goal, its speed, when overdue)
+        self._reality: _Reality | None = None      # a randomization draw (`randomize`)
 
     @property
     def spec(self) -> DriverSpec:
@@ -115,6 +201,8 @@ class SimDriver(Driver):
             self.simulation = None
             raise
         self.sim.reset(np.clip(self.sim.q_home if q is None else q, self._spec.lower, self._spec.upper), qd)
+        if self._reality is not None:          # a restarted physics server keeps the robot's draw
+            self._apply_draw()
         self._last_q, self._last_qd = self.sim.q_target.copy(), np.zeros(self._spec.n_joints)
         self._stopping = self._stream = None
         if self.realtime:
@@ -194,6 +282,8 @@ class SimDriver(Driver):
             except p.error as e:
                 raise _physics_error(e) from None
             self._last_q, self._last_qd = q, qd
+            if self._reality is not None:
+                q, qd, tau = self._reality.observed(q, qd, tau)
             sim_time = self.simulation.time
             return RobotState(time.monotonic() if self.realtime else sim_time, q, qd, tau, {"sim_time": sim_time})
 
@@ -201,29 +291,43 @@ class SimDriver(Driver):
         self._require_connected()
         with self._lock:
             try:
-                streaming = self._stream is not None and self.sim.mode == MODE_POSITION
-                self._stopping = self._stream = None
-                if command.mode is CommandMode.POSITION:
-                    T = self._spec.period
-                    if not streaming:
-                        # the first set-point after another mode, a hold or a gap in the stream
-                        # is reached along a ramp from the measured position (where the safety
-                        # layer plans it from), not as a step that leaves the joints' speed out
-                        # (braking every moving joint as hard as it can) nor from wherever a
-                        # stop left the reference
-                        self.sim.set_target(MODE_POSITION, self.sim.state()[0])
-                    start = self.sim.q_target
-                    self.sim.set_target(MODE_POSITION, command.values, T)
-                    goal = np.array(command.values, float)
-                    # a stream is over once its set-point is half a period overdue
-                    due = self.simulation.time + (1.5 if self.realtime else 1.0) * T
-                    self._stream = (goal, (goal - start) / T, due - 1e-9)
+                r = self._reality
+                if r is not None and r.latency:     # applied `action_latency` periods from now
+                    due = r.period + r.latency if not self.realtime else \
+                        self.simulation.steps + r.latency * self._substeps
+                    r.pending.append((due, command))
                 else:
-                    self.sim.set_target(command.mode.value, command.values, self._spec.period)
+                    self._command(command)
                 if not self.realtime:
-                    self.simulation.step(self._substeps)
+                    self._step_period()
             except p.error as e:
                 raise _physics_error(e) from None
+
+    def _command(self, command: Command) -> None:
+        """Apply a command now (the lock held)."""
+        streaming = self._stream is not None and self.sim.mode == MODE_POSITION
+        self._stopping = self._stream = None
+        if command.mode is CommandMode.POSITION:
+            T = self._spec.period
+            if not streaming:
+                # the first set-point after another mode, a hold or a gap in the stream
+                # is reached along a ramp from the measured position (where the safety
+                # layer plans it from), not as a step that leaves the joints' speed out
+                # (braking every moving joint as hard as it can) nor from wherever a
+                # stop left the reference
+                self.sim.set_target(MODE_POSITION, self.sim.state()[0])
+            start = self.sim.q_target
+            values = command.values
+            r = self._reality
+            if r is not None and r.action_noise:
+                values = np.clip(r.noisy_target(values, not streaming), self._spec.lower, self._spec.upper)
+            self.sim.set_target(MODE_POSITION, values, T)
+            goal = np.array(values, float)
+            # a stream is over once its set-point is half a period overdue
+            due = self.simulation.time + (1.5 if self.realtime else 1.0) * T
+            self._stream = (goal, (goal - start) / T, due - 1e-9)
+        else:
+            self.sim.set_target(command.mode.value, command.values, self._spec.period)
 
     def hold(self) -> None:
         """Stop under control and hold where the joints come to rest: the reference decelerates
@@ -236,6 +340,8 @@ class SimDriver(Driver):
             try:
                 self._end_of_stream()
                 self._stream = None
+                if self._reality is not None:     # commands still in flight never arrive after a stop
+                    self._reality.pending.clear()
                 if not self._stop_in_progress():
                     if self.sim.mode == MODE_EFFORT:
                         q, qd, _ = self.sim.state()
@@ -246,7 +352,7 @@ class SimDriver(Driver):
                     self.sim.set_target(MODE_POSITION, q)     # from there, at rest ...
                 self._stop_tick()                              # ... the reference follows the plan
                 if not self.realtime:
-                    self.simulation.step(self._substeps)
+                    self._step_period()
             except p.error as e:
                 raise _physics_error(e) from None
 
@@ -257,11 +363,11 @@ class SimDriver(Driver):
             try:
                 for _ in range(n_periods):
                     if self._stream is None and self._stopping is None:
-                        self.simulation.step(self._substeps)
+                        self._step_period()
                         continue
                     self._end_of_stream()
                     self._stop_tick()
-                    self.simulation.step(self._substeps)
+                    self._step_period()
             except p.error as e:
                 raise _physics_error(e) from None
 
@@ -303,6 +409,99 @@ class SimDriver(Driver):
         plan.goal = plan.at(plan.t)
         self.sim.set_target(MODE_POSITION, plan.goal, self._spec.period)
 
+    # ------------------------------------------------------------------ randomization
+    def randomize(self, randomization, seed: int = 0, joints=None) -> dict:
+        """Run the robot under one draw (from `seed`) of a randomization preset (a name, a path, a
+        dict or a `sim.randomization.Randomizer`): its robot physics applied by the same function
+        as the sim tasks' (`sim.robots.apply_robot_draw`, on top of the model's identified joint
+        damping, the tasks' nominal) and its per-step effects in the control loop (`_Reality`).
+        `joints` (names; default all of the config's): the joints per-joint values are drawn for,
+        in that order, as a task that controls only those draws them; the others stay nominal.
+        Returns the draw. A preset with a parameter the driver does not simulate (objects, table,
+        visuals, cameras) or an unknown joint raises ValueError naming it; a bad preset,
+        RandomizationError."""
+        from sim.randomization import PARAMETERS, Randomizer
+
+        rz = Randomizer.load(randomization)
+        unknown = [n for n in rz.params if n not in DRIVER_RANDOMIZATION]
+        if unknown:
+            n = unknown[0]
+            raise ValueError(f"randomization parameter {n} ({PARAMETERS[n].group}) acts on something the sim "
+                             f"driver does not simulate (it applies: {', '.join(DRIVER_RANDOMIZATION)})")
+        names = list(self._spec.joint_names)
+        joints = list(joints or names)
+        bad = [j for j in joints if j not in names]
+        if bad:
+            raise ValueError(f"randomized joint {bad[0]!r} is not one of the config's joints {names}")
+        idx = [names.index(j) for j in joints]
+        self._require_connected()
+        with self._lock:
+            dims = {"joints": len(idx), "links": p.getNumJoints(self.sim.body, physicsClientId=self.simulation.client),
+                    "action": len(idx), "objects": 0, "surfaces": 0}
+            self._reality = _Reality(rz, int(seed), dims, float(self.config.safety.max_position_step), idx,
+                                     len(names))
+            self._apply_draw()
+            return dict(self._reality.draw)
+
+    @property
+    def randomization(self) -> dict | None:
+        """The draw `randomize` applied (None: none)."""
+        return None if self._reality is None else dict(self._reality.draw)
+
+    def true_state(self) -> RobotState:
+        """The simulated robot's state as it is (no sensor delay, noise or offsets): ground truth
+        for evaluation, which a real robot does not have."""
+        self._require_connected()
+        with self._lock:
+            q, qd, tau = self.sim.state()
+            return RobotState(time.monotonic() if self.realtime else self.simulation.time, q, qd, tau,
+                              {"sim_time": self.simulation.time})
+
+    def _apply_draw(self) -> None:
+        """The draw's robot physics on the robot as loaded (the lock held)."""
+        r = self._reality
+        self._nominal = RobotNominal.of(self.sim)
+        self._nominal.restore_damping(self.sim)
+        apply_robot_draw(self.simulation, self.sim, self._nominal, r.draw)
+        r.states.clear()
+        r.pending.clear()
+        st = self.sim.state()
+        for _ in range(r.sensor_delay):
+            r.states.append(st)
+
+    def _apply_due(self, now: int) -> None:
+        """Apply the delayed commands due by `now` (simulation steps in real time, else periods)."""
+        pending = self._reality.pending
+        while pending and pending[0][0] <= now:
+            self._command(pending.popleft()[1])
+
+    def _period_begin(self) -> int:
+        """A control period starts under the draw: its per-step values, the delayed commands due;
+        returns the period's physics substeps."""
+        r = self._reality
+        values = r.next_period()
+        if r.per_step_dynamics:
+            apply_robot_draw(self.simulation, self.sim, self._nominal, {k: values[k] for k in r.per_step_dynamics})
+        if r.pending and not self.realtime:
+            self._apply_due(r.period)
+        if "control_period_jitter" in r.current:
+            return max(1, int(round(self._substeps * (1.0 + float(r.current["control_period_jitter"])))))
+        return self._substeps
+
+    def _period_end(self) -> None:
+        r = self._reality
+        r.period += 1
+        if r.sensor_delay:
+            r.states.append(self.sim.state())
+
+    def _step_period(self) -> None:
+        """Lockstep: one control period of physics."""
+        if self._reality is None:
+            self.simulation.step(self._substeps)
+            return
+        self.simulation.step(self._period_begin())
+        self._period_end()
+
     # ------------------------------------------------------------------ internals
     def _require_connected(self):
         if not self._connected:
@@ -312,17 +511,30 @@ class SimDriver(Driver):
         period = 1.0 / self.config.control_rate_hz
         next_t = time.monotonic()
         while not self._stop.is_set():
+            n = self._substeps
+            if self._reality is not None:
+                with self._lock:
+                    if not p.isConnected(self.simulation.client):
+                        return
+                    n = self._period_begin()
             # One substep at a time, handing over the lock and the GIL in between: a command or a
             # read from another thread (a ROS callback) waits for one substep, not a whole period.
-            for _ in range(self._substeps):
+            for _ in range(n):
                 with self._lock:
                     if not p.isConnected(self.simulation.client):
                         return   # physics server gone: reads and writes now report the fault
+                    if self._reality is not None and self._reality.pending:
+                        self._apply_due(self.simulation.steps)
                     if self._stream is not None or self._stopping is not None:
                         self._end_of_stream()
                         self._stop_tick()
                     self.simulation.step(1)
                 time.sleep(0)
+            if self._reality is not None:
+                with self._lock:
+                    if not p.isConnected(self.simulation.client):
+                        return
+                    self._period_end()
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:

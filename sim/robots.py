@@ -32,6 +32,9 @@ class RobotModel:
     # (name, (URDF path, extra loadURDF flags)) pairs. "stock" is always `urdf`.
     visual_variants: tuple = ()
     urdf_flags: int = 0
+    # identified viscous joint friction (N m s/rad, N s/m) by joint name, where the URDF's
+    # <dynamics damping> does not hold it: the nominal that `joint_damping_scale` multiplies
+    joint_damping: dict = field(default_factory=dict)
 
     def with_visuals(self, variant: str) -> "RobotModel":
         """This model with another set of visual meshes (dynamics unchanged)."""
@@ -51,6 +54,11 @@ ROBOTS: dict[str, RobotModel] = {
         home={"panda_joint1": 0.0, "panda_joint2": -0.785, "panda_joint3": 0.0, "panda_joint4": -2.356,
               "panda_joint5": 0.0, "panda_joint6": 1.571, "panda_joint7": 0.785,
               "panda_finger_joint1": 0.02, "panda_finger_joint2": 0.02},
+        # |f_v| of Gaz et al. 2019, "Dynamic identification of the Franka Emika Panda robot with
+        # retrieval of feasible parameters using penalty-based optimization"
+        joint_damping={"panda_joint1": 0.0665, "panda_joint2": 0.1987, "panda_joint3": 0.0399,
+                       "panda_joint4": 0.2257, "panda_joint5": 0.1023, "panda_joint6": 0.0132,
+                       "panda_joint7": 0.0638},
         visual_variants=(("decimated", (str(ASSETS / "panda_lite" / "panda.urdf"),
                                         p.URDF_USE_MATERIAL_COLORS_FROM_MTL)),),
     ),
@@ -78,6 +86,9 @@ def robot_model(name: str) -> RobotModel:
 
 
 MODE_POSITION, MODE_VELOCITY, MODE_EFFORT = "position", "velocity", "effort"
+# randomization parameters (sim.randomization) that act on a robot's physics: `apply_robot_draw`
+ROBOT_DYNAMICS = ("link_mass_scale", "joint_damping_scale", "gain_scale", "gravity_offset")
+ACTUATOR_EFFECTS = ("backlash", "coulomb_friction", "stiction", "torque_limit_scale", "motor_droop")
 STICTION_VELOCITY = 0.005     # rad/s (m/s): a joint slower than this is at rest for stiction
 
 
@@ -446,6 +457,63 @@ class SimRobot:
                 physics_step(physicsClientId=client)
         self._moving, self._elapsed, self._horizon, self._pd_a = moving, elapsed, horizon, pd_a
         self.tau = tau
+
+
+@dataclass(frozen=True)
+class RobotNominal:
+    """A loaded robot's physical parameters before randomization: per link (mass, local inertia
+    diagonal), per controlled joint the viscous damping (N m s/rad)."""
+    links: tuple
+    joint_damping: np.ndarray
+
+    @classmethod
+    def of(cls, robot: "SimRobot", joint_damping=None) -> "RobotNominal":
+        """Measured from `robot` as loaded; joint_damping default: `model_joint_damping(robot)`."""
+        c, body = robot.client, robot.body
+        links = tuple(p.getDynamicsInfo(body, i, physicsClientId=c)[:3:2]
+                      for i in range(p.getNumJoints(body, physicsClientId=c)))
+        d = model_joint_damping(robot) if joint_damping is None else np.asarray(joint_damping, float)
+        return cls(links, d)
+
+    def restore_damping(self, robot: "SimRobot") -> None:
+        """Set the controlled joints' damping to the nominal values."""
+        for i, j in enumerate(robot.idx):
+            p.changeDynamics(robot.body, j, jointDamping=float(self.joint_damping[i]), physicsClientId=robot.client)
+
+
+def model_joint_damping(robot: "SimRobot") -> np.ndarray:
+    """Per controlled joint: the model's identified viscous damping (`RobotModel.joint_damping`),
+    else the URDF's."""
+    known = robot.model.joint_damping
+    return np.array([known[n] if n in known else
+                     p.getJointInfo(robot.body, j, physicsClientId=robot.client)[6]
+                     for n, j in zip(robot.joint_names, robot.idx)], float)
+
+
+def apply_robot_draw(simulation: "Simulation", robot: "SimRobot", nominal: RobotNominal, v: dict) -> None:
+    """Apply the robot-physics part of a randomization draw `v` (`ROBOT_DYNAMICS` and
+    `ACTUATOR_EFFECTS`; per-joint values in `robot.joint_names` order, per-link ones in pybullet
+    link order) on top of `nominal`: what the sim tasks and the sim driver both call, so that one
+    draw makes the same robot in both. Other entries of `v` are ignored here."""
+    c, body = robot.client, robot.body
+    if "link_mass_scale" in v:
+        for i, s in enumerate(v["link_mass_scale"]):
+            m, inertia = nominal.links[i]
+            if m > 0:
+                p.changeDynamics(body, i, mass=m * s, localInertiaDiagonal=[x * s for x in inertia],
+                                 physicsClientId=c)
+    if "joint_damping_scale" in v:
+        for i, j in enumerate(robot.idx):
+            p.changeDynamics(body, j, jointDamping=float(nominal.joint_damping[i] * v["joint_damping_scale"][i]),
+                             physicsClientId=c)
+    if "gain_scale" in v:
+        robot.kp = robot.nominal_kp * v["gain_scale"]
+        robot.kd = robot.nominal_kd * v["gain_scale"]
+    if "gravity_offset" in v:
+        simulation.set_gravity(np.array([0.0, 0.0, -9.81]) + v["gravity_offset"])
+    actuator = {k: v[k] for k in ACTUATOR_EFFECTS if k in v}
+    if actuator:
+        robot.set_unmodeled(**actuator)
 
 
 class Simulation:

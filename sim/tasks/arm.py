@@ -24,9 +24,6 @@ FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
 TCP_OFFSET = 0.1034
 TABLE_HEIGHT = 0.10
 TABLE_CENTER = (0.55, 0.0)
-# Viscous joint friction of the Franka Panda, |f_v| of Gaz et al. 2019, "Dynamic identification of
-# the Franka Emika Panda robot with retrieval of feasible parameters using penalty-based optimization".
-PANDA_VISCOUS = np.array([0.0665, 0.1987, 0.0399, 0.2257, 0.1023, 0.0132, 0.0638])
 DOWN = p.getQuaternionFromEuler([np.pi, 0.0, 0.0])   # hand z pointing down, hand x along world x
 
 
@@ -40,10 +37,6 @@ class ArmTask(TaskEnv):
     controlled_joints = ARM_JOINTS
     ee_link = "panda_hand"
     n_objects = 0
-
-    def nominal_joint_damping(self):
-        # the arm's identified viscous friction; the fingers (if controlled) keep the URDF's
-        return np.concatenate([PANDA_VISCOUS, super().nominal_joint_damping()[7:]])
 
     def build_table(self, dr) -> None:
         h = TABLE_HEIGHT + float(dr.get("table_height_offset", 0.0))

@@ -35,11 +35,9 @@ import pybullet as p
 from sim import scene
 from sim.cameras import Light, SimCamera
 from sim.randomization import Randomizer
-from sim.robots import Simulation, robot_model
+from sim.robots import RobotNominal, Simulation, apply_robot_draw, model_joint_damping, robot_model
 
 
-# unmodeled-group parameters that are keyword arguments of SimRobot.set_unmodeled
-ACTUATOR_EFFECTS = ("backlash", "coulomb_friction", "stiction", "torque_limit_scale", "motor_droop")
 CAMERA_ERRORS = ("camera_position_error", "camera_rotation_error", "camera_focal_error", "camera_principal_error")
 
 
@@ -80,7 +78,8 @@ def _as_slice(idx):
 
 
 class TaskEnv(gym.Env, abc.ABC):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    # render_fps is per instance (set in __init__): the control rate of the env's hardware config
+    metadata = {"render_modes": ["rgb_array"]}
 
     config_name = "panda_sim"            # hardware config: joints, gains, limits, rate, camera
     robot_name: str | None = None        # sim model, default: the config's robot
@@ -102,6 +101,8 @@ class TaskEnv(gym.Env, abc.ABC):
         self.meshes = meshes
         cfg = self.cfg
         self.control_dt = 1.0 / cfg.control_rate_hz
+        rate = cfg.control_rate_hz
+        self.metadata = {**type(self).metadata, "render_fps": int(rate) if float(rate).is_integer() else float(rate)}
         self.substeps = max(1, round(cfg.sim.physics_hz / cfg.control_rate_hz))
         self.sim = Simulation(cfg.sim.physics_hz)
         self.client = self.sim.client
@@ -201,12 +202,9 @@ class TaskEnv(gym.Env, abc.ABC):
                                         self.cfg.sim.gravity_compensation, self.robot_base_position())
         body = self.robot.body
         self.n_links = p.getNumJoints(body, physicsClientId=self.client)
-        if not hasattr(self, "_link_nominal"):
-            self._link_nominal = [p.getDynamicsInfo(body, i, physicsClientId=self.client)[:3:2]
-                                  for i in range(self.n_links)]   # (mass, local inertia diagonal)
-            self._damping_nominal = self.nominal_joint_damping()
-        for i, j in enumerate(self.robot.idx):
-            p.changeDynamics(body, j, jointDamping=float(self._damping_nominal[i]), physicsClientId=self.client)
+        if not hasattr(self, "robot_nominal"):     # the robot's physics before randomization
+            self.robot_nominal = RobotNominal.of(self.robot, self.nominal_joint_damping())
+        self.robot_nominal.restore_damping(self.robot)
         self.objects: list[int] = []
         self.object_nominal: list[dict] = []      # per object: mass, lateral, spinning, rolling friction
         self.surfaces: list[tuple] = []           # (name, [(body, link), ...]) for colours and textures
@@ -219,24 +217,15 @@ class TaskEnv(gym.Env, abc.ABC):
         return None
 
     def nominal_joint_damping(self) -> np.ndarray:
-        """Viscous joint damping (N m s/rad) before randomization: the URDF's values."""
-        return np.array([p.getJointInfo(self.robot.body, j, physicsClientId=self.client)[6] for j in self.robot.idx])
+        """Viscous joint damping (N m s/rad) before randomization: the robot model's identified
+        values (`RobotModel.joint_damping`), else the URDF's."""
+        return model_joint_damping(self.robot)
 
     def _apply_dynamics(self, v: dict) -> None:
-        c, body = self.client, self.robot.body
-        if "link_mass_scale" in v:
-            for i, s in enumerate(v["link_mass_scale"]):
-                m, inertia = self._link_nominal[i]
-                if m > 0:
-                    p.changeDynamics(body, i, mass=m * s, localInertiaDiagonal=[x * s for x in inertia],
-                                     physicsClientId=c)
-        if "joint_damping_scale" in v:
-            for i, j in enumerate(self.robot.idx):
-                p.changeDynamics(body, j, jointDamping=float(self._damping_nominal[i] * v["joint_damping_scale"][i]),
-                                 physicsClientId=c)
-        if "gain_scale" in v:
-            self.robot.kp = self.robot.nominal_kp * v["gain_scale"]
-            self.robot.kd = self.robot.nominal_kd * v["gain_scale"]
+        """A randomization draw's physics: the robot's by `sim.robots.apply_robot_draw` (the sim
+        driver's too), then the task's objects and surfaces."""
+        c = self.client
+        apply_robot_draw(self.sim, self.robot, self.robot_nominal, v)
         for k, (obj, nom) in enumerate(zip(self.objects, self.object_nominal)):
             kw = {}
             if "object_mass_scale" in v:
@@ -254,11 +243,6 @@ class TaskEnv(gym.Env, abc.ABC):
             s0 = v["friction_scale"][0]
             for b, link, mu in self.friction_surfaces():
                 p.changeDynamics(b, link, lateralFriction=mu * s0, physicsClientId=c)
-        if "gravity_offset" in v:
-            self.sim.set_gravity(np.array([0.0, 0.0, -9.81]) + v["gravity_offset"])
-        actuator = {k: v[k] for k in ACTUATOR_EFFECTS if k in v}
-        if actuator:
-            self.robot.set_unmodeled(**actuator)
 
     def friction_surfaces(self) -> list:
         """(body, link, nominal lateral friction) of non-object surfaces scaled by friction_scale[0]."""

@@ -18,6 +18,12 @@ configures + activates the node again.
 Topics: publishes sensor_msgs/JointState on /joint_states and diagnostic_msgs/DiagnosticArray on
 /diagnostics; subscribes std_msgs/Float64MultiArray on ~/commands (one value per joint in config
 order, in `command_mode`) and trajectory_msgs/JointTrajectory on ~/joint_trajectory.
+With `randomize` (sim driver only: a randomization preset name or YAML path) the simulated robot
+runs under one draw (`randomize_seed`) of it: its physics as the sim tasks apply the same draw,
+and its per-step effects (latency, jitter, action and sensor noise, sensor delay) in the driver's
+control loop (`drivers.sim_driver.SimDriver.randomize`); the true state, without sensor delay,
+noise or offsets, is then also published on ~/true_joint_states, for evaluation. A preset with a
+parameter the driver does not simulate (objects, visuals, cameras) is refused at start (exit 2).
 Services (std_srvs): ~/enable (SetBool), ~/estop and ~/reset (Trigger); with
 `fault_injection:=true` also ~/inject_fault (Trigger), for drills and tests.
 
@@ -118,6 +124,9 @@ class DriverNode(LifecycleNode):
             self.declare_parameter("diagnostics_period_s", 1.0)
             self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
             self.declare_parameter("fault_injection", False)
+            self.declare_parameter("randomize", "")           # sim only: preset name or YAML path
+            self.declare_parameter("randomize_seed", 0)
+            self.declare_parameter("randomize_joints", [""])  # joints the draw's per-joint values act on; [""] = all
         except ParameterException as e:                    # e.g. `config: 5`: a wrong type
             self._refuse_to_start(f"bad parameter: {e}")
         self._check_parameters()
@@ -137,6 +146,8 @@ class DriverNode(LifecycleNode):
 
         self.pub_joint_states = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_true_states = (self.create_publisher(JointState, "~/true_joint_states", STATE_QOS)
+                                if self.get_parameter("randomize").value else None)
         # the control path: served by its own executor thread (FastSubscription), not behind the
         # node's services and timers
         self._commands_sub = FastSubscription(self, "~/commands", Float64MultiArray, self._on_commands,
@@ -182,6 +193,27 @@ class DriverNode(LifecycleNode):
         period = float(self.get_parameter("diagnostics_period_s").value)
         if not (math.isfinite(period) and 0.0 < period <= 3600.0):
             self._refuse_to_start(f"parameter diagnostics_period_s: {period!r} is not in (0, 3600] s")
+        preset = str(self.get_parameter("randomize").value)
+        if preset:
+            from drivers.sim_driver import DRIVER_RANDOMIZATION
+            from sim.randomization import PARAMETERS, RandomizationError, Randomizer
+            if (hardware or cfg.hardware) != "sim" and cfg.driver_type != "sim":
+                self._refuse_to_start(f"parameter randomize: only the simulated robot can be randomized "
+                                      f"(hardware is {hardware or cfg.hardware!r})")
+            try:
+                rz = Randomizer.load(preset)
+            except RandomizationError as e:
+                self._refuse_to_start(f"parameter randomize: {e}")
+            bad = [n for n in rz.params if n not in DRIVER_RANDOMIZATION]
+            if bad:
+                self._refuse_to_start(f"parameter randomize: {preset}: {bad[0]} ({PARAMETERS[bad[0]].group}) acts on "
+                                      f"something the sim driver does not simulate")
+            unknown = [j for j in self.get_parameter("randomize_joints").value if j and j not in cfg.joint_names]
+            if unknown:
+                self._refuse_to_start(f"parameter randomize_joints: {unknown[0]!r} is not one of {cfg.name}'s joints")
+            seed = self.get_parameter("randomize_seed").value
+            if not isinstance(seed, int) or seed < 0:
+                self._refuse_to_start(f"parameter randomize_seed: {seed!r} is not a non-negative integer")
 
     # ------------------------------------------------------------------ bookkeeping
     def _reset_stats(self):
@@ -253,6 +285,18 @@ class DriverNode(LifecycleNode):
             except (DriverError, ValueError, OSError) as e:
                 self.get_logger().error(f"could not open the driver of {self.cfg.name}: {e}")
                 return TransitionCallbackReturn.FAILURE
+            preset = str(self.get_parameter("randomize").value)
+            if preset:
+                try:
+                    draw = self.safety.driver.randomize(preset, int(self.get_parameter("randomize_seed").value),
+                                                        [j for j in self.get_parameter("randomize_joints").value if j])
+                except (ValueError, AttributeError) as e:
+                    self.get_logger().error(f"parameter randomize: {e}")
+                    self.safety.disconnect()
+                    self.safety = None
+                    return TransitionCallbackReturn.FAILURE
+                self.get_logger().info(f"robot randomized by {preset} (seed {self.get_parameter('randomize_seed').value}): "
+                                       + ", ".join(sorted(draw)))
             if self.get_parameter("fault_injection").value:
                 self.injector = FaultInjector(self.safety.driver)
                 self.safety.driver = self.injector
@@ -392,6 +436,19 @@ class DriverNode(LifecycleNode):
                 if not self.context.ok():
                     return
                 raise
+            if self.pub_true_states is not None:
+                try:
+                    true = self.safety.driver.true_state()
+                except (DriverError, AttributeError):
+                    true = None
+                if true is not None:
+                    msg.position, msg.velocity, msg.effort = true.q.tolist(), true.qd.tolist(), true.effort.tolist()
+                    try:
+                        self.pub_true_states.publish(msg)
+                    except Exception:         # the context is shutting down (Ctrl-C): end the loop
+                        if not self.context.ok():
+                            return
+                        raise
             self.rate.tick(now)
 
     def _on_driver_fault(self):

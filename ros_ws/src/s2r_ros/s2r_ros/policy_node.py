@@ -30,6 +30,11 @@ on the newest camera image and joint state:
             position (absolute targets), position_delta (added to the commanded targets, as the
             sim tasks apply it in training: see PositionTargets), velocity, effort
 
+~/enable (std_srvs/SetBool) starts and stops the policy (parameter `enabled`, default true): a
+disabled node sends nothing (the driver's watchdog holds, and the robot can be moved by others,
+e.g. to an episode's start) and forgets its goal and episode, so that after enable the next goal
+on /goal_pose begins a new episode from step 0 with no past actions.
+
 Commands go to /<driver>/commands in the config's joint order; joints the policy does not command
 hold where they were (position) or get zero (velocity / effort), so the driver's `command_mode`
 must be `position` for position and position_delta, else the same as `action`. Nothing is sent
@@ -47,6 +52,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
 
 from learning.features import ObsContext, ObservationBuilder    # the policy's inputs, as in training
 
@@ -215,6 +221,7 @@ class PolicyNode(Node):
         P("max_image_age_s", 0.5)
         P("diagnostics_period_s", 1.0)
         P("max_lead_rad", 0.2)                  # position targets stay this close to the measured position
+        P("enabled", True)                      # run the policy (also ~/enable)
         self._log_handler = bridge_python_logging(self)
         g = lambda k: self.get_parameter(k).value   # noqa: E731
         import torch
@@ -284,6 +291,7 @@ class PolicyNode(Node):
         self.rate = RateMeter()
         self.waiting = 0
         self.refused = 0
+        self.enabled = bool(g("enabled"))
         self.last_problem = ""
 
         self.pub_cmd = self.create_publisher(Float64MultiArray, f"/{g('driver')}/commands", COMMAND_QOS)
@@ -293,16 +301,34 @@ class PolicyNode(Node):
             self.create_subscription(Image, str(g("image_topic")), self._on_image, IMAGE_QOS)
         if self.needs_goal:
             self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, GOAL_QOS)
+        self.create_service(SetBool, "~/enable", self._srv_enable)
         self.create_timer(1.0 / self.rate_hz, self._tick)
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
         self.get_logger().info(f"policy {path} on {len(self.idx)} joints, {self.action} actions at {self.rate_hz:g} Hz"
                                + (f", images from {g('image_topic')}" if self.use_image else ", no images"))
+
+    def _srv_enable(self, req, resp):
+        self.set_enabled(bool(req.data))
+        resp.success, resp.message = True, "policy enabled" if self.enabled else "policy disabled: nothing sent"
+        self.get_logger().info(resp.message)
+        return resp
+
+    def set_enabled(self, on: bool) -> None:
+        """Start or stop the policy; stopping forgets the goal and the episode (step, past
+        actions, history) and the position targets, so the next episode starts afresh."""
+        if not on:
+            self.goal = None
+            self.inputs.reset()
+            self.targets.reset()
+        self.enabled = on
 
     def _on_goal(self, msg: PoseStamped):
         p = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         if not np.all(np.isfinite(p)):
             self._problem("goal_nonfinite", f"goal {p} is not finite; ignored")
             return
+        if not self.enabled:
+            return                              # a goal while disabled is not an episode
         if self.goal is None or np.linalg.norm(p - self.goal) > NEW_GOAL_M:
             self.inputs.reset()                 # a new episode: step 0, no past actions
         self.goal = p
@@ -345,6 +371,8 @@ class PolicyNode(Node):
 
     def _tick(self):
         now = time.monotonic()
+        if not self.enabled:
+            return
         if self.state is None or now - self.state[3] > float(self.get_parameter("max_state_age_s").value):
             self.targets.reset()                # not sending: the driver holds; start again from there
             self.waiting += 1

@@ -1,0 +1,348 @@
+"""Deployment-path evaluation: an exported goal-conditioned policy run by policy_node against
+driver_node (separate processes, real rclpy, a private DDS domain) with the simulated robot in real
+time under one draw of a randomization preset, scored on the same held-out starts and goals as
+`s2r eval` (issue #20, part 5).
+
+For each episode seed: the task's reset with that seed gives the start posture and the target; the
+policy is disabled (policy_node ~/enable) while the driver takes the robot to the start through the
+safety layer (a rest-to-rest ~/joint_trajectory), then it is enabled and the target is published
+on /goal_pose; after the policy's episode length (`episode_steps` commands at its control rate) the
+robot's true joint state (driver_node ~/true_joint_states: no sensor delay, noise or encoder
+offset, as the task scores) gives the TCP by the task's own forward kinematics, and its distance
+to the target. Success: the task's threshold.
+
+Preset parameters a state policy cannot see and the driver does not simulate (visuals, camera
+errors) are left out of the driver's preset, and reported; any other parameter the driver cannot
+apply is an error.
+
+    python benchmarks/deploy_eval.py POLICY --task ArmReach [--randomize PRESET] [--goals 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STARTUP_S = 90.0
+RESTART_RAD = 0.3        # a robot this far from the start after the tries is restarted (the same draw)
+SETTLE_RAD = 0.05        # at the start: a heavy, weak reality sags by a few 10 mrad under gravity (the task starts it exactly)
+CAMERA_ONLY = ("visuals",)
+
+
+def driver_preset(preset, images: bool, out_dir: Path, log=print) -> str:
+    """The preset as a YAML file for driver_node: `preset` (a name or a path) without what a state
+    policy never sees (visuals and camera errors; kept out only when `images` is false); "" for
+    none. ValueError names a parameter the driver cannot apply."""
+    if not preset:
+        return ""
+    from drivers.sim_driver import DRIVER_RANDOMIZATION
+    from s2r import yamlio
+    from sim.randomization import PARAMETERS, PRESETS_DIR, Randomizer
+
+    rz = Randomizer.load(preset)          # validates; RandomizationError names the key
+    path = Path(preset)
+    if not path.exists():
+        path = PRESETS_DIR / f"{preset}.yaml"
+    data = yamlio.load_file(path) or {}
+    dropped, groups = [], {}
+    for gname, params in (data.get("groups") or {}).items():
+        for name, spec in (params or {}).items():
+            if name == "enabled" or name not in rz.params:
+                continue
+            if name in DRIVER_RANDOMIZATION:
+                groups.setdefault(gname, {})[name] = spec
+            elif not images and (gname in CAMERA_ONLY or name.startswith("camera_")):
+                dropped.append(name)
+            else:
+                raise ValueError(f"{path}: groups.{gname}.{name}: the sim driver cannot apply it "
+                                 f"({PARAMETERS[name].doc})")
+    if dropped:
+        log(f"  deploy: preset {path.stem} without {', '.join(dropped)} (cameras; the policy sees no images)")
+    out = out_dir / f"{path.stem}_driver.yaml"
+    out.write_text(json.dumps({"description": f"{path.stem} for the sim driver", "groups": groups}))   # JSON is YAML
+    return str(out)
+
+
+class _Probe:
+    """The harness's rclpy node on the private domain: goals, trajectories, policy enable, states."""
+
+    def __init__(self, domain_id: int, driver: str, policy: str, state_topic: str):
+        import rclpy
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+        from std_srvs.srv import SetBool
+        from trajectory_msgs.msg import JointTrajectory
+
+        from s2r_ros.common import COMMAND_QOS, GOAL_QOS, STATE_QOS
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("deploy_eval", context=self.ctx)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.state = None                    # (monotonic, names, q)
+        self.commands = 0
+        self.first_command = None
+        self._lock = threading.Lock()
+        self.node.create_subscription(JointState, state_topic, self._on_state, STATE_QOS)
+        self.node.create_subscription(Float64MultiArray, f"/{driver}/commands", self._on_command, COMMAND_QOS)
+        self.pub_goal = self.node.create_publisher(PoseStamped, "/goal_pose", GOAL_QOS)
+        self.pub_traj = self.node.create_publisher(JointTrajectory, f"/{driver}/joint_trajectory", 10)
+        self.enable_client = self.node.create_client(SetBool, f"/{policy}/enable")
+        self.driver_enable = self.node.create_client(SetBool, f"/{driver}/enable")
+        self.SetBool, self.PoseStamped, self.JointTrajectory = SetBool, PoseStamped, JointTrajectory
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            while self.ctx.ok():
+                self.ex.spin_once(timeout_sec=0.05)
+        except Exception:
+            pass
+
+    def _on_state(self, m):
+        with self._lock:
+            self.state = (time.monotonic(), tuple(m.name), np.asarray(m.position, float))
+
+    def _on_command(self, m):
+        with self._lock:
+            self.commands += 1
+            if self.first_command is None:
+                self.first_command = time.monotonic()
+
+    def q(self, names) -> np.ndarray:
+        with self._lock:
+            _, have, q = self.state
+        return q[[have.index(n) for n in names]]
+
+    def _set(self, client, on: bool, what: str, timeout: float = STARTUP_S) -> None:
+        _wait(client.service_is_ready, timeout, what)
+        req = self.SetBool.Request()
+        req.data = on
+        fut = client.call_async(req)
+        _wait(fut.done, timeout, f"an answer from {what}")
+
+    def set_policy(self, on: bool) -> None:
+        self._set(self.enable_client, on, "policy_node's ~/enable")
+        with self._lock:
+            self.commands, self.first_command = 0, None
+
+    def end_trajectory(self) -> None:
+        """The driver drops its trajectory (driver_node ~/enable true): its set-point stream ends and
+        the watchdog holds, so the policy's commands start a new stream, as an episode starts afresh."""
+        self._set(self.driver_enable, True, "driver_node's ~/enable")
+
+    def move_to(self, names, q, duration: float) -> None:
+        from builtin_interfaces.msg import Duration
+        from trajectory_msgs.msg import JointTrajectoryPoint
+        msg = self.JointTrajectory()
+        msg.joint_names = list(names)
+        pt = JointTrajectoryPoint()
+        pt.positions = [float(x) for x in q]
+        pt.velocities = [0.0] * len(q)
+        pt.time_from_start = Duration(sec=int(duration), nanosec=int((duration % 1) * 1e9))
+        msg.points = [pt]
+        self.pub_traj.publish(msg)
+
+    def send_goal(self, target) -> None:
+        msg = self.PoseStamped()
+        msg.header.frame_id = "world"
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(x) for x in target)
+        msg.pose.orientation.w = 1.0
+        self.pub_goal.publish(msg)
+
+    def close(self):
+        self.ctx.try_shutdown()
+        self._thread.join(timeout=2.0)
+
+
+def _wait(pred, timeout: float, what: str, interval: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError(f"deploy: timed out after {timeout:g} s waiting for {what}")
+
+
+def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 0,
+                success_distance: float | None = None, log=print) -> dict:
+    """Run `policy` through policy_node and driver_node on the episodes `seeds` of `task` (under one
+    draw, `randomize_seed`, of the preset `randomize`). Returns success_rate, mean_final_distance,
+    final_distances, successes, episodes, and the settings."""
+    import sim.tasks
+    from learning.policies import load_exported
+    from learning.registry import scene_kwargs, task_id
+    from s2r.launch import NodeSpec, node_command
+    from s2r.ros_env import claim_domain_id, isolation_vars, release_domain_id
+    import os
+    import signal
+    import subprocess
+    import yaml
+
+    policy = Path(policy)
+    _, meta = load_exported(policy)
+    tid = task_id(task)
+    if meta.get("task") != tid:
+        raise ValueError(f"{policy} was trained for {meta.get('task')!r}, not {tid!r}")
+    images = "image" in meta.get("inputs", [])
+    if images:
+        raise ValueError(f"{policy}: deploy_eval runs state policies (this one needs camera images)")
+    env = sim.tasks.make(tid, randomization=randomize, **scene_kwargs(meta)).unwrapped
+    cfg = env.cfg
+    rate = float(meta.get("control_rate_hz") or cfg.control_rate_hz)
+    T = int(meta.get("episode_steps") or 100)
+    threshold = env.success_threshold if success_distance is None else success_distance
+    task_joints = list(env.joint_names)
+    tmp = Path(tempfile.mkdtemp(prefix="deploy_eval_"))
+    domain = claim_domain_id()
+    envv = dict(os.environ, **isolation_vars(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    procs = []
+
+    def start(executable, name, params, log_name=None):
+        log_name = log_name or name
+        pfile = tmp / f"{log_name}.params.yaml"
+        pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        logf = open(tmp / f"{log_name}.log", "wb")
+        pr = subprocess.Popen(node_command(NodeSpec(name, executable), str(pfile)), env=envv, stdin=subprocess.DEVNULL,
+                              stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((pr, logf, log_name))
+        return pr
+
+    def logs() -> str:
+        return "\n".join(f"--- {n} ---\n{(tmp / f'{n}.log').read_text(errors='replace')[-1500:]}" for _, _, n in procs)
+
+    probe = None
+    distances, idle, start_errors, final_tcp = [], [], [], []
+    restarts = 0
+    try:
+        preset_file = driver_preset(randomize, images, tmp, log)
+        driver_params = {"config": cfg.name, "autostart": True, "command_mode": "position",
+                         "randomize": preset_file, "randomize_seed": int(randomize_seed),
+                         "randomize_joints": task_joints}
+        driver = start("driver_node", "driver", driver_params)
+        start("policy_node", "policy", {"policy": str(policy), "config": cfg.name, "driver": "driver",
+                                        "action": meta.get("action", "position_delta"), "use_image": False,
+                                        "rate_hz": rate, "enabled": False})
+        probe = _Probe(domain, "driver", "policy", "/driver/true_joint_states" if preset_file else "/joint_states")
+        try:
+            _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0, STARTUP_S,
+                  "the driver's joint states and trajectory subscription")
+            probe.set_policy(False)
+        except TimeoutError as e:
+            raise RuntimeError(f"{e}\n{logs()}") from None
+        names = list(probe.state[1])
+        home = probe.q(names)
+        for i, seed in enumerate(seeds):
+            env.reset(seed=int(seed))
+            q0 = env.robot.state()[0].copy()
+            target = env.target.copy()
+            goal_q = home.copy()
+            for j, n in enumerate(task_joints):
+                goal_q[names.index(n)] = q0[j]
+            start_err = float("inf")
+            for attempt in range(4):     # a trajectory the safety layer refused half-way is sent again
+                if attempt == 3:
+                    if start_err < RESTART_RAD:
+                        break
+                    # the robot cannot be brought back (it fell, or the safety layer holds it): a fresh one
+                    log(f"  deploy: robot {start_err:.2f} rad from the start; restarting driver_node")
+                    restarts += 1
+                    driver.send_signal(signal.SIGINT)
+                    driver.wait(15)
+                    with probe._lock:
+                        probe.state = None
+                    driver = start("driver_node", "driver", driver_params, f"driver{restarts}")
+                    _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0, STARTUP_S,
+                          "the restarted driver")
+                d = float(np.abs(goal_q - probe.q(names)).max())
+                duration = max(1.0, math.sqrt(6.0 * d / 1.0))       # cubic rest-to-rest: peak 1 rad/s^2
+                probe.move_to(names, goal_q, duration)
+                t0 = time.monotonic()
+                time.sleep(duration)
+                _wait(lambda: np.abs(probe.q(task_joints) - q0).max() < SETTLE_RAD or time.monotonic() - t0 > duration + 2.0,
+                      duration + 5.0, "the start posture")
+                time.sleep(0.2)
+                start_err = float(np.abs(probe.q(task_joints) - q0).max())
+                if start_err < SETTLE_RAD:
+                    break
+            probe.end_trajectory()
+            time.sleep(0.1)
+            idle.append(probe.commands)          # the policy's commands while disabled: none
+            if not driver.poll() is None:
+                raise RuntimeError(f"driver_node exited ({driver.returncode})\n{logs()}")
+            probe.set_policy(True)
+            probe.send_goal(target)
+            _wait(lambda: probe.first_command is not None, 5.0, "the policy's first command")
+            end = probe.first_command + (T + 1) / rate
+            time.sleep(max(0.0, end - time.monotonic()))
+            q = probe.q(task_joints)
+            n_cmd = probe.commands
+            probe.set_policy(False)
+            env.robot.reset(q)
+            tcp = env.tcp()[0]
+            dist = float(np.linalg.norm(tcp - target))
+            distances.append(dist)
+            final_tcp.append(tcp.tolist())
+            start_errors.append(start_err)
+            log(f"  deploy goal {i + 1}/{len(seeds)} (seed {seed}): distance {100 * dist:.2f} cm "
+                f"{'ok' if dist < threshold else 'MISS'} (start off by {1e3 * start_err:.1f} mrad, {n_cmd} commands)")
+    finally:
+        if probe is not None:
+            probe.close()
+        for pr, logf, _ in procs:
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGINT)
+                try:
+                    pr.wait(10)
+                except subprocess.TimeoutExpired:
+                    pr.kill()
+                    pr.wait()
+            logf.close()
+        release_domain_id(domain)
+        env.close()
+    ok = int(sum(d < threshold for d in distances))
+    return {"policy": str(policy), "task": tid, "randomize": str(randomize) if randomize else None,
+            "randomize_seed": int(randomize_seed), "episodes": len(distances), "successes": ok,
+            "success_rate": ok / len(distances) if distances else float("nan"),
+            "mean_final_distance": float(np.mean(distances)) if distances else float("nan"),
+            "final_distances": distances, "success_distance": threshold, "start_errors_rad": start_errors,
+            "commands_while_disabled": idle, "final_tcp": final_tcp, "driver_restarts": restarts}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("policy")
+    ap.add_argument("--task", default="ArmReach")
+    ap.add_argument("--randomize", default=None, help="preset name or YAML path (default: none)")
+    ap.add_argument("--goals", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=50_000)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if args.goals < 1:
+        print("error: --goals must be >= 1", file=sys.stderr)
+        return 2
+    r = deploy_eval(args.policy, args.task, range(args.first_seed, args.first_seed + args.goals), args.randomize,
+                    args.first_seed)
+    print(f"deploy: success {r['successes']}/{r['episodes']}, mean final distance {100 * r['mean_final_distance']:.2f} cm")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
