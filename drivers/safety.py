@@ -257,7 +257,7 @@ class SafetyLayer(Driver):
         gap = mode is CommandMode.POSITION and (last is None or now - last > 1.5 * self._period)
         if (mode is not self._mode or gap) and not self._rebase(now):
             return f"rejected: driver fault: {self.fault_reason}"
-        why = self._outside_speed_envelope(now)
+        why = self._outside_speed_envelope(now, mode)
         if why is None:
             return f"rejected: driver fault: {self.fault_reason}"
         if why:
@@ -441,12 +441,18 @@ class SafetyLayer(Driver):
         self._brake_a = lim.accel
         self._brake_aT = self._brake_a * self._period
         self._rest = 0.05 * self._vmax          # slower than this, a joint counts as at rest
-        self._cap = 1.1 * self._vmax            # the speed stop's tolerance on the velocity limit
+        # the speed stop's tolerance on the robot's velocity limit (`velocity_scale` narrows what
+        # commands may ask; a servo catching up with its set-point overshoots that by 10-15 %)
+        self._cap = 1.1 * np.maximum(spec.max_velocity, self._vmax)
         # the speed stop's envelope, both directions at once: toward the upper (+) and lower (-)
         # limit, to the points a quarter into the margin
         self._sign2 = np.array([[1.0], [-1.0]])
         self._lim2 = np.stack((self._hi_m, -self._lo_m))
-        self._two_a, self._two_aT = 2.0 * self._brake_a, 2.0 * self._brake_aT
+        self._lim2_hard = np.stack((self._hi, -self._lo))       # position mode's (`_outside_speed_envelope`)
+        # the speed stop judges with the robot's planned deceleration (the driver's stop brakes at
+        # least at that), not the one `velocity_scale` narrows commands to
+        self._stop_a = np.maximum(spec.max_acceleration, self._brake_a)
+        self._two_a, self._two_aT = 2.0 * self._stop_a, 2.0 * self._stop_a * self._period
         with np.errstate(divide="ignore", invalid="ignore"):
             g0 = self._vmax / (self._emax * self._period)
         g0 = np.where(np.isfinite(g0) & (g0 > 0), g0, 1.0)
@@ -582,14 +588,17 @@ class SafetyLayer(Driver):
         self._eff_prev = (out, qd, st.stamp)
         return out, clamped
 
-    def _outside_speed_envelope(self, now: float) -> str | None:
+    def _outside_speed_envelope(self, now: float, mode: CommandMode) -> str | None:
         """The speed-monitoring stop, in every mode: "" while every joint moves within its speed
         envelope (`_speed_envelope`); else why not, and the command is refused with a hold (the
         driver's stop, which brakes from the motion). Commands keep joints
         inside the envelope (set-points and velocities obey the braking-distance rule, efforts
         the limiter in `_clamp`); what they cannot foresee ends here: a neighbour dragging a joint
-        past its set-point, a controller that cannot follow, an unmodelled load. None: the driver
-        could not be read."""
+        past its set-point, a controller that cannot follow, an unmodelled load. In position mode
+        the envelope reaches to the limits themselves: a joint catching up with a set-point that
+        brakes into the soft limit (a servo's tracking lag) moves faster than the set-point at the
+        same place, and its own position loop, not the planned deceleration, stops it there.
+        None: the driver could not be read."""
         st = self._fresh_state(now)
         if st is None:
             return None
@@ -598,22 +607,24 @@ class SafetyLayer(Driver):
             return ""
         # the envelope test without square roots (hot path): a speed v >= 0 toward a point d
         # away exceeds `JointLimiter.stop_speed(d)` exactly when v (v + 2 a T) > 2 a d
-        v, d = self._sign2 * qd, self._lim2 - self._sign2 * st.q
+        points = self._lim2_hard if mode is CommandMode.POSITION else self._lim2
+        v, d = self._sign2 * qd, points - self._sign2 * st.q
         fast = (v > self._rest) & ((v > self._cap) | (v * (v + self._two_aT) > self._two_a * d))
         if not fast.any():
             return ""
-        up, down = self._speed_envelope(st.q)
+        up, down = self._speed_envelope(st.q, points=points)
         return self._speed_excess(qd, qd, up, down, "moves")
 
-    def _speed_envelope(self, q: np.ndarray, rest_in_margin: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def _speed_envelope(self, q: np.ndarray, rest_in_margin: bool = True,
+                        points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(up, down): the fastest each joint at q may move toward its upper / lower limit: the
         speed from which it stops a quarter into the margin at the planned deceleration (the
         rest is room for the stop's own tracking error), and at most its velocity limit
         plus 10 %. A joint slower than 5 % of its velocity limit counts as at rest (sensor
         noise, a joint settling) -- within the soft limits only where `rest_in_margin` is
         False (a prediction has no noise, and a joint in the margin must not crawl out)."""
-        d = self._lim2 - self._sign2 * q              # to the upper, the lower point
-        v = np.minimum(self._lim.stop_speed(d), self._cap)
+        d = (self._lim2 if points is None else points) - self._sign2 * q    # to the upper, the lower point
+        v = np.minimum(self._lim.stop_speed(d, self._stop_a), self._cap)
         rest = self._rest
         if not rest_in_margin:
             rest = np.where(d > self._hi_m - self._hi_s, rest, 0.0)          # inside the soft limit

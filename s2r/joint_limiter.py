@@ -139,11 +139,13 @@ class JointLimiter:
         s = 4.0 * h * e / (np.sqrt(h * h + 4.0 * h * e) + h)      # sqrt(h^2 + 4 h e) - h, without cancellation
         return np.minimum(np.maximum(s, np.minimum(d, aTT)), self.max_step)
 
-    def stop_speed(self, d: np.ndarray) -> np.ndarray:
+    def stop_speed(self, d: np.ndarray, accel: np.ndarray | None = None) -> np.ndarray:
         """The fastest a joint `d` from a point can move toward it and still stop there at the
-        planned deceleration a, after this period's motion: v <= sqrt(2 a (d - v T)). 0 at or past it."""
+        deceleration a (default: the planned one), after this period's motion:
+        v <= sqrt(2 a (d - v T)). 0 at or past it."""
         d = np.maximum(d, 0.0)
-        aT, two_ad = self._aT, 2.0 * self.accel * d   # sqrt((aT)^2 + 2 a d) - aT, without cancellation
+        a = self.accel if accel is None else accel
+        aT, two_ad = a * self.period, 2.0 * a * d   # sqrt((aT)^2 + 2 a d) - aT, without cancellation
         return two_ad / (np.sqrt(aT * aT + two_ad) + aT)
 
     def braking_speed(self, d: np.ndarray) -> np.ndarray:
