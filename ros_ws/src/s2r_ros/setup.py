@@ -16,7 +16,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/bringup", glob("bringup/*.yaml")),
     ],
-    install_requires=["setuptools"],
+    install_requires=["setuptools", "s2r"],       # the core package the nodes import
     zip_safe=True,
     maintainer="s2r developers",
     maintainer_email="s2r@example.invalid",
