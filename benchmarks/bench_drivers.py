@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from s2r.ros_env import isolate_this_process
+from s2r.core.ros_env import isolate_this_process
 
 if not os.environ.get("ROS_DOMAIN_ID"):
     isolate_this_process()      # a private DDS domain, localhost only: the benchmark's traffic stays here
@@ -39,7 +39,7 @@ from drivers import dynamixel_protocol as P
 from drivers.dynamixel_driver import DynamixelDriver
 from drivers.emulators import emulated
 from drivers.ros2_bridge import Ros2BridgeDriver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 
 # ------------------------------------------------------------------------------ dynamixel

@@ -200,7 +200,7 @@ class Procs:
 
 def rate_config(rate: float, tmp: Path) -> str:
     """panda_sim at another control rate (a temporary copy of the YAML)."""
-    from s2r.config import resolve_config_path
+    from s2r.core.config import resolve_config_path
     data = yaml.safe_load(resolve_config_path("panda_sim").read_text())
     data["control_rate_hz"] = rate
     data["name"] = f"panda_sim_{rate:g}hz"
@@ -265,7 +265,7 @@ def run_mpc_loop(rate: float, duration: float, env, tmp: Path, say, rt_priority:
             procs.start(node_command(n, str(pf)), tmp / f"{n.name}_{rate:g}.log")
         if not ready.wait(120):
             raise RuntimeError("the mpc_node did not get ready: " + (tmp / f"mpc_{rate:g}.log").read_text()[-2000:])
-        from s2r.logs import Progress
+        from s2r.core.logs import Progress
         prog = Progress(duration + 2.0, f"  driver_node <-> mpc_node at {rate:g} Hz", every_s=10.0)
         t0 = time.monotonic()
         k = 0
@@ -300,7 +300,7 @@ def _spin(ex, ctx):
 
 
 def _wait_with_progress(p, timeout, label, duration, say):
-    from s2r.logs import Progress
+    from s2r.core.logs import Progress
     prog = Progress(duration, f"  {label}", every_s=10.0)
     t0 = time.monotonic()
     while p.poll() is None:
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
     if a.role == "pong":
         return role_pong(a.rt_priority)
 
-    from s2r.ros_env import claim_domain_id, isolated_env
+    from s2r.core.ros_env import claim_domain_id, isolated_env
     did = claim_domain_id()
     env = isolated_env(domain_id=did)
     env["PYTHONUNBUFFERED"] = "1"

@@ -28,7 +28,7 @@ import pybullet as p
 import pybullet_data
 
 from drivers import Command, open_driver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 
 def setpoint(q0, k, rate):

@@ -45,7 +45,7 @@ def driver_preset(preset, images: bool, out_dir: Path, log=print) -> str:
     if not preset:
         return ""
     from drivers.sim_driver import DRIVER_RANDOMIZATION
-    from s2r import yamlio
+    from s2r.core import yamlio
     from sim.randomization import PARAMETERS, PRESETS_DIR, Randomizer
 
     rz = Randomizer.load(preset)          # validates; RandomizationError names the key
@@ -188,7 +188,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     from learning.policies import load_exported
     from learning.registry import scene_kwargs, task_id
     from s2r.launch import NodeSpec, node_command
-    from s2r.ros_env import claim_domain_id, isolation_vars, release_domain_id
+    from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
     import os
     import signal
     import subprocess

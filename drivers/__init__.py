@@ -1,6 +1,6 @@
 """Hardware abstraction layer: the Driver interface, its backends, and the safety layer around them."""
 from .base import Driver, DriverError, DriverFault, driver_factory, register_driver, registered_drivers
-from .types import Command, CommandMode, DriverSpec, JointLimits, RobotState
+from s2r.core.types import Command, CommandMode, DriverSpec, JointLimits, RobotState
 from .safety import SafetyCounters, SafetyLayer
 
 

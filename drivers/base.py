@@ -6,7 +6,7 @@ import time
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from .types import Command, DriverSpec, RobotState
+from s2r.core.types import Command, DriverSpec, RobotState
 
 
 class DriverError(RuntimeError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import DriverSpec
+from s2r.core.types import DriverSpec
 
 
 @dataclass

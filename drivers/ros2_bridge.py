@@ -31,12 +31,12 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from s2r.yamlio import keyname
-from s2r.yamlio import excerpt
+from s2r.core.yamlio import keyname
+from s2r.core.yamlio import excerpt
 
 from .base import Driver, DriverError, DriverFault, register_driver
 from .plausibility import ReadingGuard
-from .types import Command, CommandMode, DriverSpec, RobotState
+from s2r.core.types import Command, CommandMode, DriverSpec, RobotState
 
 log = logging.getLogger("s2r.ros2_bridge")
 

@@ -9,7 +9,7 @@ limits (position set-points are clamped to them, velocity and effort commands br
 margin is room for a tracking controller's overshoot and for motion a joint's neighbours impose
 on it, so that the measured position stays within the configured limits. A joint inside the
 margin (or outside the limits) is moved inward, never outward. Velocity and effort commands obey
-a braking-distance rule (`s2r.joint_limiter`): no joint approaches a soft limit faster than it can
+a braking-distance rule (`s2r.core.joint_limiter`): no joint approaches a soft limit faster than it can
 stop within it, and effort that would drive a joint past that speed (or its velocity limit) is
 cut to what keeps it there, braking if needed; the effort needed is predicted from the
 acceleration measured last period, so whatever else moves the joint is accounted for. Position
@@ -43,10 +43,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from s2r.joint_limiter import JointLimiter
+from s2r.core.joint_limiter import JointLimiter
 
 from .base import Driver, DriverError, DriverFault
-from .types import Command, CommandMode, DriverSpec, RobotState, real_values
+from s2r.core.types import Command, CommandMode, DriverSpec, RobotState, real_values
 
 log = logging.getLogger("s2r.safety")
 

@@ -28,10 +28,10 @@ from sim.robots import (ACTUATOR_EFFECTS, MODE_EFFORT, MODE_POSITION, ROBOT_DYNA
 
 import pybullet as p  # noqa: E402
 
-from s2r.yamlio import ConfigError, excerpt  # noqa: E402
+from s2r.core.yamlio import ConfigError, excerpt  # noqa: E402
 
 from .base import Driver, DriverError, register_driver
-from .types import Command, CommandMode, DriverSpec, RobotState
+from s2r.core.types import Command, CommandMode, DriverSpec, RobotState
 
 # the randomization parameters (sim.randomization) the sim driver applies, `SimDriver.randomize`
 DRIVER_RANDOMIZATION = ROBOT_DYNAMICS + ACTUATOR_EFFECTS + (

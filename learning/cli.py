@@ -169,8 +169,8 @@ def _run_parameters(args, agent, algo) -> dict:
 def train_main(argv=None) -> int:
     import numpy as np
 
-    from s2r.logs import Progress
-    from s2r.rundir import atomic_write_bytes, new_run_dir
+    from s2r.core.logs import Progress
+    from s2r.core.rundir import atomic_write_bytes, new_run_dir
 
     from .gps import TrainingError
     from .train import CHECKPOINT, CheckpointError, check_parameters, read_checkpoint, resume_event, run_training
@@ -264,7 +264,7 @@ def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, su
     import numpy as np
     import torch
 
-    from s2r.video import VideoWriter
+    from s2r.core.video import VideoWriter
 
     from .features import sim_context
     writer = None
@@ -322,8 +322,8 @@ def _run_sweep(args, sweep, task: str, make_env, run) -> None:
     value (a stopped sweep keeps what it measured) and the plot at the end."""
     import numpy as np
 
-    from s2r.logs import Progress
-    from s2r.rundir import atomic_write_bytes
+    from s2r.core.logs import Progress
+    from s2r.core.rundir import atomic_write_bytes
 
     from .sweep import SweepPoint, plot_sweep, with_constant, write_csv
     from .train import wilson_interval

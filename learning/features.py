@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from s2r.yamlio import excerpt
+from s2r.core.yamlio import excerpt
 
 __all__ = ["FEATURES", "SOURCES", "PARAMETERS", "Feature", "FeatureError", "ObsContext", "ObservationBuilder",
            "sim_context", "sim_sources", "compute_features", "feature_size", "parse_key", "phase", "peg_bottom",

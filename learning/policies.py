@@ -221,7 +221,7 @@ def export_torchscript(policy: nn.Module, path, metadata: dict, action_scale, pr
     torch.jit.save(scripted, buf, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     data = buf.getvalue()
     if path is not None:
-        from s2r.rundir import atomic_write_bytes
+        from s2r.core.rundir import atomic_write_bytes
         atomic_write_bytes(path, data)
     return data
 

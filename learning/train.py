@@ -38,8 +38,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from s2r.rundir import atomic_write_bytes
-from s2r.yamlio import excerpt
+from s2r.core.rundir import atomic_write_bytes
+from s2r.core.yamlio import excerpt
 
 from .policies import export_torchscript
 
@@ -279,7 +279,7 @@ def _write_history(run_dir: Path, history: list[dict], events: list[dict]) -> No
 
 def stage_progress(stream):
     """progress(stage, done, total, info) -> one Progress line per stage, closed when the stage ends."""
-    from s2r.logs import Progress
+    from s2r.core.logs import Progress
     bars = {}
 
     def report(stage: str, done: int, total: int, info: str = "") -> None:

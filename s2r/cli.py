@@ -13,7 +13,7 @@ def cmd_check(a) -> int:
     --no-connect, after validation, and says so). Failures reach main() as one line."""
     from drivers import open_driver
 
-    from .config import load_config
+    from .core.config import load_config
 
     cfg = load_config(a.config)
     summary = (f"{a.config}: '{cfg.name}', robot {cfg.robot}, driver {cfg.driver_type}, hardware {cfg.hardware}, "
@@ -64,7 +64,7 @@ def cmd_hil(a) -> int:
 def cmd_emulate(a) -> int:
     from drivers.emulators import run_emulator
 
-    from .config import load_config
+    from .core.config import load_config
 
     cfg = load_config(a.config)
     if cfg.driver_type != a.kind:
@@ -113,7 +113,7 @@ def expected_failure(e: BaseException) -> str | None:
     """The one line an expected failure is reported with, or None for a bug (which keeps its
     traceback). Expected: a bad file (ConfigError, RandomizationError), a driver or robot that
     does not answer (DriverError), the operating system refusing something (OSError)."""
-    from .yamlio import ConfigError
+    from .core.yamlio import ConfigError
 
     if isinstance(e, ConfigError):
         return f"config error: {e}"
@@ -134,7 +134,7 @@ def _one_line(s: str, limit: int = 500) -> str:
 
 
 def main(argv=None) -> int:
-    from .logs import setup_logging
+    from .core.logs import setup_logging
 
     a, unknown = build_parser().parse_known_args(argv)
     if unknown:

@@ -13,9 +13,9 @@ import numpy as np
 
 from drivers import Command, open_driver
 
-from .config import load_config
-from .logs import Progress
-from .rundir import new_run_dir
+from .core.config import load_config
+from .core.logs import Progress
+from .core.rundir import new_run_dir
 
 # Joint-space goals for the 7 arm joints (fingers follow the first goal column's gripper value).
 PANDA_GOALS = [

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .launch import NodeSpec, load_bringup
-from .rundir import new_run_dir
+from .core.rundir import new_run_dir
 
 # End-effector goals (m, world = robot base frame): left-high, right-low, far right-high, front-low.
 DEMO_GOALS = [(0.45, 0.25, 0.45), (0.45, -0.25, 0.30), (0.30, -0.35, 0.60), (0.55, 0.05, 0.25)]
@@ -51,7 +51,7 @@ def demo_bringup(out_dir: Path, config: str = "panda_sim", goals=DEMO_GOALS, dwe
 def run(config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0, out_root=None,
         quiet: bool = False) -> dict:
     from .launch import Launcher
-    from .ros_env import claim_domain_id, isolated_env, release_domain_id
+    from .core.ros_env import claim_domain_id, isolated_env, release_domain_id
 
     out = new_run_dir("ros-demo", out_root)
     did = claim_domain_id()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import load_config, resolve_config_path
+from .core.config import load_config, resolve_config_path
 
 HIL_TESTS = Path(__file__).resolve().parent.parent / "tests" / "hil"
 

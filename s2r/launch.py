@@ -60,8 +60,8 @@ from pathlib import Path
 
 import yaml
 
-from . import yamlio
-from .yamlio import ConfigError, excerpt, keyname
+from .core import yamlio
+from .core.yamlio import ConfigError, excerpt, keyname
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO / "ros_ws" / "src" / "s2r_ros"
@@ -338,7 +338,7 @@ def check_bringup(b: Bringup, configs: bool = True) -> None:
             if not isinstance(value, str) or not value:
                 raise ConfigError(b.path, f"{key}.parameters.config",
                                   f"expected a hardware config name or path, got {excerpt(value)}")
-            from .config import load_config       # numpy and the config schema: only when needed
+            from .core.config import load_config       # numpy and the config schema: only when needed
             try:
                 load_config(value)
             except ConfigError as e:
@@ -559,7 +559,7 @@ def _code_str(code: int | None) -> str:
 
 def run_bringup(bringup: Bringup, *, isolated: bool = False, env: dict | None = None, grace_s: float = 10.0,
                 out=None) -> int:
-    from .ros_env import isolated_env
+    from .core.ros_env import isolated_env
 
     base = dict(os.environ if env is None else env)
     if isolated:

@@ -1,6 +1,6 @@
 """Simulated cameras: intrinsics and extrinsics from the hardware config, output shaped like ROS.
 
-A `SimCamera` is built from a `s2r.config.CameraConfig` (fx, fy, cx, cy, width, height, near, far,
+A `SimCamera` is built from a `s2r.core.config.CameraConfig` (fx, fy, cx, cy, width, height, near, far,
 and the camera body pose `position` + `rpy`, with the REP-103 body convention x forward, y left,
 z up). It renders with pybullet's TinyRenderer (CPU; the same renderer in training and tests) and
 returns a `CameraImage` with the fields of sensor_msgs/Image, and `camera_info()` returns the fields
@@ -151,7 +151,7 @@ class SimCamera:
 
     @classmethod
     def from_config(cls, cam, width: int | None = None, height: int | None = None) -> "SimCamera":
-        """From a `s2r.config.CameraConfig`; optionally at another resolution (same field of view)."""
+        """From a `s2r.core.config.CameraConfig`; optionally at another resolution (same field of view)."""
         intr = Intrinsics(cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy, cam.near, cam.far)
         if width or height:
             intr = intr.resized(width or cam.width, height or cam.height)

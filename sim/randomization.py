@@ -50,7 +50,7 @@ Bad input (unknown group or parameter, unknown distribution, inverted or negativ
 beyond the parameter's bound `ParamInfo.limit` such as a mass scale of 1e300, a mode a parameter
 cannot have) raises `RandomizationError` naming the key path, e.g.
 ``groups.dynamics.link_mass_scale.low: 2.0 > high 1.5``; values are quoted as bounded excerpts.
-Preset files are read by `s2r.yamlio` (size, aliases, duplicate keys, non-finite numbers).
+Preset files are read by `s2r.core.yamlio` (size, aliases, duplicate keys, non-finite numbers).
 """
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s2r import yamlio
-from s2r.yamlio import excerpt, keyname
+from s2r.core import yamlio
+from s2r.core.yamlio import excerpt, keyname
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PER_EPISODE, PER_STEP = "per_episode", "per_step"

@@ -1,7 +1,7 @@
 """Suite-wide settings: the HIL options and DDS isolation for every test process."""
 import os
 
-from s2r.ros_env import isolate_this_process
+from s2r.core.ros_env import isolate_this_process
 
 # ROS 2 traffic of tests stays on this machine, on a domain no other process here holds --
 # whatever the shell had set (a robot network's domain must never see test traffic).

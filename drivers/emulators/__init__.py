@@ -132,7 +132,7 @@ def _ros_env(base: dict | None = None) -> tuple[dict, int]:
     if env.get("ROS_DOMAIN_ID", "").isdigit():
         domain = int(env["ROS_DOMAIN_ID"])
     else:
-        from s2r.ros_env import claim_domain_id
+        from s2r.core.ros_env import claim_domain_id
         domain = claim_domain_id()
         env["ROS_DOMAIN_ID"] = str(domain)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from s2r.core.config import ConfigError, load_config
+
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -18,7 +20,6 @@ def main(argv=None) -> int:
     ap.add_argument("config", help="hardware config (path or name in hardware_configs/)")
     ap.add_argument("--no-realtime", action="store_true", help="answer at once instead of at the bus's speed")
     a = ap.parse_args(argv)
-    from s2r.config import ConfigError, load_config   # the command line's glue, not the emulators'
     try:
         cfg = load_config(a.config)
     except ConfigError as e:

@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 import pybullet as p
 
+from s2r.core.config import load_config
 from sim import scene
 from sim.cameras import Light, SimCamera
 from sim.randomization import Randomizer
@@ -39,11 +40,6 @@ from sim.robots import RobotNominal, Simulation, apply_robot_draw, model_joint_d
 
 
 CAMERA_ERRORS = ("camera_position_error", "camera_rotation_error", "camera_focal_error", "camera_principal_error")
-
-
-def load_hw_config(name):
-    from s2r.config import load_config   # lazily: s2r.config pulls in drivers.types
-    return load_config(name)
 
 
 class PackedArrays:
@@ -95,7 +91,7 @@ class TaskEnv(gym.Env, abc.ABC):
             raise ValueError(f"control must be 'position' or 'effort', got {control!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
-        self.cfg = load_hw_config(config or self.config_name)
+        self.cfg = load_config(config or self.config_name)
         self.randomizer = Randomizer.load(randomization)
         self.control, self.render_mode, self.image_obs = control, render_mode, image_obs
         self.meshes = meshes

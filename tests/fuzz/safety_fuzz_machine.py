@@ -55,7 +55,7 @@ class SimBackend:
 
     def __init__(self, config_name: str):
         from drivers.sim_driver import SimDriver
-        from s2r.config import load_config
+        from s2r.core.config import load_config
         self.cfg = load_config(config_name)
         self.name = config_name
         self.driver = SimDriver(self.cfg, realtime=False)
@@ -103,7 +103,7 @@ class DynamixelBackend:
         from drivers.dynamixel_driver import DynamixelDriver
         from drivers.emulators import bus_spec_from_config
         from drivers.emulators.dynamixel_bus import PtyBusEmulator
-        from s2r.config import load_config
+        from s2r.core.config import load_config
         self.P = P
         cfg = load_config(config_name)
         self.name = config_name

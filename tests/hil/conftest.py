@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from drivers import open_driver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "hardware_configs"
 

@@ -1,7 +1,7 @@
 """Helpers for the multi-process ROS 2 tests: node processes, and a probe node in the test process.
 
 Every test gets its own DDS domain (claimed with a lock so that concurrent test runs on this
-machine never share one, s2r.ros_env) and localhost-only discovery; node processes inherit it.
+machine never share one, s2r.core.ros_env) and localhost-only discovery; node processes inherit it.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from s2r.launch import NodeSpec, node_command
-from s2r.ros_env import claim_domain_id, isolation_vars, release_domain_id
+from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
 
 STARTUP_S = 60.0        # generous: node start-up on a loaded 2-core machine
 

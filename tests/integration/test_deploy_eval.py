@@ -86,7 +86,7 @@ def test_driver_node_refuses_a_preset_it_cannot_apply(tmp_path):
     import yaml
 
     from s2r.launch import NodeSpec, node_command
-    from s2r.ros_env import claim_domain_id, isolation_vars, release_domain_id
+    from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
 
     pfile = tmp_path / "driver.yaml"
     pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": {

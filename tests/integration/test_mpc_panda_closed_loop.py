@@ -12,8 +12,8 @@ import pytest
 
 from controllers.reach import ArmReach
 from drivers.factory import open_driver
-from drivers.types import Command
-from s2r.config import load_config
+from s2r.core.types import Command
+from s2r.core.config import load_config
 from sim.robots import robot_model
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]

@@ -17,7 +17,7 @@ import pytest
 from drivers import Command, DriverError, DriverFault, SafetyLayer
 from drivers.emulators import emulated
 from drivers.ros2_bridge import Ros2BridgeDriver, parse_params
-from s2r.config import ConfigError, load_config
+from s2r.core.config import ConfigError, load_config
 
 
 @pytest.fixture(scope="module")

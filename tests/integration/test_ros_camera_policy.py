@@ -9,7 +9,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from ros_harness import dump_logs, ros, wait_until  # noqa: F401
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 pytestmark = pytest.mark.slow
 CFG = load_config("panda_sim")

@@ -14,7 +14,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import dump_logs, ros, wait_until  # noqa: F401
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 pytestmark = pytest.mark.slow
 CFG = load_config("panda_sim")

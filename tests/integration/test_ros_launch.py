@@ -226,7 +226,7 @@ def test_bringups_and_overrides_parse(capsys):
 def test_every_node_refuses_a_wrongly_typed_parameter_in_one_line(executable):
     """spin_node turns rclpy's ParameterException (and a ConfigError) raised while the node is
     built into one line and exit 2, for every node, not a traceback and exit 1."""
-    from s2r.ros_env import isolated_env
+    from s2r.core.ros_env import isolated_env
 
     p = subprocess.run([sys.executable, "-m", f"s2r_ros.{executable}", "--ros-args", "-p", "config:=5"],
                        capture_output=True, text=True, timeout=120, env=isolated_env(dict(os.environ)))

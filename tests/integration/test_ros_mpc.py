@@ -12,7 +12,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 
 from ros_harness import dump_logs, ros  # noqa: F401
-from s2r.config import load_config
+from s2r.core.config import load_config
 from s2r_ros.common import GOAL_QOS
 
 pytestmark = pytest.mark.slow

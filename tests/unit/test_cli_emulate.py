@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from drivers import open_driver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 
 def test_emulate_dynamixel_serves_the_real_driver_and_stops_on_ctrl_c():

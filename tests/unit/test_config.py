@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from s2r.config import ConfigError, load_config, parse_config
+from s2r.core.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "hardware_configs").glob("*.yaml"))
@@ -198,7 +198,7 @@ def test_limit_margin_defaults_and_is_read():
 
 
 def test_planned_acceleration_is_read_and_defaults_to_velocity_over_brake_time():
-    from drivers.types import BRAKE_TIME
+    from s2r.core.types import BRAKE_TIME
 
     def spec(change):
         return parse_config(edit(change), "robot.yaml").spec()

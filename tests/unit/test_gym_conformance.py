@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim.tasks
-from s2r.config import resolve_config_path
+from s2r.core.config import resolve_config_path
 
 TASK_IDS = list(sim.tasks.TASKS)
 

@@ -25,8 +25,8 @@ BUDGET_S, BUDGET_MB = 2.0, 200.0
 
 RUNNER = r"""
 import json, resource, sys, time, tracemalloc
-from s2r.config import load_config
-from s2r.yamlio import ConfigError
+from s2r.core.config import load_config
+from s2r.core.yamlio import ConfigError
 from sim.randomization import Randomizer, RandomizationError
 from drivers import DriverError, open_driver
 import drivers.dynamixel_driver, drivers.ros2_bridge, drivers.sim_driver   # imported before measuring
@@ -77,7 +77,7 @@ def corpus_files():
 
 def generated(tmp: Path) -> dict[Path, dict]:
     """Hostile files too big to commit, with what their answer contains."""
-    from s2r.yamlio import MAX_BYTES, MAX_NODES
+    from s2r.core.yamlio import MAX_BYTES, MAX_NODES
     cases = {
         "over_size_limit.yaml": (b"name: x\n" + b"#" * (MAX_BYTES + 10) + b"\n", "", "larger than 1024 KiB"),
         "many_values.yaml": (b"x: [" + b", ".join([b"1"] * (MAX_BYTES // 4)) + b"]\n", "line",

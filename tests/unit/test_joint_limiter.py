@@ -1,8 +1,8 @@
-"""s2r.joint_limiter: the one joint limiter the safety layer, the nodes and the tasks share."""
+"""s2r.core.joint_limiter: the one joint limiter the safety layer, the nodes and the tasks share."""
 import numpy as np
 import pytest
 
-from s2r.joint_limiter import JointLimiter
+from s2r.core.joint_limiter import JointLimiter
 
 T = 0.01
 
@@ -86,7 +86,7 @@ def test_braking_speed_is_zero_at_a_limit_and_bounded_by_the_horizon():
 def test_a_late_watchdog_makes_the_safety_layer_plan_with_its_lateness():
     from drivers import Command, SafetyLayer
     from drivers.sim_driver import SimDriver
-    from s2r.config import load_config
+    from s2r.core.config import load_config
 
     cfg = load_config("panda_sim")
     drv = SimDriver(cfg, realtime=False)

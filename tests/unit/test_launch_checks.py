@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from s2r import launch
-from s2r.yamlio import ConfigError
+from s2r.core.yamlio import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = sorted((ROOT / "tests" / "data" / "hostile" / "bringups").glob("*.yaml"))

@@ -1,7 +1,7 @@
 """The progress line of long commands: fraction, bar, and the remaining time at the rate so far."""
 import io
 
-from s2r.logs import Progress
+from s2r.core.logs import Progress
 
 
 def test_progress_line_shows_the_fraction_and_an_eta_from_the_rate_so_far():

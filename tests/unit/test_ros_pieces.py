@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from s2r.ros_env import claim_domain_id, isolation_vars, release_domain_id
+from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
 from s2r_ros.trajectory import JointTrajectoryPlan, TrajectoryError
 
 ORDER = ["a", "b", "c"]
@@ -50,7 +50,7 @@ def test_domain_ids_are_claimed_exclusively_across_processes():
     a, b = claim_domain_id(), claim_domain_id()
     try:
         assert a != b and 1 <= a <= 100 and 1 <= b <= 100
-        code = ("from s2r.ros_env import claim_domain_id; import sys; "
+        code = ("from s2r.core.ros_env import claim_domain_id; import sys; "
                 f"sys.exit(0 if claim_domain_id({a}) != {a} else 1)")
         assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
     finally:
@@ -215,7 +215,7 @@ def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_si
     was trained on (learning.insert_agent.peg_bottom_fk of the simulator's TCP pose)."""
     import sim.tasks
     from learning.insert_agent import ArmInsertAgent, peg_bottom_fk
-    from s2r.config import load_config
+    from s2r.core.config import load_config
     from s2r_ros.policy_node import PolicyInputs, tcp_pose_function
     agent = ArmInsertAgent(n_conditions=1, T=5)
     meta = agent.metadata()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from drivers import Command, CommandMode, DriverError, DriverFault, SafetyLayer
 from drivers.sim_driver import SimDriver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 
 class RecordingSimDriver(SimDriver):

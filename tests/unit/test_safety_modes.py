@@ -5,7 +5,7 @@ import pytest
 
 from drivers import Command, CommandMode, DriverError, SafetyLayer
 from drivers.sim_driver import SimDriver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 TOL = 0.005          # rad: the largest position-limit overshoot allowed in any mode
 

@@ -15,7 +15,7 @@ from drivers.dynamixel_driver import DynamixelDriver
 from drivers.emulators import bus_spec_from_config
 from drivers.emulators.dynamixel_bus import EmulatedServo, PtyBusEmulator
 from drivers.sim_driver import SimDriver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 TOL = 0.005          # rad (m): the largest position-limit overshoot allowed
 

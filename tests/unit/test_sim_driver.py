@@ -8,7 +8,7 @@ import pytest
 
 from drivers import Command, Driver, DriverError, open_driver, register_driver
 from drivers.sim_driver import SimDriver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 
 def run_sequence(config, n=60):

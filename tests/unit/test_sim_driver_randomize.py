@@ -10,7 +10,7 @@ import pytest
 import sim.tasks
 from drivers import Command, CommandMode
 from drivers.sim_driver import SimDriver
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 

@@ -1,4 +1,4 @@
-"""s2r.video: H.264 MP4s that decode back (PyAV) with the codec, frame count, rate, size and pixels
+"""s2r.core.video: H.264 MP4s that decode back (PyAV) with the codec, frame count, rate, size and pixels
 written; one-line errors for bad frames; `s2r eval --video` records a playable file."""
 from fractions import Fraction
 
@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from s2r.video import VideoError, VideoWriter, write_video
+from s2r.core.video import VideoError, VideoWriter, write_video
 
 
 def _frames(n, h=48, w=64):

@@ -1,11 +1,11 @@
-"""s2r.yamlio: the one YAML loader refuses hostile documents in one line, quickly, in bounded memory."""
+"""s2r.core.yamlio: the one YAML loader refuses hostile documents in one line, quickly, in bounded memory."""
 import resource
 import time
 
 import pytest
 
-from s2r import yamlio
-from s2r.yamlio import MAX_BYTES, MAX_DEPTH, MAX_NODES, ConfigError, excerpt, load_file, loads
+from s2r.core import yamlio
+from s2r.core.yamlio import MAX_BYTES, MAX_DEPTH, MAX_NODES, ConfigError, excerpt, load_file, loads
 
 
 def laughs(levels: int, width: int = 9, where: str = "name") -> str:

@@ -11,7 +11,7 @@ from drivers import dynamixel_protocol as P
 from drivers.dynamixel_driver import DynamixelDriver, parse_params
 from drivers.emulators import bus_spec_from_config
 from drivers.emulators.dynamixel_bus import PtyBusEmulator
-from s2r.config import ConfigError, parse_config
+from s2r.core.config import ConfigError, parse_config
 
 JOINTS = [  # (name, id, lower, upper, offset, sign)
     ("j0", 1, -1.0, 1.0, 0.0, 1),
@@ -102,7 +102,7 @@ def test_joint_ids_and_calibration_are_checked():
 
 
 def test_shipped_configs_validate():
-    from s2r.config import load_config
+    from s2r.core.config import load_config
     for name in ("leap_hand", "open_manipulator_x"):
         cfg = load_config(name)
         p = parse_params(cfg)

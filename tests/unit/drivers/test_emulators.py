@@ -13,7 +13,7 @@ from drivers import Command, DriverError, open_driver
 from drivers import dynamixel_protocol as P
 from drivers.emulators import bus_spec_from_config, emulated, initial_positions, run_emulator
 from drivers.emulators.server import EmulatorError, EmulatorProcess
-from s2r.config import load_config
+from s2r.core.config import load_config
 
 
 @pytest.fixture(scope="module")

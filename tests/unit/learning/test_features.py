@@ -9,7 +9,7 @@ import sim.tasks
 from learning.features import (FEATURES, FeatureError, ObsContext, ObservationBuilder, compute_features, parse_key,
                                sim_context, sim_sources)
 from learning.insert_agent import ArmInsertAgent
-from s2r.config import load_config
+from s2r.core.config import load_config
 from s2r_ros.policy_node import PolicyInputs
 
 T = 8

@@ -83,7 +83,7 @@ def test_vision_pretraining_shows_progress_and_is_checkpointed_before_the_first_
     import io
 
     from learning.agents import ArmReachAgent
-    from s2r.logs import Progress
+    from s2r.core.logs import Progress
     cfg = dict(pretrain_images=6, pretrain_steps=4, aux_pose_weight=1.0, aux_pretrain_steps=2, policy_steps=5,
                batch_size=16, eval_episodes=1, samples_per_condition=2)
     meta = {"algorithm": "gps", "task": "s2r/ArmReach-v0", "images": True}

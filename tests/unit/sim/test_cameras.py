@@ -3,7 +3,7 @@ import numpy as np
 import pybullet as p
 import pytest
 
-from s2r.config import load_config
+from s2r.core.config import load_config
 from sim import scene
 from sim.cameras import SimCamera
 from sim.robots import ROBOTS, Simulation

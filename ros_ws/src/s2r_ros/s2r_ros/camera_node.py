@@ -44,7 +44,7 @@ class CameraNode(Node):
         P("diagnostics_period_s", 1.0)
         self._log_handler = bridge_python_logging(self)
         g = lambda k: self.get_parameter(k).value   # noqa: E731
-        from s2r.config import ConfigError, load_config
+        from s2r.core.config import ConfigError, load_config
 
         try:
             self.cfg = load_config(str(g("config")))

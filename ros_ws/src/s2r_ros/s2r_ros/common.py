@@ -299,7 +299,7 @@ def spin_node(make_node, args=None) -> int:
     or a bad file (ConfigError) raised while building the node is refused the same way, in one
     line with exit code 2, whichever node it is.
     """
-    from s2r.yamlio import ConfigError
+    from s2r.core.yamlio import ConfigError
 
     # Threads here (the executor, a control loop, the simulator's physics) share the GIL; hand it over
     # every 0.5 ms instead of every 5 ms so that a callback never waits out a long C call's slice.

@@ -177,7 +177,7 @@ class DriverNode(LifecycleNode):
         """The parameters configure needs, checked at start-up: the config loads, the command
         mode is one of the driver's, the hardware mode and periods are valid. configure checks
         them again (they may be set between start-up and configure)."""
-        from s2r.config import ConfigError, load_config
+        from s2r.core.config import ConfigError, load_config
 
         try:
             cfg = load_config(str(self.get_parameter("config").value))
@@ -257,7 +257,7 @@ class DriverNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         from drivers import open_driver
-        from s2r.config import ConfigError, load_config
+        from s2r.core.config import ConfigError, load_config
 
         if self.fault_latched:
             self.get_logger().error(f"configure refused: driver fault latched ({self.safety.fault_reason}); "

@@ -56,7 +56,7 @@ class MPCNode(Node):
         self._log_handler = bridge_python_logging(self)
         self.throttle = Throttle()
 
-        from s2r.config import ConfigError, load_config
+        from s2r.core.config import ConfigError, load_config
 
         from controllers.planner_process import PlannerProcess
 

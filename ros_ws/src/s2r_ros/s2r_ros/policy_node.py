@@ -124,7 +124,7 @@ def _listed(meta: dict, key: str) -> list:
     if v is None:
         return []
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        from s2r.yamlio import excerpt
+        from s2r.core.yamlio import excerpt
         raise ValueError(f"the policy's metadata {key} must be a list of names, got {excerpt(v)}")
     return list(v)
 
@@ -226,7 +226,7 @@ class PolicyNode(Node):
         g = lambda k: self.get_parameter(k).value   # noqa: E731
         import torch
 
-        from s2r.config import ConfigError, load_config
+        from s2r.core.config import ConfigError, load_config
 
         self.torch = torch
         torch.set_num_threads(1)                # a control loop, not a batch job: leave cores to others

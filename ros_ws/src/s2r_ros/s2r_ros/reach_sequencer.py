@@ -9,7 +9,7 @@ below `tolerance_m` for `settle_s` (or after `goal_timeout_s`), and ends the pro
 
 With `out_dir` it writes tracking.csv (every state: time, goal, end-effector position, error,
 joints), summary.json (per goal: reached, time, final error; the driver's achieved rate, command
-latency and missed cycles from /diagnostics) and camera.mp4 (H.264 through s2r.video; frames from
+latency and missed cycles from /diagnostics) and camera.mp4 (H.264 through s2r.core.video; frames from
 /camera/image_raw, re-timed by their stamps to a constant frame rate). A live progress line goes to
 stdout.
 """
@@ -55,7 +55,7 @@ class ReachSequencer(Node):
         P("video_fps", 15.0)
         P("progress", True)
         g = lambda k: self.get_parameter(k).value   # noqa: E731
-        from s2r.config import load_config
+        from s2r.core.config import load_config
         from sim.robots import Simulation, robot_model
 
         self.cfg = load_config(str(g("config")))
@@ -142,7 +142,7 @@ class ReachSequencer(Node):
     def _on_image(self, msg: Image):
         if self.phase == "done" or msg.encoding != "rgb8":
             return
-        from s2r.video import VideoError, VideoWriter
+        from s2r.core.video import VideoError, VideoWriter
 
         if self.writer is False:
             return

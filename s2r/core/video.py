@@ -1,7 +1,7 @@
 """MP4 writing for every video s2r produces: H.264 (yuv420p) through PyAV, so the files play in
 browsers and notebooks, which do not play OpenCV's default MPEG-4 part 2 ("mp4v").
 
-    from s2r.video import VideoWriter
+    from s2r.core.video import VideoWriter
     with VideoWriter("out.mp4", fps=25) as v:
         for rgb in frames:              # H x W x 3 uint8, RGB
             v.write(rgb)

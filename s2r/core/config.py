@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.types import CommandMode, DriverSpec, JointLimits
+from s2r.core.types import CommandMode, DriverSpec, JointLimits
 
 from . import yamlio
 from .yamlio import ConfigError, excerpt, keyname
@@ -251,7 +251,7 @@ def resolve_config_path(name: str | Path) -> Path:
     try:
         if p.exists():
             return p
-        root = Path(__file__).resolve().parent.parent / "hardware_configs"
+        root = Path(__file__).resolve().parents[2] / "hardware_configs"
         for cand in (root / p.name, root / f"{p.name}.yaml"):
             if cand.exists():
                 return cand
