@@ -16,8 +16,8 @@ acceleration measured last period, so whatever else moves the joint is accounted
 set-points also stay within a few steps of the measured position (`JointLimiter.lead`), so that a joint that
 cannot follow is not pulled after a set-point running away from it. In every mode a speed stop
 (`_outside_speed_envelope`) refuses the command and holds while a joint moves toward a limit
-faster than it can stop a quarter into the margin (in effort mode, also when the effort would
-take it there): what commands cannot foresee -- a neighbour's whip, a controller that lags --
+faster than it can stop a quarter into the margin (at the limit in position mode; in effort mode,
+also when the effort would take it there): what commands cannot foresee -- a neighbour's whip, a controller that lags --
 is handed to the driver's stop. Every mode switch, the first command after a hold and a position
 command after a gap in the stream rebase the position step clamp (and the velocity reference) on
 a fresh reading, so the first command starts where the robot is and how fast it moves.
@@ -54,7 +54,7 @@ ENABLED, HOLDING, DISABLED, ESTOP, FAULT, DISCONNECTED = (
     "enabled", "holding", "disabled", "estop", "fault", "disconnected")
 
 # Every command plans with each joint's planned acceleration a (`DriverSpec.max_acceleration`: the
-# config's `limits.acceleration`, else velocity / types.BRAKE_TIME), speeding up and braking; the sim
+# config's `limits.acceleration`, else velocity / s2r.core.types.BRAKE_TIME), speeding up and braking; the sim
 # driver's stop (`hold`) brakes at this rate too. Braking distance from full speed: v_max^2 / (2 a).
 # Effort mode: each joint's acceleration per unit effort change is learned from the response to
 # effort changes (`_learn_gain`). Until then its high estimate is _GAIN_PRIOR times the gain that
@@ -441,9 +441,11 @@ class SafetyLayer(Driver):
         self._brake_a = lim.accel
         self._brake_aT = self._brake_a * self._period
         self._rest = 0.05 * self._vmax          # slower than this, a joint counts as at rest
-        # the speed stop's tolerance on the robot's velocity limit (`velocity_scale` narrows what
-        # commands may ask; a servo catching up with its set-point overshoots that by 10-15 %)
-        self._cap = 1.1 * np.maximum(spec.max_velocity, self._vmax)
+        # the speed stop's tolerance on the velocity limit `velocity_scale` allows; in position
+        # mode on the robot's own (a servo catching up with its set-point overshoots the set-point's
+        # speed by 10-15 %, and its own position loop bounds it)
+        self._cap = 1.1 * self._vmax
+        self._cap_position = 1.1 * np.maximum(spec.max_velocity, self._vmax)
         # the speed stop's envelope, both directions at once: toward the upper (+) and lower (-)
         # limit, to the points a quarter into the margin
         self._sign2 = np.array([[1.0], [-1.0]])
@@ -607,16 +609,17 @@ class SafetyLayer(Driver):
             return ""
         # the envelope test without square roots (hot path): a speed v >= 0 toward a point d
         # away exceeds `JointLimiter.stop_speed(d)` exactly when v (v + 2 a T) > 2 a d
-        points = self._lim2_hard if mode is CommandMode.POSITION else self._lim2
+        position = mode is CommandMode.POSITION
+        points, cap = (self._lim2_hard, self._cap_position) if position else (self._lim2, self._cap)
         v, d = self._sign2 * qd, points - self._sign2 * st.q
-        fast = (v > self._rest) & ((v > self._cap) | (v * (v + self._two_aT) > self._two_a * d))
+        fast = (v > self._rest) & ((v > cap) | (v * (v + self._two_aT) > self._two_a * d))
         if not fast.any():
             return ""
-        up, down = self._speed_envelope(st.q, points=points)
+        up, down = self._speed_envelope(st.q, points=points, cap=cap)
         return self._speed_excess(qd, qd, up, down, "moves")
 
-    def _speed_envelope(self, q: np.ndarray, rest_in_margin: bool = True,
-                        points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _speed_envelope(self, q: np.ndarray, rest_in_margin: bool = True, points: np.ndarray | None = None,
+                        cap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(up, down): the fastest each joint at q may move toward its upper / lower limit: the
         speed from which it stops a quarter into the margin at the planned deceleration (the
         rest is room for the stop's own tracking error), and at most its velocity limit
@@ -624,7 +627,7 @@ class SafetyLayer(Driver):
         noise, a joint settling) -- within the soft limits only where `rest_in_margin` is
         False (a prediction has no noise, and a joint in the margin must not crawl out)."""
         d = (self._lim2 if points is None else points) - self._sign2 * q    # to the upper, the lower point
-        v = np.minimum(self._lim.stop_speed(d, self._stop_a), self._cap)
+        v = np.minimum(self._lim.stop_speed(d, self._stop_a), self._cap if cap is None else cap)
         rest = self._rest
         if not rest_in_margin:
             rest = np.where(d > self._hi_m - self._hi_s, rest, 0.0)          # inside the soft limit
