@@ -774,11 +774,13 @@ def _excerpt(x, limit: int = 40) -> str:
 
 def _all_finite(*arrays: np.ndarray) -> bool:
     """No NaN or inf in any of the (float) arrays. The sum of squares is finite exactly when every
-    element is, unless it overflows (|x| > ~1e154): only then look element by element. One BLAS
-    call instead of two reductions per array: this runs on every state and command."""
+    element is; scaled by 1e-160 first, so that no finite double overflows it (which warned) and
+    tiny values merely underflow to zero. One BLAS call per array instead of two reductions: this
+    runs on every state and command."""
     total = 0.0
     for a in arrays:
-        total += a.dot(a)
+        s = a * 1e-160
+        total += s.dot(s)
     if math.isfinite(total):
         return True
     return all(np.isfinite(a).all() for a in arrays)
