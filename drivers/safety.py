@@ -385,8 +385,8 @@ class SafetyLayer(Driver):
             # a hold later than planned (a loaded host): velocity and effort commands plan with
             # the lateness seen from now on, up to ten timeouts
             horizon = min(age + self._period, 10.0 * self._wd_timeout)
-            if horizon > self._horizon:
-                self._horizon = self._lim.horizon = horizon
+            if horizon > self._lim.horizon:
+                self._lim.horizon = horizon
             self._log("watchdog", f"no command for {age * 1e3:.0f} ms (> {self.watchdog_timeout * 1e3:.0f} ms): holding")
             self._last_cmd_time = None
             if self._hold_measured():
@@ -431,10 +431,10 @@ class SafetyLayer(Driver):
         self._wd_timeout = cfg.watchdog_periods * self._period
         # a velocity or effort command stays in force until the next one or the watchdog's hold
         # (the watchdog checks once a period, so its hold may come up to a period after the timeout)
-        self._horizon = self._wd_timeout + self._period
+        # (the limiter's `horizon`, which a late watchdog lengthens: `_check_watchdog`)
         self._lim = lim = JointLimiter(
             self._lo, self._hi, self._vmax, spec.max_acceleration * cfg.velocity_scale, self._period,
-            max_step=cfg.max_position_step, margin=cfg.limit_margin, horizon=self._horizon)
+            max_step=cfg.max_position_step, margin=cfg.limit_margin, horizon=self._wd_timeout + self._period)
         self._lo_s, self._hi_s = lim.soft_limits
         m = self._lo_s - self._lo
         self._lo_m, self._hi_m = self._lo + 0.75 * m, self._hi - 0.75 * m   # a quarter into the margin
@@ -523,7 +523,7 @@ class SafetyLayer(Driver):
             return out, clamped
         # effort
         emax = self._emax
-        T, H = self._period, self._horizon
+        T, H = self._period, self._lim.horizon
         prev, acc = self._eff_prev, self._eff_acc
         qd = st.qd
         if prev is not None:

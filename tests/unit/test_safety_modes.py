@@ -204,7 +204,7 @@ def test_braking_distance_rule_never_commands_a_speed_it_cannot_stop_from(robot)
         v = drv.sent[-1][1]
         d = np.maximum(spec.upper - np.maximum(st.q, s._lim.vref), 0.0)
         assert np.all(v <= np.sqrt(2 * a * d) + 1e-9)
-        assert np.all(v <= d / s._horizon + 1e-9)
+        assert np.all(v <= d / s._lim.horizon + 1e-9)
     assert s.counters.braked > 0
 
 
