@@ -1,4 +1,5 @@
 """The ROS-free pieces of the ROS layer: trajectory interpolation, domain claiming, command labels."""
+import os
 import subprocess
 import sys
 
@@ -241,3 +242,57 @@ def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_si
             assert np.linalg.norm(x[3:] - x[:3]) == pytest.approx(meta["peg_bottom_offset"])
     finally:
         env.close()
+
+
+SIGNAL_NODE = r"""
+import os, signal, sys
+from rclpy.node import Node
+from s2r_ros.common import spin_node
+
+when, sig = sys.argv[1], getattr(signal, sys.argv[2])
+
+class N(Node):
+    def __init__(self):
+        super().__init__("signal_probe")
+        self.pub = self.create_publisher(__import__("std_msgs.msg").msg.String, "chatter", 10)
+        if when == "starting":
+            os.kill(os.getpid(), sig)             # lands while the node is still being built
+        self.ticks = 0
+        self.create_timer(0.01, self.tick)
+
+    def tick(self):
+        self.pub.publish(__import__("std_msgs.msg").msg.String(data="x"))   # rcl calls in flight
+        self.ticks += 1
+        if self.ticks == 5:
+            os.kill(os.getpid(), sig)             # lands while the node spins
+            os.kill(os.getpid(), sig)             # ... twice (Ctrl-C pressed again)
+
+    def close(self):
+        os.kill(os.getpid(), sig)                 # a signal while closing does not cut it short
+        print("closed", self.ticks, flush=True)
+
+code = spin_node(N, ["x"])
+print("exit", code, flush=True)
+"""
+
+
+@pytest.mark.parametrize("when", ["starting", "spinning"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_at_any_stage_ends_the_node_cleanly_in_the_main_thread(when, sig, tmp_path):
+    """spin_node handles SIGINT and SIGTERM itself (not rclpy's thread, which shut the context down
+    under a running publish and crashed a node at Ctrl-C): building is interrupted, spinning stops
+    within a poll period, and closing always completes."""
+    domain = claim_domain_id()
+    try:
+        r = subprocess.run([sys.executable, "-c", SIGNAL_NODE, when, sig], capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, **isolation_vars(domain)))
+    finally:
+        release_domain_id(domain)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stdout.split()
+    assert lines[-2:] == ["exit", "0"]
+    if when == "spinning":
+        assert "closed" in r.stdout and int(lines[lines.index("closed") + 1]) >= 5
+    else:
+        assert "closed" not in r.stdout     # interrupted before it existed: nothing to close

@@ -12,6 +12,7 @@ import gc
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -291,67 +292,102 @@ def enable_realtime(priority: int) -> str:
     return ""
 
 
+class _Signals:
+    """SIGINT and SIGTERM for a node's process, handled in the main thread.
+
+    rclpy's own handler shuts the context down from a thread of its own, while the main thread may
+    be inside another rcl call (a publish, the executor's wait, creating the executor): a race
+    that ends in a crash at Ctrl-C now and then (ros2/rclpy#1352 is one of its forms). Here a
+    signal while the node is being built raises KeyboardInterrupt (nothing has started yet); while
+    it spins, it asks the loop to stop, and the main thread then shuts everything down itself; while
+    it closes, it is ignored so that closing (a driver's hold, a flush) completes."""
+
+    def __init__(self):
+        self.stage = "starting"
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _on_signal(self, signum, frame):
+        if self.stage == "starting":
+            raise KeyboardInterrupt
+        self.stop = True
+
+
+# How often the main loop looks at the stop flag: the longest a signal waits to be acted on.
+SIGNAL_POLL_S = 0.1
+
+
 def spin_node(make_node, args=None) -> int:
     """rclpy.init, build the node, spin until Ctrl-C / SIGTERM / shutdown, clean up. Exit code.
 
     `make_node()` may raise `SystemExit(code)` to refuse to start (bad parameters, missing file):
     the reason has been logged by then. A parameter of the wrong type (rclpy's ParameterException)
     or a bad file (ConfigError) raised while building the node is refused the same way, in one
-    line with exit code 2, whichever node it is.
+    line with exit code 2, whichever node it is. Signals are handled by `_Signals`.
     """
+    from rclpy.signals import SignalHandlerOptions
+
     from s2r.core.yamlio import ConfigError
 
     # Threads here (the executor, a control loop, the simulator's physics) share the GIL; hand it over
     # every 0.5 ms instead of every 5 ms so that a callback never waits out a long C call's slice.
     sys.setswitchinterval(5e-4)
-    rclpy.init(args=args if args is not None else sys.argv)
     node = None
     code = 0
-    try:
-        node = make_node()
-        if not node.has_parameter("realtime_priority"):
-            # 0: normal scheduling; 1-99: SCHED_FIFO for this node's threads (enable_realtime)
-            node.declare_parameter("realtime_priority", 0)
-        rt = int(node.get_parameter("realtime_priority").value)
-        if rt:
-            why = enable_realtime(rt)
-            if why:
-                node.get_logger().warning(f"realtime_priority {rt}: could not enable SCHED_FIFO ({why}); "
-                                          "running at normal priority")
-            else:
-                node.get_logger().info(f"SCHED_FIFO priority {rt} for this node's threads")
-        freeze_heap()
-        ex = SingleThreadedExecutor()
-        ex.add_node(node)
+    with _Signals() as signals:
+        rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
         try:
-            ex.spin()
-        except RuntimeError:
-            # Ctrl-C landing inside an rclpy C call (a message take) surfaces as a RuntimeError
-            # instead of KeyboardInterrupt (seen under load; ros2/rclpy#253 is the family). rclpy's
-            # signal handler has shut the context down by then: that is a shutdown, not a failure.
-            if rclpy.ok():
+            node = make_node()
+            if not node.has_parameter("realtime_priority"):
+                # 0: normal scheduling; 1-99: SCHED_FIFO for this node's threads (enable_realtime)
+                node.declare_parameter("realtime_priority", 0)
+            rt = int(node.get_parameter("realtime_priority").value)
+            if rt:
+                why = enable_realtime(rt)
+                if why:
+                    node.get_logger().warning(f"realtime_priority {rt}: could not enable SCHED_FIFO ({why}); "
+                                              "running at normal priority")
+                else:
+                    node.get_logger().info(f"SCHED_FIFO priority {rt} for this node's threads")
+            freeze_heap()
+            ex = SingleThreadedExecutor()
+            ex.add_node(node)
+            signals.stage = "spinning"
+            try:
+                while not signals.stop and node.context.ok():
+                    ex.spin_once(timeout_sec=SIGNAL_POLL_S)
+            finally:
+                signals.stage = "closing"
+                ex.shutdown(timeout_sec=1.0)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except (ParameterException, ConfigError) as e:
+            if node is not None:
                 raise
+            print(f"refusing to start: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+            code = 2
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
         finally:
-            ex.shutdown(timeout_sec=1.0)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ParameterException, ConfigError) as e:
-        if node is not None:
-            raise
-        print(f"refusing to start: {' '.join(str(e).split())[:500]}", file=sys.stderr)
-        code = 2
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as e:   # report, but still shut rclpy down
-                    print(f"[{node.get_name()}] error while closing: {e}", file=sys.stderr)
-                    code = code or 1
-            code = getattr(node, "exit_code", 0) or code
-            node.destroy_node()
-        rclpy.try_shutdown()
+            signals.stage = "closing"
+            if node is not None:
+                close = getattr(node, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception as e:   # report, but still shut rclpy down
+                        print(f"[{node.get_name()}] error while closing: {e}", file=sys.stderr)
+                        code = code or 1
+                code = getattr(node, "exit_code", 0) or code
+                node.destroy_node()
+            rclpy.try_shutdown()
     return code
