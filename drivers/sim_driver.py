@@ -9,148 +9,31 @@ Two clocks:
 
 `hold()` is a controlled stop, as a robot's controller brakes on a stop command: each joint's
 position reference decelerates from its motion to rest at the safety layer's planned rate
-(`_StopPlan`), then holds there; so does the reference when position set-points stop coming. A
-reference that jumps to rest instead brakes every moving joint as hard as its effort limit
-allows, and that deceleration, far above what any command plans with, throws the joints coupled
-to it past their limits.
+(`drivers.sim_stop.StopPlan`), then holds there; so does the reference when position set-points
+stop coming. A reference that jumps to rest instead brakes every moving joint as hard as its
+effort limit allows, and that deceleration, far above what any command plans with, throws the
+joints coupled to it past their limits.
+
+A randomization draw (`randomize`) and its per-period effects are `drivers.sim_reality.Reality`;
+loading the config's robot into the simulation, `drivers.sim_loading`.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 
 import numpy as np
 
 # first: `sim` imports pybullet without its banner
-from sim.robots import (ACTUATOR_EFFECTS, MODE_EFFORT, MODE_POSITION, ROBOT_DYNAMICS, RobotNominal,  # noqa: I001
-                        Simulation, apply_robot_draw, robot_model)
+from sim.robots import MODE_EFFORT, MODE_POSITION, Simulation  # noqa: I001
 
 import pybullet as p  # noqa: E402
 
-from s2r.core.yamlio import ConfigError, excerpt  # noqa: E402
-
 from .base import Driver, DriverError, register_driver
+from .sim_loading import load_configured_robot
+from .sim_reality import DRIVER_RANDOMIZATION, Reality
+from .sim_stop import StopPlan
 from s2r.core.types import Command, CommandMode, DriverSpec, RobotState
-
-# the randomization parameters (sim.randomization) the sim driver applies, `SimDriver.randomize`
-DRIVER_RANDOMIZATION = ROBOT_DYNAMICS + ACTUATOR_EFFECTS + (
-    "action_latency", "control_period_jitter", "action_noise", "action_bias", "joint_noise", "encoder_offset",
-    "sensor_delay")
-
-
-class _Reality:
-    """One randomization draw on the driver's robot (`SimDriver.randomize`), and the per-step
-    effects the sim tasks apply in their step loop, per control period of the driver:
-    - `action_latency` N: commands take effect N control periods after they arrive;
-    - `control_period_jitter`: a period simulates round(substeps * (1 + jitter)) physics substeps
-      (the wall-clock period stays), as the tasks do per step;
-    - `action_noise` + `action_bias` (normalized action units, times the config's
-      `max_position_step`): added to the increment of every streamed position set-point, so they
-      accumulate into the targets as they do into a task's commanded targets; reset when a stream
-      starts;
-    - `joint_noise` (per period), `encoder_offset`: added to the positions `read()` reports;
-    - `sensor_delay` N: `read()` reports the state of N control periods ago.
-    Per-step dynamics values are applied at each period's start. Per-joint values are drawn for
-    the joints `joint_idx` (of the driver's n) and are neutral (scale 1, effect 0) on the others."""
-
-    BLOCK = 64
-
-    def __init__(self, randomizer, seed: int, dims: dict, step_scale: float, joint_idx, n_joints: int):
-        from sim.randomization import PARAMETERS
-        self.randomizer, self.dims = randomizer, dims
-        self.joint_idx, self.n_joints = np.asarray(joint_idx, int), n_joints
-        self._per_joint = {n: (1.0 if n in ("joint_damping_scale", "gain_scale", "torque_limit_scale") else 0.0)
-                           for n in randomizer.params if PARAMETERS[n].shape in ("joints", "action")}
-        self.rng = np.random.default_rng(seed)
-        self.draw = self._expand(randomizer.sample_episode(self.rng, dims))
-        self.current = dict(self.draw)
-        self.latency = int(self.draw.get("action_latency", 0))
-        self.sensor_delay = int(self.draw.get("sensor_delay", 0))
-        self.per_step = randomizer.per_step_names()
-        self.per_step_dynamics = [n for n in self.per_step if n in ROBOT_DYNAMICS]
-        self.action_noise = "action_noise" in self.draw or "action_bias" in self.draw
-        self.step_scale = step_scale
-        self.offset = np.zeros(n_joints)           # accumulated action noise on the position targets
-        self.pending: deque = deque()               # delayed commands: (due, command)
-        self.states: deque = deque(maxlen=self.sensor_delay + 1)
-        self.period = 0
-        self._block, self._k = {}, self.BLOCK
-
-    def next_period(self) -> dict:
-        """This period's per-step values (drawn BLOCK periods at a time), now in `current`."""
-        if not self.per_step:
-            return {}
-        if self._k == self.BLOCK:
-            self._block, self._k = self.randomizer.sample_steps(self.rng, self.dims, self.BLOCK), 0
-        values = self._expand({n: b[self._k] for n, b in self._block.items()})
-        self._k += 1
-        self.current.update(values)
-        return values
-
-    def _expand(self, values: dict) -> dict:
-        """Per-joint values of the randomized joints as values of all the driver's joints."""
-        for name, neutral in self._per_joint.items():
-            if name in values:
-                full = np.full(self.n_joints, neutral)
-                full[self.joint_idx] = values[name]
-                values[name] = full
-        return values
-
-    def noisy_target(self, values: np.ndarray, restart: bool) -> np.ndarray:
-        """A position set-point with the action noise of this period added to its increment."""
-        if restart:
-            self.offset[:] = 0.0
-        c = self.current
-        self.offset += (c.get("action_noise", 0.0) + c.get("action_bias", 0.0)) * self.step_scale
-        return np.asarray(values, float) + self.offset
-
-    def observed(self, q, qd, tau):
-        """What a read reports: delayed, with joint noise and encoder offsets."""
-        if self.sensor_delay and self.states:
-            q, qd, tau = self.states[0]
-        c = self.current
-        if "joint_noise" in c:
-            q = q + c["joint_noise"]
-        if "encoder_offset" in c:
-            q = q + c["encoder_offset"]
-        return q, qd, tau
-
-
-class _StopPlan:
-    """A controlled stop from (q0, v0): each joint's reference decelerates at `a` to rest, then
-    holds. `a` is the deceleration the safety layer plans with (the spec's planned acceleration), or
-    more where that would carry the joint past its position limit: it stops at the limit (a
-    joint the safety layer kept within its envelope never needs more). A joint at rest outside
-    its limits is brought back to the limit, accelerating and braking at the planned rate."""
-
-    def __init__(self, q0, v0, lower, upper, accel):
-        room = np.where(v0 > 0, upper - q0, q0 - lower)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where(room > 0, v0 * v0 / (2.0 * room), np.inf)
-        plan = accel
-        a = np.maximum(plan, need)
-        stopped = np.isfinite(a)
-        self.q0, self.v0 = q0, v0
-        self.a = np.where(stopped, a, 0.0)
-        self.t_stop = np.where(stopped, np.abs(v0) / np.where(stopped, a, 1.0), 0.0)
-        # then back inside the limits, rest to rest: half the way accelerating, half braking
-        rest = q0 + 0.5 * v0 * self.t_stop
-        self.back = np.minimum(np.maximum(rest, lower), upper) - rest
-        self.t_back = 2.0 * np.sqrt(np.abs(self.back) / plan)
-        self.duration = float((self.t_stop + self.t_back).max(initial=0.0))
-        self.t = 0.0
-        self.goal = None             # the reference set for the end of the current period
-
-    def at(self, t: float) -> np.ndarray:
-        """The reference t seconds into the stop."""
-        tt = np.minimum(t, self.t_stop)
-        q = self.q0 + self.v0 * tt - 0.5 * np.sign(self.v0) * self.a * tt * tt
-        tb = np.minimum(np.maximum(t - self.t_stop, 0.0), self.t_back)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            half = np.where(self.t_back > 0, tb / self.t_back, 1.0)
-        share = np.where(half <= 0.5, 2.0 * half * half, 1.0 - 2.0 * (1.0 - half) ** 2)
-        return q + self.back * share
 
 
 class SimDriver(Driver):
@@ -167,9 +50,9 @@ class SimDriver(Driver):
         self.simulation: Simulation | None = None
         self.sim = None     # the SimRobot, once connected
         self.stats = dict(missed_periods=0)   # real time: control periods the stepping thread fell behind
-        self._stopping: _StopPlan | None = None   # a controlled stop in progress (`hold`)
+        self._stopping: StopPlan | None = None   # a controlled stop in progress (`hold`)
         self._stream: tuple | None = None          # the last position set-point: (goal, its speed, when overdue)
-        self._reality: _Reality | None = None      # a randomization draw (`randomize`)
+        self._reality: Reality | None = None      # a randomization draw (`randomize`)
 
     @property
     def spec(self) -> DriverSpec:
@@ -211,37 +94,7 @@ class SimDriver(Driver):
             self._thread.start()
 
     def _load_robot(self):
-        cfg = self.config
-        try:
-            model = robot_model(cfg.robot)
-        except ValueError as e:
-            raise ConfigError(cfg.path, "robot", str(e)) from None
-        try:
-            sim = self.simulation.add_robot(
-                model, cfg.joint_names,
-                kp=[j.kp for j in cfg.joints], kd=[j.kd for j in cfg.joints],
-                effort_limits=[j.limits.effort for j in cfg.joints],
-                gravity_compensation=cfg.sim.gravity_compensation)
-        except p.error as e:
-            raise DriverError(f"{cfg.path}: robot: cannot load the {cfg.robot!r} model "
-                              f"({excerpt(model.urdf, 200)}): {e}") from None
-        except ValueError as e:
-            # the model lacks a configured joint: name the first one by its config key
-            model_joints = _movable_joints(self.simulation.client, model.urdf, model.urdf_flags)
-            for i, name in enumerate(cfg.joint_names):
-                if name not in model_joints:
-                    raise ConfigError(cfg.path, f"joints[{i}].name",
-                                      f"the {cfg.robot!r} robot model has no joint {excerpt(name)} (its movable "
-                                      f"joints: {_cut(', '.join(model_joints))})") from None
-            raise DriverError(f"{cfg.path}: robot: {_cut(str(e))}") from None
-        for i, cam in enumerate(cfg.cameras):
-            if cam.parent != "world":
-                try:
-                    sim.link_pose(cam.parent)
-                except ValueError:
-                    raise ConfigError(cfg.path, f"cameras[{i}].extrinsics.parent",
-                                      f"the {cfg.robot!r} robot model has no link {excerpt(cam.parent)}") from None
-        return sim
+        return load_configured_robot(self.simulation, self.config)
 
     def reset_fault(self) -> None:
         """After the physics server died: a new one, with the robot where it was last measured
@@ -348,7 +201,7 @@ class SimDriver(Driver):
                     else:   # the reference, not the joints: the controller's error stays as it was
                         q, qd = self.sim.q_target.copy(), np.array(self.sim.qd_target, float)
                     sp = self._spec
-                    self._stopping = _StopPlan(q, qd, sp.lower, sp.upper, sp.max_acceleration)
+                    self._stopping = StopPlan(q, qd, sp.lower, sp.upper, sp.max_acceleration)
                     self.sim.set_target(MODE_POSITION, q)     # from there, at rest ...
                 self._stop_tick()                              # ... the reference follows the plan
                 if not self.realtime:
@@ -382,7 +235,7 @@ class SimDriver(Driver):
                 and np.array_equal(self.sim.q_target, goal):
             sp = self._spec
             self._stream = None
-            self._stopping = _StopPlan(goal, velocity, sp.lower, sp.upper, sp.max_acceleration)
+            self._stopping = StopPlan(goal, velocity, sp.lower, sp.upper, sp.max_acceleration)
 
     def _stop_in_progress(self) -> bool:
         """A stop is under way and the reference still follows it."""
@@ -414,7 +267,7 @@ class SimDriver(Driver):
         """Run the robot under one draw (from `seed`) of a randomization preset (a name, a path, a
         dict or a `sim.randomization.Randomizer`): its robot physics applied by the same function
         as the sim tasks' (`sim.robots.apply_robot_draw`, on top of the model's identified joint
-        damping, the tasks' nominal) and its per-step effects in the control loop (`_Reality`).
+        damping, the tasks' nominal) and its per-step effects in the control loop (`Reality`).
         `joints` (names; default all of the config's): the joints per-joint values are drawn for,
         in that order, as a task that controls only those draws them; the others stay nominal.
         Returns the draw. A preset with a parameter the driver does not simulate (objects, table,
@@ -438,7 +291,7 @@ class SimDriver(Driver):
         with self._lock:
             dims = {"joints": len(idx), "links": p.getNumJoints(self.sim.body, physicsClientId=self.simulation.client),
                     "action": len(idx), "objects": 0, "surfaces": 0}
-            self._reality = _Reality(rz, int(seed), dims, float(self.config.safety.max_position_step), idx,
+            self._reality = Reality(rz, int(seed), dims, float(self.config.safety.max_position_step), idx,
                                      len(names))
             self._apply_draw()
             return dict(self._reality.draw)
@@ -459,15 +312,7 @@ class SimDriver(Driver):
 
     def _apply_draw(self) -> None:
         """The draw's robot physics on the robot as loaded (the lock held)."""
-        r = self._reality
-        self._nominal = RobotNominal.of(self.sim)
-        self._nominal.restore_damping(self.sim)
-        apply_robot_draw(self.simulation, self.sim, self._nominal, r.draw)
-        r.states.clear()
-        r.pending.clear()
-        st = self.sim.state()
-        for _ in range(r.sensor_delay):
-            r.states.append(st)
+        self._reality.apply(self.simulation, self.sim)
 
     def _apply_due(self, now: int) -> None:
         """Apply the delayed commands due by `now` (simulation steps in real time, else periods)."""
@@ -479,20 +324,10 @@ class SimDriver(Driver):
         """A control period starts under the draw: its per-step values, the delayed commands due;
         returns the period's physics substeps."""
         r = self._reality
-        values = r.next_period()
-        if r.per_step_dynamics:
-            apply_robot_draw(self.simulation, self.sim, self._nominal, {k: values[k] for k in r.per_step_dynamics})
+        n = r.begin_period(self.simulation, self.sim, self._substeps)
         if r.pending and not self.realtime:
             self._apply_due(r.period)
-        if "control_period_jitter" in r.current:
-            return max(1, int(round(self._substeps * (1.0 + float(r.current["control_period_jitter"])))))
-        return self._substeps
-
-    def _period_end(self) -> None:
-        r = self._reality
-        r.period += 1
-        if r.sensor_delay:
-            r.states.append(self.sim.state())
+        return n
 
     def _step_period(self) -> None:
         """Lockstep: one control period of physics."""
@@ -500,7 +335,7 @@ class SimDriver(Driver):
             self.simulation.step(self._substeps)
             return
         self.simulation.step(self._period_begin())
-        self._period_end()
+        self._reality.end_period(self.sim)
 
     # ------------------------------------------------------------------ internals
     def _require_connected(self):
@@ -534,7 +369,7 @@ class SimDriver(Driver):
                 with self._lock:
                     if not p.isConnected(self.simulation.client):
                         return
-                    self._period_end()
+                    self._reality.end_period(self.sim)
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
@@ -543,25 +378,6 @@ class SimDriver(Driver):
                 # fell more than a period behind: count it and resync rather than sprint to catch up
                 self.stats["missed_periods"] += int(-delay / period)
                 next_t = time.monotonic()
-
-
-def _movable_joints(client: int, urdf: str, flags: int = 0) -> list[str]:
-    """The names of a URDF's movable joints, loaded into `client` and removed again (a model
-    without a configured joint is refused by name before the robot is built)."""
-    body = p.loadURDF(urdf, useFixedBase=True, flags=flags, physicsClientId=client)
-    try:
-        names = []
-        for i in range(p.getNumJoints(body, physicsClientId=client)):
-            info = p.getJointInfo(body, i, physicsClientId=client)
-            if info[2] != p.JOINT_FIXED:
-                names.append(info[1].decode())
-        return names
-    finally:
-        p.removeBody(body, physicsClientId=client)
-
-
-def _cut(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _physics_error(e: Exception) -> DriverError:

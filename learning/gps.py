@@ -26,304 +26,32 @@ Initial controllers: given, or the agent's `initial_controllers(variance)` (ArmR
 on the TCP's error through the Jacobian at the start), or zero gains that explore around holding still.
 Everything the next iteration needs, random number generator states included, is in
 `state_dict()`, so a run resumed from a checkpoint continues exactly as if it had not stopped.
+
+This module is MDGPS itself, the iteration loop of the algorithm box above; the parts it uses:
+`learning.gps_config` (GPSConfig, TrainingError), `learning.gps_policy` (PolicyRunner, the S-step's
+`train_policy_weighted`), `learning.gps_vision` (vision pretraining, feature points, AuxPose) and
+`learning.gps_checkpoint` (state_dict / load_state_dict).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from .dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
+from .gps_checkpoint import gps_state_dict, load_gps_state_dict
+from .gps_config import VISUOMOTOR_IMAGE_SIZE, GPSConfig, TrainingError
+from .gps_policy import PolicyRunner, to_torch, train_policy_weighted
+from .gps_vision import AuxPose, feature_points, pretrain_vision, render_and_pretrain
 from .linear_gaussian import LinearGaussianController, LinearGaussianDynamics, expected_cost
 from .lqr_flm import NotPositiveDefinite, adjust_step, lqr_flm_update
 from .policies import MLPPolicy, VisuomotorCNN, make_policy
 
-__all__ = ["GPSConfig", "VISUOMOTOR_IMAGE_SIZE", "MDGPS", "TrainingError", "PolicyRunner", "AuxPose", "train_policy_weighted"]
+__all__ = ["GPSConfig", "VISUOMOTOR_IMAGE_SIZE", "MDGPS", "TrainingError", "PolicyRunner", "AuxPose",
+           "train_policy_weighted", "feature_points", "pretrain_vision", "render_and_pretrain"]
 log = logging.getLogger(__name__)
-
-
-# The image size of the visuomotor recipe: at 64 px the 7 cm target marker is ~4 px wide and the
-# pretrained feature points place it to ~2.9 cm (MLP read-out, held-out renders); at 128 px, 1.6 cm
-# (bench_gps held-out image-GPS success after 10 iterations: 75 % -> 85 %, at 4x the convolution cost),
-# 1.3 cm with the visuomotor recipe's longer pretraining.
-VISUOMOTOR_IMAGE_SIZE = 128
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. every sample of a condition was non-finite)."""
-
-
-@dataclass
-class GPSConfig:
-    iterations: int = 10
-    samples_per_condition: int = 5
-    kl_step: float = 0.5              # epsilon = kl_step * T * step_mult (KL summed over steps)
-    min_step_mult: float = 0.01
-    max_step_mult: float = 10.0
-    init_variance: float | None = None  # exploration variance of the initial PD controllers (None: the agent's)
-    on_policy: bool = True
-    prior_strength: float = 1.0
-    max_clusters: int = 20
-    min_points_per_cluster: int = 40
-    prior_iterations: int = 3         # iterations of a condition's transitions its dynamics GMM is fitted on
-    dynamics_prior: str = "condition"  # "condition": one GMM prior per condition, on its own samples
-                                       # (Levine et al. 2016); "pooled": one over all conditions' samples
-    policy_steps: int = 400           # S-step Adam updates per iteration
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    hidden: tuple = (64, 64)
-    eval_episodes: int = 20           # held-out starts evaluated after every iteration
-    pretrain_images: int = 300        # vision pretraining (image policies): rendered images, not rollouts
-    pretrain_steps: int = 300         # Adam steps (batch 32, cosine learning-rate decay)
-    pretrain_reach_fraction: float = 0.0  # of those images, the arm placed on the way to the target (`pose_dataset`)
-    pretrain_head_hidden: int = 0     # 0: regress the pose linearly from the feature points (the policy's
-                                      # pose_head); > 0: through a hidden ReLU layer of this width
-    pretrain_bf16: bool = False       # the pretraining's convolutions in bfloat16 (VisuomotorCNN.feature_points)
-    aux_pose_weight: float = 0.0      # image policies, frozen vision: S-step auxiliary loss (see `AuxPose`)
-    aux_pretrain_steps: int = 0       # first iteration: Adam steps on the auxiliary loss alone before the S-step
-    policy_replay: int = 0            # the S-step also regresses on this many earlier iterations' samples
-                                      # (their observations and their iteration's local controllers' actions)
-    finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
-    resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
-    seed: int = 0
-
-    @classmethod
-    def visuomotor(cls, **kw) -> "GPSConfig":
-        """The image-policy recipe (what benchmarks/bench_gps.py measures, on VISUOMOTOR_IMAGE_SIZE
-        images): 8000 rendered pose images (half with the arm on the way to the target) and 6000
-        pretraining steps with bf16 convolutions (on 500 held-out renders, an MLP read-out of the
-        feature points places the target to 1.28 cm and tcp - target to 1.61 cm, against 1.58 / 2.02 cm
-        after 4000 images and 3000 steps; bf16 makes a step ~1.5x faster on 2 threads at the same
-        accuracy), the auxiliary pose loss (pre-fitted for 2000 steps), 800 S-step updates over this
-        and the 9 earlier iterations' samples, and twice the default KL step (kl_step 1.0: on 40
-        validation starts, held-out seeds never used by the benchmark, 97.5 % success after 10
-        iterations against 92.5 % with 0.5; 2.0 and 1600 S-step updates were no better). `kw`
-        overrides any field."""
-        recipe = dict(pretrain_images=8000, pretrain_steps=6000, pretrain_bf16=True, pretrain_reach_fraction=0.5,
-                      aux_pose_weight=1.0, aux_pretrain_steps=2000, policy_replay=9, policy_steps=800, kl_step=1.0)
-        return cls(**(recipe | kw))
-
-    def validate(self) -> "GPSConfig":
-        for name in ("iterations", "samples_per_condition", "policy_steps", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.samples_per_condition < 2:
-            raise ValueError("samples_per_condition must be >= 2 (dynamics are fitted from them)")
-        for name in ("kl_step", "learning_rate", "prior_strength"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.aux_pose_weight < 0:
-            raise ValueError(f"aux_pose_weight must be >= 0, got {self.aux_pose_weight}")
-        if self.policy_replay < 0:
-            raise ValueError(f"policy_replay must be >= 0, got {self.policy_replay}")
-        if self.policy_replay > 0 and self.finetune_vision:
-            raise ValueError("policy_replay keeps feature points: it needs frozen vision (finetune_vision False)")
-        if self.aux_pose_weight > 0 and self.finetune_vision:
-            raise ValueError("aux_pose_weight needs frozen vision (finetune_vision False)")
-        if self.dynamics_prior not in ("condition", "pooled"):
-            raise ValueError(f"dynamics_prior must be 'condition' or 'pooled', got {self.dynamics_prior!r}")
-        if self.init_variance is not None and not self.init_variance > 0:
-            raise ValueError(f"init_variance must be positive, got {self.init_variance}")
-        return self
-
-
-def _to_torch(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a), dtype=torch.float32)
-
-
-class PolicyRunner:
-    """Calls a torch policy on an agent's observation dict {'state': (obs_dim,), 'image': HxWx3}."""
-
-    def __init__(self, policy, cov=None, rng: np.random.Generator | None = None):
-        self.policy, self.rng = policy, rng
-        self.chol = None if cov is None else np.linalg.cholesky(cov)
-
-    @torch.inference_mode()
-    def mean(self, obs) -> np.ndarray:
-        s = _to_torch(obs["state"])[None]
-        if isinstance(self.policy, VisuomotorCNN):
-            img = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None].permute(0, 3, 1, 2)
-            return self.policy(img, s)[0].double().numpy()
-        return self.policy(s)[0].double().numpy()
-
-    def __call__(self, t, x, obs, noise=None):
-        u = self.mean(obs)
-        return u if noise is None or self.chol is None else u + self.chol @ noise
-
-
-class AuxPose(torch.nn.Module):
-    """Auxiliary pose loss of the visuomotor CNN's S-step (image policies with frozen vision).
-
-    A linear read-out from the first hidden layer of the policy's FC head (feature points + joint
-    state -> FC 40 -> ReLU) regresses the TCP's position relative to the target (tcp - target, m),
-    on the rendered vision-pretraining images (their [target, tcp] poses and joint states) and on the
-    samples of this and the earlier iterations (whose full state holds tcp - target). The first hidden layer thus keeps an
-    explicit, target-relative code of where the gripper is with respect to the target -- what the
-    state MLP gets as an input -- learned from thousands of rendered target positions rather than
-    from the few training conditions of an iteration. The read-out is not part of the policy (its
-    inputs stay the image and the joint state; exports are unchanged)."""
-
-    SCALE = 0.1          # m: the regressed values are (tcp - target) / SCALE
-
-    def __init__(self, policy: VisuomotorCNN):
-        super().__init__()
-        self.readout = torch.nn.Linear(policy.hidden, 3)
-        self.points = torch.zeros(0, 2 * policy.n_points)
-        self.joints = torch.zeros(0, policy.joint_dim)
-        self.rel = torch.zeros(0, 3)
-
-    def set_data(self, points: torch.Tensor, joints, rel) -> None:
-        """The rendered pose set: feature points (n, 2 n_points), joint states (n, joint_dim), tcp - target (n, 3)."""
-        self.points, self.joints, self.rel = points.float(), _to_torch(joints), _to_torch(rel) / self.SCALE
-
-    def extend(self, points: torch.Tensor, joints, rel) -> None:
-        """Add labelled data (e.g. an iteration's samples, whose full state holds tcp - target)."""
-        self.points = torch.cat([self.points, points.float()])
-        self.joints = torch.cat([self.joints, _to_torch(joints)])
-        self.rel = torch.cat([self.rel, _to_torch(rel) / self.SCALE])
-
-    def fit(self, policy, optimizer, steps: int, batch_size: int, generator: torch.Generator) -> float:
-        """Adam on the auxiliary loss alone (its data set); returns the last loss."""
-        policy.train()
-        loss = torch.tensor(float("nan"))
-        for _ in range(steps):
-            j = torch.randint(0, len(self.rel), (min(batch_size, len(self.rel)),), generator=generator)
-            loss = self.loss(policy, self.points[j], self.joints[j], self.rel[j])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        policy.eval()
-        return float(loss.detach())
-
-    def hidden(self, policy: VisuomotorCNN, points: torch.Tensor, joint_state: torch.Tensor) -> torch.Tensor:
-        return policy.fc[:2](torch.cat([points, policy.joint_normalizer(joint_state)], dim=-1))
-
-    def loss(self, policy, points, joint_state, rel_scaled) -> torch.Tensor:
-        return ((self.readout(self.hidden(policy, points, joint_state)) - rel_scaled) ** 2).sum(-1).mean()
-
-    @torch.inference_mode()
-    def error(self, policy, points, joint_state, rel) -> float:
-        """Mean distance (m) between the predicted and the true tcp - target."""
-        pred = self.readout(self.hidden(policy, points, _to_torch(joint_state))) * self.SCALE
-        return float(torch.linalg.norm(pred - _to_torch(rel), dim=-1).mean())
-
-
-def train_policy_weighted(policy, optimizer, inputs: dict, targets: np.ndarray, precisions: np.ndarray | None,
-                          steps: int, batch_size: int, generator: torch.Generator, head_only: bool = False,
-                          aux: AuxPose | None = None, aux_weight: float = 0.0) -> float:
-    """Adam on the precision-weighted squared error (pi(o) - mu)' W (pi(o) - mu), W normalized to an
-    average trace of dU (precisions None: W = I). inputs: 'state' (n, d) and, for the CNN, either
-    'image' (n, H, W, 3) or, with head_only, the precomputed 'points' (n, 64).
-    With `aux` (head_only), plus aux_weight times its pose loss on a batch drawn from its rendered
-    set and, where inputs has 'rel' (n, 3: tcp - target), from the samples. Returns the last policy loss."""
-    n = len(targets)
-    Y = _to_torch(targets)
-    dU = Y.shape[1]
-    if precisions is None:
-        W = torch.eye(dU).expand(n, dU, dU)
-    else:
-        W = _to_torch(precisions)
-        W = W * (dU / W.diagonal(dim1=1, dim2=2).sum(-1).mean())
-    S = _to_torch(inputs["state"])
-    use_aux = aux is not None and aux_weight > 0
-    if use_aux:
-        if not head_only:
-            raise ValueError("the auxiliary pose loss needs precomputed feature points (head_only)")
-        A_pts, A_js, A_rel = aux.points, aux.joints, aux.rel
-        if "rel" in inputs:                 # labels of the last len(rel) rows of the inputs
-            m = len(inputs["rel"])
-            A_pts = torch.cat([A_pts, inputs["points"][-m:]])
-            A_js = torch.cat([A_js, S[-m:]])
-            A_rel = torch.cat([A_rel, _to_torch(inputs["rel"]) / aux.SCALE])
-    policy.train()
-    loss_value = float("nan")
-    for _ in range(steps):
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=generator)
-        if isinstance(policy, VisuomotorCNN):
-            if head_only:
-                out = policy.head(inputs["points"][idx], S[idx])
-            else:
-                img = torch.from_numpy(inputs["image"][idx.numpy()]).permute(0, 3, 1, 2)
-                out = policy(img, S[idx])
-        else:
-            out = policy(S[idx])
-        r = out - Y[idx]
-        loss = torch.einsum("bi,bij,bj->b", r, W[idx], r).mean()
-        total = loss
-        if use_aux:
-            j = torch.randint(0, len(A_rel), (min(batch_size, len(A_rel)),), generator=generator)
-            total = loss + aux_weight * aux.loss(policy, A_pts[j], A_js[j], A_rel[j])
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        loss_value = float(loss.detach())
-    policy.eval()
-    if not np.isfinite(loss_value):
-        raise TrainingError("policy training diverged (loss is NaN)")
-    return loss_value
-
-
-def render_and_pretrain(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
-                        generator: torch.Generator, reach_fraction: float = 0.0, head_hidden: int = 0,
-                        progress=None, bf16: bool = False):
-    """Render `agent.pose_dataset` and `pretrain_vision` on it, reporting `progress(stage, done, total,
-    info)` for the stages "rendering pose images" and "vision pretraining". Returns (dataset, last loss)."""
-    data = agent.pose_dataset(n_images, rng, reach_fraction=reach_fraction,
-                              progress=None if progress is None else
-                              lambda i, n: progress("rendering pose images", i, n, ""))
-    loss = pretrain_vision(policy, agent, n_images, steps, rng, generator, dataset=data, head_hidden=head_hidden,
-                           bf16=bf16, progress=None if progress is None else
-                           lambda i, n, value: progress("vision pretraining", i, n, f"pose loss {value:.3f}"))
-    return data, loss
-
-
-@torch.inference_mode()
-def feature_points(policy: VisuomotorCNN, images: np.ndarray, chunk: int = 256) -> torch.Tensor:
-    out = [policy.feature_points(torch.from_numpy(np.ascontiguousarray(images[i:i + chunk])).permute(0, 3, 1, 2))
-           for i in range(0, len(images), chunk)]
-    return torch.cat(out)
-
-
-def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
-                    generator: torch.Generator, lr: float = 1e-3, dataset=None, head_hidden: int = 0,
-                    progress=None, bf16: bool = False) -> float:
-    """Levine et al. 2016, Sec. 4.3: pretrain the conv layers by regressing the pose of the task's
-    objects (the reach target and the TCP: 6 numbers) from rendered, randomized images
-    (`agent.pose_dataset`, or `dataset` = its (images, poses, ...)). Adam, batch 32, the learning
-    rate decays to zero on a cosine schedule. The pose is read from the feature points by the
-    policy's linear `pose_head` or, with head_hidden > 0, by a pretraining-only head with one hidden
-    ReLU layer (which lets the conv layers code what a linear read-out of 2-D points cannot, such
-    as the target's depth from its apparent size). bf16: the convolutions under bfloat16 autocast
-    (`VisuomotorCNN.feature_points`). `progress(step, steps, loss)` is called after every step.
-    Returns the last (normalized) loss."""
-    images, poses = (agent.pose_dataset(n_images, rng) if dataset is None else dataset)[:2]
-    P = _to_torch(poses)
-    mean, std = P.mean(0), P.std(0).clamp_min(1e-3)
-    head = policy.pose_head
-    if head_hidden > 0:
-        head = torch.nn.Sequential(torch.nn.Linear(2 * policy.n_points, head_hidden), torch.nn.ReLU(),
-                                   torch.nn.Linear(head_hidden, P.shape[1]))
-    params = list(policy.conv.parameters()) + list(policy.softmax.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
-    policy.train()
-    loss_value = float("nan")
-    for step in range(steps):
-        idx = torch.randint(0, len(images), (min(32, len(images)),), generator=generator)
-        img = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2)
-        loss = ((head(policy.feature_points(img, bf16)) - (P[idx] - mean) / std) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        loss_value = float(loss.detach())
-        if progress is not None:
-            progress(step + 1, steps, loss_value)
-    policy.eval()
-    return loss_value
 
 
 class MDGPS:
@@ -485,9 +213,9 @@ class MDGPS:
             out = []
             for s in samples:
                 pts = feature_points(self.policy, s.images[:-1])
-                out.append(self.policy.head(pts, _to_torch(s.state_obs[:-1])).double().numpy())
+                out.append(self.policy.head(pts, to_torch(s.state_obs[:-1])).double().numpy())
             return np.array(out)
-        S = _to_torch(np.array([s.state_obs[:-1] for s in samples]))
+        S = to_torch(np.array([s.state_obs[:-1] for s in samples]))
         return runner.policy(S).double().numpy()
 
     def evaluate(self, episodes: int | None = None, first: int = 0) -> dict:
@@ -631,57 +359,9 @@ class MDGPS:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"algorithm": "gps", "config": asdict(self.cfg), "iteration": self.iteration,
-                "policy_config": self.policy.config(), "policy": self.policy.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "controllers": [(c.K, c.k, c.cov) for c in self.controllers],
-                "step_mult": self.step_mult, "eta": self.eta,
-                "prev_pibar": [None if p is None else (p.K, p.k, p.cov) for p in self.prev_pibar],
-                "prev_dyn": [None if d is None else (d.F, d.f, d.cov, d.x0_mean, d.x0_cov) for d in self.prev_dyn],
-                "prev_xbar": self.prev_xbar,
-                "prev_traj": [None if p is None else (p.K, p.k, p.cov) for p in self.prev_traj],
-                "transitions": self.transitions, "policy_cov": self.policy_cov, "pretrained": self.pretrained,
-                "history": self.history, "dropped_samples": self.dropped_samples,
-                "condition_seeds": list(getattr(self.agent, "condition_seeds", [])),
-                "replay": self.replay,
-                "aux": None if self.aux is None else {"readout": self.aux.readout.state_dict(), "points": self.aux.points,
-                                                      "joints": self.aux.joints, "rel": self.aux.rel},
-                "rng": self.rng.bit_generator.state, "torch_generator": self.gen.get_state(),
-                "torch_rng": torch.get_rng_state()}
+        """Everything the next iteration needs (`learning.gps_checkpoint.gps_state_dict`)."""
+        return gps_state_dict(self)
 
     def load_state_dict(self, st: dict) -> None:
-        if st.get("algorithm") != "gps":
-            raise ValueError(f"checkpoint is from {st.get('algorithm')!r}, not gps")
-        if st["policy_config"] != self.policy.config():
-            raise ValueError(f"checkpoint policy {st['policy_config']} does not match {self.policy.config()}")
-        self.policy.load_state_dict(st["policy"])
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.controllers = [LinearGaussianController(*c) for c in st["controllers"]]
-        if len(self.controllers) != self.agent.n_conditions or self.controllers[0].dX != self.agent.dX:
-            raise ValueError("checkpoint controllers do not match the task's conditions or state")
-        self.step_mult, self.eta = np.array(st["step_mult"]), np.array(st["eta"])
-        self.prev_pibar = [None if p is None else LinearGaussianController(*p) for p in st["prev_pibar"]]
-        self.prev_dyn = [None if d is None else LinearGaussianDynamics(*d) for d in st["prev_dyn"]]
-        self.prev_xbar = list(st.get("prev_xbar", [None] * len(self.prev_dyn)))  # older runs: quadratic costs only
-        # older checkpoints: no previous C-step controllers saved; they are the checkpoint's controllers
-        self.prev_traj = [None if p is None else LinearGaussianController(*p)
-                          for p in st.get("prev_traj", [c if p is not None else None
-                                                        for c, p in zip(st["controllers"], st["prev_pibar"])])]
-        tr = list(st["transitions"])
-        if tr and not isinstance(tr[0], list):        # older checkpoints: one pooled history
-            tr = [tr] + [[] for _ in range(self.agent.n_conditions - 1)]
-        self.transitions = tr or [[] for _ in range(self.agent.n_conditions)]
-        self.policy_cov, self.pretrained = np.array(st["policy_cov"]), st["pretrained"]
-        self.history, self.dropped_samples = list(st["history"]), st["dropped_samples"]
-        self.iteration = int(st["iteration"])
-        self.replay = list(st.get("replay", []))
-        if (st.get("aux") is None) != (self.aux is None):
-            raise ValueError("checkpoint and configuration disagree on the auxiliary pose loss (aux_pose_weight)")
-        if self.aux is not None:
-            self.aux.readout.load_state_dict(st["aux"]["readout"])
-            self.aux.points, self.aux.joints, self.aux.rel = st["aux"]["points"], st["aux"]["joints"], st["aux"]["rel"]
-        if st.get("condition_seeds") and hasattr(self.agent, "condition_seeds"):
-            self.agent.condition_seeds = list(st["condition_seeds"])
-        self.rng.bit_generator.state = st["rng"]
-        self.gen.set_state(st["torch_generator"])
-        torch.set_rng_state(st["torch_rng"])
+        """Continue from a checkpoint (`learning.gps_checkpoint.load_gps_state_dict`)."""
+        load_gps_state_dict(self, st)
