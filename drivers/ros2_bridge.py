@@ -17,131 +17,33 @@ needs fresh state again.
 
 Calibration applies as for every driver: q = sign * (raw - offset).
 
-Parameters (`driver:` in the hardware config): joint_states_topic, command_interface,
-command_topics, trajectory_topic, trajectory_lookahead_s, joint_map, stale_after_s,
-connect_timeout_s, read_wait_s, domain_id, node_name, reading_margin, untrusted_budget.
+Parameters (`driver:` in the hardware config) are `s2r.core.schema.drivers.Ros2BridgeParams`,
+checked when the config loads.
 """
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from s2r.core.yamlio import keyname
-from s2r.core.yamlio import excerpt
+from s2r.core.schema.drivers import Ros2BridgeParams, driver_params
+from s2r.core.types import Command, CommandMode, DriverSpec, RobotState
 
 from .base import Driver, DriverError, DriverFault, register_driver
 from .plausibility import ReadingGuard
-from s2r.core.types import Command, CommandMode, DriverSpec, RobotState
 
 log = logging.getLogger("s2r.ros2_bridge")
 
-DEFAULT_COMMAND_TOPICS = {
-    "position": "/forward_position_controller/commands",
-    "velocity": "/forward_velocity_controller/commands",
-    "effort": "/forward_effort_controller/commands",
-}
-
-
-@dataclass(frozen=True)
-class Ros2BridgeParams:
-    joint_states_topic: str = "/joint_states"
-    command_interface: str = "forward"
-    command_topics: dict = field(default_factory=dict)
-    trajectory_topic: str = "/joint_trajectory_controller/joint_trajectory"
-    trajectory_lookahead_s: float | None = None
-    joint_map: dict = field(default_factory=dict)
-    stale_after_s: float = 0.1
-    connect_timeout_s: float = 10.0
-    read_wait_s: float | None = None
-    domain_id: int | None = None
-    node_name: str = "s2r_ros2_bridge"
-    reading_margin: float = 0.2
-    untrusted_budget: int = 3
-
-
-def _is_topic(v) -> bool:
-    return isinstance(v, str) and 0 < len(v) <= 256 and v.isprintable() and " " not in v
-
 
 def parse_params(cfg) -> Ros2BridgeParams:
-    """Validate `cfg.driver_params` for this driver; errors name the key (`driver.<key>`)."""
-    raw = dict(cfg.driver_params)
-    known = {f.name for f in fields(Ros2BridgeParams)}
-    for k in sorted(map(keyname, raw)):
-        if k not in known:
-            raise cfg.error(f"driver.{k}", f"unknown ros2 driver parameter (known: {', '.join(sorted(known))})")
-
-    def topic(key, default):
-        v = raw.get(key, default)
-        if not _is_topic(v):
-            raise cfg.error(f"driver.{key}", f"expected a topic name, got {excerpt(v)}")
-        return v
-
-    def num(key, default, lo, hi, kind=float):
-        v = raw.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
-                or not math.isfinite(v):
-            raise cfg.error(f"driver.{key}", f"expected {'an integer' if kind is int else 'a number'}, got {excerpt(v)}")
-        if not lo <= v <= hi:
-            raise cfg.error(f"driver.{key}", f"must be in [{lo}, {hi}], got {v}")
-        return kind(v)
-
-    interface = raw.get("command_interface", "forward")
-    if interface not in ("forward", "trajectory"):
-        raise cfg.error("driver.command_interface", f"must be forward or trajectory; got {excerpt(interface)}")
-    modes = {m.value for m in cfg.modes}
-    if interface == "trajectory" and "effort" in modes:
-        raise cfg.error("driver.modes", "a joint trajectory carries positions and velocities, not effort: "
-                                         "drop effort or use command_interface: forward")
-    topics_raw = raw.get("command_topics", {}) or {}
-    if not isinstance(topics_raw, dict):
-        raise cfg.error("driver.command_topics", f"expected a mapping mode -> topic, got {excerpt(topics_raw)}")
-    for m, t in topics_raw.items():
-        m = keyname(m)
-        if m not in DEFAULT_COMMAND_TOPICS:
-            raise cfg.error(f"driver.command_topics.{m}", "unknown command mode (position, velocity, effort)")
-        if not _is_topic(t):
-            raise cfg.error(f"driver.command_topics.{m}", f"expected a topic name, got {excerpt(t)}")
-    topics = {m: topics_raw.get(m, DEFAULT_COMMAND_TOPICS[m]) for m in sorted(modes)}
-    jmap = raw.get("joint_map", {}) or {}
-    if not isinstance(jmap, dict):
-        raise cfg.error("driver.joint_map", f"expected a mapping config joint -> robot joint, got {excerpt(jmap)}")
-    for k, v in jmap.items():
-        k = keyname(k)
-        if k not in cfg.joint_names:
-            raise cfg.error(f"driver.joint_map.{k}", f"not a joint of this config ({', '.join(cfg.joint_names)})")
-        if not isinstance(v, str) or not v or len(v) > 256 or not v.isprintable():
-            raise cfg.error(f"driver.joint_map.{k}", f"expected the robot's joint name, got {excerpt(v)}")
-    mapped = [jmap.get(n, n) for n in cfg.joint_names]
-    if len(set(mapped)) != len(mapped):
-        raise cfg.error("driver.joint_map", "two config joints map to the same robot joint")
-    node_name = raw.get("node_name", "s2r_ros2_bridge")
-    if not isinstance(node_name, str) or not node_name.replace("_", "").isalnum() or node_name[0].isdigit() \
-            or len(node_name) > 256:
-        raise cfg.error("driver.node_name", f"expected a ROS node name (letters, digits, _), got {excerpt(node_name)}")
-    period = 1.0 / cfg.control_rate_hz
-    return Ros2BridgeParams(
-        joint_states_topic=topic("joint_states_topic", "/joint_states"),
-        command_interface=interface,
-        command_topics=topics,
-        trajectory_topic=topic("trajectory_topic", "/joint_trajectory_controller/joint_trajectory"),
-        trajectory_lookahead_s=num("trajectory_lookahead_s", 2 * period, 1e-4, 10.0),
-        joint_map=dict(jmap),
-        stale_after_s=num("stale_after_s", 0.1, 1e-3, 60.0),
-        connect_timeout_s=num("connect_timeout_s", 10.0, 0.1, 600.0),
-        read_wait_s=num("read_wait_s", period, 0.0, 10.0),
-        domain_id=num("domain_id", None, 0, 232, int),
-        node_name=node_name,
-        reading_margin=num("reading_margin", 0.2, 0.0, math.pi),
-        untrusted_budget=num("untrusted_budget", 3, 1, 1000, int),
-    )
+    """`cfg.driver_params` validated, checked against the config (modes, joint names) and with the
+    defaults that depend on it filled (command topics per mode, periods); errors name `driver.<key>`."""
+    if cfg.driver_type != "ros2":
+        raise cfg.error("driver.type", f"the ros2 bridge cannot run a {cfg.driver_type!r} config")
+    return driver_params(cfg)
 
 
 @dataclass

@@ -73,14 +73,42 @@ def cmd_emulate(a) -> int:
     return run_emulator(cfg, realtime=not a.fast)
 
 
+def schema_models() -> dict:
+    """File kind -> a function giving its pydantic model (imported only for the kind asked)."""
+    def hardware():
+        from .core.schema.hardware import hardware_model
+        return hardware_model()
+
+    def bringup():
+        from .launch.bringup import BringupFile
+        return BringupFile
+
+    def randomization():
+        from .core.schema.randomization import Preset
+        return Preset
+    return {"hardware": hardware, "bringup": bringup, "randomization": randomization}
+
+
+def cmd_schema(a) -> int:
+    """Print the JSON Schema of one kind of YAML file, for editors (yaml-language-server's
+    `# yaml-language-server: $schema=...` comment, or VS Code's yaml.schemas setting)."""
+    import json
+
+    schema = schema_models()[a.kind]().model_json_schema()
+    print(json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from s2r.core.types import HARDWARE_MODES
+
     ap = argparse.ArgumentParser(prog="s2r", description="s2r: robot control with sim-to-real")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate a hardware config, connect, print the joint spec")
     p.add_argument("config", help="path, or a name in hardware_configs/ (e.g. panda_sim)")
-    p.add_argument("--hardware", choices=["auto", "sim", "real"], help="override the config's hardware mode")
+    p.add_argument("--hardware", choices=list(HARDWARE_MODES), help="override the config's hardware mode")
     p.add_argument("--no-connect", action="store_true", help="only validate the file")
     p.set_defaults(fn=cmd_check)
 
@@ -94,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, add_help=False, help=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a YAML file kind (editors complete and check with it)")
+    p.add_argument("kind", nargs="?", default="hardware", choices=sorted(schema_models()),
+                   help="which files: hardware configs (default), bringups, randomization presets")
+    p.set_defaults(fn=cmd_schema)
 
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
     p.add_argument("config")

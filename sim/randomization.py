@@ -50,11 +50,11 @@ Bad input (unknown group or parameter, unknown distribution, inverted or negativ
 beyond the parameter's bound `ParamInfo.limit` such as a mass scale of 1e300, a mode a parameter
 cannot have) raises `RandomizationError` naming the key path, e.g.
 ``groups.dynamics.link_mass_scale.low: 2.0 > high 1.5``; values are quoted as bounded excerpts.
-Preset files are read by `s2r.core.yamlio` (size, aliases, duplicate keys, non-finite numbers).
+Preset files are read by `s2r.core.yamlio` (size, aliases, duplicate keys, non-finite numbers) and
+validated by `s2r.core.schema.randomization`, which also holds the parameter table (`PARAMETERS`).
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,99 +62,17 @@ from pathlib import Path
 import numpy as np
 
 from s2r.core import yamlio
-from s2r.core.yamlio import excerpt, keyname
+from s2r.core.schema import randomization as schema
+from s2r.core.schema.randomization import DISTRIBUTIONS, GROUPS, PARAMETERS, PER_EPISODE, PER_STEP, ParamInfo
+from s2r.core.yamlio import ConfigError, excerpt
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-PER_EPISODE, PER_STEP = "per_episode", "per_step"
-DISTRIBUTIONS = ("uniform", "loguniform", "normal", "randint", "bernoulli", "constant")
+__all__ = ["DISTRIBUTIONS", "GROUPS", "PARAMETERS", "PER_EPISODE", "PER_STEP", "PRESETS_DIR",
+           "AutomaticDomainRandomization", "ParamInfo", "ParamSpec", "RandomizationError", "Randomizer", "parse_param"]
 
 
 class RandomizationError(ValueError):
     """A bad randomization spec; the message starts with the offending key path."""
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    group: str
-    shape: str       # scalar | vec2 | vec3 | joints | links | objects | objects3 | action | surfaces | surfaces3
-    doc: str
-    positive: bool = False     # values must stay > 0 (scales, coefficients)
-    nonneg: bool = False       # values must stay >= 0
-    per_step_ok: bool = True
-    default_mode: str = PER_EPISODE
-    integer: bool = False
-    limit: float = 100.0       # no number of its spec (low, high, mean, std, value) beyond +-limit
-
-
-PARAMETERS: dict[str, ParamInfo] = {
-    # dynamics ------------------------------------------------------------------------------
-    "link_mass_scale": ParamInfo("dynamics", "links", "robot link mass (and inertia) multiplier", positive=True, limit=100),
-    "object_mass_scale": ParamInfo("dynamics", "objects", "object mass (and inertia) multiplier", positive=True, limit=100),
-    "joint_damping_scale": ParamInfo("dynamics", "joints", "joint viscous damping multiplier", positive=True, limit=1000),
-    "gain_scale": ParamInfo("dynamics", "joints", "joint controller kp and kd multiplier", positive=True, limit=100),
-    "friction_scale": ParamInfo("dynamics", "objects", "lateral friction multiplier (objects; the table "
-                                "and fingertips use the first value)", positive=True, limit=100),
-    "spin_roll_friction_scale": ParamInfo("dynamics", "objects", "spinning and rolling friction multiplier",
-                                          positive=True, limit=1000),
-    "object_size_scale": ParamInfo("dynamics", "objects", "object size multiplier", positive=True,
-                                   per_step_ok=False, limit=10),
-    "gravity_offset": ParamInfo("dynamics", "vec3", "added to gravity, m/s^2 per axis", limit=50),
-    "table_height_offset": ParamInfo("dynamics", "scalar", "table height change, m", per_step_ok=False, limit=1),
-    # timing ------------------------------------------------------------------------------------
-    "action_latency": ParamInfo("timing", "scalar", "actions take effect this many control steps late",
-                                nonneg=True, per_step_ok=False, integer=True, limit=100),
-    "control_period_jitter": ParamInfo("timing", "scalar", "relative change of the control period",
-                                       default_mode=PER_STEP, limit=0.9),
-    # noise -------------------------------------------------------------------------------------
-    "action_noise": ParamInfo("noise", "action", "added to the normalized action", default_mode=PER_STEP, limit=10),
-    "action_bias": ParamInfo("noise", "action", "added to the normalized action, fixed per episode", limit=10),
-    "joint_noise": ParamInfo("noise", "joints", "added to observed joint positions, rad",
-                             default_mode=PER_STEP, limit=1),
-    "object_position_bias": ParamInfo("noise", "objects3", "added to observed object positions, m", limit=1),
-    "object_position_noise": ParamInfo("noise", "objects3", "added to observed object positions, m",
-                                       default_mode=PER_STEP, limit=1),
-    # visuals -----------------------------------------------------------------------------------
-    "camera_position_offset": ParamInfo("visuals", "vec3", "camera moved by, m", limit=1),
-    "camera_rotation_offset": ParamInfo("visuals", "vec3", "camera roll/pitch/yaw offset, rad", limit=3.15),
-    "camera_fov_offset": ParamInfo("visuals", "scalar", "vertical field of view offset, deg", limit=90),
-    "light_direction": ParamInfo("visuals", "vec3", "direction towards the light", limit=100),
-    "light_ambient": ParamInfo("visuals", "scalar", "ambient coefficient", nonneg=True, limit=10),
-    "light_diffuse": ParamInfo("visuals", "scalar", "diffuse coefficient", nonneg=True, limit=10),
-    "light_specular": ParamInfo("visuals", "scalar", "specular coefficient", nonneg=True, limit=10),
-    "surface_color": ParamInfo("visuals", "surfaces3", "RGB of floor, table, objects, robot", nonneg=True, limit=1),
-    "surface_texture": ParamInfo("visuals", "surfaces", "1: a procedural texture instead of a plain colour",
-                                 integer=True, nonneg=True, limit=1),
-    "texture_index": ParamInfo("visuals", "surfaces", "which procedural texture", integer=True, nonneg=True, limit=1000),
-    "distractor_count": ParamInfo("visuals", "scalar", "visual-only distractor objects", integer=True,
-                                  nonneg=True, per_step_ok=False, limit=50),
-    "brightness": ParamInfo("visuals", "scalar", "image brightness multiplier", positive=True, limit=10),
-    "pixel_noise_std": ParamInfo("visuals", "scalar", "std of pixel noise, fraction of full scale", nonneg=True, limit=1),
-    # unmodeled (effects the nominal simulator leaves out; see the module docstring) ------------
-    "backlash": ParamInfo("unmodeled", "joints", "gear play, total width, rad (m for prismatic joints)",
-                          nonneg=True, per_step_ok=False, limit=0.5),
-    "coulomb_friction": ParamInfo("unmodeled", "joints", "kinetic joint friction, N m (N)", nonneg=True,
-                                  per_step_ok=False, limit=100),
-    "stiction": ParamInfo("unmodeled", "joints", "static joint friction (breakaway), N m (N)", nonneg=True,
-                          per_step_ok=False, limit=100),
-    "torque_limit_scale": ParamInfo("unmodeled", "joints", "actuator torque limit, times the configured effort "
-                                    "limit", positive=True, per_step_ok=False, limit=10),
-    "motor_droop": ParamInfo("unmodeled", "joints", "torque limit lost per rad/s (m/s) in the direction of "
-                             "motion, fraction; 1 / no-load speed", nonneg=True, per_step_ok=False, limit=10),
-    "encoder_offset": ParamInfo("unmodeled", "joints", "added to observed joint positions, rad (m)",
-                                per_step_ok=False, limit=3.15),
-    "sensor_delay": ParamInfo("unmodeled", "scalar", "observations arrive this many control steps late",
-                              nonneg=True, per_step_ok=False, integer=True, limit=100),
-    "camera_position_error": ParamInfo("unmodeled", "vec3", "true camera position minus the calibrated one, m",
-                                       per_step_ok=False, limit=1),
-    "camera_rotation_error": ParamInfo("unmodeled", "vec3", "true camera roll/pitch/yaw minus the calibrated, rad",
-                                       per_step_ok=False, limit=3.15),
-    "camera_focal_error": ParamInfo("unmodeled", "scalar", "true focal length (fx, fy) / calibrated - 1",
-                                    per_step_ok=False, limit=0.9),
-    "camera_principal_error": ParamInfo("unmodeled", "vec2", "true principal point (cx, cy) minus the calibrated, "
-                                        "pixels at the configured resolution", per_step_ok=False, limit=1000),
-}
-GROUPS = ("dynamics", "timing", "noise", "visuals", "unmodeled")
-_FIELDS = {"dist", "low", "high", "mean", "std", "p", "value", "mode"}
 
 
 @dataclass(frozen=True)
@@ -195,10 +113,6 @@ class ParamSpec:
         return self.low, self.high
 
 
-def _is_num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 class Randomizer:
     """Named groups of randomized parameters; sample per episode and per step with a given rng."""
 
@@ -237,35 +151,12 @@ class Randomizer:
 
     @classmethod
     def from_dict(cls, data: dict, name: str = "custom") -> "Randomizer":
-        if not isinstance(data, dict):
-            raise RandomizationError(f"expected a mapping with 'groups', got {type(data).__name__}")
-        unknown = sorted(keyname(k) for k in data if k not in ("groups", "description"))
-        if unknown:
-            raise RandomizationError(f"{unknown[0]}: unknown top-level key (expected groups, description)")
-        if not isinstance(data.get("description", ""), (str, type(None))):
-            raise RandomizationError(f"description: expected text, got {excerpt(data['description'])}")
-        groups = data.get("groups") or {}
-        if not isinstance(groups, dict):
-            raise RandomizationError(f"groups: expected a mapping of group name to parameters, got {excerpt(groups)}")
-        params: dict[str, ParamSpec] = {}
-        for gname, gdata in groups.items():
-            gkey = f"groups.{keyname(gname)}"
-            if gname not in GROUPS:
-                raise RandomizationError(f"{gkey}: unknown group (known: {', '.join(GROUPS)})")
-            if gdata is None:
-                continue
-            if not isinstance(gdata, dict):
-                raise RandomizationError(f"{gkey}: expected a mapping of parameters, got {excerpt(gdata)}")
-            enabled = gdata.get("enabled", True)
-            if not isinstance(enabled, bool):
-                raise RandomizationError(f"{gkey}.enabled: expected true/false, got {excerpt(enabled)}")
-            for pname, pdata in gdata.items():
-                if pname == "enabled":
-                    continue
-                spec = parse_param(f"{gkey}.{keyname(pname)}", gname, pname, pdata)
-                if enabled:
-                    params[pname] = spec
-        return cls(params, name)
+        """From a preset's mapping (`s2r.core.schema.randomization` validates it)."""
+        try:
+            specs = schema.parse_preset(data)
+        except ConfigError as e:
+            raise RandomizationError(f"{e.key}: {e.reason}" if e.key else e.reason) from None
+        return cls({s["name"]: ParamSpec(**s) for s in specs}, name)
 
     # ------------------------------------------------------------------ use
     @property
@@ -349,87 +240,12 @@ def _exists(path: Path) -> bool:
 
 
 def parse_param(key: str, group: str, name: str, d) -> ParamSpec:
-    """One parameter's spec `d` (a mapping like {dist: uniform, low: .., high: ..}), validated;
-    every problem is a RandomizationError starting with the key path."""
-    if not isinstance(name, str) or name not in PARAMETERS:
-        known = ", ".join(n for n, i in PARAMETERS.items() if i.group == group)
-        raise RandomizationError(f"{key}: unknown parameter (group {group} has: {known})")
-    info = PARAMETERS[name]
-    if info.group != group:
-        raise RandomizationError(f"{key}: {name} belongs to group {info.group}, not {group}")
-    if not isinstance(d, dict):
-        raise RandomizationError(f"{key}: expected a mapping like {{dist: uniform, low: .., high: ..}}, got {excerpt(d)}")
-    extra = sorted(keyname(k) for k in d if k not in _FIELDS)
-    if extra:
-        raise RandomizationError(f"{key}.{extra[0]}: unknown field (known: {', '.join(sorted(_FIELDS))})")
-    dist = d.get("dist")
-    if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
-        raise RandomizationError(f"{key}.dist: unknown distribution {excerpt(dist)} (known: {', '.join(DISTRIBUTIONS)})")
-    mode = d.get("mode", info.default_mode)
-    if not isinstance(mode, str) or mode not in (PER_EPISODE, PER_STEP):
-        raise RandomizationError(f"{key}.mode: must be {PER_EPISODE} or {PER_STEP}, got {excerpt(mode)}")
-    if mode == PER_STEP and not info.per_step_ok:
-        raise RandomizationError(f"{key}.mode: {name} can only change between episodes (per_episode)")
-    width = int(info.shape[-1]) if info.shape in ("vec2", "vec3") else 1
-
-    def number(field_name, required=True, default=None):
-        if field_name not in d:
-            if required:
-                raise RandomizationError(f"{key}.{field_name}: missing (needed by dist {dist})")
-            return default
-        v = d[field_name]
-        if isinstance(v, list) and width > 1:
-            if len(v) != width or not all(_is_num(x) for x in v):
-                raise RandomizationError(f"{key}.{field_name}: expected a number or a list of {width} numbers, "
-                                         f"got {excerpt(v)}")
-            out = [float(x) for x in v]
-        elif not _is_num(v):
-            raise RandomizationError(f"{key}.{field_name}: expected a finite number, got {excerpt(v)}")
-        else:
-            out = float(v)
-        if field_name != "p" and any(abs(x) > info.limit for x in np.ravel(out)):   # p: a probability
-            raise RandomizationError(f"{key}.{field_name}: {name} takes values within +-{info.limit:g}, "
-                                     f"got {excerpt(v)}")
-        return out
-
-    def check_sign(field_name, v):
-        vals = v if isinstance(v, list) else [v]
-        if info.positive and any(x <= 0 for x in vals):
-            raise RandomizationError(f"{key}.{field_name}: {name} must stay positive, got {v}")
-        if info.nonneg and any(x < 0 for x in vals):
-            raise RandomizationError(f"{key}.{field_name}: {name} must not be negative, got {v}")
-
-    if dist in ("uniform", "loguniform", "randint"):
-        low, high = number("low"), number("high")
-        lows, highs = np.broadcast_to(low, (width,)), np.broadcast_to(high, (width,))
-        if np.any(lows > highs):
-            raise RandomizationError(f"{key}.low: {low} > high {high} (inverted range)")
-        check_sign("low", low)
-        if dist == "loguniform" and np.any(lows <= 0):
-            raise RandomizationError(f"{key}.low: loguniform needs low > 0, got {low}")
-        if dist == "randint":
-            if not all(float(x).is_integer() for x in np.ravel([low, high])):
-                raise RandomizationError(f"{key}: randint needs integer low/high, got {low}, {high}")
-            low, high = int(low), int(high)
-        elif info.integer:
-            raise RandomizationError(f"{key}.dist: {name} takes integers: use randint, bernoulli or constant")
-        return ParamSpec(name, dist, mode, low=low, high=high)
-    if dist == "normal":
-        if info.positive or info.nonneg or info.integer:
-            raise RandomizationError(f"{key}.dist: {name} must not go negative: a normal distribution "
-                                     f"can; use uniform or loguniform")
-        mean, std = number("mean", required=False, default=0.0), number("std")
-        if np.any(np.asarray(std) < 0):
-            raise RandomizationError(f"{key}.std: must be >= 0, got {std}")
-        return ParamSpec(name, dist, mode, mean=mean, std=std)
-    if dist == "bernoulli":
-        pr = number("p")
-        if not 0.0 <= pr <= 1.0:
-            raise RandomizationError(f"{key}.p: must be in [0, 1], got {pr}")
-        return ParamSpec(name, dist, mode, p=pr)
-    value = number("value")
-    check_sign("value", value)
-    return ParamSpec(name, dist, mode, value=value)
+    """One parameter's spec `d` (a mapping like {dist: uniform, low: .., high: ..}), validated as
+    in a preset; every problem is a RandomizationError starting with the key path."""
+    try:
+        return ParamSpec(**schema.parse_param(key, group, name, d))
+    except ConfigError as e:
+        raise RandomizationError(f"{e.key}: {e.reason}") from None
 
 
 # --------------------------------------------------------------------------------------------

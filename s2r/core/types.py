@@ -13,6 +13,10 @@ class CommandMode(str, enum.Enum):
     EFFORT = "effort"
 
 
+# Where a config runs (`hardware:`): auto = real with a loud fall-back to sim; mock = in memory
+# (drivers.mock_driver).
+HARDWARE_MODES = ("auto", "sim", "real", "mock")
+
 # Without a configured acceleration, a joint plans to go from rest to its velocity limit (and back)
 # in BRAKE_TIME seconds: a = velocity / BRAKE_TIME. Gentler than most arms can do on purpose: a
 # proximal joint accelerating harder throws the distal links, whose effort-limited controllers

@@ -1,4 +1,4 @@
-"""`s2r launch` (s2r/launch.py) with real nodes: the closed-loop reach through the ROS graph,
+"""`s2r launch` (s2r/launch/) with real nodes: the closed-loop reach through the ROS graph,
 prefixed output, Ctrl-C forwarding and clean shutdown, non-zero exit when a required node dies or
 nodes refuse to start on bad parameters, and one-line errors for bad bringup files."""
 import csv

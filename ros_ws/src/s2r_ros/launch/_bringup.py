@@ -1,6 +1,6 @@
 """Shared by the launch files: turn an s2r bringup YAML into launch_ros Node actions.
 
-The same YAML drives `s2r launch` (pip-only ROS 2, s2r/launch.py, which also parses it here), so
+The same YAML drives `s2r launch` (pip-only ROS 2, s2r/launch/, which also parses it here), so
 a bringup is written once for both paths.
 """
 import os
