@@ -186,3 +186,54 @@ def test_driver_fault_error_state_and_reset(ros):
     except AssertionError:
         print(dump_logs(domain))
         raise
+
+
+def test_the_graph_against_the_mock_robot_with_fault_knobs(ros):
+    """hardware:=mock: an exact in-memory robot with a stuck joint; ~/inject_fault unplugs it,
+    ~/reset brings it back where it was."""
+    domain, probe = ros
+    probe.subscribe("/joint_states", JointState)
+    probe.subscribe("/diagnostics", DiagnosticArray)
+    drv = domain.start("driver_node", "driver", config="panda_sim", hardware="mock", autostart=True,
+                       fault_injection=True, fault_stuck_joints=["panda_joint2"])
+    try:
+        probe.wait_msg("/joint_states")
+        probe.wait_subscribers("/driver/commands")
+        q0 = q_now(probe)
+        target = q0.copy()
+        target[:2] += 0.1
+        for _ in range(100):
+            probe.publish("/driver/commands", Float64MultiArray(data=target.tolist()))
+            time.sleep(0.01)
+        wait_until(lambda: q_now(probe)[0] == target[0], 10, what="joint 1 exactly at its target")
+        assert q_now(probe)[1] == q0[1]                                  # stuck
+        d = probe.wait_diag(DIAG, lambda d: int(d.get("driver_commands", 0)) > 0, timeout=10)
+        assert d["backend"] == "mock" and d["fallback"] == "False"
+
+        q_before = q_now(probe)
+        assert probe.call(Trigger, "/driver/inject_fault").success
+        wait_until(lambda: lifecycle_state(probe) == "unconfigured", 15, what="the error state")
+        d = probe.wait_diag(DIAG, lambda d: d["fault_latched"] == "True", timeout=10)
+        assert "injected fault: no response from the robot" in d["_message"] and int(d["driver_injected_faults"]) >= 1
+        r = probe.call(Trigger, "/driver/reset")
+        assert r.success and lifecycle_state(probe) == "active"
+        t = time.monotonic()
+        probe.wait_msg("/joint_states", after=t, timeout=10)
+        assert np.array_equal(q_now(probe), q_before)                   # held exactly where it was
+        assert drv.alive
+    except AssertionError:
+        print(dump_logs(domain))
+        raise
+
+
+@pytest.mark.parametrize("params,line", [
+    (dict(hardware="mock", fault_latency=-2), "parameter fault_latency: must be a non-negative integer, got -2"),
+    (dict(hardware="sim", fault_stuck_joints=["panda_joint1"]),
+     "parameter fault_stuck_joints: only the mock robot (hardware:=mock) has this fault"),
+    (dict(hardware="mock", fault_nan_joints=["elbow"]), "parameter fault_nan_joints: 'elbow' is not one of"),
+])
+def test_bad_fault_knobs_end_the_node_with_one_line(ros, params, line):
+    domain, probe = ros
+    drv = domain.start("driver_node", "driver", config="panda_sim", autostart=True, **params)
+    wait_until(lambda: not drv.alive, 60, what="the node to exit")
+    assert drv.proc.returncode == 2 and line in drv.log(), drv.log()

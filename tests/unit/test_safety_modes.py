@@ -1,70 +1,33 @@
-"""The safety layer's latches, limits outside position mode, mode-switch rebasing and hostile
-commands, on the real sim driver in lockstep (panda_sim, hand_sim)."""
+"""The safety layer's latches and hostile commands on the mock driver (its fault knobs), and its
+limits outside position mode and mode-switch rebasing on the real sim driver in lockstep
+(panda_sim, hand_sim): those need the robot's dynamics -- a neighbour whipped by a joint's motion,
+a controller lagging its set-point."""
 import numpy as np
 import pytest
 
-from drivers import Command, CommandMode, DriverError, SafetyLayer
+from drivers import Command, CommandMode, MockDriver, MockFaults, SafetyLayer
 from drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 TOL = 0.005          # rad: the largest position-limit overshoot allowed in any mode
 
 
-class FlakySim(SimDriver):
-    """The sim driver whose hold/read/write/reset_fault raise on demand: `fail[name] = exc`."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.fail = {}
-        self.sent = []
-
-    def _maybe(self, name):
-        exc = self.fail.get(name)
-        if exc is not None:
-            raise exc
-
-    def hold(self):
-        self._maybe("hold")
-        super().hold()
-
-    def read(self):
-        self._maybe("read")
-        return super().read()
-
-    def write(self, command):
-        self._maybe("write")
-        self.sent.append((command.mode, command.values.copy(), self.sim.state()[0].copy()))
-        super().write(command)
-
-    def reset_fault(self):
-        self._maybe("reset_fault")
-        super().reset_fault()
-
-
-def make(config="panda_sim"):
+def make(config="panda_sim", driver=MockDriver):
+    """A robot behind the safety layer: the mock (default) or the sim driver in lockstep."""
     cfg = load_config(config)
-    drv = FlakySim(cfg, realtime=False)
+    drv = driver(cfg, realtime=False)
     s = SafetyLayer(drv, cfg.safety)
     s.connect()
     return cfg, drv, s
 
 
-@pytest.fixture(scope="module")
-def panda():
+@pytest.fixture
+def robot():
+    """A fresh mock robot, enabled and at rest."""
     cfg, drv, s = make()
+    assert s.state == "enabled"
     yield cfg, drv, s
     s.disconnect()
-
-
-@pytest.fixture
-def robot(panda):
-    cfg, drv, s = panda
-    drv.fail.clear()
-    s.reset()
-    drv.sim.reset(np.clip(drv.sim.q_home, s.spec.lower, s.spec.upper))
-    assert s.reset()[0] and s.state == "enabled"
-    drv.sent.clear()
-    return cfg, drv, s
 
 
 # ------------------------------------------------------------------ the fault latch
@@ -72,11 +35,11 @@ def test_watchdog_hold_failing_keeps_the_fault(robot):
     cfg, drv, s = robot
     q = s.read().q
     assert s.write(Command.position(q)) == "ok"
-    drv.fail["hold"] = DriverError("servo 2 not answering")
+    drv.faults = MockFaults(fail_hold=True, error="servo 2 not answering")
     drv.step(3)                                          # commands stop: the watchdog holds, and fails
     assert s.write(Command.position(q)).startswith("rejected")
     assert s.state == "fault" and "servo 2" in s.fault_reason
-    drv.fail.clear()
+    drv.faults = MockFaults()
     assert s.write(Command.position(q)).startswith("rejected")     # still latched: no reset yet
     assert s.enable()[0] is False and s.state == "fault"
     assert s.reset()[0]
@@ -87,10 +50,10 @@ def test_watchdog_hold_failing_keeps_the_fault(robot):
 def test_estop_with_a_failing_hold_then_enable_is_refused(robot):
     cfg, drv, s = robot
     q = s.read().q
-    drv.fail["hold"] = RuntimeError("bus\nvanished")             # not a DriverError: still a fault
+    drv.faults = MockFaults(fail_hold=True, error_type=RuntimeError, error="bus\nvanished")   # not a DriverError
     s.estop()
-    assert s.state == "fault" and s.fault_reason == "RuntimeError: bus vanished"
-    drv.fail.clear()
+    assert s.state == "fault" and s.fault_reason.startswith("RuntimeError: injected fault: bus vanished")
+    drv.faults = MockFaults()
     ok, msg = s.enable()
     assert ok is False and "reset" in msg
     assert s.write(Command.position(q)).startswith("rejected")
@@ -100,10 +63,10 @@ def test_estop_with_a_failing_hold_then_enable_is_refused(robot):
 def test_enable_whose_hold_fails_returns_false(robot):
     cfg, drv, s = robot
     s.estop()
-    drv.fail["read"] = DriverError("stale bus")
+    drv.faults = MockFaults(bus_error_every=1, bus_error_on=("read",), error="stale bus")
     ok, msg = s.enable()
     assert ok is False and s.state == "fault" and "stale bus" in msg
-    drv.fail.clear()
+    drv.faults = MockFaults()
     assert s.enable()[0] is False                    # a fault needs reset, not enable
     assert s.reset()[0]
 
@@ -112,28 +75,29 @@ def test_enable_whose_hold_fails_returns_false(robot):
 def test_any_exception_from_the_driver_is_a_fault_never_raised(robot, where):
     cfg, drv, s = robot
     q = s.read().q
-    drv.fail[where] = ZeroDivisionError("third-party bug")
+    drv.faults = MockFaults(bus_error_every=1, bus_error_on=(where,), error_type=ZeroDivisionError,
+                            error="third-party bug")
     res = s.write(Command.velocity(np.zeros(len(q))))    # a mode switch: reads, then writes
     if where == "hold":
         s.hold()
     if where == "reset_fault":
         s.estop()                                        # (holds fine) then a reset that raises
         ok, msg = s.reset()
-        assert ok is False and "ZeroDivisionError: third-party bug" in msg
+        assert ok is False and "ZeroDivisionError: injected fault: third-party bug" in msg
     else:
         assert s.state == "fault", res
         assert "ZeroDivisionError" in s.fault_reason and "\n" not in s.fault_reason
-    drv.fail.clear()
+    drv.faults = MockFaults()
     assert s.reset()[0] and s.write(Command.position(q)) in ("ok", "clamped")
 
 
 def test_fault_survives_disconnect_and_connect():
     cfg, drv, s = make()
     try:
-        drv.fail["read"] = DriverError("encoder lost")
+        drv.faults = MockFaults(bus_error_every=1, bus_error_on=("read",), error="encoder lost")
         s.write(Command.velocity(np.zeros(9)))
-        assert s.state == "fault"
-        drv.fail.clear()
+        assert s.state == "fault" and "encoder lost" in s.fault_reason
+        drv.faults = MockFaults()
         s.disconnect()
         s.connect()
         assert s.state == "fault" and s.write(Command.position(np.zeros(9))).startswith("rejected")
@@ -148,7 +112,7 @@ def drive_into_limits(config, mode, periods=250, read=True):
     its position limits. Returns the largest overshoot of ANY joint past its position limits (a
     neighbour whipped by the commanded joint's motion counts) and the largest speed above a
     velocity limit of any joint, over all periods."""
-    cfg, drv, s = make(config)
+    cfg, drv, s = make(config, SimDriver)
     spec = s.spec
     lo, hi, vmax = spec.lower, spec.upper, spec.max_velocity
     full = spec.max_velocity if mode == CommandMode.VELOCITY else spec.max_effort

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from drivers import Command, Driver, DriverError, open_driver, register_driver
+from drivers import Command, DriverError, MockDriver, MockFaults, open_driver, register_driver
 from drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
@@ -116,24 +116,9 @@ def test_unknown_joint_in_config_is_a_clear_error():
         SimDriver(bad, realtime=False).connect()
 
 
-class UnpluggedDriver(Driver):
-    """A real backend whose device is absent: connect fails like a missing serial port."""
-    name = "unplugged"
-
-    def __init__(self, config):
-        self.config = config
-
-    @property
-    def spec(self):
-        return self.config.spec()
-
-    def connect(self):
-        raise DriverError("could not open port /dev/ttyUSB0: No such file or directory")
-
-    read = write = hold = disconnect = lambda self, *a: None
-
-
-register_driver("unplugged")(UnpluggedDriver)
+# a real backend whose device is absent: connect fails like a missing serial port
+register_driver("unplugged")(lambda config: MockDriver(config, faults=MockFaults(
+    connect_error="could not open port /dev/ttyUSB0: No such file or directory")))
 
 
 def test_auto_falls_back_to_sim_loudly_and_real_refuses(caplog):

@@ -26,6 +26,9 @@ noise or offsets, is then also published on ~/true_joint_states, for evaluation.
 parameter the driver does not simulate (objects, visuals, cameras) is refused at start (exit 2).
 Services (std_srvs): ~/enable (SetBool), ~/estop and ~/reset (Trigger); with
 `fault_injection:=true` also ~/inject_fault (Trigger), for drills and tests.
+`hardware:=mock` runs the graph against the in-memory robot (`drivers.mock_driver`); the
+`fault_<knob>` parameters set its fault knobs (`driver_faults`), and on another backend wrap the
+driver so that it fails the same way (all knobs but stuck joints and a connect error).
 
 Every bad input is refused with a logged reason and counted in the diagnostics; nothing raises out
 of a callback. The command watchdog (hold within `watchdog_periods` control periods of the last
@@ -33,9 +36,7 @@ command) is the safety layer's, run from its own thread.
 """
 from __future__ import annotations
 
-import csv
 import math
-import re
 import threading
 import time
 
@@ -49,81 +50,26 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from drivers import Command, CommandMode, Driver, DriverError, DriverFault
+from drivers import Command, CommandMode, DriverError, DriverFault
 
-from .common import (COMMAND_QOS, ERROR, OK, STALE, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
-                     FastSubscription, bridge_python_logging, command_source_stamp, diag_status, freeze_heap,
-                     spin_node, stamp_ns)
+from .common import (COMMAND_QOS, STATE_QOS, Throttle, FastSubscription, bridge_python_logging,
+                     command_source_stamp, freeze_heap, spin_node, stamp_ns)
+from .driver_diagnostics import DriverDiagnostics
+from .driver_faults import declare_fault_parameters, fault_knobs
 from .trajectory import JointTrajectoryPlan, TrajectoryError
 
 
-class FaultInjector(Driver):
-    """Wraps a driver; once armed, every call fails like a lost bus until `reset_fault()`."""
-
-    def __init__(self, inner: Driver):
-        self.inner = inner
-        self.armed = False
-        self.name = inner.name
-
-    def arm(self) -> None:
-        self.armed = True
-
-    def _check(self):
-        if self.armed:
-            raise DriverError("injected fault: no response from the robot")
-
-    @property
-    def spec(self):
-        return self.inner.spec
-
-    @property
-    def stats(self):
-        return self.inner.stats
-
-    @property
-    def connected(self) -> bool:
-        return self.inner.connected
-
-    def connect(self):
-        self.inner.connect()
-
-    def read(self):
-        self._check()
-        return self.inner.read()
-
-    def write(self, command):
-        self._check()
-        self.inner.write(command)
-
-    def hold(self):
-        self._check()
-        self.inner.hold()
-
-    def disconnect(self):
-        self.inner.disconnect()
-
-    def clock(self):
-        return self.inner.clock()
-
-    def reset_fault(self):
-        self.armed = False
-        self.inner.reset_fault()
-
-    def __getattr__(self, item):           # sim, simulation, realtime, ... of the wrapped driver
-        return getattr(self.inner, item)
-
-
-class DriverNode(LifecycleNode):
+class DriverNode(DriverDiagnostics, LifecycleNode):
     def __init__(self, name: str = "driver", **kw):
         super().__init__(name, **kw)
         try:
             self.declare_parameter("config", "panda_sim")
-            self.declare_parameter("hardware", "")            # auto | sim | real; "" = the config's
+            self.declare_parameter("hardware", "")            # auto | sim | real | mock; "" = the config's
             self.declare_parameter("autostart", False)        # configure + activate on start-up
             self.declare_parameter("command_mode", "position")
             self.declare_parameter("diagnostics_period_s", 1.0)
             self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
-            self.declare_parameter("fault_injection", False)
+            declare_fault_parameters(self)                   # fault_injection, fault_<knob>
             self.declare_parameter("randomize", "")           # sim only: preset name or YAML path
             self.declare_parameter("randomize_seed", 0)
             self.declare_parameter("randomize_joints", [""])  # joints the draw's per-joint values act on; [""] = all
@@ -156,7 +102,6 @@ class DriverNode(LifecycleNode):
         self.create_service(SetBool, "~/enable", self._srv_enable)
         self.create_service(Trigger, "~/estop", self._srv_estop)
         self.create_service(Trigger, "~/reset", self._srv_reset)
-        self.injector: FaultInjector | None = None
         if self.get_parameter("fault_injection").value:
             self.create_service(Trigger, "~/inject_fault", self._srv_inject_fault)
         self._fault_signal = self.create_guard_condition(self._on_driver_fault)
@@ -188,8 +133,12 @@ class DriverNode(LifecycleNode):
             self._refuse_to_start(f"parameter command_mode: {mode!r} is not among the driver's modes "
                                   f"{sorted(m.value for m in cfg.modes)}")
         hardware = str(self.get_parameter("hardware").value)
-        if hardware not in ("", "auto", "sim", "real"):
-            self._refuse_to_start(f"parameter hardware: {hardware!r} is not auto, sim or real")
+        if hardware not in ("", "auto", "sim", "real", "mock"):
+            self._refuse_to_start(f"parameter hardware: {hardware!r} is not auto, sim, real or mock")
+        try:
+            fault_knobs(self, cfg.joint_names, hardware or cfg.hardware)
+        except ValueError as e:
+            self._refuse_to_start(str(e))
         period = float(self.get_parameter("diagnostics_period_s").value)
         if not (math.isfinite(period) and 0.0 < period <= 3600.0):
             self._refuse_to_start(f"parameter diagnostics_period_s: {period!r} is not in (0, 3600] s")
@@ -197,7 +146,8 @@ class DriverNode(LifecycleNode):
         if preset:
             from drivers.sim_driver import DRIVER_RANDOMIZATION
             from sim.randomization import PARAMETERS, RandomizationError, Randomizer
-            if (hardware or cfg.hardware) != "sim" and cfg.driver_type != "sim":
+            hw = hardware or cfg.hardware
+            if hw == "mock" or (hw != "sim" and cfg.driver_type != "sim"):
                 self._refuse_to_start(f"parameter randomize: only the simulated robot can be randomized "
                                       f"(hardware is {hardware or cfg.hardware!r})")
             try:
@@ -214,31 +164,6 @@ class DriverNode(LifecycleNode):
             seed = self.get_parameter("randomize_seed").value
             if not isinstance(seed, int) or seed < 0:
                 self._refuse_to_start(f"parameter randomize_seed: {seed!r} is not a non-negative integer")
-
-    # ------------------------------------------------------------------ bookkeeping
-    def _reset_stats(self):
-        self.rate = RateMeter()
-        self.latency = LatencyStats()
-        self.loop_overruns = 0          # control periods skipped because the loop fell behind
-        self.late_commands = 0          # states whose command came after the next state was out
-        self.commands_received = 0
-        self.refused: dict[str, int] = {}
-        self.trajectories_accepted = 0
-        self.watchdog_hold_after_ms = float("nan")
-        self._pub_times: dict[int, float] = {}       # stamp ns -> monotonic publish time
-        self._pending: int | None = None             # stamp of the newest state, unanswered
-        self._answered_prev = True
-        self._last_labeled_cmd = -1e9
-        self._wd_trips_seen = 0
-        self._logging = bool(self.get_parameter("latency_log").value)
-        self._log_pub: dict[int, float] = {}         # latency_log: every state's publish time ...
-        self._log_rx: dict[int, float] = {}          # ... and when its (first) answer came
-
-    def _refuse(self, key: str, reason: str) -> None:
-        self.refused[key] = self.refused.get(key, 0) + 1
-        n = self._throttle(key + ":" + re.sub(r"[-+]?\d[\d.e+-]*", "#", reason))    # each kind of reason, not each value
-        if n is not None:
-            self.get_logger().warning(f"refused {key.replace('_', ' ')}: {reason}" + (f" ({n} times)" if n > 1 else ""))
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self):
@@ -281,7 +206,8 @@ class DriverNode(LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
             hardware = str(self.get_parameter("hardware").value) or None
             try:
-                self.safety = open_driver(self.cfg, hardware, realtime=True)
+                faults = fault_knobs(self, self.cfg.joint_names, hardware or self.cfg.hardware)
+                self.safety = open_driver(self.cfg, hardware, realtime=True, faults=faults, record=0)
             except (DriverError, ValueError, OSError) as e:
                 self.get_logger().error(f"could not open the driver of {self.cfg.name}: {e}")
                 return TransitionCallbackReturn.FAILURE
@@ -297,9 +223,6 @@ class DriverNode(LifecycleNode):
                     return TransitionCallbackReturn.FAILURE
                 self.get_logger().info(f"robot randomized by {preset} (seed {self.get_parameter('randomize_seed').value}): "
                                        + ", ".join(sorted(draw)))
-            if self.get_parameter("fault_injection").value:
-                self.injector = FaultInjector(self.safety.driver)
-                self.safety.driver = self.injector
             self.safety.start_watchdog()
         self.spec = self.safety.spec
         self.period = self.spec.period
@@ -361,7 +284,6 @@ class DriverNode(LifecycleNode):
             finally:
                 self.safety.disconnect()
         self.safety = None
-        self.injector = None
         self.fault_latched = False
 
     def _stop_loop(self):
@@ -558,74 +480,13 @@ class DriverNode(LifecycleNode):
         return resp
 
     def _srv_inject_fault(self, req, resp):
-        if self.injector is None:
+        if self.safety is None:
             resp.success, resp.message = False, "no driver to fault"
             return resp
-        self.injector.arm()
+        self.safety.driver.unplug("no response from the robot (~/inject_fault)")   # a MockDriver or FaultyDriver
         resp.success, resp.message = True, "fault injected: the driver now fails like a lost bus until ~/reset"
         self.get_logger().warning(resp.message)
         return resp
-
-    # ------------------------------------------------------------------ diagnostics
-    def diagnostics_values(self) -> dict:
-        p50, p99 = self.latency.percentiles_ms(50, 99)
-        v = {"lifecycle": self.lifecycle, "config": self.cfg.name if self.cfg else "",
-             "rate_hz": self.rate.rate(), "target_rate_hz": self.cfg.control_rate_hz if self.cfg else 0.0,
-             "states_published": self.rate.total,
-             "missed_cycles": self.loop_overruns + self.late_commands,
-             "loop_overruns": self.loop_overruns, "late_commands": self.late_commands,
-             "latency_p50_ms": p50, "latency_p99_ms": p99, "latency_samples": len(self.latency),
-             "commands_received": self.commands_received,
-             "commands_refused": sum(self.refused.values()),
-             "trajectories_accepted": self.trajectories_accepted,
-             "watchdog_hold_after_ms": self.watchdog_hold_after_ms,
-             "fault_latched": self.fault_latched}
-        for k, n in sorted(self.refused.items()):
-            v[f"refused_{k}"] = n
-        if self.safety is not None:
-            st = self.safety.status
-            v.update({"safety_state": st["state"], "backend": st["backend"], "fallback": st["fallback"],
-                      "fault": st["fault"]})
-            v.update({k: st[k] for k in self.safety.counters.as_dict()})
-            v.update({f"driver_{k}": n for k, n in sorted(st["driver_stats"].items())})
-        else:
-            v["safety_state"] = "disconnected"
-        return v
-
-    def _publish_diagnostics(self):
-        try:
-            v = self.diagnostics_values()
-        except Exception as e:          # diagnostics must never take the node down
-            self.get_logger().error(f"diagnostics failed: {e}")
-            return
-        st = v["safety_state"]
-        if self.fault_latched or st == "fault":
-            level, message = ERROR, f"driver fault: {v.get('fault', '')}"
-        elif self.safety is None:
-            level, message = STALE, f"no driver ({self.lifecycle})"
-        elif st in ("estop", "disabled"):
-            level, message = WARN, f"robot {st}"
-        elif self.lifecycle != "active":
-            level, message = WARN, f"{self.lifecycle}, robot {st}"
-        else:
-            level, message = OK, f"active, robot {st}"
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [diag_status(f"{self.get_name()}: driver", level, message,
-                                  self.cfg.name if self.cfg else "", v)]
-        self.pub_diag.publish(arr)
-
-    def _write_latency_log(self):
-        path = str(self.get_parameter("latency_log").value)
-        if not path:
-            return
-        with self._lock:
-            rows = [(k, t, self._log_rx.get(k, float("nan"))) for k, t in self._log_pub.items()]
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["state_stamp_ns", "published_s", "answered_s"])
-            w.writerows(rows)
-            w.writerow(["# loop_overruns", self.loop_overruns, ""])
 
 
 def main(args=None) -> int:
