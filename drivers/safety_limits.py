@@ -42,9 +42,7 @@ class CommandLimits:
         # a velocity or effort command stays in force until the next one or the watchdog's hold
         # (the watchdog checks once a period, so its hold may come up to a period after the timeout)
         # (the limiter's `horizon`, which a late watchdog lengthens: `_check_watchdog`)
-        self._lim = lim = JointLimiter(
-            self._lo, self._hi, self._vmax, spec.max_acceleration * cfg.velocity_scale, self._period,
-            max_step=cfg.max_position_step, margin=cfg.limit_margin, horizon=self._wd_timeout + self._period)
+        self._lim = lim = JointLimiter.for_robot(spec, cfg)   # the tasks and policy_node build the same
         self._lo_s, self._hi_s = lim.soft_limits
         m = self._lo_s - self._lo
         self._lo_m, self._hi_m = self._lo + 0.75 * m, self._hi - 0.75 * m   # a quarter into the margin

@@ -115,7 +115,7 @@ class ArmReachAgent:
     IMAGE_OBS_KEYS = ("joint_pos", "joint_vel", "tcp_pos")              # the CNN's, next to the image
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
-                 T: int = 100, condition_seeds=None, success_distance: float = 0.05,
+                 T: int | None = None, condition_seeds=None, success_distance: float = 0.05,
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
                  target_marker_radius: float | None = None, target_stand: bool | None = None,
@@ -133,7 +133,7 @@ class ArmReachAgent:
                                   randomization=randomization, **marker).unwrapped
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
-        self.T, self.dU = T, self.n
+        self.T, self.dU = int(T or sim.tasks.TASKS[self.task][1]), self.n     # default: the task's episode
         self.obs_keys = [*(self.IMAGE_OBS_KEYS if images else self.STATE_OBS_KEYS), *self.obs_features]
         try:
             self.inputs = self._builder(self.obs_keys)               # the policy's observations
@@ -151,7 +151,7 @@ class ArmReachAgent:
         Q[n:2 * n], Q[-3:] = velocity_weight, position_weight
         Qf = np.zeros(self.dX)
         Qf[n:2 * n], Qf[-3:] = final_velocity_weight, final_position_weight
-        self.cost = QuadraticCost(T, self.dX, self.dU, Q=Q, R=action_weight * np.ones(self.dU), Q_final=Qf)
+        self.cost = QuadraticCost(self.T, self.dX, self.dU, Q=Q, R=action_weight * np.ones(self.dU), Q_final=Qf)
         self.action_scale = np.asarray(self.env.action_scale, float)
         self.joint_names = [self.env.joint_names[i] for i in self.env.act_idx]
 
@@ -266,7 +266,8 @@ class ArmReachAgent:
         self.condition_seeds = seeds
         return seeds
 
-    INIT_GAIN = 0.05     # initial controllers: the fraction of the TCP's error they correct per control step
+    INIT_GAIN = 0.1     # initial controllers: the fraction of the TCP's error they correct per control step
+    INIT_DAMPING = 0.3   # ... and of the targets' lead over the measured joints they take back
 
     def hand_pose(self, reference_quat=None) -> np.ndarray:
         """The TCP position (3) and, with `reference_quat` (xyzw), the hand's orientation as the
@@ -308,6 +309,8 @@ class ArmReachAgent:
             J_pinv = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(3))
             G = np.zeros((self.dU, self.dX))
             G[:, -3:] = self.INIT_GAIN * J_pinv / self.action_scale[:, None]
+            n = self.dU                          # x = [q, qd, q_cmd - q, ...]: no target wind-up
+            G[:, 2 * n:3 * n] = np.diag(self.INIT_DAMPING / self.action_scale)
             out.append(LinearGaussianController.pd(self.T, self.dX, self.dU, gains=G, variance=variance))
         return out
 
@@ -327,9 +330,7 @@ class ArmReachAgent:
         q_all = p.calculateInverseKinematics(robot.body, hand, (tcp_goal - tcp_offset * z).tolist(), orn,
                                              maxNumIterations=50, physicsClientId=env.client)
         q = np.array([q_all[robot.all_idx.index(i)] for i in robot.idx])
-        q = np.clip(q, env.lower, env.upper)
-        robot.reset(q)
-        env.q_cmd = q.copy()
+        env.hold_posture(np.clip(q, env.lower, env.upper))
         obs, *_ = env.step(np.zeros(self.dU))
         return obs
 

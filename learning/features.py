@@ -67,6 +67,8 @@ SOURCES = {
     "tcp_rot": "the TCP orientation as a rotation matrix, world frame (forward kinematics)",
     "target": "the goal position, world frame",
     "q_cmd": "the commanded joint position targets of the action joints (position control)",
+    "setpoint": "the set-points last sent to the action joints, after the joint limiter",
+    "setpoint_step": "the set-points' last change per control step (rad), after the joint limiter",
     "step": "control steps since the episode began",
     "last_action": "the action of the previous step (the episode's memory)",
 }
@@ -140,6 +142,11 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature("cmd_offset", "actions", ("q_cmd", "action_joint_pos"), (),
             lambda c, p: np.asarray(c["q_cmd"], float) - np.asarray(c["action_joint_pos"], float),
             "commanded position targets minus measured positions of the action joints (rad)"),
+    Feature("setpoint_offset", "actions", ("setpoint", "action_joint_pos"), (),
+            lambda c, p: np.asarray(c["setpoint"], float) - np.asarray(c["action_joint_pos"], float),
+            "set-points sent (after the joint limiter) minus measured positions of the action joints (rad)"),
+    Feature("setpoint_step", "actions", ("setpoint_step",), (), lambda c, p: c["setpoint_step"],
+            "the set-points' last change per control step (rad): their speed under the joint limiter"),
 )}
 
 _HISTORY = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)@hist(?P<k>[0-9]+)$")
@@ -220,6 +227,8 @@ def sim_context(obs: Mapping, env=None) -> ObsContext:
         v["action_joint_pos"] = obs["joint_pos"][idx]
         if getattr(env, "control", "position") == "position":
             v["q_cmd"] = env.q_cmd[idx]              # fancy indexing: a copy, not a view of the live targets
+            sp = env.setpoints
+            v["setpoint"], v["setpoint_step"] = sp.setpoint[idx], sp.setpoint_step[idx]
     return ObsContext(v, "the simulator's observation")
 
 
@@ -229,7 +238,7 @@ def sim_sources(env) -> set[str]:
     have = {"joint_pos", "joint_vel", "action_joint_pos"}
     have |= {s for s, o in (("tcp_pos", "tcp_pos"), ("tcp_rot", "tcp_quat"), ("target", "target")) if o in space}
     if getattr(env, "control", "position") == "position":
-        have.add("q_cmd")
+        have |= {"q_cmd", "setpoint", "setpoint_step"}
     return have
 
 

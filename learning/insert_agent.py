@@ -76,6 +76,7 @@ class ArmInsertAgent(ArmReachAgent):
     # distance 0.3-0.4 m after 2 iterations).
     init_variance = 0.01
     APPROACH_HEIGHT = 0.03         # default approach_height: the peg bottom this far above the target
+    INIT_GAIN = 0.15               # initial controllers: the fraction of the error corrected per step
                                    # (1 cm over the lid) until `descend_fraction` of the episode
     # GPSConfig fields `s2r train gps` and benchmarks/bench_gps.py use for this task: the S-step
     # regresses on this and the 9 earlier iterations' samples (new conditions every iteration),
@@ -84,7 +85,7 @@ class ArmInsertAgent(ArmReachAgent):
     STATE_OBS_KEYS = ("joint_pos", "joint_vel", "target_minus_peg_bottom", "phase")   # the MLP's input
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
-                 T: int = 200, condition_seeds=None, shape: str | None = "square",
+                 T: int = 250, condition_seeds=None, shape: str | None = "square",
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  approach_height: float = APPROACH_HEIGHT, descend_fraction: float = 0.5,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
@@ -148,7 +149,9 @@ class ArmInsertAgent(ArmReachAgent):
         """GPS's first local controllers: a PD law, one per condition, on the peg bottom's position
         and the hand's orientation through the 6-D Jacobian of the condition's start posture,
 
-            u = -INIT_GAIN J^+ [e - h_t z; r0 + J_r (q - q0)] / action_scale  (+ noise of `variance`),
+            u = -(INIT_GAIN J^+ [e - h_t z; r0 + J_r (q - q0)] + INIT_DAMPING (q_cmd - q)) / action_scale
+
+    (+ noise of `variance`),
 
         e = peg_bottom - target, r the hand's rotation vector from pointing straight down (J_r its
         rows of J: r is linearized at the start, so the law is linear in the state x, whose first
@@ -168,6 +171,7 @@ class ArmInsertAgent(ArmReachAgent):
             Jp = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(6)) * (g / self.action_scale[:, None])
             G = np.zeros((self.dU, self.dX))
             G[:, -3:], G[:, :n] = Jp[:, :3], Jp[:, 3:] @ J[3:]
+            G[:, 2 * n:3 * n] = np.diag(self.INIT_DAMPING / self.action_scale)   # no target wind-up
             k = np.outer(hover, Jp[:, 2]) - Jp[:, 3:] @ (r0 - J[3:] @ q0)
             out.append(LinearGaussianController(np.repeat(-G[None], self.T, 0), k,
                                                 np.repeat(variance * np.eye(self.dU)[None], self.T, 0)))

@@ -270,7 +270,8 @@ class GraspLiftController(_Scripted):
     """Pinch grasp between the curled fingers and the opposed thumb, then lift (joint space).
 
     1. pre-shape while rising to `z_pre`: fingers bent down and open (MCP `open`), thumb turned into
-       opposition (th_cmc) and leaned back (th_abd < 0);
+       opposition (th_cmc) and leaned back (th_abd < 0), until the measured posture is there (the
+       joint limiter paces the set-points; lowering half-shaped fingers onto the cube misses it);
     2. lower the hand to `z_grasp` (finger pads beside the cube's -y face, thumb beside its +y face);
     3. close over `n_close` steps to targets past contact (fingers curl, the thumb flexes toward
        them), so the PD error squeezes the cube; dwell `n_dwell` steps;
@@ -278,6 +279,7 @@ class GraspLiftController(_Scripted):
     """
     z_pre, z_grasp, lift_speed = 0.14, 0.10, 0.005        # slide positions (m), m per step
     n_pre, n_lower, n_close, n_dwell = 15, 15, 20, 10
+    shaped_tol, n_pre_max = 0.05, 80                       # rad: pre-shape reached; give up waiting after
     FINGERS_OPEN = {"mcp": 1.2, "pip": 0.05, "dip": 0.05}
     FINGERS_CLOSED = {"mcp": 1.65, "pip": 0.4, "dip": 0.2}
     THUMB_OPEN = {"th_cmc": 1.8, "th_abd": -0.3, "th_mcp": 0.5, "th_ip": 0.3}
@@ -306,7 +308,8 @@ class GraspLiftController(_Scripted):
         if self.phase == 0:                                   # pre-shape, rising
             self.q = self.open.copy()
             self.q[L] = self.z_pre
-            if self.t >= self.n_pre:
+            shaped = np.abs(obs["joint_pos"] - self.q).max() < self.shaped_tol
+            if self.t >= self.n_pre and shaped or self.t >= self.n_pre_max:
                 self.phase, self.t = 1, 0
         elif self.phase == 1:                                 # lower
             self.q[L] = max(self.q[L] - self.lift_speed, self.z_grasp)

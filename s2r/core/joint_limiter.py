@@ -15,6 +15,83 @@ from __future__ import annotations
 
 import numpy as np
 
+# How far a policy's integrated position targets may lead the measured position (rad or m): a
+# blocked or limited arm does not wind up a target far away (policy_node's `max_lead_rad`).
+MAX_LEAD = 0.2
+
+
+class PositionTargets:
+    """The position targets a policy's actions make, integrated the same way in training (the sim
+    tasks) and on the robot (policy_node): a position_delta action is added to the commanded
+    targets, q_cmd += a, not to the measured position, which lags the targets under PD control
+    (adding to it would shrink every motion by the tracking lag); the targets stay within the joint
+    limits and never lead the measured position by more than `max_lead` per joint. Joints outside
+    `idx` stay at their starting targets. What is sent is then the `JointLimiter`'s."""
+
+    def __init__(self, lower, upper, idx, max_lead: float = MAX_LEAD):
+        self.lower, self.upper = np.asarray(lower, float)[idx], np.asarray(upper, float)[idx]
+        self.idx, self.max_lead = idx, float(max_lead)
+        self.q_cmd: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.q_cmd = None
+
+    def hold(self, q: np.ndarray) -> np.ndarray:
+        self.q_cmd = np.array(q, float)
+        return self.q_cmd.copy()
+
+    def apply(self, q: np.ndarray, a: np.ndarray, delta: bool = True) -> np.ndarray:
+        """The targets after action `a` (a step if `delta`, else absolute targets) at measured q."""
+        if self.q_cmd is None:
+            self.q_cmd = np.array(q, float)
+        i = self.idx
+        t = self.q_cmd[i] + a if delta else np.asarray(a, float)
+        t = np.minimum(np.maximum(t, self.lower), self.upper)
+        self.q_cmd[i] = np.minimum(np.maximum(t, q[i] - self.max_lead), q[i] + self.max_lead)
+        return self.q_cmd.copy()
+
+
+class ActionSetpoints:
+    """A policy's position actions -> the set-points the robot is sent, one pipeline for training
+    (the sim tasks) and the robot (policy_node): the actions move the `PositionTargets`, the
+    safety layer's `JointLimiter` then paces the set-point toward them. A policy trained through
+    it meets on the robot the limits it met in training, and may observe where its set-points
+    are (`setpoint`, `setpoint_step`)."""
+
+    def __init__(self, targets: PositionTargets, limiter: "JointLimiter"):
+        self.targets, self.limiter = targets, limiter
+
+    def reset(self) -> None:
+        """Forget the targets and set-points: the next step starts from the measured position."""
+        self.targets.reset()
+        self.limiter.ref = None
+
+    def start(self, q) -> np.ndarray:
+        """Hold at the measured position q, at rest (an episode's start)."""
+        q_cmd = self.targets.hold(q)
+        self.limiter.reset(q_cmd)
+        return q_cmd
+
+    def step(self, q: np.ndarray, a: np.ndarray | None, delta: bool = True, fixed_sel=None, fixed=None) -> np.ndarray:
+        """The set-point to send after action `a` at measured q (None: hold where the robot is).
+        `fixed[fixed_sel]`: targets of joints outside the action, set by the task."""
+        cmd = self.targets.hold(q) if a is None else self.targets.apply(q, a, delta)
+        if fixed is not None:
+            cmd[fixed_sel] = self.targets.q_cmd[fixed_sel] = fixed[fixed_sel]
+        return self.limiter.enforce(q, cmd)
+
+    @property
+    def q_cmd(self) -> np.ndarray | None:
+        return self.targets.q_cmd
+
+    @property
+    def setpoint(self) -> np.ndarray | None:
+        return self.limiter.ref
+
+    @property
+    def setpoint_step(self) -> np.ndarray | None:
+        return self.limiter.dref
+
 
 class JointLimiter:
     """Position and velocity commands made feasible for joints with these limits.
@@ -47,6 +124,18 @@ class JointLimiter:
         self.vref: np.ndarray | None = None    # velocity mode: where the commanded velocities have led
         self.vcmd: np.ndarray | None = None    # ... the last velocity sent, and when
         self.vtime = 0.0
+
+    @classmethod
+    def for_robot(cls, spec, safety, names=None) -> "JointLimiter":
+        """The limiter the safety layer applies to a robot: `spec` a DriverSpec (limits, rate),
+        `safety` its config's safety section; `names` a subset of the spec's joints, in their
+        order (default: all)."""
+        idx = list(range(spec.n_joints)) if names is None else [spec.joint_names.index(n) for n in names]
+        T = spec.period
+        scale = safety.velocity_scale
+        return cls(spec.lower[idx], spec.upper[idx], spec.max_velocity[idx] * scale,
+                   spec.max_acceleration[idx] * scale, T, max_step=safety.max_position_step,
+                   margin=safety.limit_margin, horizon=safety.watchdog_periods * T + T)
 
     @property
     def soft_limits(self) -> tuple[np.ndarray, np.ndarray]:

@@ -22,9 +22,9 @@ from sim.tasks.hand import HandGraspLift, HandReach
 
 # id -> (class, episode length in control steps at 100 Hz)
 TASKS = {
-    "s2r/ArmReach-v0": (ArmReach, 100),
-    "s2r/ArmPush-v0": (ArmPush, 400),
-    "s2r/ArmInsert-v0": (ArmInsert, 200),
+    "s2r/ArmReach-v0": (ArmReach, 150),
+    "s2r/ArmPush-v0": (ArmPush, 600),
+    "s2r/ArmInsert-v0": (ArmInsert, 250),
     "s2r/HandReach-v0": (HandReach, 100),
     "s2r/HandGraspLift-v0": (HandGraspLift, 200),
 }

@@ -6,8 +6,11 @@ the same process before. That is what makes parallel rollouts equal serial ones.
 
 Actions are normalized to [-1, 1] per dimension:
 - `control="position"` (default): joint position-target increments of at most `action_scale` rad
-  (the hardware config's `safety.max_position_step`) per control step, streamed to the robot's joint
-  interpolator exactly like the sim driver does;
+  (the hardware config's `safety.max_position_step`) per control step. The targets become
+  set-points exactly as on the robot (`self.setpoints`, s2r.core.joint_limiter.ActionSetpoints):
+  integrated and kept near the measured position as policy_node does, then paced by the safety
+  layer's joint limiter (speed, acceleration, braking before the limits), and streamed to the
+  robot's joint interpolator like the sim driver does;
 - `control="effort"`: joint torques as a fraction of the configured effort limits (gravity
   compensation on top, as on a torque-controlled arm).
 Out-of-range values are clipped; a wrong shape or a NaN/inf raises ValueError naming it.
@@ -36,6 +39,7 @@ from s2r.core.config import load_config
 from sim import scene
 from sim.cameras import Light, SimCamera
 from sim.randomization import Randomizer
+from s2r.core.joint_limiter import ActionSetpoints, JointLimiter, PositionTargets
 from sim.robots import RobotNominal, Simulation, apply_robot_draw, model_joint_damping, robot_model
 
 
@@ -118,7 +122,9 @@ class TaskEnv(gym.Env, abc.ABC):
         act = self.action_joints or self.joint_names
         self.act_idx = np.array([self.joint_names.index(n) for n in act])
         self.action_scale = self.action_scales()[self.act_idx]
-        self._act_lower, self._act_upper = self.lower[self.act_idx], self.upper[self.act_idx]
+        # position actions become targets and set-points exactly as on the robot: policy_node
+        # integrates them (PositionTargets) and the safety layer paces them (JointLimiter)
+        self.setpoints = ActionSetpoints(PositionTargets(self.lower, self.upper, self.act_idx), self._joint_limiter())
         self._fixed_mask = np.ones(len(self.joint_names), bool)      # the joints outside the action
         self._fixed_mask[self.act_idx] = False
         # the common layouts as slices (views, cheaper than index arrays every step)
@@ -153,6 +159,29 @@ class TaskEnv(gym.Env, abc.ABC):
         self._reset_done = False
 
     # ============================================================== hooks for the tasks
+    def _joint_limiter(self) -> JointLimiter:
+        """The safety layer's limiter for this task's joints; a joint the task adds to the config's
+        (a sim-only stage) may move one action step a period, with no acceleration limit."""
+        cfg = self.cfg
+        spec = cfg.spec()
+        if all(n in spec.joint_names for n in self.joint_names):
+            return JointLimiter.for_robot(spec, cfg.safety, self.joint_names)
+        sel = [spec.joint_names.index(n) if n in spec.joint_names else -1 for n in self.joint_names]
+        own = np.array([i >= 0 for i in sel])
+        step = self.action_scales() / self.control_dt
+        vmax = np.where(own, spec.max_velocity[sel] * cfg.safety.velocity_scale, step)
+        accel = np.where(own, spec.max_acceleration[sel] * cfg.safety.velocity_scale, step / self.control_dt)
+        return JointLimiter(self.lower, self.upper, vmax, accel, self.control_dt,
+                            max_step=cfg.safety.max_position_step if own.all() else
+                            np.where(own, cfg.safety.max_position_step, np.inf),
+                            margin=cfg.safety.limit_margin)
+
+    def hold_posture(self, q) -> None:
+        """Put the robot at q (kinematically) and hold it there: the targets and the joint limiter
+        start again from q, as the robot's would after a reset."""
+        self.robot.reset(q)
+        self.q_cmd = self.setpoints.start(q)
+
     def extra_joints(self) -> dict:
         """Joints the task adds to the config's: name -> (kp, kd, effort, lower, upper)."""
         return {}
@@ -301,7 +330,7 @@ class TaskEnv(gym.Env, abc.ABC):
         if noise_seed is not None:      # the episode's draw stays; its per-step noise is the sample's own
             self.dr_rng, self.pixel_rng = (np.random.default_rng(s) for s in
                                            np.random.SeedSequence(int(noise_seed)).spawn(2))
-        self.q_cmd = self.robot.state()[0].copy()
+        self.q_cmd = self.setpoints.start(self.robot.state()[0])
         latency = int(self.dr.get("action_latency", 0))
         self._queue = deque([np.zeros(len(self.act_idx))] * latency, maxlen=latency + 1) if latency else None
         self._per_step = self.randomizer.per_step_names()
@@ -408,11 +437,9 @@ class TaskEnv(gym.Env, abc.ABC):
         fixed = self.fixed_joint_targets()
         act = self._act_sel
         if self.control == "position":
-            q = self.q_cmd[act] + a * self.action_scale
-            self.q_cmd[act] = np.minimum(np.maximum(q, self._act_lower), self._act_upper)
-            if fixed is not None:
-                self.q_cmd[self._fixed_sel] = fixed[self._fixed_sel]
-            self.robot.set_target("position", self.q_cmd, self.control_dt)
+            sent = self.setpoints.step(self.robot.state()[0], a * self.action_scale, True, self._fixed_sel, fixed)
+            self.q_cmd = self.setpoints.q_cmd.copy()
+            self.robot.set_target("position", sent, self.control_dt)
         else:
             tau = np.zeros(len(self.joint_names))
             tau[act] = a * self.effort[act]

@@ -1,5 +1,5 @@
 """The deployment-path harness (benchmarks/deploy_eval.py): a scripted TorchScript policy with the
-metadata of an exported randomized ArmReach policy (history inputs included) run by policy_node
+metadata of an exported randomized ArmReach policy (history and set-point inputs included) run by policy_node
 against driver_node under a small preset, on 2 held-out starts and goals, against the same policy
 stepped in the task (lockstep) under the same preset."""
 import json
@@ -25,7 +25,7 @@ PRESET = {"groups": {"timing": {"action_latency": {"dist": "constant", "value": 
 
 
 class ConstantStep(torch.nn.Module):
-    """A constant joint-1 increment, whatever the (38-value) input: moves the arm a known way."""
+    """A constant joint-1 increment, whatever the (52-value) input: moves the arm a known way."""
 
     def __init__(self):
         super().__init__()
@@ -40,8 +40,9 @@ def scripted_policy(path: Path) -> Path:
             "action_units": "rad per control step (added to the joint position targets)",
             "control_rate_hz": 100.0, "episode_steps": STEPS, "ee_link": "panda_hand", "tcp_offset": 0.1034,
             "inputs": ["state"],
-            "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp", "prev_action@hist2", "cmd_offset"],
-            "policy": {"arch": "scripted", "obs_dim": 38, "act_dim": 7}, "precision": "fp32"}
+            "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp", "prev_action@hist2", "cmd_offset",
+                         "setpoint_offset", "setpoint_step"],
+            "policy": {"arch": "scripted", "obs_dim": 52, "act_dim": 7}, "precision": "fp32"}
     torch.jit.save(torch.jit.script(ConstantStep()), str(path), _extra_files={"s2r_policy.json": json.dumps(meta)})
     return path
 

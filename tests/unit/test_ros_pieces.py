@@ -91,7 +91,7 @@ def test_freeze_heap_takes_the_startup_heap_out_of_full_collections():
 def test_position_delta_actions_move_the_commanded_targets_as_in_training():
     """position_delta integrates into the commanded targets (sim/tasks/base.py), not into the
     measured position that lags them; targets stay within the limits and near the robot."""
-    from s2r_ros.policy_node import PositionTargets
+    from s2r.core.joint_limiter import PositionTargets
     lower, upper = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 0.5])
     idx = np.array([0, 2])                               # joint 1 is not the policy's
     t = PositionTargets(lower, upper, idx, max_lead=0.2)
@@ -108,6 +108,52 @@ def test_position_delta_actions_move_the_commanded_targets_as_in_training():
     t.reset()
     q2 = np.array([-0.5, 0.0, 0.0])
     assert np.allclose(t.apply(q2, np.array([0.3, -0.1]), delta=False), [-0.3, 0.0, -0.1])  # absolute, lead-bounded
+
+
+def test_the_node_sends_and_observes_the_set_points_the_task_trained_with():
+    """policy_node's pipeline (its targets, its copy of the safety layer's joint limiter, its inputs)
+    reproduces the sim task's step by step for the same actions: the targets it sends become, in
+    the driver's safety layer, the set-points the task sent in training, and its set-point inputs
+    are those the policy saw in training."""
+    import gymnasium as gym
+
+    import sim.tasks  # noqa: F401  (registers the tasks)
+    from learning.features import compute_features, sim_context
+    from s2r.core.joint_limiter import MAX_LEAD, ActionSetpoints, JointLimiter, PositionTargets
+    from s2r_ros.policy_node import PolicyInputs
+
+    env = gym.make("s2r/ArmReach-v0").unwrapped
+    try:
+        cfg, spec = env.cfg, env.cfg.spec()
+        joints = [env.joint_names[i] for i in env.act_idx]       # the arm; the config has the fingers too
+        idx = np.array([spec.joint_names.index(j) for j in joints])
+        rest = np.setdiff1d(np.arange(spec.n_joints), idx)
+        keys = ["setpoint_offset", "setpoint_step", "cmd_offset"]
+        node = ActionSetpoints(PositionTargets(spec.lower, spec.upper, idx, MAX_LEAD),
+                               JointLimiter.for_robot(spec, cfg.safety))
+        driver = JointLimiter.for_robot(spec, cfg.safety)         # the driver's safety layer's
+        inputs = PolicyInputs({"obs_keys": keys, "joint_names": joints}, cfg.robot, spec.joint_names, joints,
+                              "position_delta")
+        obs, _ = env.reset(seed=3)
+        rng = np.random.default_rng(0)
+        limited = 0
+        for t in range(40):
+            q, qd = np.zeros(spec.n_joints), np.zeros(spec.n_joints)     # /joint_states, config order
+            q[idx], qd[idx], q[rest] = obs["joint_pos"][env.act_idx], obs["joint_vel"][env.act_idx], 0.02
+            x = inputs(q, qd, obs["target"], node.q_cmd, node.setpoint, node.setpoint_step)
+            np.testing.assert_allclose(x, compute_features(keys, sim_context(obs, env), {}), atol=1e-12)
+            a = rng.uniform(-1, 1, len(joints))
+            node.step(q, a * env.action_scale)
+            sent = driver.enforce(q, node.q_cmd)                          # what the robot is sent
+            inputs.record_action(a, q)
+            obs, *_ = env.step(a)
+            np.testing.assert_allclose(sent[idx], env.setpoints.setpoint[env.act_idx], atol=1e-12)
+            np.testing.assert_allclose(sent, node.setpoint, atol=1e-12)
+            assert np.allclose(sent[rest], 0.02)                          # the fingers hold
+            limited += not np.allclose(sent[idx], node.q_cmd[idx])
+        assert limited > 10           # the limiter shaped most of these set-points, the same way
+    finally:
+        env.close()
 
 
 def test_latency_stats_percentiles_over_a_sliding_window():

@@ -145,7 +145,7 @@ def test_eval_writes_its_result_as_json(arm_policy, tmp_path, capsys):
 def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path, capsys):
     """An image policy gets the image and its 17-value robot configuration [q, qd, tcp_pos] in the
     scene it was trained in (the visible target marker on its stand); an ArmInsert policy gets the
-    peg-bottom error and the episode's phase, over its 200-step episodes."""
+    peg-bottom error and the episode's phase, over its 250-step episodes."""
     from learning.agents import ArmReachAgent
     from learning.insert_agent import ArmInsertAgent
     from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
@@ -160,7 +160,7 @@ def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path,
         assert scene_kwargs(meta) == {"target_marker_radius": ArmReachAgent.VISIBLE_MARKER_RADIUS, "target_stand": True,
                                       "target_marker_rgba": ArmReachAgent.VISIBLE_MARKER_RGBA}
     else:
-        assert scene_kwargs(meta) == {"shape": "square"} and meta["episode_steps"] == 200
+        assert scene_kwargs(meta) == {"shape": "square"} and meta["episode_steps"] == 250
     assert eval_main([str(path), "--task", "ArmInsert" if kind == "insert" else "ArmReach", "--episodes", "1"]) == 0
     assert "success" in capsys.readouterr().out
 

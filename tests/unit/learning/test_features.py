@@ -85,7 +85,7 @@ def test_existing_keys_keep_their_values():
             assert np.array_equal(got, np.asarray(value, float)), key
         np.testing.assert_allclose(obs["target"] - peg, obs["target"] - env.peg_bottom(obs), atol=1e-3)
         assert sim_sources(env) == {"joint_pos", "joint_vel", "action_joint_pos", "tcp_pos", "tcp_rot", "target",
-                                    "q_cmd"}
+                                    "q_cmd", "setpoint", "setpoint_step"}
         assert all(sim_context(obs, env).provides(s) for s in sim_sources(env))
     finally:
         env.close()

@@ -18,7 +18,9 @@ on the newest camera image and joint state:
             kinematics of the metadata's `ee_link` plus `tcp_offset` along its z axis; the target,
             the newest geometry_msgs/PoseStamped on /goal_pose (position, in the world / robot base
             frame: until a goal arrives a policy that needs it waits, nothing is sent); its
-            position targets (q_cmd, for position and position_delta actions); and its episode:
+            position targets (q_cmd, for position and position_delta actions) and the set-points
+            they make (setpoint, setpoint_step: the safety layer's joint limiter, run here as in
+            training); and its episode:
             step = the policy's calls since the episode began (since the first goal, and again
             from 0 whenever the goal moves by more than 1 mm, else since the first call; waiting
             for a state, an image or a goal does not advance it), its past actions (the module's
@@ -28,7 +30,12 @@ on the newest camera image and joint state:
             have, a size that differs from the network's input) is refused at start in one line.
     action: (1, n) or (n,) -- one value per commanded joint, interpreted by `action`:
             position (absolute targets), position_delta (added to the commanded targets, as the
-            sim tasks apply it in training: see PositionTargets), velocity, effort
+            sim tasks apply it in training), velocity, effort. Position targets are sent; the
+            driver's safety layer paces the set-point toward them with its joint limiter, as the
+            sim tasks do in training (s2r.core.joint_limiter.ActionSetpoints). The node runs the
+            same limiter on the same targets to know that set-point (its `setpoint` inputs).
+            Sending the paced set-point instead would be paced again by the safety layer, which
+            brakes toward every set-point as if it were the last: the robot would lag the policy.
 
 ~/enable (std_srvs/SetBool) starts and stops the policy (parameter `enabled`, default true): a
 disabled node sends nothing (the driver's watchdog holds, and the robot can be moved by others,
@@ -55,6 +62,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from learning.features import ObsContext, ObservationBuilder    # the policy's inputs, as in training
+from s2r.core.joint_limiter import MAX_LEAD, ActionSetpoints, JointLimiter, PositionTargets   # as in training
 
 from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
@@ -62,39 +70,6 @@ from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WAR
 ACTIONS = ("position", "position_delta", "velocity", "effort")
 NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
 METADATA_FILE = "s2r_policy.json"          # learning.policies.METADATA_FILE
-
-
-class PositionTargets:
-    """The position set-points a policy's actions make, integrated as in training.
-
-    The sim tasks (sim/tasks/base.py, `_apply_action`) add a position_delta action to the
-    commanded targets, q_cmd += a, kept within the joint limits -- not to the measured position,
-    which lags the targets under PD control (adding to it would shrink every motion by the tracking
-    lag). The same here. The targets start from the measured position, return to it whenever the
-    node holds or stops sending (the driver's watchdog then holds the robot where it is), and never
-    lead the measured position by more than `max_lead` per joint (a blocked arm does not wind up
-    a set-point far away). Joints the policy does not command stay at their starting targets."""
-
-    def __init__(self, lower, upper, idx, max_lead: float):
-        self.lower, self.upper = np.asarray(lower, float)[idx], np.asarray(upper, float)[idx]
-        self.idx, self.max_lead = idx, float(max_lead)
-        self.q_cmd: np.ndarray | None = None
-
-    def reset(self) -> None:
-        self.q_cmd = None
-
-    def hold(self, q: np.ndarray) -> np.ndarray:
-        self.q_cmd = np.array(q, float)
-        return self.q_cmd.copy()
-
-    def apply(self, q: np.ndarray, a: np.ndarray, delta: bool) -> np.ndarray:
-        if self.q_cmd is None:
-            self.q_cmd = np.array(q, float)
-        i = self.idx
-        t = self.q_cmd[i] + a if delta else np.asarray(a, float)
-        t = np.minimum(np.maximum(t, self.lower), self.upper)
-        self.q_cmd[i] = np.minimum(np.maximum(t, q[i] - self.max_lead), q[i] + self.max_lead)
-        return self.q_cmd.copy()
 
 
 def tcp_pose_function(robot: str, joints, meta: dict):
@@ -153,7 +128,7 @@ class PolicyInputs:
         self.action = action
         available = {"joint_pos", "joint_vel", "action_joint_pos", "target"}
         if action in ("position", "position_delta"):
-            available.add("q_cmd")
+            available |= {"q_cmd", "setpoint", "setpoint_step"}
         self.tcp = None
         if self.builder.needs("tcp_pos") or self.builder.needs("tcp_rot"):
             try:
@@ -177,14 +152,18 @@ class PolicyInputs:
         """A new episode (a new goal): step 0, no past actions."""
         self.builder.reset()
 
-    def __call__(self, q, qd, goal=None, q_cmd=None) -> np.ndarray:
-        """The input at this control step (advances the step). q, qd, q_cmd: config order (q_cmd
-        None: no targets yet, i.e. the measured position); goal: position or None."""
+    def __call__(self, q, qd, goal=None, q_cmd=None, setpoint=None, setpoint_step=None) -> np.ndarray:
+        """The input at this control step (advances the step). q, qd, q_cmd, setpoint,
+        setpoint_step: config order (q_cmd or setpoint None: none yet, i.e. the measured position,
+        at rest); goal: position or None."""
         v = {"joint_pos": q[self.obs_idx], "joint_vel": qd[self.obs_idx], "action_joint_pos": q[self.idx]}
         if goal is not None:
             v["target"] = goal
         if self.action in ("position", "position_delta"):
-            v["q_cmd"] = (q if q_cmd is None else q_cmd)[self.idx]
+            i = self.idx
+            v["q_cmd"] = (q if q_cmd is None else q_cmd)[i]
+            v["setpoint"] = (q if setpoint is None else setpoint)[i]
+            v["setpoint_step"] = np.zeros(len(i)) if setpoint is None or setpoint_step is None else setpoint_step[i]
         if self.tcp is not None:
             pose = []
             qa = q[self.idx]
@@ -220,7 +199,7 @@ class PolicyNode(Node):
         P("max_state_age_s", 0.25)
         P("max_image_age_s", 0.5)
         P("diagnostics_period_s", 1.0)
-        P("max_lead_rad", 0.2)                  # position targets stay this close to the measured position
+        P("max_lead_rad", MAX_LEAD)             # position targets stay this close to the measured position
         P("enabled", True)                      # run the policy (also ~/enable)
         self._log_handler = bridge_python_logging(self)
         g = lambda k: self.get_parameter(k).value   # noqa: E731
@@ -285,7 +264,9 @@ class PolicyNode(Node):
         if not lead > 0:
             self.get_logger().error(f"max_lead_rad must be positive, got {lead}")
             raise SystemExit(2)
-        self.targets = PositionTargets(self.spec.lower, self.spec.upper, self.idx, lead)
+        # the targets and the set-points the driver's safety layer makes of them, as in training
+        self.setpoints = ActionSetpoints(PositionTargets(self.spec.lower, self.spec.upper, self.idx, lead),
+                                         JointLimiter.for_robot(self.spec, self.cfg.safety))
         self.throttle = Throttle()
         self.infer_ms = LatencyStats(10_000)
         self.rate = RateMeter()
@@ -319,7 +300,7 @@ class PolicyNode(Node):
         if not on:
             self.goal = None
             self.inputs.reset()
-            self.targets.reset()
+            self.setpoints.reset()
         self.enabled = on
 
     def _on_goal(self, msg: PoseStamped):
@@ -374,23 +355,25 @@ class PolicyNode(Node):
         if not self.enabled:
             return
         if self.state is None or now - self.state[3] > float(self.get_parameter("max_state_age_s").value):
-            self.targets.reset()                # not sending: the driver holds; start again from there
+            self.setpoints.reset()                # not sending: the driver holds; start again from there
             self.waiting += 1
             self._problem("no_state", "waiting for a recent /joint_states")
             return
         if self.use_image and (self.image is None or
                                now - self.image[1] > float(self.get_parameter("max_image_age_s").value)):
-            self.targets.reset()
+            self.setpoints.reset()
             self.waiting += 1
             self._problem("no_image", "waiting for a recent image")
             return
         if self.needs_goal and self.goal is None:
-            self.targets.reset()
+            self.setpoints.reset()
             self.waiting += 1
             self._problem("no_goal", "waiting for a goal on /goal_pose")
             return
         key, q, qd, _ = self.state
-        s = self.torch.from_numpy(self.inputs(q, qd, self.goal, self.targets.q_cmd).astype(np.float32)).unsqueeze(0)
+        sp = self.setpoints
+        x = self.inputs(q, qd, self.goal, sp.q_cmd, sp.setpoint, sp.setpoint_step)
+        s = self.torch.from_numpy(x.astype(np.float32)).unsqueeze(0)
         t0 = time.perf_counter()
         try:
             with self.torch.inference_mode():
@@ -407,7 +390,8 @@ class PolicyNode(Node):
             self._problem("action_nonfinite", "policy returned NaN or inf; holding")
             a = None
         if self.action in ("position", "position_delta"):
-            cmd = self.targets.hold(q) if a is None else self.targets.apply(q, a, self.action == "position_delta")
+            sp.step(q, a, self.action == "position_delta")
+            cmd = sp.q_cmd.copy()       # the targets: the driver's safety layer makes sp.setpoint of them
         else:
             cmd = np.zeros(len(self.names))
             if a is not None:
