@@ -2,6 +2,7 @@
 from .base import Driver, DriverError, DriverFault, driver_factory, register_driver, registered_drivers
 from s2r.core.types import Command, CommandMode, DriverSpec, JointLimits, RobotState
 from .safety import SafetyCounters, SafetyLayer
+from .safety_types import WriteResult
 from .mock_driver import FaultyDriver, MockDriver, MockFaults   # noqa: E402 (numpy only; registers "mock")
 
 
@@ -12,5 +13,5 @@ def open_driver(config, hardware=None, **kw):
 
 
 __all__ = ["Command", "CommandMode", "Driver", "DriverError", "DriverFault", "DriverSpec", "FaultyDriver",
-           "JointLimits", "MockDriver", "MockFaults", "RobotState", "SafetyCounters", "SafetyLayer", "driver_factory", "open_driver", "register_driver",
+           "JointLimits", "MockDriver", "MockFaults", "RobotState", "SafetyCounters", "SafetyLayer", "WriteResult", "driver_factory", "open_driver", "register_driver",
            "registered_drivers"]

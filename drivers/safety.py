@@ -26,9 +26,10 @@ Around commands: a watchdog on the driver's steady clock holds the robot when co
 measured position, so the first command afterwards is delta-clamped from where the robot is.
 A hold is the driver's: it stops the robot and holds it (the sim and Dynamixel drivers stop
 under control, from the motion, at least at the planned deceleration).
-Every event is counted (`counters`) and logged (rate-limited). `write`, `hold`, `estop`, `enable`
-and `reset` never raise: any exception from the wrapped driver (third-party drivers raise
-anything) is a driver fault, named in one line. `read` raises `DriverFault` (and latches the
+Every event is counted (`counters`) and logged (rate-limited); `write` returns a `WriteResult`
+(what was sent and clamped, or why it was refused, and the counter it bumped). `write`, `hold`,
+`estop`, `enable` and `reset` never raise: any exception from the wrapped driver (third-party
+drivers raise anything) is a driver fault, named in one line. `read` raises `DriverFault` (and latches the
 fault) when the driver cannot give a trustworthy state, so that a control loop stops planning on
 stale data: loops catch it and hold/report, as the ROS driver node does. Every state change goes
 through `_set_state`, which keeps the latches: `reset()` is the only way out of a fault (a
@@ -48,8 +49,8 @@ from s2r.core.types import Command, CommandMode, DriverSpec, RobotState, real_va
 from .base import Driver, DriverFault
 from .safety_actions import SafetyActions
 from .safety_limits import CommandLimits
-from .safety_types import (DISABLED, DISCONNECTED, ENABLED, ESTOP, FAULT, HOLDING, SafetyCounters,
-                           all_finite, excerpt, one_line)
+from .safety_types import (DISABLED, DISCONNECTED, ENABLED, ESTOP, FAULT, HOLDING, SafetyCounters, WriteResult,
+                           all_finite, excerpt, one_line, refused_result, sent_result)
 
 log = logging.getLogger("s2r.safety")
 
@@ -148,17 +149,19 @@ class SafetyLayer(SafetyActions, CommandLimits, Driver):
                 raise DriverFault(self.fault_reason)
             return st
 
-    def write(self, command: Command) -> str:
-        """Validate, clamp and forward one command. Returns 'ok', 'clamped' or 'rejected: <why>'.
-        Never raises: an exception from the driver (or anywhere in here) is a driver fault."""
+    def write(self, command: Command) -> WriteResult:
+        """Validate, clamp and forward one command. Returns a `WriteResult`: what was sent and
+        what the limits changed, or why it was refused; as a string "ok", "clamped" or
+        "rejected: <why>". Never raises: an exception from the driver (or anywhere in here) is a
+        driver fault."""
         with self._lock:
             try:
                 return self._write(command)
             except Exception as e:
                 self._enter_fault(f"safety layer: {one_line(e)}")
-                return f"rejected: driver fault: {self.fault_reason}"
+                return self._faulted()
 
-    def _write(self, command) -> str:
+    def _write(self, command) -> WriteResult:
         c = self.counters
         c.commands += 1
         now = self._check_watchdog()
@@ -219,27 +222,29 @@ class SafetyLayer(SafetyActions, CommandLimits, Driver):
         last = self._last_cmd_time
         gap = mode is CommandMode.POSITION and (last is None or now - last > 1.5 * self._period)
         if (mode is not self._mode or gap) and not self._rebase(now):
-            return f"rejected: driver fault: {self.fault_reason}"
+            return self._faulted()
         why = self._outside_speed_envelope(now, mode)
         if why is None:
-            return f"rejected: driver fault: {self.fault_reason}"
+            return self._faulted()
         if why:
             return self._reject("rejected_speed", why)
-        safe, clamped = self._clamp(mode, values, now)
+        safe, clamps = self._clamp(mode, values, now)
         if safe is None:
-            return f"rejected: driver fault: {self.fault_reason}"
+            return self._faulted()
         if mode is CommandMode.EFFORT and self._effort_unsafe:
             return self._reject("rejected_speed", self._effort_unsafe)
         try:
             self.driver.write(Command.trusted(mode, safe))
         except Exception as e:
             self._enter_fault(one_line(e))
-            return f"rejected: driver fault: {self.fault_reason}"
+            return self._faulted()
         self._mode = mode
         self._last_cmd_time = now
         self._set_state(ENABLED)
         c.accepted += 1
-        return "clamped" if clamped else "ok"
+        if not clamps:
+            return sent_result(safe, self._unclamped)
+        return sent_result(safe, safe != values, clamps)
 
     def hold(self) -> None:
         with self._lock:
@@ -321,14 +326,18 @@ class SafetyLayer(SafetyActions, CommandLimits, Driver):
         self._mode = None
         return True
 
-    def _reject(self, key: str, why: str, hold: bool = True) -> str:
+    def _faulted(self) -> WriteResult:
+        """The refusal of a command that met a driver fault (`_enter_fault` counted it)."""
+        return refused_result("driver_faults", f"driver fault: {self.fault_reason}")
+
+    def _reject(self, key: str, why: str, hold: bool = True) -> WriteResult:
         setattr(self.counters, key, getattr(self.counters, key) + 1)
         self._log(key, f"command refused: {why}" + ("; holding" if hold else ""))
         if hold:
             self._last_cmd_time = None
             if self._hold_measured() and self.state == ENABLED:
                 self._set_state(HOLDING)
-        return f"rejected: {why}"
+        return refused_result(key, why)
 
     def _log(self, key: str, msg: str) -> None:
         n = self._logged.get(key, 0) + 1

@@ -36,6 +36,8 @@ class CommandLimits:
         self._names = tuple(spec.joint_names)
         self._name_set = frozenset(self._names)
         self._lo, self._hi, self._period = spec.lower, spec.upper, spec.period
+        self._unclamped = np.zeros(self._lo.shape, bool)       # `WriteResult.clamped` of every unchanged command
+        self._unclamped.setflags(write=False)
         self._vmax = spec.max_velocity * cfg.velocity_scale
         self._emax = spec.max_effort * cfg.effort_scale
         self._wd_timeout = cfg.watchdog_periods * self._period
@@ -100,9 +102,10 @@ class CommandLimits:
         except Exception as e:
             return f"joint names could not be read ({type(e).__name__})"
 
-    def _clamp(self, mode: CommandMode, v: np.ndarray, now: float) -> tuple[np.ndarray | None, bool]:
-        """The command made safe, and whether it was changed. (None, False): the driver failed."""
-        clamped = False
+    def _clamp(self, mode: CommandMode, v: np.ndarray, now: float) -> tuple[np.ndarray | None, tuple[str, ...]]:
+        """The command made safe, and the clamp counters it bumped (empty: unchanged; in
+        `CLAMP_CAUSES`' order). (None, ()): the driver failed."""
+        clamped = ()
         c = self.counters
         if mode == CommandMode.POSITION:
             # the measured position the set-point may not run away from: the speed stop read it
@@ -110,24 +113,25 @@ class CommandLimits:
             stepped = self._lim.enforce(self._last_state.q, v)
             # (identical bytes: nothing was clamped, the common case; else compare as numbers)
             if stepped.tobytes() != v.tobytes() and not (stepped == v).all():
-                clamped = True
                 out = self._lim.target
                 if not (out == v).all():
                     c.clamped_position += 1
+                    clamped = ("clamped_position",)
                 if not (stepped == out).all():
                     c.clamped_step += 1
+                    clamped += ("clamped_step",)
             return stepped, clamped
         st = self._fresh_state(now)
         if st is None:
-            return None, False
+            return None, ()
         if mode == CommandMode.VELOCITY:
             out, limited, braked = self._lim.enforce_velocity(v, st.q, st.qd, now)
             if limited:
                 c.clamped_velocity += 1
-                clamped = True
+                clamped = ("clamped_velocity",)
             if braked:
                 c.braked += 1
-                clamped = True
+                clamped += ("braked",)
             return out, clamped
         # effort
         emax = self._emax
@@ -182,10 +186,10 @@ class CommandLimits:
                        np.minimum(np.maximum(tau_hi, 0.0), tau_lo))
         if not np.array_equal(limited, v):
             c.clamped_effort += 1
-            clamped = True
+            clamped = ("clamped_effort",)
         if not np.array_equal(out, limited):
             c.braked += 1
-            clamped = True
+            clamped += ("braked",)
         # The speed stop, one period ahead: where no effort keeps a joint within its speed
         # envelope for every gain between the estimates (braking that only the lowest gain would
         # not manage, a neighbour dragging it), the command is refused and the driver's
