@@ -1,12 +1,13 @@
-"""`s2r hil CONFIG`: the hardware-in-the-loop suite (tests/hil) against one config, as a report."""
+"""`s2r hil CONFIG`: the hardware-in-the-loop suite (the installed package s2r.hil, run by pytest
+with its plugin) against one config, as a report. pytest comes with the `hil` extra."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .core.config import load_config, resolve_config_path
 
-HIL_TESTS = Path(__file__).resolve().parent.parent / "tests" / "hil"
+SUITE = "s2r.hil"
+PLUGIN = "s2r.hil.plugin"
 
 
 class _Collector:
@@ -24,15 +25,18 @@ class _Collector:
 
 
 def run_hil(config: str, emulate: bool = False, extra=None) -> int:
-    import pytest
-
+    try:
+        import pytest
+    except ImportError:
+        print("error: `s2r hil` runs the suite with pytest, which is not installed: pip install 's2r[hil]'",
+              file=sys.stderr)
+        return 2
     cfg = load_config(config)       # a bad file is refused here, in one line
     path = str(resolve_config_path(config))
-    if not HIL_TESTS.is_dir():
-        print(f"error: the HIL suite is not at {HIL_TESTS} (run from a source checkout)", file=sys.stderr)
-        return 2
     col = _Collector()
-    args = [str(HIL_TESTS), "--hardware", path, "-q", "-p", "no:cacheprovider", "--no-header", "-rN"]
+    # the suite and its plugin are self-contained: conftest files of the current directory stay out
+    args = ["--pyargs", SUITE, "-p", PLUGIN, "--noconftest", "--hardware", path, "-q", "-p", "no:cacheprovider",
+            "--no-header", "-rN"]
     if emulate:
         args.append("--emulate")
     print(f"HIL suite: {cfg.name} ({cfg.driver_type} driver, hardware {cfg.hardware}"

@@ -61,12 +61,13 @@ from pathlib import Path
 
 import numpy as np
 
-from s2r.core import yamlio
+from s2r.core import resources, yamlio
 from s2r.core.schema import randomization as schema
 from s2r.core.schema.randomization import DISTRIBUTIONS, GROUPS, PARAMETERS, PER_EPISODE, PER_STEP, ParamInfo
 from s2r.core.yamlio import ConfigError, excerpt
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+# the packaged presets (the last place a preset name is looked up)
+PRESETS_DIR = resources.packaged_dir("preset")
 __all__ = ["DISTRIBUTIONS", "GROUPS", "PARAMETERS", "PER_EPISODE", "PER_STEP", "PRESETS_DIR",
            "AutomaticDomainRandomization", "ParamInfo", "ParamSpec", "RandomizationError", "Randomizer", "parse_param"]
 
@@ -123,7 +124,8 @@ class Randomizer:
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, spec) -> "Randomizer":
-        """From a preset name ("default", "stress", "off"), a YAML path, a dict, or a Randomizer."""
+        """From a preset name ("default", "stress", "off"; looked up in ./presets, $S2R_PATH, then the
+        packaged presets: s2r.core.resources), a YAML path, a dict, or a Randomizer."""
         if isinstance(spec, Randomizer):
             return spec
         if spec is None:
@@ -133,11 +135,12 @@ class Randomizer:
         if isinstance(spec, (str, Path)):
             path = Path(spec)
             if not path.suffix and not _exists(path):
-                path = PRESETS_DIR / f"{spec}.yaml"
-                if not path.exists():
-                    known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-                    raise RandomizationError(f"unknown randomization preset {excerpt(str(spec))} (known: {known}; "
-                                             f"or give a YAML path)")
+                try:
+                    path = resources.resolve("preset", spec)
+                except resources.ResourceNotFound as e:
+                    raise RandomizationError(f"unknown randomization preset {excerpt(str(spec))} (looked in: "
+                                             f"{', '.join(e.looked_in)}; known: {', '.join(e.known)}; "
+                                             f"or give a YAML path)") from None
             try:
                 data = yamlio.load_file(path)
             except yamlio.ConfigError as e:

@@ -8,7 +8,10 @@ from pathlib import Path
 import pybullet as p
 import pybullet_data
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+from s2r.core import resources
+
+# the robot descriptions packaged with sim (the URDFs of the built-in robots below)
+ASSETS = resources.packaged_dir("asset")
 
 
 @dataclass(frozen=True)

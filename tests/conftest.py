@@ -1,4 +1,4 @@
-"""Suite-wide settings: the HIL options and DDS isolation for every test process."""
+"""Suite-wide settings: the HIL plugin and DDS isolation for every test process."""
 import os
 
 from s2r.core.ros_env import isolate_this_process
@@ -9,10 +9,6 @@ isolate_this_process()
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def pytest_addoption(parser):
-    g = parser.getgroup("s2r hardware-in-the-loop")
-    g.addoption("--hardware", action="append", default=None, metavar="CONFIG",
-                help="hardware config (path or name in hardware_configs/) for tests/hil; repeatable. "
-                     "Default: every hardware_configs/*_sim.yaml")
-    g.addoption("--emulate", action="store_true",
-                help="run tests/hil against the config's protocol-level emulator instead of the real bus")
+# The HIL suite's options (--hardware, --emulate), fixtures and targets: the installed plugin
+# (s2r/hil/plugin.py; its pytest11 entry point loads it in an installed s2r too).
+pytest_plugins = ["s2r.hil.plugin"]

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from s2r.core.types import CommandMode, DriverSpec, JointLimits
 
-from . import yamlio
+from . import resources, yamlio
 from .schema.drivers import unknown_driver_key
 from .schema.errors import to_config_error
 from .schema.hardware import BOUNDS, WATCHDOG_MAX_S, HardwareFile, hardware_model
@@ -116,18 +116,10 @@ class HardwareConfig:
 
 # --------------------------------------------------------------------------------------------
 def resolve_config_path(name: str | Path) -> Path:
-    """A path, or a bare name looked up in hardware_configs/ (`panda_sim` -> .../panda_sim.yaml)."""
-    p = Path(name)
-    try:
-        if p.exists():
-            return p
-        root = Path(__file__).resolve().parents[2] / "hardware_configs"
-        for cand in (root / p.name, root / f"{p.name}.yaml"):
-            if cand.exists():
-                return cand
-    except (OSError, ValueError):     # a name too long for the file system, or with a NUL byte
-        pass
-    return p
+    """A path, or a name looked up in the resource order (s2r.core.resources: ./hardware_configs,
+    $S2R_PATH, the packaged configs; `panda_sim` -> .../panda_sim.yaml). A name found nowhere is a
+    ConfigError listing where it looked."""
+    return resources.resolve("hardware_config", name)
 
 
 def load_config(path: str | Path) -> HardwareConfig:

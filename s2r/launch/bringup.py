@@ -19,13 +19,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
     TypeAdapter, ValidationError
 from pydantic import dataclasses as pdc
 
-from ..core import yamlio
+from ..core import resources, yamlio
 from ..core.schema.errors import fail, key_path, reason, with_message
 from ..core.yamlio import ConfigError, excerpt
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "s2r_ros"
-PACKAGE_DIR = REPO / "ros_ws" / "src" / PACKAGE
 OUTPUTS = ("prefix", "screen", "quiet")
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -177,36 +175,19 @@ class Bringup:
 
 # ----------------------------------------------------------------------------- loading
 def bringup_dirs() -> list[Path]:
-    dirs = [PACKAGE_DIR / "bringup"]
-    try:                                     # a colcon / ROS install of s2r_ros
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            dirs.append(Path(get_package_share_directory(PACKAGE)) / "bringup")
-        except (PackageNotFoundError, OSError):     # OSError: no AMENT_PREFIX_PATH (pip-only)
-            pass
-    except ImportError:
-        pass
-    return dirs
+    """Where a bringup name is looked up, in order: ./bringup, each $S2R_PATH entry's bringup/,
+    the bringups packaged with s2r (in a checkout: ros_ws/src/s2r_ros/bringup)."""
+    return [d for _, d in resources.search_dirs("bringup")]
 
 
 def resolve_bringup(name: str | os.PathLike) -> Path:
-    """A path, or a bare name in the package's bringup/ folder (`sim_panda` -> .../sim_panda.yaml)."""
-    p = Path(name)
-    if p.exists():
-        return p
-    for d in bringup_dirs():
-        for cand in (d / p.name, d / f"{p.name}.yaml"):
-            if cand.exists():
-                return cand
-    return p
+    """A path, or a bare name in the bringup lookup order (`sim_panda` -> .../sim_panda.yaml); a
+    ConfigError listing where it looked if found nowhere."""
+    return resources.resolve("bringup", name)
 
 
 def load_bringup(path: str | os.PathLike) -> Bringup:
     p = resolve_bringup(path)
-    file = str(path)
-    if not p.exists():
-        raise ConfigError(file, "", "file not found (bringups: " + ", ".join(
-            sorted(x.stem for d in bringup_dirs() if d.is_dir() for x in d.glob("*.yaml"))) + ")")
     return parse_bringup(yamlio.load_file(p, str(p)), str(p))
 
 

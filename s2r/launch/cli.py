@@ -22,7 +22,7 @@ def _seconds(text: str) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="s2r launch", description="start the ROS 2 nodes of a bringup YAML "
                                  "(pip-installed ROS 2; on a full install use ros2 launch s2r_ros ...)")
-    ap.add_argument("bringup", help="path, or a name in ros_ws/src/s2r_ros/bringup/ (e.g. sim_panda)")
+    ap.add_argument("bringup", help="path, or a bringup name (e.g. sim_panda): ./bringup, $S2R_PATH, the packaged ones")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                     help="override a node parameter (repeatable)")
     ap.add_argument("--isolated", action="store_true",

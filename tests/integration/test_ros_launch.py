@@ -154,7 +154,8 @@ def test_a_required_driver_with_bad_parameters_ends_the_launch(tmp_path):
     assert time.monotonic() - t0 < 30, lp.text
     assert "[launch] required node driver exited (exit code 2: bad configuration); shutting down" in lp.text
     errors = [ln for ln in lp.lines if ln.startswith("[driver]")]
-    assert len(errors) == 1 and "command_mode: 'sideways' is not among the driver's modes" in errors[0], lp.text
+    assert len(errors) == 1 and "driver: parameter command_mode: must be one of position, velocity, effort; " \
+        "got 'sideways'" in errors[0], lp.text
     assert "Traceback" not in lp.text and "did not stop" not in lp.text
     assert all(gone(pid) for pid in lp.pids().values())
 
@@ -168,15 +169,18 @@ def test_a_driver_whose_config_is_missing(tmp_path, capsys):
     f.write_text(yaml.safe_dump({"nodes": nodes}))
     assert launch.main([str(f), "--isolated"]) == 2
     cap = capsys.readouterr()
-    assert cap.out == "" and cap.err.strip() == (f"bringup error: {f}: nodes[0].parameters.config: "
-                                                 f"{tmp_path / 'gone.yaml'}: file not found")
+    err = cap.err.strip()
+    assert cap.out == "" and "\n" not in err and err.startswith(
+        f"bringup error: {f}: nodes[0].parameters.config: {tmp_path / 'gone.yaml'}: file not found "
+        "(hardware config; looked in: ")
     out = io.StringIO()
     t0 = time.monotonic()
     assert launch.run_bringup(launch.load_bringup(f), isolated=True, out=out, grace_s=5.0) == 1
     assert time.monotonic() - t0 < 30
     text = out.getvalue()
     assert "[launch] required node driver exited (exit code 2: bad configuration)" in text, text
-    assert re.search(r"^\[driver\] \[ERROR\] .*config error: .*gone\.yaml: file not found$", text, re.M), text
+    assert re.search(r"^\[driver\] \[ERROR\] .*config error: .*gone\.yaml: file not found \(.*looked in: .*\)$",
+                     text, re.M), text
     assert "Traceback" not in text
 
 
@@ -224,8 +228,8 @@ def test_bringups_and_overrides_parse(capsys):
 
 @pytest.mark.parametrize("executable", ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer"])
 def test_every_node_refuses_a_wrongly_typed_parameter_in_one_line(executable):
-    """spin_node turns rclpy's ParameterException (and a ConfigError) raised while the node is
-    built into one line and exit 2, for every node, not a traceback and exit 1."""
+    """Each node validates its parameters with its model (s2r.core.schema.nodes): a wrong type is
+    one line naming the parameter and exit 2, for every node, not a traceback and exit 1."""
     from s2r.core.ros_env import isolated_env
 
     p = subprocess.run([sys.executable, "-m", f"s2r_ros.{executable}", "--ros-args", "-p", "config:=5"],
@@ -233,4 +237,4 @@ def test_every_node_refuses_a_wrongly_typed_parameter_in_one_line(executable):
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(err) == 1, p.stderr
-    assert "config" in err[0] and "STRING" in err[0], err
+    assert "parameter config: expected a non-empty string, got int 5" in err[0], err
