@@ -51,6 +51,12 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
           loads it) frozen, channels-last, 64x64 and 240x240 (best of 3 medians of 100 calls); fp32,
           and with bf16 convolutions (export_torchscript precision="bf16": cnn_ms_64 / cnn_ms_240).
           The trained image policy is evaluated exported in both precisions on the held-out episodes
+  export  the same CNN (fp32, random weights) exported three ways and run as policy_node runs it
+          (learning.deploy.load_policy, batch 1, 2 threads, numpy in and out): TorchScript (.pt, while
+          kept), torch.export (.pt2) and ONNX Runtime (.onnx), at 64, 128 and 240 px, timed in
+          interleaved rounds (best of 3 medians of 100 calls each): torchscript_ms_N, pt2_ms_N,
+          onnx_ms_N; each format's largest action difference from the torch module on 8 images
+          (*_max_action_diff), checked against EXPORT_TOLERANCE (export_actions_agree)
   insert  s2r/ArmInsert-v0 (the square peg into the shape sorter, 200 steps), state-based MDGPS with
           the same protocol (4 new conditions x 5 samples, 20 held-out starts, seeds 10000-10019;
           success: the task's own, the peg's bottom more than 1.5 cm down the matching hole) and
@@ -123,6 +129,62 @@ def cnn_latency_ms(size: int, precision: str = "fp32", repeats: int = 3, calls: 
                 ts.append(time.perf_counter() - t0)
             best = min(best, float(np.median(ts)))
     return 1000 * best
+
+
+EXPORT_SIZES = (64, 128, 240)
+EXPORT_TOLERANCE = 1e-4      # fp32 actions of every export vs the torch module
+
+
+def export_latency(log, sizes=EXPORT_SIZES, repeats: int = 3, calls: int = 100) -> dict:
+    """The export rows (module docstring): per size, one CNN written as .pt, .pt2 and .onnx, loaded
+    by learning.deploy.load_policy (2 threads), checked against the torch module and timed."""
+    import tempfile
+
+    from learning.deploy import load_policy
+    from learning.export import export_policies
+    res, diffs = {}, {"torchscript": 0.0, "pt2": 0.0, "onnx": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            torch.manual_seed(0)
+            net = VisuomotorCNN(17, 7, size).eval()
+            meta = {"inputs": ["image", "joint_state"], "image_size": [size, size]}
+            paths = export_policies(net, Path(tmp) / f"cnn{size}", meta, np.ones(7),
+                                    formats=("torchscript", "pt2", "onnx"))
+            policies = {fmt: load_policy(p, threads=2)[0] for fmt, p in zip(("torchscript", "pt2", "onnx"), paths)}
+            rng = np.random.default_rng(size)
+            imgs = rng.random((8, 3, size, size), dtype=np.float32)
+            js = rng.normal(size=(8, 17)).astype(np.float32)
+            with torch.inference_mode():
+                want = torch.clamp(net(torch.from_numpy(imgs), torch.from_numpy(js)), -1, 1).numpy()
+            for fmt, pol in policies.items():
+                got = np.concatenate([pol(imgs[i:i + 1], js[i:i + 1]) for i in range(8)])
+                diffs[fmt] = max(diffs[fmt], float(np.abs(got - want).max()))
+            img, j = imgs[:1], js[:1]
+            for pol in policies.values():
+                for _ in range(10):
+                    pol(img, j)
+            best = {fmt: float("inf") for fmt in policies}
+            for _ in range(repeats):          # interleaved: a busy moment on a shared machine hits every format
+                for fmt, pol in policies.items():
+                    ts = []
+                    for _ in range(calls):
+                        t0 = time.perf_counter()
+                        pol(img, j)
+                        ts.append(time.perf_counter() - t0)
+                    best[fmt] = min(best[fmt], float(np.median(ts)))
+            for fmt, t in best.items():
+                res[f"{fmt}_ms_{size}"] = 1000 * t
+            log(f"  {size}x{size}: TorchScript {res[f'torchscript_ms_{size}']:.3f} ms, "
+                f".pt2 {res[f'pt2_ms_{size}']:.3f} ms, ONNX Runtime {res[f'onnx_ms_{size}']:.3f} ms")
+    res.update({f"{fmt}_max_action_diff": d for fmt, d in diffs.items()})
+    res["export_action_tolerance"] = EXPORT_TOLERANCE
+    res["export_actions_agree"] = all(d <= EXPORT_TOLERANCE for d in diffs.values())
+    res["export_note"] = ("fp32 CNN, batch 1, 2 threads, through learning.deploy.load_policy (numpy in and out), "
+                          "as policy_node calls it")
+    log(f"  largest action difference from the torch module: TorchScript {diffs['torchscript']:.2e}, "
+        f".pt2 {diffs['pt2']:.2e}, ONNX {diffs['onnx']:.2e} "
+        f"({'within' if res['export_actions_agree'] else 'NOT within'} {EXPORT_TOLERANCE:g})")
+    return res
 
 
 def run_gps(kind: str, iterations: int, log) -> dict:
@@ -310,6 +372,8 @@ def measure_cnn(log) -> dict:
     log(f"  fp32: 64x64 {res['cnn_ms_64_fp32']:.2f} ms, 240x240 {res['cnn_ms_240_fp32']:.2f} ms; "
         f"bf16 convolutions: 64x64 {res['cnn_ms_64']:.2f} ms, 240x240 {res['cnn_ms_240']:.2f} ms; "
         f"{n}x{n} (the trained policy) {res[f'cnn_ms_{n}_fp32']:.2f} ms fp32, {res[f'cnn_ms_{n}']:.2f} ms bf16")
+    log("CNN inference by export format (fp32, batch 1, 2 threads, as policy_node runs it)")
+    res.update(export_latency(log))
     return res
 
 
@@ -340,7 +404,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-image", action="store_true", help="state-based GPS only")
     ap.add_argument("--skip-insert", action="store_true", help="no ArmInsert GPS run")
     ap.add_argument("--cnn-only", action="store_true",
-                    help="only the CNN latencies, merged into the results already at --json (if any)")
+                    help="only the CNN latencies (and the export formats'), merged into the results already at "
+                         "--json (if any)")
     ap.add_argument("--insert-only", action="store_true",
                     help="only the ArmInsert GPS run, merged into the results already at --json (if any)")
     ap.add_argument("--skip-sb3", action="store_true", help="no stable-baselines3 PPO baseline")
@@ -373,7 +438,8 @@ def main(argv=None) -> int:
         return merge_into(Path(args.json), res, run_sb3_baseline(sb3_budget, log), "sb3", log)
     res.update(measure_cnn(log))
     if args.cnn_only:
-        return merge_into(Path(args.json), res, {k: v for k, v in res.items() if k.startswith("cnn_")}, "cnn", log)
+        rows = ("cnn_", "torchscript_", "pt2_", "onnx_", "export_")
+        return merge_into(Path(args.json), res, {k: v for k, v in res.items() if k.startswith(rows)}, "cnn", log)
     log("state-based GPS")
     st = run_gps("state", iters, log)
     res.update(state_success_rate=st["success_rate"], state_iterations=st["iterations"],

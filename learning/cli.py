@@ -3,8 +3,12 @@
     s2r train gps --task ArmReach [--images] [--randomize default] [--iterations 10] [--resume RUN]
     s2r train plato --task ArmReach [--images]
     s2r train gps --task ArmInsert --obs-features prev_action,cmd_offset --state-features prev_action@hist2
-    s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]
+    s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]     (or policy.pt2, policy.onnx)
     s2r eval runs/<run>/policy.pt --task ArmReach --sweep backlash=0:0.05:6 [--randomize default] [--out F]
+
+A finished `s2r train` exports its policy three ways (learning/export.py): policy.pt (TorchScript,
+written by learning.train, kept while robots load it), policy.pt2 (torch.export) and policy.onnx
+(ONNX: runs on onnxruntime without torch). `s2r eval` runs any of them (learning.deploy.load_policy).
 
 `--sweep PARAM=LOW:HIGH[:N]` (or `PARAM=log:LOW:HIGH[:N]`) evaluates the same held-out episodes at N
 values of one randomization parameter and writes a robustness curve, F.csv and F.png (default:
@@ -39,6 +43,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from .deploy import PolicyCallError      # numpy only: `s2r eval`'s one-line failure of a policy call
 
 __all__ = ["train_main", "eval_main", "MAY_CHANGE_ON_RESUME"]
 log = logging.getLogger("s2r.train")
@@ -213,9 +219,12 @@ def train_main(argv=None) -> int:
         history = run_training(algo, run_dir, args.iterations, meta, progress, export, agent.action_scale,
                                events=events)
         progress.close()
+        from .export import export_policies      # next to the TorchScript policy.pt that run_training writes
+        exported = export_policies(algo.policy, run_dir / "policy", export, agent.action_scale)
         last = history[-1]
         print(f"done: {len(history)} iterations, cost {last['cost']:.4g}, held-out success "
-              f"{100 * last['success']:.0f}%  ->  {run_dir}/policy.pt, {run_dir}/training.png")
+              f"{100 * last['success']:.0f}%  ->  {run_dir}/policy.pt (also {', '.join(p.name for p in exported)}), "
+              f"{run_dir}/training.png")
         return 0
     except (_UsageError, CheckpointError, ValueError, TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
         return _failure("train", e, stopped=(TrainingError, FloatingPointError, np.linalg.LinAlgError))
@@ -229,8 +238,10 @@ def train_main(argv=None) -> int:
 
 # ----------------------------------------------------------------------------- eval
 def _eval_parser():
-    p = _Parser(prog="s2r eval", description="Evaluate an exported policy (policy.pt) on held-out episodes.")
-    p.add_argument("policy", help="TorchScript policy written by s2r train (policy.pt)")
+    p = _Parser(prog="s2r eval",
+                description="Evaluate an exported policy (policy.pt, .pt2 or .onnx) on held-out episodes.")
+    p.add_argument("policy", help="policy exported by s2r train: policy.pt (TorchScript), policy.pt2 (torch.export) "
+                                  "or policy.onnx (ONNX Runtime)")
     p.add_argument("--task", required=True)
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--video", default=None, help="record the episodes to this MP4 file")
@@ -254,7 +265,8 @@ VIDEO_MAX_FPS = 30      # s2r eval --video: frame-rate cap (frames are rendered,
 
 def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, success_distance=None,
                   video=None, on_episode=None) -> tuple[int, list[float]]:
-    """Run the exported policy (its inputs built by `inputs`, an ObservationBuilder) for one episode
+    """Run the exported policy (`module`: learning.deploy's callable, numpy in and out; its inputs
+    built by `inputs`, an ObservationBuilder) for one episode
     of at most T steps per seed; (successes, final distances). `video`: an MP4 path to record every
     episode to (H.264, real time: every k-th control step rendered, k the smallest that keeps the
     video at <= 30 fps); `on_episode(i)` is called after episode i."""
@@ -262,7 +274,6 @@ def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, su
     from fractions import Fraction
 
     import numpy as np
-    import torch
 
     from s2r.core.video import VideoWriter
 
@@ -280,13 +291,9 @@ def _run_episodes(env, seeds, *, module, inputs, images: bool, scale, T: int, su
             if writer is not None:
                 writer.write(env.render())
             for t in range(T):
-                s = torch.as_tensor(inputs.observe(sim_context(obs, env)), dtype=torch.float32)[None]
-                with torch.inference_mode():
-                    if images:
-                        out = module(torch.from_numpy(np.ascontiguousarray(obs["image"]))[None], s)
-                    else:
-                        out = module(s)
-                a = out[0].double().numpy() / scale
+                s = np.asarray(inputs.observe(sim_context(obs, env)), dtype=np.float32)[None]
+                out = module(obs["image"][None], s) if images else module(s)
+                a = np.asarray(out, dtype=float)[0] / scale
                 if a.shape != env.action_space.shape or not np.all(np.isfinite(a)):
                     raise FloatingPointError(f"episode {i}, step {t}: policy returned {a}")
                 a = np.clip(a, -1, 1)
@@ -375,20 +382,13 @@ def eval_main(argv=None) -> int:
             raise _UsageError("s2r eval: --video records one evaluation; it does not combine with --sweep")
         from .sweep import check_applies, parse_sweep
         sweep = parse_sweep(args.sweep) if args.sweep is not None else None
-        import torch
-
+        from .deploy import METADATA_FORMAT, load_policy
         from .features import ObservationBuilder, sim_sources
         from .registry import scene_kwargs, task_id
-        from .policies import load_exported
         from .train import wilson_interval
         path = Path(args.policy)
-        if not path.exists():
-            raise ValueError(f"{path}: no such file")
-        try:
-            module, meta = load_exported(path)
-        except (RuntimeError, ValueError, OSError) as e:
-            raise ValueError(f"{path}: not a TorchScript policy ({str(e).splitlines()[0]})") from None
-        if meta.get("format") != "s2r-policy/1":
+        module, meta = load_policy(path, threads=2)      # PolicyLoadError (a ValueError): one line
+        if meta.get("format") != METADATA_FORMAT:
             raise ValueError(f"{path}: no s2r policy metadata (was it exported by s2r train?)")
         task = task_id(args.task)
         if meta.get("task") != task:
@@ -412,7 +412,6 @@ def eval_main(argv=None) -> int:
                                     n_actions=len(joints), where=f"{path}'s metadata")
         inputs.require(sim_sources(env), f"{task}'s simulation")
         inputs.check_policy(meta, f"on {task}")
-        torch.set_num_threads(2)
         T = int(meta.get("episode_steps") or (env.spec.max_episode_steps if env.spec else 0) or 100)
         run = functools.partial(_run_episodes, module=module, inputs=inputs, images=images, scale=scale, T=T,
                                 success_distance=args.success_distance)
@@ -437,7 +436,7 @@ def eval_main(argv=None) -> int:
               f"(95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%), mean final distance "
               f"{np.nanmean(distances):.3f} m" + (f"; video {args.video}" if args.video else ""))
         return 0
-    except (_UsageError, ValueError, KeyError, FloatingPointError, OSError) as e:
+    except (_UsageError, ValueError, KeyError, FloatingPointError, OSError, PolicyCallError) as e:
         return _failure("eval", e, stopped=(FloatingPointError,))
     except KeyboardInterrupt:
         print("s2r eval: interrupted (a --sweep's CSV holds the values finished so far)", file=sys.stderr)

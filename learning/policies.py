@@ -8,7 +8,8 @@ Darrell & Abbeel, "End-to-End Training of Deep Visuomotor Policies", JMLR 2016 (
 About 92k parameters for any input size (the spatial softmax removes the image size). Input
 remapping: the local controllers of GPS see the full simulator state; these networks see only what
 a robot has (`obs_keys`: joint state, and for the CNN the camera image). Actions are the task's
-normalized actions in [-1, 1]; `export_torchscript` writes the module the ROS policy node loads.
+normalized actions in [-1, 1]; `exported_module` is what every export format (learning/export.py:
+torch.export `.pt2`, ONNX `.onnx`; TorchScript `.pt` on request) writes for the ROS policy node.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["SpatialSoftmax", "MLPPolicy", "VisuomotorCNN", "make_policy", "export_torchscript", "load_exported",
-           "METADATA_FILE", "PRECISIONS"]
+from .deploy import METADATA_FILE, METADATA_FORMAT
 
-METADATA_FILE = "s2r_policy.json"
+__all__ = ["SpatialSoftmax", "MLPPolicy", "VisuomotorCNN", "make_policy", "exported_module", "export_metadata",
+           "export_torchscript", "load_exported", "METADATA_FILE", "PRECISIONS"]
 
 
 class SpatialSoftmax(nn.Module):
@@ -200,11 +201,12 @@ class _ExportedCNN(nn.Module):
 PRECISIONS = ("fp32", "bf16")
 
 
-def export_torchscript(policy: nn.Module, path, metadata: dict, action_scale, precision: str = "fp32") -> bytes:
-    """Script the policy (actions clipped to [-1, 1] and scaled by `action_scale` into physical
-    units) with `metadata` (obs keys, joint names, image size, action semantics) as the extra file
-    `s2r_policy.json`. `precision` "bf16" runs a CNN's convolutions in bfloat16 (see _ExportedCNN).
-    Returns the bytes written (atomically) to `path` (None: not written)."""
+def exported_module(policy: nn.Module, action_scale, precision: str = "fp32") -> nn.Module:
+    """The module every export format writes (in eval mode): the policy's actions clipped to
+    [-1, 1] and scaled by `action_scale` into the metadata's units; `precision` "bf16" runs a CNN's
+    convolutions in bfloat16 (see _ExportedCNN). ValueError (one line) for anything else."""
+    if not isinstance(policy, (MLPPolicy, VisuomotorCNN)):
+        raise ValueError(f"only s2r policies (MLPPolicy, VisuomotorCNN) export, got {type(policy).__name__}")
     policy = policy.eval()
     scale = torch.as_tensor(np.asarray(action_scale, dtype=np.float32).reshape(-1))
     if scale.numel() != policy.act_dim:
@@ -215,9 +217,24 @@ def export_torchscript(policy: nn.Module, path, metadata: dict, action_scale, pr
         raise ValueError(f"precision {precision!r} is for CNN policies; an MLP exports in fp32")
     wrapper = (_ExportedCNN(policy, scale, precision) if isinstance(policy, VisuomotorCNN)
                else _ExportedMLP(policy, scale))
+    return wrapper.eval()
+
+
+def export_metadata(policy: nn.Module, metadata: dict, precision: str = "fp32") -> dict:
+    """The `s2r_policy.json` every export format carries: the caller's metadata (obs keys, joint
+    names, image size, action semantics) plus the format tag, the network's config and precision."""
+    return {"format": METADATA_FORMAT, **metadata, "policy": policy.config(), "precision": precision}
+
+
+def export_torchscript(policy: nn.Module, path, metadata: dict, action_scale, precision: str = "fp32") -> bytes:
+    """TorchScript export, kept for robots that load `.pt` files: torch.jit is deprecated in the
+    torch we pin (every call warns), so new exports go through learning.export (`.pt2`, `.onnx`).
+    Scripts `exported_module(...)` with `export_metadata(...)` as the extra file `s2r_policy.json`.
+    Returns the bytes written (atomically) to `path` (None: not written)."""
+    wrapper = exported_module(policy, action_scale, precision)
     scripted = torch.jit.script(wrapper)
     buf = io.BytesIO()
-    meta = {"format": "s2r-policy/1", **metadata, "policy": policy.config(), "precision": precision}
+    meta = export_metadata(policy, metadata, precision)
     torch.jit.save(scripted, buf, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     data = buf.getvalue()
     if path is not None:
@@ -227,7 +244,8 @@ def export_torchscript(policy: nn.Module, path, metadata: dict, action_scale, pr
 
 
 def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
-    """The TorchScript module and its metadata."""
+    """A TorchScript file's module and metadata (the module itself, for tests and tools that look
+    inside it; learning.deploy.load_policy runs any format)."""
     extra = {METADATA_FILE: ""}
     module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module, json.loads(extra[METADATA_FILE] or "{}")

@@ -86,7 +86,15 @@ def schema_models() -> dict:
     def randomization():
         from .core.schema.randomization import Preset
         return Preset
-    return {"hardware": hardware, "bringup": bringup, "randomization": randomization}
+
+    def node(executable):       # a node's ROS parameters (a bringup's `parameters:` of that node)
+        def model():
+            from .core.schema.nodes import NODE_PARAMS
+            return NODE_PARAMS[executable]
+        return model
+    nodes = ("driver_node", "mpc_node", "camera_node", "policy_node", "reach_sequencer")   # schema.nodes.NODE_PARAMS
+    return {"hardware": hardware, "bringup": bringup, "randomization": randomization,
+            **{f"node:{n}": node(n) for n in nodes}}
 
 
 def cmd_schema(a) -> int:
@@ -107,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate a hardware config, connect, print the joint spec")
-    p.add_argument("config", help="path, or a name in hardware_configs/ (e.g. panda_sim)")
+    p.add_argument("config", help="path, or a config name (e.g. panda_sim): ./hardware_configs, $S2R_PATH, the packaged ones")
     p.add_argument("--hardware", choices=list(HARDWARE_MODES), help="override the config's hardware mode")
     p.add_argument("--no-connect", action="store_true", help="only validate the file")
     p.set_defaults(fn=cmd_check)
@@ -125,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of a YAML file kind (editors complete and check with it)")
     p.add_argument("kind", nargs="?", default="hardware", choices=sorted(schema_models()),
-                   help="which files: hardware configs (default), bringups, randomization presets")
+                   help="which files: hardware configs (default), bringups, randomization presets; "
+                        "node:NAME: a node's ROS parameters")
     p.set_defaults(fn=cmd_schema)
 
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")

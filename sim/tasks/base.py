@@ -15,9 +15,9 @@ Actions are normalized to [-1, 1] per dimension:
   compensation on top, as on a torque-controlled arm).
 Out-of-range values are clipped; a wrong shape or a NaN/inf raises ValueError naming it.
 
-Randomization (`sim.randomization.Randomizer`) is applied here; its sampled values are in
-`info["randomization"]` after every reset and step (per-step values are drawn in blocks of
-`STEP_BLOCK` steps, one row per step). `reset(seed, options={"noise_seed": n})` keeps the episode of
+Randomization (`sim.randomization.Randomizer`) is applied here, by the `RandomizedWorld` half
+(sim/tasks/randomized.py); its sampled values are in `info["randomization"]` after every reset and
+step (per-step values are drawn in blocks of `STEP_BLOCK` steps, one row per step). `reset(seed, options={"noise_seed": n})` keeps the episode of
 `seed` (start, target, per-episode randomization draw) and draws its per-step values (noises, jitter)
 and pixel noise from `n` instead: several samples of one training condition, each with its own noise.
 The `unmodeled` group's actuator effects go to
@@ -36,37 +36,11 @@ import numpy as np
 import pybullet as p
 
 from s2r.core.config import load_config
-from sim import scene
-from sim.cameras import Light, SimCamera
+from sim.cameras import SimCamera
 from sim.randomization import Randomizer
 from s2r.core.joint_limiter import ActionSetpoints, JointLimiter, PositionTargets
-from sim.robots import RobotNominal, Simulation, apply_robot_draw, model_joint_damping, robot_model
-
-
-CAMERA_ERRORS = ("camera_position_error", "camera_rotation_error", "camera_focal_error", "camera_principal_error")
-
-
-class PackedArrays:
-    """Arrays kept in one buffer per dtype: `fresh()` returns copies of all of them (as views of
-    one new buffer per dtype), for one copy instead of one per array. Infos carry the episode's
-    randomization arrays every step, and Gymnasium asks for fresh data every step."""
-
-    def __init__(self, arrays: dict):
-        groups: dict = {}
-        for k, v in arrays.items():
-            groups.setdefault(v.dtype, []).append((k, v))
-        self._buffers, self._views = [], []
-        for g, items in enumerate(groups.values()):
-            self._buffers.append(np.concatenate([v.ravel() for _, v in items]))
-            i = 0
-            for k, v in items:
-                self._views.append((k, g, i, i + v.size, None if v.ndim == 1 else v.shape))
-                i += v.size
-
-    def fresh(self) -> dict:
-        bufs = [b.copy() for b in self._buffers]
-        return {k: bufs[g][a:b] if shape is None else bufs[g][a:b].reshape(shape)
-                for k, g, a, b, shape in self._views}
+from sim.robots import RobotNominal, Simulation, model_joint_damping, robot_model
+from sim.tasks.randomized import CAMERA_ERRORS, PackedArrays, RandomizedWorld   # noqa: F401 (re-exported)
 
 
 def _as_slice(idx):
@@ -77,7 +51,7 @@ def _as_slice(idx):
     return idx
 
 
-class TaskEnv(gym.Env, abc.ABC):
+class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
     # render_fps is per instance (set in __init__): the control rate of the env's hardware config
     metadata = {"render_modes": ["rgb_array"]}
 
@@ -246,68 +220,6 @@ class TaskEnv(gym.Env, abc.ABC):
         values (`RobotModel.joint_damping`), else the URDF's."""
         return model_joint_damping(self.robot)
 
-    def _apply_dynamics(self, v: dict) -> None:
-        """A randomization draw's physics: the robot's by `sim.robots.apply_robot_draw` (the sim
-        driver's too), then the task's objects and surfaces."""
-        c = self.client
-        apply_robot_draw(self.sim, self.robot, self.robot_nominal, v)
-        for k, (obj, nom) in enumerate(zip(self.objects, self.object_nominal)):
-            kw = {}
-            if "object_mass_scale" in v:
-                s = v["object_mass_scale"][k]
-                kw["mass"] = nom["mass"] * s
-                kw["localInertiaDiagonal"] = [x * s for x in nom["inertia"]]
-            if "friction_scale" in v:
-                kw["lateralFriction"] = nom["lateral"] * v["friction_scale"][k]
-            if "spin_roll_friction_scale" in v:
-                s = v["spin_roll_friction_scale"][k]
-                kw["spinningFriction"], kw["rollingFriction"] = nom["spinning"] * s, nom["rolling"] * s
-            if kw:
-                p.changeDynamics(obj, -1, physicsClientId=c, **kw)
-        if "friction_scale" in v and len(v["friction_scale"]):
-            s0 = v["friction_scale"][0]
-            for b, link, mu in self.friction_surfaces():
-                p.changeDynamics(b, link, lateralFriction=mu * s0, physicsClientId=c)
-
-    def friction_surfaces(self) -> list:
-        """(body, link, nominal lateral friction) of non-object surfaces scaled by friction_scale[0]."""
-        return []
-
-    def _apply_visuals(self, v: dict, rng: np.random.Generator) -> None:
-        c = self.client
-        cam = self.base_camera
-        if any(k in v for k in ("camera_position_offset", "camera_rotation_offset", "camera_fov_offset")):
-            cam = cam.perturb(v.get("camera_position_offset", (0, 0, 0)), v.get("camera_rotation_offset", (0, 0, 0)),
-                              float(v.get("camera_fov_offset", 0.0)))
-        self.camera = cam                 # the camera as calibrated: what camera_info() reports
-        if any(k in v for k in CAMERA_ERRORS):
-            cam = cam.miscalibrated(v.get("camera_position_error", (0, 0, 0)),
-                                    v.get("camera_rotation_error", (0, 0, 0)),
-                                    float(v.get("camera_focal_error", 0.0)), v.get("camera_principal_error", (0, 0)))
-        self.render_camera = cam          # the camera images are rendered with
-        d = Light()
-        self.light = Light(tuple(v.get("light_direction", d.direction)), d.color,
-                           float(v.get("light_ambient", d.ambient)), float(v.get("light_diffuse", d.diffuse)),
-                           float(v.get("light_specular", d.specular)))
-        if "surface_color" in v or "surface_texture" in v:
-            files = scene.texture_files() if "surface_texture" in v else []
-            for k, (_, parts) in enumerate(self.surfaces):
-                kw = {}
-                if "surface_color" in v:
-                    kw["rgbaColor"] = list(v["surface_color"][k]) + [1.0]
-                if files and v["surface_texture"][k]:
-                    idx = int(v["texture_index"][k]) % len(files) if "texture_index" in v else k % len(files)
-                    kw["textureUniqueId"] = p.loadTexture(str(files[idx]), physicsClientId=c)
-                    kw["rgbaColor"] = [1.0, 1.0, 1.0, 1.0]
-                for body, link in parts:
-                    p.changeVisualShape(body, link, physicsClientId=c, **kw)
-        for _ in range(int(v.get("distractor_count", 0))):
-            lo, hi = self.distractor_region()
-            scene.distractor(c, rng, lo, hi)
-
-    def distractor_region(self):
-        return (0.25, -0.45, 0.22), (0.85, 0.45, 0.24)
-
     # ============================================================== gym API
     def reset(self, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -358,8 +270,6 @@ class TaskEnv(gym.Env, abc.ABC):
         _, success, extra = self.reward_success(self._true_obs)
         return obs, self._info(success, extra)
 
-    STEP_BLOCK = 64      # per-step randomization is drawn for this many steps at a time
-
     def step(self, action):
         if not self._reset_done:
             raise RuntimeError("call reset() before step()")
@@ -398,20 +308,6 @@ class TaskEnv(gym.Env, abc.ABC):
             obs = self._obs_queue.popleft()
         reward, success, extra = self.reward_success(self._true_obs)
         return obs, float(reward), False, False, self._info(success, extra)
-
-    def _refill_step_block(self) -> None:
-        """Draw the per-step values of the next STEP_BLOCK steps, the per-step sums of the additive
-        noises with their per-episode biases (one addition per step instead of two) and the substep
-        counts under period jitter."""
-        block = self.randomizer.sample_steps(self.dr_rng, self.dims, self.STEP_BLOCK)
-        if "action_noise" in block:
-            block["_action_offset"] = block["action_noise"] + self.dr.get("action_bias", 0.0)
-        if "object_position_noise" in block:
-            block["_object_offset"] = block["object_position_noise"] + self.dr.get("object_position_bias", 0.0)
-        if "control_period_jitter" in block:     # physics substeps per step (np.rint rounds like round())
-            block["_substeps"] = np.maximum(1, np.rint(self.substeps * (1.0 + block["control_period_jitter"])))
-        self._step_block, self._step_k, self._step_len = block, 0, self.STEP_BLOCK
-        self._step_public = [(name, b) for name, b in block.items() if name[0] != "_"]
 
     def actions_in_flight(self) -> list:
         """The actions taken but not yet applied (action latency), oldest first."""

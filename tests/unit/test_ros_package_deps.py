@@ -18,9 +18,9 @@ ROSDEP = {
     "pybullet": "python3-pybullet-pip", "casadi": "casadi-pip", "gymnasium": "python3-gymnasium-pip",
     "pyserial": "python3-serial", "dynamixel-sdk": "dynamixel_sdk",
 }
-# PyAV: no rosdep key exists; pydantic: rosdep's python3-pydantic is 1.x on Ubuntu 24.04 and s2r needs
-# 2.x. pip installs both with the core package, which s2r_ros requires.
-NO_ROSDEP_KEY = {"av", "pydantic"}
+# PyAV and the ONNX packages: no rosdep keys exist; pydantic: rosdep's python3-pydantic is 1.x on
+# Ubuntu 24.04 and s2r needs 2.x. pip installs them with the core package, which s2r_ros requires.
+NO_ROSDEP_KEY = {"av", "pydantic", "onnx", "onnxruntime", "onnxscript"}
 
 
 def exec_depends() -> set[str]:

@@ -3,7 +3,6 @@ and policy_node; the new inputs (previous action, command offset, histories) by 
 latency; unbuildable obs keys refused in one line."""
 import numpy as np
 import pytest
-import torch
 
 import sim.tasks
 from learning.features import (FEATURES, FeatureError, ObsContext, ObservationBuilder, compute_features, parse_key,
@@ -128,15 +127,15 @@ def test_training_eval_and_policy_node_build_identical_inputs(recorded, latency_
     `s2r eval` (the inputs its loaded policy is called with) and in policy_node (PolicyInputs fed
     the recorded joint states, goal and position targets): one function. Only the forward
     kinematics differ (URDF on the robot, pybullet in simulation), within 0.1 mm."""
-    from learning import policies
+    from learning import deploy
     from learning.cli import eval_main
     U, S, meta, scale = recorded["U"], recorded["sample"].state_obs, recorded["meta"], recorded["scale"]
     seen = []
 
     def policy(state):                                   # the recorded actions, in the metadata's units
-        seen.append(state[0].numpy().copy())
-        return torch.as_tensor(U[len(seen) - 1] * scale)[None]
-    monkeypatch.setattr(policies, "load_exported", lambda path: (policy, meta))
+        seen.append(np.array(state[0], copy=True))
+        return (U[len(seen) - 1] * scale)[None]
+    monkeypatch.setattr(deploy, "load_policy", lambda path, threads=2: (policy, meta))
     path = tmp_path / "policy.pt"
     path.write_bytes(b"recorded")
     assert eval_main([str(path), "--task", "ArmInsert", "--episodes", "1", "--randomize", latency_preset]) == 0

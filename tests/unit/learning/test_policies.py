@@ -1,10 +1,11 @@
-"""Policies: spatial softmax coordinates, the visuomotor CNN's size, TorchScript export and metadata."""
+"""Policies: spatial softmax coordinates, the visuomotor CNN's size, export (.pt2) and metadata."""
 import numpy as np
 import pytest
 import torch
 
-from learning.policies import (MLPPolicy, SpatialSoftmax, VisuomotorCNN, export_torchscript, load_exported,
-                               make_policy)
+from learning.deploy import load_policy
+from learning.export import export_policy
+from learning.policies import MLPPolicy, SpatialSoftmax, VisuomotorCNN, exported_module, make_policy
 
 
 def test_spatial_softmax_returns_the_blob_coordinates():
@@ -41,21 +42,24 @@ def test_make_policy_round_trips_and_refuses_unknown_architectures():
         make_policy({"arch": "transformer"})
 
 
-def test_torchscript_export_matches_the_policy_and_carries_metadata(tmp_path):
+def test_export_matches_the_policy_and_carries_metadata(tmp_path):
+    """The .pt2 export (learning/export.py) runs the clipped, scaled policy on any image layout;
+    the metadata and the network's config travel with it (every format: test_export.py)."""
     net = VisuomotorCNN(14, 7, 64).eval()
     scale = np.full(7, 0.05)
-    export_torchscript(net, tmp_path / "p.pt", {"task": "s2r/ArmReach-v0", "action": "position_delta"}, scale)
-    module, meta = load_exported(tmp_path / "p.pt")
+    export_policy(net, tmp_path / "p.pt2", {"task": "s2r/ArmReach-v0", "action": "position_delta",
+                                            "inputs": ["image", "joint_state"]}, scale)
+    policy, meta = load_policy(tmp_path / "p.pt2")
     assert meta["task"] == "s2r/ArmReach-v0" and meta["policy"]["arch"] == "cnn"
     img = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
     js = torch.randn(1, 14)
     with torch.inference_mode():
-        want = torch.clamp(net(img.permute(0, 3, 1, 2).float() / 255, js), -1, 1) * 0.05
-        for image in (img, img.permute(0, 3, 1, 2), img.permute(0, 3, 1, 2).float() / 255):
-            assert torch.allclose(module(image, js), want, atol=1e-5)
+        want = (torch.clamp(net(img.permute(0, 3, 1, 2).float() / 255, js), -1, 1) * 0.05).numpy()
+    for image in (img, img.permute(0, 3, 1, 2), img.permute(0, 3, 1, 2).float() / 255):
+        assert np.allclose(policy(image.numpy(), js.numpy()), want, atol=1e-5)
     mlp = MLPPolicy(20, 7)
     with pytest.raises(ValueError, match="action_scale"):
-        export_torchscript(mlp, None, {}, np.ones(3))
+        export_policy(mlp, None, {}, np.ones(3), format="pt2")
 
 
 def test_bf16_export_runs_the_convolutions_in_bfloat16_and_keeps_the_feature_points(tmp_path):
@@ -74,19 +78,24 @@ def test_bf16_export_runs_the_convolutions_in_bfloat16_and_keeps_the_feature_poi
     torch.manual_seed(0)
     net = VisuomotorCNN(17, 7, 96).eval()
     js = torch.randn(4, 17)
-    export_torchscript(net, tmp_path / "bf16.pt", {"task": "s2r/ArmReach-v0"}, np.ones(7), precision="bf16")
-    module, meta = load_exported(tmp_path / "bf16.pt")
-    assert meta["precision"] == "bf16" and {p.dtype for p in module.conv.parameters()} == {torch.bfloat16}
+    export_policy(net, tmp_path / "bf16.pt2", {"task": "s2r/ArmReach-v0", "inputs": ["image", "joint_state"]},
+                  np.ones(7), precision="bf16")
+    policy, meta = load_policy(tmp_path / "bf16.pt2")
+    assert meta["precision"] == "bf16"
+    weights = torch.export.load(str(tmp_path / "bf16.pt2")).state_dict
+    assert {v.dtype for k, v in weights.items() if k.startswith("conv.")} == {torch.bfloat16}
+    exported = exported_module(net, np.ones(7), "bf16")
     with torch.inference_mode():
         x = img.permute(0, 3, 1, 2).float() / 255 - net.pixel_mean
         pts32 = net.softmax(net.conv(x))
-        pts16 = net.softmax(module.conv(x.to(torch.bfloat16)).float())
+        pts16 = net.softmax(exported.conv(x.to(torch.bfloat16)).float())
         assert (pts16 - pts32).abs().max() < 2.0 / 96        # under a pixel (coordinates span 2 over 96 px)
-        assert torch.allclose(module(img, js), torch.clamp(net(img, js), -1, 1), atol=0.02)
+        want = torch.clamp(net(img, js), -1, 1).numpy()
+    assert np.allclose(policy(img.numpy(), js.numpy()), want, atol=0.02)
     with pytest.raises(ValueError, match="precision"):
-        export_torchscript(net, None, {}, np.ones(7), precision="fp16")
+        export_policy(net, None, {}, np.ones(7), precision="fp16", format="pt2")
     with pytest.raises(ValueError, match="CNN"):
-        export_torchscript(MLPPolicy(20, 7), None, {}, np.ones(7), precision="bf16")
+        export_policy(MLPPolicy(20, 7), None, {}, np.ones(7), precision="bf16", format="pt2")
 
 
 def _blob_images(n, size, rng):

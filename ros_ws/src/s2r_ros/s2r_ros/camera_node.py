@@ -23,27 +23,19 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
+from s2r.core.schema.nodes import CameraNodeParams
+
 from .common import (ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
                      bridge_python_logging, diag_status, spin_node)
+from .node_params import declare_parameters, refuse
 
 
 class CameraNode(Node):
     def __init__(self, name: str = "camera", **kw):
         super().__init__(name, **kw)
-        P = self.declare_parameter
-        P("config", "panda_sim")
-        P("camera", "")                 # camera name in the config; "" = the first
-        P("rate_hz", 0.0)               # 0 = the camera's rate
-        P("width", 0)                   # 0 = the configured size (sim: same field of view at another size)
-        P("height", 0)
-        P("device", "")                 # override the configured device (index or path)
-        P("position", [0.0])            # sim: override the configured camera position (x, y, z) ...
-        P("rpy", [0.0])                 # ... and orientation (roll, pitch, yaw); [0.0] = as configured
-        P("show_goal", True)
-        P("topic_prefix", "/camera")
-        P("diagnostics_period_s", 1.0)
+        declare_parameters(self, CameraNodeParams)     # self.params: the validated parameters
         self._log_handler = bridge_python_logging(self)
-        g = lambda k: self.get_parameter(k).value   # noqa: E731
+        g = lambda k: getattr(self.params, k)   # noqa: E731
         from s2r.core.config import ConfigError, load_config
 
         try:
@@ -57,8 +49,7 @@ class CameraNode(Node):
         want = str(g("camera"))
         cams = {c.name: c for c in self.cfg.cameras}
         if want and want not in cams:
-            self.get_logger().error(f"{self.cfg.path}: no camera {want!r} (cameras: {', '.join(cams)})")
-            raise SystemExit(2)
+            refuse(self, "camera", f"{self.cfg.path} has no camera {want!r} (cameras: {', '.join(cams)})")
         self.cam = cams[want] if want else self.cfg.cameras[0]
         self.width = int(g("width")) or self.cam.width
         self.height = int(g("height")) or self.cam.height
@@ -101,16 +92,15 @@ class CameraNode(Node):
                                         [x.limits.effort for x in j], self.cfg.sim.gravity_compensation)
         self.robot.reset(np.clip(self.robot.q_home, self.cfg.spec().lower, self.cfg.spec().upper))
         self.sim_camera = SimCamera.from_config(self.cam, self.width, self.height)
-        pos, rpy = list(self.get_parameter("position").value), list(self.get_parameter("rpy").value)
-        if len(pos) == 3 or len(rpy) == 3:
+        pos, rpy = self.params.position, self.params.rpy             # None: as configured
+        if pos is not None or rpy is not None:
             from sim.cameras import Pose
-            self.sim_camera.pose = Pose(tuple(pos) if len(pos) == 3 else self.sim_camera.pose.position,
-                                        tuple(rpy) if len(rpy) == 3 else self.sim_camera.pose.rpy)
+            self.sim_camera.pose = Pose(pos or self.sim_camera.pose.position, rpy or self.sim_camera.pose.rpy)
         self.q = None
         self._index = None
         self.goal_marker = None
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
-        if self.get_parameter("show_goal").value:
+        if self.params.show_goal:
             self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, GOAL_QOS)
         info = self.sim_camera.camera_info()
         self.K, self.P = info["k"], info["p"]

@@ -3,54 +3,50 @@
 that fails on purpose (`hardware:=mock`, or any backend wrapped in a `FaultyDriver`).
 
 A parameter left at its default injects nothing: -1 for a count that may be off, "" for a text,
-[""] for a list. `fault_injection:=true` adds `~/inject_fault` (the robot stops answering until
+[""] for a list. The parameters' types and defaults are `s2r.core.schema.nodes.DriverNodeParams`'s;
+their bounds are MockFaults' own checks. `fault_injection:=true` adds `~/inject_fault` (the robot stops answering until
 `~/reset`) with or without knobs.
 """
 from __future__ import annotations
 
 from drivers.mock_driver import MockFaults
 
-# parameter -> (default, how its value becomes the knob's)
+# knob -> how its parameter's validated value (s2r.core.schema.nodes.DriverNodeParams, where the
+# parameters' types and defaults are) becomes the knob's
 _OFF_IF_NEGATIVE = lambda v: None if v < 0 else v          # noqa: E731
 _OFF_IF_EMPTY = lambda v: v or None                         # noqa: E731
-_LIST = lambda v: tuple(x for x in v if x)                  # noqa: E731
 _AS_IS = lambda v: v                                        # noqa: E731
 
 FAULT_PARAMETERS = {
-    "disconnect_after": (-1, _OFF_IF_NEGATIVE),   # calls until the robot stops answering
-    "recoverable": (True, _AS_IS),                # False: ~/reset cannot bring it back
-    "stuck_joints": ([""], _LIST),                # joint names that do not move (mock only)
-    "latency": (0, _AS_IS),                       # control periods before a command takes effect
-    "noise": (0.0, _AS_IS),                       # std (rad) of the noise on reported positions
-    "nan_after": (-1, _OFF_IF_NEGATIVE),          # reads until positions read NaN
-    "nan_joints": ([""], _LIST),                  # ... of these joints ([""]: all)
-    "bus_error_every": (0, _AS_IS),               # every k-th call fails
-    "bus_error_rate": (0.0, _AS_IS),              # each call fails with this probability
-    "bus_error_on": ([""], _LIST),                # read, write, hold, reset_fault ([""]: the first three)
-    "fail_hold": (False, _AS_IS),                 # every hold fails
-    "connect_error": ("", _OFF_IF_EMPTY),         # configure fails with this message (mock: unplugged)
-    "seed": (0, _AS_IS),                          # noise and random bus errors
+    "disconnect_after": _OFF_IF_NEGATIVE,
+    "recoverable": _AS_IS,
+    "stuck_joints": _AS_IS,               # names: the placeholder [""] is already dropped
+    "latency": _AS_IS,
+    "noise": _AS_IS,
+    "nan_after": _OFF_IF_NEGATIVE,
+    "nan_joints": _AS_IS,
+    "bus_error_every": _AS_IS,
+    "bus_error_rate": _AS_IS,
+    "bus_error_on": _AS_IS,
+    "fail_hold": _AS_IS,
+    "connect_error": _OFF_IF_EMPTY,
+    "seed": _AS_IS,
 }
 
 MOCK_ONLY = ("stuck_joints", "connect_error")     # the other knobs also wrap any backend (FaultyDriver)
 
 
-def declare_fault_parameters(node) -> None:
-    node.declare_parameter("fault_injection", False)
-    for name, (default, _) in FAULT_PARAMETERS.items():
-        node.declare_parameter(f"fault_{name}", default)
-
-
-def fault_knobs(node, joint_names, hardware: str) -> MockFaults | None:
-    """The knobs the node's parameters set; None when none is set and `fault_injection` is off
-    (the driver is then not wrapped at all). A bad value raises ValueError, one line naming its
-    parameter."""
+def fault_knobs(params, joint_names, hardware: str) -> MockFaults | None:
+    """The knobs that driver_node's validated parameters (`DriverNodeParams`) set; None when none
+    is set and `fault_injection` is off (the driver is then not wrapped at all). A bad value
+    raises ValueError `parameter fault_<knob>: reason`."""
+    defaults = type(params)()
     knobs = {}
-    for name, (default, convert) in FAULT_PARAMETERS.items():
-        value = node.get_parameter(f"fault_{name}").value
-        if value != default and convert(value) not in ((), None):
+    for name, convert in FAULT_PARAMETERS.items():
+        value = getattr(params, f"fault_{name}")
+        if value != getattr(defaults, f"fault_{name}") and convert(value) not in ((), None):
             knobs[name] = convert(value)
-    if not knobs and not node.get_parameter("fault_injection").value:
+    if not knobs and not params.fault_injection:
         return None
     for key in ("stuck_joints", "nan_joints"):
         unknown = [j for j in knobs.get(key, ()) if j not in joint_names]

@@ -36,14 +36,12 @@ command) is the safety layer's, run from its own thread.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -51,30 +49,20 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from drivers import Command, CommandMode, DriverError, DriverFault
+from s2r.core.schema.nodes import DriverNodeParams
 
 from .common import (COMMAND_QOS, STATE_QOS, Throttle, FastSubscription, bridge_python_logging,
                      command_source_stamp, freeze_heap, spin_node, stamp_ns)
 from .driver_diagnostics import DriverDiagnostics
-from .driver_faults import declare_fault_parameters, fault_knobs
+from .driver_faults import fault_knobs
+from .node_params import declare_parameters, refuse
 from .trajectory import JointTrajectoryPlan, TrajectoryError
 
 
 class DriverNode(DriverDiagnostics, LifecycleNode):
     def __init__(self, name: str = "driver", **kw):
         super().__init__(name, **kw)
-        try:
-            self.declare_parameter("config", "panda_sim")
-            self.declare_parameter("hardware", "")            # auto | sim | real | mock; "" = the config's
-            self.declare_parameter("autostart", False)        # configure + activate on start-up
-            self.declare_parameter("command_mode", "position")
-            self.declare_parameter("diagnostics_period_s", 1.0)
-            self.declare_parameter("latency_log", "")         # CSV of every state's publish/answer time
-            declare_fault_parameters(self)                   # fault_injection, fault_<knob>
-            self.declare_parameter("randomize", "")           # sim only: preset name or YAML path
-            self.declare_parameter("randomize_seed", 0)
-            self.declare_parameter("randomize_joints", [""])  # joints the draw's per-joint values act on; [""] = all
-        except ParameterException as e:                    # e.g. `config: 5`: a wrong type
-            self._refuse_to_start(f"bad parameter: {e}")
+        declare_parameters(self, DriverNodeParams)     # self.params: the validated parameters
         self._check_parameters()
         self._log_handler = bridge_python_logging(self)
 
@@ -93,7 +81,7 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         self.pub_joint_states = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pub_true_states = (self.create_publisher(JointState, "~/true_joint_states", STATE_QOS)
-                                if self.get_parameter("randomize").value else None)
+                                if self.params.randomize else None)
         # the control path: served by its own executor thread (FastSubscription), not behind the
         # node's services and timers
         self._commands_sub = FastSubscription(self, "~/commands", Float64MultiArray, self._on_commands,
@@ -102,13 +90,13 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         self.create_service(SetBool, "~/enable", self._srv_enable)
         self.create_service(Trigger, "~/estop", self._srv_estop)
         self.create_service(Trigger, "~/reset", self._srv_reset)
-        if self.get_parameter("fault_injection").value:
+        if self.params.fault_injection:
             self.create_service(Trigger, "~/inject_fault", self._srv_inject_fault)
         self._fault_signal = self.create_guard_condition(self._on_driver_fault)
         self.context.on_shutdown(self._loop_stop.set)      # Ctrl-C: the loop stops publishing first
-        self._diag_timer = self.create_timer(float(self.get_parameter("diagnostics_period_s").value),
+        self._diag_timer = self.create_timer(self.params.diagnostics_period_s,
                                              self._publish_diagnostics)
-        if self.get_parameter("autostart").value:
+        if self.params.autostart:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     # ------------------------------------------------------------------ start-up
@@ -119,51 +107,41 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         raise SystemExit(2)
 
     def _check_parameters(self):
-        """The parameters configure needs, checked at start-up: the config loads, the command
-        mode is one of the driver's, the hardware mode and periods are valid. configure checks
-        them again (they may be set between start-up and configure)."""
+        """What the parameters need of the config, checked at start-up (their types and bounds
+        are the model's): the config loads and has the command mode, the fault knobs and a
+        randomization preset fit the robot. configure checks them again (they may be set between
+        start-up and configure)."""
         from s2r.core.config import ConfigError, load_config
 
+        p = self.params
         try:
-            cfg = load_config(str(self.get_parameter("config").value))
+            cfg = load_config(p.config)
         except ConfigError as e:
             self._refuse_to_start(f"config error: {e}")
-        mode = str(self.get_parameter("command_mode").value)
-        if mode not in {m.value for m in CommandMode} or CommandMode(mode) not in cfg.modes:
-            self._refuse_to_start(f"parameter command_mode: {mode!r} is not among the driver's modes "
-                                  f"{sorted(m.value for m in cfg.modes)}")
-        hardware = str(self.get_parameter("hardware").value)
-        if hardware not in ("", "auto", "sim", "real", "mock"):
-            self._refuse_to_start(f"parameter hardware: {hardware!r} is not auto, sim, real or mock")
+        if CommandMode(p.command_mode) not in cfg.modes:
+            refuse(self, "command_mode", f"{p.command_mode!r} is not among the driver's modes "
+                                         f"{sorted(m.value for m in cfg.modes)}")
+        hardware = p.hardware or cfg.hardware
         try:
-            fault_knobs(self, cfg.joint_names, hardware or cfg.hardware)
+            fault_knobs(p, cfg.joint_names, hardware)
         except ValueError as e:
-            self._refuse_to_start(str(e))
-        period = float(self.get_parameter("diagnostics_period_s").value)
-        if not (math.isfinite(period) and 0.0 < period <= 3600.0):
-            self._refuse_to_start(f"parameter diagnostics_period_s: {period!r} is not in (0, 3600] s")
-        preset = str(self.get_parameter("randomize").value)
-        if preset:
+            self._refuse_to_start(f"{self.get_name()}: {e}")
+        if p.randomize:
             from drivers.sim_driver import DRIVER_RANDOMIZATION
             from sim.randomization import PARAMETERS, RandomizationError, Randomizer
-            hw = hardware or cfg.hardware
-            if hw == "mock" or (hw != "sim" and cfg.driver_type != "sim"):
-                self._refuse_to_start(f"parameter randomize: only the simulated robot can be randomized "
-                                      f"(hardware is {hardware or cfg.hardware!r})")
+            if hardware == "mock" or (hardware != "sim" and cfg.driver_type != "sim"):
+                refuse(self, "randomize", f"only the simulated robot can be randomized (hardware is {hardware!r})")
             try:
-                rz = Randomizer.load(preset)
+                rz = Randomizer.load(p.randomize)
             except RandomizationError as e:
-                self._refuse_to_start(f"parameter randomize: {e}")
+                refuse(self, "randomize", str(e))
             bad = [n for n in rz.params if n not in DRIVER_RANDOMIZATION]
             if bad:
-                self._refuse_to_start(f"parameter randomize: {preset}: {bad[0]} ({PARAMETERS[bad[0]].group}) acts on "
-                                      f"something the sim driver does not simulate")
-            unknown = [j for j in self.get_parameter("randomize_joints").value if j and j not in cfg.joint_names]
+                refuse(self, "randomize", f"{p.randomize}: {bad[0]} ({PARAMETERS[bad[0]].group}) acts on "
+                                          f"something the sim driver does not simulate")
+            unknown = [j for j in p.randomize_joints if j not in cfg.joint_names]
             if unknown:
-                self._refuse_to_start(f"parameter randomize_joints: {unknown[0]!r} is not one of {cfg.name}'s joints")
-            seed = self.get_parameter("randomize_seed").value
-            if not isinstance(seed, int) or seed < 0:
-                self._refuse_to_start(f"parameter randomize_seed: {seed!r} is not a non-negative integer")
+                refuse(self, "randomize_joints", f"{unknown[0]!r} is not one of {cfg.name}'s joints")
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self):
@@ -188,15 +166,12 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
             self.get_logger().error(f"configure refused: driver fault latched ({self.safety.fault_reason}); "
                                     "call ~/reset first")
             return TransitionCallbackReturn.FAILURE
-        mode = str(self.get_parameter("command_mode").value)
-        try:
-            self.mode = CommandMode(mode)
-        except ValueError:
-            self.get_logger().error(f"parameter command_mode: {mode!r} is not position, velocity or effort")
-            return TransitionCallbackReturn.FAILURE
+        p = self.params
+        mode = p.command_mode
+        self.mode = CommandMode(mode)
         if self.safety is None or not self.safety.connected:
             try:
-                self.cfg = load_config(str(self.get_parameter("config").value))
+                self.cfg = load_config(p.config)
             except ConfigError as e:
                 self.get_logger().error(f"config error: {e}")
                 return TransitionCallbackReturn.FAILURE
@@ -204,24 +179,23 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
                 self.get_logger().error(f"command_mode {mode!r} is not among the driver's modes "
                                         f"{sorted(m.value for m in self.cfg.modes)}")
                 return TransitionCallbackReturn.FAILURE
-            hardware = str(self.get_parameter("hardware").value) or None
+            hardware = p.hardware or None
             try:
-                faults = fault_knobs(self, self.cfg.joint_names, hardware or self.cfg.hardware)
+                faults = fault_knobs(p, self.cfg.joint_names, hardware or self.cfg.hardware)
                 self.safety = open_driver(self.cfg, hardware, realtime=True, faults=faults, record=0)
             except (DriverError, ValueError, OSError) as e:
                 self.get_logger().error(f"could not open the driver of {self.cfg.name}: {e}")
                 return TransitionCallbackReturn.FAILURE
-            preset = str(self.get_parameter("randomize").value)
+            preset = p.randomize
             if preset:
                 try:
-                    draw = self.safety.driver.randomize(preset, int(self.get_parameter("randomize_seed").value),
-                                                        [j for j in self.get_parameter("randomize_joints").value if j])
+                    draw = self.safety.driver.randomize(preset, p.randomize_seed, list(p.randomize_joints))
                 except (ValueError, AttributeError) as e:
                     self.get_logger().error(f"parameter randomize: {e}")
                     self.safety.disconnect()
                     self.safety = None
                     return TransitionCallbackReturn.FAILURE
-                self.get_logger().info(f"robot randomized by {preset} (seed {self.get_parameter('randomize_seed').value}): "
+                self.get_logger().info(f"robot randomized by {preset} (seed {p.randomize_seed}): "
                                        + ", ".join(sorted(draw)))
             self.safety.start_watchdog()
         self.spec = self.safety.spec
@@ -320,7 +294,7 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
                 traj = self._traj
                 if traj is not None:
                     res = self.safety.write(Command(CommandMode.POSITION, traj.sample(now)))
-                    if res.startswith("rejected"):
+                    if res.refused:
                         self._traj = None
                         self._refuse("trajectory_command", res)
             except DriverFault:
@@ -404,8 +378,8 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
             return
         self._traj = None
         res = self.safety.write(Command(self.mode, values))
-        if res.startswith("rejected"):
-            self._refuse("command", res[len("rejected: "):])
+        if res.refused:
+            self._refuse("command", res.reason)
 
     def _on_trajectory(self, msg: JointTrajectory):
         if self.lifecycle != "active":

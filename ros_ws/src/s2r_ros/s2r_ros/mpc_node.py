@@ -28,31 +28,17 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from s2r.core.schema.nodes import MPCNodeParams
+
 from .common import (ERROR, GOAL_QOS, OK, STATE_QOS, WARN, COMMAND_QOS, FastSubscription, LatencyStats, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
+from .node_params import declare_parameters
 
 
 class MPCNode(Node):
     def __init__(self, name: str = "mpc", **kw):
         super().__init__(name, **kw)
-        P = self.declare_parameter
-        P("config", "panda_sim")
-        P("driver", "driver")                  # the driver node's name: commands go to /<driver>/commands
-        P("rate_hz", 20.0)                     # replanning rate; also 1 / the plan's time step
-        P("horizon", 20)
-        P("max_iter", 3)                       # iLQR iterations per replan (warm-started)
-        P("velocity_scale", 0.5)               # fraction of the joint velocity limits the plan may use
-        P("command_mode", "position")          # position | velocity (must match the driver's)
-        P("ee_link", "")                       # "" = the robot model's end effector
-        P("goal_timeout_s", 2.0)               # goals stamped longer ago than this are stale
-        P("state_timeout_s", 0.25)             # no commands from a state older than this
-        P("plan_timeout_s", 0.5)               # hold when the newest plan is older than this
-        P("tolerance_m", 0.005)                # "reached" in the diagnostics
-        P("min_goal_height", 0.02)             # end-effector goals below this z are refused
-        P("lead_periods", 3.0)                 # position mode: how far (in periods at full speed) the
-                                               # set-point may run ahead of the measured position
-        P("diagnostics_period_s", 1.0)
-        P("planner_nice", 10)                  # the planner process's CPU priority below the node's (0-19)
+        declare_parameters(self, MPCNodeParams)        # self.params: the validated parameters
         self._log_handler = bridge_python_logging(self)
         self.throttle = Throttle()
 
@@ -62,17 +48,14 @@ class MPCNode(Node):
 
         from .reach_problem import reach_spec_for
 
-        g = lambda k: self.get_parameter(k).value   # noqa: E731
+        g = lambda k: getattr(self.params, k)   # noqa: E731
         try:
             self.cfg = load_config(str(g("config")))
         except ConfigError as e:
             self.get_logger().error(f"config error: {e}")
             raise SystemExit(2)
-        self.mode = str(g("command_mode"))
-        if self.mode not in ("position", "velocity"):
-            self.get_logger().error(f"command_mode must be position or velocity, got {self.mode!r}")
-            raise SystemExit(2)
-        self.rate_hz = float(g("rate_hz"))
+        self.mode = g("command_mode")
+        self.rate_hz = g("rate_hz")
         try:
             self.spec = reach_spec_for(self.cfg, dt=1.0 / self.rate_hz, horizon=int(g("horizon")),
                                        velocity_scale=float(g("velocity_scale")), ee_link=str(g("ee_link")) or None)
@@ -116,12 +99,8 @@ class MPCNode(Node):
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
 
         period = 1.0 / self.rate_hz
-        try:
-            self.planner = PlannerProcess(self.spec, budget=0.8 * period, max_iter=int(g("max_iter")), period=period,
-                                          nice=int(g("planner_nice")))
-        except ValueError as e:
-            self.get_logger().error(f"parameter planner_nice: {e}")
-            raise SystemExit(2)
+        self.planner = PlannerProcess(self.spec, budget=0.8 * period, max_iter=g("max_iter"), period=period,
+                                      nice=g("planner_nice"))
         self.get_logger().info(
             f"{self.cfg.name}: planning {self.n} joints to {self.spec.ee_link} at {self.rate_hz:g} Hz over "
             f"{self.spec.horizon} steps, commands in {self.mode} mode to /{g('driver')}/commands")
@@ -153,7 +132,7 @@ class MPCNode(Node):
         if header.stamp.sec == 0 and header.stamp.nanosec == 0:
             return True                        # unstamped: "now"
         age = (self.get_clock().now().nanoseconds - stamp_ns(header.stamp)) * 1e-9
-        limit = float(self.get_parameter("goal_timeout_s").value)
+        limit = self.params.goal_timeout_s
         if age > limit:
             self._refuse_goal("stale", f"stamped {age:.2f} s ago (> goal_timeout_s {limit:g})")
             return False
@@ -191,7 +170,7 @@ class MPCNode(Node):
             self._refuse_goal("unreachable", f"{_fmt(p)} is {dist:.3f} m from the shoulder, beyond the "
                                              f"arm's reach of {self.ws_radius:.3f} m")
             return
-        zmin = float(self.get_parameter("min_goal_height").value)
+        zmin = self.params.min_goal_height
         if p[2] < zmin:
             self._refuse_goal("unreachable", f"{_fmt(p)} is below the minimum height {zmin:g} m")
             return
@@ -307,7 +286,7 @@ class MPCNode(Node):
         v.update({"callback_p50_ms": c50, "callback_p99_ms": c99})
         level, message = OK, "idle (no goal)"
         if self.goal is not None and self.last_q is not None:
-            tol = float(self.get_parameter("tolerance_m").value)
+            tol = self.params.tolerance_m
             if self.goal_kind == "pose":
                 err = float(np.linalg.norm(self.fk(self.last_q[self.arm_idx]) - self.goal))
                 v["ee_error_m"] = err

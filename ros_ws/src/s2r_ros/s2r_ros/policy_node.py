@@ -1,18 +1,19 @@
-"""policy_node: runs a TorchScript policy exported by learning/ and streams its commands.
+"""policy_node: runs a policy exported by learning/ and streams its commands.
 
-The module (`torch.jit.load(policy)`, or `torch.export.load(policy).module()` for a `.pt2` file
-from torch.export) is called at `rate_hz` (default: the config's control rate)
-on the newest camera image and joint state:
+The policy (`learning.deploy.load_policy`: an `.onnx` file on ONNX Runtime, no torch needed; a
+`.pt2` from torch.export; a TorchScript `.pt`; one intra-op thread) is called at `rate_hz`
+(default: the config's control rate) on the newest camera image and joint state:
 
     action = module(image, state)         use_image: true  (visuomotor policies)
     action = module(state)                use_image: false (state-only policies)
 
     image:  float32 (1, 3, H, W), RGB in [0, 1], H x W = `image_size` (0: as received)
-    state:  float32 (1, d): what the policy's metadata (`s2r_policy.json` in a TorchScript file
-            exported by learning/) lists as `obs_keys` (other than "image"), built by
-            learning.features exactly as in training and `s2r eval` (`PolicyInputs`); without
-            metadata, [q; qd] of the commanded joints, in `joints` order (default: the
-            metadata's `joint_names`, else all of the config's joints, in config order).
+    state:  float32 (1, d): what the policy's metadata (`s2r_policy.json`, in every format
+            learning/ exports; an .onnx without it is refused at start) lists as `obs_keys`
+            (other than "image"), built by learning.features exactly as in training and `s2r
+            eval` (`PolicyInputs`); without metadata, [q; qd] of the commanded joints, in
+            `joints` order (default: the metadata's `joint_names`, else all of the config's
+            joints, in config order).
             The node supplies the features' sources: the joint state (of the metadata's
             `obs_joint_names`, default the commanded joints); the TCP pose by URDF forward
             kinematics of the metadata's `ee_link` plus `tcp_offset` along its z axis; the target,
@@ -50,7 +51,6 @@ holds), and a non-finite action is refused and replaced by a hold.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -62,14 +62,14 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from learning.features import ObsContext, ObservationBuilder    # the policy's inputs, as in training
-from s2r.core.joint_limiter import MAX_LEAD, ActionSetpoints, JointLimiter, PositionTargets   # as in training
+from s2r.core.joint_limiter import ActionSetpoints, JointLimiter, PositionTargets   # as in training
+from s2r.core.schema.nodes import PolicyNodeParams
 
 from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WARN, LatencyStats, RateMeter, Throttle,
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
+from .node_params import declare_parameters, refuse
 
-ACTIONS = ("position", "position_delta", "velocity", "effort")
 NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
-METADATA_FILE = "s2r_policy.json"          # learning.policies.METADATA_FILE
 
 
 def tcp_pose_function(robot: str, joints, meta: dict):
@@ -186,66 +186,32 @@ class PolicyInputs:
 class PolicyNode(Node):
     def __init__(self, name: str = "policy", **kw):
         super().__init__(name, **kw)
-        P = self.declare_parameter
-        P("policy", "")                         # path of the TorchScript file
-        P("config", "panda_sim")
-        P("driver", "driver")
-        P("rate_hz", 0.0)
-        P("action", "position")
-        P("joints", [""])                       # commanded joints; [""] = all of the config's
-        P("use_image", True)
-        P("image_topic", "/camera/image_raw")
-        P("image_size", 0)
-        P("max_state_age_s", 0.25)
-        P("max_image_age_s", 0.5)
-        P("diagnostics_period_s", 1.0)
-        P("max_lead_rad", MAX_LEAD)             # position targets stay this close to the measured position
-        P("enabled", True)                      # run the policy (also ~/enable)
+        declare_parameters(self, PolicyNodeParams)     # self.params: the validated parameters
         self._log_handler = bridge_python_logging(self)
-        g = lambda k: self.get_parameter(k).value   # noqa: E731
-        import torch
-
+        g = lambda k: getattr(self.params, k)   # noqa: E731
+        from learning.deploy import PolicyLoadError, load_policy     # torch only for .pt / .pt2 files
         from s2r.core.config import ConfigError, load_config
 
-        self.torch = torch
-        torch.set_num_threads(1)                # a control loop, not a batch job: leave cores to others
         try:
             self.cfg = load_config(str(g("config")))
         except ConfigError as e:
             self.get_logger().error(f"config error: {e}")
             raise SystemExit(2)
-        self.action = str(g("action"))
-        if self.action not in ACTIONS:
-            self.get_logger().error(f"action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
-            raise SystemExit(2)
+        self.action = g("action")
         self.names = list(self.cfg.joint_names)
         path = str(g("policy"))
-        self.meta = {}
-        try:
-            if path.endswith(".pt2"):            # torch.export (torch.jit's successor)
-                self.module = torch.export.load(path).module()
-            else:
-                extra = {METADATA_FILE: ""}
-                self.module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-                self.module.eval()
-                self.meta = json.loads(extra[METADATA_FILE] or "{}")
-                try:    # constants folded, convolutions prepacked: what benchmarks/bench_gps.py times
-                    self.module = torch.jit.optimize_for_inference(torch.jit.freeze(self.module))
-                except RuntimeError as e:
-                    self.get_logger().warning(f"running the policy unfrozen (torch.jit.freeze: {e})")
-        except (RuntimeError, ValueError, OSError) as e:
-            self.get_logger().error(f"cannot load the policy {path!r}: {e}")
-            raise SystemExit(2)
+        try:    # 1 thread: a control loop, not a batch job: leave cores to others
+            self.module, self.meta = load_policy(path, threads=1)
+        except PolicyLoadError as e:
+            refuse(self, "policy", str(e))
         joints = [j for j in g("joints") if j] or list(self.meta.get("joint_names") or self.names)
         unknown = [j for j in joints if j not in self.names]
         if unknown:
-            self.get_logger().error(f"joints {unknown} are not in {self.cfg.name}'s joints {self.names}")
-            raise SystemExit(2)
+            refuse(self, "joints", f"{unknown} are not in {self.cfg.name}'s joints {self.names}")
         self.idx = np.array([self.names.index(j) for j in joints])
         self.use_image = bool(g("use_image"))
         if "inputs" in self.meta and ("image" in self.meta["inputs"]) != self.use_image:
-            self.get_logger().error(f"the policy's inputs are {self.meta['inputs']}, but use_image is {self.use_image}")
-            raise SystemExit(2)
+            refuse(self, "use_image", f"{str(self.use_image).lower()}, but the policy's inputs are {self.meta['inputs']}")
         try:
             self.inputs = PolicyInputs(self.meta, self.cfg.robot, self.names, joints, self.action)
         except ValueError as e:
@@ -258,12 +224,9 @@ class PolicyNode(Node):
         self.spec = self.cfg.spec()
 
         self.state = None          # (stamp_ns, q, qd, rx monotonic)
-        self.image = None          # (tensor, rx monotonic)
+        self.image = None          # (float32 (1, 3, H, W) array, rx monotonic)
         self._index = None
-        lead = float(g("max_lead_rad"))
-        if not lead > 0:
-            self.get_logger().error(f"max_lead_rad must be positive, got {lead}")
-            raise SystemExit(2)
+        lead = g("max_lead_rad")
         # the targets and the set-points the driver's safety layer makes of them, as in training
         self.setpoints = ActionSetpoints(PositionTargets(self.spec.lower, self.spec.upper, self.idx, lead),
                                          JointLimiter.for_robot(self.spec, self.cfg.safety))
@@ -347,20 +310,20 @@ class PolicyNode(Node):
         if self.image_size and (msg.height, msg.width) != (self.image_size, self.image_size):
             import cv2
             a = cv2.resize(a, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
-        t = self.torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0).unsqueeze(0)
+        t = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
         self.image = (t, time.monotonic())
 
     def _tick(self):
         now = time.monotonic()
         if not self.enabled:
             return
-        if self.state is None or now - self.state[3] > float(self.get_parameter("max_state_age_s").value):
+        if self.state is None or now - self.state[3] > self.params.max_state_age_s:
             self.setpoints.reset()                # not sending: the driver holds; start again from there
             self.waiting += 1
             self._problem("no_state", "waiting for a recent /joint_states")
             return
         if self.use_image and (self.image is None or
-                               now - self.image[1] > float(self.get_parameter("max_image_age_s").value)):
+                               now - self.image[1] > self.params.max_image_age_s):
             self.setpoints.reset()
             self.waiting += 1
             self._problem("no_image", "waiting for a recent image")
@@ -373,12 +336,11 @@ class PolicyNode(Node):
         key, q, qd, _ = self.state
         sp = self.setpoints
         x = self.inputs(q, qd, self.goal, sp.q_cmd, sp.setpoint, sp.setpoint_step)
-        s = self.torch.from_numpy(x.astype(np.float32)).unsqueeze(0)
+        s = x.astype(np.float32)[None]
         t0 = time.perf_counter()
-        try:
-            with self.torch.inference_mode():
-                out = self.module(self.image[0], s) if self.use_image else self.module(s)
-            a = np.asarray(out.detach().cpu().numpy(), dtype=float).reshape(-1)
+        try:    # learning.deploy: numpy in, numpy out, whatever the format
+            out = self.module(self.image[0], s) if self.use_image else self.module(s)
+            a = np.asarray(out, dtype=float).reshape(-1)
         except (RuntimeError, ValueError, TypeError, AttributeError) as e:
             a = None
             self._problem("policy_error", f"policy call failed: {e}")

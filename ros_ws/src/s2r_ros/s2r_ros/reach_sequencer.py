@@ -27,7 +27,10 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
+from s2r.core.schema.nodes import ReachSequencerParams
+
 from .common import GOAL_QOS, IMAGE_QOS, STATE_QOS, diag_values, spin_node, stamp_s
+from .node_params import declare_parameters
 
 
 def _num(v: str):
@@ -40,30 +43,13 @@ def _num(v: str):
 class ReachSequencer(Node):
     def __init__(self, name: str = "sequencer", **kw):
         super().__init__(name, **kw)
-        P = self.declare_parameter
-        P("config", "panda_sim")
-        P("goals", [0.45, 0.25, 0.45])       # x, y, z of each goal, flattened
-        P("frame_id", "world")
-        P("tolerance_m", 0.01)
-        P("settle_s", 0.3)
-        P("dwell_s", 0.0)                    # stay at a reached goal this long before the next one
-        P("goal_timeout_s", 12.0)
-        P("start_timeout_s", 90.0)
-        P("driver", "driver")
-        P("mpc", "mpc")
-        P("out_dir", "")
-        P("video_fps", 15.0)
-        P("progress", True)
-        g = lambda k: self.get_parameter(k).value   # noqa: E731
+        declare_parameters(self, ReachSequencerParams)   # self.params: the validated parameters
+        g = lambda k: getattr(self.params, k)   # noqa: E731
         from s2r.core.config import load_config
         from sim.robots import Simulation, robot_model
 
         self.cfg = load_config(str(g("config")))
-        flat = list(g("goals"))
-        if len(flat) == 0 or len(flat) % 3:
-            self.get_logger().error(f"goals must be x, y, z triples, got {len(flat)} numbers")
-            raise SystemExit(2)
-        self.goals = np.asarray(flat, float).reshape(-1, 3)
+        self.goals = np.asarray(g("goals"), float).reshape(-1, 3)
         self.tol, self.settle_s = float(g("tolerance_m")), float(g("settle_s"))
         self.dwell_s = float(g("dwell_s"))
         self.reached_at: float | None = None
@@ -131,7 +117,7 @@ class ReachSequencer(Node):
                               f"{self.err:.6f}", *(f"{v:.5f}" for v in q)])
 
     def _on_diag(self, msg: DiagnosticArray):
-        drv, mpc = str(self.get_parameter("driver").value), str(self.get_parameter("mpc").value)
+        drv, mpc = self.params.driver, self.params.mpc
         for st in msg.status:
             if st.name == f"{drv}: driver":
                 self.driver_diag = {k: _num(v) for k, v in diag_values(st).items()}
@@ -150,7 +136,7 @@ class ReachSequencer(Node):
         if frame.size != msg.height * msg.width * 3:
             return
         rgb = frame.reshape(msg.height, msg.width, 3)
-        fps = float(self.get_parameter("video_fps").value)
+        fps = self.params.video_fps
         try:
             if self.writer is None:
                 self.writer = VideoWriter(self.out_dir / "camera.mp4", fps)
@@ -173,7 +159,7 @@ class ReachSequencer(Node):
         g = self.goals[self.k]
         msg = PoseStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = str(self.get_parameter("frame_id").value)
+        msg.header.frame_id = self.params.frame_id
         msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in g)
         msg.pose.orientation.w = 1.0
         self.pub_goal.publish(msg)
@@ -200,7 +186,7 @@ class ReachSequencer(Node):
                 self.phase = "running"
                 self.run_t0 = now
                 self._next_goal()
-            elif now - self.t0 > float(self.get_parameter("start_timeout_s").value):
+            elif now - self.t0 > self.params.start_timeout_s:
                 self.get_logger().error("gave up: no /joint_states or no ready mpc_node "
                                         f"(states: {self.last_state is not None}, mpc ready: {self.mpc_ready})")
                 self.exit_code = 1
@@ -232,7 +218,7 @@ class ReachSequencer(Node):
         self._progress(now)
 
     def _progress(self, now: float, final: bool = False):
-        if not self.get_parameter("progress").value:
+        if not self.params.progress:
             return
         if not final and now - self._last_print < (0.2 if self.tty else 2.0):
             return
@@ -276,7 +262,7 @@ class ReachSequencer(Node):
                    "duration_s": round(time.monotonic() - getattr(self, "run_t0", self.t0), 3),
                    "video": {"path": "camera.mp4" if self.video_frames else "",
                              "frames": self.video_frames,
-                             "fps": float(self.get_parameter("video_fps").value),
+                             "fps": self.params.video_fps,
                              "t0_stamp_s": self.video_t0},
                    "driver": self.driver_diag, "mpc": self.mpc_diag}
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
