@@ -20,6 +20,7 @@ This module imports torch only to load a .pt or .pt2 file.
 """
 from __future__ import annotations
 
+import abc
 import json
 import zipfile
 from pathlib import Path
@@ -59,7 +60,7 @@ def as_image(x) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-class ExportedPolicy:
+class ExportedPolicy(abc.ABC):
     """A loaded export: `__call__(*inputs) -> actions` (see the module docstring); `format` (onnx,
     pt2, torchscript), `path`, `meta` (the metadata, {} where a .pt/.pt2 file has none) and
     `input_names`."""
@@ -76,8 +77,9 @@ class ExportedPolicy:
         return [as_image(x) if i == self._image_at else np.ascontiguousarray(x, dtype=np.float32)
                 for i, x in enumerate(inputs)]
 
+    @abc.abstractmethod
     def __call__(self, *inputs) -> np.ndarray:
-        raise NotImplementedError
+        """The actions for these inputs (one format's runtime)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, inputs={self.input_names})"

@@ -54,13 +54,9 @@ class GPSConfig:
     def visuomotor(cls, **kw) -> "GPSConfig":
         """The image-policy recipe (what benchmarks/bench_gps.py measures, on VISUOMOTOR_IMAGE_SIZE
         images): 8000 rendered pose images (half with the arm on the way to the target) and 6000
-        pretraining steps with bf16 convolutions (on 500 held-out renders, an MLP read-out of the
-        feature points places the target to 1.28 cm and tcp - target to 1.61 cm, against 1.58 / 2.02 cm
-        after 4000 images and 3000 steps; bf16 makes a step ~1.5x faster on 2 threads at the same
-        accuracy), the auxiliary pose loss (pre-fitted for 2000 steps), 800 S-step updates over this
-        and the 9 earlier iterations' samples, and twice the default KL step (kl_step 1.0: on 40
-        validation starts, held-out seeds never used by the benchmark, 97.5 % success after 10
-        iterations against 92.5 % with 0.5; 2.0 and 1600 S-step updates were no better). `kw`
+        pretraining steps with bf16 convolutions, the auxiliary pose loss (pre-fitted for 2000
+        steps), 800 S-step updates over this and the 9 earlier iterations' samples, and twice the
+        default KL step. Why these values: learning/RESULTS.md, "The image-policy recipe". `kw`
         overrides any field."""
         recipe = dict(pretrain_images=8000, pretrain_steps=6000, pretrain_bf16=True, pretrain_reach_fraction=0.5,
                       aux_pose_weight=1.0, aux_pretrain_steps=2000, policy_replay=9, policy_steps=800, kl_step=1.0)
