@@ -185,7 +185,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     draw, `randomize_seed`, of the preset `randomize`). Returns success_rate, mean_final_distance,
     final_distances, successes, episodes, and the settings."""
     import sim.tasks
-    from learning.policies import load_exported
+    from learning.deploy import load_policy
     from learning.registry import scene_kwargs, task_id
     from s2r.launch import NodeSpec, node_command
     from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
@@ -195,7 +195,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     import yaml
 
     policy = Path(policy)
-    _, meta = load_exported(policy)
+    _, meta = load_policy(policy)              # any exported format (.pt, .pt2, .onnx)
     tid = task_id(task)
     if meta.get("task") != tid:
         raise ValueError(f"{policy} was trained for {meta.get('task')!r}, not {tid!r}")

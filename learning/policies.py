@@ -24,7 +24,7 @@ from torch import nn
 from .deploy import METADATA_FILE, METADATA_FORMAT
 
 __all__ = ["SpatialSoftmax", "MLPPolicy", "VisuomotorCNN", "make_policy", "exported_module", "export_metadata",
-           "export_torchscript", "load_exported", "METADATA_FILE", "PRECISIONS"]
+           "export_torchscript", "METADATA_FILE", "PRECISIONS"]
 
 
 class SpatialSoftmax(nn.Module):
@@ -243,9 +243,3 @@ def export_torchscript(policy: nn.Module, path, metadata: dict, action_scale, pr
     return data
 
 
-def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
-    """A TorchScript file's module and metadata (the module itself, for tests and tools that look
-    inside it; learning.deploy.load_policy runs any format)."""
-    extra = {METADATA_FILE: ""}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return module, json.loads(extra[METADATA_FILE] or "{}")
