@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ __all__ = ["export_policy", "export_policies", "ExportError", "DEFAULT_FORMATS",
 
 DEFAULT_FORMATS = ("pt2", "onnx")      # what `s2r train` writes next to its checkpoint
 SUFFIX = {fmt: suffix for suffix, fmt in FORMATS.items()}
+QUIET_LOGGERS = ("torch.onnx", "onnx_ir", "onnxscript")     # the exporter's, see _onnx_bytes
 
 
 class ExportError(ValueError):
@@ -80,16 +82,23 @@ def _pt2_bytes(program, meta: dict) -> bytes:
 def _onnx_bytes(program, policy, meta: dict) -> bytes:
     import onnx
     names = _example(policy)[2]
-    quiet = logging.getLogger("torch.onnx")          # its registry lists optional torchvision ops it skipped
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    # The exporter's libraries report each optimization pass at INFO (and torch.onnx lists the
+    # optional torchvision ops it skipped): progress of theirs, not ours, kept out of the run's log.
+    quiet = [logging.getLogger(n) for n in QUIET_LOGGERS]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
-        onnx_program = torch.onnx.export(program, (), dynamo=True, verbose=False, input_names=names,
-                                         output_names=["action"], optimize=True)
+        with warnings.catch_warnings():
+            # torch's own pytree code, inside the exporter, uses its deprecated LeafSpec check
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec", category=FutureWarning)
+            onnx_program = torch.onnx.export(program, (), dynamo=True, verbose=False, input_names=names,
+                                             output_names=["action"], optimize=True)
     except Exception as e:     # the exporter wraps op and graph errors in several types: one line
         raise ExportError(f"ONNX cannot hold this {type(policy).__name__}: {_first_line(e)}") from None
     finally:
-        quiet.setLevel(level)
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     model = onnx_program.model_proto
     onnx.helper.set_model_props(model, {METADATA_FILE: json.dumps(meta, indent=1)})
     model.producer_name = "s2r learning.export"
