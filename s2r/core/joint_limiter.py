@@ -25,12 +25,14 @@ class PositionTargets:
     tasks) and on the robot (policy_node): a position_delta action is added to the commanded
     targets, q_cmd += a, not to the measured position, which lags the targets under PD control
     (adding to it would shrink every motion by the tracking lag); the targets stay within the joint
-    limits and never lead the measured position by more than `max_lead` per joint. Joints outside
-    `idx` stay at their starting targets. What is sent is then the `JointLimiter`'s."""
+    limits and never lead the measured position by more than `max_lead` (one value, or one per
+    joint in `idx`). Joints outside `idx` stay at their starting targets. What is sent is then the
+    `JointLimiter`'s. mpc_node integrates its planned velocities the same way."""
 
-    def __init__(self, lower, upper, idx, max_lead: float = MAX_LEAD):
+    def __init__(self, lower, upper, idx, max_lead=MAX_LEAD):
         self.lower, self.upper = np.asarray(lower, float)[idx], np.asarray(upper, float)[idx]
-        self.idx, self.max_lead = idx, float(max_lead)
+        self.idx = idx
+        self.max_lead = np.broadcast_to(np.asarray(max_lead, float), self.lower.shape).copy()
         self.q_cmd: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -39,6 +41,15 @@ class PositionTargets:
     def hold(self, q: np.ndarray) -> np.ndarray:
         self.q_cmd = np.array(q, float)
         return self.q_cmd.copy()
+
+    def lead(self, q: np.ndarray) -> np.ndarray:
+        """The targets of the joints in `idx`, pulled within `max_lead` of the measured q (where the
+        next step starts from: a planner restarts its plan there)."""
+        if self.q_cmd is None:
+            self.q_cmd = np.array(q, float)
+        i = self.idx
+        self.q_cmd[i] = np.minimum(np.maximum(self.q_cmd[i], q[i] - self.max_lead), q[i] + self.max_lead)
+        return self.q_cmd[i].copy()
 
     def apply(self, q: np.ndarray, a: np.ndarray, delta: bool = True) -> np.ndarray:
         """The targets after action `a` (a step if `delta`, else absolute targets) at measured q."""

@@ -110,6 +110,27 @@ def test_position_delta_actions_move_the_commanded_targets_as_in_training():
     assert np.allclose(t.apply(q2, np.array([0.3, -0.1]), delta=False), [-0.3, 0.0, -0.1])  # absolute, lead-bounded
 
 
+def test_planned_velocities_integrate_into_targets_within_per_joint_leads():
+    """mpc_node's position mode: the plan restarts from the targets pulled within each joint's own
+    lead of the measured position (`lead`), and its velocity steps integrate there, within the
+    joint limits."""
+    from s2r.core.joint_limiter import PositionTargets
+    lower, upper = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 0.3])
+    idx = np.array([0, 2])
+    t = PositionTargets(lower, upper, idx, max_lead=np.array([0.05, 0.5]))
+    q = np.array([0.0, 0.7, 0.0])
+    assert np.allclose(t.lead(q), [0.0, 0.0])            # no targets yet: start at the robot
+    for _ in range(20):                                  # the robot never moves
+        x = t.lead(q)
+        cmd = t.apply(q, np.array([0.02, 0.02]))
+    assert np.allclose(t.lead(q), [0.05, 0.3])           # joint 0 by its lead, joint 2 by its limit
+    assert np.allclose(cmd, [0.05, 0.7, 0.3]) and np.allclose(x, [0.05, 0.3])
+    q_moved = np.array([0.5, 0.7, 0.0])
+    assert np.allclose(t.lead(q_moved), [0.45, 0.3])     # a robot pushed ahead drags the targets along
+    with pytest.raises(ValueError):
+        PositionTargets(lower, upper, idx, max_lead=np.array([0.1, 0.2, 0.3]))
+
+
 def test_the_node_sends_and_observes_the_set_points_the_task_trained_with():
     """policy_node's pipeline (its targets, its copy of the safety layer's joint limiter, its inputs)
     reproduces the sim task's step by step for the same actions: the targets it sends become, in

@@ -28,6 +28,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from s2r.core.joint_limiter import PositionTargets
 from s2r.core.schema.nodes import MPCNodeParams
 
 from .common import (ERROR, GOAL_QOS, OK, STATE_QOS, WARN, COMMAND_QOS, FastSubscription, LatencyStats, Throttle,
@@ -68,7 +69,11 @@ class MPCNode(Node):
         self.control_dt = 1.0 / self.cfg.control_rate_hz
         self.plan_timeout = float(g("plan_timeout_s"))      # read once: the fast path runs at the control rate
         self.state_timeout_ns = int(float(g("state_timeout_s")) * 1e9)
-        self.max_lead = self.spec.max_velocity * float(g("lead_periods")) * self.control_dt
+        # position mode: the planned velocities integrate into set-points within the joint limits and
+        # within lead_periods x full speed of the measured position (the limiter module's targets)
+        full = self.cfg.spec()
+        self.targets = PositionTargets(full.lower, full.upper, self.arm_idx,
+                                       max_lead=self.spec.max_velocity * float(g("lead_periods")) * self.control_dt)
         self.base_frames = {"", "world", _root_link(self.spec.urdf)}
         self._workspace()
 
@@ -233,22 +238,22 @@ class MPCNode(Node):
             hold = f"newest plan is {self.last_state_rx - plan.received:.2f} s old"
         elif self.get_clock().now().nanoseconds - key > self.state_timeout_ns:
             hold = "state is stale"
-        if self.cmd is None:
-            self.cmd = q_full.copy() if self.mode == "position" else np.zeros(len(self.names))
+        if self.cmd is None and self.mode != "position":
+            self.cmd = np.zeros(len(self.names))
         if hold:
             if self.mode == "position":
-                self.cmd = q_full.copy()
+                self.cmd = self.targets.hold(q_full)
             else:
                 self.cmd[:] = 0.0
             self._hold(hold)
         else:
             if self.mode == "position":
                 # The plan is kinematic (joint velocities); the robot's position controller tracks the
-                # set-point with a lag. Planning and feeding back on the set-point (kept within
-                # max_lead of the measured position) closes the MPC loop around the integrator it
+                # set-point with a lag. Planning and feeding back on the set-point (kept within the
+                # lead of the measured position) closes the MPC loop around the integrator it
                 # models; feeding back the lagging measurement made the approach ring.
-                x = np.minimum(np.maximum(self.cmd[self.arm_idx], q - self.max_lead), q + self.max_lead)
-                self.cmd[self.arm_idx] = x + plan.control(key, x) * self.control_dt
+                x = self.targets.lead(q_full)
+                self.cmd = self.targets.apply(q_full, plan.control(key, x) * self.control_dt)
             else:
                 self.cmd[self.arm_idx] = plan.control(key, q)
             self.hold_reason = ""
