@@ -19,7 +19,8 @@ update the same way. GPS's first local controllers are a PD law on the TCP's err
 start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration noise.
 
   state   MLP on [joint_pos, joint_vel, target - tcp_pos]
-  image   visuomotor CNN on the 128x128 camera image (VISUOMOTOR_IMAGE_SIZE; at 64x64 the pretrained
+  image   visuomotor CNN on the 128x128 camera image (learning/experiments/reach_visuomotor.yaml, the recipe
+          this row runs; at 64x64 the pretrained
           features place the target to ~2.9 cm, at 128x128 to ~1.3 cm) + [joint_pos, joint_vel, tcp_pos (forward
           kinematics)] (vision layers pretrained on pose regression of [target, tcp] from 8000
           rendered images -- half with the arm at its start posture after a few random actions, half
@@ -60,7 +61,7 @@ start posture's Jacobian (ArmReachAgent.initial_controllers), with exploration n
   insert  s2r/ArmInsert-v0 (the square peg into the shape sorter, 200 steps), state-based MDGPS with
           the same protocol (4 new conditions x 5 samples, 20 held-out starts, seeds 10000-10019;
           success: the task's own, the peg's bottom more than 1.5 cm down the matching hole) and
-          ArmInsertAgent.GPS_RECIPE; the first local controllers line the peg up over the hole and
+          learning/experiments/insert_state.yaml; the first local controllers line the peg up over the hole and
           then lower it (ArmInsertAgent.initial_controllers), the cost's target follows the same
           plan, and the policy sees the episode's phase. insert_* keys; --insert-only runs it alone
   final   the last GPS policy of each run also on 100 further held-out starts (seeds 10100-10199,
@@ -91,12 +92,14 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.agents import ArmReachAgent  # noqa: E402
-from learning.gps import MDGPS, VISUOMOTOR_IMAGE_SIZE, GPSConfig  # noqa: E402
-from learning.insert_agent import ArmInsertAgent  # noqa: E402
+from learning.cli import build_experiment, load_experiment  # noqa: E402
 from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
 from learning.ppo import PPO, PPOConfig  # noqa: E402
 from learning.train import stage_progress, wilson_interval  # noqa: E402
 
+# the recipes the GPS rows run (learning/experiments/; their results: RESULTS.md there)
+EXPERIMENTS = {"state": "reach_state", "image": "reach_visuomotor", "insert": "insert_state"}
+VISUOMOTOR_IMAGE_SIZE = load_experiment(EXPERIMENTS["image"]).image_size
 TARGET = 0.9
 BASELINE_BUDGET = 6000  # PPO rollouts (30x the GPS budget)
 FINAL_EVAL = 100     # further held-out starts the final GPS policies are evaluated on: seeds 10100-10199,
@@ -188,14 +191,14 @@ def export_latency(log, sizes=EXPORT_SIZES, repeats: int = 3, calls: int = 100) 
 
 
 def run_gps(kind: str, iterations: int, log) -> dict:
-    """kind: "state" or "image" (ArmReach), "insert" (ArmInsert, state-based, its GPS_RECIPE)."""
+    """kind: "state" or "image" (ArmReach), "insert" (ArmInsert, state-based): the experiment
+    EXPERIMENTS[kind], with this benchmark's iterations and protocol."""
     images = kind == "image"
-    agent = ArmInsertAgent() if kind == "insert" else ArmReachAgent(images=images, image_size=VISUOMOTOR_IMAGE_SIZE)
     full = iterations > 3
-    common = dict(iterations=iterations, eval_episodes=20, resample_conditions=RESAMPLE)
-    quick = {} if full else dict(pretrain_images=60, pretrain_steps=30, aux_pretrain_steps=0)
-    cfg = GPSConfig.visuomotor(**common, **quick) if images else GPSConfig(**getattr(agent, "GPS_RECIPE", {}), **common)
-    gps = MDGPS(agent, cfg)
+    overrides = [f"iterations={iterations}", "eval_episodes=20", f"fixed_conditions={str(not RESAMPLE).lower()}"]
+    if images and not full:
+        overrides += ["gps.pretrain_images=60", "gps.pretrain_steps=30", "gps.aux_pretrain_steps=0"]
+    agent, gps, _, _ = build_experiment(load_experiment(EXPERIMENTS[kind], overrides))
     reached, t0 = None, time.perf_counter()
     if images:       # rendering and pretraining take most of the image run: show their progress
         gps.pretrain(stage_progress(sys.stdout))
@@ -382,7 +385,7 @@ def run_insert(iterations: int, log) -> dict:
     ins = run_gps("insert", iterations, log)
     out = {"insert_success_rate": ins["success_rate"], "insert_iterations": ins["iterations"],
            "insert_history": ins["history"], "insert_seconds": ins["seconds"],
-           "insert_recipe": dict(ArmInsertAgent.GPS_RECIPE, init_variance=ArmInsertAgent.init_variance)}
+           "insert_recipe": load_experiment(EXPERIMENTS["insert"]).model_dump(mode="json")}
     out.update({f"insert_{k}": ins[k] for k in ("final_success_rate", "final_success_ci95", "final_distance")})
     return out
 

@@ -119,7 +119,7 @@ class ArmReachAgent:
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
                  target_marker_radius: float | None = None, target_stand: bool | None = None,
-                 obs_features=(), state_features=()):
+                 obs_features=(), state_features=(), config: str | None = None):
         import sim.tasks
         self.obs_features, self.state_features = _feature_keys(obs_features), _feature_keys(state_features)
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
@@ -129,8 +129,9 @@ class ArmReachAgent:
                   "target_marker_rgba": self.VISIBLE_MARKER_RGBA} if self.target_marker_radius else {}
         if self.target_stand:
             marker["target_stand"] = True
+        self.config = config             # hardware config naming the robot (None: the task's default)
         self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
-                                  randomization=randomization, **marker).unwrapped
+                                  randomization=randomization, config=config, **marker).unwrapped
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
         self.T, self.dU = int(T or sim.tasks.TASKS[self.task][1]), self.n     # default: the task's episode
@@ -155,13 +156,19 @@ class ArmReachAgent:
         self.action_scale = np.asarray(self.env.action_scale, float)
         self.joint_names = [self.env.joint_names[i] for i in self.env.act_idx]
 
+    def robot_metadata(self) -> dict:
+        """Which robot the policy drives: its description, the hardware config it was trained with,
+        the TCP (ee_link + tcp_offset in the link's frame) its task positions are of."""
+        env = self.env
+        return {"robot": env.description.name, "hardware_config": self.config or env.cfg.name,
+                "ee_link": env.ee_link, "tcp_offset": list(env.tcp_offset)}
+
     def metadata(self) -> dict:
-        from sim.tasks.arm import TCP_OFFSET
-        tcp = "tcp_pos: world frame, m, by forward kinematics of the ee_link + tcp_offset along its z axis"
+        tcp = "tcp_pos: world frame, m, by forward kinematics of the ee_link + tcp_offset (in the link's frame)"
         meta = {"task": self.task, "joint_names": self.joint_names, "action": "position_delta",
                 "action_units": "rad per control step (added to the joint position targets)",
-                "control_rate_hz": float(1.0 / self.env.control_dt), "episode_steps": self.T, "ee_link": self.env.ee_link,
-                "tcp_offset": TCP_OFFSET} | self._observed_joints()
+                "control_rate_hz": float(1.0 / self.env.control_dt), "episode_steps": self.T} | \
+            self.robot_metadata() | self._observed_joints()
         extra = _extra_doc(self.obs_features)
         if self.images:
             meta |= {"target_marker_radius_m": self.target_marker_radius, "target_stand": self.target_stand,
@@ -324,10 +331,8 @@ class ArmReachAgent:
         import pybullet as p
         env, robot = self.env, self.env.robot
         hand = robot._links[env.ee_link]
-        pos, orn = p.getLinkState(robot.body, hand, computeForwardKinematics=True, physicsClientId=env.client)[4:6]
-        z = np.asarray(p.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 2]
-        tcp_offset = float(np.dot(self.env.tcp()[0] - np.asarray(pos), z))
-        q_all = p.calculateInverseKinematics(robot.body, hand, (tcp_goal - tcp_offset * z).tolist(), orn,
+        orn = p.getLinkState(robot.body, hand, computeForwardKinematics=True, physicsClientId=env.client)[5]
+        q_all = p.calculateInverseKinematics(robot.body, hand, env.hand_target(tcp_goal, orn), orn,
                                              maxNumIterations=50, physicsClientId=env.client)
         q = np.array([q_all[robot.all_idx.index(i)] for i in robot.idx])
         env.hold_posture(np.clip(q, env.lower, env.upper))

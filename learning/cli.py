@@ -1,5 +1,7 @@
-"""`s2r train gps|plato ...` (`train_main`) and `s2r eval POLICY ...` (`eval_main`).
+"""`s2r train ...` (`train_main`) and `s2r eval POLICY ...` (`eval_main`).
 
+    s2r train --experiment reach_randomized [iterations=5 gps.kl_step=0.25 agent.final_position_weight=100]
+    s2r train --resume RUN [iterations=20]
     s2r train gps --task ArmReach [--images] [--randomize default] [--iterations 10] [--resume RUN]
     s2r train plato --task ArmReach [--images]
     s2r train gps --task ArmInsert --obs-features prev_action,cmd_offset --state-features prev_action@hist2
@@ -14,6 +16,16 @@ written by learning.train, kept while robots load it), policy.pt2 (torch.export)
 values of one randomization parameter and writes a robustness curve, F.csv and F.png (default:
 sweep-PARAM next to the policy); learning/sweep.py documents the format.
 
+Experiments. A training run is an experiment (s2r/core/schema/experiment.py): a YAML recipe found
+by name like every file kind (./experiments, $S2R_PATH/experiments, the packaged
+learning/experiments; or a path), whose fields KEY=VALUE overrides replace (dotted into a section:
+gps.kl_step=0.5, agent.final_position_weight=100; values are YAML). `s2r train gps|plato [options]`
+is the same with the task's experiment (TASK_EXPERIMENTS: reach_state, reach_visuomotor,
+insert_state; none: the defaults) and the options as overrides. The command prints which experiment
+and which overrides it runs; the run folder's experiment.yaml is the resolved experiment (every
+field, the agent's constructor defaults and the algorithm's config included), which `--resume RUN`
+alone runs again and `--experiment RUN/experiment.yaml` repeats.
+
 Expected failures (bad arguments, a damaged checkpoint, a checkpoint from another task or
 architecture, NaN in training) print one line and return a nonzero exit code; they never end in a
 traceback.
@@ -22,10 +34,12 @@ Run parameters. Every checkpoint records the run's parameters (`_build`'s meta):
 images, image_size, randomize (the name or path) and randomization (the preset's resolved
 parameters, so an edited preset file counts as a change), conditions, seed, policy (the network's
 architecture), resample_conditions (--fixed-conditions), samples (gps), eval_episodes,
-policy_steps (the effective value, a task recipe's included), iterations, config (every other
+policy_steps (the effective value), iterations, config (every other
 field of the algorithm's configuration) and, where given, obs_features and state_features (the
-opt-in inputs of the policy and of the local controllers, learning/features.py). `--resume`
-takes the parameters from its command line like a new run and compares them with the checkpoint's:
+opt-in inputs of the policy and of the local controllers, learning/features.py), hardware_config,
+and agent (the agent's constructor keywords that differ from its defaults, e.g. a cost weight).
+`--resume` takes the parameters from its experiment like a new run and compares them with the
+checkpoint's:
   - iterations may change (extend a run, or stop it earlier than planned, but not below the
     iterations already done): it only says where the loop ends, not what an iteration does; the
     change is recorded in history.json as {"event": "resume", "after_iteration": k,
@@ -46,7 +60,8 @@ from pathlib import Path
 
 from .deploy import PolicyCallError      # numpy only: `s2r eval`'s one-line failure of a policy call
 
-__all__ = ["train_main", "eval_main", "MAY_CHANGE_ON_RESUME"]
+__all__ = ["train_main", "eval_main", "load_experiment", "build_experiment", "experiment_model",
+           "MAY_CHANGE_ON_RESUME"]
 log = logging.getLogger("s2r.train")
 
 MAY_CHANGE_ON_RESUME = ("iterations",)
@@ -78,102 +93,302 @@ def _failure(command: str, e: Exception, stopped: tuple) -> int:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="s2r train", description="Train a policy by guided policy search (gps) or PLATO (plato).")
-    p.add_argument("algorithm", choices=("gps", "plato"))
-    p.add_argument("--task", default="ArmReach", help="ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only) or PointMass")
-    p.add_argument("--images", action="store_true", help="visuomotor CNN on camera images + joint state")
+    from s2r.core.schema.experiment import Experiment
+    d = {n: f.default for n, f in Experiment.model_fields.items()}      # the defaults, written once there
+    p = _Parser(prog="s2r train",
+                description="Train a policy by guided policy search (gps) or PLATO (plato): `s2r train --experiment "
+                            "NAME [KEY=VALUE ...]`, or `s2r train gps|plato [options]` (the task's experiment, "
+                            "the options overriding it).")
+    p.add_argument("rest", nargs="*", metavar="gps|plato|KEY=VALUE",
+                   help="the algorithm, then overrides of the experiment's fields (iterations=3, gps.kl_step=0.5, "
+                        "agent.final_position_weight=100; values are YAML)")
+    p.add_argument("--experiment", default=None, metavar="NAME",
+                   help="experiment file: a name (./experiments, $S2R_PATH/experiments, the packaged "
+                        "learning/experiments) or a path")
+    p.add_argument("--task", default=None, help=f"ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only) "
+                                                f"or PointMass (default: {d['task']})")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="hardware config of the robot to train on (a name or path; default: the task's, panda_sim)")
+    p.add_argument("--images", action="store_const", const=True, default=None,
+                   help="visuomotor CNN on camera images + joint state")
     p.add_argument("--image-size", type=int, default=None,
-                   help="camera image size for --images (default: the visuomotor recipe's, 128)")
+                   help=f"camera image size for --images (default: {d['image_size']})")
     p.add_argument("--randomize", default=None, help="domain randomization preset / YAML (default: none)")
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--conditions", type=int, default=4, help="training conditions (start states)")
-    p.add_argument("--samples", type=int, default=5, help="GPS samples per condition and iteration")
-    p.add_argument("--fixed-conditions", action="store_true",
+    p.add_argument("--iterations", type=int, default=None, help=f"(default: {d['iterations']})")
+    p.add_argument("--conditions", type=int, default=None,
+                   help=f"training conditions (start states) (default: {d['conditions']})")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"GPS samples per condition and iteration (default: {d['samples']})")
+    p.add_argument("--fixed-conditions", action="store_const", const=True, default=None,
                    help="gps: keep the same training conditions every iteration (default for tasks that can: "
                         "draw new ones from the task's start distribution each iteration)")
-    p.add_argument("--eval-episodes", type=int, default=20, help="held-out starts evaluated every iteration")
-    p.add_argument("--policy-steps", type=int, default=None, help="policy gradient steps per iteration")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--obs-features", default="", metavar="KEYS",
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help=f"held-out starts evaluated every iteration (default: {d['eval_episodes']})")
+    p.add_argument("--policy-steps", type=int, default=None,
+                   help="policy gradient steps per iteration (default: the experiment's, else the algorithm's)")
+    p.add_argument("--seed", type=int, default=None, help=f"(default: {d['seed']})")
+    p.add_argument("--obs-features", default=None, metavar="KEYS",
                    help="extra policy inputs, comma-separated feature keys of learning/features.py "
-                        "(e.g. prev_action,cmd_offset); with --randomize and neither option given: the actions "
-                        "in flight and cmd_offset (learning.registry.randomized_inputs); 'none': no extras")
-    p.add_argument("--state-features", default="", metavar="KEYS",
+                        "(e.g. prev_action,cmd_offset); neither option given: the joint limiter's set-point "
+                        "(setpoint_offset, setpoint_step) and, with --randomize, the actions in flight "
+                        "(learning.registry.default_inputs); 'none': no extras")
+    p.add_argument("--state-features", default=None, metavar="KEYS",
                    help="extra entries of the local controllers' state (e.g. prev_action@hist2: the actions in "
                         "flight under an action latency of up to 2 steps); 'none': no extras")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<stamp>-train-<algo>-<task>)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (alone: with its experiment.yaml and any KEY=VALUE overrides)")
     return p
 
 
-def _build(args):
-    from .gps import VISUOMOTOR_IMAGE_SIZE
-    from .registry import make_agent
-    if args.image_size is None:
-        args.image_size = VISUOMOTOR_IMAGE_SIZE
-    kw = {"n_conditions": args.conditions} if args.conditions else {}
-    if args.randomize is not None and not (args.obs_features or args.state_features):
-        # randomized training gets the inputs it needs by default (registry.randomized_inputs);
-        # recorded in args and the run parameters like given ones, so a resume rebuilds the same
-        from .registry import randomized_inputs
-        try:
-            obs, state = randomized_inputs(args.randomize)
-        except ValueError as e:
-            raise ValueError(f"--randomize {args.randomize}: {e}") from None
-        args.obs_features, args.state_features = ",".join(obs), ",".join(state)
-    for name in ("obs_features", "state_features"):
-        if getattr(args, name) == "none":
-            setattr(args, name, "")
-    for name in ("obs_features", "state_features"):
-        if _keys(getattr(args, name)):
-            kw[name] = _keys(getattr(args, name))
-    agent = make_agent(args.task, images=args.images, image_size=args.image_size,
-                       randomization=args.randomize, **kw)
-    if args.algorithm == "gps":
-        from .gps import MDGPS, GPSConfig
-        make = GPSConfig.visuomotor if args.images else GPSConfig
-        cfg = make(**getattr(agent, "GPS_RECIPE", {}), iterations=args.iterations, samples_per_condition=args.samples,
-                   eval_episodes=args.eval_episodes, seed=args.seed,
-                   resample_conditions=hasattr(agent, "resample") and not args.fixed_conditions)
-        if args.policy_steps:
-            cfg.policy_steps = args.policy_steps
-        algo = MDGPS(agent, cfg)
+# the algorithm configurations' fields an experiment sets at its top level: field -> experiment key
+GPS_TOP_LEVEL = {"iterations": "iterations", "samples_per_condition": "samples", "eval_episodes": "eval_episodes",
+                 "policy_steps": "policy_steps", "seed": "seed", "resample_conditions": "fixed_conditions"}
+PLATO_TOP_LEVEL = {"iterations": "iterations", "episodes_per_iteration": "conditions",
+                   "eval_episodes": "eval_episodes", "policy_steps": "policy_steps", "seed": "seed"}
+# the agents' constructor keywords an experiment sets at its top level: keyword -> experiment key
+AGENT_TOP_LEVEL = {"images": "images", "image_size": "image_size", "randomization": "randomize",
+                   "n_conditions": "conditions", "obs_features": "obs_features", "state_features": "state_features",
+                   "config": "config"}
+# the experiment `s2r train gps|plato [options]` starts from, by (algorithm, task, images): the task's
+# recipe; the options override it (no entry: the experiment defaults)
+TASK_EXPERIMENTS = {("gps", "s2r/ArmReach-v0", False): "reach_state",
+                    ("gps", "s2r/ArmReach-v0", True): "reach_visuomotor",
+                    ("gps", "s2r/ArmInsert-v0", False): "insert_state"}
+EXPERIMENT_FILE = "experiment.yaml"      # the run folder's resolved experiment
+# command-line option -> experiment field (the options are overrides of the experiment)
+_OPTIONS = {"task": "task", "config": "config", "images": "images", "image_size": "image_size",
+            "randomize": "randomize", "iterations": "iterations", "conditions": "conditions", "samples": "samples",
+            "fixed_conditions": "fixed_conditions", "eval_episodes": "eval_episodes",
+            "policy_steps": "policy_steps", "seed": "seed", "obs_features": "obs_features",
+            "state_features": "state_features"}
+
+
+@functools.cache
+def experiment_model():
+    """The experiment schema with its `gps:` and `plato:` sections typed from GPSConfig and
+    PLATOConfig (s2r.core.schema.experiment; `s2r schema experiment` prints it)."""
+    from s2r.core.schema.experiment import experiment_model as make
+
+    from .gps_config import GPSConfig
+    from .plato import PLATOConfig
+    return make({"gps": (GPSConfig, GPS_TOP_LEVEL), "plato": (PLATOConfig, PLATO_TOP_LEVEL)})
+
+
+def load_experiment(name=None, overrides=(), *, data=None, file: str | None = None):
+    """The experiment `name` (a name in s2r.core.resources' lookup order, or a path; None: `data`,
+    a parsed experiment, or the defaults) with `overrides` applied ("KEY=VALUE" strings, or
+    (key, value, label) triples), validated, its agent keywords and algorithm section checked
+    too. Every problem is one ConfigError naming the file or the override, and the key."""
+    from s2r.core.resources import resolve
+    from s2r.core.schema.experiment import load_experiment as load
+    from s2r.core.schema.experiment import parse_overrides
+    from s2r.core.yamlio import load_file
+    items = [o if isinstance(o, tuple) else parse_overrides([o])[0] for o in overrides]
+    if name is not None:
+        path = resolve("experiment", name)
+        data, file = load_file(path), str(path)
+    return load(data, file or "experiment defaults", items, experiment_model(), check=_check_experiment)
+
+
+def _check_experiment(exp) -> None:
+    """What the schema cannot check alone: the agent keywords against the task's agent's
+    constructor, the algorithm section's values (its config's `validate`)."""
+    _agent_keywords(exp)
+    _algorithm_config(exp, resample=False)
+
+
+def _agent_class(exp):
+    from .registry import GPS_TASKS, task_id
+    return GPS_TASKS.get(task_id(exp.task))
+
+
+def _agent_parameters(cls) -> dict:
+    """The agent's constructor keywords an experiment's `agent:` may set, with their defaults."""
+    import inspect
+    return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n != "self" and n not in AGENT_TOP_LEVEL and p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _agent_keywords(exp) -> dict:
+    """`agent:` checked against the task's agent's constructor: known keywords of the right type."""
+    import typing
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    from s2r.core.schema.errors import reason
+    from s2r.core.yamlio import ConfigError
+    cls = _agent_class(exp)
+    if cls is None:            # an unknown task: make_agent says so
+        return dict(exp.agent)
+    known = _agent_parameters(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in exp.agent.items():
+        if key in AGENT_TOP_LEVEL:
+            raise ConfigError("", f"agent.{key}", f"set at the top level: {AGENT_TOP_LEVEL[key]}")
+        if key not in known:
+            raise ConfigError("", f"agent.{key}", f"not a keyword of {cls.__name__} (its keywords: {', '.join(known)})")
+        if key in hints:
+            try:
+                TypeAdapter(hints[key], config=ConfigDict(strict=True)).validate_python(value)
+            except ValidationError as e:
+                raise ConfigError("", f"agent.{key}", reason(e.errors(include_url=False)[0])) from None
+    return dict(exp.agent)
+
+
+def _algorithm_config(exp, resample: bool):
+    """The GPSConfig / PLATOConfig of the experiment (its section and top-level fields), validated:
+    a value the config refuses is a ConfigError at `gps.FIELD` (or `plato.FIELD`)."""
+    from s2r.core.yamlio import ConfigError
+    section = exp.section()
+    steps = {"policy_steps": exp.policy_steps} if exp.policy_steps else {}
+    if exp.algorithm == "gps":
+        from .gps_config import GPSConfig
+        cfg = GPSConfig(**section, iterations=exp.iterations, samples_per_condition=exp.samples,
+                        eval_episodes=exp.eval_episodes, seed=exp.seed, resample_conditions=resample, **steps)
     else:
-        from .plato import PLATO, PLATOConfig
-        cfg = PLATOConfig(iterations=args.iterations, episodes_per_iteration=args.conditions,
-                          eval_episodes=args.eval_episodes, seed=args.seed)
-        if args.policy_steps:
-            cfg.policy_steps = args.policy_steps
-        algo = PLATO(agent, cfg)
-    return agent, algo, _run_parameters(args, agent, algo)
+        from .plato import PLATOConfig
+        cfg = PLATOConfig(**section, iterations=exp.iterations, episodes_per_iteration=exp.conditions,
+                          eval_episodes=exp.eval_episodes, seed=exp.seed, **steps)
+    try:
+        return cfg.validate()
+    except ValueError as e:
+        field, _, rest = str(e).partition(" ")
+        if field in section:
+            raise ConfigError("", f"{exp.algorithm}.{field}", rest) from None
+        raise ConfigError("", exp.algorithm, str(e)) from None
+
+
+def build_experiment(exp):
+    """The agent and the algorithm of an experiment, the run parameters checkpoints record
+    (`_run_parameters`) and the resolved experiment (every field, as experiment.yaml holds it:
+    loading that gives the same run)."""
+    from dataclasses import asdict
+
+    from .registry import default_inputs, make_agent
+    obs, state = exp.obs_features, exp.state_features
+    if obs is None and state is None:
+        # the inputs the task needs by default (registry.default_inputs)
+        try:
+            obs, state = default_inputs(exp.task, exp.randomize)
+        except ValueError as e:
+            raise ValueError(f"randomize {exp.randomize}: {e}") from None
+    obs, state = list(obs or []), list(state or [])
+    agent_kw = _agent_keywords(exp)
+    kw = {"n_conditions": exp.conditions} | ({"obs_features": obs} if obs else {}) | \
+        ({"state_features": state} if state else {}) | ({"config": exp.config} if exp.config else {})
+    agent = make_agent(exp.task, images=exp.images, image_size=exp.image_size, randomization=exp.randomize,
+                       **kw, **agent_kw)
+    try:
+        cfg = _algorithm_config(exp, resample=hasattr(agent, "resample") and not exp.fixed_conditions)
+        if exp.algorithm == "gps":
+            from .gps import MDGPS
+            algo = MDGPS(agent, cfg)
+        else:
+            from .plato import PLATO
+            algo = PLATO(agent, cfg)
+    except BaseException:
+        agent.close()
+        raise
+    defaults = _agent_parameters(type(agent)) if _agent_class(exp) is not None else {}
+    top = GPS_TOP_LEVEL if exp.algorithm == "gps" else PLATO_TOP_LEVEL
+    resolved = exp.model_dump(mode="json", exclude={a for a in ("gps", "plato") if a != exp.algorithm})
+    resolved |= {"obs_features": obs, "state_features": state, "policy_steps": cfg.policy_steps,
+                 "agent": _plain({k: v for k, v in defaults.items() if _is_plain(v)} | agent_kw),
+                 exp.algorithm: _plain({k: v for k, v in asdict(cfg).items() if k not in top})}
+    changed = {k: v for k, v in agent_kw.items() if defaults.get(k, object()) != v}
+    return agent, algo, _run_parameters(exp, obs, state, changed, agent, algo), resolved
+
+
+def _is_plain(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str)) or \
+        (isinstance(v, (tuple, list)) and all(_is_plain(x) for x in v))
+
+
+def _plain(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _keys(text) -> list[str]:
     return [k.strip() for k in str(text or "").split(",") if k.strip()]
 
 
-def _run_parameters(args, agent, algo) -> dict:
+def _run_parameters(exp, obs, state, agent_kw, agent, algo) -> dict:
     """The run's parameters as checkpoints record them (see the module docstring)."""
     from dataclasses import asdict
 
     from .registry import task_id
     cfg = algo.cfg
     randomizer = getattr(getattr(agent, "env", None), "randomizer", None)
-    # opt-in features only where given: runs without them keep the parameters they always had
-    features = {name: _keys(getattr(args, name, "")) for name in ("obs_features", "state_features")
-                if _keys(getattr(args, name, ""))}
-    return features | {"algorithm": args.algorithm, "task": task_id(args.task), "images": bool(args.images),
-            "image_size": args.image_size if args.images else None, "randomize": args.randomize,
+    # opt-in entries only where given: runs without them keep the parameters they always had
+    extra = {name: keys for name, keys in (("obs_features", obs), ("state_features", state)) if keys}
+    if exp.config:
+        extra["hardware_config"] = exp.config
+    if agent_kw:
+        extra["agent"] = agent_kw       # constructor keywords that differ from the agent's defaults
+    return extra | {"algorithm": exp.algorithm, "task": task_id(exp.task), "images": bool(exp.images),
+            "image_size": exp.image_size if exp.images else None, "randomize": exp.randomize,
             "randomization": {n: asdict(s) for n, s in sorted(randomizer.params.items())} if randomizer else None,
-            "conditions": args.conditions, "seed": cfg.seed, "policy": algo.policy.config(),
+            "conditions": exp.conditions, "seed": cfg.seed, "policy": algo.policy.config(),
             "resample_conditions": bool(getattr(cfg, "resample_conditions", False)),
             "samples": getattr(cfg, "samples_per_condition", None), "eval_episodes": cfg.eval_episodes,
             "policy_steps": cfg.policy_steps, "iterations": cfg.iterations,
             "config": {k: v for k, v in asdict(cfg).items() if k not in _CLI_FIELDS}}
 
 
+def _show_value(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _experiment(args):
+    """The experiment of a command line, and the line saying which one and which overrides:
+    --experiment NAME, else `gps|plato [options]` (the task's experiment, TASK_EXPERIMENTS), else
+    --resume RUN's experiment.yaml; then the options, then the KEY=VALUE overrides."""
+    from s2r.core.schema.experiment import ALGORITHMS, parse_overrides
+
+    from .registry import task_id
+    rest = list(args.rest)
+    algorithm = rest.pop(0) if rest and rest[0] in ALGORITHMS else None
+    for r in rest:
+        if "=" not in r:
+            raise _UsageError(f"s2r train: invalid choice {r!r}: give gps or plato, --experiment NAME, "
+                              f"or KEY=VALUE overrides")
+    options = [(field, getattr(args, opt), f"--{opt.replace('_', '-')} {getattr(args, opt)}")
+               for opt, field in _OPTIONS.items() if getattr(args, opt) not in (None, "")]
+    options = [(k, ([] if v == "none" else _keys(v)) if k in ("obs_features", "state_features") else v, label)
+               for k, v, label in options]
+    if algorithm:
+        options.insert(0, ("algorithm", algorithm, algorithm))
+    overrides = options + parse_overrides(rest)
+    if args.experiment:
+        name, data, file = args.experiment, None, None
+    elif algorithm or options:
+        name = TASK_EXPERIMENTS.get((algorithm or "gps", task_id(args.task or "ArmReach"), bool(args.images)))
+        data, file = None, None
+    elif args.resume:
+        path = Path(args.resume) / EXPERIMENT_FILE
+        if not path.is_file():
+            raise _UsageError(f"s2r train: --resume {args.resume}: no {EXPERIMENT_FILE} there; give the experiment "
+                              f"or the options the run was started with")
+        name, data, file = str(path), None, None
+    else:
+        raise _UsageError("s2r train: give --experiment NAME [KEY=VALUE ...] or gps|plato [options] "
+                          "(s2r train --help)")
+    exp = load_experiment(name, overrides, data=data, file=file)
+    shown = " ".join(f"{k}={_show_value(v)}" for k, v, _ in overrides)
+    line = f"experiment: {name or 'the defaults'}" + (f"; overrides: {shown}" if shown else "; no overrides")
+    return exp, line
+
+
+def _build(args):
+    """The agent, algorithm and run parameters of a `s2r train` command line (see `_experiment`)."""
+    return build_experiment(_experiment(args)[0])[:3]
+
+
 def train_main(argv=None) -> int:
     import numpy as np
+    import yaml
 
     from s2r.core.logs import Progress
     from s2r.core.rundir import atomic_write_bytes, new_run_dir
@@ -183,40 +398,42 @@ def train_main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     agent = None
     try:
-        args = _train_parser().parse_args(argv)
-        if args.iterations < 1 or args.conditions < 1 or args.samples < 2 or args.eval_episodes < 0:
-            raise _UsageError("s2r train: --iterations and --conditions must be >= 1, --samples >= 2, "
-                              "--eval-episodes >= 0")
+        args = _train_parser().parse_intermixed_args(argv)
         events = []
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / CHECKPOINT).exists():
                 raise CheckpointError(f"--resume {run_dir}: no {CHECKPOINT} there")
             ck = read_checkpoint(run_dir)        # verified before the (slow) agent is built
-        agent, algo, meta = _build(args)
+        exp, line = _experiment(args)
+        print(line, flush=True)
+        agent, algo, meta, resolved = build_experiment(exp)
+        record = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
         if args.resume:
             changes = check_parameters(ck, meta, MAY_CHANGE_ON_RESUME)
             done = int(ck.state.get("iteration", 0))
-            if args.iterations < done:
-                raise _UsageError(f"s2r train: --iterations {args.iterations}: the run in {run_dir} has already "
-                                  f"done {done}")
+            if exp.iterations < done:
+                given = f"--iterations {exp.iterations}" if args.iterations is not None else f"iterations={exp.iterations}"
+                raise _UsageError(f"s2r train: {given}: the run in {run_dir} has already done {done}")
             algo.load_state_dict(ck.state)
             events = [*ck.events, resume_event(algo.iteration, changes)]
             changed = "".join(f", {k} {c['from']} -> {c['to']}" for k, c in changes.items())
             print(f"resuming {run_dir} after iteration {algo.iteration}{changed}", flush=True)
             atomic_write_bytes(run_dir / "args.json", json.dumps(vars(args), indent=1).encode())
+            atomic_write_bytes(run_dir / EXPERIMENT_FILE, record)
         else:
             run_dir = Path(args.run_dir) if args.run_dir else \
-                new_run_dir(f"train-{args.algorithm}-{meta['task'].split('/')[-1]}")
+                new_run_dir(f"train-{exp.algorithm}-{meta['task'].split('/')[-1]}")
             run_dir.mkdir(parents=True, exist_ok=True)
-            if args.images and args.algorithm == "gps":
+            if exp.images and exp.algorithm == "gps":
                 print(f"vision pretraining first: {algo.cfg.pretrain_images} rendered images, "
                       f"{algo.cfg.pretrain_steps} steps (not rollouts; about 30 min on 2 CPU cores at 128x128, "
                       f"checkpointed when done)", flush=True)
             (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1))
-        progress = Progress(args.iterations, f"{args.algorithm} {meta['task']}")
-        export = {**agent.metadata(), "algorithm": args.algorithm, "trained_iterations": args.iterations}
-        history = run_training(algo, run_dir, args.iterations, meta, progress, export, agent.action_scale,
+            atomic_write_bytes(run_dir / EXPERIMENT_FILE, record)
+        progress = Progress(exp.iterations, f"{exp.algorithm} {meta['task']}")
+        export = {**agent.metadata(), "algorithm": exp.algorithm, "trained_iterations": exp.iterations}
+        history = run_training(algo, run_dir, exp.iterations, meta, progress, export, agent.action_scale,
                                events=events)
         progress.close()
         from .export import export_policies      # next to the TorchScript policy.pt that run_training writes
@@ -243,6 +460,8 @@ def _eval_parser():
     p.add_argument("policy", help="policy exported by s2r train: policy.pt (TorchScript), policy.pt2 (torch.export) "
                                   "or policy.onnx (ONNX Runtime)")
     p.add_argument("--task", required=True)
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="hardware config of the robot (default: the one the policy was trained with)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--video", default=None, help="record the episodes to this MP4 file")
     p.add_argument("--randomize", default=None)
@@ -398,8 +617,9 @@ def eval_main(argv=None) -> int:
         import sim.tasks
         images = "image" in meta.get("inputs", [])
         size = meta["image_size"][0] if images else 64
+        scene = scene_kwargs(meta) | ({"config": args.config} if args.config else {})
         env = sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize,
-                             **scene_kwargs(meta)).unwrapped
+                             **scene).unwrapped
         joints = [env.joint_names[i] for i in env.act_idx]
         if meta.get("joint_names") != joints:
             raise ValueError(f"{path} commands {meta.get('joint_names')}, {task} has {joints}")
@@ -420,7 +640,7 @@ def eval_main(argv=None) -> int:
 
             def make_env(randomization):
                 return sim.tasks.make(task, image_obs=images, image_size=size, randomization=randomization,
-                                      **scene_kwargs(meta)).unwrapped
+                                      **scene).unwrapped
             _run_sweep(args, sweep, task, make_env, run)
             return 0
         successes, distances = run(env, range(args.first_seed, args.first_seed + args.episodes), video=args.video)

@@ -42,14 +42,14 @@ import torch
 
 from .dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
 from .gps_checkpoint import gps_state_dict, load_gps_state_dict
-from .gps_config import VISUOMOTOR_IMAGE_SIZE, GPSConfig, TrainingError
+from .gps_config import GPSConfig, TrainingError
 from .gps_policy import PolicyRunner, to_torch, train_policy_weighted
 from .gps_vision import AuxPose, feature_points, pretrain_vision, render_and_pretrain
 from .linear_gaussian import LinearGaussianController, LinearGaussianDynamics, expected_cost
 from .lqr_flm import NotPositiveDefinite, adjust_step, lqr_flm_update
 from .policies import MLPPolicy, VisuomotorCNN, make_policy
 
-__all__ = ["GPSConfig", "VISUOMOTOR_IMAGE_SIZE", "MDGPS", "TrainingError", "PolicyRunner", "AuxPose",
+__all__ = ["GPSConfig", "MDGPS", "TrainingError", "PolicyRunner", "AuxPose",
            "train_policy_weighted", "feature_points", "pretrain_vision", "render_and_pretrain"]
 log = logging.getLogger(__name__)
 

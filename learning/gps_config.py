@@ -1,16 +1,9 @@
-"""The configuration of mirror-descent GPS (`GPSConfig`, its image-policy recipe `visuomotor()`),
-the image size that recipe uses, and the error that stops training (`TrainingError`)."""
+"""The configuration of mirror-descent GPS (`GPSConfig`) and the error that stops training
+(`TrainingError`). Training recipes (the image-policy recipe, a task's settings) are experiment
+files, learning/experiments/*.yaml, whose `gps:` section sets these fields."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-# The image size of the visuomotor recipe: at 64 px the 7 cm target marker is ~4 px wide and the
-# pretrained feature points place it to ~2.9 cm (MLP read-out, held-out renders); at 128 px, 1.6 cm
-# (bench_gps held-out image-GPS success after 10 iterations: 75 % -> 85 %, at 4x the convolution cost),
-# 1.3 cm with the visuomotor recipe's longer pretraining.
-VISUOMOTOR_IMAGE_SIZE = 128
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. every sample of a condition was non-finite)."""
@@ -49,18 +42,6 @@ class GPSConfig:
     finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
     resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
     seed: int = 0
-
-    @classmethod
-    def visuomotor(cls, **kw) -> "GPSConfig":
-        """The image-policy recipe (what benchmarks/bench_gps.py measures, on VISUOMOTOR_IMAGE_SIZE
-        images): 8000 rendered pose images (half with the arm on the way to the target) and 6000
-        pretraining steps with bf16 convolutions, the auxiliary pose loss (pre-fitted for 2000
-        steps), 800 S-step updates over this and the 9 earlier iterations' samples, and twice the
-        default KL step. Why these values: learning/RESULTS.md, "The image-policy recipe". `kw`
-        overrides any field."""
-        recipe = dict(pretrain_images=8000, pretrain_steps=6000, pretrain_bf16=True, pretrain_reach_fraction=0.5,
-                      aux_pose_weight=1.0, aux_pretrain_steps=2000, policy_replay=9, policy_steps=800, kl_step=1.0)
-        return cls(**(recipe | kw))
 
     def validate(self) -> "GPSConfig":
         for name in ("iterations", "samples_per_condition", "policy_steps", "batch_size"):

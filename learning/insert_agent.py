@@ -12,9 +12,7 @@ the bottom face of the held peg instead of the TCP.
                along the hand's z axis below the TCP), so a robot needs no peg tracking; phase =
                min(t / T, 1), the episode's progress (`phase`). The local controllers are time-varying
                (line the peg up over the hole, then lower it), and a policy without the phase cannot
-               tell which half it is in at the same state: behaviour cloning of the initial controllers
-               (40 noisy episodes, the same MLP) inserts on 20 of 20 held-out starts with the phase,
-               14 of 20 without
+               tell which half it is in at the same state
     cost     l_t = 1/2 (w_p |e - h_t z|^2 + w_v |qd|^2 + w_u |u|^2) + w_log(t) log(|e - h_t z|^2 + alpha),
              e = peg_bottom - target; h_t = `approach_height` over the first `descend_fraction` of
              the episode, then 0: the peg is lined up over the hole, then lowered (the straight line
@@ -24,14 +22,9 @@ the bottom face of the held peg instead of the TCP.
              (`LogDistanceCost`, Levine et al. 2016) keeps pulling at millimetres, where the
              quadratic has gone flat and the hole's clearance is: w_log(t) = log_weight at every
              step, measured from the step's target (the hover point, then the hole),
-             final_log_weight at the last step. After 10 iterations (200 rollouts), the final
-             policy on 100 held-out starts (seeds 10100-10199), one run each: earlier cost (z weight
-             ramping up, no hover target), no phase input: 36 %; with the phase: 45 %; the hover
-             target: 60 %; and kl_step 0.2: 72 %; and 1600 S-step updates (GPS_RECIPE): 67-88 %
-             in three runs (two differing only in thread count), the failures mostly the peg resting
-             on the lid 1-2 cm off the hole: with the log term over the descent only, 1.5 cm off the
-             hover point costs the quadratic 2e-4 a step, and the line-up stays loose. With it over
-             the hover too (this cost): 100 % in each of three runs (GPSConfig seeds 0-2)
+             final_log_weight at the last step. The weights are constructor keywords; the recipe
+             `s2r train` runs sets them in learning/experiments/insert_state.yaml, and how they
+             were chosen (what each change measured) is in learning/experiments/RESULTS.md
     success  the task's own `info["success"]` after the last step (peg bottom inside the matching
              hole, more than 1.5 cm below the top surface)
 
@@ -78,10 +71,6 @@ class ArmInsertAgent(ArmReachAgent):
     APPROACH_HEIGHT = 0.03         # default approach_height: the peg bottom this far above the target
     INIT_GAIN = 0.15               # initial controllers: the fraction of the error corrected per step
                                    # (1 cm over the lid) until `descend_fraction` of the episode
-    # GPSConfig fields `s2r train gps` and benchmarks/bench_gps.py use for this task: the S-step
-    # regresses on this and the 9 earlier iterations' samples (new conditions every iteration),
-    # with twice the default updates, under a smaller KL step than the default 0.5 (module docstring)
-    GPS_RECIPE = {"policy_replay": 9, "policy_steps": 1600, "kl_step": 0.2}
     STATE_OBS_KEYS = ("joint_pos", "joint_vel", "target_minus_peg_bottom", "phase")   # the MLP's input
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
@@ -90,7 +79,7 @@ class ArmInsertAgent(ArmReachAgent):
                  approach_height: float = APPROACH_HEIGHT, descend_fraction: float = 0.5,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
                  log_weight: float = 0.01, final_log_weight: float = 1.0, log_alpha: float = 1e-5,
-                 obs_features=(), state_features=()):
+                 obs_features=(), state_features=(), config: str | None = None):
         if images:
             raise ValueError(f"{self.task}: only the state-based agent exists (no image observations)")
         if int(T) < 1:
@@ -115,11 +104,11 @@ class ArmInsertAgent(ArmReachAgent):
                         "final_log_weight": final_log_weight, "log_alpha": log_alpha}
         super().__init__(images=False, randomization=randomization, n_conditions=n_conditions, T=int(T),
                          condition_seeds=condition_seeds, target_marker_radius=0.0, target_stand=False,
-                         obs_features=obs_features, state_features=state_features)
+                         obs_features=obs_features, state_features=state_features, config=config)
         if shape != "square":                 # ArmReachAgent made the task with its default peg
             import sim.tasks
             self.env.close()
-            self.env = sim.tasks.make(self.task, randomization=randomization, shape=shape).unwrapped
+            self.env = sim.tasks.make(self.task, randomization=randomization, shape=shape, config=config).unwrapped
         self.success_distance = float("nan")  # unused: success is the task's own criterion (see _run)
         self.cost = self._make_cost()
 
@@ -184,10 +173,10 @@ class ArmInsertAgent(ArmReachAgent):
                 "peg_shape": self.shape, "inputs": ["state"], "obs_keys": list(self.obs_keys),
                 "state": "[joint_pos; joint_vel; target - peg_bottom; phase" + _extra_doc(self.obs_features) +
                          "] (world frame, m; peg_bottom by "
-                         "forward kinematics: tcp + peg_bottom_offset along the hand's z axis, tcp = hand link + "
-                         "tcp_offset along its z axis; phase = min(step / episode_steps, 1), step = control "
+                         "forward kinematics: tcp + peg_bottom_offset along the hand's z axis, tcp = ee_link + "
+                         "tcp_offset in the link's frame; phase = min(step / episode_steps, 1), step = control "
                          "steps since the episode (the goal) began)",
-                "ee_link": "panda_hand", "tcp_offset": 0.1034,
+                **self.robot_metadata(),
                 "peg_bottom_offset": peg_bottom_offset(),
                 "cost_weights": dict(self.weights)} | self._observed_joints()
 

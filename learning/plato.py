@@ -40,6 +40,8 @@ __all__ = ["PLATOConfig", "PLATO", "make_teacher"]
 
 @dataclass
 class PLATOConfig:
+    """PLATO's settings; an experiment file's `plato:` section sets them (its top level sets
+    iterations, episodes_per_iteration (`conditions`), eval_episodes, policy_steps and seed)."""
     iterations: int = 10
     episodes_per_iteration: int = 4   # one per training condition
     mpc_horizon: int = 15
@@ -152,19 +154,23 @@ class ArmReachTeacher(_Teacher):
     """x = commanded joint targets q_cmd (7); x' = q_cmd + scale * u; TCP by forward kinematics."""
 
     def __init__(self, agent, horizon, iterations):
+        import pybullet as pb
+
         from controllers import Dynamics
         from controllers.models import RigidBodyModel
-        from sim.robots import robot_model
-        from sim.tasks.arm import FINGER_JOINTS, TCP_OFFSET
         env = agent.env
+        robot = env.description
         n = agent.n
-        rb = RigidBodyModel(robot_model("panda").urdf, joints=list(agent.joint_names),
-                            locked={j: 0.02 for j in FINGER_JOINTS})
+        movable = RigidBodyModel(robot.urdf).joint_names
+        rb = RigidBodyModel(robot.urdf, joints=list(agent.joint_names),
+                            locked={j: float(robot.home.get(j, 0.0)) for j in movable if j not in agent.joint_names})
         x, u = ca.SX.sym("q", n), ca.SX.sym("u", n)
         R, p = rb.link_pose(env.ee_link, x)
-        self.tcp = ca.Function("tcp", [x], [p + TCP_OFFSET * R[:, 2]])
+        base_R = ca.DM(np.array(pb.getMatrixFromQuaternion(robot.base_orientation)).reshape(3, 3))
+        tcp_base = p + R @ ca.DM(robot.tcp_offset)           # in the robot's base frame
+        self.tcp = ca.Function("tcp", [x], [base_R @ tcp_base + ca.DM(robot.base_position)])
         self.n, self.dt = n, float(env.control_dt)
-        dyn = Dynamics(x, u, x + ca.DM(agent.action_scale) * u, name="panda_kinematic", jit=False)
+        dyn = Dynamics(x, u, x + ca.DM(agent.action_scale) * u, name=f"{robot.name}_kinematic", jit=False)
         super().__init__(dyn, horizon, iterations, u_lim=1.0)
 
     def _costs(self, u, m, C, r):

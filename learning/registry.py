@@ -27,8 +27,11 @@ def state_vector(obs: dict, keys, step: int = 0, episode_steps: int | None = Non
 
 def scene_kwargs(meta: dict) -> dict:
     """The task options (sim.tasks.make) that rebuild the scene a policy's metadata says it was
-    trained in: the image agents' visible target marker and stand, ArmInsert's peg shape."""
+    trained in: its robot (the hardware config it was trained with), the image agents' visible
+    target marker and stand, ArmInsert's peg shape."""
     kw = {}
+    if meta.get("hardware_config"):
+        kw["config"] = str(meta["hardware_config"])
     if meta.get("target_marker_radius_m"):
         kw["target_marker_radius"] = float(meta["target_marker_radius_m"])
         if meta.get("target_marker_rgba"):
@@ -62,6 +65,8 @@ def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomi
             raise ValueError("PointMass has no camera: --images needs an s2r/ task")
         if randomization not in (None, "off"):
             raise ValueError("PointMass has no domain randomization")
+        if kw.get("config"):
+            raise ValueError("PointMass has no robot: --config needs an s2r/ task")
         if kw.get("obs_features") or kw.get("state_features"):
             raise ValueError("PointMass takes no extra observation features (its state is the policy's input)")
         kw.pop("obs_features", None)
@@ -70,21 +75,27 @@ def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomi
     return GPS_TASKS[name](images=images, image_size=image_size, randomization=randomization, **kw)
 
 
-def randomized_inputs(randomization, control: str = "position") -> tuple[list[str], list[str]]:
-    """The extra inputs a policy trained under `randomization` (a preset name, file or dict) gets by
-    default, and the extra entries of the local controllers' state: the actions still in flight
-    (`prev_action@histK`, K the preset's largest action latency, at least 1) for both, and the
-    position target's offset from the joints (`cmd_offset`) for the policy of a position-controlled
-    task. Without them a randomized task with latency is not Markov in the policy's input
-    (learning/RESULTS.md has the measurements). No randomization: none."""
+def default_inputs(task: str, randomization=None) -> tuple[list[str], list[str]]:
+    """The extra inputs a policy gets by default, and the extra entries of the local controllers'
+    state, for `task` trained under `randomization` (a preset name, file or dict, or None):
+    - a simulator task (position actions, paced by the safety layer's joint limiter as on the
+      robot): where the limiter has the set-point and how fast it moves it (`setpoint_offset`,
+      `setpoint_step`). The next state depends on them, so without them neither the policy's input
+      nor the controllers' state is Markov, and the local controllers' fitted dynamics are wrong;
+    - under randomization, first the actions still in flight (`prev_action@histK`, K the preset's
+      largest action latency, at least 1), for the same reason.
+    learning/experiments/RESULTS.md has the measurements. PointMass: none."""
     from sim.randomization import Randomizer
+    if task_id(task) == "PointMass":
+        return [], []
+    extra = ["setpoint_offset", "setpoint_step"]
     r = Randomizer.load(randomization)
     if not r.params:
-        return [], []
+        return list(extra), list(extra)
     lat = r.params.get("action_latency")
     k = 1
     if lat is not None:
         top = {"constant": lat.value, "randint": lat.high, "uniform": lat.high}.get(lat.dist, 0)
         k = max(1, int(np.max(np.asarray(top if top is not None else 0, float))))
     hist = f"prev_action@hist{k}" if k > 1 else "prev_action"
-    return [hist] + (["cmd_offset"] if control == "position" else []), [hist]
+    return [hist, *extra], [hist, *extra]

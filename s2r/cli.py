@@ -87,14 +87,22 @@ def schema_models() -> dict:
         from .core.schema.randomization import Preset
         return Preset
 
+    def robot():
+        from .core.schema.robot import RobotFile
+        return RobotFile
+
     def node(executable):       # a node's ROS parameters (a bringup's `parameters:` of that node)
         def model():
             from .core.schema.nodes import NODE_PARAMS
             return NODE_PARAMS[executable]
         return model
     nodes = ("driver_node", "mpc_node", "camera_node", "policy_node", "reach_sequencer")   # schema.nodes.NODE_PARAMS
-    return {"hardware": hardware, "bringup": bringup, "randomization": randomization,
-            **{f"node:{n}": node(n) for n in nodes}}
+
+    def experiment():           # its gps:/plato: sections are learning's GPSConfig/PLATOConfig fields
+        from learning.cli import experiment_model
+        return experiment_model()
+    return {"hardware": hardware, "robot": robot, "bringup": bringup, "randomization": randomization,
+            "experiment": experiment, **{f"node:{n}": node(n) for n in nodes}}
 
 
 def cmd_schema(a) -> int:
@@ -133,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of a YAML file kind (editors complete and check with it)")
     p.add_argument("kind", nargs="?", default="hardware", choices=sorted(schema_models()),
-                   help="which files: hardware configs (default), bringups, randomization presets; "
-                        "node:NAME: a node's ROS parameters")
+                   help="which files: hardware configs (default), robot descriptions, experiments, bringups, "
+                        "randomization presets; node:NAME: a node's ROS parameters")
     p.set_defaults(fn=cmd_schema)
 
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
@@ -142,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emulate", action="store_true", help="run against the config's protocol-level emulator")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="extra pytest arguments")
     p.set_defaults(fn=cmd_hil)
+
+    from .tune import add_tune_parser      # `s2r tune CONFIG`: PD gains for a simulated robot (s2r/tune.py)
+    add_tune_parser(sub)
 
     p = sub.add_parser("emulate", help="start a protocol-level emulator of a real setup (for manual use)")
     p.add_argument("kind", choices=["dynamixel", "ros2"], help="which bus or robot to emulate")

@@ -1,4 +1,5 @@
-"""`make demo` / `s2r demo`: the simulated bringup over ROS 2 -- sim Panda, camera and iLQR-MPC.
+"""`make demo` / `s2r demo`: the simulated bringup over ROS 2 -- a sim arm (the Panda by default,
+`--config` another described arm), camera and iLQR-MPC.
 
 It runs the `sim_panda` bringup (ros_ws/src/s2r_ros/bringup/sim_panda.yaml: driver_node with the
 PyBullet Panda behind the safety layer, camera_node, mpc_node) plus a reach_sequencer node that
@@ -48,7 +49,19 @@ def demo_bringup(out_dir: Path, config: str = "panda_sim", goals=DEMO_GOALS, dwe
     return b
 
 
-def run(config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0, out_root=None,
+def arm_goals(config: str, goals=DEMO_GOALS) -> list[tuple]:
+    """The demo's goals (laid out for the Panda) for the arm of `config`: scaled with its reach
+    about its base (sim.workspace), unchanged for the Panda."""
+    from .core.config import load_config
+    from sim.workspace import workspace_scale
+
+    robot = load_config(config).robot_description()
+    s = workspace_scale(robot)
+    base = np.asarray(robot.base_position, float)
+    return [tuple(base + s * np.asarray(g, float)) for g in goals] if s != 1.0 else list(goals)
+
+
+def run(config: str = "panda_sim", goals=None, dwell_s: float = 4.0, out_root=None,
         quiet: bool = False) -> dict:
     from .launch import Launcher
     from .core.ros_env import claim_domain_id, isolated_env, release_domain_id
@@ -57,7 +70,8 @@ def run(config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0, out_r
     did = claim_domain_id()
     env = isolated_env(domain_id=did)
     say = (lambda *a: None) if quiet else print
-    say(f"== s2r demo: simulated Panda + camera + iLQR-MPC over ROS 2 "
+    goals = arm_goals(config) if goals is None else goals
+    say(f"== s2r demo: simulated {config} + camera + iLQR-MPC over ROS 2 "
         f"(ROS_DOMAIN_ID={did}, localhost only); results in {out}/")
     b = demo_bringup(out, config, goals, dwell_s, progress=not quiet)
     t0 = time.monotonic()
@@ -73,6 +87,7 @@ def run(config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0, out_r
     s["launcher_exit"] = code
     s["wall_s"] = round(time.monotonic() - t0, 1)
     s["run_dir"] = str(out)
+    s["config"] = str(config)
     s["report"] = str(out / "report.png")
     write_report(out, s)
     summary_path.write_text(json.dumps(s, indent=2, default=str))
@@ -143,7 +158,7 @@ def write_report(out: Path, s: dict) -> Path:
     ax2.grid(True, alpha=0.3)
     d = s.get("driver", {})
     num = lambda k, spec: format(d[k], spec) if isinstance(d.get(k), (int, float)) else "?"   # noqa: E731
-    ax.set_title("s2r demo: iLQR-MPC over ROS 2, simulated Panda -- "
+    ax.set_title(f"s2r demo: iLQR-MPC over ROS 2, simulated {s.get('config', 'arm')} -- "
                  f"{s['goals_reached']}/{s['goals']} goals reached\n"
                  "final errors " + ", ".join(f"{r['final_error_mm']:.1f}" for r in per) + " mm  |  "
                  f"control {num('rate_hz', '.1f')} Hz, missed cycles {num('missed_cycles', '.0f')}  |  "
@@ -176,6 +191,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         s = run(a.config, dwell_s=a.dwell, out_root=a.out)
+    except ValueError as e:                    # a config that does not load: one line
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
         print(f"demo failed: {e}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ class _Collector:
             why = ""
             if report.failed:
                 why = str(report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash")
-                          else report.longrepr).splitlines()[0][:100]
+                          else report.longrepr).splitlines()[0][:400]   # the check says what to change
             self.rows.append((name, report.outcome, report.duration, why))
 
 

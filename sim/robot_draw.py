@@ -41,7 +41,7 @@ class RobotNominal:
 
 
 def model_joint_damping(robot: "SimRobot") -> np.ndarray:
-    """Per controlled joint: the model's identified viscous damping (`RobotModel.joint_damping`),
+    """Per controlled joint: the model's identified viscous damping (`RobotDescription.joint_damping`),
     else the URDF's."""
     known = robot.model.joint_damping
     return np.array([known[n] if n in known else

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pybullet as p
 
-from sim.tasks.arm import DOWN, TCP_OFFSET, ArmInsert, ArmPush, ArmReach, ArmTask
-from sim.tasks.hand import TIPS, HandGraspLift, HandReach
+from sim.tasks.arm import ArmInsert, ArmPush, ArmReach
+from sim.tasks.hand import HandGraspLift, HandReach
 
 
 class _Scripted:
@@ -43,16 +43,7 @@ class ArmIK(_Scripted):
     def ik(self, tcp_target) -> np.ndarray:
         e = self.env
         orn = p.getQuaternionFromEuler([np.pi, 0.0, self.yaw])
-        body, hand = e.robot.body, e._hand
-        n_all = len(e.robot.all_idx)
-        lo = [e.lower[i] if i < 7 else 0.0 for i in range(n_all)]
-        hi = [e.upper[i] if i < 7 else 0.04 for i in range(n_all)]
-        rest = list(e.robot.q_home[:7]) + [0.02] * (n_all - 7)
-        q = p.calculateInverseKinematics(body, hand, (np.asarray(tcp_target) + [0, 0, TCP_OFFSET]).tolist(), orn,
-                                         lowerLimits=lo, upperLimits=hi, jointRanges=list(np.subtract(hi, lo)),
-                                         restPoses=rest, maxNumIterations=50, residualThreshold=1e-4,
-                                         physicsClientId=e.client)
-        return np.asarray(q[:7])
+        return e.ik(np.asarray(tcp_target, float), orn, rest=e.robot.q_home, iterations=50, threshold=1e-4)
 
     def goto(self, obs, tcp_target) -> np.ndarray:
         # Re-solve IK only when the target moves: solving from the current posture every step lets
@@ -189,14 +180,15 @@ class _HandDLS(_Scripted):
     """Damped least squares on the fingertip Jacobians: dq = J^T (J J^T + l^2 I)^-1 e."""
     damping = 0.02
 
-    def tip_ik_step(self, q, tip_targets, tip_pos, which=range(4)) -> np.ndarray:
+    def tip_ik_step(self, q, tip_targets, tip_pos, which=None) -> np.ndarray:
         e = self.env
+        which = range(len(e.tip_links)) if which is None else which
         body = e.robot.body
         n_all = len(e.robot.all_idx)
         q_all, _ = e.robot.joint_state()
         J_rows, err = [], []
         for k in which:
-            link = e.robot._links[TIPS[k]]
+            link = e.robot._links[e.tip_links[k]]
             jl, _ = p.calculateJacobian(body, link, [0, 0, 0], q_all.tolist(), [0.0] * n_all, [0.0] * n_all,
                                         physicsClientId=e.client)
             J_rows.append(np.asarray(jl)[:, e.robot._pos_in_all])
@@ -234,7 +226,7 @@ class HandReachController(_HandDLS):
         q_all_names = [p.getJointInfo(r.body, j, physicsClientId=c)[1].decode() for j in r.all_idx]
         q = r.state()[0].copy()
         try:
-            for k, tip in enumerate(TIPS):
+            for k, tip in enumerate(e.tip_links):
                 cols = [i for i, n in enumerate(e.joint_names) if n.startswith(tip[:3])]
                 lo, hi = e.lower[cols], e.upper[cols]
                 best = (np.inf, q[cols].copy())

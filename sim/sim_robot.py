@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as p
 
-from .robot_models import RobotModel
+from s2r.core.robot_description import RobotDescription
 
 MODE_POSITION, MODE_VELOCITY, MODE_EFFORT = "position", "velocity", "effort"
 STICTION_VELOCITY = 0.005     # rad/s (m/s): a joint slower than this is at rest for stiction
@@ -34,19 +34,22 @@ class _Unmodeled:
 class SimRobot:
     """One robot in a pybullet client, controlled by joint torques computed here."""
 
-    def __init__(self, client: int, model: RobotModel, joint_names, kp, kd, effort_limits,
+    def __init__(self, client: int, model: RobotDescription, joint_names, kp, kd, effort_limits,
                  gravity_compensation: bool = True, base_position=None):
         self.client, self.model = client, model
         self.body = p.loadURDF(model.urdf, basePosition=base_position or model.base_position,
                                baseOrientation=model.base_orientation, useFixedBase=True,
-                               flags=p.URDF_USE_INERTIA_FROM_FILE | model.urdf_flags, physicsClientId=client)
+                               flags=(p.URDF_USE_INERTIA_FROM_FILE if model.inertia_from_file else 0) | model.urdf_flags,
+                               physicsClientId=client)
         self._links: dict[str, int] = {p.getBodyInfo(self.body, physicsClientId=client)[0].decode(): -1}
         movable: dict[str, int] = {}
+        limits = []
         for i in range(p.getNumJoints(self.body, physicsClientId=client)):
             info = p.getJointInfo(self.body, i, physicsClientId=client)
             self._links[info[12].decode()] = i
             if info[2] != p.JOINT_FIXED:
                 movable[info[1].decode()] = i
+                limits.append((info[8], info[9]) if info[8] <= info[9] else (-np.pi, np.pi))
         unknown = [n for n in joint_names if n not in movable]
         if unknown:
             raise ValueError(f"robot {model.name!r} has no joint(s) {unknown}; its joints are {list(movable)}")
@@ -54,6 +57,10 @@ class SimRobot:
         self.idx = [movable[n] for n in joint_names]
         # Inverse dynamics in pybullet works on all movable joints; keep both index sets.
         self.all_idx = list(movable.values())
+        # every movable joint in pybullet's order: names, URDF limits, home (what IK works on)
+        self.all_names = tuple(movable)
+        self.all_lower, self.all_upper = (np.array(v, float) for v in zip(*limits)) if limits else (np.zeros(0),) * 2
+        self.q_home_all = np.array([model.home.get(n, 0.0) for n in self.all_names])
         self._pos_in_all = [self.all_idx.index(i) for i in self.idx]
         self.n = len(self.idx)
         self._kp, self._kd = np.asarray(kp, float), np.asarray(kd, float)
@@ -63,6 +70,11 @@ class SimRobot:
         self.gravity_compensation = gravity_compensation
         for i in range(-1, p.getNumJoints(self.body, physicsClientId=client)):
             p.changeDynamics(self.body, i, linearDamping=0.0, angularDamping=0.0, physicsClientId=client)
+        # the description's identified viscous joint friction replaces the URDF's <dynamics damping>
+        # wherever it gives one, in every simulation of the robot (driver, tasks, tuning)
+        for name, c in model.joint_damping.items():
+            if name in movable:
+                p.changeDynamics(self.body, movable[name], jointDamping=float(c), physicsClientId=client)
         # Free the joints from pybullet's default velocity motors: we command torques.
         p.setJointMotorControlArray(self.body, self.all_idx, p.VELOCITY_CONTROL,
                                     forces=[0.0] * len(self.all_idx), physicsClientId=client)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pybullet as p
 import pybullet_data
 
-from .robot_models import RobotModel
+from s2r.core.robot_description import RobotDescription
+
 from .sim_robot import SimRobot
 
 
@@ -30,7 +31,7 @@ class Simulation:
         self.gravity = (0.0, 0.0, -9.81)
         self.steps = 0
 
-    def add_robot(self, model: RobotModel, joint_names, kp, kd, effort_limits, gravity_compensation=True,
+    def add_robot(self, model: RobotDescription, joint_names, kp, kd, effort_limits, gravity_compensation=True,
                   base_position=None) -> SimRobot:
         r = SimRobot(self.client, model, joint_names, kp, kd, effort_limits, gravity_compensation, base_position)
         self.robots.append(r)

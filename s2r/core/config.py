@@ -20,8 +20,9 @@ from s2r.core.types import CommandMode, DriverSpec, JointLimits
 from . import resources, yamlio
 from .schema.drivers import unknown_driver_key
 from .schema.errors import to_config_error
+from .robot_description import RobotDescription, load_robot
 from .schema.hardware import BOUNDS, WATCHDOG_MAX_S, HardwareFile, hardware_model
-from .yamlio import ConfigError
+from .yamlio import ConfigError, excerpt
 
 __all__ = ["BOUNDS", "WATCHDOG_MAX_S", "CameraConfig", "ConfigError", "HardwareConfig", "HilConfig", "JointConfig",
            "SafetyConfig", "SimConfig", "load_config", "parse_config", "resolve_config_path"]
@@ -84,7 +85,8 @@ class HilConfig:
 class HardwareConfig:
     path: str
     name: str
-    robot: str | None          # sim model; None only for hardware 'real' (no fallback)
+    robot: str | None          # robot description's name; None only for hardware 'real' or 'mock'
+                               # (no sim model)
     hardware: str
     control_rate_hz: float
     driver_type: str
@@ -96,6 +98,13 @@ class HardwareConfig:
     sim: SimConfig
     hil: HilConfig
     description: str
+    robot_file: str | None = None   # the robot description's file (absolute)
+
+    def robot_description(self) -> RobotDescription:
+        """The robot description this config names (ConfigError without one)."""
+        if self.robot_file is None:
+            raise ConfigError(self.path, "robot", f"hardware {self.hardware!r} setup names no robot description")
+        return load_robot(self.robot_file)
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -124,10 +133,11 @@ def resolve_config_path(name: str | Path) -> Path:
 
 def load_config(path: str | Path) -> HardwareConfig:
     file = str(path)
-    data = yamlio.load_file(resolve_config_path(path), file)
+    found = resolve_config_path(path)
+    data = yamlio.load_file(found, file)
     if data is None:
         raise ConfigError(file, "", "file is empty")
-    return parse_config(data, file)
+    return parse_config(data, file, found.parent)
 
 
 def _unknown_key(path: str, err: dict) -> str | None:
@@ -137,23 +147,61 @@ def _unknown_key(path: str, err: dict) -> str | None:
     return None
 
 
-def parse_config(data: Any, file: str = "<config>") -> HardwareConfig:
-    """Validate a parsed config (a dict, e.g. from YAML or built in code) into a HardwareConfig."""
+def parse_config(data: Any, file: str = "<config>", base_dir: str | Path | None = None) -> HardwareConfig:
+    """Validate a parsed config (a dict, e.g. from YAML or built in code) into a HardwareConfig.
+    `base_dir`: where a robot description given as a relative path is (default: the current
+    directory)."""
     yamlio.check_values(data, file)     # non-finite numbers anywhere, driver parameters included
     try:
         m = hardware_model().model_validate(data)
     except ValidationError as e:
         raise to_config_error(e, file, tagged={"driver"}, unknown_key=_unknown_key) from None
-    cfg = _build(m, data, file)
+    robot = _robot(m, file, base_dir)
+    cfg = _build(m, data, file, robot)
     m.driver.check_config(cfg)          # what the driver would refuse, so `s2r check --no-connect` does
     return cfg
 
 
-def _build(m: HardwareFile, data: dict, file: str) -> HardwareConfig:
-    """The dataclasses callers use, from a validated file."""
+def _robot(m: HardwareFile, file: str, base_dir) -> RobotDescription | None:
+    """The config's robot description, checked against the config: every configured joint is a
+    movable joint of its URDF, every camera mounted on the robot names one of its links."""
+    if m.robot is None:
+        return None
+    try:
+        robot = load_robot(m.robot, Path.cwd() if base_dir is None else base_dir)
+    except ConfigError as e:
+        raise ConfigError(file, "robot", str(e)) from None
+    info = robot.urdf_info
+    movable = info.movable_joints
+    for i, j in enumerate(m.joints):
+        if j.name not in movable:
+            raise ConfigError(file, f"joints[{i}].name",
+                              f"robot {robot.name!r} ({Path(robot.urdf).name}) has no movable joint "
+                              f"{excerpt(j.name)} (its movable joints: {_cut(', '.join(movable))})")
+    for i, c in enumerate(m.cameras):
+        if c.extrinsics.parent != "world" and c.extrinsics.parent not in info.links:
+            raise ConfigError(file, f"cameras[{i}].extrinsics.parent",
+                              f"robot {robot.name!r} ({Path(robot.urdf).name}) has no link {excerpt(c.extrinsics.parent)}")
+    return robot
+
+
+def _cut(s: str, n: int = 300) -> str:
+    return s if len(s) <= n else s[:n] + " ..."
+
+
+def _build(m: HardwareFile, data: dict, file: str, robot: RobotDescription | None) -> HardwareConfig:
+    """The dataclasses callers use, from a validated file. A joint without `gains` takes its robot
+    description's default gains, if it has any."""
+    defaults = robot.gains if robot is not None else {}
+
+    def gains(j):
+        if "gains" not in j.model_fields_set and j.name in defaults:
+            return defaults[j.name]
+        return j.gains.kp, j.gains.kd
+
     joints = tuple(
         JointConfig(j.name, JointLimits(*j.limits.position, j.limits.velocity, j.limits.effort, j.limits.acceleration),
-                    j.gains.kp, j.gains.kd, j.calibration.offset, j.calibration.sign, j.id)
+                    *gains(j), j.calibration.offset, j.calibration.sign, j.id)
         for j in m.joints)
     cameras = tuple(_camera(c) for c in m.cameras)
     s = m.safety
@@ -161,9 +209,9 @@ def _build(m: HardwareFile, data: dict, file: str) -> HardwareConfig:
     sim = SimConfig(m.sim.physics_hz, m.sim.realtime, m.sim.gravity_compensation)
     hil = HilConfig(m.hil.tracking_tolerance, m.hil.sweep_amplitude, m.hil.min_state_rate_ratio)
     raw_driver = {k: v for k, v in data["driver"].items() if k not in ("type", "modes") and v is not None}
-    return HardwareConfig(file, m.name, m.robot, m.hardware, m.control_rate_hz, m.driver.type, raw_driver,
+    return HardwareConfig(file, m.name, robot and robot.name, m.hardware, m.control_rate_hz, m.driver.type, raw_driver,
                           frozenset(CommandMode(x) for x in m.driver.modes), joints, cameras, safety, sim, hil,
-                          m.description)
+                          m.description, robot and robot.file)
 
 
 def _camera(c) -> CameraConfig:

@@ -1,4 +1,5 @@
-"""Where a file given by name is found: hardware configs, randomization presets, bringups, robot assets.
+"""Where a file given by name is found: hardware configs, robot descriptions, randomization presets,
+bringups, robot assets, training experiments.
 
 One lookup order for every kind, so a command behaves the same from a checkout, from any directory,
 and from an installed wheel:
@@ -44,6 +45,8 @@ KINDS: dict[str, Kind] = {
     "preset": Kind("randomization preset", "presets", ".yaml", "sim", "presets"),
     "bringup": Kind("bringup", "bringup", ".yaml", "s2r", "data/bringup"),
     "asset": Kind("robot asset", "assets", ".urdf", "sim", "assets"),
+    "robot": Kind("robot description", "robots", ".yaml", "s2r", "data/robots"),
+    "experiment": Kind("experiment", "experiments", ".yaml", "learning", "experiments"),
 }
 
 
@@ -121,9 +124,12 @@ def find(kind: str, name: str | os.PathLike) -> Path | None:
     """The file `name` stands for, in the lookup order, or None."""
     k = _kind(kind)
     p = Path(name)
-    if _exists(p):
-        return p
     s = os.fspath(name)
+    # a bare name (`panda_sim`) is a path only if such a file is here: a folder of that name in the
+    # current directory (a run folder, say) does not hide the lookup; a path-like name is a path
+    bare = p.name == s and p.suffix != k.suffix
+    if _is_file(p) or (not bare and _exists(p)):
+        return p
     if not _lookup_name(s):
         return None
     rel = [p] if p.suffix == k.suffix or not k.suffix else [p, p.with_name(p.name + k.suffix)]

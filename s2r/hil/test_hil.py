@@ -32,6 +32,19 @@ def stream(robot, seconds, command_fn=None):
             time.sleep(delay)
 
 
+def over_tolerance(names, measured, allowed, what, allowed_name, hint, unit="rad") -> str:
+    """The failure message of a per-joint check `measured <= allowed`: the joint that exceeds its
+    allowance most, by name, with its value, the allowance and what to change."""
+    measured = np.atleast_1d(np.asarray(measured, float))
+    allowed = np.broadcast_to(np.asarray(allowed, float), measured.shape)
+    j = int(np.argmax(measured - allowed))
+    return f"joint {names[j]}: {what} {measured[j]:.4g} {unit} > {allowed_name} {allowed[j]:.4g} {unit}: {hint}"
+
+
+def gains_hint(cfg) -> str:
+    return f"raise its kp/kd (`s2r tune {cfg.name}`) or hil.tracking_tolerance"
+
+
 def sweep_amplitudes(robot, cfg, q0):
     spec = robot.spec
     room = np.minimum(q0 - spec.lower, spec.upper - q0)
@@ -48,11 +61,15 @@ def test_connect_and_spec(robot, cfg):
     assert spec.joint_names == cfg.joint_names
     assert CommandMode.POSITION in spec.modes
     a, b = robot.read(), robot.read()
+    names, tol = spec.joint_names, cfg.hil.tracking_tolerance
+    calibration = "check its calibration (offset, sign) and limits.position"
     for st in (a, b):
         assert st.q.shape == st.qd.shape == st.effort.shape == (spec.n_joints,)
         assert np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.qd))
-        assert np.all(st.q >= spec.lower - cfg.hil.tracking_tolerance)
-        assert np.all(st.q <= spec.upper + cfg.hil.tracking_tolerance)
+        assert np.all(st.q >= spec.lower - cfg.hil.tracking_tolerance), \
+            over_tolerance(names, spec.lower - st.q, tol, "below its lower limit by", "hil.tracking_tolerance", calibration)
+        assert np.all(st.q <= spec.upper + cfg.hil.tracking_tolerance), \
+            over_tolerance(names, st.q - spec.upper, tol, "above its upper limit by", "hil.tracking_tolerance", calibration)
     assert b.stamp >= a.stamp
 
 
@@ -68,7 +85,9 @@ def test_state_rate(robot, cfg):
     new = fresh & np.r_[True, np.diff(stamps) > 0]
     achieved = new.sum() / (log[-1][0] - log[0][0] + robot.spec.period)
     assert achieved >= cfg.hil.min_state_rate_ratio * cfg.control_rate_hz, \
-        f"new-state rate {achieved:.1f} Hz < {cfg.hil.min_state_rate_ratio:.0%} of {cfg.control_rate_hz:g} Hz"
+        f"new-state rate {achieved:.1f} Hz < hil.min_state_rate_ratio {cfg.hil.min_state_rate_ratio:.0%} of " \
+        f"control_rate_hz {cfg.control_rate_hz:g} Hz: the driver (or a loaded host) cannot keep the rate; " \
+        "lower control_rate_hz or the ratio"
 
 
 def test_bad_commands_are_refused_and_robot_holds(robot, cfg):
@@ -81,7 +100,10 @@ def test_bad_commands_are_refused_and_robot_holds(robot, cfg):
     assert all(r.startswith("rejected") for r in results), results
     assert robot.counters.rejected == before + 3
     log = stream(robot, 0.5)
-    assert np.abs(log[-1][1].q - q0).max() <= cfg.hil.tracking_tolerance
+    drift = np.abs(log[-1][1].q - q0)
+    assert drift.max() <= cfg.hil.tracking_tolerance, over_tolerance(
+        robot.spec.joint_names, drift, cfg.hil.tracking_tolerance, "drifted after refused commands by",
+        "hil.tracking_tolerance", "it does not hold still: " + gains_hint(cfg))
 
 
 def test_position_limit_and_step_are_enforced(robot, cfg):
@@ -100,11 +122,23 @@ def test_position_limit_and_step_are_enforced(robot, cfg):
     log = stream(robot, seconds, lambda t, st: beyond)
     q = np.array([st.q[j] for _, st, _, _ in log])
     tol = cfg.hil.tracking_tolerance
-    assert robot.counters.clamped_position > clamped_before
-    assert (q.max() <= limit + tol) if up else (q.min() >= limit - tol)
-    assert abs(q[-1] - limit) <= tol, f"joint {spec.joint_names[j]} did not reach its limit"
+    name = spec.joint_names[j]
+    assert robot.counters.clamped_position > clamped_before, \
+        f"joint {name}: commanded 0.3 rad past its limit, the safety layer clamped nothing " \
+        f"({robot.counters.rejected} commands refused): check safety.* and the joint's limits"
+    past = (q.max() - limit) if up else (limit - q.min())
+    assert (q.max() <= limit + tol) if up else (q.min() >= limit - tol), over_tolerance(
+        [name], past, tol, f"went past its {'upper' if up else 'lower'} limit by", "hil.tracking_tolerance",
+        f"raise its kd or lower its kp (`s2r tune {cfg.name}`), lower limits.acceleration or raise safety.limit_margin")
+    assert abs(q[-1] - limit) <= tol, over_tolerance(
+        [name], abs(q[-1] - limit), tol, "did not reach its limit: stopped", "hil.tracking_tolerance",
+        "set-points stop safety.limit_margin inside the limit, so the margin must be below the tolerance; "
+        f"a joint lagging its set-point needs more kp (`s2r tune {cfg.name}`)")
     speed = np.abs(np.diff(q)) / np.maximum(np.diff([t for t, *_ in log]), 1e-6)
-    assert speed.max() <= step / spec.period * 1.5 + tol / spec.period
+    assert speed.max() <= step / spec.period * 1.5 + tol / spec.period, over_tolerance(
+        [name], speed.max(), step / spec.period * 1.5 + tol / spec.period, "moved at",
+        "1.5 x the step limit + tolerance per period", "the step clamp did not hold it or the joint oscillates: "
+        f"lower its kp/kd (`s2r tune {cfg.name} --check`)", unit="rad/s")
     # come back the same way
     stream(robot, seconds, lambda t, st: q0)
 
@@ -118,13 +152,21 @@ def test_watchdog_holds_when_commands_stop(robot, cfg):
     t_stop = time.monotonic()
     while robot.status["state"] != "holding" and time.monotonic() - t_stop < 2.0:
         time.sleep(spec.period / 4)
-    assert robot.counters.watchdog_trips == trips + 1
+    assert robot.counters.watchdog_trips == trips + 1, \
+        f"the watchdog tripped {robot.counters.watchdog_trips - trips} times (expected once) when commands stopped; " \
+        f"state {robot.status['state']}, {robot.counters.rejected_speed} commands refused by the speed stop " \
+        f"(a joint moving faster than it can stop: `s2r tune {cfg.name} --check`)"
     timeout = cfg.safety.watchdog_periods * spec.period
     assert robot.last_watchdog_age <= timeout + max(spec.period, 0.02), \
-        f"watchdog fired {robot.last_watchdog_age * 1e3:.1f} ms after the last command (timeout {timeout * 1e3:.0f} ms)"
+        f"watchdog fired {robot.last_watchdog_age * 1e3:.1f} ms after the last command (timeout {timeout * 1e3:.0f} ms, " \
+        "safety.watchdog_periods): its clock or thread runs late on this host"
     q_hold = robot.read().q
     log = stream(robot, 0.5)
-    assert np.abs(log[-1][1].q - q_hold).max() <= cfg.hil.tracking_tolerance
+    moved = np.abs(log[-1][1].q - q_hold)
+    assert moved.max() <= cfg.hil.tracking_tolerance, over_tolerance(
+        spec.joint_names, moved, cfg.hil.tracking_tolerance, "moved after the watchdog's hold by",
+        "hil.tracking_tolerance", "it brakes for longer or does not hold: raise its limits.acceleration or kp/kd "
+        f"(`s2r tune {cfg.name}`), or the tolerance")
     stream(robot, 1.0, lambda t, st: q0)
 
 
@@ -146,15 +188,25 @@ def test_estop_latches_and_recovers_without_jump(robot, cfg):
     assert robot.counters.rejected_estop == refused + len(log)
     assert robot.status["state"] == "estop"
     tol = cfg.hil.tracking_tolerance
-    assert np.all(np.abs(log[-1][1].q - q_stop) <= braking + tol)
+    names = spec.joint_names
+    after = np.abs(log[-1][1].q - q_stop)
+    assert np.all(np.abs(log[-1][1].q - q_stop) <= braking + tol), over_tolerance(
+        names, after, braking + tol, "moved after the e-stop by", "its braking distance + hil.tracking_tolerance",
+        f"it brakes slower than limits.acceleration plans or does not hold: raise its kp/kd (`s2r tune {cfg.name}`)")
     ok, msg = robot.enable()
     assert ok, msg
     q_enable = robot.read().q
-    assert np.abs(q_enable - log[-1][1].q).max() <= tol, "re-enable must hold the measured position"
+    jump = np.abs(q_enable - log[-1][1].q)
+    assert np.abs(q_enable - log[-1][1].q).max() <= tol, over_tolerance(
+        names, jump, tol, "re-enable must hold the measured position; it moved", "hil.tracking_tolerance",
+        gains_hint(cfg))
     # first command after re-enable: bounded by the step limit, never a jump to the far target
     log = stream(robot, 3 * spec.period, lambda t, st: far)
     moved = np.abs(log[-1][1].q - q_enable)
-    assert np.all(moved <= 3 * max_step(robot, cfg) + tol)
+    assert np.all(moved <= 3 * max_step(robot, cfg) + tol), over_tolerance(
+        names, moved, 3 * max_step(robot, cfg) + tol, "moved in 3 periods after re-enable",
+        "3 steps (safety.max_position_step) + hil.tracking_tolerance",
+        "the first command after re-enable jumped: the safety layer must rebase its step clamp")
     stream(robot, 1.5, lambda t, st: q0)
 
 
@@ -165,8 +217,10 @@ def test_tracking_of_a_joint_sweep(robot, cfg):
     ref = lambda t: q0 + amp * np.sin(np.pi * f * t) ** 2  # starts and ends at rest
     log = stream(robot, 1.0 / f, lambda t, st: ref(t))
     # each measurement is compared with the set-point sent one period earlier
-    err = np.array([np.abs(log[k][1].q - log[k - 1][2]).max() for k in range(1, len(log))])
-    assert err.max() <= cfg.hil.tracking_tolerance, f"max tracking error {err.max():.4f} rad"
+    err = np.array([np.abs(log[k][1].q - log[k - 1][2]) for k in range(1, len(log))]).max(axis=0)   # per joint
+    assert err.max() <= cfg.hil.tracking_tolerance, over_tolerance(
+        robot.spec.joint_names, err, cfg.hil.tracking_tolerance, "max tracking error", "hil.tracking_tolerance",
+        gains_hint(cfg))
 
 
 def test_read_write_latency_fits_the_control_period(robot, cfg):
@@ -184,8 +238,10 @@ def test_read_write_latency_fits_the_control_period(robot, cfg):
           f"{np.mean(lat < period):.0%} of cycles within the {1e3 * period:.0f} ms period")
     # a loop at the control rate needs the typical cycle to leave room for planning; tail latency is
     # reported (it depends on the host's load), the bulk of the cycles must fit
-    assert np.median(lat) < 0.5 * period, f"read+write p50 {1e3 * np.median(lat):.1f} ms leaves no room in a {1e3 * period:.0f} ms period"
-    assert np.mean(lat < period) >= 0.9, f"only {np.mean(lat < period):.0%} of read+write cycles fit the period"
+    assert np.median(lat) < 0.5 * period, f"read+write p50 {1e3 * np.median(lat):.1f} ms leaves no room in a " \
+        f"{1e3 * period:.0f} ms period (over half of it): lower control_rate_hz, or unload the host"
+    assert np.mean(lat < period) >= 0.9, f"only {np.mean(lat < period):.0%} of read+write cycles fit the " \
+        f"{1e3 * period:.0f} ms period (90 % must): lower control_rate_hz, or unload the host"
 
 
 def test_fault_leads_to_safe_state_and_explicit_recovery(robot, cfg, fault_injector):
@@ -215,5 +271,8 @@ def test_fault_leads_to_safe_state_and_explicit_recovery(robot, cfg, fault_injec
     assert ok, msg
     q_reset = robot.read().q
     log = stream(robot, 0.5)
-    assert np.abs(log[-1][1].q - q_reset).max() <= cfg.hil.tracking_tolerance, "recovery must hold, not jump"
+    moved = np.abs(log[-1][1].q - q_reset)
+    assert moved.max() <= cfg.hil.tracking_tolerance, over_tolerance(
+        robot.spec.joint_names, moved, cfg.hil.tracking_tolerance, "recovery must hold, not jump; it moved",
+        "hil.tracking_tolerance", gains_hint(cfg))
     stream(robot, 1.0, lambda t, st: q0)

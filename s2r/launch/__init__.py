@@ -41,12 +41,12 @@ Exit status of the launch:
   2  the bringup was refused before any node started: a bad file, an unknown executable or
      package, a node's `config` that does not load
 """
-from .bringup import (NODE_KEYS, PACKAGE, Bringup, BringupFile, NodeSpec, apply_overrides, bringup_dirs,
+from .bringup import (NODE_KEYS, PACKAGE, Bringup, BringupFile, NodeSpec, apply_config, apply_overrides, bringup_dirs,
                       check_bringup, load_bringup, node_command, node_executables, node_module, parse_bringup,
                       resolve_bringup)
 from .cli import main
 from .supervisor import Launcher, run_bringup
 
-__all__ = ["NODE_KEYS", "PACKAGE", "Bringup", "BringupFile", "Launcher", "NodeSpec", "apply_overrides",
+__all__ = ["NODE_KEYS", "PACKAGE", "Bringup", "BringupFile", "Launcher", "NodeSpec", "apply_config", "apply_overrides",
            "bringup_dirs", "check_bringup", "load_bringup", "main", "node_command", "node_executables",
            "node_module", "parse_bringup", "resolve_bringup", "run_bringup"]

@@ -220,6 +220,19 @@ def parse_bringup(data, file: str = "<bringup>") -> Bringup:
 _PARAM_VALUE = TypeAdapter(ParamValue)
 
 
+def apply_config(b: Bringup, config: str) -> None:
+    """Every node of `b` that takes a hardware config (a `config` parameter) gets `config`: one
+    bringup file runs any robot with a config (a path is made absolute, as nodes may start
+    elsewhere)."""
+    p = Path(config)
+    value = str(p.resolve()) if ("/" in config or config.endswith((".yaml", ".yml"))) and p.exists() else config
+    nodes = [n for n in b.nodes if "config" in n.parameters]
+    if not nodes:
+        raise ConfigError(b.path, "--config", "no node of this bringup takes a hardware config")
+    for n in nodes:
+        n.parameters["config"] = value
+
+
 def apply_overrides(b: Bringup, sets: list[str]) -> None:
     """`NODE.PARAM=VALUE` (VALUE parsed as YAML) for each item of `sets`."""
     for s in sets:

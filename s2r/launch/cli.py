@@ -1,11 +1,11 @@
-"""`s2r launch BRINGUP [--set NODE.PARAM=VALUE] [--isolated] [--grace S] [--dry-run]`."""
+"""`s2r launch BRINGUP [--config CONFIG] [--set NODE.PARAM=VALUE] [--isolated] [--grace S] [--dry-run]`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from ..core.yamlio import ConfigError, excerpt
-from .bringup import apply_overrides, check_bringup, load_bringup, node_command
+from .bringup import apply_config, apply_overrides, check_bringup, load_bringup, node_command
 from .supervisor import run_bringup
 
 
@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="s2r launch", description="start the ROS 2 nodes of a bringup YAML "
                                  "(pip-installed ROS 2; on a full install use ros2 launch s2r_ros ...)")
     ap.add_argument("bringup", help="path, or a bringup name (e.g. sim_panda): ./bringup, $S2R_PATH, the packaged ones")
+    ap.add_argument("--config", default=None, metavar="CONFIG",
+                    help="hardware config for every node that takes one (e.g. iiwa_sim: the bringup on another robot)")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                     help="override a node parameter (repeatable)")
     ap.add_argument("--isolated", action="store_true",
@@ -32,6 +34,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         b = load_bringup(a.bringup)
+        if a.config:
+            apply_config(b, a.config)
         apply_overrides(b, a.set)
         check_bringup(b)
     except ConfigError as e:

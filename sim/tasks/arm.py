@@ -1,12 +1,17 @@
-"""Franka Panda tasks: reach, push, insert (hardware config: hardware_configs/panda_sim.yaml).
+"""Arm tasks: reach, push, insert, on any arm with a robot description (robots/*.yaml): the hardware
+config (`config=`, default hardware_configs/panda_sim.yaml) names the robot, whose `arm` group the
+action moves, whose `gripper` group the task holds, whose `ee_link` and `tcp_offset` give the tool
+centre point (TCP). `gym.make("s2r/ArmReach-v0", config="iiwa_sim")`.
 
-The arm stands on the floor at the origin; a table (top at `TABLE_HEIGHT`, randomizable +-2 cm) is
-in front of it. The action moves the seven arm joints; the fingers are held by the task (open, at
-their home opening, except in ArmPush, which closes them).
-The tool centre point (TCP) is between the fingertips, `TCP_OFFSET` along the hand's z axis.
+The arm stands on the floor at its base; a table (top at `TABLE_HEIGHT`, randomizable +-2 cm) is
+in front of it. The task geometry (table, targets, start regions) was laid out for the Franka Panda
+and is scaled by the arm's reach over the Panda's (`sim.workspace.workspace_scale`, 1 for the
+Panda), about the robot's base. The gripper's joints are held at their home opening, except in
+ArmPush, which closes them (their lower limits).
 
-Observations (all float64): joint_pos, joint_vel (7; 9 in ArmPush), tcp_pos (3), tcp_quat (4, xyzw),
-object_pos (k, 3), object_quat (k, 4) for the task's k movable objects, target (3).
+Observations (all float64): joint_pos, joint_vel (the arm's joints; and the gripper's in ArmPush),
+tcp_pos (3), tcp_quat (4, xyzw, the ee_link's), object_pos (k, 3), object_quat (k, 4) for the
+task's k movable objects, target (3).
 """
 from __future__ import annotations
 
@@ -18,12 +23,11 @@ import pybullet as p
 
 from sim import scene
 from sim.tasks.base import TaskEnv
+from sim.workspace import workspace_scale
 
-ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
-FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
-TCP_OFFSET = 0.1034
 TABLE_HEIGHT = 0.10
 TABLE_CENTER = (0.55, 0.0)
+TABLE_SIZE = (0.7, 0.9)
 DOWN = p.getQuaternionFromEuler([np.pi, 0.0, 0.0])   # hand z pointing down, hand x along world x
 
 
@@ -32,15 +36,58 @@ def _box_inertia(m, he):
     return [m * (y * y + z * z) / 12, m * (x * x + z * z) / 12, m * (x * x + y * y) / 12]
 
 
+def rotate(q, v) -> tuple[float, float, float]:
+    """Vector v rotated by the unit quaternion q (x, y, z, w), in plain floats (hot path)."""
+    x, y, z, w = q
+    a, b, c = v
+    return (a * (1.0 - 2.0 * (y * y + z * z)) + b * 2.0 * (x * y - w * z) + c * 2.0 * (x * z + w * y),
+            a * 2.0 * (x * y + w * z) + b * (1.0 - 2.0 * (x * x + z * z)) + c * 2.0 * (y * z - w * x),
+            a * 2.0 * (x * z - w * y) + b * 2.0 * (y * z + w * x) + c * (1.0 - 2.0 * (x * x + y * y)))
+
+
 class ArmTask(TaskEnv):
     config_name = "panda_sim"
-    controlled_joints = ARM_JOINTS
-    ee_link = "panda_hand"
     n_objects = 0
+    hold_gripper = False             # the gripper's joints are controlled (held by the task)
+
+    @property
+    def controlled_joints(self):
+        d = self.description
+        if not d.arm_joints:
+            raise ValueError(f"{self.cfg.path}: robot {d.name!r} has no arm group for {type(self).__name__}")
+        grip = tuple(j for j in d.gripper_joints if j in self.cfg.joint_names) if self.hold_gripper else ()
+        return d.arm_joints + grip
+
+    @property
+    def action_joints(self):
+        return self.description.arm_joints
+
+    @property
+    def ee_link(self) -> str:
+        return self.description.ee_link
+
+    @property
+    def tcp_offset(self) -> tuple:
+        return self.description.tcp_offset
+
+    @property
+    def scale(self) -> float:
+        """The task geometry's scale: this arm's reach over the Panda's."""
+        if not hasattr(self, "_scale"):
+            self._scale = workspace_scale(self.description)
+        return self._scale
+
+    def at(self, x, y):
+        """The point (x, y) of the Panda's layout, for this arm: scaled about its base."""
+        bx, by = self.description.base_position[:2]
+        s = self.scale
+        return bx + s * x, by + s * y
 
     def build_table(self, dr) -> None:
         h = TABLE_HEIGHT + float(dr.get("table_height_offset", 0.0))
-        self.table = scene.table(self.client, TABLE_CENTER, height=h)
+        s = self.scale
+        self.table = scene.table(self.client, self.at(*TABLE_CENTER), size=(TABLE_SIZE[0] * s, TABLE_SIZE[1] * s),
+                                 height=h)
         self.surfaces.append(("table", [(self.table.body, -1)]))
 
     def friction_surfaces(self):
@@ -48,16 +95,36 @@ class ArmTask(TaskEnv):
 
     def distractor_region(self):
         h = self.table.height
-        return (0.3, -0.42, h + 0.02), (0.85, 0.42, h + 0.03)
+        (x0, y0), (x1, y1) = self.at(0.3, -0.42), self.at(0.85, 0.42)
+        return (x0, y0, h + 0.02), (x1, y1, h + 0.03)
 
     def tcp(self):
-        """TCP position and hand orientation (xyzw): TCP_OFFSET along the hand's z axis."""
+        """TCP position and hand orientation (xyzw): `tcp_offset` in the hand's frame."""
         pos, orn = p.getLinkState(self.robot.body, self._hand, computeForwardKinematics=True,
                                   physicsClientId=self.client)[4:6]
-        x, y, z, w = orn                             # the hand's z axis is R(q)[:, 2]
-        d = 2.0 * TCP_OFFSET
-        return np.array((pos[0] + d * (x * z + w * y), pos[1] + d * (y * z - w * x),
-                         pos[2] + TCP_OFFSET * (1.0 - 2.0 * (x * x + y * y)))), np.array(orn)
+        d = rotate(orn, self.description.tcp_offset)
+        return np.array((pos[0] + d[0], pos[1] + d[1], pos[2] + d[2])), np.array(orn)
+
+    def hand_target(self, tcp, orn) -> list:
+        """Where the hand link goes for the TCP to be at `tcp` with the hand at orientation `orn`."""
+        d = rotate(orn, self.description.tcp_offset)
+        return [tcp[0] - d[0], tcp[1] - d[1], tcp[2] - d[2]]
+
+    def ik(self, tcp, orn, rest=None, limits=None, iterations=100, threshold=1e-5) -> np.ndarray:
+        """The controlled joints' posture putting the TCP at `tcp` with the hand at `orn` (pybullet's
+        IK from the current posture; `rest`/`limits` in controlled-joint order for its null space)."""
+        r = self.robot
+        kw = {}
+        if rest is not None:
+            lo, hi, rp = r.all_lower.copy(), r.all_upper.copy(), r.q_home_all.copy()
+            lo_c, hi_c = limits if limits is not None else (self.lower, self.upper)
+            lo[r._pos_in_all], hi[r._pos_in_all], rp[r._pos_in_all] = lo_c, hi_c, rest
+            kw = dict(lowerLimits=lo.tolist(), upperLimits=hi.tolist(), jointRanges=(hi - lo).tolist(),
+                      restPoses=rp.tolist())
+        q = p.calculateInverseKinematics(r.body, self._hand, self.hand_target(tcp, orn), orn,
+                                         maxNumIterations=iterations, residualThreshold=threshold,
+                                         physicsClientId=self.client, **kw)
+        return np.asarray(q)[r._pos_in_all]
 
     @property
     def _hand(self) -> int:
@@ -98,7 +165,8 @@ class ArmTask(TaskEnv):
 class ArmReach(ArmTask):
     """Move the TCP to a 3D target.
 
-    Target: uniform in x [0.35, 0.65], y [-0.25, 0.25], z [table + 0.1, table + 0.45] (m).
+    Target: uniform in x [0.35, 0.65], y [-0.25, 0.25], z [table + 0.1, table + 0.45] (m, for the
+    Panda; scaled with the arm's reach).
     Reward: -|tcp - target| (m). Success: |tcp - target| < 2 cm.
     The target is shown as a sphere (visual only) of `target_marker_radius` (default 1.5 cm) and
     colour `target_marker_rgba`: about a pixel at 64x64, so image policies ask for a larger one.
@@ -131,7 +199,8 @@ class ArmReach(ArmTask):
     def sample_task(self, rng):
         self.start_posture(rng)
         h = self.table.height
-        self.target = rng.uniform((0.35, -0.25, h + 0.1), (0.65, 0.25, h + 0.45))
+        s = self.scale
+        self.target = rng.uniform((*self.at(0.35, -0.25), h + 0.1 * s), (*self.at(0.65, 0.25), h + 0.45 * s))
         p.resetBasePositionAndOrientation(self.target_marker, self.target.tolist(), (0, 0, 0, 1),
                                           physicsClientId=self.client)
         if self.target_stand:       # the world is rebuilt every episode: a post of this episode's height
@@ -152,23 +221,25 @@ class ArmPush(ArmTask):
     5 mm edges that let the block slip sideways. Observations therefore have 9 joints (7 arm + 2
     fingers); the action has 7.
     Block start: x [0.45, 0.6], y [-0.12, 0.12]; goal 10-18 cm away in a random direction that keeps
-    it on the reachable part of the table. Reward: -|block_xy - goal_xy| - 0.1 |tcp - block|.
+    it on the reachable part of the table (x [0.38, 0.7], |y| <= 0.25; Panda figures, scaled with
+    the arm's reach). Reward: -|block_xy - goal_xy| - 0.1 |tcp - block|.
     Success: the block's centre within 3 cm of the goal (in the table plane).
     """
     n_objects = 1
     BLOCK_HALF = 0.025
     BLOCK_MASS = 0.2
     success_threshold = 0.03
-    controlled_joints = ARM_JOINTS + FINGER_JOINTS
-    action_joints = ARM_JOINTS
+    hold_gripper = True
 
     def fixed_joint_targets(self):
         return self._fingers_closed
 
     def start_posture(self, rng):
         q = self.robot.q_home + rng.uniform(-0.05, 0.05, len(self.joint_names))
-        q[7:] = 0.0
+        n_arm = len(self.action_joints)
+        q[n_arm:] = self.lower[n_arm:]                  # the gripper closed
         self._fingers_closed = np.zeros(len(self.joint_names))
+        self._fingers_closed[n_arm:] = self.lower[n_arm:]
         self.robot.reset(q)
 
     def build_task(self, dr):
@@ -185,14 +256,16 @@ class ArmPush(ArmTask):
     def sample_task(self, rng):
         self.start_posture(rng)
         h = self.table.height
-        start = np.array([rng.uniform(0.45, 0.6), rng.uniform(-0.12, 0.12), h + self.block_half])
+        (x0, y0), (x1, y1) = self.at(0.45, -0.12), self.at(0.6, 0.12)
+        start = np.array([rng.uniform(x0, x1), rng.uniform(y0, y1), h + self.block_half])
         yaw = rng.uniform(-0.3, 0.3)
         p.resetBasePositionAndOrientation(self.objects[0], start.tolist(), p.getQuaternionFromEuler([0, 0, yaw]),
                                           physicsClientId=self.client)
+        (gx0, gy0), (gx1, gy1) = self.at(0.38, -0.25), self.at(0.7, 0.25)
         for _ in range(100):
             ang, dist = rng.uniform(-np.pi, np.pi), rng.uniform(0.10, 0.18)
             goal = start[:2] + dist * np.array([np.cos(ang), np.sin(ang)])
-            if 0.38 <= goal[0] <= 0.7 and abs(goal[1]) <= 0.25:
+            if gx0 <= goal[0] <= gx1 and gy0 <= goal[1] <= gy1:
                 break
         self.target = np.array([goal[0], goal[1], h])
         p.resetBasePositionAndOrientation(self.target_marker, self.target.tolist(), (0, 0, 0, 1),
@@ -212,7 +285,7 @@ class ArmInsert(ArmTask):
 
     As in that work the shape is held rigidly in the gripper (a fixed constraint; the fingers close
     around it). The box (holes: a square and a slot; each peg fits only its own) is placed on the
-    table at x [0.5, 0.6], y [-0.1, 0.1]. `shape` picks the peg ("square", "slot") or None for a
+    table at x [0.5, 0.6], y [-0.1, 0.1] (Panda figures, scaled with the arm's reach). `shape` picks the peg ("square", "slot") or None for a
     random one per episode. `target` is the point 2 cm below the top of the matching hole's centre.
     Reward: -|peg bottom - target|. Success: the peg's bottom face is more than 1.5 cm below the top
     surface, inside the matching hole.
@@ -238,15 +311,14 @@ class ArmInsert(ArmTask):
     def sample_task(self, rng):
         if self.shape_choice is None:
             self.shape = sorted(scene.PEGS)[int(rng.integers(len(scene.PEGS)))]
-        x, y = rng.uniform(0.5, 0.6), rng.uniform(-0.1, 0.1)
+        (x0, y0), (x1, y1) = self.at(0.5, -0.1), self.at(0.6, 0.1)
+        x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
         self.sorter = scene.shape_sorter(self.client, (x, y, self.table.height))
         self.surfaces.append(("sorter", [(self.sorter.body, -1)]))
         # start above the box, hand down: a posture found by IK from home, then small noise
         start = np.array([x + rng.uniform(-0.08, 0.08), y + rng.uniform(-0.08, 0.08), self.sorter.top + 0.17])
-        q = p.calculateInverseKinematics(self.robot.body, self._hand, (start + [0, 0, TCP_OFFSET]).tolist(),
-                                         DOWN, maxNumIterations=100, residualThreshold=1e-5,
-                                         physicsClientId=self.client)
-        self.robot.reset(np.array(q[:7]) + rng.uniform(-0.02, 0.02, 7))
+        q = self.ik(start, DOWN)
+        self.robot.reset(q + rng.uniform(-0.02, 0.02, len(q)))
         s = float(self.dr["object_size_scale"][0]) if "object_size_scale" in self.dr else 1.0
         hx, hy = scene.PEGS[self.shape]
         he = [hx * s, hy * s, self.PEG_HALF_LENGTH]
@@ -260,7 +332,7 @@ class ArmInsert(ArmTask):
         # constraint frames are relative to the link's centre of mass, not its URDF frame
         com = np.asarray(p.getDynamicsInfo(self.robot.body, self._hand, physicsClientId=self.client)[3])
         self.grip = p.createConstraint(self.robot.body, self._hand, peg, -1, p.JOINT_FIXED, (0, 0, 0),
-                                       (np.array([0, 0, TCP_OFFSET + self.GRIP_DEPTH]) - com).tolist(), (0, 0, 0),
+                                       (np.array(self.tcp_offset) + (0, 0, self.GRIP_DEPTH) - com).tolist(), (0, 0, 0),
                                        physicsClientId=self.client)
         p.changeConstraint(self.grip, maxForce=500.0, physicsClientId=self.client)
         self.add_object(peg, self.PEG_MASS, he, name="peg")

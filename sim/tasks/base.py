@@ -56,7 +56,7 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
     metadata = {"render_modes": ["rgb_array"]}
 
     config_name = "panda_sim"            # hardware config: joints, gains, limits, rate, camera
-    robot_name: str | None = None        # sim model, default: the config's robot
+    robot_name: str | None = None        # robot description, default: the config's robot
     controlled_joints: tuple | None = None   # None: all of the config's joints
     action_joints: tuple | None = None       # None: all controlled joints
     ee_link = ""
@@ -70,6 +70,8 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.cfg = load_config(config or self.config_name)
+        # the robot description: the task's own sim model if it names one, else the config's robot
+        self.description = robot_model(self.robot_name) if self.robot_name else self.cfg.robot_description()
         self.randomizer = Randomizer.load(randomization)
         self.control, self.render_mode, self.image_obs = control, render_mode, image_obs
         self.meshes = meshes
@@ -106,7 +108,7 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
         self._fixed_sel = _as_slice(np.flatnonzero(self._fixed_mask))
         if meshes not in ("decimated", "stock"):
             raise ValueError(f"meshes must be 'decimated' or 'stock', got {meshes!r}")
-        model = robot_model(self.robot_name or cfg.robot)
+        model = self.description
         # robots without a decimated variant (the box-geometry hand) are cheap to render as they are
         self.model = model.with_visuals(meshes) if meshes in dict(model.visual_variants) else model
         if not cfg.cameras:
@@ -217,7 +219,7 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
 
     def nominal_joint_damping(self) -> np.ndarray:
         """Viscous joint damping (N m s/rad) before randomization: the robot model's identified
-        values (`RobotModel.joint_damping`), else the URDF's."""
+        values (`RobotDescription.joint_damping`), else the URDF's."""
         return model_joint_damping(self.robot)
 
     # ============================================================== gym API

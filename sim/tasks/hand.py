@@ -1,7 +1,8 @@
-"""16-DoF hand tasks: fingertip reach, and grasp-and-lift of a cube (hardware config: hand_sim.yaml).
+"""Hand tasks: fingertip reach, and grasp-and-lift of a cube (hardware config: hand_sim.yaml, the
+16-DoF hand; the fingertips are the robot description's `tip_links`, the palm its `ee_link`).
 
-Observations (float64): joint_pos, joint_vel, tip_pos (4, 3) for index, middle, ring, thumb,
-target, and for grasp-lift palm_pos (3), object_pos (1, 3), object_quat (1, 4).
+Observations (float64): joint_pos, joint_vel, tip_pos (k, 3) for the k tip links (hand16: index,
+middle, ring, thumb), target, and for grasp-lift palm_pos (3), object_pos (1, 3), object_quat (1, 4).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sim import scene
 from sim.cameras import Pose, SimCamera
 from sim.tasks.base import TaskEnv
 
-TIPS = ("if_tip", "mf_tip", "rf_tip", "th_tip")
+MARKER_RGBA = ((0.9, 0.2, 0.2, 0.8), (0.2, 0.9, 0.2, 0.8), (0.2, 0.2, 0.9, 0.8), (0.9, 0.9, 0.2, 0.8))
 
 
 def _box(*shape):
@@ -21,9 +22,21 @@ def _box(*shape):
 
 
 class HandTask(TaskEnv):
+    """A hand from its robot description: the fingertips are its `tip_links`, the palm its
+    `ee_link` (default config: hand_sim)."""
     config_name = "hand_sim"
-    ee_link = "palm"
     HAND_FRICTION = 1.0
+
+    @property
+    def ee_link(self) -> str:
+        return self.description.ee_link
+
+    @property
+    def tip_links(self) -> tuple[str, ...]:
+        if not self.description.tip_links:
+            raise ValueError(f"{self.cfg.path}: robot {self.description.name!r} lists no tip_links for "
+                             f"{type(self).__name__}")
+        return self.description.tip_links
 
     def _links(self, names):
         return [self.robot._links[n] for n in names]
@@ -34,7 +47,7 @@ class HandTask(TaskEnv):
         return np.array([s[4] for s in states])
 
     def _setup_hand(self):
-        self._tip_idx = self._links(TIPS)
+        self._tip_idx = self._links(self.tip_links)
         for i in range(-1, self.n_links):
             p.changeDynamics(self.robot.body, i, lateralFriction=self.HAND_FRICTION, physicsClientId=self.client)
 
@@ -56,9 +69,10 @@ class HandReach(HandTask):
 
     def build_task(self, dr):
         self._setup_hand()
-        self.target = np.zeros((4, 3))
-        self.markers = [scene.marker(self.client, (0, 0, -1), 0.008, rgba) for rgba in
-                        ((0.9, 0.2, 0.2, 0.8), (0.2, 0.9, 0.2, 0.8), (0.2, 0.2, 0.9, 0.8), (0.9, 0.9, 0.2, 0.8))]
+        k = len(self.tip_links)
+        self.target = np.zeros((k, 3))
+        self.markers = [scene.marker(self.client, (0, 0, -1), 0.008, MARKER_RGBA[i % len(MARKER_RGBA)])
+                        for i in range(k)]
 
     def sample_task(self, rng):
         span = self.upper - self.lower
@@ -71,7 +85,8 @@ class HandReach(HandTask):
             p.resetBasePositionAndOrientation(m, t.tolist(), (0, 0, 0, 1), physicsClientId=self.client)
 
     def task_spaces(self):
-        return {"tip_pos": _box(4, 3), "target": _box(4, 3)}
+        k = len(self.tip_links)
+        return {"tip_pos": _box(k, 3), "target": _box(k, 3)}
 
     def task_obs(self, obs):
         obs["tip_pos"] = self.tips()
@@ -144,12 +159,12 @@ class HandGraspLift(HandTask):
         self.target = start + [0.0, 0.0, self.LIFT]
 
     def task_spaces(self):
-        return {"tip_pos": _box(4, 3), "palm_pos": _box(3), "object_pos": _box(1, 3), "object_quat": _box(1, 4),
+        return {"tip_pos": _box(len(self.tip_links), 3), "palm_pos": _box(3), "object_pos": _box(1, 3), "object_quat": _box(1, 4),
                 "target": _box(3)}
 
     def task_obs(self, obs):
         obs["tip_pos"] = self.tips()
-        obs["palm_pos"] = np.asarray(p.getLinkState(self.robot.body, self.robot._links["palm"],
+        obs["palm_pos"] = np.asarray(p.getLinkState(self.robot.body, self.robot._links[self.ee_link],
                                                     physicsClientId=self.client)[4])
         pos, orn = p.getBasePositionAndOrientation(self.objects[0], physicsClientId=self.client)
         obs["object_pos"], obs["object_quat"] = np.array([pos]), np.array([orn])

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ["pyproject.toml", "README.md", "s2r", "sim", "drivers", "learning", "controllers", "hardware_configs",
+SOURCES = ["pyproject.toml", "README.md", "s2r", "sim", "drivers", "learning", "controllers", "hardware_configs", "robots",
            "ros_ws/src/s2r_ros/bringup"]
 
 
@@ -59,6 +59,7 @@ def test_the_wheel_holds_the_data(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     want = {f"s2r/data/hardware_configs/{p.name}" for p in (REPO / "hardware_configs").iterdir() if p.is_file()}
     want |= {f"s2r/data/bringup/{p.name}" for p in (REPO / "ros_ws/src/s2r_ros/bringup").glob("*.yaml")}
+    want |= {f"s2r/data/robots/{p.name}" for p in (REPO / "robots").iterdir() if p.is_file()}
     want |= {f"sim/presets/{p.name}" for p in (REPO / "sim/presets").glob("*.yaml")}
     want |= {p.relative_to(REPO).as_posix() for p in (REPO / "sim/assets").rglob("*") if p.is_file()}
     want |= {"s2r/hil/plugin.py", "s2r/hil/test_hil.py", "s2r/core/resources.py"}
@@ -88,16 +89,17 @@ def test_check_launch_and_a_missing_name_from_another_directory(installed):
     assert f"looked in: path panda_simm, ./hardware_configs, packaged:{site}/s2r/data/hardware_configs;" in r.stderr
 
 
-def test_gym_make_with_a_preset_from_another_directory(installed):
+def test_gym_make_with_a_preset_and_another_arm_from_another_directory(installed):
     r = run(installed, "-c", "import gymnasium as gym, sim.tasks\n"
-                             "env = gym.make('s2r/ArmReach-v0', randomization='default')\n"
+                             "env = gym.make('s2r/ArmReach-v0', randomization='default', config='iiwa_sim')\n"
                              "obs, _ = env.reset(seed=0)\n"
                              "obs, rew, term, trunc, _ = env.step(env.action_space.sample())\n"
-                             "print(env.unwrapped.randomizer.name, len(env.unwrapped.randomizer.params), float(rew))\n"
+                             "print(env.unwrapped.randomizer.name, len(env.unwrapped.randomizer.params), float(rew),\n"
+                             "      env.unwrapped.description.name)\n"
                              "env.close()")
     assert r.returncode == 0, r.stderr
-    name, n_params, rew = r.stdout.split()
-    assert name == "default" and int(n_params) > 5 and float(rew) == float(rew)
+    name, n_params, rew, robot = r.stdout.split()
+    assert name == "default" and int(n_params) > 5 and float(rew) == float(rew) and robot == "iiwa"
 
 
 def test_hil_suite_runs_from_the_install(installed):

@@ -48,7 +48,9 @@ BAD = {
     "negative rate": (lambda d: d.update(control_rate_hz=-5), "control_rate_hz", "must be in [1, 10000], got -5"),
     "unknown driver": (lambda d: d["driver"].update(type="canbus"), "driver.type", "must be one of"),
     "unknown hardware mode": (lambda d: d.update(hardware="maybe"), "hardware", "must be one of"),
-    "unknown robot": (lambda d: d.update(robot="ur5"), "robot", "must be one of"),
+    "unknown robot": (lambda d: d.update(robot="ur5"), "robot", "ur5: file not found (robot description"),
+    "joint the URDF lacks": (lambda d: d["joints"][3].update(name="elbow"), "joints[3].name",
+                             "robot 'panda' (panda.urdf) has no movable joint 'elbow' (its movable joints: panda_joint1, "),
     "inverted limits": (lambda d: d["joints"][2]["limits"].update(position=[1.0, -1.0]), "joints[2].limits.position", "lower 1 >= upper -1"),
     "limits not a pair": (lambda d: d["joints"][0]["limits"].update(position=[1.0]), "joints[0].limits.position", "list of 2 numbers"),
     "zero velocity limit": (lambda d: d["joints"][1]["limits"].update(velocity=0), "joints[1].limits.velocity", "must be in [1e-06, 1000], got 0"),
@@ -176,17 +178,6 @@ def test_shipped_dynamixel_and_ros2_parameters_are_checked_at_load(tmp_path):
     f.write_text((ROOT / "hardware_configs" / "leap_hand.yaml").read_text().replace("baudrate: 4000000", "baudrate: 1234"))
     with pytest.raises(ConfigError, match=r"driver\.baudrate: 1234 is not a Dynamixel X baud rate"):
         load_config(f)
-
-
-def test_a_joint_the_model_lacks_is_a_config_error_at_connect():
-    from drivers.sim_driver import SimDriver
-    cfg = parse_config(edit(lambda d: d["joints"][3].update(name="elbow")), "robot.yaml")
-    d = SimDriver(cfg, realtime=False)
-    with pytest.raises(ConfigError) as e:
-        d.connect()
-    assert str(e.value).startswith("robot.yaml: joints[3].name: the 'panda' robot model has no joint 'elbow' "
-                                   "(its movable joints: panda_joint1, ")
-    assert not d.connected and d.simulation is None      # the physics client was closed again
 
 
 def test_limit_margin_defaults_and_is_read():

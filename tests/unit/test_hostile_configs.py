@@ -164,8 +164,8 @@ def test_s2r_check_answers_hostile_files_with_one_line_and_exit_2(tmp_path):
         cfgs / "binary_garbage.yaml": "not UTF-8 text",
         cfgs / "rate_tiny.yaml": "control_rate_hz: must be in [1, 10000], got 1e-300",
         cfgs / "position_inf.yaml": "joints[0].limits.position[",
-        cfgs / "joint_model_lacks.yaml": "joints[1].name: the 'panda' robot model has no joint 'panda_elbow'",
-        cfgs / "camera_parent_model_lacks.yaml": "cameras[0].extrinsics.parent: the 'panda' robot model has no link",
+        cfgs / "joint_model_lacks.yaml": "joints[1].name: robot 'panda' (panda.urdf) has no movable joint 'panda_elbow'",
+        cfgs / "camera_parent_model_lacks.yaml": "cameras[0].extrinsics.parent: robot 'panda' (panda.urdf) has no link",
         tmp_path: "is a directory",
         deep: "nesting depth",
     }
@@ -179,9 +179,12 @@ def test_s2r_check_answers_hostile_files_with_one_line_and_exit_2(tmp_path):
         assert "OK" not in out, (f, out)       # nothing claimed valid before the refusal
 
 
-def test_s2r_check_says_ok_only_after_connecting_or_labels_validation_only():
-    lacks = CORPUS / "configs" / "joint_model_lacks.yaml"
-    validated, connected = s2r_check(lacks, "--no-connect"), s2r_check("hand_sim")
+def test_s2r_check_says_ok_only_after_connecting_or_labels_validation_only(tmp_path):
+    absent = tmp_path / "dxl.yaml"          # a valid file whose serial port does not exist
+    absent.write_text("name: dxl\nhardware: real\ncontrol_rate_hz: 100\n"
+                      "driver: {type: dynamixel, port: /dev/s2r-no-such-port}\n"
+                      "joints: [{name: j0, id: 1, limits: {position: [-1, 1], velocity: 5, effort: 0.5}}]\n")
+    validated, connected = s2r_check(absent, "--no-connect"), s2r_check("hand_sim")
     out, err = validated.communicate(timeout=120)
     assert validated.returncode == 0, err
     assert out.startswith("OK  ") and "(validated only, not connected: --no-connect)" in out

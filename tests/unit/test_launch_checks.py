@@ -94,6 +94,25 @@ def test_cli_on_a_directory_a_device_and_a_missing_file(tmp_path):
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and reason in r.stderr, r.stderr
 
 
+def test_one_bringup_runs_another_robot_with_config(tmp_path):
+    """--config sets the hardware config of every node that takes one; a config path is made
+    absolute (nodes may start in another directory); a config that does not load is refused before
+    any node starts, in one line."""
+    cfg = tmp_path / "arm.yaml"
+    cfg.write_text((ROOT / "hardware_configs" / "iiwa_sim.yaml").read_text())
+    r = subprocess.run([sys.executable, "-m", "s2r.cli", "launch", "sim_panda", "--config", "arm.yaml", "--dry-run"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and all(f"'config': '{cfg}'" in ln for ln in lines), r.stdout
+    r = run_cli("sim_panda", "--config", "no_such_config", "--dry-run")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no_such_config: file not found" in r.stderr, r.stderr
+    b = launch.parse_bringup({"nodes": [{"name": "x", "executable": "reach_sequencer", "parameters": {"goals": [1.0]}}]},
+                             "b.yaml")
+    with pytest.raises(ConfigError, match="b.yaml: --config: no node of this bringup takes a hardware config"):
+        launch.apply_config(b, "iiwa_sim")
+
+
 def test_an_unknown_executable_starts_nothing(tmp_path, capsys):
     """The first node is fine, the second cannot run: refused before the first starts."""
     b = launch.parse_bringup({"nodes": [{"name": "driver", "executable": "driver_node"},

@@ -68,6 +68,15 @@ def test_order_path_then_cwd_then_search_path_then_packaged(tmp_path, elsewhere,
     assert load_config("hand_sim").robot == "hand16"                 # nowhere but packaged
 
 
+def test_a_folder_named_like_a_file_does_not_hide_the_lookup(elsewhere):
+    """A run folder `./panda_sim/` in the working directory: the bare name still finds the config;
+    a path-like name is taken as the path it is."""
+    (elsewhere / "panda_sim").mkdir()
+    assert resources.resolve("hardware_config", "panda_sim").name == "panda_sim.yaml"
+    assert load_config("panda_sim").robot == "panda"
+    assert resources.find("hardware_config", "./panda_sim") == Path("./panda_sim")
+
+
 def test_names_first_in_order_wins(tmp_path, elsewhere, monkeypatch):
     config_named(elsewhere / "hardware_configs", "hand_sim", "mine")
     monkeypatch.setenv(resources.ENV_VAR, str(tmp_path / "sp"))

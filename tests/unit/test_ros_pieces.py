@@ -153,7 +153,7 @@ def test_the_node_sends_and_observes_the_set_points_the_task_trained_with():
         node = ActionSetpoints(PositionTargets(spec.lower, spec.upper, idx, MAX_LEAD),
                                JointLimiter.for_robot(spec, cfg.safety))
         driver = JointLimiter.for_robot(spec, cfg.safety)         # the driver's safety layer's
-        inputs = PolicyInputs({"obs_keys": keys, "joint_names": joints}, cfg.robot, spec.joint_names, joints,
+        inputs = PolicyInputs({"obs_keys": keys, "joint_names": joints}, cfg.robot_description(), spec.joint_names, joints,
                               "position_delta")
         obs, _ = env.reset(seed=3)
         rng = np.random.default_rng(0)
@@ -277,22 +277,25 @@ ev.set()
     assert int(main) == int(before) == int(after) == expected and refuses_zero == "True"
 
 
-def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_simulator():
+@pytest.mark.parametrize("config", ["panda_sim", "iiwa_sim"])
+def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_simulator(config):
     """The policy node builds target_minus_tcp and target_minus_peg_bottom from the joint angles
     alone (URDF forward kinematics + the metadata's offsets): the same points the ArmInsert policy
-    was trained on (learning.insert_agent.peg_bottom_fk of the simulator's TCP pose)."""
+    was trained on (learning.insert_agent.peg_bottom_fk of the simulator's TCP pose), on any arm."""
     import sim.tasks
     from learning.insert_agent import ArmInsertAgent, peg_bottom_fk
     from s2r.core.config import load_config
     from s2r_ros.policy_node import PolicyInputs, tcp_pose_function
-    agent = ArmInsertAgent(n_conditions=1, T=5)
+    agent = ArmInsertAgent(n_conditions=1, T=5, config=config)
     meta = agent.metadata()
     agent.close()
-    cfg = load_config("panda_sim")
-    pose = tcp_pose_function(cfg.robot, meta["joint_names"], meta)
-    inputs = PolicyInputs(meta | {"obs_keys": ["target_minus_tcp", "target_minus_peg_bottom"]}, cfg.robot,
+    assert meta["hardware_config"] == config
+    cfg = load_config(config)
+    pose = tcp_pose_function(cfg.robot_description(), meta["joint_names"], meta)
+    inputs = PolicyInputs(meta | {"obs_keys": ["target_minus_tcp", "target_minus_peg_bottom"]}, cfg.robot_description(),
                           cfg.joint_names, meta["joint_names"], "position_delta")
-    env = sim.tasks.make("ArmInsert").unwrapped
+    env = sim.tasks.make("ArmInsert", config=config).unwrapped
+    arm = [list(cfg.joint_names).index(j) for j in meta["joint_names"]]
     try:
         for seed in (0, 1, 2):
             obs, _ = env.reset(seed=seed)
@@ -302,8 +305,9 @@ def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_si
             # the hand's z axis: from the TCP towards the peg's bottom
             np.testing.assert_allclose(R[:, 2], (peg_bottom_fk(obs) - obs["tcp_pos"]) / meta["peg_bottom_offset"],
                                        atol=1e-3)
-            q_cfg = np.r_[q, 0.04, 0.04]
-            x = inputs(q_cfg, np.zeros(9), goal=obs["target"])
+            q_cfg = np.full(len(cfg.joint_names), 0.04)       # a gripper's joints anywhere
+            q_cfg[arm] = q
+            x = inputs(q_cfg, np.zeros(len(q_cfg)), goal=obs["target"])
             np.testing.assert_allclose(x[:3], obs["target"] - obs["tcp_pos"], atol=1e-4)
             np.testing.assert_allclose(x[3:], obs["target"] - peg_bottom_fk(obs), atol=1e-4)
             assert np.linalg.norm(x[3:] - x[:3]) == pytest.approx(meta["peg_bottom_offset"])

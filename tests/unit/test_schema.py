@@ -91,8 +91,8 @@ def test_leaf_dynamixel_facts_agree_with_the_protocol_module():
 
 
 def test_defaults_come_from_the_models_and_null_means_default():
-    minimal = {"name": "m", "robot": "panda", "control_rate_hz": 100, "driver": {"type": "sim"},
-               "joints": [{"name": "j", "limits": {"position": [-1, 1], "velocity": 1, "effort": 1}}],
+    minimal = {"name": "m", "robot": "hand16", "control_rate_hz": 100, "driver": {"type": "sim"},
+               "joints": [{"name": "if_abd", "limits": {"position": [-1, 1], "velocity": 1, "effort": 1}}],
                "hil": None, "safety": None}
     cfg = parse_config(minimal, "m.yaml")
     models = {"safety": Safety(), "sim": Sim(), "hil": Hil()}
@@ -102,7 +102,7 @@ def test_defaults_come_from_the_models_and_null_means_default():
     assert (j.kp, j.kd, j.offset, j.sign, j.id) == (100.0, 10.0, 0.0, 1, None)
     assert cfg.modes == {m for m in cfg.modes} and len(cfg.modes) == 3 and cfg.hardware == "auto"
     # the default step is capped by the widest joint range
-    narrow = dict(minimal, joints=[{"name": "f", "limits": {"position": [0, 0.04], "velocity": 1, "effort": 1}}])
+    narrow = dict(minimal, joints=[{"name": "if_mcp", "limits": {"position": [0, 0.04], "velocity": 1, "effort": 1}}])
     assert parse_config(narrow, "m.yaml").safety.max_position_step == pytest.approx(0.04)
 
 

@@ -108,11 +108,13 @@ def test_realtime_mode_runs_on_the_wall_clock():
         d.disconnect()
 
 
-def test_unknown_joint_in_config_is_a_clear_error():
+def test_unknown_joint_in_a_config_built_in_code_is_a_clear_error():
+    """The config loader refuses a joint the URDF lacks; one edited in code after loading is
+    still refused when the driver loads the robot, in one line."""
     cfg = load_config("panda_sim")
     j = dataclasses.replace(cfg.joints[0], name="elbow_joint")
     bad = dataclasses.replace(cfg, joints=(j,) + cfg.joints[1:])
-    with pytest.raises(ValueError, match="no joint.*elbow_joint"):
+    with pytest.raises(DriverError, match=r"panda_sim: robot: .*no joint.*elbow_joint"):
         SimDriver(bad, realtime=False).connect()
 
 

@@ -9,16 +9,15 @@ import functools
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, Field, StrictInt, StrictStr, ValidationInfo, create_model,
+from pydantic import (AfterValidator, Field, StrictInt, StrictStr, ValidationInfo, create_model,
                       field_validator, model_validator)
 
 from ..types import HARDWARE_MODES
 from ..yamlio import excerpt
 from . import drivers as _drivers
 from .errors import fail, with_message
-from .types import MAX_TEXT, STRICT, Flag, Fraction, Int, Name, Number, Real, Text, Vec, drop_nulls
+from .types import MAX_TEXT, FileModel, Flag, Fraction, Int, Name, Number, Real, Text, Vec
 
-SIM_ROBOTS = ("panda", "hand16")
 CAMERA_SOURCES = ("sim", "device")
 WATCHDOG_MAX_S = 2.0          # the watchdog holds the robot at most this long after the last command
 
@@ -61,16 +60,7 @@ CameraPosition, Rpy = Vec(3, *BOUNDS["camera_position"]), Vec(3, *BOUNDS["rpy"])
 Tolerance, Amplitude = Number(*BOUNDS["tracking_tolerance"]), Number(*BOUNDS["sweep_amplitude"])
 
 
-class _Model(BaseModel):
-    model_config = STRICT
-
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls_are_absent(cls, data):
-        return drop_nulls(data, cls.model_fields)
-
-
-class Limits(_Model):
+class Limits(FileModel):
     position: PositionRange = Field(description="[lower, upper], rad or m")
     velocity: Velocity = Field(description="rad/s or m/s")
     effort: Effort = Field(description="N m or N")
@@ -85,7 +75,7 @@ class Limits(_Model):
         return self
 
 
-class Gains(_Model):
+class Gains(FileModel):
     kp: Kp = 100.0
     kd: Kd = 10.0
 
@@ -96,13 +86,13 @@ def _sign(v):
     return v
 
 
-class Calibration(_Model):
+class Calibration(FileModel):
     """raw = sign * q + offset"""
     offset: Offset = Field(0.0, description="rad or m")
     sign: Annotated[StrictInt, AfterValidator(_sign), Field(json_schema_extra={"enum": [1, -1]})] = 1
 
 
-class Joint(_Model):
+class Joint(FileModel):
     name: Name
     limits: Limits
     gains: Gains = Gains()
@@ -110,7 +100,7 @@ class Joint(_Model):
     id: JointId | None = Field(None, description="servo or bus id, for drivers that address joints")
 
 
-class Intrinsics(_Model):
+class Intrinsics(FileModel):
     """Either `fov_deg` (vertical field of view; square pixels, centred) or fx, fy, cx, cy (pixels)."""
     fov_deg: Annotated[Real, Field(json_schema_extra={"exclusiveMinimum": 0, "exclusiveMaximum": 180})] | None = None
     fx: Focal | None = None
@@ -134,7 +124,7 @@ class Intrinsics(_Model):
         return self
 
 
-class Extrinsics(_Model):
+class Extrinsics(FileModel):
     position: CameraPosition = Field(description="m, in the parent frame")
     rpy: Rpy = Field((0.0, 0.0, 0.0), description="rad")
     parent: Name = "world"
@@ -152,7 +142,7 @@ def _device(v):
     return v
 
 
-class Camera(_Model):
+class Camera(FileModel):
     name: Name
     source: Literal[CAMERA_SOURCES] = "sim"
     device: Annotated[Union[StrictInt, StrictStr], with_message(_device_reason), AfterValidator(_device),
@@ -190,7 +180,7 @@ class Camera(_Model):
         return self
 
 
-class Safety(_Model):
+class Safety(FileModel):
     max_position_step: Step = Field(0.05, description="rad or m per control period; at most the widest "
                                                       "joint range, which is the default if smaller than this")
     watchdog_periods: WatchdogPeriods = Field(2.0, description="control periods without a command before "
@@ -201,13 +191,13 @@ class Safety(_Model):
     effort_scale: Fraction = Field(1.0, description="fraction of each effort limit commands may use")
 
 
-class Sim(_Model):
+class Sim(FileModel):
     physics_hz: PhysicsRate = Field(1000.0, description="Hz, at least control_rate_hz")
     realtime: Flag = True
     gravity_compensation: Flag = True
 
 
-class Hil(_Model):
+class Hil(FileModel):
     tracking_tolerance: Tolerance = Field(0.05, description="rad")
     sweep_amplitude: Amplitude = Field(0.2, description="rad")
     min_state_rate_ratio: Fraction = 0.8
@@ -219,15 +209,16 @@ def _some_joints(v):
     return v
 
 
-class HardwareFile(_Model):
+class HardwareFile(FileModel):
     """One robot setup. The `driver` field's type is the union of the registered driver sections
     (`hardware_model()` builds the model with it)."""
     name: Name
     description: Text = ""
     hardware: Literal[HARDWARE_MODES] = "auto"
-    robot: Literal[SIM_ROBOTS] | None = Field(None, validate_default=True,
-                                              description="sim model: the sim driver and the 'auto' fallback; "
-                                                          "required unless hardware is 'real' or 'mock'")
+    robot: Name | None = Field(None, validate_default=True,
+                               description="robot description (robots/*.yaml): a name or a path relative to this "
+                                           "file; the sim driver's and the 'auto' fallback's model. Required "
+                                           "unless hardware is 'real' or 'mock'")
     control_rate_hz: ControlRate = Field(description="Hz")
     driver: _drivers.DriverSection
     joints: Annotated[list[Joint], AfterValidator(_some_joints)]

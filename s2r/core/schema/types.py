@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr,
+                      model_validator)
 from pydantic.json_schema import WithJsonSchema
 
 from ..yamlio import excerpt
@@ -25,6 +26,16 @@ def drop_nulls(data: Any, fields) -> Any:
     if not isinstance(data, dict):
         return data
     return {k: v for k, v in data.items() if v is not None or k not in fields}
+
+
+class FileModel(BaseModel):
+    """Base of a YAML file's models: strict (`STRICT`), a key given as null counts as absent."""
+    model_config = STRICT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data):
+        return drop_nulls(data, cls.model_fields)
 
 
 def _g(x: float) -> str:

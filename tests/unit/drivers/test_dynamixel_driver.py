@@ -23,7 +23,7 @@ JOINTS = [  # (name, id, lower, upper, offset, sign)
 
 def config(**driver):
     data = {
-        "name": "dxl_test", "robot": "hand16", "hardware": "real", "control_rate_hz": 100,
+        "name": "dxl_test", "hardware": "real", "control_rate_hz": 100,
         "driver": {"type": "dynamixel", "modes": ["position", "velocity", "effort"], "port": "/dev/null",
                    "baudrate": 4000000, "model": "xc330-m288", **driver},
         "joints": [{"name": n, "id": i, "limits": {"position": [lo, hi], "velocity": 6.0, "effort": 0.5},

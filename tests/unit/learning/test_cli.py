@@ -157,10 +157,10 @@ def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path,
     export_torchscript(net, path, meta, agent.action_scale)
     agent.close()
     if kind == "image":
-        assert scene_kwargs(meta) == {"target_marker_radius": ArmReachAgent.VISIBLE_MARKER_RADIUS, "target_stand": True,
-                                      "target_marker_rgba": ArmReachAgent.VISIBLE_MARKER_RGBA}
+        assert scene_kwargs(meta) == {"config": "panda_sim", "target_marker_radius": ArmReachAgent.VISIBLE_MARKER_RADIUS,
+                                      "target_stand": True, "target_marker_rgba": ArmReachAgent.VISIBLE_MARKER_RGBA}
     else:
-        assert scene_kwargs(meta) == {"shape": "square"} and meta["episode_steps"] == 250
+        assert scene_kwargs(meta) == {"config": "panda_sim", "shape": "square"} and meta["episode_steps"] == 250
     assert eval_main([str(path), "--task", "ArmInsert" if kind == "insert" else "ArmReach", "--episodes", "1"]) == 0
     assert "success" in capsys.readouterr().out
 
@@ -184,31 +184,32 @@ def test_wilson_interval():
     assert wilson_interval(0, 5)[0] == 0.0 and np.isclose(wilson_interval(5, 5)[1], 1.0)
 
 
-def test_image_training_uses_the_benchmarked_visuomotor_recipe():
-    """`s2r train gps --images` trains with the recipe bench_gps measures (GPSConfig.visuomotor:
-    pose pretraining on 8000 renders with bf16 convolutions, auxiliary pose loss, replay) at its image size, not the
-    generic defaults; command-line options still override it."""
-    from learning.cli import _build, _train_parser
-    from learning.gps import VISUOMOTOR_IMAGE_SIZE, GPSConfig
+def test_train_options_start_from_the_tasks_experiment_file():
+    """`s2r train gps --images` trains with learning/experiments/reach_visuomotor.yaml (what bench_gps
+    measures: pose pretraining with bf16 convolutions, auxiliary pose loss, replay) at its image size,
+    `--task ArmInsert` with insert_state.yaml, not the generic defaults; options still override them."""
+    from learning.cli import _build, _train_parser, load_experiment
+    recipe = load_experiment("reach_visuomotor")
     agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--images", "--policy-steps", "50"]))
     try:
-        assert agent.image_size == meta["image_size"] == VISUOMOTOR_IMAGE_SIZE == 128
+        assert agent.image_size == meta["image_size"] == recipe.image_size == 128
         assert algo.policy.config()["image_size"] == 128
-        recipe = GPSConfig.visuomotor()
         fields = ("pretrain_images", "pretrain_steps", "pretrain_bf16", "aux_pose_weight", "policy_replay", "kl_step")
-        assert [getattr(algo.cfg, f) for f in fields] == [getattr(recipe, f) for f in fields] \
+        assert [getattr(algo.cfg, f) for f in fields] == [recipe.gps.model_dump()[f] for f in fields] \
             == [8000, 6000, True, 1.0, 9, 1.0]
-        assert algo.cfg.policy_steps == 50 and algo.aux is not None
+        assert recipe.policy_steps == 800 and algo.cfg.policy_steps == 50 and algo.aux is not None
     finally:
         agent.close()
     state_agent, state_algo, _ = _build(_train_parser().parse_args(["gps", "--task", "PointMass"]))
     assert state_algo.cfg.policy_replay == 0 and state_algo.cfg.aux_pose_weight == 0
     insert, insert_algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmInsert", "--iterations", "3"]))
-    try:       # the insert task's own recipe (ArmInsertAgent.GPS_RECIPE), as bench_gps runs it
+    try:       # the insert task's own recipe (insert_state.yaml), as bench_gps runs it
         cfg = insert_algo.cfg
         assert (cfg.policy_replay, cfg.policy_steps, cfg.kl_step, cfg.iterations) == (9, 1600, 0.2, 3)
         assert insert_algo.init_variance == insert.init_variance == 0.01
+        assert insert.weights["log_alpha"] == load_experiment("insert_state").agent["log_alpha"] == 1e-5
         assert "obs_features" not in meta and "state_features" not in meta    # runs without them: as before
+        assert "agent" not in meta          # the file's weights are the agent's defaults: parameters as before
     finally:
         insert.close()
 
@@ -230,22 +231,24 @@ def test_train_takes_opt_in_features_for_the_policy_and_the_local_controllers():
         agent.close()
 
 
-def test_randomized_training_gets_the_inputs_for_latency_by_default():
-    """--randomize without feature options: the actions in flight (as long a history as the preset's
-    largest latency) for the policy and the local controllers, and cmd_offset for the policy;
-    'none' opts out; no randomization adds nothing."""
+def test_training_gets_the_limiter_state_and_under_randomization_the_actions_in_flight_by_default():
+    """Without feature options: the joint limiter's set-point (setpoint_offset, setpoint_step) for
+    the policy and the local controllers, and under --randomize first the actions in flight (as
+    long a history as the preset's largest latency); 'none' opts out; PointMass gets nothing."""
     from learning.cli import _build, _train_parser
-    from learning.registry import randomized_inputs
-    assert randomized_inputs({"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 3}}}}) == \
-        (["prev_action@hist3", "cmd_offset"], ["prev_action@hist3"])
-    assert randomized_inputs(None) == ([], []) and randomized_inputs("off") == ([], [])
-    for extra, obs, state in ((["--randomize", "default"], ["prev_action@hist2", "cmd_offset"], ["prev_action@hist2"]),
-                              (["--randomize", "default", "--obs-features", "none"], None, None),
-                              ([], None, None)):
+    from learning.registry import default_inputs
+    sp = ["setpoint_offset", "setpoint_step"]
+    latency = {"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 3}}}}
+    assert default_inputs("ArmReach", latency) == (["prev_action@hist3", *sp], ["prev_action@hist3", *sp])
+    assert default_inputs("ArmInsert", None) == (sp, sp) and default_inputs("ArmReach", "off") == (sp, sp)
+    assert default_inputs("PointMass", None) == ([], [])
+    for extra, obs in ((["--randomize", "default"], ["prev_action@hist2", *sp]), ([], sp),
+                       (["--randomize", "default", "--obs-features", "none"], None)):
         agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--conditions", "1", *extra]))
         try:
-            assert meta.get("obs_features") == obs and meta.get("state_features") == state
+            assert meta.get("obs_features") == obs and meta.get("state_features") == obs
             if obs:
-                assert agent.metadata()["obs_keys"][-2:] == obs
+                assert agent.metadata()["obs_keys"][-len(obs):] == obs
+                assert agent.dX == 3 * agent.n + 3 + agent.state_inputs.size
         finally:
             agent.close()

@@ -143,7 +143,7 @@ def test_training_eval_and_policy_node_build_identical_inputs(recorded, latency_
     assert len(seen) == T and np.array_equal(np.array(seen), S[:T].astype(np.float32))
 
     cfg = load_config("panda_sim")
-    node = PolicyInputs(meta, cfg.robot, cfg.joint_names, meta["joint_names"], "position_delta")
+    node = PolicyInputs(meta, cfg.robot_description(), cfg.joint_names, meta["joint_names"], "position_delta")
     fingers = np.full(len(cfg.joint_names) - N, 0.04)
     rows = []
     for t, st in enumerate(recorded["steps"]):
@@ -168,7 +168,7 @@ def test_the_node_keeps_its_episode():
     meta = {"obs_keys": ["phase", "prev_action", "cmd_offset"], "episode_steps": 4}
     q = np.linspace(0.1, 0.9, len(cfg.joint_names))
     for action, held in (("position_delta", np.zeros(2)), ("position", q[[1, 3]])):
-        node = PolicyInputs(meta, cfg.robot, cfg.joint_names, ["panda_joint2", "panda_joint4"], action)
+        node = PolicyInputs(meta, cfg.robot_description(), cfg.joint_names, ["panda_joint2", "panda_joint4"], action)
         assert not node.needs_goal and node.size == 5
         x = node(q, 0 * q)
         assert x[0] == 0.0 and np.array_equal(x[1:], np.zeros(4))       # no targets yet: offset 0
@@ -204,7 +204,7 @@ def test_the_node_refuses_obs_keys_it_cannot_build_in_one_line(meta, action, mat
     cfg = load_config("panda_sim")
     arm = [j for j in cfg.joint_names if "finger" not in j]
     with pytest.raises(ValueError, match=match) as e:
-        PolicyInputs(meta, cfg.robot, cfg.joint_names, arm, action)
+        PolicyInputs(meta, cfg.robot_description(), cfg.joint_names, arm, action)
     _one_line(e)
 
 

@@ -6,7 +6,7 @@ import pytest
 from s2r.core.config import load_config
 from sim import scene
 from sim.cameras import SimCamera
-from sim.robots import ROBOTS, Simulation
+from sim.robots import Simulation, robot_model
 
 
 def test_camera_from_config_projects_world_points_to_the_right_pixels():
@@ -65,7 +65,7 @@ def _triangles(urdf_path):
 
 
 def test_decimated_panda_has_few_triangles_and_identical_dynamics():
-    stock, lite = ROBOTS["panda"], ROBOTS["panda"].with_visuals("decimated")
+    stock, lite = robot_model("panda"), robot_model("panda").with_visuals("decimated")
     assert _triangles(lite.urdf) < 0.1 * _triangles(stock.urdf)
     sim = Simulation(240)
     try:

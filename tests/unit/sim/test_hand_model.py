@@ -3,7 +3,7 @@ import numpy as np
 import pybullet as p
 
 from sim import hand_urdf
-from sim.robots import ROBOTS, Simulation
+from sim.robots import Simulation, robot_model
 
 
 def test_assets_are_what_the_generator_writes():
@@ -21,7 +21,7 @@ def test_thumb_in_opposition_faces_the_curled_fingers():
     sim = Simulation(240)
     try:
         names = ["mf_mcp", "th_cmc", "th_abd"]
-        hand = sim.add_robot(ROBOTS["hand16"], names, [3] * 3, [0.05] * 3, [0.6] * 3)
+        hand = sim.add_robot(robot_model("hand16"), names, [3] * 3, [0.05] * 3, [0.6] * 3)
         palm_normal = _pad_normal(hand, "palm")
         hand.reset(np.zeros(3))
         # flat hand: the finger pads face where the palm does; the thumb lies in the palm plane

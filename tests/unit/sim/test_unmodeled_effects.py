@@ -358,11 +358,11 @@ def test_unmodeled_effects_off_leave_the_plain_torque_loop(make):
 
 def test_set_unmodeled_refuses_bad_values_by_name():
     from sim.cameras import Intrinsics
-    from sim.robots import ROBOTS, Simulation
+    from sim.robots import Simulation, robot_model
     sim = Simulation()
     try:
         names = [f"panda_joint{i}" for i in range(1, 8)]
-        robot = sim.add_robot(ROBOTS["panda"], names, [50] * 7, [5] * 7, [12] * 7)
+        robot = sim.add_robot(robot_model("panda"), names, [50] * 7, [5] * 7, [12] * 7)
         with pytest.raises(ValueError, match=r"^backlash: expected 7 values"):
             robot.set_unmodeled(backlash=[0.01] * 6)
         with pytest.raises(ValueError, match=r"^stiction: must be finite and >= 0"):

@@ -79,9 +79,9 @@ class CameraNode(Node):
     # ------------------------------------------------------------------ sources
     def _open_sim(self):
         from sim.cameras import SimCamera
-        from sim.robots import Simulation, robot_model
+        from sim.robots import Simulation
 
-        model = robot_model(self.cfg.robot)
+        model = self.cfg.robot_description()
         try:
             model = model.with_visuals("decimated")     # same geometry, far fewer triangles
         except ValueError:

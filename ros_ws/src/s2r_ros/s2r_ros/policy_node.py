@@ -16,7 +16,7 @@ The policy (`learning.deploy.load_policy`: an `.onnx` file on ONNX Runtime, no t
             joints, in config order).
             The node supplies the features' sources: the joint state (of the metadata's
             `obs_joint_names`, default the commanded joints); the TCP pose by URDF forward
-            kinematics of the metadata's `ee_link` plus `tcp_offset` along its z axis; the target,
+            kinematics of the metadata's `ee_link` plus `tcp_offset` in its frame; the target,
             the newest geometry_msgs/PoseStamped on /goal_pose (position, in the world / robot base
             frame: until a goal arrives a policy that needs it waits, nothing is sent); its
             position targets (q_cmd, for position and position_delta actions) and the set-points
@@ -72,24 +72,29 @@ from .node_params import declare_parameters, refuse
 NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
 
 
-def tcp_pose_function(robot: str, joints, meta: dict):
+def tcp_pose_function(robot, joints, meta: dict):
     """q (of `joints`) -> (TCP position (3), hand rotation matrix (3, 3)), world frame: the URDF
-    forward kinematics of the metadata's ee_link (default: the robot's), plus its tcp_offset along the
-    link's z axis; the robot's other movable joints at its home posture."""
-    from controllers.models import RigidBodyModel
-    from sim.robots import robot_model
+    forward kinematics of the metadata's ee_link (default: the robot description's), plus its
+    tcp_offset (3 numbers in the link's frame; one number: along the link's z axis, as older exports
+    wrote it; default: the description's), from the robot's base pose; the robot's other movable
+    joints at its home posture. `robot`: a RobotDescription."""
+    import pybullet as pb
 
-    model = robot_model(robot)
-    movable = RigidBodyModel(model.urdf).joint_names
-    rb = RigidBodyModel(model.urdf, joints=list(joints),
-                        locked={j: float(model.home.get(j, 0.0)) for j in movable if j not in joints})
-    fn = rb.link_pose_function(meta.get("ee_link", model.ee_link))
-    offset = float(meta.get("tcp_offset", 0.0))
+    from controllers.models import RigidBodyModel
+
+    movable = RigidBodyModel(robot.urdf).joint_names
+    rb = RigidBodyModel(robot.urdf, joints=list(joints),
+                        locked={j: float(robot.home.get(j, 0.0)) for j in movable if j not in joints})
+    fn = rb.link_pose_function(meta.get("ee_link", robot.ee_link))
+    given = meta.get("tcp_offset", robot.tcp_offset)
+    offset = np.array([0.0, 0.0, float(given)]) if np.ndim(given) == 0 else np.asarray(given, float).reshape(3)
+    base_R = np.array(pb.getMatrixFromQuaternion(robot.base_orientation)).reshape(3, 3)
+    base_p = np.asarray(robot.base_position, float)
 
     def pose(q):
         R, p = fn(np.asarray(q, float))
-        R = np.asarray(R, float)
-        return np.asarray(p, float).reshape(3) + offset * R[:, 2], R
+        R = base_R @ np.asarray(R, float)
+        return base_R @ np.asarray(p, float).reshape(3) + base_p + R @ offset, R
     return pose
 
 
@@ -111,9 +116,10 @@ class PolicyInputs:
     that `ObservationBuilder` keeps. Construction raises ValueError (one line) for obs_keys the
     node cannot build.
 
-    names: the config's joints (the order of q, qd and q_cmd); joints: the commanded joints."""
+    robot: the config's RobotDescription; names: the config's joints (the order of q, qd and q_cmd);
+    joints: the commanded joints."""
 
-    def __init__(self, meta: dict, robot: str, names, joints, action: str):
+    def __init__(self, meta: dict, robot, names, joints, action: str):
         keys = [k for k in _listed(meta, "obs_keys") if k != "image"]
         self.from_metadata = bool(keys)
         names, joints = list(names), list(joints)
@@ -135,7 +141,7 @@ class PolicyInputs:
                 self.tcp = tcp_pose_function(robot, joints, meta)
             except (ValueError, KeyError, TypeError, OSError) as e:
                 why = (str(e).splitlines() or [type(e).__name__])[0]
-                raise ValueError(f"cannot build the TCP's forward kinematics (robot {robot!r}, ee_link "
+                raise ValueError(f"cannot build the TCP's forward kinematics (robot {robot.name!r}, ee_link "
                                  f"{meta.get('ee_link')!r}): {why}") from None
             available |= {"tcp_pos", "tcp_rot"}
         self.builder.require(available, f"policy_node with {action} actions")
@@ -213,7 +219,7 @@ class PolicyNode(Node):
         if "inputs" in self.meta and ("image" in self.meta["inputs"]) != self.use_image:
             refuse(self, "use_image", f"{str(self.use_image).lower()}, but the policy's inputs are {self.meta['inputs']}")
         try:
-            self.inputs = PolicyInputs(self.meta, self.cfg.robot, self.names, joints, self.action)
+            self.inputs = PolicyInputs(self.meta, self.cfg.robot_description(), self.names, joints, self.action)
         except ValueError as e:
             self.get_logger().error(f"cannot build the policy's inputs: {e}")
             raise SystemExit(2)

@@ -12,16 +12,15 @@ __all__ = ["ReachSpec", "build_reach", "ee_goal_params", "joint_goal_params", "n
 
 def reach_spec_for(cfg, *, dt: float = 0.05, horizon: int = 20, velocity_scale: float = 0.5,
                    ee_link: str | None = None, planned_joints=None, **weights) -> ReachSpec:
-    """The ReachSpec of a hardware config's robot: its sim model's URDF and end-effector link, the
-    config's limits; joints without a velocity to plan (fingers) are locked where the model's home
-    posture has them."""
-    from sim.robots import robot_model
-
-    model = robot_model(cfg.robot)
+    """The ReachSpec of a hardware config's robot: its description's URDF and end-effector link, the
+    config's limits; the planned joints are the description's arm group (default), the others are
+    locked where its home posture has them."""
+    model = cfg.robot_description()
     names = list(cfg.joint_names)
     if planned_joints is None:
-        # the arm: every configured joint except gripper fingers
-        planned_joints = [nm for nm in names if "finger" not in nm]
+        planned_joints = list(model.arm_joints)
+        if not planned_joints:
+            raise ValueError(f"robot {model.name!r} has no arm group to plan for")
     unknown = [j for j in planned_joints if j not in names]
     if unknown:
         raise ValueError(f"planned joints {unknown} are not in the config's joints {names}")

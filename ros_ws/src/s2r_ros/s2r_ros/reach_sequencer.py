@@ -46,7 +46,7 @@ class ReachSequencer(Node):
         declare_parameters(self, ReachSequencerParams)   # self.params: the validated parameters
         g = lambda k: getattr(self.params, k)   # noqa: E731
         from s2r.core.config import load_config
-        from sim.robots import Simulation, robot_model
+        from sim.robots import Simulation
 
         self.cfg = load_config(str(g("config")))
         self.goals = np.asarray(g("goals"), float).reshape(-1, 3)
@@ -58,7 +58,7 @@ class ReachSequencer(Node):
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         # forward kinematics: the robot model in a pybullet world of our own
-        model = robot_model(self.cfg.robot)
+        model = self.cfg.robot_description()
         self.ee_link = model.ee_link
         self.sim = Simulation(self.cfg.sim.physics_hz)
         j = self.cfg.joints
