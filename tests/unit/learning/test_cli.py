@@ -208,7 +208,8 @@ def test_train_options_start_from_the_tasks_experiment_file():
         assert (cfg.policy_replay, cfg.policy_steps, cfg.kl_step, cfg.iterations) == (9, 1600, 0.2, 3)
         assert insert_algo.init_variance == insert.init_variance == 0.01
         assert insert.weights["log_alpha"] == load_experiment("insert_state").agent["log_alpha"] == 1e-5
-        assert "obs_features" not in meta and "state_features" not in meta    # runs without them: as before
+        sp = ["setpoint_offset", "setpoint_step"]                  # the task's default inputs
+        assert meta["obs_features"] == meta["state_features"] == sp
         assert "agent" not in meta          # the file's weights are the agent's defaults: parameters as before
     finally:
         insert.close()
