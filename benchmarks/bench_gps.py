@@ -92,7 +92,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.agents import ArmReachAgent  # noqa: E402
-from learning.cli import build_experiment, load_experiment  # noqa: E402
+from learning.experiment import build_experiment, load_experiment  # noqa: E402
 from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
 from learning.ppo import PPO, PPOConfig  # noqa: E402
 from learning.train import stage_progress, wilson_interval  # noqa: E402

@@ -99,7 +99,7 @@ def schema_models() -> dict:
     nodes = ("driver_node", "mpc_node", "camera_node", "policy_node", "reach_sequencer")   # schema.nodes.NODE_PARAMS
 
     def experiment():           # its gps:/plato: sections are learning's GPSConfig/PLATOConfig fields
-        from learning.cli import experiment_model
+        from learning.experiment import experiment_model
         return experiment_model()
     return {"hardware": hardware, "robot": robot, "bringup": bringup, "randomization": randomization,
             "experiment": experiment, **{f"node:{n}": node(n) for n in nodes}}

@@ -6,9 +6,9 @@ the algorithm's configuration (`gps:` or `plato:`). A field left out takes the d
 `s2r train`'s options take theirs from here too.
 
 This leaf module cannot import learning, so the `gps:` and `plato:` sections are built from
-learning's configuration dataclasses by `experiment_model` (learning.cli and `s2r schema
+learning's configuration dataclasses by `experiment_model` (learning.experiment and `s2r schema
 experiment` call it); `Experiment` alone takes them as plain mappings. `agent:` depends on the task:
-learning.cli checks it against the agent's constructor (the `check` of `load_experiment`).
+learning.experiment checks it against the agent's constructor (the `check` of `load_experiment`).
 
 `load_experiment` validates a parsed file with `key=value` overrides applied (`parse_overrides`:
 dotted keys, values parsed as YAML); every problem is one ConfigError line naming the file or the

@@ -188,7 +188,8 @@ def test_train_options_start_from_the_tasks_experiment_file():
     """`s2r train gps --images` trains with learning/experiments/reach_visuomotor.yaml (what bench_gps
     measures: pose pretraining with bf16 convolutions, auxiliary pose loss, replay) at its image size,
     `--task ArmInsert` with insert_state.yaml, not the generic defaults; options still override them."""
-    from learning.cli import _build, _train_parser, load_experiment
+    from learning.cli import _build, _train_parser
+    from learning.experiment import load_experiment
     recipe = load_experiment("reach_visuomotor")
     agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--images", "--policy-steps", "50"]))
     try:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from learning.cli import _experiment, _train_parser, build_experiment, load_experiment, train_main
+from learning.cli import _experiment, _train_parser, train_main
+from learning.experiment import build_experiment, load_experiment
 from s2r.core import resources
 from s2r.core.yamlio import ConfigError
 
