@@ -130,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # commands that parse their own arguments: everything after the name is passed on
     for name, fn, text in (
-            ("demo", cmd_demo, "the simulated ROS 2 bringup: Panda + camera + MPC reaching 4 goals "
+            ("demo", cmd_demo, "the simulated ROS 2 bringup: an arm (Panda; --config another) + camera + MPC reaching 4 goals "
                                "(--joint-space: the ROS-free joint-goal demo)"),
             ("launch", cmd_launch, "start ROS 2 nodes from a bringup YAML (pip-only replacement for ros2 launch)"),
-            ("train", cmd_train, "train in randomized simulation: `s2r train gps|plato --task TASK ...`"),
+            ("train", cmd_train, "train in (randomized) simulation: `s2r train --experiment NAME [KEY=VALUE ...]`"),
             ("eval", cmd_eval, "evaluate a trained policy: `s2r eval POLICY --task TASK --episodes N`")):
         p = sub.add_parser(name, add_help=False, help=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)
