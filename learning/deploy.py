@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("s2r.deploy")
 
 __all__ = ["load_policy", "ExportedPolicy", "PolicyLoadError", "PolicyCallError", "METADATA_FILE",
            "METADATA_FORMAT", "FORMATS"]
@@ -145,8 +148,8 @@ class TorchPolicy(ExportedPolicy):
                 names = [a.name for a in module.forward.schema.arguments[1:]]
                 try:    # constants folded, convolutions prepacked
                     module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
-                except RuntimeError:
-                    pass                                 # e.g. a module without forward's attributes: runs unfrozen
+                except RuntimeError as e:    # e.g. a module without forward's attributes: it runs unfrozen
+                    log.debug("%s: running the TorchScript module unoptimized (%s)", path, _first_line(e))
                 self.module = module
         except (RuntimeError, ValueError, OSError, KeyError, AttributeError, zipfile.BadZipFile) as e:
             raise PolicyLoadError(f"{path}: not {what} policy ({_first_line(e)})") from None
