@@ -62,13 +62,15 @@ def test_every_shipped_config_names_a_description_and_uses_its_gains():
             continue
         d = cfg.robot_description()
         assert set(cfg.joint_names) <= set(d.urdf_info.movable_joints), name
-    # a joint without `gains` in the config takes the description's
+    # a joint without `gains` in the config takes the description's (panda_sim writes none), one
+    # with them keeps its own
     data = yaml.safe_load((ROOT / "hardware_configs" / "panda_sim.yaml").read_text())
-    for j in data["joints"]:
-        j.pop("gains")
-    from s2r.core.config import parse_config
-    cfg = parse_config(data, "p.yaml")
+    assert not any("gains" in j for j in data["joints"])
+    cfg = load_config("panda_sim")
     assert [(j.kp, j.kd) for j in cfg.joints][:7] == [(600, 50)] * 4 + [(250, 30), (150, 25), (50, 15)]
+    from s2r.core.config import parse_config
+    data["joints"][6]["gains"] = {"kp": 40, "kd": 12}
+    assert (parse_config(data, "p.yaml").joints[6].kp, parse_config(data, "p.yaml").joints[6].kd) == (40, 12)
 
 
 BAD = {   # (change to a valid description, key, reason)
