@@ -159,8 +159,10 @@ class ArmReachAgent:
     def robot_metadata(self) -> dict:
         """Which robot the policy drives: its description, the hardware config it was trained with,
         the TCP (ee_link + tcp_offset in the link's frame) its task positions are of."""
+        from s2r.core import resources
         env = self.env
-        return {"robot": env.description.name, "hardware_config": self.config or env.cfg.name,
+        return {"robot": env.description.name,
+                "hardware_config": resources.portable("hardware_config", self.config or env.cfg.path),
                 "ee_link": env.ee_link, "tcp_offset": list(env.tcp_offset)}
 
     def metadata(self) -> dict:

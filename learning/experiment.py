@@ -167,7 +167,12 @@ def build_experiment(exp):
     loading that gives the same run)."""
     from dataclasses import asdict
 
+    from s2r.core import resources
+
     from .registry import default_inputs, make_agent
+    # the files it names, as a resume or an evaluation in another directory finds them again
+    exp = exp.model_copy(update={k: resources.portable(kind, getattr(exp, k)) for k, kind in
+                                 (("config", "hardware_config"), ("randomize", "preset")) if getattr(exp, k)})
     obs, state = exp.obs_features, exp.state_features
     if obs is None and state is None:
         # the inputs the task needs by default (registry.default_inputs)

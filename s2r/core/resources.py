@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .yamlio import ConfigError, excerpt
 
-__all__ = ["ENV_VAR", "KINDS", "Kind", "ResourceNotFound", "find", "names", "packaged_dir", "resolve",
+__all__ = ["ENV_VAR", "KINDS", "Kind", "ResourceNotFound", "find", "names", "packaged_dir", "portable", "resolve",
            "search_dirs"]
 
 ENV_VAR = "S2R_PATH"
@@ -138,6 +138,23 @@ def find(kind: str, name: str | os.PathLike) -> Path | None:
             if _is_file(d / r):
                 return d / r
     return None
+
+
+def portable(kind: str, name: str | os.PathLike) -> str:
+    """How another process, perhaps in another directory, finds the same file: a packaged copy by
+    its bare name (found the same way anywhere), anything else (a path, a name found in ./<kind
+    dir> or $S2R_PATH) by its absolute path. A name found nowhere stays as it is."""
+    found = find(kind, name)
+    if found is None:
+        return os.fspath(name)
+    try:
+        packaged = packaged_dir(kind).resolve()
+    except ValueError:
+        packaged = None
+    found = found.resolve()
+    if packaged is not None and found.parent == packaged and Path(os.fspath(name)).name == os.fspath(name):
+        return os.fspath(name)
+    return str(found)
 
 
 def names(kind: str) -> dict[str, Path]:

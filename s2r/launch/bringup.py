@@ -223,9 +223,8 @@ _PARAM_VALUE = TypeAdapter(ParamValue)
 def apply_config(b: Bringup, config: str) -> None:
     """Every node of `b` that takes a hardware config (a `config` parameter) gets `config`: one
     bringup file runs any robot with a config (a path is made absolute, as nodes may start
-    elsewhere)."""
-    p = Path(config)
-    value = str(p.resolve()) if ("/" in config or config.endswith((".yaml", ".yml"))) and p.exists() else config
+    elsewhere: s2r.core.resources.portable)."""
+    value = resources.portable("hardware_config", config)
     nodes = [n for n in b.nodes if "config" in n.parameters]
     if not nodes:
         raise ConfigError(b.path, "--config", "no node of this bringup takes a hardware config")

@@ -77,6 +77,16 @@ def test_a_folder_named_like_a_file_does_not_hide_the_lookup(elsewhere):
     assert resources.find("hardware_config", "./panda_sim") == Path("./panda_sim")
 
 
+def test_portable_names_find_the_same_file_from_anywhere(tmp_path, elsewhere):
+    """What a run records and a launcher hands its nodes: a packaged copy's bare name; a file found
+    only from here (./hardware_configs, a relative path) as its absolute path."""
+    assert resources.portable("hardware_config", "panda_sim") == "panda_sim"
+    own = config_named(elsewhere / "hardware_configs", "my_arm", "mine")
+    assert resources.portable("hardware_config", "my_arm") == str(own.resolve())
+    assert resources.portable("hardware_config", "hardware_configs/my_arm.yaml") == str(own.resolve())
+    assert resources.portable("hardware_config", "nowhere") == "nowhere"
+
+
 def test_names_first_in_order_wins(tmp_path, elsewhere, monkeypatch):
     config_named(elsewhere / "hardware_configs", "hand_sim", "mine")
     monkeypatch.setenv(resources.ENV_VAR, str(tmp_path / "sp"))
