@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml ros_ws/src/s2r_ros/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	@# the distribution was called s2r before it became s2r-robotics: drop an old editable install
+	$(PY) -m pip uninstall --quiet --yes s2r 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet -e ros_ws/src/s2r_ros
 	@touch $(STAMP)

@@ -36,10 +36,10 @@ import casadi as ca  # noqa: E402
 import numpy as np  # noqa: E402
 import pybullet_data  # noqa: E402
 
-from controllers import (CEM, ILQR, MPC, MPPI, NMPC, Cost, ILQROptions, RandomShooting,  # noqa: E402
+from s2r.controllers import (CEM, ILQR, MPC, MPPI, NMPC, Cost, ILQROptions, RandomShooting,  # noqa: E402
                          quadratic_cost)
-from controllers._compiled import jit_available  # noqa: E402
-from controllers.models import RigidBodyModel, acrobot, arm, cartpole, pendulum  # noqa: E402
+from s2r.controllers._compiled import jit_available  # noqa: E402
+from s2r.controllers.models import RigidBodyModel, acrobot, arm, cartpole, pendulum  # noqa: E402
 
 TARGETS = {  # key: (limit, "<=" or ">=")
     "cartpole_ilqr_ms_per_iter": (2.0, "<="),

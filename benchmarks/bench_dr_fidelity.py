@@ -33,9 +33,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learning.agents import ArmReachAgent  # noqa: E402
-from learning.gps import MDGPS, GPSConfig  # noqa: E402
-from learning.train import wilson_interval  # noqa: E402
+from s2r.learning.agents import ArmReachAgent  # noqa: E402
+from s2r.learning.gps import MDGPS, GPSConfig  # noqa: E402
+from s2r.learning.train import wilson_interval  # noqa: E402
 
 PRESET = "default"
 FINAL_EVAL_FIRST = 100

@@ -34,11 +34,11 @@ from s2r.core.ros_env import isolate_this_process
 if not os.environ.get("ROS_DOMAIN_ID"):
     isolate_this_process()      # a private DDS domain, localhost only: the benchmark's traffic stays here
 
-from drivers import Command
-from drivers import dynamixel_protocol as P
-from drivers.dynamixel_driver import DynamixelDriver
-from drivers.emulators import emulated
-from drivers.ros2_bridge import Ros2BridgeDriver
+from s2r.drivers import Command
+from s2r.drivers import dynamixel_protocol as P
+from s2r.drivers.dynamixel_driver import DynamixelDriver
+from s2r.drivers.emulators import emulated
+from s2r.drivers.ros2_bridge import Ros2BridgeDriver
 from s2r.core.config import load_config
 
 

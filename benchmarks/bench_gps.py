@@ -91,11 +91,11 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learning.agents import ArmReachAgent  # noqa: E402
-from learning.experiment import build_experiment, load_experiment  # noqa: E402
-from learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
-from learning.ppo import PPO, PPOConfig  # noqa: E402
-from learning.train import stage_progress, wilson_interval  # noqa: E402
+from s2r.learning.agents import ArmReachAgent  # noqa: E402
+from s2r.learning.experiment import build_experiment, load_experiment  # noqa: E402
+from s2r.learning.policies import VisuomotorCNN, export_torchscript  # noqa: E402
+from s2r.learning.ppo import PPO, PPOConfig  # noqa: E402
+from s2r.learning.train import stage_progress, wilson_interval  # noqa: E402
 
 # the recipes the GPS rows run (learning/experiments/; their results: RESULTS.md there)
 EXPERIMENTS = {"state": "reach_state", "image": "reach_visuomotor", "insert": "insert_state"}
@@ -143,8 +143,8 @@ def export_latency(log, sizes=EXPORT_SIZES, repeats: int = 3, calls: int = 100) 
     by learning.deploy.load_policy (2 threads), checked against the torch module and timed."""
     import tempfile
 
-    from learning.deploy import load_policy
-    from learning.export import export_policies
+    from s2r.learning.deploy import load_policy
+    from s2r.learning.export import export_policies
     res, diffs = {}, {"torchscript": 0.0, "pt2": 0.0, "onnx": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -270,7 +270,7 @@ def _reach_gym_env(agent: ArmReachAgent):
     steps from a seed outside the held-out range."""
     import gymnasium as gym
 
-    from learning.features import sim_context
+    from s2r.learning.features import sim_context
 
     class AgentEnv(gym.Env):
         metadata = {"render_modes": []}

@@ -26,7 +26,7 @@ The variants alternate in chunks (so machine load hits all alike); the rates are
 chunks and the ratios medians of the per-round ratios of CPU-time rates (`stepping` says why;
 the wall-clock ratios are reported too, as *_wall).
 - render_fps_{64,128,240}: the env's camera with decimated meshes; *_stock: with the stock meshes.
-- parallel_speedup_2: episodes/s with 2 worker processes over 1 (`sim.parallel`, same seeds, same
+- parallel_speedup_2: episodes/s with 2 worker processes over 1 (`s2r.sim.parallel`, same seeds, same
   results), both pools started and warmed up before timing, each measurement several seconds of
   work, alternating 1- and 2-worker runs; medians. Reported beside it: each worker's CPU seconds
   and the CPU/wall ratio of each run (about 2 for 2 workers on an idle 2-core machine; less means
@@ -46,15 +46,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import sim  # noqa: F401  (imports pybullet without its banner)
+import s2r.sim  # noqa: F401  (imports pybullet without its banner)
 import pybullet as p
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gymnasium as gym  # noqa: E402
 
-import sim.tasks  # noqa: E402,F401
-from sim.parallel import ParallelRollouts  # noqa: E402
+import s2r.sim.tasks  # noqa: E402,F401
+from s2r.sim.parallel import ParallelRollouts  # noqa: E402
 
 ENV = "s2r/ArmPush-v0"
 

@@ -23,11 +23,11 @@ import sys
 import time
 
 import numpy as np
-import sim  # noqa: F401  (imports pybullet without its banner)
+import s2r.sim  # noqa: F401  (imports pybullet without its banner)
 import pybullet as p
 import pybullet_data
 
-from drivers import Command, open_driver
+from s2r.drivers import Command, open_driver
 from s2r.core.config import load_config
 
 

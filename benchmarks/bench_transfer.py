@@ -61,7 +61,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learning.cli import eval_main, train_main  # noqa: E402
+from s2r.learning.cli import eval_main, train_main  # noqa: E402
 
 from benchmarks.deploy_eval import deploy_eval  # noqa: E402
 

@@ -44,9 +44,9 @@ def driver_preset(preset, images: bool, out_dir: Path, log=print) -> str:
     none. ValueError names a parameter the driver cannot apply."""
     if not preset:
         return ""
-    from drivers.sim_driver import DRIVER_RANDOMIZATION
+    from s2r.drivers.sim_driver import DRIVER_RANDOMIZATION
     from s2r.core import yamlio
-    from sim.randomization import PARAMETERS, PRESETS_DIR, Randomizer
+    from s2r.sim.randomization import PARAMETERS, PRESETS_DIR, Randomizer
 
     rz = Randomizer.load(preset)          # validates; RandomizationError names the key
     path = Path(preset)
@@ -184,9 +184,9 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     """Run `policy` through policy_node and driver_node on the episodes `seeds` of `task` (under one
     draw, `randomize_seed`, of the preset `randomize`). Returns success_rate, mean_final_distance,
     final_distances, successes, episodes, and the settings."""
-    import sim.tasks
-    from learning.deploy import load_policy
-    from learning.registry import scene_kwargs, task_id
+    import s2r.sim.tasks
+    from s2r.learning.deploy import load_policy
+    from s2r.learning.registry import scene_kwargs, task_id
     from s2r.launch import NodeSpec, node_command
     from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
     import os
@@ -202,7 +202,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     images = "image" in meta.get("inputs", [])
     if images:
         raise ValueError(f"{policy}: deploy_eval runs state policies (this one needs camera images)")
-    env = sim.tasks.make(tid, randomization=randomize, **scene_kwargs(meta)).unwrapped
+    env = s2r.sim.tasks.make(tid, randomization=randomize, **scene_kwargs(meta)).unwrapped
     cfg = env.cfg
     rate = float(meta.get("control_rate_hz") or cfg.control_rate_hz)
     T = int(meta.get("episode_steps") or 100)

@@ -94,7 +94,7 @@ def driver_factory(name: str) -> Callable:
 def _load_builtin():
     # Imported lazily so `drivers` stays importable without pybullet/rclpy/dynamixel installed.
     import importlib
-    for mod in ("drivers.sim_driver", "drivers.dynamixel_driver", "drivers.ros2_bridge"):
+    for mod in ("s2r.drivers.sim_driver", "s2r.drivers.dynamixel_driver", "s2r.drivers.ros2_bridge"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

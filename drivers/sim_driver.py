@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 # first: `sim` imports pybullet without its banner
-from sim.robots import MODE_EFFORT, MODE_POSITION, Simulation  # noqa: I001
+from s2r.sim.robots import MODE_EFFORT, MODE_POSITION, Simulation  # noqa: I001
 
 import pybullet as p  # noqa: E402
 
@@ -273,7 +273,7 @@ class SimDriver(Driver):
         Returns the draw. A preset with a parameter the driver does not simulate (objects, table,
         visuals, cameras) or an unknown joint raises ValueError naming it; a bad preset,
         RandomizationError."""
-        from sim.randomization import PARAMETERS, Randomizer
+        from s2r.sim.randomization import PARAMETERS, Randomizer
 
         rz = Randomizer.load(randomization)
         unknown = [n for n in rz.params if n not in DRIVER_RANDOMIZATION]

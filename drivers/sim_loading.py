@@ -5,7 +5,7 @@ joint and camera link exists, s2r.core.config); what is left here is what only l
 from __future__ import annotations
 
 # first: `sim` imports pybullet without its banner
-import sim.robots  # noqa: F401,I001
+import s2r.sim.robots  # noqa: F401,I001
 
 import pybullet as p  # noqa: E402
 
@@ -16,7 +16,7 @@ from .base import DriverError
 
 def load_configured_robot(simulation, cfg):
     """The config's robot (its description, joints, gains, effort limits and gravity
-    compensation) added to `simulation`, as a `sim.robots.SimRobot`. A description that no longer
+    compensation) added to `simulation`, as a `s2r.sim.robots.SimRobot`. A description that no longer
     loads is a ConfigError naming `robot`; a model pybullet cannot load, a DriverError."""
     model = cfg.robot_description()
     try:

@@ -7,7 +7,7 @@ from collections import deque
 
 import numpy as np
 
-from sim.robots import ACTUATOR_EFFECTS, ROBOT_DYNAMICS, RobotNominal, apply_robot_draw
+from s2r.sim.robots import ACTUATOR_EFFECTS, ROBOT_DYNAMICS, RobotNominal, apply_robot_draw
 
 # the randomization parameters (sim.randomization) the sim driver applies, `SimDriver.randomize`
 DRIVER_RANDOMIZATION = ROBOT_DYNAMICS + ACTUATOR_EFFECTS + (
@@ -33,7 +33,7 @@ class Reality:
     BLOCK = 64
 
     def __init__(self, randomizer, seed: int, dims: dict, step_scale: float, joint_idx, n_joints: int):
-        from sim.randomization import PARAMETERS
+        from s2r.sim.randomization import PARAMETERS
         self.randomizer, self.dims = randomizer, dims
         self.joint_idx, self.n_joints = np.asarray(joint_idx, int), n_joints
         self._per_joint = {n: (1.0 if n in ("joint_damping_scale", "gain_scale", "torque_limit_scale") else 0.0)

@@ -56,7 +56,7 @@ class PointMassAgent:
 
     def __init__(self, n_conditions: int = 4, T: int = 40, dt: float = 0.05, noise: float = 1e-3,
                  success_distance: float = 0.1):
-        from controllers.models import point_mass
+        from s2r.controllers.models import point_mass
         self.model = point_mass(2).discretize(dt, "semi_implicit_euler", jit=False)
         self.T, self.dX, self.dU, self.dt = T, 4, 2, dt
         self.obs_dim, self.joint_dim, self.image_size = 4, 4, None
@@ -120,7 +120,7 @@ class ArmReachAgent:
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
                  target_marker_radius: float | None = None, target_stand: bool | None = None,
                  obs_features=(), state_features=(), config: str | None = None):
-        import sim.tasks
+        import s2r.sim.tasks
         self.obs_features, self.state_features = _feature_keys(obs_features), _feature_keys(state_features)
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
             if target_marker_radius is None else (float(target_marker_radius) or None)
@@ -130,11 +130,11 @@ class ArmReachAgent:
         if self.target_stand:
             marker["target_stand"] = True
         self.config = config             # hardware config naming the robot (None: the task's default)
-        self.env = sim.tasks.make(self.task, image_obs=images, image_size=image_size,
+        self.env = s2r.sim.tasks.make(self.task, image_obs=images, image_size=image_size,
                                   randomization=randomization, config=config, **marker).unwrapped
         self.images, self.image_size = images, (image_size if images else None)
         self.n = len(self.env.act_idx)
-        self.T, self.dU = int(T or sim.tasks.TASKS[self.task][1]), self.n     # default: the task's episode
+        self.T, self.dU = int(T or s2r.sim.tasks.TASKS[self.task][1]), self.n     # default: the task's episode
         self.obs_keys = [*(self.IMAGE_OBS_KEYS if images else self.STATE_OBS_KEYS), *self.obs_features]
         try:
             self.inputs = self._builder(self.obs_keys)               # the policy's observations

@@ -390,11 +390,11 @@ def eval_main(argv=None) -> int:
             raise ValueError(f"{path} was trained for {meta.get('task')!r}, not {task!r}")
         if not task.startswith("s2r/"):
             raise ValueError(f"s2r eval runs simulator tasks; {task} has no environment")
-        import sim.tasks
+        import s2r.sim.tasks
         images = "image" in meta.get("inputs", [])
         size = meta["image_size"][0] if images else 64
         scene = scene_kwargs(meta) | ({"config": args.config} if args.config else {})
-        env = sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize,
+        env = s2r.sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize,
                              **scene).unwrapped
         joints = [env.joint_names[i] for i in env.act_idx]
         if meta.get("joint_names") != joints:
@@ -415,7 +415,7 @@ def eval_main(argv=None) -> int:
             check_applies(sweep, env.dims, task)
 
             def make_env(randomization):
-                return sim.tasks.make(task, image_obs=images, image_size=size, randomization=randomization,
+                return s2r.sim.tasks.make(task, image_obs=images, image_size=size, randomization=randomization,
                                       **scene).unwrapped
             _run_sweep(args, sweep, task, make_env, run)
             return 0

@@ -217,7 +217,7 @@ def sim_context(obs: Mapping, env=None) -> ObsContext:
         quat = obs["tcp_quat"]
 
         def tcp_rot():
-            from controllers.reach import quat_matrix
+            from s2r.controllers.reach import quat_matrix
             return quat_matrix(quat)
         v["tcp_rot"] = tcp_rot
     if "target" in obs:

@@ -44,7 +44,7 @@ __all__ = ["ArmInsertAgent", "peg_bottom_fk", "peg_bottom_offset", "phase"]
 
 def peg_bottom_offset() -> float:
     """m from the TCP to the held peg's bottom along the hand's z axis (the metadata's peg_bottom_offset)."""
-    from sim.tasks.arm import ArmInsert
+    from s2r.sim.tasks.arm import ArmInsert
     return ArmInsert.GRIP_DEPTH + ArmInsert.PEG_HALF_LENGTH
 
 
@@ -106,9 +106,9 @@ class ArmInsertAgent(ArmReachAgent):
                          condition_seeds=condition_seeds, target_marker_radius=0.0, target_stand=False,
                          obs_features=obs_features, state_features=state_features, config=config)
         if shape != "square":                 # ArmReachAgent made the task with its default peg
-            import sim.tasks
+            import s2r.sim.tasks
             self.env.close()
-            self.env = sim.tasks.make(self.task, randomization=randomization, shape=shape, config=config).unwrapped
+            self.env = s2r.sim.tasks.make(self.task, randomization=randomization, shape=shape, config=config).unwrapped
         self.success_distance = float("nan")  # unused: success is the task's own criterion (see _run)
         self.cost = self._make_cost()
 
@@ -149,7 +149,7 @@ class ArmInsertAgent(ArmReachAgent):
         noiseless law inserts 20 of 20; straight at the target (h = 0) 7/20 (the peg lands on the
         lid beside the hole); without the orientation rows 15/20 (a tilted peg jams on the hole's
         wall, 12-14 mm deep)."""
-        from sim.tasks.arm import DOWN
+        from s2r.sim.tasks.arm import DOWN
         n, g = self.n, self.INIT_GAIN
         hover = self.hover_heights()[:-1]
         out = []

@@ -76,7 +76,7 @@ class _Teacher:
     `learner_obs(X, obs)`: the learner's observations at the planned states X (H, nx)."""
 
     def __init__(self, dynamics, horizon, iterations, u_lim=None):
-        from controllers import ILQR, MPC, ILQROptions
+        from s2r.controllers import ILQR, MPC, ILQROptions
         nu = dynamics.nu
         lo, hi = (None, None) if u_lim is None else (-u_lim * np.ones(nu), u_lim * np.ones(nu))
         u, m, C = ca.SX.sym("u", nu), ca.SX.sym("m", nu), ca.SX.sym("C", nu * nu)
@@ -135,7 +135,7 @@ class PointMassTeacher(_Teacher):
         super().__init__(agent.model, horizon, iterations)
 
     def _costs(self, u, m, C, r):
-        from controllers import Cost
+        from s2r.controllers import Cost
         c = self.agent_cost
         x = ca.SX.sym("x", 4)
         run = 0.5 * x.T @ ca.DM(c.Q[0]) @ x + 0.5 * u.T @ ca.DM(c.R[0]) @ u
@@ -156,8 +156,8 @@ class ArmReachTeacher(_Teacher):
     def __init__(self, agent, horizon, iterations):
         import pybullet as pb
 
-        from controllers import Dynamics
-        from controllers.models import RigidBodyModel
+        from s2r.controllers import Dynamics
+        from s2r.controllers.models import RigidBodyModel
         env = agent.env
         robot = env.description
         n = agent.n
@@ -174,7 +174,7 @@ class ArmReachTeacher(_Teacher):
         super().__init__(dyn, horizon, iterations, u_lim=1.0)
 
     def _costs(self, u, m, C, r):
-        from controllers import Cost
+        from s2r.controllers import Cost
         n = self.n
         x = ca.SX.sym("q", n)
         tcp = self.tcp(x)

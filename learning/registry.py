@@ -85,7 +85,7 @@ def default_inputs(task: str, randomization=None) -> tuple[list[str], list[str]]
     - under randomization, first the actions still in flight (`prev_action@histK`, K the preset's
       largest action latency, at least 1), for the same reason.
     learning/experiments/RESULTS.md has the measurements. PointMass: none."""
-    from sim.randomization import Randomizer
+    from s2r.sim.randomization import Randomizer
     if task_id(task) == "PointMass":
         return [], []
     extra = ["setpoint_offset", "setpoint_step"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.randomization import PARAMETERS, PER_EPISODE, ParamSpec, RandomizationError, Randomizer, parse_param
+from s2r.sim.randomization import PARAMETERS, PER_EPISODE, ParamSpec, RandomizationError, Randomizer, parse_param
 
 __all__ = ["SweepError", "Sweep", "SweepPoint", "parse_sweep", "constant_spec", "with_constant",
            "check_applies", "write_csv", "plot_sweep", "CSV_COLUMNS"]

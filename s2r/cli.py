@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 def cmd_check(a) -> int:
     """Validate, then connect and read once; `OK` only after the driver answered (or, with
     --no-connect, after validation, and says so). Failures reach main() as one line."""
-    from drivers import open_driver
+    from s2r.drivers import open_driver
 
     from .core.config import load_config
 
@@ -47,12 +47,12 @@ def cmd_launch(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from learning.cli import train_main
+    from s2r.learning.cli import train_main
     return train_main(a.rest)
 
 
 def cmd_eval(a) -> int:
-    from learning.cli import eval_main
+    from s2r.learning.cli import eval_main
     return eval_main(a.rest)
 
 
@@ -62,7 +62,7 @@ def cmd_hil(a) -> int:
 
 
 def cmd_emulate(a) -> int:
-    from drivers.emulators import run_emulator
+    from s2r.drivers.emulators import run_emulator
 
     from .core.config import load_config
 
@@ -99,7 +99,7 @@ def schema_models() -> dict:
     nodes = ("driver_node", "mpc_node", "camera_node", "policy_node", "reach_sequencer")   # schema.nodes.NODE_PARAMS
 
     def experiment():           # its gps:/plato: sections are learning's GPSConfig/PLATOConfig fields
-        from learning.experiment import experiment_model
+        from s2r.learning.experiment import experiment_model
         return experiment_model()
     return {"hardware": hardware, "robot": robot, "bringup": bringup, "randomization": randomization,
             "experiment": experiment, **{f"node:{n}": node(n) for n in nodes}}
@@ -170,9 +170,9 @@ def expected_failure(e: BaseException) -> str | None:
 
     if isinstance(e, ConfigError):
         return f"config error: {e}"
-    kinds = [(m.DriverError, "error") for m in [sys.modules.get("drivers.base")] if m is not None]
+    kinds = [(m.DriverError, "error") for m in [sys.modules.get("s2r.drivers.base")] if m is not None]
     kinds += [(m.RandomizationError, "randomization error")
-              for m in [sys.modules.get("sim.randomization")] if m is not None]
+              for m in [sys.modules.get("s2r.sim.randomization")] if m is not None]
     for cls, label in kinds:            # a class never imported cannot have been raised
         if isinstance(e, cls):
             return f"{label}: {_one_line(str(e))}"

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from drivers import Command, open_driver
+from s2r.drivers import Command, open_driver
 
 from .core.config import load_config
 from .core.logs import Progress

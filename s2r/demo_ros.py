@@ -53,7 +53,7 @@ def arm_goals(config: str, goals=DEMO_GOALS) -> list[tuple]:
     """The demo's goals (laid out for the Panda) for the arm of `config`: scaled with its reach
     about its base (sim.workspace), unchanged for the Panda."""
     from .core.config import load_config
-    from sim.workspace import workspace_scale
+    from s2r.sim.workspace import workspace_scale
 
     robot = load_config(config).robot_description()
     s = workspace_scale(robot)

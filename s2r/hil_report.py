@@ -28,7 +28,7 @@ def run_hil(config: str, emulate: bool = False, extra=None) -> int:
     try:
         import pytest
     except ImportError:
-        print("error: `s2r hil` runs the suite with pytest, which is not installed: pip install 's2r[hil]'",
+        print("error: `s2r hil` runs the suite with pytest, which is not installed: pip install 's2r-robotics[hil]'",
               file=sys.stderr)
         return 2
     cfg = load_config(config)       # a bad file is refused here, in one line

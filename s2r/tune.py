@@ -31,8 +31,8 @@ def add_tune_parser(sub) -> None:
 
 
 def run_tune(a) -> int:
-    from drivers import open_driver
-    from sim import gain_tuning as gt
+    from s2r.drivers import open_driver
+    from s2r.sim import gain_tuning as gt
 
     from .core.config import ConfigError, load_config, resolve_config_path
 

@@ -1,4 +1,4 @@
-"""Decimated Panda visual meshes for fast CPU rendering: `python -m sim.decimate` writes sim/assets/panda_lite/.
+"""Decimated Panda visual meshes for fast CPU rendering: `python -m s2r.sim.decimate` writes sim/assets/panda_lite/.
 
 The stock pybullet_data Panda visual meshes have ~100k triangles; pybullet's TinyRenderer (the CPU
 renderer we train and test with) spends most of a small image's time transforming them. This

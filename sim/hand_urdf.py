@@ -1,6 +1,6 @@
 """Writes sim/assets/hand16.urdf: a 16-DoF four-finger hand in the spirit of the LEAP hand.
 
-Run `python -m sim.hand_urdf` to regenerate. Geometry is boxes (visual == collision, which also
+Run `python -m s2r.sim.hand_urdf` to regenerate. Geometry is boxes (visual == collision, which also
 keeps rendering cheap); inertias are the solid-box formulas, masses are close to a LEAP hand's
 (Dynamixel XC330 servos make up most of each finger's mass).
 

@@ -1,8 +1,8 @@
 """Parallel rollouts: N worker processes, each with its own pybullet DIRECT client (its own env) and
 its own seeds; the results are identical to a serial run with the same seeds.
 
-    from sim.parallel import ParallelRollouts, rollout_serial
-    from sim.scripted import scripted_factory
+    from s2r.sim.parallel import ParallelRollouts, rollout_serial
+    from s2r.sim.scripted import scripted_factory
     with ParallelRollouts("s2r/ArmReach-v0", n_workers=2, env_kwargs={"randomization": "default"}) as pool:
         episodes = pool.run(scripted_factory, seeds=range(16), horizon=100)
 
@@ -56,9 +56,9 @@ class Episode:
 def make_env(env_id: str, env_kwargs: dict | None):
     import gymnasium as gym
 
-    import sim.tasks  # noqa: F401  (registers the s2r/ ids)
-    if env_id not in sim.tasks.TASKS:
-        raise ValueError(f"unknown task {env_id!r} (known: {', '.join(sim.tasks.TASKS)})")
+    import s2r.sim.tasks  # noqa: F401  (registers the s2r/ ids)
+    if env_id not in s2r.sim.tasks.TASKS:
+        raise ValueError(f"unknown task {env_id!r} (known: {', '.join(s2r.sim.tasks.TASKS)})")
     return gym.make(env_id, **(env_kwargs or {})).unwrapped
 
 
@@ -129,9 +129,9 @@ class ParallelRollouts:
                  start_method: str = "spawn"):
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-        import sim.tasks
-        if env_id not in sim.tasks.TASKS:
-            raise ValueError(f"unknown task {env_id!r} (known: {', '.join(sim.tasks.TASKS)})")
+        import s2r.sim.tasks
+        if env_id not in s2r.sim.tasks.TASKS:
+            raise ValueError(f"unknown task {env_id!r} (known: {', '.join(s2r.sim.tasks.TASKS)})")
         ctx = mp.get_context(start_method)
         self.env_id, self.n_workers = env_id, n_workers
         self._jobs = ctx.Queue()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pybullet as p
 
-from sim.tasks.arm import ArmInsert, ArmPush, ArmReach
-from sim.tasks.hand import HandGraspLift, HandReach
+from s2r.sim.tasks.arm import ArmInsert, ArmPush, ArmReach
+from s2r.sim.tasks.hand import HandGraspLift, HandReach
 
 
 class _Scripted:

@@ -44,8 +44,8 @@ def initial_positions(cfg) -> np.ndarray:
 
 def bus_spec_from_config(cfg, seed: int = 0):
     """The servo bus a dynamixel config describes: ids, model, baud rate, starting positions."""
-    from drivers import dynamixel_protocol as P
-    from drivers.dynamixel_driver import parse_params
+    from s2r.drivers import dynamixel_protocol as P
+    from s2r.drivers.dynamixel_driver import parse_params
 
     from .dynamixel_bus import BusSpec, ServoSpec
     params = parse_params(cfg, require_port=False)
@@ -62,7 +62,7 @@ def fake_robot_spec_from_config(cfg, seed: int = 0) -> dict:
     """The fake ROS 2 robot a ros2 config describes: its joint names (as the robot names them),
     topics and starting positions; joints are published in a different order than the config's,
     with an extra joint, as a real robot's joint_state_broadcaster may."""
-    from drivers.ros2_bridge import parse_params
+    from s2r.drivers.ros2_bridge import parse_params
     params = parse_params(cfg)
     q0 = initial_positions(cfg)
     ros_names = [params.joint_map.get(n, n) for n in cfg.joint_names]

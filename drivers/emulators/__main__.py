@@ -1,5 +1,5 @@
-"""`python -m drivers.emulators KIND CONFIG` runs an emulator in the foreground (what
-`s2r emulate KIND CONFIG` does); `python -m drivers.emulators serve` is the child process that
+"""`python -m s2r.drivers.emulators KIND CONFIG` runs an emulator in the foreground (what
+`s2r emulate KIND CONFIG` does); `python -m s2r.drivers.emulators serve` is the child process that
 `emulated()` starts (control requests on stdin, see drivers/emulators/server.py)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["serve"]:
         from .server import serve
         return serve()
-    ap = argparse.ArgumentParser(prog="python -m drivers.emulators",
+    ap = argparse.ArgumentParser(prog="python -m s2r.drivers.emulators",
                                  description="Run a protocol-level robot emulator until Ctrl-C.")
     ap.add_argument("kind", choices=("dynamixel", "ros2"))
     ap.add_argument("config", help="hardware config (path or name in hardware_configs/)")

@@ -25,7 +25,7 @@ import threading
 import time
 import tty
 
-from drivers import dynamixel_protocol as P
+from s2r.drivers import dynamixel_protocol as P
 
 from .dynamixel_packets import FAULTS, BusSpec, DynamixelBus, Fault, Reply
 from .dynamixel_servo import (COAST_TIME_CONSTANT_S, POSITION_TIME_CONSTANT_S, REBOOT_TIME_S,

@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from drivers import dynamixel_protocol as P
+from s2r.drivers import dynamixel_protocol as P
 
 from .dynamixel_servo import EmulatedServo, ServoSpec
 

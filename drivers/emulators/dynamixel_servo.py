@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers import dynamixel_protocol as P
+from s2r.drivers import dynamixel_protocol as P
 
 # first-order dynamics of the emulated motors
 POSITION_TIME_CONSTANT_S = 0.02     # position loop closed-loop time constant

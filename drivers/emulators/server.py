@@ -1,6 +1,6 @@
 """Emulators in their own process, steered over a JSON-lines pipe.
 
-The parent (`EmulatorProcess`) starts `python -m drivers.emulators serve`, sends one line with
+The parent (`EmulatorProcess`) starts `python -m s2r.drivers.emulators serve`, sends one line with
 `{"kind": "dynamixel" | "ros2", "spec": {...}, "realtime": bool}` and reads back
 `{"ok": true, "result": {"port": ...}}` once the emulator runs. Then each request line
 `{"op": "inject" | "clear" | "snapshot" | "stats" | "stop", ...}` gets one reply line. The child
@@ -31,7 +31,7 @@ class EmulatorProcess:
                  startup_timeout: float = 60.0):
         self.kind = kind
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "drivers.emulators", "serve"],
+            [sys.executable, "-m", "s2r.drivers.emulators", "serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
             text=True, bufsize=1)
         self._lines: queue.Queue = queue.Queue()

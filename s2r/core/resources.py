@@ -42,11 +42,11 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "hardware_config": Kind("hardware config", "hardware_configs", ".yaml", "s2r", "data/hardware_configs"),
-    "preset": Kind("randomization preset", "presets", ".yaml", "sim", "presets"),
+    "preset": Kind("randomization preset", "presets", ".yaml", "s2r.sim", "presets"),
     "bringup": Kind("bringup", "bringup", ".yaml", "s2r", "data/bringup"),
-    "asset": Kind("robot asset", "assets", ".urdf", "sim", "assets"),
+    "asset": Kind("robot asset", "assets", ".urdf", "s2r.sim", "assets"),
     "robot": Kind("robot description", "robots", ".yaml", "s2r", "data/robots"),
-    "experiment": Kind("experiment", "experiments", ".yaml", "learning", "experiments"),
+    "experiment": Kind("experiment", "experiments", ".yaml", "s2r.learning", "experiments"),
 }
 
 

@@ -75,12 +75,12 @@ def hil_config(hil_target):
 @pytest.fixture(scope="module")
 def hil_session(hil_config, hil_target):
     """(config, connected SafetyLayer, emulator handle or None) for one robot, shared by a module."""
-    from drivers import open_driver
+    from s2r.drivers import open_driver
 
     with contextlib.ExitStack() as stack:
         cfg, emu = hil_config, None
         if hil_target[1]:
-            from drivers.emulators import emulated
+            from s2r.drivers.emulators import emulated
             _isolate_ros()
             emu = stack.enter_context(emulated(cfg))
             cfg = emu.config

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from drivers import Command, CommandMode, DriverFault
+from s2r.drivers import Command, CommandMode, DriverFault
 
 
 def stream(robot, seconds, command_fn=None):

@@ -2,7 +2,7 @@
 
     import gymnasium as gym, sim.tasks
     env = gym.make("s2r/ArmPush-v0", randomization="default", image_obs=True)
-    # or, without importing first: gym.make("sim.tasks:s2r/ArmPush-v0")
+    # or, without importing first: gym.make("s2r.sim.tasks:s2r/ArmPush-v0")
 
 Every env takes: randomization (None | preset name | YAML path | dict | Randomizer),
 image_obs (add a camera image to the observation), image_size (px), render_size (px),
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from sim.tasks.arm import ArmInsert, ArmPush, ArmReach
-from sim.tasks.base import TaskEnv
-from sim.tasks.hand import HandGraspLift, HandReach
+from s2r.sim.tasks.arm import ArmInsert, ArmPush, ArmReach
+from s2r.sim.tasks.base import TaskEnv
+from s2r.sim.tasks.hand import HandGraspLift, HandReach
 
 # id -> (class, episode length in control steps at 100 Hz)
 TASKS = {

@@ -21,9 +21,9 @@ import gymnasium as gym
 import numpy as np
 import pybullet as p
 
-from sim import scene
-from sim.tasks.base import TaskEnv
-from sim.workspace import workspace_scale
+from s2r.sim import scene
+from s2r.sim.tasks.base import TaskEnv
+from s2r.sim.workspace import workspace_scale
 
 TABLE_HEIGHT = 0.10
 TABLE_CENTER = (0.55, 0.0)

@@ -36,11 +36,11 @@ import numpy as np
 import pybullet as p
 
 from s2r.core.config import load_config
-from sim.cameras import SimCamera
-from sim.randomization import Randomizer
+from s2r.sim.cameras import SimCamera
+from s2r.sim.randomization import Randomizer
 from s2r.core.joint_limiter import ActionSetpoints, JointLimiter, PositionTargets
-from sim.robots import RobotNominal, Simulation, model_joint_damping, robot_model
-from sim.tasks.randomized import CAMERA_ERRORS, PackedArrays, RandomizedWorld   # noqa: F401 (re-exported)
+from s2r.sim.robots import RobotNominal, Simulation, model_joint_damping, robot_model
+from s2r.sim.tasks.randomized import CAMERA_ERRORS, PackedArrays, RandomizedWorld   # noqa: F401 (re-exported)
 
 
 def _as_slice(idx):

@@ -10,9 +10,9 @@ import gymnasium as gym
 import numpy as np
 import pybullet as p
 
-from sim import scene
-from sim.cameras import Pose, SimCamera
-from sim.tasks.base import TaskEnv
+from s2r.sim import scene
+from s2r.sim.cameras import Pose, SimCamera
+from s2r.sim.tasks.base import TaskEnv
 
 MARKER_RGBA = ((0.9, 0.2, 0.2, 0.8), (0.2, 0.9, 0.2, 0.8), (0.2, 0.2, 0.9, 0.8), (0.9, 0.9, 0.2, 0.8))
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pybullet as p
 
-from sim import scene
-from sim.cameras import Light
-from sim.robots import apply_robot_draw
+from s2r.sim import scene
+from s2r.sim.cameras import Light
+from s2r.sim.robots import apply_robot_draw
 
 CAMERA_ERRORS = ("camera_position_error", "camera_rotation_error", "camera_focal_error", "camera_principal_error")
 

@@ -27,8 +27,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from drivers import Command, CommandMode, Driver, DriverError, DriverFault, RobotState, SafetyLayer
-from drivers.safety import DISABLED, ENABLED, ESTOP, FAULT, HOLDING
+from s2r.drivers import Command, CommandMode, Driver, DriverError, DriverFault, RobotState, SafetyLayer
+from s2r.drivers.safety import DISABLED, ENABLED, ESTOP, FAULT, HOLDING
 
 OVERSHOOT_TOL = 0.005          # rad a measured joint may lie outside its configured limits
 LIMIT_EPS = 1e-9               # rounding allowance on forwarded set-points
@@ -54,7 +54,7 @@ class SimBackend:
     lockstep = True
 
     def __init__(self, config_name: str):
-        from drivers.sim_driver import SimDriver
+        from s2r.drivers.sim_driver import SimDriver
         from s2r.core.config import load_config
         self.cfg = load_config(config_name)
         self.name = config_name
@@ -99,10 +99,10 @@ class DynamixelBackend:
     lockstep = False
 
     def __init__(self, config_name: str):
-        from drivers import dynamixel_protocol as P
-        from drivers.dynamixel_driver import DynamixelDriver
-        from drivers.emulators import bus_spec_from_config
-        from drivers.emulators.dynamixel_bus import PtyBusEmulator
+        from s2r.drivers import dynamixel_protocol as P
+        from s2r.drivers.dynamixel_driver import DynamixelDriver
+        from s2r.drivers.emulators import bus_spec_from_config
+        from s2r.drivers.emulators.dynamixel_bus import PtyBusEmulator
         from s2r.core.config import load_config
         self.P = P
         cfg = load_config(config_name)

@@ -49,8 +49,8 @@ def scripted_policy(path: Path) -> Path:
 
 def lockstep_tcp(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start TCP, final TCP, target) of the policy stepped in the task under PRESET."""
-    import sim.tasks
-    env = sim.tasks.make("s2r/ArmReach-v0", randomization=PRESET, render_mode=None).unwrapped
+    import s2r.sim.tasks
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=PRESET, render_mode=None).unwrapped
     try:
         obs, _ = env.reset(seed=seed)
         start = obs["tcp_pos"].copy()

@@ -11,11 +11,11 @@ does not know: measured, that loop crept to the target in ~4 s instead of ~0.5 s
 import numpy as np
 import pytest
 
-from controllers.reach import ArmReach
-from drivers.factory import open_driver
+from s2r.controllers.reach import ArmReach
+from s2r.drivers.factory import open_driver
 from s2r.core.types import Command
 from s2r.core.config import load_config
-from sim.robots import robot_model
+from s2r.sim.robots import robot_model
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 TOLERANCE = 0.005          # m

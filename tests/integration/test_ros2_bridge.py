@@ -14,9 +14,9 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 import numpy as np
 import pytest
 
-from drivers import Command, DriverError, DriverFault, SafetyLayer
-from drivers.emulators import emulated
-from drivers.ros2_bridge import Ros2BridgeDriver, parse_params
+from s2r.drivers import Command, DriverError, DriverFault, SafetyLayer
+from s2r.drivers.emulators import emulated
+from s2r.drivers.ros2_bridge import Ros2BridgeDriver, parse_params
 from s2r.core.config import ConfigError, load_config
 
 

@@ -130,7 +130,7 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
     start in one line."""
     from geometry_msgs.msg import PoseStamped
 
-    from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
+    from s2r.learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
     from s2r_ros.common import GOAL_QOS
 
     domain, probe = ros

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from drivers import open_driver
+from s2r.drivers import open_driver
 from s2r.core.config import load_config
 
 

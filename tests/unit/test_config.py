@@ -204,8 +204,8 @@ def test_planned_acceleration_is_read_and_defaults_to_velocity_over_brake_time()
 
 def test_each_joints_margin_is_at_most_a_quarter_of_its_range():
     """The Panda's fingers (0.04 m of travel) keep 0.01 m, the arm joints the configured margin."""
-    from drivers import SafetyLayer
-    from drivers.sim_driver import SimDriver
+    from s2r.drivers import SafetyLayer
+    from s2r.drivers.sim_driver import SimDriver
 
     cfg = load_config("panda_sim")
     s = SafetyLayer(SimDriver(cfg, realtime=False), cfg.safety)

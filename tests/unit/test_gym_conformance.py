@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import sim.tasks
+import s2r.sim.tasks
 from s2r.core.config import resolve_config_path
 
-TASK_IDS = list(sim.tasks.TASKS)
+TASK_IDS = list(s2r.sim.tasks.TASKS)
 
 
 def _allowed(w) -> bool:
@@ -103,7 +103,7 @@ def test_render_fps_follows_the_config_per_instance(tmp_path):
     try:
         assert a.unwrapped.control_dt == pytest.approx(0.02)
         assert a.metadata["render_fps"] == 50 and b.metadata["render_fps"] == 100
-        assert "render_fps" not in sim.tasks.TaskEnv.metadata
+        assert "render_fps" not in s2r.sim.tasks.TaskEnv.metadata
         assert a.metadata["render_modes"] == ["rgb_array"]
     finally:
         a.close()
@@ -118,7 +118,7 @@ def test_the_benchmarks_sb3_env_is_the_agents_task_and_stable_baselines3_trains_
 
     from stable_baselines3 import PPO
 
-    from learning.agents import ArmReachAgent
+    from s2r.learning.agents import ArmReachAgent
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gps.py"
     spec = importlib.util.spec_from_file_location("bench_gps_under_test", path)
     bench = importlib.util.module_from_spec(spec)

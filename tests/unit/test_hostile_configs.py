@@ -27,9 +27,9 @@ RUNNER = r"""
 import json, resource, sys, time, tracemalloc
 from s2r.core.config import load_config
 from s2r.core.yamlio import ConfigError
-from sim.randomization import Randomizer, RandomizationError
-from drivers import DriverError, open_driver
-import drivers.dynamixel_driver, drivers.ros2_bridge, drivers.sim_driver   # imported before measuring
+from s2r.sim.randomization import Randomizer, RandomizationError
+from s2r.drivers import DriverError, open_driver
+import s2r.drivers.dynamixel_driver, s2r.drivers.ros2_bridge, s2r.drivers.sim_driver   # imported before measuring
 
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -84,8 +84,8 @@ def test_braking_speed_is_zero_at_a_limit_and_bounded_by_the_horizon():
 
 
 def test_a_late_watchdog_makes_the_safety_layer_plan_with_its_lateness():
-    from drivers import Command, SafetyLayer
-    from drivers.sim_driver import SimDriver
+    from s2r.drivers import Command, SafetyLayer
+    from s2r.drivers.sim_driver import SimDriver
     from s2r.core.config import load_config
 
     cfg = load_config("panda_sim")

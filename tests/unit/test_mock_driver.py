@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from drivers import (Command, CommandMode, DriverError, DriverFault, FaultyDriver, MockDriver, MockFaults,
+from s2r.drivers import (Command, CommandMode, DriverError, DriverFault, FaultyDriver, MockDriver, MockFaults,
                      SafetyLayer, open_driver)
 from s2r.core.config import load_config
 

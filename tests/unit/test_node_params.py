@@ -5,7 +5,7 @@ import rclpy
 from pydantic import ValidationError
 from rclpy.parameter import Parameter
 
-from drivers.mock_driver import MockFaults
+from s2r.drivers.mock_driver import MockFaults
 from s2r.core.schema.errors import key_path, reason
 from s2r.core.schema.nodes import (NODE_PARAMS, CameraNodeParams, DriverNodeParams, MPCNodeParams, PolicyNodeParams,
                                    ReachSequencerParams)

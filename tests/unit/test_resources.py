@@ -13,7 +13,7 @@ from s2r.core import resources
 from s2r.core.config import ConfigError, load_config, resolve_config_path
 from s2r.core.resources import KINDS, Kind, ResourceNotFound
 from s2r.launch import load_bringup
-from sim.randomization import RandomizationError, Randomizer
+from s2r.sim.randomization import RandomizationError, Randomizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,4 +172,4 @@ def test_hil_without_pytest_is_one_line():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stdout == "", r
     assert r.stderr.strip() == ("error: `s2r hil` runs the suite with pytest, which is not installed: "
-                                "pip install 's2r[hil]'")
+                                "pip install 's2r-robotics[hil]'")

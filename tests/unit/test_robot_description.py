@@ -10,11 +10,11 @@ import pybullet_data
 import pytest
 import yaml
 
-import sim.tasks  # noqa: F401  (registers the tasks)
+import s2r.sim.tasks  # noqa: F401  (registers the tasks)
 from s2r.core import resources
 from s2r.core.config import ConfigError, load_config
 from s2r.core.robot_description import load_robot, robot_names
-from sim.workspace import workspace, workspace_scale
+from s2r.sim.workspace import workspace, workspace_scale
 
 ROOT = Path(__file__).resolve().parents[2]
 IIWA = "pybullet_data:kuka_iiwa/model.urdf"
@@ -171,7 +171,7 @@ def test_a_new_arm_is_two_files_and_no_code(tmp_path):
     try:
         assert env.description.name == "my_arm" and env.joint_names == tuple(IIWA_ARM)
         assert env.ee_link == "lbr_iiwa_link_7" and env.tcp_offset == (0.0, 0.0, 0.05)
-        from sim.scripted import make_scripted
+        from s2r.sim.scripted import make_scripted
         obs, _ = env.reset(seed=3)
         expert = make_scripted(env)
         d0 = np.linalg.norm(obs["tcp_pos"] - obs["target"])

@@ -63,4 +63,4 @@ def test_every_runtime_dependency_has_its_rosdep_key():
 
 def test_the_ros_package_requires_the_core_package():
     setup = (PKG / "setup.py").read_text()
-    assert re.search(r"install_requires=\[[^\]]*\"s2r\"", setup)
+    assert re.search(r"install_requires=\[[^\]]*\"s2r-robotics\"", setup)

@@ -138,8 +138,8 @@ def test_the_node_sends_and_observes_the_set_points_the_task_trained_with():
     are those the policy saw in training."""
     import gymnasium as gym
 
-    import sim.tasks  # noqa: F401  (registers the tasks)
-    from learning.features import compute_features, sim_context
+    import s2r.sim.tasks  # noqa: F401  (registers the tasks)
+    from s2r.learning.features import compute_features, sim_context
     from s2r.core.joint_limiter import MAX_LEAD, ActionSetpoints, JointLimiter, PositionTargets
     from s2r_ros.policy_node import PolicyInputs
 
@@ -282,8 +282,8 @@ def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_si
     """The policy node builds target_minus_tcp and target_minus_peg_bottom from the joint angles
     alone (URDF forward kinematics + the metadata's offsets): the same points the ArmInsert policy
     was trained on (learning.insert_agent.peg_bottom_fk of the simulator's TCP pose), on any arm."""
-    import sim.tasks
-    from learning.insert_agent import ArmInsertAgent, peg_bottom_fk
+    import s2r.sim.tasks
+    from s2r.learning.insert_agent import ArmInsertAgent, peg_bottom_fk
     from s2r.core.config import load_config
     from s2r_ros.policy_node import PolicyInputs, tcp_pose_function
     agent = ArmInsertAgent(n_conditions=1, T=5, config=config)
@@ -294,7 +294,7 @@ def test_policy_node_forward_kinematics_of_the_tcp_and_the_held_peg_match_the_si
     pose = tcp_pose_function(cfg.robot_description(), meta["joint_names"], meta)
     inputs = PolicyInputs(meta | {"obs_keys": ["target_minus_tcp", "target_minus_peg_bottom"]}, cfg.robot_description(),
                           cfg.joint_names, meta["joint_names"], "position_delta")
-    env = sim.tasks.make("ArmInsert", config=config).unwrapped
+    env = s2r.sim.tasks.make("ArmInsert", config=config).unwrapped
     arm = [list(cfg.joint_names).index(j) for j in meta["joint_names"]]
     try:
         for seed in (0, 1, 2):

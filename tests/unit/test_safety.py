@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers import Command, CommandMode, DriverFault, MockDriver, MockFaults, SafetyLayer
-from drivers.sim_driver import SimDriver
+from s2r.drivers import Command, CommandMode, DriverFault, MockDriver, MockFaults, SafetyLayer
+from s2r.drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 

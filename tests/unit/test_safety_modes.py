@@ -5,8 +5,8 @@ a controller lagging its set-point."""
 import numpy as np
 import pytest
 
-from drivers import Command, CommandMode, MockDriver, MockFaults, SafetyLayer
-from drivers.sim_driver import SimDriver
+from s2r.drivers import Command, CommandMode, MockDriver, MockFaults, SafetyLayer
+from s2r.drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 TOL = 0.005          # rad: the largest position-limit overshoot allowed in any mode

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from drivers import Command, CommandMode, SafetyLayer
-from drivers import dynamixel_protocol as P
-from drivers.dynamixel_driver import DynamixelDriver
-from drivers.emulators import bus_spec_from_config
-from drivers.emulators.dynamixel_bus import EmulatedServo, PtyBusEmulator
-from drivers.sim_driver import SimDriver
+from s2r.drivers import Command, CommandMode, SafetyLayer
+from s2r.drivers import dynamixel_protocol as P
+from s2r.drivers.dynamixel_driver import DynamixelDriver
+from s2r.drivers.emulators import bus_spec_from_config
+from s2r.drivers.emulators.dynamixel_bus import EmulatedServo, PtyBusEmulator
+from s2r.drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 TOL = 0.005          # rad (m): the largest position-limit overshoot allowed

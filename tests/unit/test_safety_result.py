@@ -10,11 +10,11 @@ import pickle
 import numpy as np
 import pytest
 
-from drivers import (Command, CommandMode, MockDriver, RobotState, SafetyCounters, SafetyLayer,
+from s2r.drivers import (Command, CommandMode, MockDriver, RobotState, SafetyCounters, SafetyLayer,
                      WriteResult)
-from drivers.mock_driver import Sent
-from drivers.safety_types import CLAMP_CAUSES
-from drivers.sim_driver import SimDriver
+from s2r.drivers.mock_driver import Sent
+from s2r.drivers.safety_types import CLAMP_CAUSES
+from s2r.drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 CFG = load_config("panda_sim")

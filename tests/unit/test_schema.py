@@ -82,7 +82,7 @@ def test_hardware_schema_has_the_driver_union_and_the_bounds():
 
 
 def test_leaf_dynamixel_facts_agree_with_the_protocol_module():
-    from drivers import dynamixel_protocol as P
+    from s2r.drivers import dynamixel_protocol as P
     assert schema_drivers.DXL_MODELS == tuple(P.MODELS)
     assert set(schema_drivers.DXL_BAUD_RATES) <= set(P.BAUD_CODES)
     assert schema_drivers.DXL_MAX_ID == P.MAX_ID

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from drivers import Command, DriverError, MockDriver, MockFaults, open_driver, register_driver
-from drivers.sim_driver import SimDriver
+from s2r.drivers import Command, DriverError, MockDriver, MockFaults, open_driver, register_driver
+from s2r.drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pybullet as p
 import pytest
 
-import sim.tasks
-from drivers import Command, CommandMode
-from drivers.sim_driver import SimDriver
+import s2r.sim.tasks
+from s2r.drivers import Command, CommandMode
+from s2r.drivers.sim_driver import SimDriver
 from s2r.core.config import load_config
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
@@ -40,7 +40,7 @@ class DampingSpy:
     """The joint damping last set by p.changeDynamics, per (body, joint) (pybullet does not report it)."""
 
     def __init__(self, monkeypatch):
-        import sim.robots
+        import s2r.sim.robots
         self.set = {}
         real = p.changeDynamics
 
@@ -48,7 +48,7 @@ class DampingSpy:
             if "jointDamping" in kw:
                 self.set[(kw.get("physicsClientId"), body, link)] = kw["jointDamping"]
             return real(body, link, *a, **kw)
-        monkeypatch.setattr(sim.robots.p, "changeDynamics", spy)
+        monkeypatch.setattr(s2r.sim.robots.p, "changeDynamics", spy)
 
 
 def physics(sim_, robot, joints, spy):
@@ -66,7 +66,7 @@ def physics(sim_, robot, joints, spy):
 
 def test_driver_has_the_task_robot_physics_under_the_same_draw(monkeypatch):
     spy = DampingSpy(monkeypatch)
-    env = sim.tasks.make("s2r/ArmReach-v0", randomization=PHYSICS, render_mode=None).unwrapped
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=PHYSICS, render_mode=None).unwrapped
     try:
         env.reset(seed=3)
         want = physics(env.sim, env.robot, ARM, spy)

@@ -14,7 +14,7 @@ import yaml
 from s2r.cli import main as s2r_main
 from s2r.core.config import load_config
 from s2r.hil.test_hil import gains_hint, over_tolerance
-from sim import gain_tuning as gt
+from s2r.sim import gain_tuning as gt
 
 REPO = Path(__file__).resolve().parents[2]
 WRIST = ["lbr_iiwa_joint_6", "lbr_iiwa_joint_7"]
@@ -94,7 +94,7 @@ def test_huge_kd_is_unstable_at_the_physics_step(tmp_path, capsys, joint, index,
 def test_the_simulator_confirms_the_instability(tmp_path):
     """The analytic bound is not the only witness: after a step, held still, the joint chatters
     (its velocity flips sign every physics step, so its sampled position can look still)."""
-    from drivers import open_driver
+    from s2r.drivers import open_driver
 
     cfg = load_config(config_with_gains(tmp_path, "lbr_iiwa_joint_7", 105, 50))
     robot = open_driver(cfg, "sim", realtime=False)

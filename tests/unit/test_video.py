@@ -103,10 +103,10 @@ def test_bad_encoder_settings_are_one_line_errors(tmp_path, kw, words):
 
 def test_eval_video_is_a_playable_h264_file_of_the_rendered_frames(tmp_path, capsys):
     """ArmReach at 100 Hz: every 4th control state rendered (25 fps), plus the reset state."""
-    from learning.agents import ArmReachAgent
-    from learning.cli import eval_main
-    from learning.policies import MLPPolicy, export_torchscript
-    import sim.tasks
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.cli import eval_main
+    from s2r.learning.policies import MLPPolicy, export_torchscript
+    import s2r.sim.tasks
 
     agent = ArmReachAgent()
     policy = tmp_path / "policy.pt"
@@ -114,7 +114,7 @@ def test_eval_video_is_a_playable_h264_file_of_the_rendered_frames(tmp_path, cap
     export_torchscript(MLPPolicy(agent.obs_dim, agent.dU), policy, meta, agent.action_scale)
     agent.close()
     renders = []
-    real_render = sim.tasks.TaskEnv.render
+    real_render = s2r.sim.tasks.TaskEnv.render
 
     def counting_render(self):
         renders.append(1)
@@ -122,7 +122,7 @@ def test_eval_video_is_a_playable_h264_file_of_the_rendered_frames(tmp_path, cap
 
     video = tmp_path / "eval.mp4"
     mp = pytest.MonkeyPatch()
-    mp.setattr(sim.tasks.TaskEnv, "render", counting_render)
+    mp.setattr(s2r.sim.tasks.TaskEnv, "render", counting_render)
     try:
         assert eval_main([str(policy), "--task", "ArmReach", "--episodes", "2", "--video", str(video)]) == 0
     finally:

@@ -16,11 +16,11 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/bringup", glob("bringup/*.yaml")),
     ],
-    install_requires=["setuptools", "s2r"],       # the core package the nodes import
+    install_requires=["setuptools", "s2r-robotics"],       # the core package the nodes import
     zip_safe=True,
     maintainer="s2r developers",
     maintainer_email="s2r@example.invalid",
-    description="ROS 2 nodes of s2r: driver, camera, MPC and policy nodes, and their launch files",
+    description="ROS 2 nodes of s2r: driver, camera, MPC, policy and recorder nodes, and their launch files",
     license="Apache-2.0",
     entry_points={"console_scripts": [f"{n} = {package_name}.{n}:main" for n in NODES]},
 )

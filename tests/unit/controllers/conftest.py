@@ -3,8 +3,8 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from controllers import Cost
-from controllers.models import RigidBodyModel, cartpole, pendulum
+from s2r.controllers import Cost
+from s2r.controllers.models import RigidBodyModel, cartpole, pendulum
 
 from ctl_helpers import PANDA_ARM_JOINTS, PANDA_URDF
 

@@ -3,7 +3,7 @@ import casadi as ca
 import numpy as np
 import pybullet_data
 
-from controllers import Dynamics, quadratic_cost
+from s2r.controllers import Dynamics, quadratic_cost
 
 PANDA_URDF = pybullet_data.getDataPath() + "/franka_panda/panda.urdf"
 PANDA_ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controllers import BoxQPStatus, box_qp
+from s2r.controllers import BoxQPStatus, box_qp
 
 
 def _random_problem(seed, n):

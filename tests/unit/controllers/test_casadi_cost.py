@@ -3,7 +3,7 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from controllers import Cost, quadratic_cost
+from s2r.controllers import Cost, quadratic_cost
 
 from ctl_helpers import central_jacobian
 

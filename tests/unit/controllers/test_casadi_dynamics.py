@@ -3,9 +3,9 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from controllers import Dynamics, FiniteDifferenceDynamics
-from controllers._compiled import jit_available
-from controllers.models import acrobot, cartpole, pendulum, point_mass, two_link_arm
+from s2r.controllers import Dynamics, FiniteDifferenceDynamics
+from s2r.controllers._compiled import jit_available
+from s2r.controllers.models import acrobot, cartpole, pendulum, point_mass, two_link_arm
 
 from ctl_helpers import central_jacobian
 

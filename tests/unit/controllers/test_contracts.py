@@ -3,7 +3,7 @@ wrapper, the Planner protocol and iLQR's named steps."""
 import numpy as np
 import pytest
 
-from controllers import (CEM, ILQR, MPC, MPPI, NMPC, BatchRollout, FiniteDifferenceDynamics, ILQROptions, Planner,
+from s2r.controllers import (CEM, ILQR, MPC, MPPI, NMPC, BatchRollout, FiniteDifferenceDynamics, ILQROptions, Planner,
                          Problem, RandomShooting, finite_horizon_lqr, lqr_trajectory)
 
 from ctl_helpers import linear_dynamics, lq_cost

@@ -5,9 +5,9 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from controllers import (ILQR, Cost, Dynamics, FiniteDifferenceDynamics, ILQROptions, SolverStatus,
+from s2r.controllers import (ILQR, Cost, Dynamics, FiniteDifferenceDynamics, ILQROptions, SolverStatus,
                          finite_horizon_lqr, lqr_trajectory, quadratic_cost)
-from controllers.models import acrobot, arm, pendulum, two_link_arm, two_link_tip
+from s2r.controllers.models import acrobot, arm, pendulum, two_link_arm, two_link_tip
 
 from ctl_helpers import linear_dynamics, lq_cost, wrap
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from controllers import finite_horizon_lqr, infinite_horizon_lqr, lqr_trajectory
+from s2r.controllers import finite_horizon_lqr, infinite_horizon_lqr, lqr_trajectory
 
 
 def _batch_qp_solution(A, B, Q, R, Qf, x0, T):

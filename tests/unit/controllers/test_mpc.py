@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from controllers import ILQR, MPC, ILQROptions, SolverStatus, TrajectoryResult, quadratic_cost
-from controllers.models import pendulum
+from s2r.controllers import ILQR, MPC, ILQROptions, SolverStatus, TrajectoryResult, quadratic_cost
+from s2r.controllers.models import pendulum
 
 from ctl_helpers import wrap
 

@@ -4,9 +4,9 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from controllers import ILQR, MPC, NMPC, FiniteDifferenceDynamics, ILQROptions, SolverStatus, quadratic_cost
-from controllers._compiled import jit_available
-from controllers.models import cartpole
+from s2r.controllers import ILQR, MPC, NMPC, FiniteDifferenceDynamics, ILQROptions, SolverStatus, quadratic_cost
+from s2r.controllers._compiled import jit_available
+from s2r.controllers.models import cartpole
 
 from ctl_helpers import wrap
 
@@ -151,7 +151,7 @@ def test_compiled_nlp_gives_the_same_solution(mode):
 def _tcp_task(panda, weight=20.0):
     """The arm's TCP reach in joint-velocity control (PLATO's ArmReach teacher): q' = q + 0.1 u, a
     least-squares cost on the TCP's distance to a goal parameter (through the forward kinematics) and on u."""
-    from controllers import Cost, Dynamics
+    from s2r.controllers import Cost, Dynamics
     q, u, goal = ca.SX.sym("q", 7), ca.SX.sym("u", 7), ca.SX.sym("goal", 3)
     R, p = panda.link_pose("panda_hand", q)
     tcp = p + 0.1034 * R[:, 2]

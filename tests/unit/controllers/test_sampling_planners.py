@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from controllers import CEM, MPC, MPPI, BatchRollout, FiniteDifferenceDynamics, RandomShooting
+from s2r.controllers import CEM, MPC, MPPI, BatchRollout, FiniteDifferenceDynamics, RandomShooting
 
 from ctl_helpers import wrap
 

@@ -4,7 +4,7 @@ import numpy as np
 import pybullet as pb
 import pytest
 
-from controllers.models import RigidBodyModel, UrdfError, arm, two_link_arm
+from s2r.controllers.models import RigidBodyModel, UrdfError, arm, two_link_arm
 
 from ctl_helpers import PANDA_ARM_JOINTS, PANDA_URDF
 

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from drivers import dynamixel_protocol as P
-from drivers.emulators.dynamixel_bus import BusSpec, DynamixelBus, ServoSpec
+from s2r.drivers import dynamixel_protocol as P
+from s2r.drivers.emulators.dynamixel_bus import BusSpec, DynamixelBus, ServoSpec
 
 
 def make_bus(ids=(1, 2, 3), model="xm430-w350", baud=1_000_000, **kw):

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from drivers import Command, DriverError, DriverFault, SafetyLayer
-from drivers import dynamixel_protocol as P
-from drivers.dynamixel_driver import DynamixelDriver, parse_params
-from drivers.emulators import bus_spec_from_config
-from drivers.emulators.dynamixel_bus import PtyBusEmulator
+from s2r.drivers import Command, DriverError, DriverFault, SafetyLayer
+from s2r.drivers import dynamixel_protocol as P
+from s2r.drivers.dynamixel_driver import DynamixelDriver, parse_params
+from s2r.drivers.emulators import bus_spec_from_config
+from s2r.drivers.emulators.dynamixel_bus import PtyBusEmulator
 from s2r.core.config import ConfigError, parse_config
 
 JOINTS = [  # (name, id, lower, upper, offset, sign)

@@ -6,10 +6,10 @@ import logging
 import numpy as np
 import pytest
 
-from drivers import Command, DriverError, DriverFault, SafetyLayer
-from drivers.dynamixel_driver import DynamixelDriver
-from drivers.emulators import bus_spec_from_config
-from drivers.emulators.dynamixel_bus import PtyBusEmulator
+from s2r.drivers import Command, DriverError, DriverFault, SafetyLayer
+from s2r.drivers.dynamixel_driver import DynamixelDriver
+from s2r.drivers.emulators import bus_spec_from_config
+from s2r.drivers.emulators.dynamixel_bus import PtyBusEmulator
 
 from test_dynamixel_driver import config, on  # the same servo setup as the driver tests
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import dynamixel_sdk as sdk
 
-from drivers import dynamixel_protocol as P
+from s2r.drivers import dynamixel_protocol as P
 
 
 class CapturePort:

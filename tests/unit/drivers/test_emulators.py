@@ -9,10 +9,10 @@ import pytest
 
 import dynamixel_sdk as sdk
 
-from drivers import Command, DriverError, open_driver
-from drivers import dynamixel_protocol as P
-from drivers.emulators import bus_spec_from_config, emulated, initial_positions, run_emulator
-from drivers.emulators.server import EmulatorError, EmulatorProcess
+from s2r.drivers import Command, DriverError, open_driver
+from s2r.drivers import dynamixel_protocol as P
+from s2r.drivers.emulators import bus_spec_from_config, emulated, initial_positions, run_emulator
+from s2r.drivers.emulators.server import EmulatorError, EmulatorProcess
 from s2r.core.config import load_config
 
 

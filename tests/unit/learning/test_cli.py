@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from learning.cli import eval_main, train_main
+from s2r.learning.cli import eval_main, train_main
 
 
 def _one_line(capsys):
@@ -85,7 +85,7 @@ def test_resume_refuses_a_damaged_checkpoint_and_changed_run_parameters(one_iter
 
 def test_resume_with_more_iterations_records_the_change_and_matches_an_uninterrupted_run(
         one_iteration_run, tmp_path, capsys):
-    from learning.train import read_checkpoint
+    from s2r.learning.train import read_checkpoint
     run = _copy(one_iteration_run, tmp_path)
     assert train_main(["gps", *POINTMASS, "--iterations", "2", "--resume", str(run)]) == 0
     assert "resuming" in capsys.readouterr().out
@@ -108,8 +108,8 @@ def test_resume_with_more_iterations_records_the_change_and_matches_an_uninterru
 
 @pytest.fixture(scope="module")
 def arm_policy(tmp_path_factory):
-    from learning.agents import ArmReachAgent
-    from learning.policies import MLPPolicy, export_torchscript
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.policies import MLPPolicy, export_torchscript
     agent = ArmReachAgent()
     path = tmp_path_factory.mktemp("pol") / "policy.pt"
     export_torchscript(MLPPolicy(agent.obs_dim, agent.dU), path, agent.metadata(), agent.action_scale)
@@ -146,10 +146,10 @@ def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path,
     """An image policy gets the image and its 17-value robot configuration [q, qd, tcp_pos] in the
     scene it was trained in (the visible target marker on its stand); an ArmInsert policy gets the
     peg-bottom error and the episode's phase, over its 250-step episodes."""
-    from learning.agents import ArmReachAgent
-    from learning.insert_agent import ArmInsertAgent
-    from learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
-    from learning.registry import scene_kwargs
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.insert_agent import ArmInsertAgent
+    from s2r.learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
+    from s2r.learning.registry import scene_kwargs
     agent = ArmReachAgent(images=True, image_size=64) if kind == "image" else ArmInsertAgent(n_conditions=1)
     meta = agent.metadata()
     net = VisuomotorCNN(agent.joint_dim, agent.dU, 64) if kind == "image" else MLPPolicy(agent.obs_dim, agent.dU)
@@ -178,7 +178,7 @@ def test_eval_bad_input(arm_policy, tmp_path, capsys):
 
 
 def test_wilson_interval():
-    from learning.train import wilson_interval
+    from s2r.learning.train import wilson_interval
     lo, hi = wilson_interval(18, 20)
     assert lo == pytest.approx(0.699, abs=1e-3) and hi == pytest.approx(0.972, abs=1e-3)
     assert wilson_interval(0, 5)[0] == 0.0 and np.isclose(wilson_interval(5, 5)[1], 1.0)
@@ -188,8 +188,8 @@ def test_train_options_start_from_the_tasks_experiment_file():
     """`s2r train gps --images` trains with learning/experiments/reach_visuomotor.yaml (what bench_gps
     measures: pose pretraining with bf16 convolutions, auxiliary pose loss, replay) at its image size,
     `--task ArmInsert` with insert_state.yaml, not the generic defaults; options still override them."""
-    from learning.cli import _build, _train_parser
-    from learning.experiment import load_experiment
+    from s2r.learning.cli import _build, _train_parser
+    from s2r.learning.experiment import load_experiment
     recipe = load_experiment("reach_visuomotor")
     agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--images", "--policy-steps", "50"]))
     try:
@@ -219,7 +219,7 @@ def test_train_options_start_from_the_tasks_experiment_file():
 def test_train_takes_opt_in_features_for_the_policy_and_the_local_controllers():
     """--obs-features / --state-features reach the agent, the policy's input size, the export's
     obs_keys and the run parameters (a resume with other features is refused)."""
-    from learning.cli import _build, _train_parser
+    from s2r.learning.cli import _build, _train_parser
     agent, algo, meta = _build(_train_parser().parse_args(
         ["gps", "--task", "ArmInsert", "--obs-features", "prev_action, cmd_offset", "--state-features",
          "prev_action@hist2"]))
@@ -237,8 +237,8 @@ def test_training_gets_the_limiter_state_and_under_randomization_the_actions_in_
     """Without feature options: the joint limiter's set-point (setpoint_offset, setpoint_step) for
     the policy and the local controllers, and under --randomize first the actions in flight (as
     long a history as the preset's largest latency); 'none' opts out; PointMass gets nothing."""
-    from learning.cli import _build, _train_parser
-    from learning.registry import default_inputs
+    from s2r.learning.cli import _build, _train_parser
+    from s2r.learning.registry import default_inputs
     sp = ["setpoint_offset", "setpoint_step"]
     latency = {"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 3}}}}
     assert default_inputs("ArmReach", latency) == (["prev_action@hist3", *sp], ["prev_action@hist3", *sp])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from learning.cli import _experiment, _train_parser, train_main
-from learning.experiment import build_experiment, load_experiment
+from s2r.learning.cli import _experiment, _train_parser, train_main
+from s2r.learning.experiment import build_experiment, load_experiment
 from s2r.core import resources
 from s2r.core.yamlio import ConfigError
 
@@ -137,7 +137,7 @@ POINTMASS = {"description": "tiny", "task": "PointMass", "iterations": 1, "condi
 
 
 def test_the_run_folder_records_the_resolved_experiment_and_resume_reuses_it(tmp_path, capsys):
-    from learning.train import check_parameters, read_checkpoint
+    from s2r.learning.train import check_parameters, read_checkpoint
     path = tmp_path / "pm.yaml"
     path.write_text(yaml.safe_dump(POINTMASS))
     run = tmp_path / "run"
@@ -164,9 +164,9 @@ def test_the_run_folder_records_the_resolved_experiment_and_resume_reuses_it(tmp
 
 
 def test_resume_without_an_experiment_file_says_so(tmp_path, capsys):
-    from learning.gps import MDGPS, GPSConfig
-    from learning.agents import PointMassAgent
-    from learning.train import save_checkpoint
+    from s2r.learning.gps import MDGPS, GPSConfig
+    from s2r.learning.agents import PointMassAgent
+    from s2r.learning.train import save_checkpoint
     run = tmp_path / "old"
     run.mkdir()
     save_checkpoint(run / "checkpoint.pt", MDGPS(PointMassAgent(), GPSConfig(iterations=1)), {"task": "PointMass"})

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from learning.deploy import METADATA_FILE, PolicyCallError, PolicyLoadError, as_image, load_policy
-from learning.export import ExportError, export_policies, export_policy
-from learning.policies import MLPPolicy, VisuomotorCNN
+from s2r.learning.deploy import METADATA_FILE, PolicyCallError, PolicyLoadError, as_image, load_policy
+from s2r.learning.export import ExportError, export_policies, export_policy
+from s2r.learning.policies import MLPPolicy, VisuomotorCNN
 
 ROOT = Path(__file__).resolve().parents[3]
 TOL = 1e-4                 # fp32 actions of an export vs the torch policy
@@ -199,7 +199,7 @@ def test_the_onnx_runner_works_without_torch(mlp_exports, cnn_exports, tmp_path)
 import sys
 sys.modules["torch"] = None                 # any `import torch` now raises ImportError
 import numpy as np
-from learning.deploy import load_policy
+from s2r.learning.deploy import load_policy
 policy, meta = load_policy({str(paths['.onnx'])!r})
 out = policy(np.load({str(tmp_path / 'img.npy')!r}), np.load({str(tmp_path / 'js.npy')!r}))
 np.save({str(tmp_path / 'out.npy')!r}, out)
@@ -253,8 +253,8 @@ def test_metadata_is_json_in_each_format(mlp_exports):
 def test_s2r_eval_runs_an_onnx_export_as_it_runs_the_pt2(tmp_path, capsys):
     """`s2r eval` loads through load_policy: the same policy as .onnx and .pt2 gives the same
     held-out result (success count and final distances)."""
-    from learning.agents import ArmReachAgent
-    from learning.cli import eval_main
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.cli import eval_main
     agent = ArmReachAgent()
     torch.manual_seed(0)
     export_policies(MLPPolicy(agent.obs_dim, agent.dU), tmp_path / "policy", agent.metadata(), agent.action_scale)

@@ -4,10 +4,10 @@ latency; unbuildable obs keys refused in one line."""
 import numpy as np
 import pytest
 
-import sim.tasks
-from learning.features import (FEATURES, FeatureError, ObsContext, ObservationBuilder, compute_features, parse_key,
+import s2r.sim.tasks
+from s2r.learning.features import (FEATURES, FeatureError, ObsContext, ObservationBuilder, compute_features, parse_key,
                                sim_context, sim_sources)
-from learning.insert_agent import ArmInsertAgent
+from s2r.learning.insert_agent import ArmInsertAgent
 from s2r.core.config import load_config
 from s2r_ros.policy_node import PolicyInputs
 
@@ -46,7 +46,7 @@ def recorded(latency_preset):
         sizes, scale, dX = agent.inputs.sizes, agent.action_scale.copy(), agent.dX
     finally:
         agent.close()
-    env = sim.tasks.make("ArmInsert", randomization=latency_preset).unwrapped
+    env = s2r.sim.tasks.make("ArmInsert", randomization=latency_preset).unwrapped
     try:
         obs, info = env.reset(seed=10_000)
         assert info["randomization"]["action_latency"] == 2
@@ -68,11 +68,11 @@ def _columns(keys, sizes) -> dict:
 def test_existing_keys_keep_their_values():
     """The keys existing exports list are the same numbers as before the registry (the formulas the
     agents and the node used), so exported policies keep working."""
-    env = sim.tasks.make("ArmInsert").unwrapped
+    env = s2r.sim.tasks.make("ArmInsert").unwrapped
     try:
         obs, _ = env.reset(seed=4)
         obs, *_ = env.step(np.full(N, 0.3))
-        from controllers.reach import quat_matrix
+        from s2r.controllers.reach import quat_matrix
         peg = obs["tcp_pos"] + 0.065 * quat_matrix(obs["tcp_quat"])[:, 2]
         want = {"joint_pos": obs["joint_pos"], "joint_vel": obs["joint_vel"], "tcp_pos": obs["tcp_pos"],
                 "target": obs["target"], "target_minus_tcp": obs["target"] - obs["tcp_pos"],
@@ -127,8 +127,8 @@ def test_training_eval_and_policy_node_build_identical_inputs(recorded, latency_
     `s2r eval` (the inputs its loaded policy is called with) and in policy_node (PolicyInputs fed
     the recorded joint states, goal and position targets): one function. Only the forward
     kinematics differ (URDF on the robot, pybullet in simulation), within 0.1 mm."""
-    from learning import deploy
-    from learning.cli import eval_main
+    from s2r.learning import deploy
+    from s2r.learning.cli import eval_main
     U, S, meta, scale = recorded["U"], recorded["sample"].state_obs, recorded["meta"], recorded["scale"]
     seen = []
 
@@ -237,8 +237,8 @@ def test_builder_and_context_errors_name_the_key():
 def test_agents_take_the_opt_in_features_and_refuse_unknown_ones():
     """Defaults are unchanged (benchmarks stay comparable); extras are checked before the simulator
     starts, and a feature the task cannot build (the peg's offset on the reach task) in one line."""
-    from learning.agents import ArmReachAgent
-    from learning.registry import make_agent
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.registry import make_agent
     with pytest.raises(ValueError, match="unknown obs key 'joint_torque'"):
         ArmReachAgent(obs_features=["joint_torque"])
     with pytest.raises(ValueError, match="metadata has no peg_bottom_offset|agent has no peg_bottom_offset") as e:

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from learning.agents import PointMassAgent
-from learning.gps import MDGPS, GPSConfig, PolicyRunner, TrainingError
-from learning.linear_gaussian import LinearGaussianController
-from learning.policies import MLPPolicy
-from learning.train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
+from s2r.learning.agents import PointMassAgent
+from s2r.learning.gps import MDGPS, GPSConfig, PolicyRunner, TrainingError
+from s2r.learning.linear_gaussian import LinearGaussianController
+from s2r.learning.policies import MLPPolicy
+from s2r.learning.train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
 
 FAST = dict(policy_steps=150, eval_episodes=4)
 
@@ -32,7 +32,7 @@ def test_evaluate_scores_the_requested_held_out_starts():
 
 
 def test_gps_starts_from_ilqr_on_the_known_model():
-    from controllers import ILQR, ILQROptions, quadratic_cost
+    from s2r.controllers import ILQR, ILQROptions, quadratic_cost
     agent = PointMassAgent()
     c = agent.cost
     cost = quadratic_cost(4, 2, c.Q[0], c.R[0], c.Q[-1], goal_param=False, jit=False)
@@ -82,7 +82,7 @@ def test_vision_pretraining_shows_progress_and_is_checkpointed_before_the_first_
     an uninterrupted run ends."""
     import io
 
-    from learning.agents import ArmReachAgent
+    from s2r.learning.agents import ArmReachAgent
     from s2r.core.logs import Progress
     cfg = dict(pretrain_images=6, pretrain_steps=4, aux_pose_weight=1.0, aux_pretrain_steps=2, policy_steps=5,
                batch_size=16, eval_episodes=1, samples_per_condition=2)
@@ -153,7 +153,7 @@ def test_mismatched_policy_or_controller_dimensions_are_refused():
 
 
 def test_plato_with_the_mpc_teacher_learns_the_point_mass():
-    from learning.plato import PLATO, PLATOConfig
+    from s2r.learning.plato import PLATO, PLATOConfig
     plato = PLATO(PointMassAgent(), PLATOConfig(policy_steps=150, eval_episodes=4))
     for _ in range(2):
         stats = plato.iterate()
@@ -191,7 +191,7 @@ def test_resampled_conditions_change_every_iteration_and_gps_still_learns():
 def test_arm_training_conditions_never_use_held_out_seeds():
     from types import SimpleNamespace
 
-    from learning.agents import ArmReachAgent
+    from s2r.learning.agents import ArmReachAgent
 
     class _Rng:                                     # proposes held-out seeds first
         def __init__(self):
@@ -206,8 +206,8 @@ def test_arm_training_conditions_never_use_held_out_seeds():
 
 
 def test_auxiliary_pose_loss_lowers_the_pose_error_on_a_synthetic_set():
-    from learning.gps import AuxPose, train_policy_weighted
-    from learning.policies import VisuomotorCNN
+    from s2r.learning.gps import AuxPose, train_policy_weighted
+    from s2r.learning.policies import VisuomotorCNN
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     net = VisuomotorCNN(joint_dim=4, act_dim=2, image_size=32)
@@ -229,7 +229,7 @@ def test_auxiliary_pose_loss_lowers_the_pose_error_on_a_synthetic_set():
 
 
 def test_reach_pose_images_put_the_tcp_on_the_way_to_the_target():
-    from learning.agents import ArmReachAgent
+    from s2r.learning.agents import ArmReachAgent
     agent = ArmReachAgent(images=True, image_size=32)
     try:
         images, poses, joints = agent.pose_dataset(6, np.random.default_rng(0))
@@ -254,8 +254,8 @@ def test_policy_replay_regresses_on_earlier_iterations_too_and_still_learns():
 def test_arm_reach_initial_controllers_are_a_pd_law_that_reaches_the_target():
     """GPS's first local controllers on the arm: the TCP error through the start posture's Jacobian
     (their means reach the targets of the training conditions), and MDGPS starts from them."""
-    from learning.agents import ArmReachAgent
-    from learning.gps import MDGPS, GPSConfig
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.gps import MDGPS, GPSConfig
     agent = ArmReachAgent(condition_seeds=[3, 8])
     try:
         obs, _ = agent.env.reset(seed=3)

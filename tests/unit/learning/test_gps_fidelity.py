@@ -4,9 +4,9 @@ has its own dynamics prior."""
 import numpy as np
 import pytest
 
-from learning.agents import PointMassAgent, Sample
-from learning.dynamics import GMMPrior, fit_linear_gaussian, fit_linear_gaussian_dynamics, linearize_policy
-from learning.gps import MDGPS, GPSConfig
+from s2r.learning.agents import PointMassAgent, Sample
+from s2r.learning.dynamics import GMMPrior, fit_linear_gaussian, fit_linear_gaussian_dynamics, linearize_policy
+from s2r.learning.gps import MDGPS, GPSConfig
 
 FAST = dict(policy_steps=150, eval_episodes=2)
 

@@ -3,9 +3,9 @@ own success, held-out seeds, and a short MDGPS run with a checkpoint round trip.
 import numpy as np
 import pytest
 
-from learning.gps import MDGPS, GPSConfig
-from learning.features import FEATURES
-from learning.insert_agent import ArmInsertAgent, peg_bottom_fk, phase
+from s2r.learning.gps import MDGPS, GPSConfig
+from s2r.learning.features import FEATURES
+from s2r.learning.insert_agent import ArmInsertAgent, peg_bottom_fk, phase
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_dimensions_cost_and_metadata(agent):
 
 
 def test_rollout_is_finite_and_success_is_the_tasks_own(agent):
-    import sim.tasks
+    import s2r.sim.tasks
     rng = np.random.default_rng(0)
     s = agent.rollout(0, lambda t, x, obs: rng.uniform(-0.5, 0.5, 7), seed=0)
     assert s.X.shape == (31, agent.dX) and s.U.shape == (30, agent.dU) and s.state_obs.shape == (31, agent.obs_dim)
@@ -54,7 +54,7 @@ def test_rollout_is_finite_and_success_is_the_tasks_own(agent):
     # the policy's forward-kinematics peg bottom agrees with the task's (observed peg pose)
     np.testing.assert_allclose(s.X[:, -3:], -s.state_obs[:, -4:-1], atol=2e-3)
     # replay the same actions in a fresh env: the task's info["success"] / distance at the end
-    env = sim.tasks.make("s2r/ArmInsert-v0").unwrapped
+    env = s2r.sim.tasks.make("s2r/ArmInsert-v0").unwrapped
     try:
         obs, _ = env.reset(seed=agent.condition_seeds[0])
         np.testing.assert_allclose(s.X[0], np.concatenate([obs["joint_pos"], obs["joint_vel"], np.zeros(7),
@@ -112,8 +112,8 @@ def test_held_out_seeds_are_disjoint_from_training_seeds(agent):
     with pytest.raises(ValueError):
         agent.held_out(ArmInsertAgent.HELD_OUT_SEEDS, lambda t, x, o: np.zeros(7))
     # held-out episode i is seed 10000 + i: the box and start posture of that seed
-    import sim.tasks
-    env = sim.tasks.make("s2r/ArmInsert-v0").unwrapped
+    import s2r.sim.tasks
+    env = s2r.sim.tasks.make("s2r/ArmInsert-v0").unwrapped
     try:
         obs, _ = env.reset(seed=10_003)
         s = agent.held_out(3, lambda t, x, o: np.zeros(7))
@@ -147,7 +147,7 @@ def test_short_gps_run_end_to_end_with_checkpoint(agent):
 def test_make_agent_and_the_policy_input_of_its_metadata(agent):
     """`s2r train gps --task ArmInsert` gets this agent, and what its metadata's obs_keys build
     (learning.registry.state_vector, used by `s2r eval`) is the policy input the agent trained on."""
-    from learning.registry import make_agent, state_vector
+    from s2r.learning.registry import make_agent, state_vector
     obs, _ = agent.env.reset(seed=5)
     meta = agent.metadata()
     for t in (0, 7, agent.T, agent.T + 9):

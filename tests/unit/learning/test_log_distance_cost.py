@@ -3,9 +3,9 @@ convex, and GPS drives a system with it to its target."""
 import numpy as np
 import pytest
 
-from learning.agents import PointMassAgent
-from learning.gps import MDGPS, GPSConfig
-from learning.linear_gaussian import LogDistanceCost, QuadraticCost
+from s2r.learning.agents import PointMassAgent
+from s2r.learning.gps import MDGPS, GPSConfig
+from s2r.learning.linear_gaussian import LogDistanceCost, QuadraticCost
 
 T, dX, dU = 5, 4, 2
 

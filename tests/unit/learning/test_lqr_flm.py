@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from learning.dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
-from learning.linear_gaussian import (LinearGaussianController, LinearGaussianDynamics, QuadraticCost,
+from s2r.learning.dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
+from s2r.learning.linear_gaussian import (LinearGaussianController, LinearGaussianDynamics, QuadraticCost,
                                       expected_cost, trajectory_kl)
-from learning.lqr_flm import adjust_step, kl_regularized_lqr, lqr_flm_update
+from s2r.learning.lqr_flm import adjust_step, kl_regularized_lqr, lqr_flm_update
 
 
 def double_integrator(T=20, dt=0.1, noise=1e-4):

@@ -2,9 +2,9 @@
 import numpy as np
 import torch
 
-from learning.agents import PointMassAgent
-from learning.gps import PolicyRunner
-from learning.plato import PLATO, PLATOConfig, make_teacher
+from s2r.learning.agents import PointMassAgent
+from s2r.learning.gps import PolicyRunner
+from s2r.learning.plato import PLATO, PLATOConfig, make_teacher
 
 C = np.array([0.5, -0.5])
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from learning.deploy import load_policy
-from learning.export import export_policy
-from learning.policies import MLPPolicy, SpatialSoftmax, VisuomotorCNN, exported_module, make_policy
+from s2r.learning.deploy import load_policy
+from s2r.learning.export import export_policy
+from s2r.learning.policies import MLPPolicy, SpatialSoftmax, VisuomotorCNN, exported_module, make_policy
 
 
 def test_spatial_softmax_returns_the_blob_coordinates():
@@ -66,8 +66,8 @@ def test_bf16_export_runs_the_convolutions_in_bfloat16_and_keeps_the_feature_poi
     """precision="bf16": the exported CNN's convolutions in bfloat16 (the softmax and head in fp32).
     On rendered scene images its feature points stay within a fraction of a pixel of fp32's and
     its actions close; the precision is in the metadata; MLPs and unknown precisions are refused."""
-    import sim.tasks
-    env = sim.tasks.make("s2r/ArmReach-v0", image_obs=True, image_size=96, target_stand=True,
+    import s2r.sim.tasks
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", image_obs=True, image_size=96, target_stand=True,
                          target_marker_radius=0.035)
     images = []
     for seed in range(4):
@@ -113,7 +113,7 @@ def test_vision_pretraining_learns_a_blob_position_in_fp32_and_with_bf16_convolu
     their gradients stay fp32, the spatial softmax gets fp32 maps): it learns as fp32 does, where
     autocast over the whole network (a bf16 softmax expectation) did not learn at all. The bf16
     feature points stay within a pixel of fp32's."""
-    from learning.gps import pretrain_vision
+    from s2r.learning.gps import pretrain_vision
     rng = np.random.default_rng(0)
     images, poses = _blob_images(400, 48, rng)
     torch.manual_seed(0)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from learning.agents import PointMassAgent
-from learning.gps import TrainingError
-from learning.ppo import PPO, PPOConfig, _RunningStats
+from s2r.learning.agents import PointMassAgent
+from s2r.learning.gps import TrainingError
+from s2r.learning.ppo import PPO, PPOConfig, _RunningStats
 
 
 def test_ppo_learns_the_point_mass():

@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 
-from learning.cli import eval_main
-from learning.sweep import SweepError, parse_sweep, with_constant
+from s2r.learning.cli import eval_main
+from s2r.learning.sweep import SweepError, parse_sweep, with_constant
 
 STEPS = 15           # short episodes: the sweep's machinery, not the policy, is under test
 
@@ -27,8 +27,8 @@ def arm_policy(tmp_path_factory):
     """An untrained ArmReach MLP exported as `s2r train` does (as in test_cli.py), with short episodes."""
     import torch
 
-    from learning.agents import ArmReachAgent
-    from learning.policies import MLPPolicy, export_torchscript
+    from s2r.learning.agents import ArmReachAgent
+    from s2r.learning.policies import MLPPolicy, export_torchscript
     torch.manual_seed(0)
     agent = ArmReachAgent()
     path = tmp_path_factory.mktemp("pol") / "policy.pt"

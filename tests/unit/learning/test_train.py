@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from learning.agents import PointMassAgent
-from learning.gps import MDGPS, GPSConfig
-from learning.train import (_HEAD, HEADER_SIZE, MAGIC, VERSION, CheckpointError, _digest, check_parameters,
+from s2r.learning.agents import PointMassAgent
+from s2r.learning.gps import MDGPS, GPSConfig
+from s2r.learning.train import (_HEAD, HEADER_SIZE, MAGIC, VERSION, CheckpointError, _digest, check_parameters,
                             history_record, load_checkpoint, read_checkpoint, resume_event, save_checkpoint)
 
 META = {"algorithm": "gps", "task": "PointMass", "samples": 5, "eval_episodes": 2, "iterations": 1,

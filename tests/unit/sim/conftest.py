@@ -2,7 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import sim.tasks  # noqa: F401  registers s2r/*
+import s2r.sim.tasks  # noqa: F401  registers s2r/*
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import numpy as np
 
 
 def run_scripted(env, seed, steps=None):
-    from sim.scripted import make_scripted
+    from s2r.sim.scripted import make_scripted
     obs, info = env.reset(seed=seed)
     ctrl = make_scripted(env)
     steps = steps or env.spec.max_episode_steps

@@ -4,9 +4,9 @@ import pybullet as p
 import pytest
 
 from s2r.core.config import load_config
-from sim import scene
-from sim.cameras import SimCamera
-from sim.robots import Simulation, robot_model
+from s2r.sim import scene
+from s2r.sim.cameras import SimCamera
+from s2r.sim.robots import Simulation, robot_model
 
 
 def test_camera_from_config_projects_world_points_to_the_right_pixels():

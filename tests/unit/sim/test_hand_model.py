@@ -2,8 +2,8 @@
 import numpy as np
 import pybullet as p
 
-from sim import hand_urdf
-from sim.robots import Simulation, robot_model
+from s2r.sim import hand_urdf
+from s2r.sim.robots import Simulation, robot_model
 
 
 def test_assets_are_what_the_generator_writes():

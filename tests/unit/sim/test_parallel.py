@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from sim.parallel import ParallelRollouts, rollout_serial
-from sim.scripted import scripted_factory
+from s2r.sim.parallel import ParallelRollouts, rollout_serial
+from s2r.sim.scripted import scripted_factory
 
 
 def test_parallel_equals_serial_with_randomization():

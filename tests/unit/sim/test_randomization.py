@@ -3,7 +3,7 @@ import numpy as np
 import pybullet as p
 import pytest
 
-from sim.randomization import AutomaticDomainRandomization, RandomizationError, Randomizer
+from s2r.sim.randomization import AutomaticDomainRandomization, RandomizationError, Randomizer
 
 DIMS = {"joints": 7, "links": 11, "objects": 1, "action": 7, "surfaces": 5}
 
@@ -205,7 +205,7 @@ def test_visual_randomization_changes_images_reproducibly(make):
 def Randomizer_default_visuals():
     import yaml
 
-    from sim.randomization import PRESETS_DIR
+    from s2r.sim.randomization import PRESETS_DIR
     return yaml.safe_load((PRESETS_DIR / "default.yaml").read_text())["groups"]["visuals"]
 
 
@@ -249,7 +249,7 @@ def test_noise_seed_keeps_the_episode_draw_and_changes_only_per_step_noise(make)
 def test_agent_samples_of_a_condition_differ_only_in_noise():
     """#27 item 6: ArmReachAgent.rollout keeps the condition's episode and draw for every sample but
     gives each sample seed its own per-step noise (before, every sample replayed one noise sequence)."""
-    from learning.agents import ArmReachAgent
+    from s2r.learning.agents import ArmReachAgent
     spec = {"groups": {"dynamics": {"gain_scale": {"dist": "uniform", "low": 0.7, "high": 1.3}},
                        "noise": {"action_noise": {"dist": "normal", "std": 0.2}}}}
     agent = ArmReachAgent(randomization=spec, n_conditions=1, T=5)

@@ -3,10 +3,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import sim.tasks
+import s2r.sim.tasks
 from simtest_helpers import random_actions, rollout, run_scripted
 
-ALL = list(sim.tasks.TASKS)
+ALL = list(s2r.sim.tasks.TASKS)
 
 
 @pytest.mark.parametrize("env_id", ALL)
@@ -114,7 +114,7 @@ def test_grasp_lift_holds_the_cube_between_thumb_and_fingers(make):
 def test_insert_peg_does_not_fit_the_other_hole(make):
     """A square peg pushed down over the slot stays on the top: the holes really differ."""
     env = make("s2r/ArmInsert-v0", shape="square")
-    from sim.scripted import make_scripted
+    from s2r.sim.scripted import make_scripted
     obs, _ = env.reset(seed=0)
     e = env.unwrapped
     ctrl = make_scripted(env)
@@ -151,10 +151,10 @@ def test_bad_actions_are_refused_with_the_reason(make):
 
 def test_unknown_task_names_the_value():
     with pytest.raises(ValueError, match="unknown task 'ArmFly'"):
-        sim.tasks.make("ArmFly")
+        s2r.sim.tasks.make("ArmFly")
     with pytest.raises(gym.error.Error, match="ArmFly"):
         gym.make("s2r/ArmFly-v0")
-    assert sim.tasks.make("ArmReach").spec.id == "s2r/ArmReach-v0"
+    assert s2r.sim.tasks.make("ArmReach").spec.id == "s2r/ArmReach-v0"
 
 
 def test_bad_constructor_arguments(make):

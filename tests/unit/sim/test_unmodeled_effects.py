@@ -6,8 +6,8 @@ axis points down at the home posture, so gravity hardly loads it.
 import numpy as np
 import pytest
 
-from sim.randomization import PRESETS_DIR, RandomizationError, Randomizer
-from sim.robots import STICTION_VELOCITY
+from s2r.sim.randomization import PRESETS_DIR, RandomizationError, Randomizer
+from s2r.sim.robots import STICTION_VELOCITY
 
 WRIST = 6
 REACH = "s2r/ArmReach-v0"
@@ -317,7 +317,7 @@ def test_the_issue_backlash_preset_and_the_example_preset_work(make):
     example = Randomizer.load("unmodeled_example")
     text = (PRESETS_DIR / "unmodeled_example.yaml").read_text()
     assert set(example.groups) == {"unmodeled"}
-    from sim.randomization import PARAMETERS
+    from s2r.sim.randomization import PARAMETERS
     assert set(example.params) == {n for n, i in PARAMETERS.items() if i.group == "unmodeled"}
     assert all(n in text for n in example.params)
     # a seed reproduces the draw; another seed draws anew
@@ -357,8 +357,8 @@ def test_unmodeled_effects_off_leave_the_plain_torque_loop(make):
 
 
 def test_set_unmodeled_refuses_bad_values_by_name():
-    from sim.cameras import Intrinsics
-    from sim.robots import Simulation, robot_model
+    from s2r.sim.cameras import Intrinsics
+    from s2r.sim.robots import Simulation, robot_model
     sim = Simulation()
     try:
         names = [f"panda_joint{i}" for i in range(1, 8)]

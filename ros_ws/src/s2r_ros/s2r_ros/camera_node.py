@@ -78,8 +78,8 @@ class CameraNode(Node):
 
     # ------------------------------------------------------------------ sources
     def _open_sim(self):
-        from sim.cameras import SimCamera
-        from sim.robots import Simulation
+        from s2r.sim.cameras import SimCamera
+        from s2r.sim.robots import Simulation
 
         model = self.cfg.robot_description()
         try:
@@ -94,7 +94,7 @@ class CameraNode(Node):
         self.sim_camera = SimCamera.from_config(self.cam, self.width, self.height)
         pos, rpy = self.params.position, self.params.rpy             # None: as configured
         if pos is not None or rpy is not None:
-            from sim.cameras import Pose
+            from s2r.sim.cameras import Pose
             self.sim_camera.pose = Pose(pos or self.sim_camera.pose.position, rpy or self.sim_camera.pose.rpy)
         self.q = None
         self._index = None
@@ -132,7 +132,7 @@ class CameraNode(Node):
 
     def _on_goal(self, msg: PoseStamped):
         import pybullet as p
-        from sim.scene import marker
+        from s2r.sim.scene import marker
 
         pos = [msg.pose.position.x, msg.pose.position.y, msg.pose.position.z]
         if not np.all(np.isfinite(pos)):

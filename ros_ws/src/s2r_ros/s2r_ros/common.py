@@ -202,7 +202,7 @@ class RosLogHandler(logging.Handler):
             pass
 
 
-def bridge_python_logging(node, names=("s2r", "drivers", "controllers", "sim")) -> RosLogHandler:
+def bridge_python_logging(node, names=("s2r",)) -> RosLogHandler:
     h = RosLogHandler(node)
     for n in names:
         lg = logging.getLogger(n)

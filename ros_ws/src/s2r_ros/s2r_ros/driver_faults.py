@@ -9,7 +9,7 @@ their bounds are MockFaults' own checks. `fault_injection:=true` adds `~/inject_
 """
 from __future__ import annotations
 
-from drivers.mock_driver import MockFaults
+from s2r.drivers.mock_driver import MockFaults
 
 # knob -> how its parameter's validated value (s2r.core.schema.nodes.DriverNodeParams, where the
 # parameters' types and defaults are) becomes the knob's

@@ -48,7 +48,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from drivers import Command, CommandMode, DriverError, DriverFault
+from s2r.drivers import Command, CommandMode, DriverError, DriverFault
 from s2r.core.schema.nodes import DriverNodeParams
 
 from .common import (COMMAND_QOS, STATE_QOS, Throttle, FastSubscription, bridge_python_logging,
@@ -127,8 +127,8 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         except ValueError as e:
             self._refuse_to_start(f"{self.get_name()}: {e}")
         if p.randomize:
-            from drivers.sim_driver import DRIVER_RANDOMIZATION
-            from sim.randomization import PARAMETERS, RandomizationError, Randomizer
+            from s2r.drivers.sim_driver import DRIVER_RANDOMIZATION
+            from s2r.sim.randomization import PARAMETERS, RandomizationError, Randomizer
             if hardware == "mock" or (hardware != "sim" and cfg.driver_type != "sim"):
                 refuse(self, "randomize", f"only the simulated robot can be randomized (hardware is {hardware!r})")
             try:
@@ -159,7 +159,7 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         rclpy.try_shutdown(context=self.context)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from drivers import open_driver
+        from s2r.drivers import open_driver
         from s2r.core.config import ConfigError, load_config
 
         if self.fault_latched:

@@ -45,7 +45,7 @@ class MPCNode(Node):
 
         from s2r.core.config import ConfigError, load_config
 
-        from controllers.planner_process import PlannerProcess
+        from s2r.controllers.planner_process import PlannerProcess
 
         from .reach_problem import reach_spec_for
 
@@ -113,7 +113,7 @@ class MPCNode(Node):
     def _workspace(self):
         """A sphere every reachable end-effector position lies in: around the first planned joint's
         link, with the largest distance seen over random configurations (plus 2 %)."""
-        from controllers.models import RigidBodyModel
+        from s2r.controllers.models import RigidBodyModel
 
         rb = RigidBodyModel(self.spec.urdf, joints=list(self.spec.joints), locked=dict(self.spec.locked))
         first_child = _child_link(self.spec.urdf, self.spec.joints[0])
@@ -158,7 +158,7 @@ class MPCNode(Node):
         self.get_logger().info(f"new goal {self.goal_id}: {what}")
 
     def _on_goal_pose(self, msg: PoseStamped):
-        from controllers.joint_reach import ee_goal_params
+        from s2r.controllers.joint_reach import ee_goal_params
 
         if not self._goal_stamp_ok(msg.header):
             return
@@ -182,7 +182,7 @@ class MPCNode(Node):
         self._set_goal("pose", p, ee_goal_params(p, self.n), f"end effector to {_fmt(p)}")
 
     def _on_goal_joints(self, msg: JointState):
-        from controllers.joint_reach import joint_goal_params
+        from s2r.controllers.joint_reach import joint_goal_params
 
         if not self._goal_stamp_ok(msg.header):
             return

@@ -61,7 +61,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
-from learning.features import ObsContext, ObservationBuilder    # the policy's inputs, as in training
+from s2r.learning.features import ObsContext, ObservationBuilder    # the policy's inputs, as in training
 from s2r.core.joint_limiter import ActionSetpoints, JointLimiter, PositionTargets   # as in training
 from s2r.core.schema.nodes import PolicyNodeParams
 
@@ -80,7 +80,7 @@ def tcp_pose_function(robot, joints, meta: dict):
     joints at its home posture. `robot`: a RobotDescription."""
     import pybullet as pb
 
-    from controllers.models import RigidBodyModel
+    from s2r.controllers.models import RigidBodyModel
 
     movable = RigidBodyModel(robot.urdf).joint_names
     rb = RigidBodyModel(robot.urdf, joints=list(joints),
@@ -195,7 +195,7 @@ class PolicyNode(Node):
         declare_parameters(self, PolicyNodeParams)     # self.params: the validated parameters
         self._log_handler = bridge_python_logging(self)
         g = lambda k: getattr(self.params, k)   # noqa: E731
-        from learning.deploy import PolicyLoadError, load_policy     # torch only for .pt / .pt2 files
+        from s2r.learning.deploy import PolicyLoadError, load_policy     # torch only for .pt / .pt2 files
         from s2r.core.config import ConfigError, load_config
 
         try:

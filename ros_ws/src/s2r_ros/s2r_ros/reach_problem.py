@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controllers.joint_reach import ReachSpec, build_reach, ee_goal_params, joint_goal_params, n_params
+from s2r.controllers.joint_reach import ReachSpec, build_reach, ee_goal_params, joint_goal_params, n_params
 
 __all__ = ["ReachSpec", "build_reach", "ee_goal_params", "joint_goal_params", "n_params", "reach_spec_for"]
 
@@ -26,7 +26,7 @@ def reach_spec_for(cfg, *, dt: float = 0.05, horizon: int = 20, velocity_scale: 
         raise ValueError(f"planned joints {unknown} are not in the config's joints {names}")
     idx = [names.index(j) for j in planned_joints]
     spec = cfg.spec()
-    from controllers.models import RigidBodyModel
+    from s2r.controllers.models import RigidBodyModel
     movable = RigidBodyModel(model.urdf).joint_names
     locked = {j: float(model.home.get(j, 0.0)) for j in movable if j not in planned_joints}
     home = np.array([model.home.get(j, 0.0) for j in planned_joints])

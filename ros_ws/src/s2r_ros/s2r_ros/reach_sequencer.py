@@ -46,7 +46,7 @@ class ReachSequencer(Node):
         declare_parameters(self, ReachSequencerParams)   # self.params: the validated parameters
         g = lambda k: getattr(self.params, k)   # noqa: E731
         from s2r.core.config import load_config
-        from sim.robots import Simulation
+        from s2r.sim.robots import Simulation
 
         self.cfg = load_config(str(g("config")))
         self.goals = np.asarray(g("goals"), float).reshape(-1, 3)

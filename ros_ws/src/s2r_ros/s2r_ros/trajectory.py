@@ -1,5 +1,5 @@
 """Joint trajectories as the driver node executes them: `controllers.joint_trajectory` (kept
 importable from here)."""
-from controllers.joint_trajectory import JointTrajectoryPlan, TrajectoryError
+from s2r.controllers.joint_trajectory import JointTrajectoryPlan, TrajectoryError
 
 __all__ = ["JointTrajectoryPlan", "TrajectoryError"]
