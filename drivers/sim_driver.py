@@ -12,7 +12,20 @@ position reference decelerates from its motion to rest at the safety layer's pla
 (`drivers.sim_stop.StopPlan`), then holds there; so does the reference when position set-points
 stop coming. A reference that jumps to rest instead brakes every moving joint as hard as its
 effort limit allows, and that deceleration, far above what any command plans with, throws the
-joints coupled to it past their limits.
+joints coupled to it past their limits. A stop brakes from the reference's speed, but never from
+more than the joint's own (`_braking_speed`): a reference catching up with a set-point can be far
+faster than the joint, and braking it from there would carry the joint on, faster and further
+than it was going, after the stop.
+
+Streamed position set-points are interpolated one period apart, as a robot's joint interpolator
+does: each is reached a period after the one before it (or a period from its arrival), so
+set-points that reach the driver together are not crossed faster than the stream moves; a
+backlog of more than a period is crossed faster rather than kept as latency, but never faster
+than the joints' velocity limits. In real time that happens on a loaded host: the stepping
+thread is held off and then catches up several periods at once, a client catches up with its
+schedule in a burst, and simulated time lags and sprints against the clock the commands come
+by. So a stream counts as stopped by that clock (`clock()`, as the safety layer counts gaps in
+it), not by simulated time, where a stream that goes on can look stopped.
 
 A randomization draw (`randomize`) and its per-period effects are `drivers.sim_reality.Reality`;
 loading the config's robot into the simulation, `drivers.sim_loading`.
@@ -53,6 +66,8 @@ class SimDriver(Driver):
         self._stopping: StopPlan | None = None   # a controlled stop in progress (`hold`)
         self._stream: tuple | None = None          # the last position set-point: (goal, its speed, when overdue)
         self._reality: Reality | None = None      # a randomization draw (`randomize`)
+        self._inv_vmax = 1.0 / self._spec.max_velocity   # position set-points: the interpolation's rate limit
+        self._ramp_end = 0.0                       # simulated time the last set-point is reached at
 
     @property
     def spec(self) -> DriverSpec:
@@ -88,6 +103,7 @@ class SimDriver(Driver):
             self._apply_draw()
         self._last_q, self._last_qd = self.sim.q_target.copy(), np.zeros(self._spec.n_joints)
         self._stopping = self._stream = None
+        self._ramp_end = 0.0
         if self.realtime:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="sim-driver", daemon=True)
@@ -174,20 +190,30 @@ class SimDriver(Driver):
             r = self._reality
             if r is not None and r.action_noise:
                 values = np.clip(r.noisy_target(values, not streaming), self._spec.lower, self._spec.upper)
-            self.sim.set_target(MODE_POSITION, values, T)
             goal = np.array(values, float)
-            # a stream is over once its set-point is half a period overdue
-            due = self.simulation.time + (1.5 if self.realtime else 1.0) * T
-            self._stream = (goal, (goal - start) / T, due - 1e-9)
+            # reached a period after the set-point before it (a set-point arriving before that one
+            # was reached is not crossed faster than the stream moves), but at most two periods
+            # from now (a backlog does not grow into latency), and no faster than the joints'
+            # velocity limits
+            now = self.simulation.time
+            backlog = min(max(self._ramp_end - now, 0.0), T) if streaming else 0.0
+            fastest = float(np.max(np.abs(goal - start) * self._inv_vmax, initial=0.0))
+            ramp = max(T + backlog, fastest if fastest > T * (1.0 + 1e-9) else T)
+            self.sim.set_target(MODE_POSITION, goal, ramp)
+            self._ramp_end = now + ramp
+            # a stream is over once its set-point is half a period overdue, on the clock the
+            # commands come by (the stepping thread may lag it, then catch up in a burst)
+            due = self.clock() + ramp + (0.5 if self.realtime else 0.0) * T
+            self._stream = (goal, (goal - start) / ramp, due - 1e-9)
         else:
             self.sim.set_target(command.mode.value, command.values, self._spec.period)
 
     def hold(self) -> None:
         """Stop under control and hold where the joints come to rest: the reference decelerates
-        from its own motion (from the measured motion after effort commands). A hold
-        while a stop is under way continues it: planned again from the measured motion, the
-        reference would give up the distance the joints lag it by at each call, and a caller
-        holding every period would never stop them."""
+        from its own motion, no faster than the joints move (`_braking_speed`; from the measured
+        motion after effort commands). A hold while a stop is under way continues it: planned
+        again from the measured motion, the reference would give up the distance the joints lag
+        it by at each call, and a caller holding every period would never stop them."""
         self._require_connected()
         with self._lock:
             try:
@@ -199,7 +225,7 @@ class SimDriver(Driver):
                     if self.sim.mode == MODE_EFFORT:
                         q, qd, _ = self.sim.state()
                     else:   # the reference, not the joints: the controller's error stays as it was
-                        q, qd = self.sim.q_target.copy(), np.array(self.sim.qd_target, float)
+                        q, qd = self.sim.q_target.copy(), self._braking_speed(self.sim.qd_target)
                     sp = self._spec
                     self._stopping = StopPlan(q, qd, sp.lower, sp.upper, sp.max_acceleration)
                     self.sim.set_target(MODE_POSITION, q)     # from there, at rest ...
@@ -231,11 +257,23 @@ class SimDriver(Driver):
         if self._stream is None or self._stopping is not None:
             return
         goal, velocity, due = self._stream
-        if self.simulation.time >= due and self.sim.mode == MODE_POSITION \
+        if self.clock() >= due and self.sim.mode == MODE_POSITION \
                 and np.array_equal(self.sim.q_target, goal):
             sp = self._spec
             self._stream = None
-            self._stopping = StopPlan(goal, velocity, sp.lower, sp.upper, sp.max_acceleration)
+            self._stopping = StopPlan(goal, self._braking_speed(velocity), sp.lower, sp.upper, sp.max_acceleration)
+
+    def _braking_speed(self, v_ref) -> np.ndarray:
+        """The speed a stop of the reference starts from: the reference's `v_ref`, per joint no
+        faster than the joint moves and zero against its motion. The reference outruns the joint
+        when it catches up with a set-point (the first after a gap in the stream, ramped from the
+        measured position in one period; a backlog of set-points) while the joint has barely
+        started; braked from that speed, the reference would pull the joint on after the stop,
+        faster and further than it was going. Nor is it ever more than the reference's own, so a
+        stop never pushes a joint harder than the stream did."""
+        v_ref = np.asarray(v_ref, float)
+        qd = self.sim.state()[1]
+        return np.minimum(np.maximum(v_ref, np.minimum(qd, 0.0)), np.maximum(qd, 0.0))
 
     def _stop_in_progress(self) -> bool:
         """A stop is under way and the reference still follows it."""
