@@ -46,6 +46,21 @@ def cmd_launch(a) -> int:
     return main(a.rest)
 
 
+def cmd_record(a) -> int:
+    from .record import main
+    return main(a.rest)
+
+
+def cmd_excite(a) -> int:
+    from .excite import main
+    return main(a.rest)
+
+
+def cmd_identify(a) -> int:
+    from .identify import main
+    return main(a.rest)
+
+
 def cmd_train(a) -> int:
     from s2r.learning.cli import train_main
     return train_main(a.rest)
@@ -58,7 +73,7 @@ def cmd_eval(a) -> int:
 
 def cmd_hil(a) -> int:
     from .hil_report import run_hil
-    return run_hil(a.config, emulate=a.emulate, extra=a.rest)
+    return run_hil(a.config, emulate=a.emulate, extra=a.rest, record=a.record)
 
 
 def cmd_emulate(a) -> int:
@@ -96,7 +111,8 @@ def schema_models() -> dict:
             from .core.schema.nodes import NODE_PARAMS
             return NODE_PARAMS[executable]
         return model
-    nodes = ("driver_node", "mpc_node", "camera_node", "policy_node", "reach_sequencer")   # schema.nodes.NODE_PARAMS
+    nodes = ("driver_node", "mpc_node", "camera_node", "policy_node", "reach_sequencer",     # schema.nodes.NODE_PARAMS
+             "recorder_node")
 
     def experiment():           # its gps:/plato: sections are learning's GPSConfig/PLATOConfig fields
         from s2r.learning.experiment import experiment_model
@@ -133,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
             ("demo", cmd_demo, "the simulated ROS 2 bringup: an arm (Panda; --config another) + camera + MPC reaching 4 goals "
                                "(--joint-space: the ROS-free joint-goal demo)"),
             ("launch", cmd_launch, "start ROS 2 nodes from a bringup YAML (pip-only replacement for ros2 launch)"),
+            ("record", cmd_record, "record a robot run as a rosbag2 folder (MCAP) that ros2 bag, Foxglove and "
+                                   "PlotJuggler open: `s2r record OUT`; `--info BAG`, `--repair BAG OUT`"),
+            ("excite", cmd_excite, "run a safe excitation trajectory through the safety layer for identification, "
+                                   "recording it: `s2r excite CONFIG --out DIR --record`"),
+            ("identify", cmd_identify, "fit the simulator to a recorded run: `s2r identify RECORDING --config CONFIG`; "
+                                       "writes a calibrated config overlay and a randomization preset"),
             ("train", cmd_train, "train in (randomized) simulation: `s2r train --experiment NAME [KEY=VALUE ...]`"),
             ("eval", cmd_eval, "evaluate a trained policy: `s2r eval POLICY --task TASK --episodes N`")):
         p = sub.add_parser(name, add_help=False, help=text)
@@ -148,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hil", help="run the hardware-in-the-loop suite against a config and print a report")
     p.add_argument("config")
     p.add_argument("--emulate", action="store_true", help="run against the config's protocol-level emulator")
+    p.add_argument("--record", metavar="DIR", help="record each robot session (states, commands) as a rosbag2 "
+                                                   "folder under DIR (s2r record --info opens it)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="extra pytest arguments")
     p.set_defaults(fn=cmd_hil)
 

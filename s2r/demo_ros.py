@@ -33,8 +33,9 @@ DEMO_CAMERA = {"position": [1.05, 0.65, 0.85], "rpy": [0.0, 0.45, -2.44]}
 
 def demo_bringup(out_dir: Path, config: str = "panda_sim", goals=DEMO_GOALS, dwell_s: float = 4.0,
                  goal_timeout_s: float = 15.0, camera_size: int = 192, camera_hz: float = 12.0,
-                 progress: bool = True):
-    """The sim_panda bringup with the demo's camera view, quiet nodes, and the sequencer."""
+                 progress: bool = True, record=None):
+    """The sim_panda bringup with the demo's camera view, quiet nodes, and the sequencer; with
+    `record` (a folder to create) also a recorder node writing the run as a rosbag2 recording."""
     b = load_bringup("sim_panda")
     for n in b.nodes:
         n.parameters["config"] = config
@@ -46,6 +47,9 @@ def demo_bringup(out_dir: Path, config: str = "panda_sim", goals=DEMO_GOALS, dwe
         parameters={"config": config, "goals": [float(v) for g in goals for v in g], "dwell_s": dwell_s,
                     "goal_timeout_s": goal_timeout_s, "out_dir": str(out_dir), "video_fps": camera_hz,
                     "progress": progress, "driver": "driver", "mpc": "mpc"}))
+    if record is not None:
+        b.nodes.append(NodeSpec("recorder", "recorder_node", output="prefix", log_level="warn",
+                                parameters={"out": str(record)}))
     return b
 
 
@@ -62,18 +66,21 @@ def arm_goals(config: str, goals=DEMO_GOALS) -> list[tuple]:
 
 
 def run(config: str = "panda_sim", goals=None, dwell_s: float = 4.0, out_root=None,
-        quiet: bool = False) -> dict:
+        quiet: bool = False, record=None) -> dict:
     from .launch import Launcher
     from .core.ros_env import claim_domain_id, isolated_env, release_domain_id
 
     out = new_run_dir("ros-demo", out_root)
+    if record is not None:
+        from .core.bag import bag_path
+        record = bag_path(record, out.name)
     did = claim_domain_id()
     env = isolated_env(domain_id=did)
     say = (lambda *a: None) if quiet else print
     goals = arm_goals(config) if goals is None else goals
     say(f"== s2r demo: simulated {config} + camera + iLQR-MPC over ROS 2 "
         f"(ROS_DOMAIN_ID={did}, localhost only); results in {out}/")
-    b = demo_bringup(out, config, goals, dwell_s, progress=not quiet)
+    b = demo_bringup(out, config, goals, dwell_s, progress=not quiet, record=record)
     t0 = time.monotonic()
     try:
         with open(os.devnull, "w") as devnull:
@@ -89,6 +96,8 @@ def run(config: str = "panda_sim", goals=None, dwell_s: float = 4.0, out_root=No
     s["run_dir"] = str(out)
     s["config"] = str(config)
     s["report"] = str(out / "report.png")
+    if record is not None:
+        s["recording"] = str(record)
     write_report(out, s)
     summary_path.write_text(json.dumps(s, indent=2, default=str))
     if not quiet:
@@ -108,6 +117,8 @@ def print_summary(s: dict) -> None:
     print(f"command latency   p50 {f(d.get('latency_p50_ms'))} ms, p99 {f(d.get('latency_p99_ms'))} ms "
           "(/joint_states published -> command back at the driver, through the MPC node)")
     print(f"results           {s['report']}  tracking.csv  camera.mp4 ({s['video']['frames']} frames)")
+    if s.get("recording"):
+        print(f"recording         {s['recording']}  (s2r record --info {s['recording']})")
 
 
 def _video_frames(path: Path, times_s, fps: float):
@@ -188,9 +199,11 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="panda_sim", help="hardware config of a simulated arm")
     ap.add_argument("--dwell", type=float, default=4.0, help="seconds to stay at each reached goal")
     ap.add_argument("--out", default=None, help="runs folder (default: runs/ or $S2R_RUNS)")
+    ap.add_argument("--record", metavar="DIR", default=None,
+                    help="also record the run as a rosbag2 folder (MCAP): DIR, or DIR/<run> if DIR is a folder")
     a = ap.parse_args(argv)
     try:
-        s = run(a.config, dwell_s=a.dwell, out_root=a.out)
+        s = run(a.config, dwell_s=a.dwell, out_root=a.out, record=a.record)
     except ValueError as e:                    # a config that does not load: one line
         print(f"demo: {e}", file=sys.stderr)
         return 2

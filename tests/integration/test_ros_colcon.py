@@ -18,7 +18,7 @@ from s2r.launch import load_bringup
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-NODES = ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer"]
+NODES = ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer", "recorder_node"]
 
 
 def colcon() -> str:

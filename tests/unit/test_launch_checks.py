@@ -135,8 +135,8 @@ def test_node_checks_do_not_import_the_nodes():
             "[launch.node_module('s2r_ros', n) for n in launch.node_executables()]; "
             "print(sorted(launch.node_executables()), 'rclpy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert r.stdout.strip() == ("['camera_node', 'driver_node', 'mpc_node', 'policy_node', 'reach_sequencer'] "
-                                "False"), r
+    assert r.stdout.strip() == ("['camera_node', 'driver_node', 'mpc_node', 'policy_node', 'reach_sequencer', "
+                                "'recorder_node'] False"), r
 
 
 def test_parameters_as_rcl_reads_them():

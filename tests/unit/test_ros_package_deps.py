@@ -20,7 +20,7 @@ ROSDEP = {
 }
 # PyAV and the ONNX packages: no rosdep keys exist; pydantic: rosdep's python3-pydantic is 1.x on
 # Ubuntu 24.04 and s2r needs 2.x. pip installs them with the core package, which s2r_ros requires.
-NO_ROSDEP_KEY = {"av", "pydantic", "onnx", "onnxruntime", "onnxscript"}
+NO_ROSDEP_KEY = {"av", "pydantic", "onnx", "onnxruntime", "onnxscript", "rosbags", "mcap"}
 
 
 def exec_depends() -> set[str]:

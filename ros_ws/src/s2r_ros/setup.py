@@ -4,7 +4,7 @@ from setuptools import setup
 
 package_name = "s2r_ros"
 
-NODES = ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer"]
+NODES = ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer", "recorder_node"]
 
 setup(
     name=package_name,

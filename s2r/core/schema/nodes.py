@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, BeforeValidator, Field, StrictStr, model_validator
 
+from ..bag import DEFAULT_TOPICS
 from ..joint_limiter import MAX_LEAD
 from ..yamlio import excerpt
 from .errors import fail, tname, with_message
@@ -222,10 +223,24 @@ class DriverNodeParams(NodeParams):
     fault_seed: int = Field(0, strict=True, description="noise and random bus errors")
 
 
+class RecorderNodeParams(NodeParams):
+    out: Text = Field("", description="the recording's folder (created; must not exist)")
+    topics: Names = Field(list(DEFAULT_TOPICS), description="topic names or fnmatch patterns to record")
+    duration_s: float = Field(0.0, strict=True, ge=0, allow_inf_nan=False,
+                              description="stop and finish the file after this long (0: until stopped)")
+    flush_period_s: Positive(60.0) = Field(1.0, description="longest time a message waits to reach the file")
+    max_queue: Int(1, 10_000_000) = Field(5000, description="messages waiting for the disk before drops")
+    max_queue_mb: Int(1, 65536) = Field(256, description="bytes (MiB) waiting for the disk before drops")
+    depth: Int(1, 100_000) = Field(100, description="each subscription's queue (KEEP_LAST): absorbs executor stalls")
+    discovery_period_s: Positive(60.0) = Field(0.5, description="how often new publishers are looked for")
+    diagnostics_period_s: Positive(HOUR) = 1.0
+
+
 NODE_PARAMS: dict[str, type[NodeParams]] = {
     "driver_node": DriverNodeParams,
     "mpc_node": MPCNodeParams,
     "camera_node": CameraNodeParams,
     "policy_node": PolicyNodeParams,
     "reach_sequencer": ReachSequencerParams,
+    "recorder_node": RecorderNodeParams,
 }
