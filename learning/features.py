@@ -65,7 +65,8 @@ SOURCES = {
     "action_joint_pos": "measured positions of the action (commanded) joints",
     "tcp_pos": "the TCP position, world frame (forward kinematics)",
     "tcp_rot": "the TCP orientation as a rotation matrix, world frame (forward kinematics)",
-    "target": "the goal position, world frame",
+    "target": "the goal position, world frame (hand tasks: one per fingertip, (k, 3))",
+    "tip_pos": "the fingertip positions (k, 3), world frame, in the order of the robot's tip_links",
     "q_cmd": "the commanded joint position targets of the action joints (position control)",
     "setpoint": "the set-points last sent to the action joints, after the joint limiter",
     "setpoint_step": "the set-points' last change per control step (rad), after the joint limiter",
@@ -90,6 +91,7 @@ def _finite_float(v) -> float:
 PARAMETERS = {
     "episode_steps": ("control steps per training episode", _positive_int),
     "peg_bottom_offset": ("m from the TCP to the held peg's bottom along the hand's z axis", _finite_float),
+    "tip_count": ("fingertips with a goal (the robot description's tip_links)", _positive_int),
 }
 
 
@@ -102,8 +104,8 @@ def phase(step: int, episode_steps: int) -> float:
 @dataclass(frozen=True)
 class Feature:
     """One policy input: `size` values (an int, or "joints" / "actions": one per observed / action
-    joint), computed by `compute(context, params)` from the context's `sources` and the metadata's
-    `params`."""
+    joint, "tips": three per fingertip, `tip_count` of the metadata's parameters), computed by
+    `compute(context, params)` from the context's `sources` and the metadata's `params`."""
     name: str
     size: int | str
     sources: tuple[str, ...]
@@ -111,7 +113,9 @@ class Feature:
     compute: Callable[["ObsContext", dict], np.ndarray]
     doc: str
 
-    def size_for(self, n_joints: int, n_actions: int) -> int:
+    def size_for(self, n_joints: int, n_actions: int, params: Mapping | None = None) -> int:
+        if self.size == "tips":
+            return 3 * int((params or {}).get("tip_count") or 0)
         return {"joints": n_joints, "actions": n_actions}.get(self.size, self.size)
 
 
@@ -135,6 +139,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature("target_minus_peg_bottom", 3, ("target", "tcp_pos", "tcp_rot"), ("peg_bottom_offset",),
             lambda c, p: np.asarray(c["target"], float) - peg_bottom(c, p),
             "goal minus the held peg's bottom (m): tcp_pos + peg_bottom_offset along the hand's z axis"),
+    Feature("target_minus_tips", "tips", ("target", "tip_pos"), ("tip_count",),
+            lambda c, p: (np.asarray(c["target"], float) - np.asarray(c["tip_pos"], float)).ravel(),
+            "goal minus fingertip positions (m), tip by tip (tip_count x 3, the order of the robot's tip_links)"),
     Feature("phase", 1, ("step",), ("episode_steps",), lambda c, p: [phase(c["step"], p["episode_steps"])],
             "the episode's progress, min(step / episode_steps, 1)"),
     Feature("prev_action", "actions", ("last_action",), (), lambda c, p: c["last_action"],
@@ -170,9 +177,9 @@ def parse_key(key) -> tuple[Feature, int]:
     return FEATURES[name], k
 
 
-def feature_size(key: str, n_joints: int, n_actions: int) -> int:
+def feature_size(key: str, n_joints: int, n_actions: int, params: Mapping | None = None) -> int:
     f, k = parse_key(key)
-    return max(k, 1) * f.size_for(n_joints, n_actions)
+    return max(k, 1) * f.size_for(n_joints, n_actions, params)
 
 
 class _Missing(KeyError):
@@ -222,6 +229,8 @@ def sim_context(obs: Mapping, env=None) -> ObsContext:
         v["tcp_rot"] = tcp_rot
     if "target" in obs:
         v["target"] = obs["target"]
+    if "tip_pos" in obs:
+        v["tip_pos"] = obs["tip_pos"]
     if env is not None:
         idx = env.act_idx
         v["action_joint_pos"] = obs["joint_pos"][idx]
@@ -236,7 +245,8 @@ def sim_sources(env) -> set[str]:
     """The sources `sim_context(obs, env)` supplies for the task `env` (from its observation space)."""
     space = set(getattr(env.observation_space, "spaces", {}))
     have = {"joint_pos", "joint_vel", "action_joint_pos"}
-    have |= {s for s, o in (("tcp_pos", "tcp_pos"), ("tcp_rot", "tcp_quat"), ("target", "target")) if o in space}
+    have |= {s for s, o in (("tcp_pos", "tcp_pos"), ("tcp_rot", "tcp_quat"), ("target", "target"),
+                            ("tip_pos", "tip_pos")) if o in space}
     if getattr(env, "control", "position") == "position":
         have |= {"q_cmd", "setpoint", "setpoint_step"}
     return have
@@ -322,7 +332,7 @@ class ObservationBuilder:
         self._history = [k for _, k in parsed]
         self.n_joints, self.n_actions = int(n_joints), int(n_actions)
         self.params = _check_params(self.keys, self._features, params or {}, where)
-        self.sizes = [max(k, 1) * f.size_for(self.n_joints, self.n_actions) for f, k in parsed]
+        self.sizes = [max(k, 1) * f.size_for(self.n_joints, self.n_actions, self.params) for f, k in parsed]
         self.size = int(sum(self.sizes))
         self.sources = sorted({s for f in self._features for s in f.sources} - {"step", "last_action"})
         self.reset()

@@ -6,6 +6,7 @@ import numpy as np
 
 from .agents import ArmReachAgent, PointMassAgent
 from .features import compute_features, sim_context
+from .hand_agent import HandReachAgent
 from .insert_agent import ArmInsertAgent
 
 __all__ = ["GPS_TASKS", "make_agent", "task_id", "state_vector", "scene_kwargs"]
@@ -43,7 +44,8 @@ def scene_kwargs(meta: dict) -> dict:
     return kw
 
 
-GPS_TASKS = {"PointMass": PointMassAgent, "s2r/ArmReach-v0": ArmReachAgent, "s2r/ArmInsert-v0": ArmInsertAgent}
+GPS_TASKS = {"PointMass": PointMassAgent, "s2r/ArmReach-v0": ArmReachAgent, "s2r/ArmInsert-v0": ArmInsertAgent,
+             "s2r/HandReach-v0": HandReachAgent}
 
 
 def task_id(task: str) -> str:
@@ -56,7 +58,7 @@ def task_id(task: str) -> str:
 
 
 def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomization=None, **kw):
-    """The agent of a task name ("ArmReach", "s2r/ArmReach-v0", "ArmInsert", "PointMass")."""
+    """The agent of a task name ("ArmReach", "s2r/ArmReach-v0", "ArmInsert", "HandReach", "PointMass")."""
     name = task_id(task)
     if name not in GPS_TASKS:
         raise ValueError(f"task {task!r} has no GPS agent (supported: {', '.join(GPS_TASKS)})")
@@ -79,16 +81,17 @@ def default_inputs(task: str, randomization=None) -> tuple[list[str], list[str]]
     """The extra inputs a policy gets by default, and the extra entries of the local controllers'
     state, for `task` trained under `randomization` (a preset name, file or dict, or None):
     - a simulator task (position actions, paced by the safety layer's joint limiter as on the
-      robot): where the limiter has the set-point and how fast it moves it (`setpoint_offset`,
-      `setpoint_step`). The next state depends on them, so without them neither the policy's input
-      nor the controllers' state is Markov, and the local controllers' fitted dynamics are wrong;
+      robot): the targets the actions have integrated (`cmd_offset`), where the limiter has the
+      set-point and how fast it moves it toward them (`setpoint_offset`, `setpoint_step`). The next
+      state depends on all three, so without them neither the policy's input nor the controllers'
+      state is Markov, and the local controllers' fitted dynamics are wrong;
     - under randomization, first the actions still in flight (`prev_action@histK`, K the preset's
       largest action latency, at least 1), for the same reason.
     learning/experiments/RESULTS.md has the measurements. PointMass: none."""
     from s2r.sim.randomization import Randomizer
     if task_id(task) == "PointMass":
         return [], []
-    extra = ["setpoint_offset", "setpoint_step"]
+    extra = ["cmd_offset", "setpoint_offset", "setpoint_step"]
     r = Randomizer.load(randomization)
     if not r.params:
         return list(extra), list(extra)

@@ -224,6 +224,10 @@ def test_bringups_and_overrides_parse(capsys):
     assert launch.main(["sim_panda", "--set", "nobody.x=1"]) == 2
     assert launch.main(["no_such_bringup"]) == 2
     assert "sim_panda" in capsys.readouterr().err            # the error lists the known bringups
+    b = launch.load_bringup("hand_policy")                   # the hand: driver + policy, checked like the rest
+    assert launch.main(["hand_policy", "--set", "policy.policy=/tmp/p.onnx", "--dry-run"]) == 0
+    assert b.node("policy").parameters["config"] == b.node("driver").parameters["config"] == "hand_sim"
+    assert "'policy': '/tmp/p.onnx'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("executable", ["driver_node", "camera_node", "mpc_node", "policy_node", "reach_sequencer"])

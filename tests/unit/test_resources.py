@@ -143,7 +143,7 @@ def test_not_found_is_one_line_listing_where_it_looked(tmp_path, monkeypatch):
     assert "known: hand_sim, " in msg and "panda_sim" in msg
 
     with pytest.raises(ConfigError, match=r"^.*sim_pand: file not found \(bringup; looked in: path sim_pand, "
-                                          r"\./bringup, .*known: robot_panda, sim_panda\)$"):
+                                          r"\./bringup, .*known: hand_policy, robot_panda, sim_panda\)$"):
         load_bringup("sim_pand")
     with pytest.raises(RandomizationError) as e:
         Randomizer.load("defualt")

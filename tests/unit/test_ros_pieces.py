@@ -367,3 +367,45 @@ def test_a_signal_at_any_stage_ends_the_node_cleanly_in_the_main_thread(when, si
         assert "closed" in r.stdout and int(lines[lines.index("closed") + 1]) >= 5
     else:
         assert "closed" not in r.stdout     # interrupted before it existed: nothing to close
+
+
+def test_the_node_builds_a_hand_policys_inputs_as_the_hand_task_does():
+    """A hand policy's input on the robot (fingertips by the URDF's forward kinematics of the
+    description's tip_links, the targets, the joint state) equals the HandReach task's, posture by
+    posture; the fingertips' reach boxes hold every target the task draws and refuse one far away;
+    a policy whose tip count the robot does not have is refused in one line."""
+    import gymnasium as gym
+
+    import s2r.sim.tasks  # noqa: F401  (registers the tasks)
+    from s2r.learning.features import compute_features, sim_context
+    from s2r_ros.policy_node import PolicyInputs, reach_boxes
+
+    env = gym.make("s2r/HandReach-v0").unwrapped
+    try:
+        cfg, spec = env.cfg, env.cfg.spec()
+        joints = list(spec.joint_names)
+        k = len(env.tip_links)
+        keys = ["joint_pos", "joint_vel", "target_minus_tips", "cmd_offset"]
+        meta = {"obs_keys": keys, "joint_names": joints, "tip_count": k, "tip_links": list(env.tip_links)}
+        inputs = PolicyInputs(meta, cfg.robot_description(), spec.joint_names, joints, "position_delta")
+        assert inputs.tip_count == k == 4 and inputs.size == 2 * 16 + 3 * k + 16
+        boxes = reach_boxes(inputs.tips, spec.lower, spec.upper, samples=500)
+        rng = np.random.default_rng(0)
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            assert np.all((obs["target"] >= boxes[:, 0]) & (obs["target"] <= boxes[:, 1]))
+            for _ in range(5):
+                q, qd = obs["joint_pos"], obs["joint_vel"]
+                x = inputs(q, qd, obs["target"], env.q_cmd, env.setpoints.setpoint, env.setpoints.setpoint_step)
+                want = compute_features(keys, sim_context(obs, env), {"tip_count": k})
+                np.testing.assert_allclose(x, want, atol=1e-6)        # pybullet vs the URDF FK: 1e-8 m
+                inputs.record_action(np.zeros(16), q)
+                obs, *_ = env.step(rng.uniform(-1, 1, 16))
+        far = obs["target"].copy()
+        far[2] += 0.5
+        assert np.any(far[2] > boxes[2, 1])                      # half a metre off: out of that tip's reach
+        with pytest.raises(ValueError, match=r"tip_count\) but the robot 'hand16' has 4 tip_links"):
+            PolicyInputs(meta | {"tip_count": 5, "tip_links": []}, cfg.robot_description(), spec.joint_names,
+                         joints, "position_delta")
+    finally:
+        env.close()

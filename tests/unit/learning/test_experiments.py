@@ -41,7 +41,7 @@ def test_every_packaged_experiment_builds_its_agent_and_algorithm_and_round_trip
         assert cfg.samples_per_condition == raw["samples"] and agent.n_conditions == raw["conditions"]
         assert cfg.policy_steps == raw.get("policy_steps", 400)
         for k, v in raw.get("gps", {}).items():
-            assert getattr(cfg, k) == v, k
+            assert getattr(cfg, k) == (tuple(v) if isinstance(v, list) else v), k      # YAML lists: tuples there
         weights = getattr(agent, "weights", None)
         for k, v in raw.get("agent", {}).items():
             assert resolved["agent"][k] == v and (weights is None or k not in weights or weights[k] == v)

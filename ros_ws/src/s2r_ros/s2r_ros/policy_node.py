@@ -18,7 +18,11 @@ The policy (`learning.deploy.load_policy`: an `.onnx` file on ONNX Runtime, no t
             `obs_joint_names`, default the commanded joints); the TCP pose by URDF forward
             kinematics of the metadata's `ee_link` plus `tcp_offset` in its frame; the target,
             the newest geometry_msgs/PoseStamped on /goal_pose (position, in the world / robot base
-            frame: until a goal arrives a policy that needs it waits, nothing is sent); its
+            frame: until a goal arrives a policy that needs it waits, nothing is sent); for a hand
+            policy (metadata `tip_count` k, `tip_links`), the fingertips by forward kinematics and
+            their targets, the newest geometry_msgs/PoseArray on /goal_tips (k positions in
+            tip_links order, world frame; a goal with another count, a non-finite value or a
+            target outside the fingertip's reach is refused and counted, and the hand holds); its
             position targets (q_cmd, for position and position_delta actions) and the set-points
             they make (setpoint, setpoint_step: the safety layer's joint limiter, run here as in
             training); and its episode:
@@ -55,7 +59,7 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
@@ -72,12 +76,9 @@ from .node_params import declare_parameters, refuse
 NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
 
 
-def tcp_pose_function(robot, joints, meta: dict):
-    """q (of `joints`) -> (TCP position (3), hand rotation matrix (3, 3)), world frame: the URDF
-    forward kinematics of the metadata's ee_link (default: the robot description's), plus its
-    tcp_offset (3 numbers in the link's frame; one number: along the link's z axis, as older exports
-    wrote it; default: the description's), from the robot's base pose; the robot's other movable
-    joints at its home posture. `robot`: a RobotDescription."""
+def _kinematics(robot, joints):
+    """(RigidBodyModel over `joints`, the others at the robot's home posture; base rotation; base
+    position) of a RobotDescription."""
     import pybullet as pb
 
     from s2r.controllers.models import RigidBodyModel
@@ -85,17 +86,55 @@ def tcp_pose_function(robot, joints, meta: dict):
     movable = RigidBodyModel(robot.urdf).joint_names
     rb = RigidBodyModel(robot.urdf, joints=list(joints),
                         locked={j: float(robot.home.get(j, 0.0)) for j in movable if j not in joints})
+    base_R = np.array(pb.getMatrixFromQuaternion(robot.base_orientation)).reshape(3, 3)
+    return rb, base_R, np.asarray(robot.base_position, float)
+
+
+def tcp_pose_function(robot, joints, meta: dict):
+    """q (of `joints`) -> (TCP position (3), hand rotation matrix (3, 3)), world frame: the URDF
+    forward kinematics of the metadata's ee_link (default: the robot description's), plus its
+    tcp_offset (3 numbers in the link's frame; one number: along the link's z axis, as older exports
+    wrote it; default: the description's), from the robot's base pose; the robot's other movable
+    joints at its home posture. `robot`: a RobotDescription."""
+    rb, base_R, base_p = _kinematics(robot, joints)
     fn = rb.link_pose_function(meta.get("ee_link", robot.ee_link))
     given = meta.get("tcp_offset", robot.tcp_offset)
     offset = np.array([0.0, 0.0, float(given)]) if np.ndim(given) == 0 else np.asarray(given, float).reshape(3)
-    base_R = np.array(pb.getMatrixFromQuaternion(robot.base_orientation)).reshape(3, 3)
-    base_p = np.asarray(robot.base_position, float)
 
     def pose(q):
         R, p = fn(np.asarray(q, float))
         R = base_R @ np.asarray(R, float)
         return base_R @ np.asarray(p, float).reshape(3) + base_p + R @ offset, R
     return pose
+
+
+def tip_positions_function(robot, joints, meta: dict):
+    """q (of `joints`) -> fingertip positions (k, 3), world frame, by the URDF forward kinematics of
+    the metadata's `tip_links` (default: the robot description's), which must number its
+    `tip_count`. ValueError (one line) for links the robot lacks or a count that differs."""
+    links = list(meta.get("tip_links") or robot.tip_links)
+    k = int(meta.get("tip_count") or 0)
+    if len(links) != k:
+        raise ValueError(f"the policy has {k} fingertip targets (tip_count) but the robot {robot.name!r} "
+                         f"has {len(links)} tip_links {links}")
+    rb, base_R, base_p = _kinematics(robot, joints)
+    fns = [rb.link_pose_function(link) for link in links]
+
+    def tips(q):
+        q = np.asarray(q, float)
+        return np.array([base_R @ np.asarray(fn(q)[1], float).reshape(3) + base_p for fn in fns])
+    return tips
+
+
+def reach_boxes(tips, lower, upper, samples: int = 2000, margin: float = 0.01, seed: int = 0) -> np.ndarray:
+    """(k, 2, 3): per fingertip, the box its positions span over `samples` postures drawn within the
+    joint limits (and the limits' corners of each joint alone), widened by `margin` (m): a target
+    outside its box is out of the fingertip's reach."""
+    rng = np.random.default_rng(seed)
+    lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+    qs = rng.uniform(lower, upper, (samples, len(lower)))
+    pts = np.array([tips(q) for q in qs])                     # (samples, k, 3)
+    return np.stack([pts.min(axis=0) - margin, pts.max(axis=0) + margin], axis=1)
 
 
 def _listed(meta: dict, key: str) -> list:
@@ -144,6 +183,16 @@ class PolicyInputs:
                 raise ValueError(f"cannot build the TCP's forward kinematics (robot {robot.name!r}, ee_link "
                                  f"{meta.get('ee_link')!r}): {why}") from None
             available |= {"tcp_pos", "tcp_rot"}
+        self.tips = None
+        self.tip_count = 0
+        if self.builder.needs("tip_pos"):
+            try:
+                self.tips = tip_positions_function(robot, joints, meta)
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                raise ValueError(f"cannot build the fingertips' forward kinematics: {why}") from None
+            self.tip_count = int(meta["tip_count"])
+            available |= {"tip_pos"}
         self.builder.require(available, f"policy_node with {action} actions")
         if self.from_metadata:
             self.builder.check_policy(meta, "here")
@@ -161,7 +210,7 @@ class PolicyInputs:
     def __call__(self, q, qd, goal=None, q_cmd=None, setpoint=None, setpoint_step=None) -> np.ndarray:
         """The input at this control step (advances the step). q, qd, q_cmd, setpoint,
         setpoint_step: config order (q_cmd or setpoint None: none yet, i.e. the measured position,
-        at rest); goal: position or None."""
+        at rest); goal: position (3), or fingertip targets (k, 3) for a hand policy, or None."""
         v = {"joint_pos": q[self.obs_idx], "joint_vel": qd[self.obs_idx], "action_joint_pos": q[self.idx]}
         if goal is not None:
             v["target"] = goal
@@ -179,6 +228,8 @@ class PolicyInputs:
                     pose.extend(self.tcp(qa))
                 return pose[i]
             v["tcp_pos"], v["tcp_rot"] = (lambda: tcp(0)), (lambda: tcp(1))
+        if self.tips is not None:
+            v["tip_pos"] = self.tips(q[self.idx])
         return self.builder.observe(ObsContext(v, "the node's inputs"))
 
     def record_action(self, a, q) -> None:
@@ -249,8 +300,17 @@ class PolicyNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
         if self.use_image:
             self.create_subscription(Image, str(g("image_topic")), self._on_image, IMAGE_QOS)
-        if self.needs_goal:
-            self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, GOAL_QOS)
+        self.goals_refused = 0
+        self.goal_refusal = ""                  # why the last refused goal was refused
+        self.reach = None
+        if self.needs_goal and self.inputs.tip_count:     # a hand: fingertip targets, checked against their reach
+            sel = self.idx
+            self.reach = reach_boxes(self.inputs.tips, self.spec.lower[sel], self.spec.upper[sel])
+            self.goal_topic = "/goal_tips"
+            self.create_subscription(PoseArray, self.goal_topic, self._on_tip_goal, GOAL_QOS)
+        elif self.needs_goal:
+            self.goal_topic = "/goal_pose"
+            self.create_subscription(PoseStamped, self.goal_topic, self._on_goal, GOAL_QOS)
         self.create_service(SetBool, "~/enable", self._srv_enable)
         self.create_timer(1.0 / self.rate_hz, self._tick)
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
@@ -277,9 +337,35 @@ class PolicyNode(Node):
         if not np.all(np.isfinite(p)):
             self._problem("goal_nonfinite", f"goal {p} is not finite; ignored")
             return
+        self._set_goal(p)
+
+    def _on_tip_goal(self, msg: PoseArray):
+        k = self.inputs.tip_count
+        p = np.array([[m.position.x, m.position.y, m.position.z] for m in msg.poses], float).reshape(-1, 3)
+        why = None
+        if len(p) != k:
+            why = f"has {len(p)} fingertip targets, the policy takes {k}"
+        elif not np.all(np.isfinite(p)):
+            why = "is not finite"
+        else:
+            out = [i for i in range(k) if np.any(p[i] < self.reach[i, 0]) or np.any(p[i] > self.reach[i, 1])]
+            if out:
+                i = out[0]
+                why = (f"puts fingertip {i} at {np.round(p[i], 3).tolist()}, outside its reach "
+                       f"{np.round(self.reach[i, 0], 3).tolist()}..{np.round(self.reach[i, 1], 3).tolist()} m")
+        if why is not None:                     # refused: no goal, nothing sent, the driver holds
+            self.goals_refused += 1
+            self.goal = None
+            self.setpoints.reset()
+            self.goal_refusal = f"goal on {self.goal_topic} {why}; refused, holding"
+            self._problem("goal_refused", self.goal_refusal)
+            return
+        self._set_goal(p)
+
+    def _set_goal(self, p: np.ndarray):
         if not self.enabled:
             return                              # a goal while disabled is not an episode
-        if self.goal is None or np.linalg.norm(p - self.goal) > NEW_GOAL_M:
+        if self.goal is None or np.max(np.linalg.norm(np.reshape(p - self.goal, (-1, 3)), axis=1)) > NEW_GOAL_M:
             self.inputs.reset()                 # a new episode: step 0, no past actions
         self.goal = p
 
@@ -337,7 +423,7 @@ class PolicyNode(Node):
         if self.needs_goal and self.goal is None:
             self.setpoints.reset()
             self.waiting += 1
-            self._problem("no_goal", "waiting for a goal on /goal_pose")
+            self._problem("no_goal", f"waiting for a goal on {self.goal_topic}")
             return
         key, q, qd, _ = self.state
         sp = self.setpoints
@@ -374,7 +460,9 @@ class PolicyNode(Node):
         p50, p99 = self.infer_ms.percentiles_ms(50, 99)
         v = {"rate_hz": self.rate.rate(), "target_rate_hz": self.rate_hz, "commands": self.rate.total,
              "waiting": self.waiting, "refused_actions": self.refused, "inference_p50_ms": p50,
-             "inference_p99_ms": p99, "episode_step": self.inputs.step, "last_problem": self.last_problem}
+             "inference_p99_ms": p99, "episode_step": self.inputs.step, "goals_refused": self.goals_refused,
+             "last_goal_refusal": self.goal_refusal,
+             "last_problem": self.last_problem}
         if self.rate.total == 0:
             level, msg = WARN, "no commands yet: " + (self.last_problem or "starting")
         elif self.refused and self.last_problem.startswith("policy"):
