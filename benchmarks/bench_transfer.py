@@ -6,12 +6,12 @@ For each task row, two training runs with the same seed and the same rollout bud
 
   nodr   the task's recipe, no randomization, default inputs
   dr     `--randomize default` (sim/presets/default.yaml: dynamics, 0-2 steps of latency, noise, and
-         visuals for the image row) with the inputs the randomized task needs (learning/RESULTS.md,
-         items 5-7): the actions in flight `prev_action@hist2` and the command offset `cmd_offset` in
-         the policy's input, `prev_action@hist2` in the local controllers' state; and 8 conditions
-         (draws) per iteration instead of 4: twice the nodr run's rollouts, the issue's budget
+         visuals for the image row) with the inputs a randomized task gets by default
+         (learning.registry.default_inputs: the actions in flight `prev_action@hist2` besides the
+         integrated targets and the limiter's set-point), and 8 conditions (draws) per iteration
+         instead of 4: twice the nodr run's rollouts, the issue's budget
 
-Every exported policy (policy.pt, as a robot would run it) is then scored by `s2r eval` on
+Every exported policy (policy.pt2, as a robot would run it) is then scored by `s2r eval` on
 EPISODES held-out starts (seeds 50000...) in each evaluation setting:
 
   nominal      no randomization
@@ -68,8 +68,7 @@ from benchmarks.deploy_eval import deploy_eval  # noqa: E402
 HERE = Path(__file__).resolve().parent
 REALITIES = sorted((HERE / "realities").glob("*.yaml"))
 TRAIN_PRESET = "default"
-DR_INPUTS = ["--obs-features", "prev_action@hist2,cmd_offset", "--state-features", "prev_action@hist2",
-             "--conditions", "8"]
+DR_INPUTS = ["--conditions", "8"]
 ROWS = {
     "reach": ["--task", "ArmReach"],
     "insert": ["--task", "ArmInsert"],
@@ -94,8 +93,8 @@ def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log) ->
     rc, out = _quiet(train_main, argv)
     if rc != 0:
         raise RuntimeError(f"s2r train {' '.join(argv)} failed ({rc}): {out.strip()[-300:]}")
-    log(f"  trained {row} {'dr' if dr else 'nodr'} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt'}")
-    return run_dir / "policy.pt"
+    log(f"  trained {row} {'dr' if dr else 'nodr'} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt2'}")
+    return run_dir / "policy.pt2"
 
 
 def evaluate(policy: Path, row: str, setting: str, episodes: int) -> dict:
@@ -117,13 +116,13 @@ DEPLOY_ROWS = ("reach",)     # state policies of robot-only tasks: what the sim 
 
 
 def deploy(root: Path, kinds, reality: str, goals: int, log) -> dict:
-    """The deploy stage on the reach policies in `root` (`reach_<kind>/policy.pt`): per policy the
+    """The deploy stage on the reach policies in `root` (`reach_<kind>/policy.pt2`): per policy the
     deployment-path result and the lockstep `s2r eval` on the same episodes and preset."""
     out = {}
     preset = HERE / "realities" / f"{reality}.yaml"
     for kind in kinds:
         for row in DEPLOY_ROWS:
-            policy = root / f"{row}_{kind}" / "policy.pt"
+            policy = root / f"{row}_{kind}" / "policy.pt2"
             if not policy.exists():
                 raise FileNotFoundError(f"{policy}: no such policy (train it, or give --keep/--deploy-only its folder)")
             log(f"  deploy {row} {kind} under {reality}, {goals} goals")
@@ -199,8 +198,8 @@ def main(argv=None) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     if args.deploy_only:
         root = Path(args.deploy_only)
-        missing = [str(root / f"{row}_{k}" / "policy.pt") for k in kinds for row in DEPLOY_ROWS
-                   if not (root / f"{row}_{k}" / "policy.pt").exists()]
+        missing = [str(root / f"{row}_{k}" / "policy.pt2") for k in kinds for row in DEPLOY_ROWS
+                   if not (root / f"{row}_{k}" / "policy.pt2").exists()]
         if missing:
             print(f"error: --deploy-only {root}: no policy {missing[0]}", file=sys.stderr)
             return 2

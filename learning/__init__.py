@@ -13,6 +13,6 @@
     train, cli        checkpoints/resume/plots; `s2r train gps|plato`, `s2r eval`
 
 Policies share `forward(...)` on torch tensors; agents call them through `gps.PolicyRunner` on an
-observation dict. The exported TorchScript (`policy.pt`) carries its input/output contract in the
-extra file `s2r_policy.json`.
+observation dict. Every exported policy (`policy.pt2`, `policy.onnx`; learning/export.py) carries its
+input/output contract as the metadata `s2r_policy.json`.
 """

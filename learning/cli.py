@@ -5,12 +5,13 @@
     s2r train gps --task ArmReach [--images] [--randomize default] [--iterations 10] [--resume RUN]
     s2r train plato --task ArmReach [--images]
     s2r train gps --task ArmInsert --obs-features prev_action,cmd_offset --state-features prev_action@hist2
-    s2r eval runs/<run>/policy.pt --task ArmReach --episodes 20 [--video out.mp4]     (or policy.pt2, policy.onnx)
-    s2r eval runs/<run>/policy.pt --task ArmReach --sweep backlash=0:0.05:6 [--randomize default] [--out F]
+    s2r eval runs/<run>/policy.pt2 --task ArmReach --episodes 20 [--video out.mp4]     (or policy.onnx)
+    s2r eval runs/<run>/policy.pt2 --task ArmReach --sweep backlash=0:0.05:6 [--randomize default] [--out F]
 
-A finished `s2r train` exports its policy three ways (learning/export.py): policy.pt (TorchScript,
-written by learning.train, kept while robots load it), policy.pt2 (torch.export) and policy.onnx
-(ONNX: runs on onnxruntime without torch). `s2r eval` runs any of them (learning.deploy.load_policy).
+A finished `s2r train` exports its policy (learning/export.py) as policy.pt2 (torch.export) and
+policy.onnx (ONNX: runs on onnxruntime without torch); `--export pt2,onnx,pt` picks the formats, `pt`
+being TorchScript (deprecated in the torch we pin; for robots that still load it). `s2r eval` runs
+any of them (learning.deploy.load_policy).
 
 `--sweep PARAM=LOW:HIGH[:N]` (or `PARAM=log:LOW:HIGH[:N]`) evaluates the same held-out episodes at N
 values of one randomization parameter and writes a robustness curve, F.csv and F.png (default:
@@ -77,8 +78,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default=None, metavar="NAME",
                    help="experiment file: a name (./experiments, $S2R_PATH/experiments, the packaged "
                         "learning/experiments) or a path")
-    p.add_argument("--task", default=None, help=f"ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only) "
-                                                f"or PointMass (default: {d['task']})")
+    p.add_argument("--task", default=None, help=f"ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only), "
+                                                f"HandReach (s2r/HandReach-v0, gps, state only) or PointMass "
+                                                f"(default: {d['task']})")
     p.add_argument("--config", default=None, metavar="CONFIG",
                    help="hardware config of the robot to train on (a name or path; default: the task's, panda_sim)")
     p.add_argument("--images", action="store_const", const=True, default=None,
@@ -101,16 +103,32 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help=f"(default: {d['seed']})")
     p.add_argument("--obs-features", default=None, metavar="KEYS",
                    help="extra policy inputs, comma-separated feature keys of learning/features.py "
-                        "(e.g. prev_action,cmd_offset); neither option given: the joint limiter's set-point "
-                        "(setpoint_offset, setpoint_step) and, with --randomize, the actions in flight "
-                        "(learning.registry.default_inputs); 'none': no extras")
+                        "(e.g. prev_action@hist2); neither option given: the integrated targets and the joint "
+                        "limiter's set-point (cmd_offset, setpoint_offset, setpoint_step) and, with --randomize, "
+                        "the actions in flight (learning.registry.default_inputs); 'none': no extras")
     p.add_argument("--state-features", default=None, metavar="KEYS",
                    help="extra entries of the local controllers' state (e.g. prev_action@hist2: the actions in "
                         "flight under an action latency of up to 2 steps); 'none': no extras")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<stamp>-train-<algo>-<task>)")
+    p.add_argument("--export", default="pt2,onnx", metavar="FORMATS",
+                   help="policy files written at the end, comma-separated: pt2 (torch.export), onnx (ONNX Runtime, "
+                        "no torch needed), pt (TorchScript, deprecated by torch; for robots that still load it); "
+                        "the first is the one printed (default: pt2,onnx)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (alone: with its experiment.yaml and any KEY=VALUE overrides)")
     return p
+
+
+def _export_formats(text: str) -> list[str]:
+    """`--export pt2,onnx,pt` -> the export formats (learning.export), checked before training."""
+    from .export import FORMATS
+    known = {suffix.lstrip("."): fmt for suffix, fmt in FORMATS.items()}
+    names = [n.strip().lstrip(".") for n in str(text).split(",") if n.strip()]
+    bad = [n for n in names if n not in known and n not in known.values()]
+    if bad or not names:
+        raise _UsageError(f"s2r train: --export {text!r}: unknown format {', '.join(bad) or '(none given)'} "
+                          f"(known: {', '.join(known)})")
+    return list(dict.fromkeys(known.get(n, n) for n in names))
 
 
 def _show_value(v) -> str:
@@ -175,6 +193,7 @@ def train_main(argv=None) -> int:
     agent = None
     try:
         args = _train_parser().parse_intermixed_args(argv)
+        formats = _export_formats(args.export)
         events = []
         if args.resume:
             run_dir = Path(args.resume)
@@ -209,15 +228,14 @@ def train_main(argv=None) -> int:
             atomic_write_bytes(run_dir / EXPERIMENT_FILE, record)
         progress = Progress(exp.iterations, f"{exp.algorithm} {meta['task']}")
         export = {**agent.metadata(), "algorithm": exp.algorithm, "trained_iterations": exp.iterations}
-        history = run_training(algo, run_dir, exp.iterations, meta, progress, export, agent.action_scale,
-                               events=events)
+        history = run_training(algo, run_dir, exp.iterations, meta, progress, events=events)
         progress.close()
-        from .export import export_policies      # next to the TorchScript policy.pt that run_training writes
-        exported = export_policies(algo.policy, run_dir / "policy", export, agent.action_scale)
+        from .export import export_policies
+        exported = export_policies(algo.policy, run_dir / "policy", export, agent.action_scale, formats)
         last = history[-1]
+        also = f" (also {', '.join(p.name for p in exported[1:])})" if len(exported) > 1 else ""
         print(f"done: {len(history)} iterations, cost {last['cost']:.4g}, held-out success "
-              f"{100 * last['success']:.0f}%  ->  {run_dir}/policy.pt (also {', '.join(p.name for p in exported)}), "
-              f"{run_dir}/training.png")
+              f"{100 * last['success']:.0f}%  ->  {exported[0]}{also}, {run_dir}/training.png")
         return 0
     except (_UsageError, CheckpointError, ValueError, TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
         return _failure("train", e, stopped=(TrainingError, FloatingPointError, np.linalg.LinAlgError))
@@ -232,9 +250,9 @@ def train_main(argv=None) -> int:
 # ----------------------------------------------------------------------------- eval
 def _eval_parser():
     p = _Parser(prog="s2r eval",
-                description="Evaluate an exported policy (policy.pt, .pt2 or .onnx) on held-out episodes.")
-    p.add_argument("policy", help="policy exported by s2r train: policy.pt (TorchScript), policy.pt2 (torch.export) "
-                                  "or policy.onnx (ONNX Runtime)")
+                description="Evaluate an exported policy (.pt2, .onnx or .pt) on held-out episodes.")
+    p.add_argument("policy", help="policy exported by s2r train: policy.pt2 (torch.export), policy.onnx (ONNX Runtime) "
+                                  "or policy.pt (TorchScript, with --export pt)")
     p.add_argument("--task", required=True)
     p.add_argument("--config", default=None, metavar="CONFIG",
                    help="hardware config of the robot (default: the one the policy was trained with)")

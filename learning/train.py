@@ -1,5 +1,5 @@
 """The training loop shared by `s2r train gps|plato`: progress line, atomic checkpoint every
-iteration, plots, TorchScript export, and `--resume` that continues exactly where a killed run was.
+iteration, plots, and `--resume` that continues exactly where a killed run was.
 
 Run folder (runs/<stamp>-train-<algo>-<task>/):
     checkpoint.pt    everything the next iteration needs (policy, optimizer, controllers, RNG states),
@@ -7,7 +7,7 @@ Run folder (runs/<stamp>-train-<algo>-<task>/):
     history.json     per-iteration statistics, and an entry {"event": "resume", "after_iteration": k,
                      "changed": {name: {"from": old, "to": new}}} where a run was resumed
     training.png     cost and success per iteration
-    policy.pt        the TorchScript policy (written at the end, and at every iteration for safety)
+    policy.pt2, policy.onnx   the exported policy (learning/export.py; written by `s2r train` at the end)
 
 Checkpoint file (format 2), one file written atomically (temp file + rename):
     bytes 0-7     magic b"S2R-CKPT"
@@ -41,7 +41,6 @@ import torch
 from s2r.core.rundir import atomic_write_bytes
 from s2r.core.yamlio import excerpt
 
-from .policies import export_torchscript
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "check_parameters", "plot_history",
            "run_training", "history_record", "resume_event", "Checkpoint", "CHECKPOINT", "CheckpointError"]
@@ -235,8 +234,8 @@ def plot_history(history: list[dict], path, title: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None, export_meta: dict | None = None,
-                 action_scale=None, stop_after: int | None = None, events: list[dict] | None = None) -> list[dict]:
+def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None, stop_after: int | None = None,
+                 events: list[dict] | None = None) -> list[dict]:
     """Iterate `algo` until `iterations`, checkpointing after each; `stop_after` stops early (a test
     helper for simulating a kill after that many iterations in this call; 0: right after the vision
     pretraining). An image policy's vision pretraining (`algo.pretrain`, tens of minutes on a CPU)
@@ -268,8 +267,6 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
         done += 1
         if stop_after is not None and done >= stop_after:
             return algo.history
-    if export_meta is not None:
-        export_torchscript(algo.policy, run_dir / "policy.pt", export_meta, action_scale)
     return algo.history
 
 

@@ -43,7 +43,8 @@ def scripted_policy(path: Path) -> Path:
             "obs_keys": ["joint_pos", "joint_vel", "target_minus_tcp", "prev_action@hist2", "cmd_offset",
                          "setpoint_offset", "setpoint_step"],
             "policy": {"arch": "scripted", "obs_dim": 52, "act_dim": 7}, "precision": "fp32"}
-    torch.jit.save(torch.jit.script(ConstantStep()), str(path), _extra_files={"s2r_policy.json": json.dumps(meta)})
+    program = torch.export.export(ConstantStep(), (torch.zeros(1, 52),))
+    torch.export.save(program, str(path), extra_files={"s2r_policy.json": json.dumps(meta)})
     return path
 
 
@@ -62,7 +63,7 @@ def lockstep_tcp(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_deploy_harness_runs_the_policy_through_the_nodes(tmp_path):
-    policy = scripted_policy(tmp_path / "policy.pt")
+    policy = scripted_policy(tmp_path / "policy.pt2")
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps(PRESET))
     lines = []

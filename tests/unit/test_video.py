@@ -105,13 +105,14 @@ def test_eval_video_is_a_playable_h264_file_of_the_rendered_frames(tmp_path, cap
     """ArmReach at 100 Hz: every 4th control state rendered (25 fps), plus the reset state."""
     from s2r.learning.agents import ArmReachAgent
     from s2r.learning.cli import eval_main
-    from s2r.learning.policies import MLPPolicy, export_torchscript
+    from s2r.learning.export import export_policy
+    from s2r.learning.policies import MLPPolicy
     import s2r.sim.tasks
 
     agent = ArmReachAgent()
-    policy = tmp_path / "policy.pt"
+    policy = tmp_path / "policy.pt2"
     meta = {**agent.metadata(), "episode_steps": 20}
-    export_torchscript(MLPPolicy(agent.obs_dim, agent.dU), policy, meta, agent.action_scale)
+    export_policy(MLPPolicy(agent.obs_dim, agent.dU), policy, meta, agent.action_scale)
     agent.close()
     renders = []
     real_render = s2r.sim.tasks.TaskEnv.render

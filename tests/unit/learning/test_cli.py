@@ -51,8 +51,9 @@ def _copy(run, tmp_path):
 
 def test_train_writes_checkpoint_plot_export_and_refuses_a_foreign_resume(one_iteration_run, tmp_path, capsys):
     run = _copy(one_iteration_run, tmp_path)
-    for f in ("checkpoint.pt", "history.json", "training.png", "policy.pt"):
+    for f in ("checkpoint.pt", "history.json", "training.png", "policy.pt2", "policy.onnx"):
         assert (run / f).stat().st_size > 0
+    assert not (run / "policy.pt").exists()           # TorchScript only when asked for (--export pt)
     assert json.loads((run / "history.json").read_text())[0]["iteration"] == 1
     capsys.readouterr()
     assert train_main(["plato", *POINTMASS, "--resume", str(run)]) == 2
@@ -62,6 +63,24 @@ def test_train_writes_checkpoint_plot_export_and_refuses_a_foreign_resume(one_it
     (run / "checkpoint.pt").write_bytes(b"garbage")
     assert train_main(["gps", *POINTMASS, "--resume", str(run)]) == 2
     assert "not an s2r training checkpoint" in _one_line(capsys)
+
+
+def test_export_formats_are_chosen_and_checked_before_training(tmp_path, capsys):
+    import warnings
+
+    from s2r.learning.deploy import load_policy
+    run = tmp_path / "run"
+    with warnings.catch_warnings():                   # TorchScript is deprecated by torch; asked for here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert train_main(["gps", *POINTMASS, "--iterations", "1", "--run-dir", str(run), "--export", "pt"]) == 0
+        assert {p.name for p in run.glob("policy*")} == {"policy.pt"}
+        assert f"->  {run}/policy.pt, " in capsys.readouterr().out
+        _, meta = load_policy(run / "policy.pt")
+    assert meta["task"] == "PointMass"
+    assert train_main(["gps", *POINTMASS, "--iterations", "1", "--run-dir", str(tmp_path / "r2"),
+                       "--export", "onnx,png"]) == 2
+    assert "--export 'onnx,png': unknown format png (known: onnx, pt2, pt)" in _one_line(capsys)
+    assert not (tmp_path / "r2").exists()             # refused before anything was made
 
 
 def test_resume_refuses_a_damaged_checkpoint_and_changed_run_parameters(one_iteration_run, tmp_path, capsys):
@@ -109,10 +128,11 @@ def test_resume_with_more_iterations_records_the_change_and_matches_an_uninterru
 @pytest.fixture(scope="module")
 def arm_policy(tmp_path_factory):
     from s2r.learning.agents import ArmReachAgent
-    from s2r.learning.policies import MLPPolicy, export_torchscript
+    from s2r.learning.export import export_policy
+    from s2r.learning.policies import MLPPolicy
     agent = ArmReachAgent()
-    path = tmp_path_factory.mktemp("pol") / "policy.pt"
-    export_torchscript(MLPPolicy(agent.obs_dim, agent.dU), path, agent.metadata(), agent.action_scale)
+    path = tmp_path_factory.mktemp("pol") / "policy.pt2"
+    export_policy(MLPPolicy(agent.obs_dim, agent.dU), path, agent.metadata(), agent.action_scale)
     agent.close()
     return path
 
@@ -148,13 +168,14 @@ def test_eval_builds_the_inputs_and_the_scene_the_metadata_names(kind, tmp_path,
     peg-bottom error and the episode's phase, over its 250-step episodes."""
     from s2r.learning.agents import ArmReachAgent
     from s2r.learning.insert_agent import ArmInsertAgent
-    from s2r.learning.policies import MLPPolicy, VisuomotorCNN, export_torchscript
+    from s2r.learning.export import export_policy
+    from s2r.learning.policies import MLPPolicy, VisuomotorCNN
     from s2r.learning.registry import scene_kwargs
     agent = ArmReachAgent(images=True, image_size=64) if kind == "image" else ArmInsertAgent(n_conditions=1)
     meta = agent.metadata()
     net = VisuomotorCNN(agent.joint_dim, agent.dU, 64) if kind == "image" else MLPPolicy(agent.obs_dim, agent.dU)
-    path = tmp_path / "policy.pt"
-    export_torchscript(net, path, meta, agent.action_scale)
+    path = tmp_path / "policy.pt2"
+    export_policy(net, path, meta, agent.action_scale)
     agent.close()
     if kind == "image":
         assert scene_kwargs(meta) == {"config": "panda_sim", "target_marker_radius": ArmReachAgent.VISIBLE_MARKER_RADIUS,
@@ -209,7 +230,7 @@ def test_train_options_start_from_the_tasks_experiment_file():
         assert (cfg.policy_replay, cfg.policy_steps, cfg.kl_step, cfg.iterations) == (9, 1600, 0.2, 3)
         assert insert_algo.init_variance == insert.init_variance == 0.01
         assert insert.weights["log_alpha"] == load_experiment("insert_state").agent["log_alpha"] == 1e-5
-        sp = ["setpoint_offset", "setpoint_step"]                  # the task's default inputs
+        sp = ["cmd_offset", "setpoint_offset", "setpoint_step"]                  # the task's default inputs
         assert meta["obs_features"] == meta["state_features"] == sp
         assert "agent" not in meta          # the file's weights are the agent's defaults: parameters as before
     finally:
@@ -239,7 +260,7 @@ def test_training_gets_the_limiter_state_and_under_randomization_the_actions_in_
     long a history as the preset's largest latency); 'none' opts out; PointMass gets nothing."""
     from s2r.learning.cli import _build, _train_parser
     from s2r.learning.registry import default_inputs
-    sp = ["setpoint_offset", "setpoint_step"]
+    sp = ["cmd_offset", "setpoint_offset", "setpoint_step"]
     latency = {"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 3}}}}
     assert default_inputs("ArmReach", latency) == (["prev_action@hist3", *sp], ["prev_action@hist3", *sp])
     assert default_inputs("ArmInsert", None) == (sp, sp) and default_inputs("ArmReach", "off") == (sp, sp)

@@ -28,11 +28,12 @@ def arm_policy(tmp_path_factory):
     import torch
 
     from s2r.learning.agents import ArmReachAgent
-    from s2r.learning.policies import MLPPolicy, export_torchscript
+    from s2r.learning.export import export_policy
+    from s2r.learning.policies import MLPPolicy
     torch.manual_seed(0)
     agent = ArmReachAgent()
-    path = tmp_path_factory.mktemp("pol") / "policy.pt"
-    export_torchscript(MLPPolicy(agent.obs_dim, agent.dU), path, agent.metadata() | {"episode_steps": STEPS},
+    path = tmp_path_factory.mktemp("pol") / "policy.pt2"
+    export_policy(MLPPolicy(agent.obs_dim, agent.dU), path, agent.metadata() | {"episode_steps": STEPS},
                        agent.action_scale)
     agent.close()
     return path
