@@ -121,6 +121,9 @@ class ArmReachAgent:
                  target_marker_radius: float | None = None, target_stand: bool | None = None,
                  obs_features=(), state_features=(), config: str | None = None):
         import s2r.sim.tasks
+        check_cost_weights(dict(position_weight=position_weight, final_position_weight=final_position_weight,
+                                velocity_weight=velocity_weight, final_velocity_weight=final_velocity_weight,
+                                action_weight=action_weight))
         self.obs_features, self.state_features = _feature_keys(obs_features), _feature_keys(state_features)
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
             if target_marker_radius is None else (float(target_marker_radius) or None)
@@ -383,6 +386,17 @@ def _feature_keys(keys) -> tuple:
     for k in keys:
         parse_key(k)
     return keys
+
+
+def check_cost_weights(weights: dict, log_alpha: float | None = None) -> None:
+    """ValueError (one line) for a cost weight that is not finite and >= 0 (a negative weight rewards
+    moving away: LQR would diverge rather than fail loudly), or a log term's offset that is not
+    positive."""
+    bad = {k: v for k, v in weights.items() if not (np.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"cost weights must be finite and >= 0, got {bad}")
+    if log_alpha is not None and not (np.isfinite(log_alpha) and log_alpha > 0):
+        raise ValueError(f"log_alpha must be positive (the log term's offset), got {log_alpha}")
 
 
 def _extra_doc(keys) -> str:

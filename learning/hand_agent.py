@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .agents import ArmReachAgent, _extra_doc
+from .agents import ArmReachAgent, _extra_doc, check_cost_weights
 from .linear_gaussian import LinearGaussianController, LocalQuadraticCost, LogDistanceCost, QuadraticCost
 
 __all__ = ["HandReachAgent", "TipLogDistanceCost"]
@@ -97,11 +97,7 @@ class HandReachAgent(ArmReachAgent):
         weights = dict(position_weight=position_weight, final_position_weight=final_position_weight,
                        velocity_weight=velocity_weight, final_velocity_weight=final_velocity_weight,
                        action_weight=action_weight, log_weight=log_weight, final_log_weight=final_log_weight)
-        bad = {k: v for k, v in weights.items() if not (np.isfinite(v) and v >= 0)}
-        if bad:     # a negative weight rewards moving away: LQR would diverge rather than fail loudly
-            raise ValueError(f"cost weights must be finite and >= 0, got {bad}")
-        if not (np.isfinite(log_alpha) and log_alpha > 0):
-            raise ValueError(f"log_alpha must be positive (the log term's offset), got {log_alpha}")
+        check_cost_weights(weights, log_alpha)
         if not (np.isfinite(init_gain) and 0 < init_gain <= 1):
             raise ValueError(f"init_gain must be in (0, 1] (a fraction of the way per step), got {init_gain}")
         if init_controller not in self.INIT_CONTROLLERS:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .agents import ArmReachAgent, Sample, _extra_doc
+from .agents import ArmReachAgent, Sample, _extra_doc, check_cost_weights
 from .features import peg_bottom, phase, sim_context
 from .linear_gaussian import LinearGaussianController, LogDistanceCost, QuadraticCost
 
@@ -91,11 +91,7 @@ class ArmInsertAgent(ArmReachAgent):
         weights = dict(position_weight=position_weight, final_position_weight=final_position_weight,
                        velocity_weight=velocity_weight, final_velocity_weight=final_velocity_weight,
                        action_weight=action_weight, log_weight=log_weight, final_log_weight=final_log_weight)
-        bad = {k: v for k, v in weights.items() if not (np.isfinite(v) and v >= 0)}
-        if bad:     # a negative weight rewards moving away: LQR would diverge rather than fail loudly
-            raise ValueError(f"cost weights must be finite and >= 0, got {bad}")
-        if not (np.isfinite(log_alpha) and log_alpha > 0):
-            raise ValueError(f"log_alpha must be positive (the log term's offset), got {log_alpha}")
+        check_cost_weights(weights, log_alpha)
         self.shape = shape
         self.weights = {"position_weight": position_weight, "final_position_weight": final_position_weight,
                         "approach_height": approach_height, "descend_fraction": descend_fraction,

@@ -111,6 +111,9 @@ def test_bad_input_is_one_line():
                       (dict(init_controller="scripted"), "init_controller")):
         with pytest.raises(ValueError, match=word):            # refused before the simulator starts
             HandReachAgent(**bad)
+    for task in ("ArmReach", "ArmInsert", "HandReach"):        # every task agent, one check
+        with pytest.raises(ValueError, match=r"cost weights must be finite and >= 0, got \{'position_weight': -1"):
+            make_agent(task, position_weight=-1.0)
 
 
 def test_cli_refuses_images_for_the_hand_in_one_line(tmp_path, capsys):
