@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml ros_ws/src/s2r_ros/setup.py
 	$(PY) -m pip install --quiet torch==2.13.0
 	@# the distribution was called s2r before it became s2r-robotics: drop an old editable install
 	$(PY) -m pip uninstall --quiet --yes s2r 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	$(PY) -m pip install --quiet -e ros_ws/src/s2r_ros
 	@touch $(STAMP)
 
@@ -30,8 +30,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/s2r demo
 
+# The compute-only tests (marker `compute`, tests/conftest.py) on both cores, one BLAS thread each;
+# then the rest (real time, ROS nodes, emulators) on its own, so clocks never share the machine.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@rc=0; OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m compute --durations=15 tests || rc=$$?; \
+	$(PY) -m pytest -q -m "not compute" --durations=15 tests || rc=$$?; exit $$rc
 
 # Nightly-size adversarial run of the safety layer (tests/fuzz): S2R_FUZZ_EXAMPLES cases per state
 # machine (4 machines), fresh random inputs each run (S2R_FUZZ_SEED=N to repeat one).

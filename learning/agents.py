@@ -23,6 +23,12 @@ Training conditions and held-out starts come from the same distribution (the tas
 postures and targets); held-out starts use seeds no training condition uses. With
 `resample_conditions` (GPSConfig) the conditions are drawn anew every iteration (`resample`).
 The tasks by name: learning/registry.py.
+
+Samples, held-out episodes and pose images run on an executor (s2r.core.executor: in this process,
+a process pool or Ray) through `collect_samples`, `evaluate_held_out` and `pose_dataset`: every
+job is one episode seeded by its identity, run by a worker's own copy of the agent (`Agent`: built
+once from the constructor's arguments, following this agent's training conditions), so the
+results are the same on every backend and come back in job order.
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ import numpy as np
 from .features import ObservationBuilder, compute_features, parse_key, sim_context, sim_sources
 from .linear_gaussian import LinearGaussianController, QuadraticCost
 
-__all__ = ["Sample", "PointMassAgent", "ArmReachAgent"]
+__all__ = ["Sample", "Agent", "PointMassAgent", "ArmReachAgent", "collect_samples", "evaluate_held_out",
+           "agent_executor_context"]
 
 
 @dataclass
@@ -47,7 +54,117 @@ class Sample:
     info: dict = field(default_factory=dict)
 
 
-class PointMassAgent:
+class Agent:
+    """What every agent shares for parallel sampling: it remembers its constructor's arguments, so a
+    worker (s2r.core.executor) can build an equal agent once (`worker_spec`) and follow this one's
+    changing state (`worker_state` / `set_worker_state`: the training conditions, which `resample`
+    redraws). A subclass with other state that rollouts depend on extends the two state methods."""
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self._init_args = (args, kwargs)
+        return self
+
+    def worker_spec(self) -> tuple:
+        """(factory, args) that builds an equal agent in a worker process (picklable)."""
+        args, kwargs = self._init_args
+        return _build_agent, (type(self), args, kwargs)
+
+    def worker_state(self) -> dict:
+        """The state a worker's agent must copy before a rollout (sent once per batch)."""
+        return {"condition_seeds": list(self.condition_seeds)} if hasattr(self, "condition_seeds") else {}
+
+    def set_worker_state(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, list(v) if isinstance(v, list) else v)
+
+
+def _build_agent(cls, args, kwargs):
+    return cls(*args, **kwargs)
+
+
+def agent_executor_context(agent) -> tuple:
+    """The executor context of `agent`: an equal agent, built once per worker."""
+    if not isinstance(agent, Agent):
+        raise ValueError(f"{type(agent).__name__} is not a learning.agents.Agent: it cannot be rebuilt in a worker")
+    return agent.worker_spec()
+
+
+def _controller_act(controller, noise):
+    from .linear_gaussian import LinearGaussianController
+    if isinstance(controller, LinearGaussianController):
+        return lambda t, x, obs: controller.act(t, x, noise[t])
+    return lambda t, x, obs: controller(t, x, obs, noise[t])
+
+
+def _follow(agent, state: dict) -> None:
+    """A worker's agent takes this process's agent's state (nothing to take: an agent used in place)."""
+    if state:
+        agent.set_worker_state(state)
+
+
+def _state_of(agent) -> dict:
+    return agent.worker_state() if isinstance(agent, Agent) else {}
+
+
+def _rollout_job(agent, shared, payload) -> Sample:
+    state, controllers = shared
+    _follow(agent, state)
+    condition, noise, seed = payload
+    controller = controllers[condition] if isinstance(controllers, (list, tuple)) else controllers
+    return agent.rollout(condition, _controller_act(controller, noise), seed)
+
+
+def _held_out_job(agent, shared, index) -> Sample:
+    state, runner = shared
+    _follow(agent, state)
+    return agent.held_out(index, lambda t, x, obs: runner(t, x, obs))
+
+
+def _pose_image_job(agent, shared, seed):
+    state, reach_fraction = shared
+    _follow(agent, state)
+    return agent.pose_image(seed, reach_fraction)
+
+
+def collect_samples(agent, executor, jobs, controllers, label: str = "sampling"):
+    """Rollouts of `jobs` [(condition, noise (T, dU), seed)] under `controllers` (one per condition,
+    or one controller for all, e.g. a PolicyRunner: `c(t, x, obs, noise_t)` or a
+    LinearGaussianController) on `executor` (s2r.core.executor; None: in this process). Each job
+    depends only on its condition, noise and seed, so every backend returns the same samples, in
+    the order of `jobs`. Returns the executor's Batch (results None where a rollout raised)."""
+    from s2r.core.executor import InlineExecutor
+    executor = executor or InlineExecutor()
+    controllers = list(controllers) if isinstance(controllers, (list, tuple)) else controllers
+    return executor.run(_rollout_job, list(jobs), keys=[int(j[2]) for j in jobs],
+                        context=_context_for(agent, executor), shared=(_state_of(agent), controllers),
+                        label=label, local=agent)
+
+
+def evaluate_held_out(agent, executor, runner, indices, label: str = "evaluation", reruns: list | None = None
+                      ) -> list[Sample]:
+    """`agent.held_out(i, runner)` for each index, on `executor` (None: in this process), in the
+    order of `indices`; ExecutorError naming the first held-out seed whose episode raised.
+    `reruns`: a list that gets the episodes run again after their worker died."""
+    from s2r.core.executor import InlineExecutor
+    executor = executor or InlineExecutor()
+    indices = [int(i) for i in indices]
+    base = getattr(agent, "HELD_OUT_BASE", 0)
+    batch = executor.run(_held_out_job, indices, keys=[base + i for i in indices],
+                         context=_context_for(agent, executor), shared=(_state_of(agent), runner),
+                         label=label, local=agent)
+    batch.raise_failures("held-out episode")
+    if reruns is not None:
+        reruns.extend(batch.reruns)
+    return batch.results
+
+
+def _context_for(agent, executor):
+    from s2r.core.executor import InlineExecutor
+    return None if isinstance(executor, InlineExecutor) else agent_executor_context(agent)
+
+
+class PointMassAgent(Agent):
     """A 2-D point mass (controllers.models.point_mass, semi-implicit Euler) pushed to the origin.
     Conditions: start positions on a circle of radius 1; held-out starts: uniform in the same disc."""
     task = "PointMass"
@@ -96,7 +213,7 @@ class PointMassAgent:
         pass
 
 
-class ArmReachAgent:
+class ArmReachAgent(Agent):
     """s2r/ArmReach-v0: the TCP to a 3-D target in position control (normalized joint increments).
 
     Condition c is the episode of seed `condition_seeds[c]` (start posture, target and, under
@@ -344,37 +461,47 @@ class ArmReachAgent:
         obs, *_ = env.step(np.zeros(self.dU))
         return obs
 
-    def pose_dataset(self, n: int, rng: np.random.Generator, reach_fraction: float = 0.0, progress=None):
+    def pose_dataset(self, n: int, rng: np.random.Generator, reach_fraction: float = 0.0, progress=None,
+                     executor=None):
         """n rendered (and, under randomization, randomized) images with the pose to regress:
         [target xyz, tcp xyz] -- the object and the arm in view (vision pretraining) -- and the joint
         state the CNN sees with each image: (images (n, H, W, 3), poses (n, 6), joint states (n, 2 n_joints)).
-        Episode seeds are drawn from [50000, 2**31): never a held-out start.
-        The arm is at its start posture after 0-14 random actions or, for a `reach_fraction` of the
-        images, placed (inverse kinematics, no rollout) with its TCP somewhere on the way to the
-        target, up to on it (where the gripper covers part of the target), +- 3 cm.
-        `progress(done, n)` is called after every image."""
+        Each image is `pose_image` of its own seed, drawn from `rng` in [50000, 2**31) (never a
+        held-out start), so `executor` (s2r.core.executor; None: this process) renders them on any
+        backend with the same result. `progress(done, n)` is called after every image."""
         if not self.images:
             raise ValueError("pose_dataset needs an image agent")
-        images, poses, joints = [], [], []
-        inputs = self.inputs
-        for i in range(n):
-            obs, _ = self.env.reset(seed=int(rng.integers(50_000, 2**31)))
-            inputs.reset()
-            if rng.uniform() < reach_fraction:
-                a = min(1.0, rng.uniform(0.0, 1.3))
-                obs = self._place_tcp(obs["tcp_pos"] + a * (obs["target"] - obs["tcp_pos"]) + rng.normal(0, 0.03, 3))
-            else:
-                for _ in range(int(rng.integers(0, 15))):
-                    inputs.observe(sim_context(obs, self.env))   # the episode's memory, as in a rollout
-                    u = rng.uniform(-1, 1, self.dU)
-                    inputs.record_action(u * self.action_scale)
-                    obs, *_ = self.env.step(u)
-            images.append(obs["image"])
-            poses.append(np.concatenate([obs["target"], obs["tcp_pos"]]))
-            joints.append(inputs.observe(sim_context(obs, self.env)))
-            if progress is not None:
-                progress(i + 1, n)
+        seeds = [int(s) for s in rng.integers(50_000, 2**31, size=n)]
+        from s2r.core.executor import InlineExecutor
+        executor = executor or InlineExecutor()
+        batch = executor.run(_pose_image_job, seeds, keys=seeds, context=_context_for(self, executor),
+                             shared=(self.worker_state(), float(reach_fraction)),
+                             label="" if progress is not None else "rendering pose images",
+                             local=self, on_done=progress)
+        batch.raise_failures("pose image")
+        images, poses, joints = zip(*batch.results) if n else ((), (), ())
         return np.array(images), np.array(poses), np.array(joints)
+
+    def pose_image(self, seed: int, reach_fraction: float = 0.0):
+        """One pose image of episode `seed` (its random choices from the same seed): the arm at its
+        start posture after 0-14 random actions or, for a `reach_fraction` of the images, placed
+        (inverse kinematics, no rollout) with its TCP somewhere on the way to the target, up to on it
+        (where the gripper covers part of the target), +- 3 cm. (image, pose [target, tcp], joint state)."""
+        rng = np.random.default_rng(int(seed))
+        inputs = self.inputs
+        obs, _ = self.env.reset(seed=int(seed))
+        inputs.reset()
+        if rng.uniform() < reach_fraction:
+            a = min(1.0, rng.uniform(0.0, 1.3))
+            obs = self._place_tcp(obs["tcp_pos"] + a * (obs["target"] - obs["tcp_pos"]) + rng.normal(0, 0.03, 3))
+        else:
+            for _ in range(int(rng.integers(0, 15))):
+                inputs.observe(sim_context(obs, self.env))   # the episode's memory, as in a rollout
+                u = rng.uniform(-1, 1, self.dU)
+                inputs.record_action(u * self.action_scale)
+                obs, *_ = self.env.step(u)
+        return (obs["image"], np.concatenate([obs["target"], obs["tcp_pos"]]),
+                inputs.observe(sim_context(obs, self.env)))
 
     def close(self):
         self.env.close()

@@ -7,11 +7,15 @@
     s2r train gps --task ArmInsert --obs-features prev_action,cmd_offset --state-features prev_action@hist2
     s2r eval runs/<run>/policy.pt2 --task ArmReach --episodes 20 [--video out.mp4]     (or policy.onnx)
     s2r eval runs/<run>/policy.pt2 --task ArmReach --sweep backlash=0:0.05:6 [--randomize default] [--out F]
+    s2r train --experiment reach_randomized --workers 2            (or --ray auto; s2r eval takes them too)
 
 A finished `s2r train` exports its policy (learning/export.py) as policy.pt2 (torch.export) and
 policy.onnx (ONNX: runs on onnxruntime without torch); `--export pt2,onnx,pt` picks the formats, `pt`
 being TorchScript (deprecated in the torch we pin; for robots that still load it). `s2r eval` runs
 any of them (learning.deploy.load_policy).
+
+`--workers N` runs rollouts, held-out episodes and pose-image rendering on N local worker processes,
+`--ray auto|local|ADDRESS` on Ray (s2r.core.executor); the results are the same as with one worker.
 
 `--sweep PARAM=LOW:HIGH[:N]` (or `PARAM=log:LOW:HIGH[:N]`) evaluates the same held-out episodes at N
 values of one randomization parameter and writes a robustness curve, F.csv and F.png (default:
@@ -79,7 +83,8 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="experiment file: a name (./experiments, $S2R_PATH/experiments, the packaged "
                         "learning/experiments) or a path")
     p.add_argument("--task", default=None, help=f"ArmReach (s2r/ArmReach-v0), ArmInsert (s2r/ArmInsert-v0, state only), "
-                                                f"HandReach (s2r/HandReach-v0, gps, state only) or PointMass "
+                                                f"HandReach (s2r/HandReach-v0, state only), HandGraspLift (s2r/HandGraspLift-v0, "
+                                                f"state only) or PointMass "
                                                 f"(default: {d['task']})")
     p.add_argument("--config", default=None, metavar="CONFIG",
                    help="hardware config of the robot to train on (a name or path; default: the task's, panda_sim)")
@@ -116,7 +121,47 @@ def _train_parser() -> argparse.ArgumentParser:
                         "the first is the one printed (default: pt2,onnx)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (alone: with its experiment.yaml and any KEY=VALUE overrides)")
+    _add_scale_options(p, "rollouts, held-out evaluation and pose-image rendering")
     return p
+
+
+def _add_scale_options(p, what: str) -> None:
+    """--workers / --ray / --device (s2r.core.executor; the results do not depend on them)."""
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help=f"worker processes for {what} (default: 1, in this process; with --ray: the cluster's "
+                        f"CPUs); the results are the same for any N")
+    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="run them on Ray (pip install 's2r-robotics[ray]'): auto (the cluster at RAY_ADDRESS or a "
+                        "running one, else a local instance), local (a new local instance) or a cluster's HOST:PORT")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+                   help="torch device of vision pretraining (default: cpu; auto: cuda when there is one); the "
+                        "S-step and evaluation run on the CPU")
+
+
+def _scale_setup(args, command: str):
+    """The executor of --workers/--ray and the torch device of --device; bad values: _UsageError (one line)."""
+    from s2r.core.executor import ExecutorError, make_executor
+    if args.workers is not None and args.workers < 1:
+        raise _UsageError(f"s2r {command}: --workers must be >= 1, got {args.workers}")
+    device = resolve_device(args.device, command)
+    try:
+        return make_executor(args.workers, args.ray, progress=True,
+                             preload=("torch", "s2r.sim.tasks", "s2r.learning.agents")), device
+    except ExecutorError as e:
+        raise _UsageError(f"s2r {command}: {e}") from None
+
+
+def resolve_device(name: str, command: str = "train") -> str:
+    """--device auto|cpu|cuda -> "cpu" or "cuda"; cuda without a CUDA GPU is a one-line _UsageError."""
+    import torch
+    if name not in ("auto", "cpu", "cuda"):
+        raise _UsageError(f"s2r {command}: --device {name!r}: give auto, cpu or cuda")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise _UsageError(f"s2r {command}: --device cuda: no CUDA GPU here (torch.cuda.is_available() is False); "
+                          f"use --device cpu or auto")
+    return name
 
 
 def _export_formats(text: str) -> list[str]:
@@ -184,16 +229,18 @@ def train_main(argv=None) -> int:
     import numpy as np
     import yaml
 
+    from s2r.core.executor import ExecutorError
     from s2r.core.logs import Progress
     from s2r.core.rundir import atomic_write_bytes, new_run_dir
 
     from .gps import TrainingError
     from .train import CHECKPOINT, CheckpointError, check_parameters, read_checkpoint, resume_event, run_training
     argv = list(sys.argv[1:] if argv is None else argv)
-    agent = None
+    agent = executor = None
     try:
         args = _train_parser().parse_intermixed_args(argv)
         formats = _export_formats(args.export)
+        executor, device = _scale_setup(args, "train")
         events = []
         if args.resume:
             run_dir = Path(args.resume)
@@ -203,6 +250,7 @@ def train_main(argv=None) -> int:
         exp, line = _experiment(args)
         print(line, flush=True)
         agent, algo, meta, resolved = build_experiment(exp)
+        algo.executor, algo.device = executor, device
         record = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
         if args.resume:
             changes = check_parameters(ck, meta, MAY_CHANGE_ON_RESUME)
@@ -239,12 +287,16 @@ def train_main(argv=None) -> int:
         return 0
     except (_UsageError, CheckpointError, ValueError, TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
         return _failure("train", e, stopped=(TrainingError, FloatingPointError, np.linalg.LinAlgError))
+    except ExecutorError as e:
+        return _failure("train", e, stopped=(ExecutorError,))
     except KeyboardInterrupt:
         print("s2r train: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
     finally:
         if agent is not None:
             agent.close()
+        if executor is not None:
+            executor.close()
 
 
 # ----------------------------------------------------------------------------- eval
@@ -270,7 +322,75 @@ def _eval_parser():
                    help="--sweep: write PATH.csv and PATH.png (default: sweep-PARAM next to the policy)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the result (successes, Wilson interval, distances, seeds) to this JSON file")
+    _add_scale_options(p, "the episodes (not with --video)")
     return p
+
+
+class _EvalWorker:
+    """What a worker of `s2r eval` builds once: the task's env, the exported policy (one thread) and
+    its observation builder (`_eval_setup`)."""
+
+    def __init__(self, policy: str, task: str, randomization, config, success_distance):
+        from .deploy import load_policy
+        module, meta = load_policy(Path(policy), threads=1)
+        self.env, self.run = _eval_setup(module, meta, Path(policy), task, randomization, config, success_distance)
+
+    def close(self):
+        self.env.close()
+
+
+def _eval_episode_job(worker, shared, seed) -> tuple[int, float]:
+    """One held-out episode of `seed` on a worker: (success 0/1, final distance)."""
+    successes, distances = worker.run(worker.env, [seed])
+    return successes, distances[0]
+
+
+def _eval_setup(module, meta, path, task, randomization, config, success_distance=None):
+    """The env of `task` for the policy's metadata and `run(env, seeds, ...)` (_run_episodes bound to the
+    policy); ValueError (one line) where policy and task do not fit."""
+    import numpy as np
+
+    import s2r.sim.tasks
+
+    from .features import ObservationBuilder, sim_sources
+    from .registry import scene_kwargs
+    images = "image" in meta.get("inputs", [])
+    size = meta["image_size"][0] if images else 64
+    scene = scene_kwargs(meta) | ({"config": config} if config else {})
+    env = s2r.sim.tasks.make(task, image_obs=images, image_size=size, randomization=randomization, **scene).unwrapped
+    try:
+        joints = [env.joint_names[i] for i in env.act_idx]
+        if meta.get("joint_names") != joints:
+            raise ValueError(f"{path} commands {meta.get('joint_names')}, {task} has {joints}")
+        scale = np.asarray(env.action_scale, float)
+        observed = meta.get("obs_joint_names") or joints
+        if list(observed) != list(env.joint_names):
+            raise ValueError(f"{path} observes joints {observed}, {task} has {list(env.joint_names)}")
+        # the policy's state input, as in training and in policy_node (learning.features)
+        inputs = ObservationBuilder(meta.get("obs_keys") or (), meta, n_joints=len(env.joint_names),
+                                    n_actions=len(joints), where=f"{path}'s metadata")
+        inputs.require(sim_sources(env), f"{task}'s simulation")
+        inputs.check_policy(meta, f"on {task}")
+    except Exception:
+        env.close()
+        raise
+    T = int(meta.get("episode_steps") or (env.spec.max_episode_steps if env.spec else 0) or 100)
+    return env, functools.partial(_run_episodes, module=module, inputs=inputs, images=images, scale=scale, T=T,
+                                  success_distance=success_distance)
+
+
+def _evaluate_seeds(executor, args, task, randomization, seeds, label, on_episode=None) -> tuple[int, list[float]]:
+    """Episodes of `seeds` on the executor's workers (each builds its env and policy once): (successes,
+    final distances in seed order). An episode that raised: FloatingPointError naming its seed."""
+    batch = executor.run(_eval_episode_job, list(seeds), keys=list(seeds),
+                         context=(_EvalWorker, (str(Path(args.policy).resolve()), task, randomization, args.config,
+                                                args.success_distance)),
+                         shared=None, label=label,
+                         on_done=None if on_episode is None else lambda done, n: on_episode(done - 1))
+    if batch.failures:
+        f = batch.failures[0]
+        raise FloatingPointError(f"episode of seed {f.key}: {f.error}")
+    return int(sum(r[0] for r in batch.results)), [float(r[1]) for r in batch.results]
 
 
 VIDEO_MAX_FPS = 30      # s2r eval --video: frame-rate cap (frames are rendered, which costs more than a step)
@@ -337,9 +457,10 @@ def _sweep_paths(args, sweep) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".png")
 
 
-def _run_sweep(args, sweep, task: str, make_env, run) -> None:
-    """Evaluate the policy at each value of the sweep on the same seeds; write the CSV after every
-    value (a stopped sweep keeps what it measured) and the plot at the end."""
+def _run_sweep(args, sweep, task: str, evaluate) -> None:
+    """Evaluate the policy at each value of the sweep on the same seeds (`evaluate(randomization, label,
+    on_episode)` -> (successes, distances)); write the CSV after every value (a stopped sweep keeps
+    what it measured) and the plot at the end."""
     import numpy as np
 
     from s2r.core.logs import Progress
@@ -358,12 +479,9 @@ def _run_sweep(args, sweep, task: str, make_env, run) -> None:
     progress = Progress(len(sweep.values) * args.episodes, f"sweep {sweep.name}", stream=sys.stderr)
     points = []
     for k, v in enumerate(sweep.values):
-        env = make_env(with_constant(args.randomize, sweep.name, v))
-        try:
-            done = k * args.episodes
-            successes, distances = run(env, seeds, on_episode=lambda i: progress.update(done + i + 1))
-        finally:
-            env.close()
+        done = k * args.episodes
+        successes, distances = evaluate(with_constant(args.randomize, sweep.name, v), "",
+                                        on_episode=lambda i: progress.update(done + i + 1))
         lo, hi = wilson_interval(successes, args.episodes)
         points.append(SweepPoint(v, successes, tuple(distances), lo, hi))
         print(f"  [{k + 1}/{len(sweep.values)}] {sweep.name} = {v:.4g}: success {successes}/{args.episodes} = "
@@ -381,8 +499,10 @@ def _run_sweep(args, sweep, task: str, make_env, run) -> None:
 
 def eval_main(argv=None) -> int:
     import numpy as np
+
+    from s2r.core.executor import ExecutorError
     argv = list(sys.argv[1:] if argv is None else argv)
-    env = None
+    env = executor = None
     try:
         args = _eval_parser().parse_args(argv)
         if args.episodes < 1:
@@ -396,8 +516,7 @@ def eval_main(argv=None) -> int:
         from .sweep import check_applies, parse_sweep
         sweep = parse_sweep(args.sweep) if args.sweep is not None else None
         from .deploy import METADATA_FORMAT, load_policy
-        from .features import ObservationBuilder, sim_sources
-        from .registry import scene_kwargs, task_id
+        from .registry import task_id
         from .train import wilson_interval
         path = Path(args.policy)
         module, meta = load_policy(path, threads=2)      # PolicyLoadError (a ValueError): one line
@@ -408,36 +527,26 @@ def eval_main(argv=None) -> int:
             raise ValueError(f"{path} was trained for {meta.get('task')!r}, not {task!r}")
         if not task.startswith("s2r/"):
             raise ValueError(f"s2r eval runs simulator tasks; {task} has no environment")
-        import s2r.sim.tasks
-        images = "image" in meta.get("inputs", [])
-        size = meta["image_size"][0] if images else 64
-        scene = scene_kwargs(meta) | ({"config": args.config} if args.config else {})
-        env = s2r.sim.tasks.make(task, image_obs=images, image_size=size, randomization=args.randomize,
-                             **scene).unwrapped
-        joints = [env.joint_names[i] for i in env.act_idx]
-        if meta.get("joint_names") != joints:
-            raise ValueError(f"{path} commands {meta.get('joint_names')}, {task} has {joints}")
-        scale = np.asarray(env.action_scale, float)
-        observed = meta.get("obs_joint_names") or joints
-        if list(observed) != list(env.joint_names):
-            raise ValueError(f"{path} observes joints {observed}, {task} has {list(env.joint_names)}")
-        # the policy's state input, as in training and in policy_node (learning.features)
-        inputs = ObservationBuilder(meta.get("obs_keys") or (), meta, n_joints=len(env.joint_names),
-                                    n_actions=len(joints), where=f"{path}'s metadata")
-        inputs.require(sim_sources(env), f"{task}'s simulation")
-        inputs.check_policy(meta, f"on {task}")
-        T = int(meta.get("episode_steps") or (env.spec.max_episode_steps if env.spec else 0) or 100)
-        run = functools.partial(_run_episodes, module=module, inputs=inputs, images=images, scale=scale, T=T,
-                                success_distance=args.success_distance)
+        if args.video and (args.workers or args.ray):
+            raise _UsageError("s2r eval: --video records the episodes in this process; drop --workers and --ray")
+        env, run = _eval_setup(module, meta, path, task, args.randomize, args.config, args.success_distance)
         if sweep is not None:
             check_applies(sweep, env.dims, task)
+        seeds = range(args.first_seed, args.first_seed + args.episodes)
+        if args.video:
+            resolve_device(args.device, "eval")
+            successes, distances = run(env, seeds, video=args.video)
+        else:
+            env.close()             # the workers (or this process's inline worker) build their own
+            env = None
+            executor, _ = _scale_setup(args, "eval")
 
-            def make_env(randomization):
-                return s2r.sim.tasks.make(task, image_obs=images, image_size=size, randomization=randomization,
-                                      **scene).unwrapped
-            _run_sweep(args, sweep, task, make_env, run)
-            return 0
-        successes, distances = run(env, range(args.first_seed, args.first_seed + args.episodes), video=args.video)
+            def evaluate(randomization, label, on_episode=None):
+                return _evaluate_seeds(executor, args, task, randomization, seeds, label, on_episode)
+            if sweep is not None:
+                _run_sweep(args, sweep, task, evaluate)
+                return 0
+            successes, distances = evaluate(args.randomize, "evaluation")
         lo, hi = wilson_interval(successes, args.episodes)
         if args.json:
             Path(args.json).write_text(json.dumps({
@@ -452,12 +561,16 @@ def eval_main(argv=None) -> int:
         return 0
     except (_UsageError, ValueError, KeyError, FloatingPointError, OSError, PolicyCallError) as e:
         return _failure("eval", e, stopped=(FloatingPointError,))
+    except ExecutorError as e:
+        return _failure("eval", e, stopped=(ExecutorError,))
     except KeyboardInterrupt:
         print("s2r eval: interrupted (a --sweep's CSV holds the values finished so far)", file=sys.stderr)
         return 130
     finally:
         if env is not None:
             env.close()
+        if executor is not None:
+            executor.close()
 
 
 if __name__ == "__main__":

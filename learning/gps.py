@@ -40,6 +40,7 @@ import time
 import numpy as np
 import torch
 
+from .agents import collect_samples, evaluate_held_out
 from .dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
 from .gps_checkpoint import gps_state_dict, load_gps_state_dict
 from .gps_config import GPSConfig, TrainingError
@@ -101,6 +102,9 @@ class MDGPS:
         self.pretrained = not a.images
         self.history: list[dict] = []
         self.dropped_samples = 0
+        self.reruns = 0              # episodes run again after their worker died (s2r.core.executor)
+        self.executor = None         # where rollouts run (s2r.core.executor); None: in this process
+        self.device = "cpu"          # torch device of vision pretraining (--device)
 
     # ------------------------------------------------------------------ helpers
     def _agent_initial_controllers(self) -> list[LinearGaussianController]:
@@ -182,27 +186,35 @@ class MDGPS:
         self.step_mult[:] = mult
         self.last_step_costs = {"previous": previous, "predicted": predicted, "actual": actual}
 
-    def _sample(self, condition: int, controller) -> list:
-        """N samples of one condition; non-finite ones are dropped and counted."""
-        T, dU, N = self.agent.T, self.agent.dU, self.cfg.samples_per_condition
-        out = []
-        for j in range(N):
-            noise = self.rng.standard_normal((T, dU))
-            seed = int(self.rng.integers(2**31))
-            if isinstance(controller, LinearGaussianController):
-                act = lambda t, x, obs, c=controller, z=noise: c.act(t, x, z[t])   # noqa: E731
-            else:
-                act = lambda t, x, obs, c=controller, z=noise: c(t, x, obs, z[t])  # noqa: E731
-            s = self.agent.rollout(condition, act, seed)
-            if np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U)) and np.all(np.isfinite(s.state_obs)):
-                out.append(s)
-            else:
-                self.dropped_samples += 1
-                log.warning("condition %d: dropped a sample with NaN/inf (%d dropped so far)", condition,
-                            self.dropped_samples)
-        if len(out) < 2:
-            raise TrainingError(f"condition {condition}: {N - len(out)} of {N} samples had NaN or inf; "
-                                f"cannot fit dynamics from fewer than 2 (stopping)")
+    def _sample(self, controllers) -> list[list]:
+        """N samples of every condition under `controllers` (one per condition, or the policy's
+        runner for all), on `self.executor` (learning.agents.collect_samples; None: in this process).
+        The noise and seed of each sample are drawn here, in condition order, so the samples are the
+        same whatever the backend. Non-finite samples, and rollouts that raised (logged with their
+        seed), are dropped and counted; a condition left with fewer than 2 stops training."""
+        a, N = self.agent, self.cfg.samples_per_condition
+        jobs = []
+        for c in range(a.n_conditions):
+            for _ in range(N):
+                noise = self.rng.standard_normal((a.T, a.dU))
+                jobs.append((c, noise, int(self.rng.integers(2**31))))
+        batch = collect_samples(a, self.executor, jobs, controllers,
+                                label=f"GPS iteration {self.iteration + 1}: sampling")
+        self.reruns += len(batch.reruns)
+        out: list[list] = [[] for _ in range(a.n_conditions)]
+        for (c, _, seed), s in zip(jobs, batch.results):
+            if s is not None and np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U)) \
+                    and np.all(np.isfinite(s.state_obs)):
+                out[c].append(s)
+                continue
+            self.dropped_samples += 1
+            why = "raised (see above)" if s is None else "had NaN/inf"
+            log.warning("condition %d: dropped the sample of seed %d, which %s (%d dropped so far)", c, seed, why,
+                        self.dropped_samples)
+        for c, ss in enumerate(out):
+            if len(ss) < 2:
+                raise TrainingError(f"condition {c}: {N - len(ss)} of {N} samples had NaN or inf or raised; "
+                                    f"cannot fit dynamics from fewer than 2 (stopping)")
         return out
 
     @torch.inference_mode()
@@ -222,8 +234,10 @@ class MDGPS:
         """The global policy (its mean) from held-out starts first .. first + episodes - 1 (those of
         every iteration's evaluation: 0 ..): success rate and mean final distance."""
         n = self.cfg.eval_episodes if episodes is None else episodes
-        runner = PolicyRunner(self.policy)
-        res = [self.agent.held_out(first + i, lambda t, x, obs: runner(t, x, obs)) for i in range(n)]
+        reruns: list = []
+        res = evaluate_held_out(self.agent, self.executor, PolicyRunner(self.policy), range(first, first + n),
+                                label=f"GPS iteration {self.iteration + 1}: evaluation", reruns=reruns)
+        self.reruns += len(reruns)
         return {"success_rate": float(np.mean([r.success for r in res])) if n else float("nan"),
                 "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}
 
@@ -238,7 +252,7 @@ class MDGPS:
         cfg = self.cfg
         data, loss = render_and_pretrain(self.policy, self.agent, cfg.pretrain_images, cfg.pretrain_steps, self.rng,
                                          self.gen, cfg.pretrain_reach_fraction, cfg.pretrain_head_hidden, progress,
-                                         cfg.pretrain_bf16)
+                                         cfg.pretrain_bf16, executor=self.executor, device=self.device)
         log.info("vision pretraining: pose regression loss %.4f", loss)
         if self.aux is not None:
             images, poses, joints = data
@@ -262,7 +276,8 @@ class MDGPS:
         # 1. samples: the global policy (on-policy) or the local controllers
         on_policy = cfg.on_policy and k > 0
         runner = PolicyRunner(self.policy, self.policy_cov) if on_policy else None
-        samples = [self._sample(c, runner if on_policy else self.controllers[c]) for c in range(M)]
+        reruns0 = self.reruns
+        samples = self._sample(runner if on_policy else self.controllers)
         X = [np.array([s.X for s in ss]) for ss in samples]
         U = [np.array([s.U for s in ss]) for ss in samples]
         costs = [np.array([a.cost.evaluate(s.X, s.U).sum() for s in ss]) for ss in samples]
@@ -350,6 +365,7 @@ class MDGPS:
                  "success": ev["success_rate"], "eval_distance": ev["final_distance"],
                  "kl": float(np.mean(kls)), "eta": float(np.mean(etas)), "step_mult": float(np.mean(self.step_mult)),
                  "policy_loss": loss, "rollouts": len(flat), "dropped": self.dropped_samples,
+                 "reruns": self.reruns - reruns0,
                  "sampled_from": "policy" if on_policy else "local", "seconds": time.perf_counter() - t0}
         if self.aux is not None:   # on this iteration's new conditions, before the S-step (m)
             stats["aux_pose_error"] = aux_error

@@ -70,14 +70,15 @@ class AuxPose(torch.nn.Module):
 
 def render_and_pretrain(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
                         generator: torch.Generator, reach_fraction: float = 0.0, head_hidden: int = 0,
-                        progress=None, bf16: bool = False):
-    """Render `agent.pose_dataset` and `pretrain_vision` on it, reporting `progress(stage, done, total,
-    info)` for the stages "rendering pose images" and "vision pretraining". Returns (dataset, last loss)."""
-    data = agent.pose_dataset(n_images, rng, reach_fraction=reach_fraction,
+                        progress=None, bf16: bool = False, executor=None, device: str = "cpu"):
+    """Render `agent.pose_dataset` (on `executor`, s2r.core.executor; None: in this process) and
+    `pretrain_vision` on it, reporting `progress(stage, done, total, info)` for the stages "rendering
+    pose images" and "vision pretraining", and pretraining on `device`. Returns (dataset, last loss)."""
+    data = agent.pose_dataset(n_images, rng, reach_fraction=reach_fraction, executor=executor,
                               progress=None if progress is None else
                               lambda i, n: progress("rendering pose images", i, n, ""))
     loss = pretrain_vision(policy, agent, n_images, steps, rng, generator, dataset=data, head_hidden=head_hidden,
-                           bf16=bf16, progress=None if progress is None else
+                           bf16=bf16, device=device, progress=None if progress is None else
                            lambda i, n, value: progress("vision pretraining", i, n, f"pose loss {value:.3f}"))
     return data, loss
 
@@ -91,7 +92,7 @@ def feature_points(policy: VisuomotorCNN, images: np.ndarray, chunk: int = 256) 
 
 def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng: np.random.Generator,
                     generator: torch.Generator, lr: float = 1e-3, dataset=None, head_hidden: int = 0,
-                    progress=None, bf16: bool = False) -> float:
+                    progress=None, bf16: bool = False, device: str = "cpu") -> float:
     """Levine et al. 2016, Sec. 4.3: pretrain the conv layers by regressing the pose of the task's
     objects (the reach target and the TCP: 6 numbers) from rendered, randomized images
     (`agent.pose_dataset`, or `dataset` = its (images, poses, ...)). Adam, batch 32, the learning
@@ -99,15 +100,18 @@ def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng
     policy's linear `pose_head` or, with head_hidden > 0, by a pretraining-only head with one hidden
     ReLU layer (which lets the conv layers code what a linear read-out of 2-D points cannot, such
     as the target's depth from its apparent size). bf16: the convolutions under bfloat16 autocast
-    (`VisuomotorCNN.feature_points`). `progress(step, steps, loss)` is called after every step.
-    Returns the last (normalized) loss."""
+    (`VisuomotorCNN.feature_points`). `device`: where the steps run ("cuda": on the GPU, the batches
+    moved there; the policy is back on the CPU when it returns). `progress(step, steps, loss)` is
+    called after every step. Returns the last (normalized) loss."""
     images, poses = (agent.pose_dataset(n_images, rng) if dataset is None else dataset)[:2]
-    P = to_torch(poses)
+    device = torch.device(device)
+    P = to_torch(poses).to(device)
     mean, std = P.mean(0), P.std(0).clamp_min(1e-3)
+    policy.to(device)
     head = policy.pose_head
     if head_hidden > 0:
         head = torch.nn.Sequential(torch.nn.Linear(2 * policy.n_points, head_hidden), torch.nn.ReLU(),
-                                   torch.nn.Linear(head_hidden, P.shape[1]))
+                                   torch.nn.Linear(head_hidden, P.shape[1])).to(device)
     params = list(policy.conv.parameters()) + list(policy.softmax.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
@@ -115,8 +119,9 @@ def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng
     loss_value = float("nan")
     for step in range(steps):
         idx = torch.randint(0, len(images), (min(32, len(images)),), generator=generator)
-        img = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2)
-        loss = ((head(policy.feature_points(img, bf16)) - (P[idx] - mean) / std) ** 2).mean()
+        img = torch.from_numpy(images[idx.numpy()]).to(device, non_blocking=True).permute(0, 3, 1, 2)
+        loss = ((head(policy.feature_points(img, bf16 and device.type == "cpu")) - (P[idx.to(device)] - mean) / std)
+                ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -125,4 +130,5 @@ def pretrain_vision(policy: VisuomotorCNN, agent, n_images: int, steps: int, rng
         if progress is not None:
             progress(step + 1, steps, loss_value)
     policy.eval()
+    policy.to("cpu")
     return loss_value

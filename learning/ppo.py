@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .agents import collect_samples, evaluate_held_out
 from .gps import PolicyRunner, TrainingError
 from .policies import MLPPolicy
 
@@ -76,6 +77,16 @@ class _RunningStats:
         return np.sqrt(self.m2 / max(self.count, 1))
 
 
+class _GaussianActor:
+    """The exploring policy of a rollout: the policy's mean plus std * the rollout's noise (picklable)."""
+
+    def __init__(self, policy, std: np.ndarray):
+        self.runner, self.std = PolicyRunner(policy), std
+
+    def __call__(self, t, x, obs, noise):
+        return self.runner.mean(obs) + self.std * noise
+
+
 class PPO:
     """PPO on an agent's state observation (see the module docstring). `iterate()` runs one update and
     returns its statistics; `evaluate()` runs the policy's mean on the agent's held-out starts."""
@@ -97,26 +108,42 @@ class PPO:
         self.obs_stats = _RunningStats(agent.obs_dim)
         self.return_scale: float | None = None
         self.iteration, self.rollouts, self.dropped_samples = 0, 0, 0
+        self.reruns = 0              # rollouts run again after their worker died (s2r.core.executor)
+        self.executor = None         # where rollouts run (s2r.core.executor); None: in this process
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ sampling
-    def _rollout(self, condition: int):
+    def _rollouts(self) -> list:
+        """`samples_per_condition` stochastic rollouts of every condition, on `self.executor`
+        (learning.agents.collect_samples; None: in this process): per rollout its seed, then its
+        action noise (T, dU) drawn here, so every backend gives the same samples.
+        [(episode or None if non-finite, sample or None if it raised)]."""
+        a, cfg = self.agent, self.cfg
         std = self.log_std.detach().exp().numpy().astype(np.float64)
-        raw, runner = [], PolicyRunner(self.policy)
-
-        def act(t, x, obs):
-            a = runner.mean(obs) + std * self.rng.standard_normal(self.agent.dU)
-            raw.append(a)
-            return a
-
-        s = self.agent.rollout(condition, act, int(self.rng.integers(2**31)))
-        costs = self.agent.cost.evaluate(s.X, s.U)
-        T = len(s.U)
-        if len(raw) != T or not (np.all(np.isfinite(s.X)) and np.all(np.isfinite(costs))):
-            return None, s
-        rewards = -costs[:T]
-        rewards[-1] -= costs[T]
-        return {"obs": s.state_obs[:T], "act": np.array(raw), "rew": rewards}, s
+        jobs = []
+        for c in range(a.n_conditions):
+            for _ in range(cfg.samples_per_condition):
+                seed = int(self.rng.integers(2**31))
+                jobs.append((c, self.rng.standard_normal((a.T, a.dU)), seed))
+        batch = collect_samples(a, self.executor, jobs, _GaussianActor(self.policy, std),
+                                label=f"PPO update {self.iteration + 1}: sampling")
+        self.reruns += len(batch.reruns)
+        out = []
+        for (_, noise, _), s in zip(jobs, batch.results):
+            if s is None:
+                out.append((None, None))
+                continue
+            costs = a.cost.evaluate(s.X, s.U)
+            T = len(s.U)
+            if not (np.all(np.isfinite(s.X)) and np.all(np.isfinite(costs))):
+                out.append((None, s))
+                continue
+            with torch.inference_mode():            # the actions before the agent clipped them
+                mean = self.policy(torch.as_tensor(s.state_obs[:T], dtype=torch.float32)).double().numpy()
+            rewards = -costs[:T]
+            rewards[-1] -= costs[T]
+            out.append(({"obs": s.state_obs[:T], "act": mean + std * noise[:T], "rew": rewards}, s))
+        return out
 
     def _normalize(self) -> None:
         mean = torch.as_tensor(self.obs_stats.mean, dtype=torch.float32)
@@ -149,15 +176,14 @@ class PPO:
         if cfg.resample_conditions and self.iteration > 0 and hasattr(a, "resample"):
             a.resample(self.rng)
         episodes, samples = [], []
-        for c in range(a.n_conditions):
-            for _ in range(cfg.samples_per_condition):
-                ep, s = self._rollout(c)
-                self.rollouts += 1
+        for ep, s in self._rollouts():
+            self.rollouts += 1
+            if s is not None:
                 samples.append(s)
-                if ep is None:
-                    self.dropped_samples += 1
-                else:
-                    episodes.append(ep)
+            if ep is None:
+                self.dropped_samples += 1
+            else:
+                episodes.append(ep)
         if not episodes:
             raise TrainingError("every PPO sample of this update was non-finite")
         obs = np.concatenate([e["obs"] for e in episodes])
@@ -214,7 +240,7 @@ class PPO:
 
     def evaluate(self, episodes: int = 20) -> dict:
         """The policy's mean from held-out starts: success rate and mean final distance."""
-        runner = PolicyRunner(self.policy)
-        res = [self.agent.held_out(i, lambda t, x, obs: runner(t, x, obs)) for i in range(episodes)]
+        res = evaluate_held_out(self.agent, self.executor, PolicyRunner(self.policy), range(episodes),
+                                label="PPO evaluation")
         return {"success_rate": float(np.mean([r.success for r in res])),
                 "final_distance": float(np.mean([r.final_distance for r in res]))}

@@ -262,8 +262,9 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
         _write_history(run_dir, algo.history, events)
         plot_history(algo.history, run_dir / "training.png", f"{meta['algorithm']} on {meta['task']}")
         if progress is not None:
+            reruns = f", {stats['reruns']} episodes run again after a worker died" if stats.get("reruns") else ""
             progress.update(algo.iteration, f"it {algo.iteration}/{iterations} cost {stats['cost']:.3g} "
-                            f"success {100 * stats['success']:.0f}% ({stats['seconds']:.1f} s)", force=True)
+                            f"success {100 * stats['success']:.0f}% ({stats['seconds']:.1f} s{reruns})", force=True)
         done += 1
         if stop_after is not None and done >= stop_after:
             return algo.history
