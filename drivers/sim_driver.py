@@ -27,6 +27,15 @@ schedule in a burst, and simulated time lags and sprints against the clock the c
 by. So a stream counts as stopped by that clock (`clock()`, as the safety layer counts gaps in
 it), not by simulated time, where a stream that goes on can look stopped.
 
+Timing for recordings (identification replays a run at the physics steps it happened at, not in
+the order messages arrived): each read carries the physics time its state was sampled at
+(`sensors["sim_time"]`), and `command_time` is the physics time the last write was accepted at
+(a delayed draw's `action_latency` applies it that many control periods later). In real time a
+write lands part-way through the stepping thread's period, at a substep boundary. `stream_starts`
+holds the physics times at which a position set-point started a stream (ramped from the measured
+position: after a gap, a stop or another mode), where a replay that continues the reference
+would go wrong.
+
 A randomization draw (`randomize`) and its per-period effects are `drivers.sim_reality.Reality`;
 loading the config's robot into the simulation, `drivers.sim_loading`.
 """
@@ -34,11 +43,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
 # first: `sim` imports pybullet without its banner
-from s2r.sim.robots import MODE_EFFORT, MODE_POSITION, Simulation  # noqa: I001
+from s2r.sim.robots import MODE_EFFORT, MODE_POSITION, RobotNominal, Simulation  # noqa: I001
 
 import pybullet as p  # noqa: E402
 
@@ -68,6 +78,8 @@ class SimDriver(Driver):
         self._reality: Reality | None = None      # a randomization draw (`randomize`)
         self._inv_vmax = 1.0 / self._spec.max_velocity   # position set-points: the interpolation's rate limit
         self._ramp_end = 0.0                       # simulated time the last set-point is reached at
+        self.command_time: float | None = None     # physics time (s) the last write was accepted at
+        self.stream_starts: deque = deque(maxlen=4096)   # physics times (s) position streams started at
 
     @property
     def spec(self) -> DriverSpec:
@@ -98,6 +110,9 @@ class SimDriver(Driver):
             self.simulation.close()
             self.simulation = None
             raise
+        # the robot as loaded: every draw applies on top of this, so a second `randomize` replaces
+        # the first instead of scaling the masses it left
+        self._nominal = RobotNominal.of(self.sim)
         self.sim.reset(np.clip(self.sim.q_home if q is None else q, self._spec.lower, self._spec.upper), qd)
         if self._reality is not None:          # a restarted physics server keeps the robot's draw
             self._apply_draw()
@@ -160,6 +175,7 @@ class SimDriver(Driver):
         self._require_connected()
         with self._lock:
             try:
+                self.command_time = self.simulation.time
                 r = self._reality
                 if r is not None and r.latency:     # applied `action_latency` periods from now
                     due = r.period + r.latency if not self.realtime else \
@@ -179,6 +195,7 @@ class SimDriver(Driver):
         if command.mode is CommandMode.POSITION:
             T = self._spec.period
             if not streaming:
+                self.stream_starts.append(self.simulation.time)
                 # the first set-point after another mode, a hold or a gap in the stream
                 # is reached along a ramp from the measured position (where the safety
                 # layer plans it from), not as a step that leaves the joints' speed out
@@ -350,7 +367,7 @@ class SimDriver(Driver):
 
     def _apply_draw(self) -> None:
         """The draw's robot physics on the robot as loaded (the lock held)."""
-        self._reality.apply(self.simulation, self.sim)
+        self._reality.apply(self.simulation, self.sim, self._nominal)
 
     def _apply_due(self, now: int) -> None:
         """Apply the delayed commands due by `now` (simulation steps in real time, else periods)."""

@@ -94,11 +94,12 @@ class Reality:
         return q, qd, tau
 
     # ---------------------------------------------------------------- on the robot
-    def apply(self, simulation, robot) -> None:
-        """The draw's robot physics on `robot` as loaded (again after a physics restart), on top of
-        its nominal (the model's identified joint damping, as the tasks' nominal); commands in
-        flight and delayed states are dropped."""
-        self.nominal = RobotNominal.of(robot)
+    def apply(self, simulation, robot, nominal: RobotNominal | None = None) -> None:
+        """The draw's robot physics on `robot` (again after a physics restart), on top of `nominal`:
+        the robot as loaded, before any draw (default: measured from `robot` now, which must then
+        be unrandomized), with the model's identified joint damping as the tasks' nominal; commands
+        in flight and delayed states are dropped."""
+        self.nominal = nominal if nominal is not None else RobotNominal.of(robot)
         self.nominal.restore_damping(robot)
         apply_robot_draw(simulation, robot, self.nominal, self.draw)
         self.states.clear()

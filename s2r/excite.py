@@ -8,8 +8,10 @@ times `velocity_scale`, the per-period step), prints the plan and checks it befo
 then streams it as position set-points through the driver and its safety layer at the control
 rate, and holds. With `--record` every state read goes to /joint_states and every command as sent
 to /driver/commands of a rosbag2 recording DIR/recording (as `s2r hil --record` records), which
-`s2r identify DIR/recording --config CONFIG` fits the simulator to. The plan is saved as
-DIR/excitation.yaml.
+`s2r identify DIR/recording --config CONFIG` fits the simulator to; the recording's metadata says
+which backend ran it (what identification can tell from it depends on that). The plan is saved as
+DIR/excitation.yaml. `--emulate` runs the real driver against the config's protocol-level emulator
+(a Dynamixel bus, a ros2_control robot) instead of hardware.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def run_excitation(robot, plan, *, bag=None, settle_s: float = SETTLE_S, realtim
     st = robot.read()
     hold_q = np.asarray(st.q, float).copy()
     n_settle = int(round(settle_s / T))
-    stamp = _Stamps(robot)
+    stamp = _Stamps(robot, st)
     rec = _Recorder(bag, names) if bag is not None else None
     counts = dict(periods=0, clamped=0, max_shaped=0.0, missed=0)
     next_t = time.monotonic()
@@ -59,9 +61,8 @@ def _stream(robot, setpoints, total, hold_q, idx, rec, stamp, counts, T, realtim
 
     for k in range(total):
         st = robot.read()
-        now = stamp.now()           # the command is stamped when it is issued, before the write
-        if rec is not None:         # (a lockstep write advances the clock by a period)
-            rec.state(now, st)
+        if rec is not None:
+            rec.state(stamp.state(st), st)
         target = hold_q.copy()
         target[idx] = setpoints[min(k, len(setpoints) - 1)]
         res = robot.write(Command(CommandMode.POSITION, target))
@@ -72,7 +73,8 @@ def _stream(robot, setpoints, total, hold_q, idx, rec, stamp, counts, T, realtim
             counts["clamped"] += 1
             counts["max_shaped"] = max(counts["max_shaped"], float(np.max(np.abs(res.sent - target))))
         if rec is not None:
-            rec.command(now + 1000, res.sent)
+            rec.command(stamp.command(), res.sent)
+            rec.stream_starts(stamp)
         counts["periods"] += 1
         if progress is not None and k % max(1, int(round(1.0 / T))) == 0:
             progress(k, total)
@@ -91,14 +93,55 @@ class ExcitationAborted(RuntimeError):
 
 
 class _Stamps:
-    """Recording time stamps (ns since the epoch) on the robot's clock: wall time at the start plus
-    the robot's clock since (simulated time in lockstep), so a lockstep run is stamped as it ran."""
+    """Recording time stamps (ns since the epoch) on the robot's clock, so identification replays
+    the run as it happened on the robot: wall time at the start plus the robot's time since. On the
+    simulator that is its physics clock (the physics time each state was sampled at, and each
+    command accepted at: in real time a command lands part-way through a control period); on a
+    robot that stamps its states on the wall clock (ROS 2), those stamps and the time each command
+    was sent; on another robot, its driver's clock when the state was read and the command written. Stamps
+    never go back and are unique (+1 ns where two fall together), so the recording's order is the
+    order things happened in (a command follows the state it was computed from)."""
 
-    def __init__(self, robot):
-        self.robot, self.wall0, self.clock0 = robot, time.time_ns(), robot.clock()
+    def __init__(self, robot, st):
+        self.robot, self.driver = robot, getattr(robot, "driver", robot)
+        self.physics = hasattr(self.driver, "command_time") and "sim_time" in st.sensors
+        # a robot that stamps its states on the wall clock (ROS time: the ros2_control bridge's
+        # header stamps): those stamps, and the commands' when they were sent
+        self.header = not self.physics and abs(st.sensors.get("header_stamp", 0.0) - time.time()) < 1.0
+        self.wall0, self.clock0 = time.time_ns(), self._clock(st)
+        self.last = 0
 
-    def now(self) -> int:
-        return self.wall0 + int(round((self.robot.clock() - self.clock0) * 1e9))
+    def _clock(self, st=None) -> float:
+        if self.physics:
+            return st.sensors["sim_time"] if st is not None else self.driver.command_time
+        if self.header:
+            return st.sensors["header_stamp"] if st is not None else time.time()
+        return self.robot.clock()
+
+    def _stamp(self, t: float) -> int:
+        ns = int(round(t * 1e9)) if self.header else self.wall0 + int(round((t - self.clock0) * 1e9))
+        ns = max(ns, self.last + 1)
+        self.last = ns
+        return ns
+
+    def state(self, st) -> int:
+        """The stamp of a state just read."""
+        return self._stamp(self._clock(st))
+
+    def command(self) -> int:
+        """The stamp of the command just written."""
+        return self._stamp(self._clock())
+
+    def stream_starts(self) -> list:
+        """(log stamp, exact stamp) of the position streams the simulator started since the last
+        call (its `stream_starts`: physics times); none on another robot."""
+        starts = getattr(self.driver, "stream_starts", None) if self.physics else None
+        out = []
+        while starts:
+            t = starts.popleft()
+            exact = self.wall0 + int(round((t - self.clock0) * 1e9))
+            out.append((self._stamp(t), exact))
+        return out
 
 
 class _Recorder:
@@ -117,6 +160,16 @@ class _Recorder:
             header=self.Header(stamp=self.Time(sec=now // 1_000_000_000, nanosec=now % 1_000_000_000), frame_id=""),
             name=self.names, position=np.asarray(st.q, float), velocity=np.asarray(st.qd, float),
             effort=np.asarray(st.effort, float)))
+
+    def stream_starts(self, stamp) -> None:
+        """The simulator's position stream starts (set-points ramped from the measured position:
+        the first, and any after a gap or a stop) on /driver/stream_starts, header stamp the
+        physics time it happened at, for identification's replay."""
+        for log, exact in stamp.stream_starts():
+            if "/driver/stream_starts" not in self.bag.stats:
+                self.bag.add_topic("/driver/stream_starts", "std_msgs/msg/Header")
+            self.bag.write_message("/driver/stream_starts", log, self.Header(
+                stamp=self.Time(sec=exact // 1_000_000_000, nanosec=exact % 1_000_000_000), frame_id="position"))
 
     def command(self, now: int, values) -> None:
         values = np.asarray(values, float)
@@ -150,6 +203,8 @@ def main(argv=None) -> int:
                     help="fraction of each limit (room, speed, acceleration) the plan may use (default 0.8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hardware", choices=list(HARDWARE_MODES), help="override the config's hardware mode")
+    ap.add_argument("--emulate", action="store_true",
+                    help="run the real driver against the config's protocol-level emulator (dynamixel, ros2)")
     ap.add_argument("--lockstep", action="store_true",
                     help="simulator: step physics per command instead of in real time (faster than real time)")
     ap.add_argument("--dry-run", action="store_true", help="print and check the plan, do not move")
@@ -174,7 +229,25 @@ def main(argv=None) -> int:
     except RecordingError as e:
         print(f"recording error: {e}", file=sys.stderr)
         return 2
-    robot = open_driver(cfg, a.hardware, realtime=False if a.lockstep else None)
+    emu = None
+    if a.emulate:
+        from s2r.drivers.emulators import check_emulated, start_emulated
+        try:
+            check_emulated(cfg)
+        except ValueError as e:
+            print(f"error: --emulate: {e}", file=sys.stderr)
+            return 2
+        if a.reality or a.lockstep:
+            print("error: --reality and --lockstep are the simulator's; --emulate runs the real driver", file=sys.stderr)
+            return 2
+        emu = start_emulated(cfg)
+        cfg = emu.config
+    try:
+        robot = open_driver(cfg, "real" if emu is not None else a.hardware, realtime=False if a.lockstep else None)
+    except BaseException:
+        if emu is not None:
+            emu.close()
+        raise
     bag = None
     try:
         names = list(robot.spec.joint_names)
@@ -207,7 +280,9 @@ def main(argv=None) -> int:
             return 0
         if rec_path is not None:
             bag = BagWriter(rec_path, custom_data={"recorded_by": "s2r excite", "config": cfg.name,
-                                                   "control_rate_hz": cfg.control_rate_hz})
+                                                   "control_rate_hz": cfg.control_rate_hz,
+                                                   "backend": robot.backend, "emulated": emu is not None,
+                                                   "fallback": bool(robot.fallback)})
             bag.add_topic("/joint_states", "sensor_msgs/msg/JointState")
             bag.add_topic("/driver/commands", "std_msgs/msg/Float64MultiArray")
         realtime = getattr(robot.driver, "realtime", True)
@@ -229,6 +304,8 @@ def main(argv=None) -> int:
             bag.close()
             print(f"recorded {bag.written} messages into {bag.path} (dropped {bag.dropped})")
         robot.disconnect()
+        if emu is not None:
+            emu.close()
     return 0
 
 

@@ -27,23 +27,68 @@ import numpy as np
 MIN_DURATION_S = 1.5
 REL_FLOOR, OFFSET_FLOOR = 0.02, 5e-4       # the preset's narrowest half-ranges: 2 %, 0.5 mrad
 
+# What a robot lets one identify as simulator parameters, by the backend that recorded it (the
+# recording's custom_data, as `s2r excite` writes it): not listed, all of them; else those, and why
+# not the others. Where the robot's joints are not the simulator's rigid bodies under a joint PD,
+# its motion still has to be explained for the offsets to come out right: the PD's gain and
+# damping (they shape the response as a position loop's bandwidth does) and the latency (a lag of
+# 20 ms looks like a period or two of delay) are fitted along (`FitResult.nuisance`), not reported.
+BACKEND_LIMITS = {
+    "dynamixel": (("encoder_offset",),
+                  "a Dynamixel servo closes its own position loop (the emulator: a first-order lag of 20 ms, "
+                  "velocity-limited, 1-tick resolution), which the simulator's rigid-body joint PD does not "
+                  "represent, and whose lag a latency cannot be told from"),
+    "ros2-emulated": (("encoder_offset",),
+                      "the emulated ros2_control robot mirrors commands through a first-order lag (20 ms), not "
+                      "rigid-body dynamics, and its lag a latency cannot be told from"),
+}
+NUISANCE = ("joint_damping_scale", "gain_scale", "action_latency")
+
+
+def backend_of(rec) -> str | None:
+    """The recording's robot backend (`s2r excite`'s custom_data): sim, dynamixel, ros2, or
+    ros2-emulated (the fake robot); None where the recording does not say."""
+    backend = rec.custom.get("backend")
+    if backend == "ros2" and str(rec.custom.get("emulated")) == "True":
+        return "ros2-emulated"
+    return backend
+
+
+def identifiable(rec) -> tuple:
+    """(what `rec`'s robot lets one identify, why not the rest: None where it is everything)."""
+    from s2r.sim.identification import FIT_PARAMETERS
+    limits = BACKEND_LIMITS.get(backend_of(rec))
+    return (FIT_PARAMETERS, None) if limits is None else limits
+
 
 def fit_recording(rec, cfg, *, fit=None, per_joint=(), max_latency: int = 3, segment_s: float = 0.5,
                   progress=None):
     """Identify `cfg`'s simulated robot from `rec` (a Recording): (FitResult, ReplayData, model).
-    A recording without the needed topics, too short or of another robot: RecordingError."""
+    `fit` (default: what the recording's backend lets one identify, `identifiable`). A recording
+    without the needed topics, too short or of another robot: RecordingError; a parameter its
+    backend does not let one identify: IdentificationError."""
     from s2r.core.bag_reader import check_recording
     from s2r.drivers.sim_loading import load_configured_robot
-    from s2r.sim.identification import FIT_PARAMETERS, ReplayData, ReplayModel, identify
+    from s2r.sim.identification import IdentificationError, ReplayData, ReplayModel, identify
     from s2r.sim.robots import Simulation
 
+    allowed, why = identifiable(rec)
+    fit = tuple(fit or allowed)
+    bad = [f for f in fit if f not in allowed]
+    if bad:
+        raise IdentificationError(f"{bad[0]} cannot be identified from a {backend_of(rec)} recording: {why}; "
+                                  f"identifiable: {', '.join(allowed)}")
+    nuisance = tuple(n for n in NUISANCE if n not in fit) if why is not None else ()
     check_recording(rec, ("/joint_states", "/driver/commands"), cfg.joint_names, min_duration_s=MIN_DURATION_S)
     data = ReplayData.from_recording(rec, cfg.joint_names, 1.0 / cfg.control_rate_hz)
     simulation = Simulation(cfg.sim.physics_hz)
     robot = load_configured_robot(simulation, cfg)
     model = ReplayModel(simulation, robot, data.period, cfg.spec().max_velocity)
-    result = identify(model, data, fit=tuple(fit or FIT_PARAMETERS), per_joint=tuple(per_joint),
+    result = identify(model, data, fit=fit + nuisance, per_joint=tuple(per_joint),
                       max_latency=max_latency, segment_s=segment_s, progress=progress)
+    for n in nuisance:            # fitted along, not a value of this robot
+        result.nuisance[n] = result.values.pop(n)
+        result.std.pop(n, None)
     return result, data, model
 
 
@@ -141,7 +186,7 @@ def plot(path, model, data, result, names) -> None:
 
     segs = result.segments
     q_nom, rows = replay_curves(model, data, segs, {}, 0)
-    q_cal, _ = replay_curves(model, data, segs, result.values, result.latency)
+    q_cal, _ = replay_curves(model, data, segs, {**result.values, **result.nuisance}, result.latency)
     t = rows * data.period
     n = len(names)
     fig, axes = plt.subplots(n, 1, figsize=(10, 1.8 * n), sharex=True, squeeze=False)
@@ -168,8 +213,9 @@ def main(argv=None) -> int:
     ap.add_argument("recording", help="a rosbag2 recording (s2r excite --record)")
     ap.add_argument("--config", required=True, help="the hardware config it was recorded with")
     ap.add_argument("--out", help="output folder (default: RECORDING-identified)")
-    ap.add_argument("--fit", nargs="+", choices=FIT_PARAMETERS, default=list(FIT_PARAMETERS),
-                    help="what to identify (default: all)")
+    ap.add_argument("--fit", nargs="+", choices=FIT_PARAMETERS, default=None,
+                    help="what to identify (default: all the recording's robot lets one identify: "
+                         "on a Dynamixel or an emulated ros2_control robot, encoder offsets and latency)")
     ap.add_argument("--per-joint", nargs="+", choices=("joint_damping_scale", "gain_scale"), default=[],
                     help="fit these as one value per joint (default: one for all joints)")
     ap.add_argument("--max-latency", type=int, default=3, help="latency candidates 0..N control periods (default 3)")
@@ -194,6 +240,9 @@ def main(argv=None) -> int:
         if rec.stopped:
             print(f"warning: {rec.stopped}", file=sys.stderr)
         print(f"identifying {cfg.name} from {rec.path} ({rec.duration_s:.1f} s)")
+        allowed, why = identifiable(rec)
+        if why is not None:
+            print(f"  this robot ({rec.custom.get('backend')}) lets one identify {', '.join(allowed)} only: {why}")
         result, data, model = fit_recording(rec, cfg, fit=a.fit, per_joint=a.per_joint, max_latency=a.max_latency,
                                             segment_s=a.segment, progress=lambda m: print("  " + m, flush=True))
     except (RecordingError, IdentificationError) as e:

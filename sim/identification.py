@@ -11,12 +11,17 @@ Parameters (names as the randomization parameters that apply them, `sim.robots.a
 - `action_latency`: commands take effect this many control periods late; an integer, so each
   candidate is fitted in turn (the others' fit) and the best one kept.
 
-The model of one control period is the sim driver's (drivers/sim_driver.py): a position set-point
-is reached by linear interpolation over the period from the previous one (over longer where the
-step exceeds the velocity limit), tracked by the joint PD on top of gravity compensation. A segment
-starts at a recorded state (less the offsets) with the reference resting at the previous
-set-point, as it does between streamed set-points. Residuals: the predicted minus the recorded
-positions (plus the offsets), and velocities weighted by `velocity_weight` (s).
+The model of the command stream is the sim driver's (drivers/sim_driver.py): a position set-point
+is reached by linear interpolation from where the reference is when it takes over, over a period
+plus what is left of the previous ramp (over longer where the step exceeds the velocity limit),
+tracked by the joint PD on top of gravity compensation. Timing comes from the recording's stamps,
+not the order messages arrived in: each command takes over at the physics step it was accepted at
+(plus the latency), each state is predicted at the step it was sampled at, so a real-time run
+(commands landing part-way through a period, periods of varying length) replays as it ran. A
+segment starts at a recorded state (less the offsets) with the reference where the command
+stream had it. Residuals: the predicted minus the recorded positions (plus the offsets), and
+velocities weighted by `velocity_weight` (s). Segments the fit explains OUTLIER_RATIO times worse
+than the median one (something unmodeled happened there) are left out and the fit repeated.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from .robots import MODE_POSITION, RobotNominal, apply_robot_draw
 FIT_PARAMETERS = ("link_mass_scale", "joint_damping_scale", "gain_scale", "encoder_offset", "action_latency")
 SCALE_BOUNDS = (0.05, 20.0)
 OFFSET_BOUND = 0.5           # rad
+OUTLIER_RATIO = 4.0          # a segment's rms over the median one's: left out of the fit
+STREAM_STARTS_TOPIC = "/driver/stream_starts"   # `s2r excite` on the simulator: where position streams started
 
 
 class IdentificationError(ValueError):
@@ -40,15 +47,19 @@ class IdentificationError(ValueError):
 class ReplayData:
     """A recorded run as one row per control period k: the state read at the period's start
     (`q`, `qd`; n_periods + 1 rows) and the position set-point sent after it (`u`, NaN where
-    none was), in the robot's joint order `names`; `period` in seconds, and the time that
-    actually passed between the reads (`elapsed`: a real-time loop's periods vary), which the
-    replay simulates."""
+    none was), in the robot's joint order `names`; `period` in seconds. Timing, on the robot's
+    clock (the message stamps): the time that passed between consecutive states (`elapsed`: a
+    real-time loop's periods vary) and from each state to its command's taking over (`lead`: in
+    real time a command lands part-way through a period), which the replay simulates."""
     names: tuple
     q: np.ndarray
     qd: np.ndarray
     u: np.ndarray
     period: float
     elapsed: np.ndarray | None = None     # s between consecutive states (None: `period` each)
+    lead: np.ndarray | None = None        # s from state k to command k (None: 0 each)
+    starts: np.ndarray | None = None      # s after state 0: position streams started (ramped from the
+                                          # measured position) there, not only at the first command
 
     @property
     def n_periods(self) -> int:
@@ -67,8 +78,11 @@ class ReplayData:
     @classmethod
     def from_recording(cls, rec, joint_names, period: float, state_topic: str = "/joint_states",
                        command_topic: str = "/driver/commands") -> "ReplayData":
-        """Pair each command with the state read just before it (the last one stamped earlier):
-        a period is one state followed by one command. States and commands are put in
+        """Pair each command with the state recorded just before it: a period is one state
+        followed by one command. Timing comes from the stamps: a state's header stamp (the time
+        it was sampled at, where it is on the recording's clock: within 0.5 s of the message
+        times), a command's message time (when it was sent; `s2r excite` stamps both on the
+        robot's clock, the simulator's physics time). States and commands are put in
         `joint_names` order (the recording's /joint_states names; commands are in the config's
         joint order, as `s2r excite` and `s2r hil --record` write them). Periods whose command
         is of another mode than position (or leaves a joint out: NaN) are not replayed; a
@@ -79,7 +93,8 @@ class ReplayData:
         if missing:
             raise IdentificationError(f"{rec.path}: {state_topic} has no joint(s) {missing}")
         order = [js["names"].index(n) for n in names]
-        stamps = np.array([s for _, s, _ in rec.raw_messages([state_topic])], np.int64)
+        arrived = np.array([s for _, s, _ in rec.raw_messages([state_topic])], np.int64)
+        sampled = sample_times(arrived, js["stamp"])
         q, qd = js["q"][:, order], js["qd"][:, order]
         cmd_t, cmds, modes = [], [], set()
         for _, stamp, m in rec.messages([command_topic]):
@@ -99,20 +114,36 @@ class ReplayData:
             raise IdentificationError(f"{rec.path}: {command_topic} carries {', '.join(sorted(modes))} commands only; "
                                       "identification replays position set-points (record a position-mode run, "
                                       "e.g. `s2r excite --record`)")
-        i = np.searchsorted(stamps, np.array(cmd_t, np.int64), side="right") - 1
-        u = np.full((len(stamps), len(names)), np.nan)
-        seen = np.zeros(len(stamps), int)
-        for k, v in zip(i, cmds):
+        cmd_t = np.array(cmd_t, np.int64)
+        i = np.searchsorted(arrived, cmd_t, side="right") - 1
+        u = np.full((len(arrived), len(names)), np.nan)
+        lead = np.zeros(len(arrived))
+        seen = np.zeros(len(arrived), int)
+        for k, v, t in zip(i, cmds, cmd_t):
             if k >= 0:
                 u[k] = v
+                lead[k] = (t - sampled[k]) * 1e-9
                 seen[k] += 1
         u[seen > 1] = np.nan          # two commands in one period: not a period of this model
         if np.isnan(qd).any():          # velocities not reported: differenced positions
             qd = np.where(np.isnan(qd), np.gradient(q, period, axis=0), qd)
-        elapsed = np.diff(stamps) * 1e-9
-        # a state read twice in one period, or a period with no read: the period's own length
-        elapsed = np.where((elapsed > 0.25 * period) & (elapsed < 4.0 * period), elapsed, period)
-        return cls(tuple(names), q, qd, u[:-1], float(period), elapsed)
+        elapsed = np.maximum(np.diff(sampled) * 1e-9, 0.0)
+        lead = np.clip(lead[:-1], 0.0, elapsed)      # a command takes over before the next state
+        starts = None
+        if STREAM_STARTS_TOPIC in rec.topics:
+            starts = np.array([m.stamp.sec * 1_000_000_000 + m.stamp.nanosec - sampled[0]
+                               for _, _, m in rec.messages([STREAM_STARTS_TOPIC])], float) * 1e-9
+        return cls(tuple(names), q, qd, u[:-1], float(period), elapsed, lead, starts)
+
+
+def sample_times(arrived, header_s) -> np.ndarray:
+    """When each state was sampled (ns): its header stamp (`header_s`, s) where the header stamps
+    run on the recording's clock (each within 0.5 s of its message time `arrived`, ns, and never
+    going back), else the message times (a robot whose stamps run on another clock)."""
+    header = np.round(np.asarray(header_s, float) * 1e9).astype(np.int64)
+    if len(header) and np.all(np.abs(header - arrived) < 500_000_000) and np.all(np.diff(header) >= 0):
+        return header
+    return np.asarray(arrived, np.int64)
 
 
 @dataclass
@@ -129,6 +160,7 @@ class FitResult:
     seconds: float = 0.0         # wall clock
     segments: list = field(default_factory=list)
     cpu_seconds: float = 0.0     # this process's CPU time (what a loaded machine does not inflate)
+    nuisance: dict = field(default_factory=dict)   # fitted along to explain the motion, not this robot's values
 
 
 class ReplayModel:
@@ -144,6 +176,7 @@ class ReplayModel:
         self.nominal = RobotNominal.of(robot)
         self.n_links = len(self.nominal.links)
         self.evaluations = 0
+        self._schedule_key, self._schedule = None, None
 
     def apply(self, values: dict) -> None:
         """The robot with these physics parameters (others nominal), via apply_robot_draw."""
@@ -155,39 +188,120 @@ class ReplayModel:
 
     def simulate(self, data: ReplayData, segments, values: dict, latency: int, offsets) -> tuple:
         """Predicted observed positions and velocities (stacked segment by segment: rows of
-        periods k0+1 .. k0+len) for segments [(k0, len), ...]."""
+        periods k0+1 .. k0+len) for segments [(k0, len), ...]. Commands take over at the physics
+        steps they did on the robot (`data.lead`, plus `latency` control periods), states are
+        predicted at the steps they were sampled at (`data.elapsed`)."""
         self.apply(values)
         self.evaluations += 1
-        robot, sim, T = self.robot, self.simulation, self.period
-        if data.elapsed is None:
-            steps = np.full(data.n_periods, self.substeps)
-        else:
-            steps = np.maximum(1, np.round(data.elapsed / self.simulation.dt)).astype(int)
+        robot, sim = self.robot, self.simulation
+        S, A, start, ramp, restart = self.schedule(data, latency)
+        u, dt = data.u, sim.dt
         offsets = np.asarray(offsets, float)
         qs, qds = [], []
         for k0, length in segments:
             robot.reset(data.q[k0] - offsets, data.qd[k0])
-            prev = data.u[k0 - 1 - latency]
-            robot.set_target(MODE_POSITION, prev)
-            for k in range(k0, k0 + length):
-                goal = data.u[k - latency]
-                ramp = max(T, float(np.max(np.abs(goal - prev) / self.vmax)))
-                robot.set_target(MODE_POSITION, goal, ramp)
-                sim.step(int(steps[k]))
+            pos = S[k0]
+            j = int(np.searchsorted(A, pos, side="left")) - 1      # the last command before the start
+            while j >= 0 and np.isnan(ramp[j]):
+                j -= 1
+            if j >= 0:                     # the reference where that command's ramp has it now
+                el = (pos - A[j]) * dt
+                if el >= ramp[j] - 1e-12:
+                    robot.set_target(MODE_POSITION, u[j])
+                else:
+                    robot.set_target(MODE_POSITION, start[j] + (u[j] - start[j]) * (el / ramp[j]))
+                    robot.set_target(MODE_POSITION, u[j], ramp[j] - el)
+            ramp_end = A[j] * dt + ramp[j] if j >= 0 else -np.inf
+            j += 1
+            n_cmd = len(A)
+            for k in range(k0 + 1, k0 + length + 1):
+                while j < n_cmd and A[j] < S[k]:
+                    if not np.isnan(ramp[j]):
+                        if A[j] > pos:
+                            sim.step(int(A[j] - pos))
+                            pos = A[j]
+                        ramp_end = self._command(u[j], pos * dt, ramp_end, A[j] in restart)
+                    j += 1
+                if S[k] > pos:
+                    sim.step(int(S[k] - pos))
+                    pos = S[k]
                 q, qd, _ = robot.state()
                 qs.append(q + offsets)
                 qds.append(qd)
-                prev = goal
         return np.array(qs), np.array(qds)
+
+    def _command(self, goal, now: float, ramp_end: float, restart: bool) -> float:
+        """A position set-point taking over at `now` (s) as the sim driver's `_command` does it:
+        ramped to from the reference (from the measured position where a stream starts), over a
+        period plus what is left of the previous ramp (at most another period), no faster than
+        the velocity limits. Returns when the ramp ends."""
+        robot, T = self.robot, self.period
+        if restart:
+            robot.set_target(MODE_POSITION, robot.state()[0])
+        backlog = 0.0 if restart else min(max(ramp_end - now, 0.0), T)
+        fastest = float(np.max(np.abs(goal - robot.q_target) / self.vmax, initial=0.0))
+        ramp = max(T + backlog, fastest if fastest > T * (1.0 + 1e-9) else T)
+        robot.set_target(MODE_POSITION, goal, ramp)
+        return now + ramp
+
+    def schedule(self, data: ReplayData, latency: int) -> tuple:
+        """The replay's timeline in physics steps: when each state was sampled (S, n_periods + 1)
+        and each command took over (A), and the sim driver's interpolation of the command stream
+        (drivers/sim_driver.py `_command`, `ReplayModel._command`): where the reference starts
+        from (`start`: where the previous ramp has it, the recorded position where a stream
+        started) and each ramp's length (`ramp`, s; NaN: no command), for a segment's start; the
+        steps streams started at (`restart`)."""
+        key = (data, int(latency))
+        if self._schedule_key is not None and self._schedule_key[0] is data and self._schedule_key[1] == key[1]:
+            return self._schedule
+        dt, T = self.simulation.dt, self.period
+        n = data.n_periods
+        el = np.full(n, T) if data.elapsed is None else data.elapsed
+        S = np.concatenate([[0], np.cumsum(np.maximum(0, np.round(el / dt)).astype(np.int64))])
+        lead = np.zeros(n, np.int64) if data.lead is None else np.round(data.lead / dt).astype(np.int64)
+        A = S[:-1] + lead + int(latency) * self.substeps
+        restart = set() if data.starts is None else set(np.round(data.starts / dt).astype(np.int64).tolist())
+        start, ramp = np.full(data.u.shape, np.nan), np.full(n, np.nan)
+        streaming, ramp_end, prev, goal_p = False, 0.0, -1, None
+        inv_vmax = 1.0 / self.vmax
+        for k in range(n):
+            goal = data.u[k]
+            if np.isnan(goal).any():
+                streaming = False
+                continue
+            t = A[k] * dt
+            if streaming and A[k] not in restart:
+                e = (A[k] - A[prev]) * dt
+                s = goal_p if e >= ramp[prev] - 1e-12 else start[prev] + (goal_p - start[prev]) * (e / ramp[prev])
+                backlog = min(max(ramp_end - t, 0.0), T)
+            else:                            # a stream starts: from the measured position
+                s, backlog = data.q[min(k + latency, n)], 0.0
+            fastest = float(np.max(np.abs(goal - s) * inv_vmax, initial=0.0))
+            ramp[k] = max(T + backlog, fastest if fastest > T * (1.0 + 1e-9) else T)
+            start[k], ramp_end, prev, goal_p, streaming = s, t + ramp[k], k, goal, True
+        self._schedule_key, self._schedule = key, (S, A, start, ramp, restart)
+        return self._schedule
 
 
 def segments_of(data: ReplayData, length: int, max_latency: int) -> list:
     """Consecutive segments (k0, length) where every state and the commands the segment needs
     (latency up to `max_latency` included) were recorded."""
     valid = ~np.isnan(data.u).any(axis=1) & ~np.isnan(data.q[:-1]).any(axis=1) & ~np.isnan(data.q[1:]).any(axis=1)
-    out, k0 = [], max_latency + 1
+    if data.starts is not None and len(data.starts):
+        # before a stream start the robot may have been stopping (its set-points overdue), which
+        # the replay does not model, and a segment starting soon after it would start from a
+        # reference ramped from a position known only up to the encoder offsets: two periods
+        # before and ten after are left out
+        t = np.concatenate([[0.0], np.cumsum(np.full(data.n_periods, data.period) if data.elapsed is None
+                                             else data.elapsed)])
+        near = np.zeros(data.n_periods, bool)
+        for r in data.starts:
+            near |= (t[1:] >= r - 2 * data.period) & (t[:-1] <= r + 10 * data.period)
+        near[:np.searchsorted(t, data.starts.min() + 2 * data.period)] = False   # the first: a start
+        valid &= ~near
+    out, k0 = [], max_latency + 2
     while k0 + length <= data.n_periods:
-        need = valid[k0 - 1 - max_latency:k0 + length]
+        need = valid[k0 - 2 - max_latency:k0 + length]
         if need.all():
             out.append((k0, length))
             k0 += length
@@ -338,6 +452,16 @@ def identify(model: ReplayModel, data: ReplayData, *, fit=FIT_PARAMETERS, per_jo
         best = min(fits, key=lambda L: fits[L].cost)
         x = fits[best].x
     res = full.solve(x, best, max_iterations)
+    # segments the fitted model explains far worse than the others hold something it does not
+    # model (a stop of the robot, a glitch of the recording): fitted again without them
+    per_seg = np.sqrt(np.mean(res.fun[:full.nq].reshape(-1, length, len(data.names)) ** 2, axis=(1, 2)))
+    keep = per_seg <= OUTLIER_RATIO * np.median(per_seg)
+    if 2 <= keep.sum() < len(segments):
+        segments = [sg for sg, kp in zip(segments, keep) if kp]
+        if progress is not None:
+            progress(f"left out {int((~keep).sum())} segment(s) the fit explains {OUTLIER_RATIO:g}x worse than most")
+        full = _Problem(model, data, segments, layout, velocity_weight)
+        res = full.solve(res.x, best, max_iterations)
     J = full.jacobian(res.x, best, res.fun)
     dof = max(1, res.fun.size - res.x.size)
     cov = (2.0 * res.cost / dof) * np.linalg.pinv(J.T @ J)

@@ -224,6 +224,7 @@ class BagWriter:
                                 continue
                         self._writer.write(self._conns[topic], stamp, data)
                         self.stats[topic].written += 1
+                        time.sleep(0)    # hand the GIL over: a control loop in this process waits one message at most
                     if flush_now or done or time.monotonic() >= next_flush:
                         self._writer.flush()
                         next_flush = time.monotonic() + self.flush_period_s

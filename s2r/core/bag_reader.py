@@ -33,6 +33,7 @@ class Recording:
     start_ns: int
     end_ns: int
     stopped: str | None = None
+    custom: dict = field(default_factory=dict)     # the recorder's custom_data (metadata.yaml)
     _salvaged: list | None = field(default=None, repr=False)   # (topic, stamp_ns, raw), read record by record
     _types: object = field(default=None, repr=False)
 
@@ -149,7 +150,17 @@ def _read_finished(path: Path) -> Recording:
             info = topics.setdefault(c.topic, TopicInfo(c.msgtype, 0, c.msgdef.data))
             info.count += c.msgcount
         start, end = (r.start_time, r.end_time) if r.message_count else (0, 0)
-    return Recording(path, topics, start, max(start, end - 1))
+    return Recording(path, topics, start, max(start, end - 1), custom=_custom_data(path))
+
+
+def _custom_data(path: Path) -> dict:
+    """metadata.yaml's custom_data (what the recorder said about the run; strings), {} if none."""
+    import yaml
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return {str(k): str(v) for k, v in (info.get("custom_data") or {}).items()}
+    except Exception:
+        return {}
 
 
 class _ExactReads:
@@ -218,7 +229,7 @@ def _salvage(files: list[Path]) -> Recording:
         topics[topic].count += 1
         out.append((topic, stamp, bytes(data)))
     stamps = [m[1] for m in out]
-    return Recording(files[0], topics, min(stamps, default=0), max(stamps, default=0), stopped, out)
+    return Recording(files[0], topics, min(stamps, default=0), max(stamps, default=0), stopped, _salvaged=out)
 
 
 def check_recording(rec: Recording, needed: Iterable[str] = ("/joint_states",), joint_names=None,

@@ -131,6 +131,6 @@ def test_velocity_commands_and_gaps(tmp_path):
     assert data.u.shape == (299, 9) and not np.isnan(data.u).any()
     data.u[120] = np.nan                        # a period without its command: no segment spans it
     segs = segments_of(data, 50, 2)
-    assert segs[0] == (3, 50) and all(not (k0 - 3 <= 120 < k0 + n) for k0, n in segs)
+    assert segs[0] == (4, 50) and all(not (k0 - 4 <= 120 < k0 + n) for k0, n in segs)
     with pytest.raises(RecordingError, match="another robot"):
         fit_recording(read_bag(_bag(tmp_path / "x", ["a", "b"], 300)), cfg)

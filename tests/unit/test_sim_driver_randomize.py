@@ -190,3 +190,23 @@ def test_what_the_driver_cannot_apply_is_refused_by_name():
         assert drv.randomization is None
     finally:
         drv.disconnect()
+
+
+def test_a_second_draw_replaces_the_first_instead_of_compounding_it():
+    """Every draw applies on top of the robot as loaded: masses after two draws of scale 1.7 are
+    1.7x the loaded ones, not 2.9x (the masses the first draw left are not the nominal)."""
+    drv = SimDriver(load_config("panda_sim"), realtime=False)
+    drv.connect()
+    try:
+        b, c = drv.sim.body, drv.simulation.client
+        links = range(p.getNumJoints(b, physicsClientId=c))
+        loaded = np.array([p.getDynamicsInfo(b, i, physicsClientId=c)[0] for i in links])
+        heavy = {"groups": {"dynamics": {"link_mass_scale": const(1.7)}}}
+        for seed in (0, 1):
+            drv.randomize(heavy, seed)
+            now = np.array([p.getDynamicsInfo(b, i, physicsClientId=c)[0] for i in links])
+            assert np.allclose(now, 1.7 * loaded), seed
+        drv.randomize({"groups": {"dynamics": {"link_mass_scale": const(1.0)}}}, 2)
+        assert np.allclose([p.getDynamicsInfo(b, i, physicsClientId=c)[0] for i in links], loaded)
+    finally:
+        drv.disconnect()
