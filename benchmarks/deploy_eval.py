@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -169,6 +171,20 @@ class _Probe:
         self._thread.join(timeout=2.0)
 
 
+def stop_processes(procs, timeout: float) -> None:
+    """Ctrl-C each node process (pr, log file, name) still running, kill one that outlives `timeout`
+    seconds, and close the logs."""
+    for pr, logf, _ in procs:
+        if pr.poll() is None:
+            pr.send_signal(signal.SIGINT)
+            try:
+                pr.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+                pr.wait()
+        logf.close()
+
+
 def _wait(pred, timeout: float, what: str, interval: float = 0.01):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,8 +206,6 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     from s2r.launch import NodeSpec, node_command
     from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
     import os
-    import signal
-    import subprocess
     import yaml
 
     policy = Path(policy)
@@ -304,15 +318,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     finally:
         if probe is not None:
             probe.close()
-        for pr, logf, _ in procs:
-            if pr.poll() is None:
-                pr.send_signal(signal.SIGINT)
-                try:
-                    pr.wait(10)
-                except subprocess.TimeoutExpired:
-                    pr.kill()
-                    pr.wait()
-            logf.close()
+        stop_processes(procs, 10)
         release_domain_id(domain)
         env.close()
     ok = int(sum(d < threshold for d in distances))

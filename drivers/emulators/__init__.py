@@ -13,6 +13,9 @@ Both run in a separate process. Use:
         emu.inject("unplug")            # faults: see emu.faults
         emu.clear()
 
+`start_emulated(cfg)` is the same without the `with` (stop it by `emu.close()`): what the HIL
+suite's --emulate and driver_node's `emulate` parameter use.
+
 `run_emulator(cfg)` runs one in the foreground for manual use (`s2r emulate dynamixel CONFIG`).
 """
 from __future__ import annotations
@@ -88,11 +91,20 @@ def fake_robot_spec_from_config(cfg, seed: int = 0) -> dict:
 class EmulatedRobot:
     """A running emulator: `config` points the driver at it; `inject`/`clear` steer faults."""
 
-    def __init__(self, kind: str, config, process, faults: tuple[str, ...]):
+    def __init__(self, kind: str, config, process, faults: tuple[str, ...], domain: int | None = None):
         self.kind = kind
         self.config = config
         self.process = process
         self.faults = faults
+        self._domain = domain         # a ROS domain claimed for the emulator alone, released at close
+
+    def close(self) -> None:
+        """Stop the emulator process (idempotent)."""
+        self.process.close()
+        if self._domain is not None:
+            from s2r.core.ros_env import release_domain_id
+            release_domain_id(self._domain)
+            self._domain = None
 
     @property
     def port(self) -> str | None:
@@ -125,44 +137,72 @@ class EmulatedRobot:
         return self.process.call("stats")
 
 
-def _ros_env(base: dict | None = None) -> tuple[dict, int]:
+def _ros_env(private: bool = False) -> tuple[dict, int]:
     """The fake robot's environment: the caller's ROS domain if it chose one (tests do), else a
-    freshly claimed private one; localhost-only discovery unless the caller said otherwise."""
-    env = dict(os.environ if base is None else base)
+    freshly claimed one; localhost-only discovery unless the caller said otherwise. `private`: a
+    freshly claimed domain, on this machine only, whatever the caller chose."""
+    from s2r.core.ros_env import claim_domain_id, isolation_vars
+    env = dict(os.environ)
+    if private:
+        domain = claim_domain_id()
+        env.update(isolation_vars(domain))
+        return env, domain
     if env.get("ROS_DOMAIN_ID", "").isdigit():
         domain = int(env["ROS_DOMAIN_ID"])
     else:
-        from s2r.core.ros_env import claim_domain_id
         domain = claim_domain_id()
         env["ROS_DOMAIN_ID"] = str(domain)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return env, domain
 
 
-@contextlib.contextmanager
-def emulated(cfg, *, realtime: bool = True, seed: int = 0) -> Iterator[EmulatedRobot]:
-    """Start the protocol-level emulator for `cfg` in its own process; yield an `EmulatedRobot`
-    whose `.config` is `cfg` pointed at it (hardware forced to 'real': no silent sim fallback).
-    `realtime` (dynamixel): replies take the time they would on a real bus at the baud rate."""
-    from .server import EmulatorProcess
+def check_emulated(cfg) -> str:
+    """The emulator kind of `cfg`'s driver; ValueError (one line) for a config without one."""
     kind = cfg.driver_type
+    if kind not in KINDS:
+        raise ValueError(f"{cfg.name}: no emulator for driver type {kind!r} (emulators: {', '.join(KINDS)})")
+    return kind
+
+
+def start_emulated(cfg, *, realtime: bool = True, seed: int = 0, private_domain: bool = False) -> EmulatedRobot:
+    """Start the protocol-level emulator for `cfg` in its own process and return the running
+    `EmulatedRobot` (its `.config` is `cfg` pointed at it, hardware forced to 'real': no silent sim
+    fallback); `close()` stops it. The one way emulators are started: `emulated()`, the HIL
+    suite's --emulate and driver_node's `emulate` all come here.
+    `realtime` (dynamixel): replies take the time they would on a real bus at the baud rate.
+    `private_domain` (ros2): the fake robot gets a ROS domain of its own even where the caller
+    chose one -- for a caller that itself publishes the robot's topics (driver_node)."""
+    from .server import EmulatorProcess
+    kind = check_emulated(cfg)
     if kind == "dynamixel":
         spec = bus_spec_from_config(cfg, seed).to_dict()
         proc = EmulatorProcess(kind, spec, realtime=realtime)
         params = {**cfg.driver_params, "port": proc.info["port"]}
-        faults = DYNAMIXEL_FAULTS
-    elif kind == "ros2":
-        env, domain = _ros_env()
+        faults, owned = DYNAMIXEL_FAULTS, None
+    else:
         spec = fake_robot_spec_from_config(cfg, seed)
-        proc = EmulatorProcess(kind, spec, env=env)
+        env, domain = _ros_env(private_domain)
+        owned = domain if private_domain else None
+        try:
+            proc = EmulatorProcess(kind, spec, env=env)
+        except BaseException:
+            if owned is not None:
+                from s2r.core.ros_env import release_domain_id
+                release_domain_id(owned)
+            raise
         params = {**cfg.driver_params, "domain_id": domain}
         faults = ROS2_FAULTS
-    else:
-        raise ValueError(f"{cfg.path}: no emulator for driver type {kind!r} (emulators: {', '.join(KINDS)})")
+    return EmulatedRobot(kind, dataclasses.replace(cfg, driver_params=params, hardware="real"), proc, faults, owned)
+
+
+@contextlib.contextmanager
+def emulated(cfg, *, realtime: bool = True, seed: int = 0) -> Iterator[EmulatedRobot]:
+    """`start_emulated(cfg)` for the length of a `with` block."""
+    emu = start_emulated(cfg, realtime=realtime, seed=seed)
     try:
-        yield EmulatedRobot(kind, dataclasses.replace(cfg, driver_params=params, hardware="real"), proc, faults)
+        yield emu
     finally:
-        proc.close()
+        emu.close()
 
 
 def run_emulator(cfg, *, realtime: bool = True, out: Callable[[str], None] = print,
@@ -211,5 +251,5 @@ def run_emulator(cfg, *, realtime: bool = True, out: Callable[[str], None] = pri
     return 0
 
 
-__all__ = ["EmulatedRobot", "bus_spec_from_config", "emulated", "fake_robot_spec_from_config",
-           "initial_positions", "run_emulator", "KINDS", "DYNAMIXEL_FAULTS", "ROS2_FAULTS"]
+__all__ = ["EmulatedRobot", "bus_spec_from_config", "check_emulated", "emulated", "fake_robot_spec_from_config",
+           "initial_positions", "start_emulated", "run_emulator", "KINDS", "DYNAMIXEL_FAULTS", "ROS2_FAULTS"]

@@ -80,9 +80,10 @@ def hil_session(hil_config, hil_target):
     with contextlib.ExitStack() as stack:
         cfg, emu = hil_config, None
         if hil_target[1]:
-            from s2r.drivers.emulators import emulated
+            from s2r.drivers.emulators import start_emulated     # as driver_node's `emulate` starts it
             _isolate_ros()
-            emu = stack.enter_context(emulated(cfg))
+            emu = start_emulated(cfg)
+            stack.callback(emu.close)
             cfg = emu.config
         # the configured hardware mode, except that sim setups run in real time like a robot
         robot = open_driver(cfg, realtime=True)

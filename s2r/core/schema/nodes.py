@@ -121,7 +121,10 @@ class PolicyNodeParams(NodeParams):
     policy: Text = Field("", description="the exported policy: TorchScript (.pt) or torch.export (.pt2) file")
     config: Name = "panda_sim"
     driver: Name = Field("driver", description="the driver node's name: commands go to /<driver>/commands")
-    rate_hz: Rate = Field(0.0, description="control rate; 0: the config's")
+    rate_hz: Rate = Field(0.0, description="control rate; 0: the policy's (its metadata), else the config's")
+    trigger: Literal["state", "timer"] = Field(
+        "state", description="state: one step per /joint_states, at most at rate_hz (paced by the driver's "
+                             "clock, as in training); timer: on its own clock at rate_hz")
     action: Literal["position", "position_delta", "velocity", "effort"] = "position"
     joints: Names = Field([""], description="commanded joints; [\"\"]: the metadata's, else all of the config's")
     use_image: Flag = True
@@ -200,6 +203,8 @@ class DriverNodeParams(NodeParams):
                         with_message(lambda v: f"must be auto, sim, real, mock or \"\" (the config's); got {excerpt(v)}")
                         ] = Field("", description="\"\": the config's")
     autostart: Flag = Field(False, description="configure + activate on start-up")
+    emulate: Flag = Field(False, description="drive the config's protocol-level emulator (dynamixel, ros2), "
+                                             "started and stopped by the node, instead of the hardware")
     command_mode: Literal["position", "velocity", "effort"] = "position"
     diagnostics_period_s: Positive(HOUR) = 1.0
     latency_log: Text = Field("", description="CSV of every state's publish/answer time")

@@ -26,6 +26,11 @@ noise or offsets, is then also published on ~/true_joint_states, for evaluation.
 parameter the driver does not simulate (objects, visuals, cameras) is refused at start (exit 2).
 Services (std_srvs): ~/enable (SetBool), ~/estop and ~/reset (Trigger); with
 `fault_injection:=true` also ~/inject_fault (Trigger), for drills and tests.
+`emulate:=true` drives the config's protocol-level emulator instead of its hardware (a real setup
+whose driver has one: dynamixel, e.g. leap_hand, or ros2; `drivers.emulators.start_emulated`, as
+the HIL suite's --emulate): the node starts it when it opens the driver (configure), points the
+driver at it, and stops it when it disconnects (cleanup, shutdown, exit); a ros2 emulator gets a
+ROS domain of its own. A config without an emulator, or hardware sim / mock, is refused at start.
 `hardware:=mock` runs the graph against the in-memory robot (`drivers.mock_driver`); the
 `fault_<knob>` parameters set its fault knobs (`driver_faults`), and on another backend wrap the
 driver so that it fails the same way (all knobs but stuck joints and a connect error).
@@ -68,6 +73,7 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
 
         self.cfg = None
         self.safety = None
+        self._emulator = None            # `emulate`: the emulator this node started
         self.lifecycle = "unconfigured"
         self.fault_latched = False
         self.mode = CommandMode.POSITION
@@ -122,6 +128,16 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
             refuse(self, "command_mode", f"{p.command_mode!r} is not among the driver's modes "
                                          f"{sorted(m.value for m in cfg.modes)}")
         hardware = p.hardware or cfg.hardware
+        if p.emulate:
+            from s2r.drivers.emulators import check_emulated
+            try:
+                check_emulated(cfg)
+            except ValueError as e:
+                refuse(self, "emulate", str(e))
+            if p.hardware in ("sim", "mock"):
+                refuse(self, "emulate", f"drives the real driver against its emulator; hardware {p.hardware!r} "
+                                        "has none (leave hardware unset)")
+            hardware = "real"
         try:
             fault_knobs(p, cfg.joint_names, hardware)
         except ValueError as e:
@@ -181,10 +197,15 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
             hardware = p.hardware or None
             try:
+                if p.emulate:
+                    self._start_emulator()
+                    self.cfg, hardware = self._emulator.config, "real"
                 faults = fault_knobs(p, self.cfg.joint_names, hardware or self.cfg.hardware)
                 self.safety = open_driver(self.cfg, hardware, realtime=True, faults=faults, record=0)
-            except (DriverError, ValueError, OSError) as e:
+            except (DriverError, ValueError, OSError, RuntimeError) as e:
                 self.get_logger().error(f"could not open the driver of {self.cfg.name}: {e}")
+                self.safety = None
+                self._stop_emulator()
                 return TransitionCallbackReturn.FAILURE
             preset = p.randomize
             if preset:
@@ -252,13 +273,32 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _disconnect(self):
-        if self.safety is not None:
-            try:
-                self.safety.hold()
-            finally:
-                self.safety.disconnect()
-        self.safety = None
-        self.fault_latched = False
+        try:
+            if self.safety is not None:
+                try:
+                    self.safety.hold()
+                finally:
+                    self.safety.disconnect()
+        finally:
+            self.safety = None
+            self.fault_latched = False
+            self._stop_emulator()
+
+    def _start_emulator(self):
+        """`emulate`: the config's emulator in its own process, owned by this node."""
+        from s2r.drivers.emulators import start_emulated
+        self._stop_emulator()
+        self._emulator = start_emulated(self.cfg, private_domain=True)
+        emu = self._emulator
+        where = f"port {emu.port}" if emu.port else f"ROS_DOMAIN_ID={emu.config.driver_params.get('domain_id')}"
+        self.get_logger().info(f"emulate: {emu.kind} emulator of {self.cfg.name} started ({where}, "
+                               f"pid {emu.process.proc.pid})")
+
+    def _stop_emulator(self):
+        emu, self._emulator = getattr(self, "_emulator", None), None
+        if emu is not None:
+            emu.close()
+            self.get_logger().info(f"emulate: {emu.kind} emulator stopped")
 
     def _stop_loop(self):
         self._loop_stop.set()
