@@ -7,7 +7,8 @@ by name like every file kind (./experiments, $S2R_PATH/experiments, the packaged
 learning/experiments; or a path), whose fields KEY=VALUE overrides replace (dotted into a section:
 gps.kl_step=0.5, agent.final_position_weight=100; values are YAML). `s2r train gps|plato [options]`
 is the same with the task's experiment (TASK_EXPERIMENTS: reach_state, reach_visuomotor,
-insert_state, hand_reach; none: the defaults) and the options as overrides. The command prints which experiment
+insert_state, hand_reach, hand_grasp_lift; none: the defaults) and the options as overrides. The
+command prints which experiment
 and which overrides it runs; the run folder's experiment.yaml is the resolved experiment (every
 field, the agent's constructor defaults and the algorithm's config included), which `--resume RUN`
 alone runs again and `--experiment RUN/experiment.yaml` repeats.
@@ -56,7 +57,8 @@ AGENT_TOP_LEVEL = {"images": "images", "image_size": "image_size", "randomizatio
 TASK_EXPERIMENTS = {("gps", "s2r/ArmReach-v0", False): "reach_state",
                     ("gps", "s2r/ArmReach-v0", True): "reach_visuomotor",
                     ("gps", "s2r/ArmInsert-v0", False): "insert_state",
-                    ("gps", "s2r/HandReach-v0", False): "hand_reach"}
+                    ("gps", "s2r/HandReach-v0", False): "hand_reach",
+                    ("gps", "s2r/HandGraspLift-v0", False): "hand_grasp_lift"}
 EXPERIMENT_FILE = "experiment.yaml"      # the run folder's resolved experiment
 # command-line option -> experiment field (the options are overrides of the experiment)
 OPTIONS = {"task": "task", "config": "config", "images": "images", "image_size": "image_size",

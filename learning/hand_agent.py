@@ -27,6 +27,9 @@ cmd_offset), so the policy can follow it; the alternative "ik" (the scripted exp
 kinematics, u = init_gain (q* - q_cmd) / action_scale) would need the policy to learn the inverse
 kinematics, and trains worse (learning/experiments/RESULTS.md, "hand_reach").
 
+PLATO's teacher (`teacher_action`, learning.plato.ExpertTeacher): the same damped least-squares
+law at the visited state (the fingertip Jacobian at the simulator's posture).
+
 Conditions are episode seeds (start posture, targets); held-out starts are seeds 10000 + i, and
 training seeds never fall in [10000, 20000) (`ArmReachAgent.resample`).
 """
@@ -227,8 +230,22 @@ class HandReachAgent(ArmReachAgent):
                 out.append(self._jacobian_controller(seed, variance))
         return out
 
+    # ------------------------------------------------------------------ PLATO's teacher
     def teacher_params(self):
-        raise ValueError(f"{self.task} has no MPC teacher (PLATO): train it with gps")
+        """PLATO's teacher reads the episode from the simulator (`teacher_action`): no parameters."""
+        return None
+
+    def teacher_reset(self) -> None:
+        """Start of an episode for the teacher: the damped least-squares law keeps no memory."""
+
+    def teacher_action(self, x: np.ndarray) -> np.ndarray:
+        """PLATO's label at the visited state x (learning.plato.ExpertTeacher): the "jacobian" initial
+        controllers' law, u = -(init_gain J^+ e + (q_cmd - q)) / action_scale, with the fingertip
+        Jacobian at the simulator's current posture."""
+        n, e = self.n, 3 * self.n_tips
+        J = self.tip_jacobian()
+        J_pinv = J.T @ np.linalg.inv(J @ J.T + self.DLS_DAMPING ** 2 * np.eye(e))
+        return -(self.init_gain * J_pinv @ x[-e:] + x[2 * n:3 * n]) / self.action_scale
 
     # ------------------------------------------------------------------ export
     def robot_metadata(self) -> dict:

@@ -15,7 +15,8 @@ ICRA 2017), a DAgger-style learner with an MPC teacher from controllers/.
         pi <- argmin sum_D (pi(o) - u*)' Q_uu (pi(o) - u*)   (the Q_uu-weighted supervised loss)
         Sigma_theta <- the covariance of u* - mu_theta(o) over D
 
-Teachers: the point mass with its exact model; ArmReach with a kinematic model of the arm in
+Teachers: the hand tasks (no model to plan on) use their agents' expert laws (`ExpertTeacher`);
+the point mass with its exact model; ArmReach with a kinematic model of the arm in
 position control (the commanded joint targets integrate the normalized action, the TCP is the
 Panda's forward kinematics from the same URDF as the simulator). The learner's observations along
 the plan: the point mass's are its states; ArmReach's state policy sees [q, qd, target - tcp],
@@ -32,10 +33,11 @@ import casadi as ca
 import numpy as np
 import torch
 
+from .agents import evaluate_held_out
 from .gps import PolicyRunner, TrainingError, feature_points, render_and_pretrain, train_policy_weighted
 from .policies import MLPPolicy, VisuomotorCNN, make_policy
 
-__all__ = ["PLATOConfig", "PLATO", "make_teacher"]
+__all__ = ["PLATOConfig", "PLATO", "make_teacher", "ExpertTeacher"]
 
 
 @dataclass
@@ -199,12 +201,85 @@ class ArmReachTeacher(_Teacher):
         return O
 
 
+class ExpertTeacher:
+    """The teacher of tasks without a controllers/ model to plan on (the hand tasks): the agent's
+    own expert law at the visited state, `agent.teacher_action(x)` (privileged: it reads the
+    simulator; HandReachAgent: damped least squares on the fingertip errors, HandGraspLiftAgent:
+    the scripted grasp), as the label u* with Q_uu = I. The adaptive teacher is PLATO's
+    KL-regularized objective over a one-step horizon, the teacher's cost taken as 1/2 |u - u*|^2:
+
+        u = argmin 1/2 |u - u*|^2 + lam/2 (u - m)' Sigma_theta^-1 (u - m)
+          = (I + lam Sigma_theta^-1)^-1 (u* + lam Sigma_theta^-1 m),   m the learner's mean
+
+    so the executed action moves from the expert's to the learner's as lam grows (DAgger's mixing,
+    weighted by the learner's confidence per action dimension)."""
+
+    def __init__(self, agent):
+        self.agent, self._u = agent, None
+
+    def reset(self, params=None):
+        self.agent.teacher_reset()
+
+    def teacher_state(self, x, obs):
+        return x
+
+    def __call__(self, x):
+        self._u = np.clip(np.asarray(self.agent.teacher_action(x), float), -1.0, 1.0)
+        return self._u, np.eye(len(self._u))
+
+    def adaptive(self, x, obs, learner, lam: float, cov: np.ndarray):
+        from types import SimpleNamespace
+        P = lam * np.linalg.inv(cov)
+        return SimpleNamespace(u=np.linalg.solve(np.eye(len(self._u)) + P, self._u + P @ learner.mean(obs)))
+
+
 def make_teacher(agent, horizon: int, iterations: int):
     if agent.task == "PointMass":
         return PointMassTeacher(agent, horizon, iterations)
     if agent.task == "s2r/ArmReach-v0":
         return ArmReachTeacher(agent, horizon, iterations)
+    if hasattr(agent, "teacher_action"):          # the hand agents: their expert law (no MPC model)
+        return ExpertTeacher(agent)
     raise ValueError(f"no MPC teacher for task {agent.task}")
+
+
+class _PlatoWorker:
+    """What a PLATO worker builds once: its agent (`agent_spec`, learning.agents.Agent.worker_spec)
+    and the task's teacher."""
+
+    def __init__(self, agent_spec, horizon: int, iterations: int, agent=None, teacher=None):
+        if agent is None:
+            factory, args = agent_spec
+            agent = factory(*args)
+            teacher = make_teacher(agent, horizon, iterations)
+        self.agent, self.teacher = agent, teacher
+
+    def close(self):
+        self.agent.close()
+
+
+def _plato_episode_job(worker, shared, payload):
+    """One teacher-led episode: (sample, the teacher's labels u*, their Q_uu)."""
+    state, learner, lam, cov, k = shared
+    agent, teacher = worker.agent, worker.teacher
+    if state:
+        agent.set_worker_state(state)
+    cond, seed = payload
+    labels, precs = [], []
+
+    def act(t, x, obs):
+        if t == 0:
+            teacher.reset(agent.teacher_params() if hasattr(agent, "teacher_params") else None)
+        xt = teacher.teacher_state(x, obs)
+        u_star, Quu = teacher(xt)
+        labels.append(u_star)
+        precs.append(Quu)
+        if k == 0:
+            return u_star                                   # the first iteration: the teacher alone
+        return teacher.adaptive(xt, obs, learner, lam, cov).u
+
+    s = agent.rollout(cond, act, seed)
+    return s, np.array(labels), np.array(precs)
 
 
 class PLATO:
@@ -228,6 +303,8 @@ class PLATO:
         self.data = {"state": [], "image": [], "label": [], "prec": []}
         self.learner_cov = np.eye(a.dU)          # Sigma_theta, re-estimated after every S-step
         self.iteration, self.history, self.pretrained = 0, [], not a.images
+        self.executor = None     # where episodes and pose images run (s2r.core.executor); None: in this process
+        self.device = "cpu"      # torch device of vision pretraining (--device)
 
     def pretrain(self, progress=None) -> None:
         """Vision pretraining of an image policy (once; see MDGPS.pretrain)."""
@@ -235,8 +312,24 @@ class PLATO:
             return
         cfg = self.cfg
         render_and_pretrain(self.policy, self.agent, cfg.pretrain_images, cfg.pretrain_steps, self.rng, self.gen,
-                            progress=progress, bf16=cfg.pretrain_bf16)
+                            progress=progress, bf16=cfg.pretrain_bf16, executor=self.executor, device=self.device)
         self.pretrained = True
+
+    def _sample_episodes(self, jobs, learner, lam: float, k: int):
+        """The teacher-led episodes of `jobs` [(condition, seed)] on `self.executor` (None: in this
+        process): each worker builds its agent and teacher once; the teacher is reset at every
+        episode's start, so an episode depends only on its condition, seed and the learner, and every
+        backend gives the same samples. The executor's Batch of (sample, labels u*, precisions Q_uu)."""
+        from s2r.core.executor import InlineExecutor
+
+        from .agents import _state_of, agent_executor_context
+        ex = self.executor or InlineExecutor()
+        context = None if isinstance(ex, InlineExecutor) else \
+            (_PlatoWorker, (agent_executor_context(self.agent), self.cfg.mpc_horizon, self.cfg.mpc_iterations))
+        local = _PlatoWorker(None, 0, 0, agent=self.agent, teacher=self.teacher)
+        return ex.run(_plato_episode_job, jobs, keys=[seed for _, seed in jobs], context=context,
+                      shared=(_state_of(self.agent), learner, lam, self.learner_cov, k),
+                      label=f"PLATO iteration {k + 1}: sampling", local=local)
 
     def iterate(self) -> dict:
         t0 = time.perf_counter()
@@ -246,22 +339,12 @@ class PLATO:
         lam = cfg.lambda_start * cfg.lambda_growth ** k
         learner = PolicyRunner(self.policy)
         costs, succ = [], []
-        for e in range(cfg.episodes_per_iteration):
-            cond = e % a.n_conditions
-            labels, precs = [], []
-
-            def act(t, x, obs):
-                if t == 0:
-                    self.teacher.reset(self.agent.teacher_params() if hasattr(self.agent, "teacher_params") else None)
-                xt = self.teacher.teacher_state(x, obs)
-                u_star, Quu = self.teacher(xt)
-                labels.append(u_star)
-                precs.append(Quu)
-                if k == 0:
-                    return u_star                                   # the first iteration: the teacher alone
-                return self.teacher.adaptive(xt, obs, learner, lam, self.learner_cov).u
-
-            s = a.rollout(cond, act, int(self.rng.integers(2**31)))
+        jobs = [(e % a.n_conditions, int(self.rng.integers(2**31))) for e in range(cfg.episodes_per_iteration)]
+        batch = self._sample_episodes(jobs, learner, lam, k)
+        for e, ((_, seed), result) in enumerate(zip(jobs, batch.results)):
+            if result is None:
+                raise TrainingError(f"episode {e} (seed {seed}) raised: {batch.failures[0].error}")
+            s, labels, precs = result
             if not (np.all(np.isfinite(s.X)) and np.all(np.isfinite(s.U))):
                 raise TrainingError(f"episode {e}: non-finite state or action (teacher or learner diverged)")
             self.data["state"].append(s.state_obs[:-1])
@@ -283,7 +366,8 @@ class PLATO:
                                      cfg.policy_steps, cfg.batch_size, self.gen, head_only=a.images)
         self.learner_cov = self._learner_covariance(inputs, labels)
         runner = PolicyRunner(self.policy)
-        ev = [a.held_out(i, lambda t, x, obs: runner(t, x, obs)) for i in range(cfg.eval_episodes)]
+        ev = evaluate_held_out(a, self.executor, runner, range(cfg.eval_episodes),
+                               label=f"PLATO iteration {k + 1}: evaluation")
         stats = {"iteration": k + 1, "cost": float(np.mean(costs)), "train_success": float(np.mean(succ)),
                  "success": float(np.mean([r.success for r in ev])) if ev else float("nan"),
                  "eval_distance": float(np.mean([r.final_distance for r in ev])) if ev else float("nan"),

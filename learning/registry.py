@@ -7,6 +7,7 @@ import numpy as np
 from .agents import ArmReachAgent, PointMassAgent
 from .features import compute_features, sim_context
 from .hand_agent import HandReachAgent
+from .hand_grasp_agent import HandGraspLiftAgent
 from .insert_agent import ArmInsertAgent
 
 __all__ = ["GPS_TASKS", "make_agent", "task_id", "state_vector", "scene_kwargs"]
@@ -45,7 +46,7 @@ def scene_kwargs(meta: dict) -> dict:
 
 
 GPS_TASKS = {"PointMass": PointMassAgent, "s2r/ArmReach-v0": ArmReachAgent, "s2r/ArmInsert-v0": ArmInsertAgent,
-             "s2r/HandReach-v0": HandReachAgent}
+             "s2r/HandReach-v0": HandReachAgent, "s2r/HandGraspLift-v0": HandGraspLiftAgent}
 
 
 def task_id(task: str) -> str:
@@ -58,7 +59,8 @@ def task_id(task: str) -> str:
 
 
 def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomization=None, **kw):
-    """The agent of a task name ("ArmReach", "s2r/ArmReach-v0", "ArmInsert", "HandReach", "PointMass")."""
+    """The agent of a task name ("ArmReach", "s2r/ArmReach-v0", "ArmInsert", "HandReach", "HandGraspLift",
+    "PointMass")."""
     name = task_id(task)
     if name not in GPS_TASKS:
         raise ValueError(f"task {task!r} has no GPS agent (supported: {', '.join(GPS_TASKS)})")
