@@ -20,7 +20,7 @@ from s2r.sim.tasks.hand import HandGraspLift, HandReach
 
 class _Scripted:
     """Privileged expert: besides the observation it reads the simulator (for IK) and the env's
-    commanded joint targets, including actions still in flight under latency."""
+    commanded joint targets (which include the set-points still in flight under latency)."""
 
     def __init__(self, env):
         self.env = env.unwrapped
@@ -31,8 +31,7 @@ class _Scripted:
         """The action that moves the commanded joint targets to q_des (as far as one step allows)."""
         e = self.env
         idx = e.act_idx
-        q_cmd = e.q_cmd[idx] + sum(e.actions_in_flight(), np.zeros(len(idx))) * e.action_scale
-        return np.clip((q_des[idx] - q_cmd) / e.action_scale, -1.0, 1.0)
+        return np.clip((q_des[idx] - e.q_cmd[idx]) / e.action_scale, -1.0, 1.0)
 
 
 class ArmIK(_Scripted):

@@ -20,6 +20,10 @@ Randomization (`sim.randomization.Randomizer`) is applied here, by the `Randomiz
 step (per-step values are drawn in blocks of `STEP_BLOCK` steps, one row per step). `reset(seed, options={"noise_seed": n})` keeps the episode of
 `seed` (start, target, per-episode randomization draw) and draws its per-step values (noises, jitter)
 and pixel noise from `n` instead: several samples of one training condition, each with its own noise.
+An action latency delays what the robot is sent (set-points in position control), not the
+policy's own targets: `q_cmd` and the limiter's set-point move when the action is taken, as
+policy_node's do, and the robot's joints get them `action_latency` steps later, as the sim
+driver and a real robot apply a command that was late on the wire.
 The `unmodeled` group's actuator effects go to
 `SimRobot.set_unmodeled`; encoder offsets and sensor delay act on the returned observation only
 (rewards and `info` use the current true state); camera miscalibration changes the camera images
@@ -157,6 +161,7 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
         start again from q, as the robot's would after a reset."""
         self.robot.reset(q)
         self.q_cmd = self.setpoints.start(q)
+        self._reset_latency()
 
     def extra_joints(self) -> dict:
         """Joints the task adds to the config's: name -> (kp, kd, effort, lower, upper)."""
@@ -245,8 +250,7 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
             self.dr_rng, self.pixel_rng = (np.random.default_rng(s) for s in
                                            np.random.SeedSequence(int(noise_seed)).spawn(2))
         self.q_cmd = self.setpoints.start(self.robot.state()[0])
-        latency = int(self.dr.get("action_latency", 0))
-        self._queue = deque([np.zeros(len(self.act_idx))] * latency, maxlen=latency + 1) if latency else None
+        self._reset_latency()
         self._per_step = self.randomizer.per_step_names()
         self._per_step_dynamics = [n for n in self._per_step if n in
                                    ("link_mass_scale", "object_mass_scale", "joint_damping_scale", "gain_scale",
@@ -294,9 +298,6 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
             a += offset                         # a is this step's own copy
             np.maximum(a, -1.0, out=a)
             np.minimum(a, 1.0, out=a)
-        if self._queue is not None:             # action latency
-            self._queue.append(a)
-            a = self._queue.popleft()
         self._apply_action(a)
         n = self.substeps
         if self._jitter:
@@ -311,8 +312,27 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
         reward, success, extra = self.reward_success(self._true_obs)
         return obs, float(reward), False, False, self._info(success, extra)
 
+    def _reset_latency(self) -> None:
+        """The action latency's queue, holding what the robot is sent until it applies it: in position
+        control the set-points (the robot holds its start set-point meanwhile), else the actions
+        (none: zero torque on top of gravity compensation)."""
+        latency = int(self.dr.get("action_latency", 0))
+        if not latency:
+            self._queue = None
+            return
+        held = np.array(self.setpoints.setpoint, float) if self.control == "position" else np.zeros(len(self.act_idx))
+        self._queue = deque([held.copy() for _ in range(latency)], maxlen=latency + 1)
+
+    def _delayed(self, sent: np.ndarray) -> np.ndarray:
+        """What the robot applies this step: `sent` after the action latency."""
+        if self._queue is None:
+            return sent
+        self._queue.append(sent)
+        return self._queue.popleft()
+
     def actions_in_flight(self) -> list:
-        """The actions taken but not yet applied (action latency), oldest first."""
+        """What was sent but not yet applied (action latency), oldest first: set-points in position
+        control, actions in effort control."""
         return list(self._queue) if self._queue is not None else []
 
     def _check_action(self, action) -> np.ndarray:
@@ -335,10 +355,15 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
         fixed = self.fixed_joint_targets()
         act = self._act_sel
         if self.control == "position":
+            # the set-point is made when the action is taken, as policy_node and the robot's safety
+            # layer make it; the latency delays the set-point on its way to the robot's joints. So
+            # the targets a policy observes (q_cmd, setpoint) include what is still in flight, as
+            # on the robot.
             sent = self.setpoints.step(self.robot.state()[0], a * self.action_scale, True, self._fixed_sel, fixed)
             self.q_cmd = self.setpoints.q_cmd.copy()
-            self.robot.set_target("position", sent, self.control_dt)
+            self.robot.set_target("position", self._delayed(sent), self.control_dt)
         else:
+            a = self._delayed(a)
             tau = np.zeros(len(self.joint_names))
             tau[act] = a * self.effort[act]
             if fixed is not None:   # joints outside the action keep a PD hold around their fixed targets

@@ -409,3 +409,34 @@ def test_the_node_builds_a_hand_policys_inputs_as_the_hand_task_does():
                          joints, "position_delta")
     finally:
         env.close()
+
+
+def test_state_trigger_steps_on_the_drivers_states_at_the_policys_rate():
+    """policy_node's `trigger: state`: one step per state of a driver at the policy's rate (clock
+    jitter included), every k-th state of a driver k times faster, and at once after a driver
+    restart whose clock starts again from earlier stamps."""
+    from types import SimpleNamespace
+
+    from s2r_ros.policy_node import PolicyNode
+
+    def steps(rate_hz, stamps):
+        period = int(1e9 / rate_hz)
+        n = SimpleNamespace(_period_ns=period, _next_step_ns=None, _last_stamp=None, _state_dt_ns=None, out=[])
+        for k in stamps:
+            n._tick = lambda k=k: n.out.append(int(k))
+            PolicyNode._on_state_step(n, int(k))
+        return n.out
+
+    rng = np.random.default_rng(0)
+    stamps = 10**9 + (np.arange(600) * 10e6 + rng.normal(0, 1e6, 600)).astype(np.int64)   # 100 Hz, 1 ms jitter
+    assert steps(100.0, stamps) == [int(k) for k in stamps]
+    drifting = 10**9 + np.cumsum(rng.normal(9.9e6, 1e6, 600)).astype(np.int64)     # a clock 1 % fast
+    assert steps(100.0, drifting) == [int(k) for k in drifting]
+    for rate, every in ((50.0, 2), (20.0, 5)):
+        got = steps(rate, stamps)
+        assert abs(len(got) - len(stamps) / every) <= 2
+        gaps = np.diff(got) / 1e6
+        assert abs(gaps.mean() - 1e3 / rate) < 0.5 and gaps.min() > 1e3 / rate - 10 - 5
+    restarted = np.concatenate([stamps[:100], stamps[:100] - 5 * 10**8])
+    got = steps(100.0, restarted)
+    assert len(got) == 200

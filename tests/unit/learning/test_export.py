@@ -178,8 +178,7 @@ def test_policy_node_runs_an_onnx_policy_and_refuses_one_without_metadata_at_sta
         assert node.module.format == "onnx" and node.meta["obs_keys"] == ["joint_pos", "joint_vel"]
         msg = JointState(name=list(cfg.joint_names), position=[0.1] * len(cfg.joint_names),
                          velocity=[0.0] * len(cfg.joint_names))
-        node._on_state(msg)
-        node._tick()
+        node._on_state(msg)             # trigger: state -- the state is answered at once
         assert node.rate.total == 1 and node.refused == 0, node.last_problem
     finally:
         node.destroy_node()

@@ -52,7 +52,8 @@ def recorded(latency_preset):
         assert info["randomization"]["action_latency"] == 2
         steps = []
         for t in range(T + 1):
-            steps.append({"obs": obs, "q_cmd": env.q_cmd.copy(), "in_flight": env.actions_in_flight()})
+            steps.append({"obs": obs, "q_cmd": env.q_cmd.copy(), "in_flight": env.actions_in_flight(),
+                          "applied": env.robot._q_goal.copy()})
             if t < T:
                 obs, *_ = env.step(U[t])
     finally:
@@ -92,9 +93,10 @@ def test_existing_keys_keep_their_values():
 
 def test_new_inputs_by_hand_under_action_latency(recorded):
     """prev_action = the previous action (metadata units, zeros at the start); prev_action@hist2 =
-    the last two actions = exactly the actions in flight under a latency of 2, also in the local
-    controllers' state x; cmd_offset = q_cmd - q, whose targets move only from the third step on;
-    joint_pos@hist3 = the last three joint positions, the first repeated before the start."""
+    the last two actions = those whose set-points are in flight under a latency of 2, also in the
+    local controllers' state x; cmd_offset = q_cmd - q, whose targets move at once (as policy_node's)
+    while the robot gets them from the third step on; joint_pos@hist3 = the last three joint
+    positions, the first repeated before the start."""
     U, s, scale, steps = recorded["U"], recorded["sample"], recorded["scale"], recorded["steps"]
     keys = recorded["meta"]["obs_keys"]
     assert keys == ["joint_pos", "joint_vel", "target_minus_peg_bottom", "phase", *EXTRA]
@@ -108,17 +110,17 @@ def test_new_inputs_by_hand_under_action_latency(recorded):
         assert np.array_equal(S[t, col["prev_action"]], prev)
         flight = np.concatenate([np.zeros(N)] * 2 + [u * scale for u in U[:t]])[-2 * N:]
         assert np.array_equal(S[t, col["prev_action@hist2"]], flight)
-        assert np.array_equal(flight, np.concatenate(steps[t]["in_flight"]) * np.tile(scale, 2))
+        assert len(steps[t]["in_flight"]) == 2
         assert np.array_equal(s.X[t, 3 * N:5 * N], flight)               # x = [q, qd, q_cmd - q, in flight, e]
         assert np.array_equal(S[t, col["cmd_offset"]], steps[t]["q_cmd"] - q[t])
         assert np.array_equal(s.X[t, 2 * N:3 * N], S[t, col["cmd_offset"]])
         if t <= 2:                                                         # nothing applied yet
-            assert np.array_equal(steps[t]["q_cmd"], q_cmd0)
+            assert np.array_equal(steps[t]["applied"], steps[0]["applied"])
         hist = np.concatenate([q[max(t - 2, 0)], q[max(t - 1, 0)], q[t]])
         assert np.array_equal(S[t, col["joint_pos@hist3"]], hist)
         assert S[t, col["phase"]][0] == t / T
-    moved = steps[3]["q_cmd"] - q_cmd0                                     # the first action, two steps late
-    np.testing.assert_allclose(moved, U[0] * scale, atol=1e-12)
+    np.testing.assert_allclose(steps[1]["q_cmd"] - q_cmd0, U[0] * scale, atol=1e-12)   # the first action, at once
+    assert np.array_equal(steps[3]["applied"], steps[1]["in_flight"][-1])   # its set-point, two steps late
     assert np.abs(S[3:, col["cmd_offset"]]).max() > 0.01
 
 

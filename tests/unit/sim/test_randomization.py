@@ -154,14 +154,19 @@ def test_gravity_per_step_and_latency(make):
     env = make("s2r/ArmReach-v0", randomization=spec)
     obs, info = env.reset(seed=1)
     e = env.unwrapped
-    q_cmd0 = e.q_cmd.copy()
-    gs = []
+    q_cmd0, goal0 = e.q_cmd.copy(), e.robot._q_goal.copy()
+    gs, sent = [], []
     for k in range(3):
         obs, r, term, trunc, info = env.step(np.ones(7))
         gs.append(info["randomization"]["gravity_offset"])
         assert np.allclose(e.sim.gravity, np.array([0, 0, -9.81]) + gs[-1])
-        moved = not np.allclose(e.q_cmd, q_cmd0)
-        assert moved == (k == 2), "actions must take effect exactly 2 steps late"
+        # the commanded targets move at once (as policy_node's); the robot applies them 2 steps late
+        assert not np.allclose(e.q_cmd, q_cmd0)
+        assert len(e.actions_in_flight()) == 2
+        sent.append(np.array(e.setpoints.setpoint))
+        moved = not np.allclose(e.robot._q_goal, goal0)
+        assert moved == (k == 2), "set-points must reach the robot exactly 2 steps late"
+    assert np.array_equal(e.robot._q_goal, sent[0])          # the first set-point, as it was made
     assert not np.allclose(gs[0], gs[1])
 
 

