@@ -55,6 +55,7 @@ SINGLE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")}
 RAY_INSTALL_HINT = "Ray is not installed: pip install 's2r-robotics[ray]' (or: make install)"
 CONTEXTS_KEPT = 2
+IN_FLIGHT = 2           # Ray: jobs queued on each actor at a time
 
 
 class ExecutorError(RuntimeError):
@@ -526,29 +527,34 @@ class RayExecutor(Executor):
         todo = list(range(len(payloads)))[::-1]
         out, failures, reruns, per_worker = [None] * len(payloads), [], [], {}
         attempts = [0] * len(payloads)
-        busy: dict = {}            # future -> (slot, index)
+        busy: dict = {}            # future -> (slot, index, the slot's actor generation)
         done = 0
-        idle = list(range(len(self._actors)))[::-1]
+        # IN_FLIGHT jobs queued on each actor: it starts the next one as it returns one, instead of
+        # idling for the round trip to this process (Ray's per-call overhead)
+        free = [slot for slot in range(len(self._actors)) for _ in range(IN_FLIGHT)][::-1]
+        gen = [0] * len(self._actors)
         last_progress = time.monotonic()
         while done < len(payloads):
             if time.monotonic() - last_progress > self.stall_timeout_s:
                 raise ExecutorError(f"Ray: no job finished in {self.stall_timeout_s:.0f} s (workers lost and no CPU "
                                     f"left to replace them? ray status shows the cluster)")
-            while idle and todo:
-                slot, i = idle.pop(), todo.pop()
+            while free and todo:
+                slot, i = free.pop(), todo.pop()
                 attempts[i] += 1
                 fut = self._actors[slot].run.remote(fn, ctx_key, context, shared_ref, payloads[i])
-                busy[fut] = (slot, i)
+                busy[fut] = (slot, i, gen[slot])
             ready, _ = ray.wait(list(busy), num_returns=1, timeout=5.0)
             for fut in ready:
                 last_progress = time.monotonic()
-                slot, i = busy.pop(fut)
+                slot, i, g = busy.pop(fut)
                 try:
                     status, value, stats = ray.get(fut)
                 except lost as e:
                     reason = f"lost ({type(e).__name__})"
-                    self._actors[slot] = self._new_actor()             # scheduled on a living node
-                    idle.append(slot)
+                    if g == gen[slot]:        # the first of its jobs to report the loss: replace the actor
+                        gen[slot] += 1
+                        self._actors[slot] = self._new_actor()         # scheduled on a living node
+                        free = [x for x in free if x != slot] + [slot] * IN_FLIGHT
                     if attempts[i] >= self.max_attempts:
                         failures.append(JobFailure(i, keys[i], f"lost {attempts[i]} workers (last {reason})"))
                         done += 1
@@ -557,7 +563,8 @@ class RayExecutor(Executor):
                         reruns.append({"key": keys[i], "index": i, "worker": f"actor {slot}", "reason": reason})
                         todo.append(i)
                     continue
-                idle.append(slot)
+                if g == gen[slot]:
+                    free.append(slot)
                 if status == "fatal":
                     raise ExecutorError(f"Ray worker {slot}: {value}")
                 if status == "error":
