@@ -33,6 +33,7 @@ Progress: with `progress=True`, one line per stage (`label`) with the workers, r
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import multiprocessing as mp
@@ -179,7 +180,19 @@ def _pool_worker(conn, preload):
 
 
 # ----------------------------------------------------------------------------- the executors
-class Executor:
+def _take(status, i, value, stats, keys, out, failures, per_worker, where: str) -> None:
+    """A job's answer into the batch: its result, or its failure; a fatal one (the worker cannot
+    build its context) ends the batch with ExecutorError naming `where`."""
+    if status == "fatal":
+        raise ExecutorError(f"{where}: {value}")
+    if status == "error":
+        failures.append(JobFailure(i, keys[i], value))
+    else:
+        out[i] = value
+        _stats_add(per_worker, stats)
+
+
+class Executor(abc.ABC):
     """The interface: `run(fn, payloads, keys=None, context=None, shared=None, label="")` -> Batch."""
     backend = "?"
     workers = 1
@@ -226,8 +239,9 @@ class Executor:
             log.error("%s: %s", label or "batch", f)
         return batch
 
+    @abc.abstractmethod
     def _run(self, fn, payloads, keys, context, shared, tick, local=None) -> Batch:
-        raise NotImplementedError
+        """The backend's loop: every job run (or reported failed), results in payload order."""
 
     def close(self) -> None:
         pass
@@ -364,13 +378,8 @@ class PoolExecutor(Executor):
                         if b != bid:
                             continue
                         busy.pop(slot, None)
-                        if status == "fatal":
-                            raise ExecutorError(f"worker (pid {self._procs[slot][0].pid}): {value}")
-                        if status == "error":
-                            failures.append(JobFailure(i, keys[i], value))
-                        else:
-                            out[i] = value
-                            _stats_add(per_worker, stats)
+                        _take(status, i, value, stats, keys, out, failures, per_worker,
+                              f"worker (pid {self._procs[slot][0].pid})")
                         done += 1
                         tick(done)
                 for r in ready:
@@ -565,13 +574,7 @@ class RayExecutor(Executor):
                     continue
                 if g == gen[slot]:
                     free.append(slot)
-                if status == "fatal":
-                    raise ExecutorError(f"Ray worker {slot}: {value}")
-                if status == "error":
-                    failures.append(JobFailure(i, keys[i], value))
-                else:
-                    out[i] = value
-                    _stats_add(per_worker, stats)
+                _take(status, i, value, stats, keys, out, failures, per_worker, f"Ray worker {slot}")
                 done += 1
                 tick(done)
         failures.sort(key=lambda f: f.index)
