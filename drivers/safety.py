@@ -254,6 +254,18 @@ class SafetyLayer(SafetyActions, CommandLimits, Driver):
                 self._set_state(HOLDING)
 
     @property
+    def position_setpoint(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last position set-point the limiter sent and its step (rad per period), copies;
+        None before the first. A controller that models the limiter (policy_node) corrects its
+        model with these: the limiter here paces from its own reading of the robot and rebases
+        after gaps, which a model in another process cannot foresee."""
+        with self._lock:
+            lim = self._lim
+            if lim is None or lim.ref is None or lim.dref is None:
+                return None
+            return lim.ref.copy(), lim.dref.copy()
+
+    @property
     def status(self) -> dict:
         with self._lock:
             age = None if self._last_cmd_time is None else self.driver.clock() - self._last_cmd_time

@@ -2,7 +2,13 @@
 
 It owns the mapping from joint names to pybullet indices, reads state, and turns position /
 velocity / effort targets into joint torques every physics substep with the configured PD gains,
-on top of gravity compensation (as on a torque-controlled arm). Actuator effects beyond that rigid
+on top of gravity compensation (as on a torque-controlled arm) by the robot's model as loaded: the
+controller's model, as a real arm's controller compensates with its own. Link masses a
+randomization draw changes later (`apply_robot_draw`) are not compensated: a heavier arm sags
+under its PD, as it would on the robot. (pybullet builds its inverse-dynamics model of a body at
+the first call and keeps it through `changeDynamics`, bullet3 issue #4809 in the pinned pybullet
+3.2.7; the model is built at load, before any draw, so that it is always the one as loaded, in the
+tasks, the sim driver and identification's replay alike.) Actuator effects beyond that rigid
 PD joint (backlash, Coulomb friction and stiction, a lower torque limit, torque droop with speed)
 are off unless `SimRobot.set_unmodeled` switches them on.
 """
@@ -88,6 +94,8 @@ class SimRobot:
         self._others_home = np.array([model.home.get(p.getJointInfo(self.body, i, physicsClientId=client)[1].decode(), 0.0)
                                       for i in self._others])
         self.reset(self.q_home)
+        if gravity_compensation:
+            self._measure()           # pybullet's inverse-dynamics model of the robot, as loaded (see above)
 
     # ---------------------------------------------------------------- state
     def reset(self, q, qd=None) -> None:

@@ -27,8 +27,8 @@ import numpy as np
 
 # Topics a robot run is recorded with (fnmatch patterns): the states, every controller's
 # commands, the diagnostics, the goals and the cameras (ros_ws/README.md, "Recording").
-DEFAULT_TOPICS = ("/joint_states", "*/true_joint_states", "*/commands", "*/joint_trajectory", "/diagnostics",
-                  "/goal_pose", "/goal_joint_state", "*/image_raw", "*/camera_info")
+DEFAULT_TOPICS = ("/joint_states", "*/true_joint_states", "*/commands", "*/setpoints", "*/joint_trajectory",
+                  "/diagnostics", "/goal_pose", "/goal_joint_state", "*/image_raw", "*/camera_info")
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 

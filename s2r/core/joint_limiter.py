@@ -91,6 +91,17 @@ class ActionSetpoints:
             cmd[fixed_sel] = self.targets.q_cmd[fixed_sel] = fixed[fixed_sel]
         return self.limiter.enforce(q, cmd)
 
+    def correct(self, setpoint: np.ndarray, setpoint_step: np.ndarray, since=()) -> None:
+        """The robot's limiter reported the set-point it sent (and its step) for a command of ours:
+        this model continues from there, stepped again for the commands sent since (`since`:
+        (measured q, targets) pairs, oldest first). The robot's limiter paces from its own
+        reading of the robot and starts again from the measured state after a gap, so a model
+        run open loop in another process drifts from it."""
+        lim = self.limiter
+        lim.ref, lim.dref = np.array(setpoint, float), np.array(setpoint_step, float)
+        for q, cmd in since:
+            lim.enforce(q, cmd)
+
     @property
     def q_cmd(self) -> np.ndarray | None:
         return self.targets.q_cmd

@@ -1,5 +1,6 @@
 """camera_node (simulated, and an OpenCV device replaying a video file) and policy_node (small
 randomly initialized policies, TorchScript and torch.export) as processes on a private domain."""
+import math
 import warnings
 
 import numpy as np
@@ -192,6 +193,10 @@ def test_policy_node_builds_the_inputs_an_exported_state_policy_lists(ros, tmp_p
         probe.publish("/goal_pose", goal, GOAL_QOS)
         d = probe.wait_diag("reach: policy", lambda d: int(d["commands"]) >= 20, what="policy commands after the goal")
         assert int(d["refused_actions"]) == 0
+        # its model of the driver's set-points follows the driver's reports of them (/driver/setpoints)
+        d = probe.wait_diag("reach: policy", lambda d: int(d["setpoint_corrections"]) >= 10,
+                            what="set-point reports matched to the node's commands")
+        assert math.isfinite(float(d["setpoint_model_error_mrad"]))
         d = probe.wait_diag("memory: policy", lambda d: int(d["commands"]) >= 20, what="the opt-in inputs' commands")
         assert int(d["refused_actions"]) == 0
         d = probe.wait_diag("visuo: policy", lambda d: int(d["commands"]) >= 10, what="visuomotor policy commands")

@@ -15,6 +15,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import dump_logs, ros, wait_until  # noqa: F401
 from s2r.core.config import load_config
+from s2r_ros.common import command_msg, stamp_ns
 
 pytestmark = pytest.mark.slow
 CFG = load_config("panda_sim")
@@ -103,6 +104,7 @@ def test_commands_trajectories_and_bad_input(ros):
     domain, probe = ros
     probe.subscribe("/joint_states", JointState)
     probe.subscribe("/diagnostics", DiagnosticArray)
+    probe.subscribe("/driver/setpoints", JointState)
     drv = domain.start("driver_node", "driver", config="panda_sim", hardware="sim", autostart=True)
     try:
         probe.wait_msg("/joint_states")
@@ -116,6 +118,18 @@ def test_commands_trajectories_and_bad_input(ros):
             probe.publish("/driver/commands", Float64MultiArray(data=target.tolist()))
             time.sleep(0.01)
         wait_until(lambda: abs(q_now(probe)[0] - target[0]) < 0.02, 10, what="joint 1 at its target")
+
+        # each position command's set-point, as the safety layer's limiter sent it, on ~/setpoints,
+        # stamped with the /joint_states stamp the command answered (its label)
+        label = 1_700_000_000_123_456_789
+        step = q_now(probe)
+        step[1] += 0.3                    # far: the limiter paces toward it, one step a period
+        probe.publish("/driver/commands", command_msg(step, label))
+        m = probe.wait_msg("/driver/setpoints", lambda m: stamp_ns(m.header.stamp) == label, timeout=10)
+        assert list(m.name) == NAMES
+        sent, speed = np.array(m.position), np.array(m.velocity)
+        assert 0 < sent[1] - step[1] + 0.3 < 0.05          # a paced step toward it, from where the joint is
+        assert 0 < speed[1] * CFG.spec().period < 0.05 and np.all(np.isfinite(speed))
 
         # bad commands: refused, counted, the node lives on
         # (one at a time: the command topic keeps only the newest message)

@@ -101,3 +101,39 @@ def test_a_late_watchdog_makes_the_safety_layer_plan_with_its_lateness():
         assert s._lim.horizon > planned and s._lim.horizon >= s.last_watchdog_age
     finally:
         s.disconnect()
+
+
+def test_a_model_of_the_robots_limiter_continues_from_what_the_robot_reports():
+    """policy_node models the safety layer's limiter (ActionSetpoints); the robot's limiter paces
+    from its own reading and starts again from the measured state after a gap, so the model drifts
+    open loop. Corrected by a report of one command's set-point, with the commands sent since
+    stepped again, it is the robot's limiter exactly."""
+    from s2r.core.joint_limiter import ActionSetpoints, PositionTargets
+
+    idx = np.arange(2)
+    model = ActionSetpoints(PositionTargets([-1.0, -2.0], [1.0, 2.0], idx), limiter())
+    robot = limiter()
+    rng = np.random.default_rng(0)
+    q = np.zeros(2)
+    sent, reports = [], []
+    for k in range(30):
+        q_model = q + rng.normal(0, 1e-3, 2)          # the model's state is a little older
+        model.step(q_model, np.full(2, 0.02))
+        cmd = model.q_cmd.copy()
+        if k == 10:                                    # a gap in the stream: the robot starts again
+            robot.reset(q, np.zeros(2))
+        robot.enforce(q, cmd)
+        reports.append((robot.ref.copy(), robot.dref.copy()))
+        sent.append((q_model, cmd))
+        q = q + 0.5 * (robot.ref - q)                  # a joint lagging its set-point
+    assert np.abs(model.setpoint - robot.ref).max() > 1e-3          # drifted open loop
+    # the report of command 26 arrives after command 29 was sent: 27..29 are stepped again
+    model.correct(*reports[26], since=sent[27:])
+    twin = limiter()
+    twin.ref, twin.dref = reports[26][0].copy(), reports[26][1].copy()
+    for qm, cmd in sent[27:]:
+        twin.enforce(qm, cmd)
+    np.testing.assert_array_equal(model.setpoint, twin.ref)
+    np.testing.assert_array_equal(model.setpoint_step, twin.dref)
+    model.correct(*reports[29])
+    np.testing.assert_array_equal(model.setpoint, robot.ref)

@@ -210,3 +210,70 @@ def test_a_second_draw_replaces_the_first_instead_of_compounding_it():
         assert np.allclose([p.getDynamicsInfo(b, i, physicsClientId=c)[0] for i in links], loaded)
     finally:
         drv.disconnect()
+
+
+HEAVY = {"groups": {"dynamics": {"link_mass_scale": const(1.7)}}}
+
+
+def gravity_torques(robot, q_all):
+    """The gravity compensation `robot` applies at joint positions q_all (all movable joints)."""
+    z = [0.0] * len(q_all)
+    return np.array(p.calculateInverseDynamics(robot.body, list(map(float, q_all)), z, z,
+                                               physicsClientId=robot.client))
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_heavier_links_are_compensated_by_the_model_as_loaded(realtime):
+    """Gravity compensation is the controller's model of the robot as loaded, in the task and in
+    the sim driver alike, however the draw and the driver's stepping thread interleave: drawn
+    link masses are not compensated (the arm sags under its PD, as on a robot)."""
+    from s2r.drivers.sim_loading import load_configured_robot
+    from s2r.sim.robots import Simulation
+
+    cfg = load_config("panda_sim")
+    nominal_sim = Simulation(cfg.sim.physics_hz)
+    nominal = load_configured_robot(nominal_sim, cfg)
+    q_all = nominal.q_home_all + 0.3
+    want = gravity_torques(nominal, q_all)
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=HEAVY, render_mode=None).unwrapped
+    drv = SimDriver(cfg, realtime=realtime)
+    try:
+        env.reset(seed=3)
+        assert p.getDynamicsInfo(env.robot.body, 3, physicsClientId=env.robot.client)[0] == \
+            pytest.approx(1.7 * p.getDynamicsInfo(nominal.body, 3, physicsClientId=nominal.client)[0])
+        np.testing.assert_allclose(gravity_torques(env.robot, q_all), want, atol=1e-9)
+        drv.connect()
+        if realtime:
+            time.sleep(0.05)               # the stepping thread has compensated gravity before the draw
+        drv.randomize(HEAVY, 0, ARM)
+        with drv._lock:
+            np.testing.assert_allclose(gravity_torques(drv.sim, q_all), want, atol=1e-9)
+        assert abs(want[3]) > 5.0          # the check is not vacuous: joint 4 carries the arm
+    finally:
+        env.close()
+        drv.disconnect()
+        p.disconnect(nominal_sim.client)
+
+
+def test_a_heavier_arm_sags_alike_in_the_task_and_the_driver():
+    """Held at its start, the heavier arm of one draw sags the same in the task and in the driver."""
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=HEAVY, render_mode=None).unwrapped
+    drv = driver(HEAVY)
+    try:
+        env.reset(seed=3)
+        q0 = env.robot.state()[0].copy()
+        names = list(drv.spec.joint_names)
+        full = drv.sim.state()[0].copy()
+        full[[names.index(j) for j in env.joint_names]] = q0
+        drv.sim.reset(full)
+        drv.sim.set_target("position", full)
+        for _ in range(50):
+            env.step(np.zeros(len(env.act_idx)))
+            drv.write(Command(CommandMode.POSITION, full.copy()))
+        sag_env = env.robot.state()[0] - q0
+        sag_drv = drv.true_state().q[[names.index(j) for j in env.joint_names]] - q0
+        assert np.abs(sag_env).max() > 0.01              # 1.7x links under nominal compensation sag
+        np.testing.assert_allclose(sag_drv, sag_env, atol=1e-6)
+    finally:
+        env.close()
+        drv.disconnect()

@@ -18,6 +18,12 @@ configures + activates the node again.
 Topics: publishes sensor_msgs/JointState on /joint_states and diagnostic_msgs/DiagnosticArray on
 /diagnostics; subscribes std_msgs/Float64MultiArray on ~/commands (one value per joint in config
 order, in `command_mode`) and trajectory_msgs/JointTrajectory on ~/joint_trajectory.
+After each position command it accepts, it publishes on ~/setpoints (sensor_msgs/JointState) the
+set-point the safety layer's limiter sent (`position`) and the limiter's speed (`velocity`, rad/s),
+stamped with the /joint_states stamp the command answered (its label; else now): the limiter paces
+from its own reading of the robot and starts again from the measured state after a gap in the
+stream, so a node that models it (policy_node, whose policy may observe its set-points) corrects its
+model with these, as a ros2_control controller's state reports its reference.
 With `randomize` (sim driver only: a randomization preset name or YAML path) the simulated robot
 runs under one draw (`randomize_seed`) of it: its physics as the sim tasks apply the same draw,
 and its per-step effects (latency, jitter, action and sensor noise, sensor delay) in the driver's
@@ -46,6 +52,7 @@ import time
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
@@ -86,6 +93,7 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
 
         self.pub_joint_states = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_setpoints = self.create_publisher(JointState, "~/setpoints", STATE_QOS)
         self.pub_true_states = (self.create_publisher(JointState, "~/true_joint_states", STATE_QOS)
                                 if self.params.randomize else None)
         # the control path: served by its own executor thread (FastSubscription), not behind the
@@ -420,6 +428,25 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         res = self.safety.write(Command(self.mode, values))
         if res.refused:
             self._refuse("command", res.reason)
+        elif self.mode is CommandMode.POSITION:
+            self._publish_setpoint(src)
+
+    def _publish_setpoint(self, src: int | None):
+        """~/setpoints: what the limiter made of the command answering the state stamped `src`."""
+        sp = self.safety.position_setpoint
+        if sp is None:
+            return
+        msg = JointState()
+        msg.header.stamp = self.get_clock().now().to_msg() if src is None else \
+            TimeMsg(sec=src // 1_000_000_000, nanosec=src % 1_000_000_000)
+        msg.name = list(self.spec.joint_names)
+        msg.position = sp[0].tolist()
+        msg.velocity = (sp[1] / self.period).tolist()
+        try:
+            self.pub_setpoints.publish(msg)
+        except Exception:                 # the context is shutting down
+            if self.context.ok():
+                raise
 
     def _on_trajectory(self, msg: JointTrajectory):
         if self.lifecycle != "active":

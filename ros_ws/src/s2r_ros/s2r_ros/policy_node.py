@@ -42,7 +42,10 @@ period old, some states twice and some never.
             sim tasks apply it in training), velocity, effort. Position targets are sent; the
             driver's safety layer paces the set-point toward them with its joint limiter, as the
             sim tasks do in training (s2r.core.joint_limiter.ActionSetpoints). The node runs the
-            same limiter on the same targets to know that set-point (its `setpoint` inputs).
+            same limiter on the same targets to know that set-point (its `setpoint` inputs), and
+            corrects it with what the driver reports it sent (/<driver>/setpoints, per command:
+            the safety layer paces from its own reading of the robot and starts again from the
+            measured state after a gap in the stream, which a model here cannot foresee).
             Sending the paced set-point instead would be paced again by the safety layer, which
             brakes toward every set-point as if it were the last: the robot would lag the policy.
 
@@ -60,6 +63,7 @@ holds), and a non-finite action is refused and replaced by a hold.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -77,6 +81,7 @@ from .common import (COMMAND_QOS, ERROR, GOAL_QOS, IMAGE_QOS, OK, STATE_QOS, WAR
                      bridge_python_logging, command_msg, diag_status, spin_node, stamp_ns)
 from .node_params import declare_parameters, refuse
 
+SENT_KEPT = 16                     # commands kept to match the driver's set-point reports with
 NEW_GOAL_M = 1e-3                  # a goal this far from the last one begins a new episode (phase 0)
 
 
@@ -299,6 +304,13 @@ class PolicyNode(Node):
         # the targets and the set-points the driver's safety layer makes of them, as in training
         self.setpoints = ActionSetpoints(PositionTargets(self.spec.lower, self.spec.upper, self.idx, lead),
                                          JointLimiter.for_robot(self.spec, self.cfg.safety))
+        # ... corrected by what the driver's safety layer reports it sent (/<driver>/setpoints) for
+        # each of our commands: the model continues from there (ActionSetpoints.correct)
+        self._sent = deque(maxlen=SENT_KEPT)   # our recent commands: (label, q, targets, model set-point)
+        self._reported = None                  # the newest report: (label, set-point, step), config order
+        self._sp_index = None
+        self.setpoint_corrections = 0
+        self.setpoint_model_error = 0.0        # rad: the most a model set-point was off its report
         self.throttle = Throttle()
         self.infer_ms = LatencyStats(10_000)
         self.rate = RateMeter()
@@ -310,6 +322,8 @@ class PolicyNode(Node):
         self.pub_cmd = self.create_publisher(Float64MultiArray, f"/{g('driver')}/commands", COMMAND_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
+        if self.action in ("position", "position_delta"):
+            self.create_subscription(JointState, f"/{g('driver')}/setpoints", self._on_setpoints, STATE_QOS)
         if self.use_image:
             self.create_subscription(Image, str(g("image_topic")), self._on_image, IMAGE_QOS)
         self.goals_refused = 0
@@ -341,7 +355,7 @@ class PolicyNode(Node):
         if not on:
             self.goal = None
             self.inputs.reset()
-            self.setpoints.reset()
+            self._reset_setpoints()
         self.enabled = on
 
     def _on_goal(self, msg: PoseStamped):
@@ -368,7 +382,7 @@ class PolicyNode(Node):
         if why is not None:                     # refused: no goal, nothing sent, the driver holds
             self.goals_refused += 1
             self.goal = None
-            self.setpoints.reset()
+            self._reset_setpoints()
             self.goal_refusal = f"goal on {self.goal_topic} {why}; refused, holding"
             self._problem("goal_refused", self.goal_refusal)
             return
@@ -387,20 +401,67 @@ class PolicyNode(Node):
         if n is not None:
             self.get_logger().warning(msg + (f" ({n} times)" if n > 1 else ""))
 
+    def _config_order(self, cache: str, names: tuple):
+        """Where the config's joints are in a message naming `names` (kept in attribute `cache`
+        while the names stay the same); None if some are missing."""
+        known = getattr(self, cache)
+        if known is None or known[0] != names:
+            try:
+                known = (names, np.array([names.index(j) for j in self.names]))
+            except ValueError:
+                return None
+            setattr(self, cache, known)
+        return known[1]
+
     def _on_state(self, msg: JointState):
         names = tuple(msg.name)
-        if self._index is None or self._index[0] != names:
-            try:
-                self._index = (names, np.array([names.index(j) for j in self.names]))
-            except ValueError:
-                self._problem("state_names", f"/joint_states lacks some of {self.names}")
-                return
-        i = self._index[1]
+        i = self._config_order("_index", names)
+        if i is None:
+            self._problem("state_names", f"/joint_states lacks some of {self.names}")
+            return
         q = np.asarray(msg.position, float)[i]
         qd = np.asarray(msg.velocity, float)[i] if len(msg.velocity) == len(names) else np.zeros(len(i))
         self.state = (stamp_ns(msg.header.stamp), q, qd, time.monotonic())
         if self.trigger == "state":
             self._on_state_step(self.state[0])
+
+    def _on_setpoints(self, msg: JointState):
+        """driver_node's report of the set-point its safety layer sent for a command (header
+        stamp: the command's label), kept for the next step."""
+        names = tuple(msg.name)
+        i = self._config_order("_sp_index", names)
+        if i is None:
+            self._problem("setpoint_names", f"set-points reported for other joints than {self.names}")
+            return
+        if len(msg.position) != len(names) or len(msg.velocity) != len(names):
+            self._problem("setpoint_shape", "a set-point report without a position and a speed per joint")
+            return
+        ref = np.asarray(msg.position, float)[i]
+        step = np.asarray(msg.velocity, float)[i] * self.spec.period
+        if np.all(np.isfinite(ref)) and np.all(np.isfinite(step)):
+            self._reported = (stamp_ns(msg.header.stamp), ref, step)
+
+    def _apply_reported(self) -> None:
+        """The model of the safety layer's limiter continues from its newest report, if that
+        answers one of our recent commands."""
+        rep, self._reported = self._reported, None
+        if rep is None:
+            return
+        label, ref, step = rep
+        for n, (lab, _, _, model) in enumerate(self._sent):
+            if lab == label:
+                sent = list(self._sent)
+                self.setpoint_model_error = max(self.setpoint_model_error, float(np.max(np.abs(model - ref))))
+                self.setpoints.correct(ref, step, [(q, c) for _, q, c, _ in sent[n + 1:]])
+                self.setpoint_corrections += 1
+                for _ in range(n + 1):
+                    self._sent.popleft()
+                return
+
+    def _reset_setpoints(self) -> None:
+        self.setpoints.reset()
+        self._sent.clear()
+        self._reported = None
 
     def _on_state_step(self, key: int):
         """trigger state: a step when the state stamped `key` is due (see __init__)."""
@@ -447,23 +508,24 @@ class PolicyNode(Node):
         if not self.enabled:
             return
         if self.state is None or now - self.state[3] > self.params.max_state_age_s:
-            self.setpoints.reset()                # not sending: the driver holds; start again from there
+            self._reset_setpoints()                # not sending: the driver holds; start again from there
             self.waiting += 1
             self._problem("no_state", "waiting for a recent /joint_states")
             return
         if self.use_image and (self.image is None or
                                now - self.image[1] > self.params.max_image_age_s):
-            self.setpoints.reset()
+            self._reset_setpoints()
             self.waiting += 1
             self._problem("no_image", "waiting for a recent image")
             return
         if self.needs_goal and self.goal is None:
-            self.setpoints.reset()
+            self._reset_setpoints()
             self.waiting += 1
             self._problem("no_goal", f"waiting for a goal on {self.goal_topic}")
             return
         key, q, qd, _ = self.state
         sp = self.setpoints
+        self._apply_reported()
         x = self.inputs(q, qd, self.goal, sp.q_cmd, sp.setpoint, sp.setpoint_step)
         s = x.astype(np.float32)[None]
         t0 = time.perf_counter()
@@ -490,6 +552,8 @@ class PolicyNode(Node):
         if a is None:
             self.refused += 1
         self.inputs.record_action(a, q)
+        if self.action in ("position", "position_delta"):
+            self._sent.append((key, q, cmd, sp.setpoint.copy()))
         self.pub_cmd.publish(command_msg(cmd, key))
         self.rate.tick(now)
 
@@ -498,7 +562,8 @@ class PolicyNode(Node):
         v = {"rate_hz": self.rate.rate(), "target_rate_hz": self.rate_hz, "commands": self.rate.total,
              "waiting": self.waiting, "refused_actions": self.refused, "inference_p50_ms": p50,
              "inference_p99_ms": p99, "episode_step": self.inputs.step, "goals_refused": self.goals_refused,
-             "last_goal_refusal": self.goal_refusal,
+             "last_goal_refusal": self.goal_refusal, "setpoint_corrections": self.setpoint_corrections,
+             "setpoint_model_error_mrad": 1e3 * self.setpoint_model_error,
              "last_problem": self.last_problem}
         if self.rate.total == 0:
             level, msg = WARN, "no commands yet: " + (self.last_problem or "starting")

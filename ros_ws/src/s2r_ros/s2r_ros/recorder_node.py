@@ -1,7 +1,7 @@
 """recorder_node: records a robot run as a rosbag2 folder with an MCAP file (`s2r record`).
 
 Every topic whose name matches one of `topics` (fnmatch patterns; by default the joint states,
-every `*/commands` and `*/joint_trajectory`, /diagnostics, the goals and the cameras' `*/image_raw`
+every `*/commands`, `*/setpoints` and `*/joint_trajectory`, /diagnostics, the goals and the cameras' `*/image_raw`
 and `*/camera_info`) is subscribed as soon as a publisher of it appears (looked for every
 `discovery_period_s`), with the publishers' reliability and durability, and written as the
 serialized bytes that arrived (rclpy `raw=True`: no decoding, no re-encoding), stamped with the
