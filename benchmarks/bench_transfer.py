@@ -31,9 +31,9 @@ setting over nominal success).
 
 Deploy stage (after the lockstep cells; the reach row's policies, `--deploy-kinds`, default dr): the
 same exported policy run by policy_node against driver_node, the simulated robot in real time under
-one draw of a reality preset (`--deploy-reality`, default the first file in realities/), on the
-first `--deploy-goals` held-out starts and goals (benchmarks/deploy_eval.py), and `s2r eval` of it
-on the same episodes under the same preset. Keys: deploy_success, deploy_final_distance_m,
+a reality preset (`--deploy-reality`, default the first file in realities/), on the first
+`--deploy-goals` held-out starts and goals, each goal on the robot of the task's draw for its seed
+(benchmarks/deploy_eval.py), and `s2r eval` of it on the same episodes, the same draws. Keys: deploy_success, deploy_final_distance_m,
 deploy_lockstep_success, deploy_minus_lockstep_points (percentage points), for reach dr.
 
 Rows: reach (state ArmReach), insert (state ArmInsert), image (ArmReach from 128x128 images; the
@@ -128,8 +128,7 @@ def deploy(root: Path, kinds, reality: str, goals: int, log) -> dict:
             log(f"  deploy {row} {kind} under {reality}, {goals} goals")
             lock = evaluate(policy, row, reality, goals)
             t0 = time.perf_counter()
-            r = deploy_eval(policy, ROWS[row][1], range(FIRST_SEED, FIRST_SEED + goals), str(preset), FIRST_SEED,
-                            log=log)
+            r = deploy_eval(policy, ROWS[row][1], range(FIRST_SEED, FIRST_SEED + goals), str(preset), log=log)
             out[f"{row}_{kind}"] = c = {
                 "reality": reality, "goals": goals, "success": r["success_rate"],
                 "final_distance_m": r["mean_final_distance"], "final_distances": r["final_distances"],

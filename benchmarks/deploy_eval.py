@@ -1,11 +1,15 @@
 """Deployment-path evaluation: an exported goal-conditioned policy run by policy_node against
 driver_node (separate processes, real rclpy, a private DDS domain) with the simulated robot in real
-time under one draw of a randomization preset, scored on the same held-out starts and goals as
-`s2r eval` (issue #20, part 5).
+time under a randomization preset, scored on the same held-out starts and goals, and the same
+robots, as `s2r eval` (issue #20, part 5).
 
-For each episode seed: the task's reset with that seed gives the start posture and the target; the
-policy is disabled (policy_node ~/enable) while the driver takes the robot to the start through the
-safety layer (a rest-to-rest ~/joint_trajectory), then it is enabled and the target is published
+For each episode seed: the task's reset with that seed gives the start posture, the target and the
+draw of the preset; driver_node is started again on the robot of that draw (its per-episode
+parameters as constants, `episode_preset`; `--driver-seed N`: every goal on the one driver draw
+N instead); the policy is disabled (policy_node ~/enable) while the driver takes the robot to the
+start through the safety layer (rest-to-rest ~/joint_trajectory moves, the last ones corrected by
+what a heavy or weak robot sags below its reference, so that it rests at the start posture as the
+task puts it there), then it is enabled and the target is published
 on /goal_pose; after the policy's episode length (`episode_steps` commands at its control rate) the
 robot's true joint state (driver_node ~/true_joint_states: no sensor delay, noise or encoder
 offset, as the task scores) gives the TCP by the task's own forward kinematics, and its distance
@@ -15,7 +19,7 @@ Preset parameters a state policy cannot see and the driver does not simulate (vi
 errors) are left out of the driver's preset, and reported; any other parameter the driver cannot
 apply is an error.
 
-    python benchmarks/deploy_eval.py POLICY --task ArmReach [--randomize PRESET] [--goals 20]
+    python benchmarks/deploy_eval.py POLICY --task ArmReach [--randomize PRESET] [--goals 20] [--driver-seed N]
 """
 from __future__ import annotations
 
@@ -36,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STARTUP_S = 90.0
 RESTART_RAD = 0.3        # a robot this far from the start after the tries is restarted (the same draw)
-SETTLE_RAD = 0.05        # at the start: a heavy, weak reality sags by a few 10 mrad under gravity (the task starts it exactly)
+MOVED_RAD = 0.002        # a robot that moved less than this did not follow the trajectory
+START_RAD = 0.002        # at the start posture: the task starts the robot exactly there
+SAG_RAD = 0.05           # a robot resting this close to the start sagged there (made up for, once)
+MOVE_TRIES = 3           # moves to the start (again where it sagged or did not move, or restarted)
 CAMERA_ONLY = ("visuals",)
 
 
@@ -71,6 +78,26 @@ def driver_preset(preset, images: bool, out_dir: Path, log=print) -> str:
         log(f"  deploy: preset {path.stem} without {', '.join(dropped)} (cameras; the policy sees no images)")
     out = out_dir / f"{path.stem}_driver.yaml"
     out.write_text(json.dumps({"description": f"{path.stem} for the sim driver", "groups": groups}))   # JSON is YAML
+    return str(out)
+
+
+def episode_preset(preset_file: str, draw: dict, out: Path) -> str:
+    """The driver's preset for one episode: the task's draw for the episode's seed (`draw`, the
+    env's `dr`) of every per-episode parameter, as constants, so the driver runs the very robot
+    the lockstep evaluation of that seed runs; per-step parameters (noises, jitter) keep their
+    distributions (drawn anew in real time either way)."""
+    from s2r.sim.randomization import PARAMETERS, PER_STEP
+
+    data = json.loads(Path(preset_file).read_text())
+    groups = {}
+    for gname, params in data["groups"].items():
+        for name, spec in params.items():
+            if (spec.get("mode") or PARAMETERS[name].default_mode) != PER_STEP:
+                v = np.asarray(draw[name], float)
+                spec = {"dist": "constant", "value": v.tolist() if v.ndim else float(v)}
+            groups.setdefault(gname, {})[name] = spec
+    out.write_text(json.dumps({"description": f"{data.get('description', '')}, one episode's draw",
+                               "groups": groups}))
     return str(out)
 
 
@@ -185,6 +212,19 @@ def stop_processes(procs, timeout: float) -> None:
         logf.close()
 
 
+def _settle(q, timeout: float, still_rad: float = 5e-4, window_s: float = 0.2) -> None:
+    """Until the joints `q()` moved less than `still_rad` over `window_s` (at rest: a heavily damped
+    joint creeps toward its reference for seconds), at most `timeout` s."""
+    end = time.monotonic() + timeout
+    last = q()
+    while time.monotonic() < end:
+        time.sleep(window_s)
+        now = q()
+        if np.abs(now - last).max() < still_rad:
+            return
+        last = now
+
+
 def _wait(pred, timeout: float, what: str, interval: float = 0.01):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -195,11 +235,14 @@ def _wait(pred, timeout: float, what: str, interval: float = 0.01):
     raise TimeoutError(f"deploy: timed out after {timeout:g} s waiting for {what}")
 
 
-def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 0,
+def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | None = None,
                 success_distance: float | None = None, log=print) -> dict:
-    """Run `policy` through policy_node and driver_node on the episodes `seeds` of `task` (under one
-    draw, `randomize_seed`, of the preset `randomize`). Returns success_rate, mean_final_distance,
-    final_distances, successes, episodes, and the settings."""
+    """Run `policy` through policy_node and driver_node on the episodes `seeds` of `task` under the
+    preset `randomize`: each episode on the robot of the task's own draw for its seed (driver_node
+    started again with that draw, `episode_preset`), so the lockstep evaluation of the same seeds
+    is the comparison; with `randomize_seed` set, every episode under that one driver draw
+    instead. Returns success_rate, mean_final_distance, final_distances, successes, episodes, and
+    the settings."""
     import s2r.sim.tasks
     from s2r.learning.deploy import load_policy
     from s2r.learning.registry import scene_kwargs, task_id
@@ -245,10 +288,24 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
     restarts = 0
     try:
         preset_file = driver_preset(randomize, images, tmp, log)
+        per_episode = bool(preset_file) and randomize_seed is None
         driver_params = {"config": cfg.name, "autostart": True, "command_mode": "position",
-                         "randomize": preset_file, "randomize_seed": int(randomize_seed),
+                         "randomize": preset_file, "randomize_seed": int(randomize_seed or 0),
                          "randomize_joints": task_joints}
         driver = start("driver_node", "driver", driver_params)
+
+        def restart_driver():
+            nonlocal driver, restarts
+            restarts += 1
+            driver.send_signal(signal.SIGINT)
+            driver.wait(15)
+            # until discovery has dropped the old node, its trajectory subscription still counts
+            _wait(lambda: probe.pub_traj.get_subscription_count() == 0, 10.0, "the stopped driver to leave")
+            with probe._lock:
+                probe.state = None
+            driver = start("driver_node", "driver", driver_params, f"driver{restarts}")
+            _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0, STARTUP_S,
+                  "the restarted driver")
         start("policy_node", "policy", {"policy": str(policy), "config": cfg.name, "driver": "driver",
                                         "action": meta.get("action", "position_delta"), "use_image": False,
                                         "rate_hz": rate, "enabled": False})
@@ -263,37 +320,44 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
         home = probe.q(names)
         for i, seed in enumerate(seeds):
             env.reset(seed=int(seed))
+            if per_episode:              # the robot of this episode's draw
+                driver_params["randomize"] = episode_preset(preset_file, env.dr, tmp / f"episode_{seed}.yaml")
+                restart_driver()
             q0 = env.robot.state()[0].copy()
             target = env.target.copy()
+            task_idx = [names.index(n) for n in task_joints]
             goal_q = home.copy()
-            for j, n in enumerate(task_joints):
-                goal_q[names.index(n)] = q0[j]
-            start_err = float("inf")
-            for attempt in range(4):     # a trajectory the safety layer refused half-way is sent again
-                if attempt == 3:
-                    if start_err < RESTART_RAD:
-                        break
+            goal_q[task_idx] = q0
+            start_err, corrected = float("inf"), False
+            for attempt in range(MOVE_TRIES):
+                if start_err >= RESTART_RAD and attempt:
                     # the robot cannot be brought back (it fell, or the safety layer holds it): a fresh one
                     log(f"  deploy: robot {start_err:.2f} rad from the start; restarting driver_node")
-                    restarts += 1
-                    driver.send_signal(signal.SIGINT)
-                    driver.wait(15)
-                    with probe._lock:
-                        probe.state = None
-                    driver = start("driver_node", "driver", driver_params, f"driver{restarts}")
-                    _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0, STARTUP_S,
-                          "the restarted driver")
-                d = float(np.abs(goal_q - probe.q(names)).max())
+                    restart_driver()
+                    goal_q[task_idx], corrected = q0, False
+                before = probe.q(names)
+                d = float(np.abs(goal_q - before).max())
                 duration = max(1.0, math.sqrt(6.0 * d / 1.0))       # cubic rest-to-rest: peak 1 rad/s^2
                 probe.move_to(names, goal_q, duration)
-                t0 = time.monotonic()
                 time.sleep(duration)
-                _wait(lambda: np.abs(probe.q(task_joints) - q0).max() < SETTLE_RAD or time.monotonic() - t0 > duration + 2.0,
-                      duration + 5.0, "the start posture")
-                time.sleep(0.2)
-                start_err = float(np.abs(probe.q(task_joints) - q0).max())
-                if start_err < SETTLE_RAD:
+                _settle(lambda: probe.q(task_joints), 2.0)     # lagging (latency, weak gains): let it arrive
+                q_task = probe.q(task_joints)
+                start_err = float(np.abs(q_task - q0).max())
+                # a robot that did not move at all never got the trajectory (a driver just started,
+                # whose subscription had not yet matched the harness's publisher): sent again
+                if d > 2 * MOVED_RAD and float(np.abs(probe.q(names) - before).max()) < MOVED_RAD:
+                    continue
+                if start_err >= RESTART_RAD:              # fallen, or held by the safety layer: restarted
+                    continue
+                if start_err < START_RAD or corrected or start_err >= SAG_RAD:
                     break
+                # at rest a little off the start: a heavy or weak robot sags below its reference. The
+                # task puts the robot at its start posture at rest; here the reference is moved once
+                # by what the robot sags, so the episode starts there too. (Further off, something
+                # else holds it there - friction, a reference wandering under action noise - which
+                # another move is as likely to make worse.)
+                goal_q[task_idx] += q0 - q_task
+                corrected = True
             probe.end_trajectory()
             time.sleep(0.1)
             idle.append(probe.commands)          # the policy's commands while disabled: none
@@ -323,7 +387,8 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int = 
         env.close()
     ok = int(sum(d < threshold for d in distances))
     return {"policy": str(policy), "task": tid, "randomize": str(randomize) if randomize else None,
-            "randomize_seed": int(randomize_seed), "episodes": len(distances), "successes": ok,
+            "randomize_seed": None if per_episode else int(randomize_seed or 0), "per_episode_draws": per_episode,
+            "episodes": len(distances), "successes": ok,
             "success_rate": ok / len(distances) if distances else float("nan"),
             "mean_final_distance": float(np.mean(distances)) if distances else float("nan"),
             "final_distances": distances, "success_distance": threshold, "start_errors_rad": start_errors,
@@ -337,13 +402,16 @@ def main(argv=None) -> int:
     ap.add_argument("--randomize", default=None, help="preset name or YAML path (default: none)")
     ap.add_argument("--goals", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=50_000)
+    ap.add_argument("--driver-seed", type=int, default=None,
+                    help="every goal under this one driver draw of the preset (default: each goal under the "
+                         "task's own draw for its seed, as the lockstep evaluation)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.goals < 1:
         print("error: --goals must be >= 1", file=sys.stderr)
         return 2
     r = deploy_eval(args.policy, args.task, range(args.first_seed, args.first_seed + args.goals), args.randomize,
-                    args.first_seed)
+                    args.driver_seed)
     print(f"deploy: success {r['successes']}/{r['episodes']}, mean final distance {100 * r['mean_final_distance']:.2f} cm")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))

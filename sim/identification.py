@@ -14,9 +14,10 @@ Parameters (names as the randomization parameters that apply them, `sim.robots.a
 The model of the command stream is the sim driver's (drivers/sim_driver.py): a position set-point
 is reached by linear interpolation from where the reference is when it takes over, over a period
 plus what is left of the previous ramp (over longer where the step exceeds the velocity limit),
-tracked by the joint PD on top of gravity compensation. Timing comes from the recording's stamps,
-not the order messages arrived in: each command takes over at the physics step it was accepted at
-(plus the latency), each state is predicted at the step it was sampled at, so a real-time run
+tracked by the joint PD on top of gravity compensation by the robot's model as loaded (a link
+mass scale other than 1 shows as sag under the PD, as on the robot). Timing comes from the
+recording's stamps, not the order messages arrived in: each command takes over at the physics step
+it was accepted at (plus the latency), each state is predicted at the step it was sampled at, so a real-time run
 (commands landing part-way through a period, periods of varying length) replays as it ran. A
 segment starts at a recorded state (less the offsets) with the reference where the command
 stream had it. Residuals: the predicted minus the recorded positions (plus the offsets), and

@@ -104,8 +104,15 @@ class ParamSpec:
             v = rng.integers(self.low, np.asarray(self.high) + 1, size)
         elif d == "bernoulli":
             v = (rng.random(size) < self.p).astype(np.int64)
-        else:  # constant
-            v = np.broadcast_to(np.asarray(self.value, float), size).copy() if size else float(self.value)
+        else:  # constant: one value, or one per element
+            value = np.asarray(self.value, float)
+            if not value.ndim:
+                v = np.full(size, float(value)) if size else float(value)
+            elif size and value.shape[0] in (1, size[0]):
+                v = np.broadcast_to(value.reshape((-1,) + (1,) * (len(size) - 1)), size).copy()
+            else:
+                raise RandomizationError(f"{self.name}: the constant lists {value.shape[0]} values, for "
+                                         f"{size[0] if size else 1} {self.info.shape}")
         if size is None and isinstance(v, np.ndarray):
             v = v.item()
         return v

@@ -293,8 +293,10 @@ class InlineExecutor(Executor):
 
 class PoolExecutor(Executor):
     """N worker processes (spawned, one BLAS/torch thread each), kept across batches: each builds its
-    context once. The parent hands a job to each idle worker (one in flight per worker), so a slow
-    job does not hold up the others; a worker that dies is replaced and its job run again."""
+    context once. The parent keeps two jobs in flight per worker while there are more jobs than
+    workers (the next one waits in the worker's pipe, so a worker does not idle for a round trip
+    between short jobs; Ray's actors are fed the same way), one at the end (a slow job does not hold
+    up one queued behind it); a worker that dies is replaced and its jobs run again."""
     backend = "pool"
 
     def __init__(self, workers: int = 2, progress: bool = False, max_attempts: int = 3, start_method: str = "spawn",
@@ -339,15 +341,14 @@ class PoolExecutor(Executor):
         todo = list(range(len(payloads)))[::-1]          # a stack: pop() gives the lowest index
         out, failures, reruns, per_worker = [None] * len(payloads), [], [], {}
         attempts = [0] * len(payloads)
-        busy: dict = {}                                   # slot -> index in flight
+        busy: dict = {}                                   # slot -> indices in flight, oldest (running) first
         fresh = set(range(len(self._procs)))              # slots that have not had this batch's header
         done = 0
 
         def dispatch(slot):
             proc, conn = self._procs[slot]
             i = todo.pop()
-            attempts[i] += 1
-            busy[slot] = i                                # a send to a dead worker: found by its sentinel
+            busy.setdefault(slot, []).append(i)           # a send to a dead worker: found by its sentinel
             if slot in fresh:
                 conn.send(header)
                 fresh.discard(slot)
@@ -355,18 +356,19 @@ class PoolExecutor(Executor):
 
         try:
             while done < len(payloads):
+                depth = 2 if len(todo) >= len(self._procs) else 1
                 for slot in range(len(self._procs)):
-                    if slot not in busy and todo:
-                        if not self._procs[slot][0].is_alive():      # died between jobs: replace it
+                    while todo and len(busy.get(slot, ())) < depth:
+                        if not busy.get(slot) and not self._procs[slot][0].is_alive():   # died between jobs
                             self._procs[slot][1].close()
                             self._procs[slot] = self._start()
                             fresh.add(slot)
                         try:
                             dispatch(slot)
                         except (BrokenPipeError, OSError):
-                            pass
-                conns = {self._procs[s][1]: s for s in busy}
-                sentinels = {self._procs[s][0].sentinel: s for s in busy}
+                            break
+                conns = {self._procs[s][1]: s for s in busy if busy[s]}
+                sentinels = {self._procs[s][0].sentinel: s for s in busy if busy[s]}
                 ready = mp_wait(list(conns) + list(sentinels), timeout=5.0)
                 for r in ready:
                     if r in conns:
@@ -377,7 +379,9 @@ class PoolExecutor(Executor):
                             continue                      # died while sending: the sentinel handles it
                         if b != bid:
                             continue
-                        busy.pop(slot, None)
+                        if i in busy.get(slot, ()):
+                            busy[slot].remove(i)
+                        attempts[i] += 1
                         _take(status, i, value, stats, keys, out, failures, per_worker,
                               f"worker (pid {self._procs[slot][0].pid})")
                         done += 1
@@ -386,14 +390,18 @@ class PoolExecutor(Executor):
                     if r in sentinels:
                         slot = sentinels[r]
                         proc, conn = self._procs[slot]
-                        if proc.is_alive() or slot not in busy:
+                        if proc.is_alive() or not busy.get(slot):
                             continue
-                        i = busy.pop(slot)
+                        lost = busy.pop(slot)
                         proc.join(timeout=1)
                         conn.close()
                         reason = f"(pid {proc.pid}) exited with code {proc.exitcode}"
                         self._procs[slot] = self._start()
                         fresh.add(slot)
+                        # the first was running when the worker died: an attempt; those queued behind
+                        # it never started, and go back as they were
+                        i = lost[0]
+                        attempts[i] += 1
                         if attempts[i] >= self.max_attempts:
                             failures.append(JobFailure(i, keys[i], f"killed {attempts[i]} workers (last {reason})"))
                             done += 1
@@ -401,6 +409,7 @@ class PoolExecutor(Executor):
                         else:
                             reruns.append({"key": keys[i], "index": i, "worker": proc.pid, "reason": reason})
                             todo.append(i)
+                        todo.extend(reversed(lost[1:]))
         except BaseException:
             self.close()                                  # workers may hold jobs of this batch: start over
             raise

@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.deploy_eval import deploy_eval  # noqa: E402
+from benchmarks.deploy_eval import deploy_eval, driver_preset, episode_preset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
@@ -67,8 +67,9 @@ def test_deploy_harness_runs_the_policy_through_the_nodes(tmp_path):
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps(PRESET))
     lines = []
-    r = deploy_eval(policy, "ArmReach", SEEDS, str(preset), randomize_seed=7, log=lines.append)
+    r = deploy_eval(policy, "ArmReach", SEEDS, str(preset), log=lines.append)
     assert r["episodes"] == 2 and len(lines) == 2 and "deploy goal 2/2" in lines[-1]
+    assert r["per_episode_draws"] and r["driver_restarts"] == 2      # each goal on its own episode's robot
     # the policy sent nothing while the driver took the robot to each start, which it reached
     assert r["commands_while_disabled"] == [0, 0]
     assert max(r["start_errors_rad"]) < 0.005
@@ -103,3 +104,39 @@ def test_driver_node_refuses_a_preset_it_cannot_apply(tmp_path):
     errors = [ln for ln in (r.stdout + r.stderr).splitlines() if "ERROR" in ln]
     assert r.returncode == 2, r.stdout + r.stderr
     assert len(errors) == 1 and "camera_focal_error" in errors[0] and "randomize" in errors[0]
+
+
+def test_each_goal_runs_on_the_robot_of_its_episodes_draw(tmp_path):
+    """The driver's preset for an episode (`episode_preset`) makes the sim driver draw exactly what
+    the task drew for that seed (per-episode parameters; per-step ones keep their distribution)."""
+    import s2r.sim.tasks
+    from s2r.core.config import load_config
+    from s2r.drivers.sim_driver import SimDriver
+
+    wide = {"groups": {
+        "dynamics": {"gain_scale": {"dist": "uniform", "low": 0.5, "high": 1.5},
+                     "link_mass_scale": {"dist": "uniform", "low": 0.5, "high": 1.5},
+                     "gravity_offset": {"dist": "normal", "std": 0.5}},
+        "timing": {"action_latency": {"dist": "randint", "low": 0, "high": 3},
+                   "control_period_jitter": {"dist": "uniform", "low": -0.1, "high": 0.1, "mode": "per_step"}},
+        "unmodeled": {"encoder_offset": {"dist": "normal", "std": 0.003}}}}
+    (tmp_path / "wide.json").write_text(json.dumps(wide))
+    base = driver_preset(str(tmp_path / "wide.json"), False, tmp_path, log=lambda *_: None)
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=wide, render_mode=None).unwrapped
+    drv = SimDriver(load_config("panda_sim"))
+    drv.connect()
+    try:
+        draws = []
+        for seed in SEEDS:
+            env.reset(seed=seed)
+            got = drv.randomize(episode_preset(base, env.dr, tmp_path / f"e{seed}.json"), 0, ARM)
+            for name in ("gain_scale", "encoder_offset"):           # per joint: the arm's 7 of the driver's 9
+                np.testing.assert_array_equal(got[name][:7], env.dr[name])
+            for name in ("link_mass_scale", "gravity_offset", "action_latency"):
+                np.testing.assert_array_equal(got[name], env.dr[name])
+            assert drv.randomization["control_period_jitter"] is not None    # still drawn per step
+            draws.append(env.dr["gain_scale"].copy())
+        assert not np.allclose(draws[0], draws[1])                   # two episodes, two robots
+    finally:
+        env.close()
+        drv.disconnect()

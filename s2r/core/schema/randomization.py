@@ -106,6 +106,9 @@ PARAMETERS: dict[str, ParamInfo] = {
 }
 del P
 
+# parameters with one value per joint, link or object: a constant may list them (a measured robot,
+# one draw of a task replayed on the sim driver)
+PER_ELEMENT = ("joints", "links", "action", "objects")
 _NUMBER_MESSAGE = with_message(lambda v: f"expected a finite number, got {excerpt(v)}")
 Value = Annotated[Union[Real, list[Real]], _NUMBER_MESSAGE]
 
@@ -118,7 +121,8 @@ class SpecFields(BaseModel):
     dist: Annotated[Literal[DISTRIBUTIONS], with_message(
         lambda v: f"unknown distribution {excerpt(v)} (known: {', '.join(DISTRIBUTIONS)})")] = Field(
         json_schema_extra={"description": "uniform, loguniform, randint: low, high; normal: mean, std; "
-                                          "bernoulli: p; constant: value"})
+                                          "bernoulli: p; constant: value (per-joint, -link and "
+                                          "-object parameters: one number, or one per element)"})
     mode: Annotated[Literal[PER_EPISODE, PER_STEP], with_message(
         lambda v: f"must be {PER_EPISODE} or {PER_STEP}, got {excerpt(v)}")] | None = None
     low: Value | None = None
@@ -145,7 +149,10 @@ def check_spec(name: str, s: SpecFields) -> dict:
             if default is ...:
                 raise fail(f"missing (needed by dist {dist})", at=field)
             return default
-        if isinstance(v, list) and (width == 1 or len(v) != width):
+        if isinstance(v, list) and field == "value" and dist == "constant" and info.shape in PER_ELEMENT:
+            if not v:                        # one value per joint, link or object: checked when drawn
+                raise fail("expected a number or one number per element, got []", at=field)
+        elif isinstance(v, list) and (width == 1 or len(v) != width):
             raise fail(f"expected a finite number, got {excerpt(v)}" if width == 1 else
                        f"expected a number or a list of {width} numbers, got {excerpt(v)}", at=field)
         if field != "p" and any(abs(x) > info.limit for x in np.ravel(v)):    # p: a probability

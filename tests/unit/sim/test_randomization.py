@@ -271,3 +271,45 @@ def test_agent_samples_of_a_condition_differ_only_in_noise():
     np.testing.assert_array_equal(s1.X[0], s2.X[0])               # the same start
     assert not np.allclose(s1.X[-1], s2.X[-1])                    # different noise, different motion
     agent.env.close()
+
+
+def test_the_hand_preset_randomizes_the_fingers_and_the_object(make):
+    """`hand` (sim/presets): per-finger-joint gains and damping, a latency of 0-2 periods, link
+    masses and, in the grasp task, the object; drawn anew per episode."""
+    reach = make("s2r/HandReach-v0", randomization="hand").unwrapped
+    lat, gains = set(), []
+    for seed in range(12):
+        _, info = reach.reset(seed=seed)
+        d = info["randomization"]
+        lat.add(int(d["action_latency"]))
+        gains.append(np.asarray(d["gain_scale"]))
+        assert np.asarray(d["joint_damping_scale"]).shape == (16,) and 0.5 <= np.min(d["joint_damping_scale"])
+    assert lat == {0, 1, 2}
+    g = np.array(gains)
+    assert g.shape == (12, 16) and 0.6 <= g.min() and g.max() <= 1.5 and g.std() > 0.1
+    np.testing.assert_allclose(reach.robot.kp, reach.robot.nominal_kp * g[-1])
+    grasp = make("s2r/HandGraspLift-v0", randomization="hand").unwrapped
+    _, info = grasp.reset(seed=3)
+    assert 0.5 <= float(np.asarray(info["randomization"]["object_mass_scale"]).ravel()[0]) <= 1.5
+
+
+def test_a_constant_may_list_one_value_per_joint_or_link():
+    """A measured robot, or one episode's draw replayed on the sim driver: constants per element."""
+    from s2r.sim.randomization import RandomizationError, Randomizer
+
+    dims = {"joints": 3, "links": 2, "action": 3, "objects": 0, "surfaces": 0}
+    r = Randomizer.load({"groups": {"dynamics": {"gain_scale": {"dist": "constant", "value": [0.5, 1.0, 1.5]},
+                                                 "link_mass_scale": {"dist": "constant", "value": 1.2}}}})
+    d = r.sample_episode(np.random.default_rng(0), dims)
+    np.testing.assert_array_equal(d["gain_scale"], [0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(d["link_mass_scale"], [1.2, 1.2])
+    with pytest.raises(RandomizationError, match="gain_scale: the constant lists 3 values, for 4 joints"):
+        r.sample_episode(np.random.default_rng(0), dict(dims, joints=4))
+    for bad, where in (({"timing": {"action_latency": {"dist": "constant", "value": [1, 2]}}},
+                        "groups.timing.action_latency.value"),
+                       ({"dynamics": {"gain_scale": {"dist": "uniform", "low": [0.5, 0.6], "high": 1.0}}},
+                        "groups.dynamics.gain_scale.low"),
+                       ({"dynamics": {"gain_scale": {"dist": "constant", "value": [1.0, -1.0]}}},
+                        "groups.dynamics.gain_scale.value")):
+        with pytest.raises(RandomizationError, match=where.replace(".", r"\.")):
+            Randomizer.load({"groups": bad})
