@@ -285,25 +285,34 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
 
     probe = None
     distances, idle, start_errors, final_tcp = [], [], [], []
-    restarts = 0
+    restarts = started = 0
     try:
         preset_file = driver_preset(randomize, images, tmp, log)
         per_episode = bool(preset_file) and randomize_seed is None
+        seeds = [int(x) for x in seeds]
+
+        def episode_robot(seed: int) -> str:
+            env.reset(seed=seed)
+            return episode_preset(preset_file, env.dr, tmp / f"episode_{seed}.yaml")
+
         driver_params = {"config": cfg.name, "autostart": True, "command_mode": "position",
-                         "randomize": preset_file, "randomize_seed": int(randomize_seed or 0),
-                         "randomize_joints": task_joints}
+                         "randomize": episode_robot(seeds[0]) if per_episode and seeds else preset_file,
+                         "randomize_seed": int(randomize_seed or 0), "randomize_joints": task_joints}
         driver = start("driver_node", "driver", driver_params)
 
-        def restart_driver():
-            nonlocal driver, restarts
-            restarts += 1
+        def restart_driver(recovery: bool):
+            """driver_node started again: a robot it could not bring back (`recovery`, counted in
+            driver_restarts), or the next episode's draw."""
+            nonlocal driver, restarts, started
+            restarts += int(recovery)
+            started += 1
             driver.send_signal(signal.SIGINT)
             driver.wait(15)
             # until discovery has dropped the old node, its trajectory subscription still counts
             _wait(lambda: probe.pub_traj.get_subscription_count() == 0, 10.0, "the stopped driver to leave")
             with probe._lock:
                 probe.state = None
-            driver = start("driver_node", "driver", driver_params, f"driver{restarts}")
+            driver = start("driver_node", "driver", driver_params, f"driver{started}")
             _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0, STARTUP_S,
                   "the restarted driver")
         start("policy_node", "policy", {"policy": str(policy), "config": cfg.name, "driver": "driver",
@@ -319,10 +328,10 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
         names = list(probe.state[1])
         home = probe.q(names)
         for i, seed in enumerate(seeds):
-            env.reset(seed=int(seed))
-            if per_episode:              # the robot of this episode's draw
-                driver_params["randomize"] = episode_preset(preset_file, env.dr, tmp / f"episode_{seed}.yaml")
-                restart_driver()
+            env.reset(seed=seed)
+            if per_episode and i:        # the robot of this episode's draw (the first one's: from the start)
+                driver_params["randomize"] = episode_robot(seed)
+                restart_driver(recovery=False)
             q0 = env.robot.state()[0].copy()
             target = env.target.copy()
             task_idx = [names.index(n) for n in task_joints]
@@ -333,7 +342,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
                 if start_err >= RESTART_RAD and attempt:
                     # the robot cannot be brought back (it fell, or the safety layer holds it): a fresh one
                     log(f"  deploy: robot {start_err:.2f} rad from the start; restarting driver_node")
-                    restart_driver()
+                    restart_driver(recovery=True)
                     goal_q[task_idx], corrected = q0, False
                 before = probe.q(names)
                 d = float(np.abs(goal_q - before).max())

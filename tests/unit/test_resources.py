@@ -148,7 +148,7 @@ def test_not_found_is_one_line_listing_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(RandomizationError) as e:
         Randomizer.load("defualt")
     assert "\n" not in str(e.value) and "looked in: path defualt, ./presets, " in str(e.value)
-    assert "known: default, off, stress" in str(e.value)
+    assert "known: default, hand, off, stress" in str(e.value)
 
 
 def test_paths_are_not_looked_up_and_hostile_names_stay_one_line(tmp_path):
