@@ -198,18 +198,51 @@ class _Probe:
         self._thread.join(timeout=2.0)
 
 
-def stop_processes(procs, timeout: float) -> None:
-    """Ctrl-C each node process (pr, log file, name) still running, kill one that outlives `timeout`
-    seconds, and close the logs."""
-    for pr, logf, _ in procs:
-        if pr.poll() is None:
-            pr.send_signal(signal.SIGINT)
-            try:
-                pr.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-                pr.wait()
-        logf.close()
+class NodeGraph:
+    """Node processes on a private ROS domain, each logging to `tmp`/<name>.log: `start` one with
+    its parameters, `logs` (their tails, for an error), `close` (Ctrl-C each, a kill for one that
+    outlives `timeout` seconds, the domain given back)."""
+
+    def __init__(self, tmp: Path, tail: int = 2000):
+        import os
+
+        from s2r.core.ros_env import claim_domain_id, isolation_vars
+        self.tmp, self.tail = tmp, tail
+        self.domain = claim_domain_id()
+        self.env = dict(os.environ, **isolation_vars(self.domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+        self.procs = []                      # (process, log file, log name)
+
+    def start(self, executable: str, name: str, params: dict, log_name: str | None = None) -> subprocess.Popen:
+        import yaml
+
+        from s2r.launch import NodeSpec, node_command
+        log_name = log_name or name
+        pfile = self.tmp / f"{log_name}.params.yaml"
+        pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        logf = open(self.tmp / f"{log_name}.log", "wb")
+        pr = subprocess.Popen(node_command(NodeSpec(name, executable), str(pfile)), env=self.env,
+                              stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((pr, logf, log_name))
+        return pr
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n} ---\n{(self.tmp / f'{n}.log').read_text(errors='replace')[-self.tail:]}"
+                         for _, _, n in self.procs)
+
+    def close(self, timeout: float) -> None:
+        from s2r.core.ros_env import release_domain_id
+        try:
+            for pr, logf, _ in self.procs:
+                if pr.poll() is None:
+                    pr.send_signal(signal.SIGINT)
+                    try:
+                        pr.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        pr.kill()
+                        pr.wait()
+                logf.close()
+        finally:
+            release_domain_id(self.domain)
 
 
 def _settle(q, timeout: float, still_rad: float = 5e-4, window_s: float = 0.2) -> None:
@@ -246,10 +279,6 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
     import s2r.sim.tasks
     from s2r.learning.deploy import load_policy
     from s2r.learning.registry import scene_kwargs, task_id
-    from s2r.launch import NodeSpec, node_command
-    from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
-    import os
-    import yaml
 
     policy = Path(policy)
     _, meta = load_policy(policy)              # any exported format (.pt, .pt2, .onnx)
@@ -266,22 +295,8 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
     threshold = env.success_threshold if success_distance is None else success_distance
     task_joints = list(env.joint_names)
     tmp = Path(tempfile.mkdtemp(prefix="deploy_eval_"))
-    domain = claim_domain_id()
-    envv = dict(os.environ, **isolation_vars(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-    procs = []
-
-    def start(executable, name, params, log_name=None):
-        log_name = log_name or name
-        pfile = tmp / f"{log_name}.params.yaml"
-        pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        logf = open(tmp / f"{log_name}.log", "wb")
-        pr = subprocess.Popen(node_command(NodeSpec(name, executable), str(pfile)), env=envv, stdin=subprocess.DEVNULL,
-                              stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append((pr, logf, log_name))
-        return pr
-
-    def logs() -> str:
-        return "\n".join(f"--- {n} ---\n{(tmp / f'{n}.log').read_text(errors='replace')[-1500:]}" for _, _, n in procs)
+    nodes = NodeGraph(tmp, tail=1500)
+    start, logs = nodes.start, nodes.logs
 
     probe = None
     distances, idle, start_errors, final_tcp = [], [], [], []
@@ -318,7 +333,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
         start("policy_node", "policy", {"policy": str(policy), "config": cfg.name, "driver": "driver",
                                         "action": meta.get("action", "position_delta"), "use_image": False,
                                         "rate_hz": rate, "enabled": False})
-        probe = _Probe(domain, "driver", "policy", "/driver/true_joint_states" if preset_file else "/joint_states")
+        probe = _Probe(nodes.domain, "driver", "policy", "/driver/true_joint_states" if preset_file else "/joint_states")
         try:
             _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0, STARTUP_S,
                   "the driver's joint states and trajectory subscription")
@@ -391,8 +406,7 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
     finally:
         if probe is not None:
             probe.close()
-        stop_processes(procs, 10)
-        release_domain_id(domain)
+        nodes.close(10)
         env.close()
     ok = int(sum(d < threshold for d in distances))
     return {"policy": str(policy), "task": tid, "randomize": str(randomize) if randomize else None,

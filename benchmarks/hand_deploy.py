@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_eval import STARTUP_S, _Probe, _wait, stop_processes   # noqa: E402  the arm evaluation's harness pieces
+from deploy_eval import STARTUP_S, NodeGraph, _Probe, _wait   # noqa: E402  the arm evaluation's harness pieces
 
 SETTLE_RAD = 0.03          # the emulated servos track their set-points closely
 MIN_DURATION_S = 60.0
@@ -104,13 +102,9 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
     """Run `policy` through policy_node and driver_node (`config`'s emulator) on the episodes `seeds`
     of `task`. Returns per-episode distances, success, the policy's rate and the driver's missed
     cycles over the run."""
-    import yaml
-
     import s2r.sim.tasks
     from s2r.core.config import load_config
-    from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
     from s2r.drivers.emulators import check_emulated
-    from s2r.launch import NodeSpec, node_command
     from s2r.learning.deploy import load_policy
     from s2r.learning.registry import scene_kwargs, task_id
 
@@ -135,21 +129,8 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
     threshold = env.success_threshold
     task_joints = list(env.joint_names)
     tmp = Path(tempfile.mkdtemp(prefix="hand_deploy_"))
-    domain = claim_domain_id()
-    envv = dict(os.environ, **isolation_vars(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-    procs = []
-
-    def start(executable, name, params):
-        pfile = tmp / f"{name}.params.yaml"
-        pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        logf = open(tmp / f"{name}.log", "wb")
-        pr = subprocess.Popen(node_command(NodeSpec(name, executable), str(pfile)), env=envv, stdin=subprocess.DEVNULL,
-                              stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append((pr, logf, name))
-        return pr
-
-    def logs() -> str:
-        return "\n".join(f"--- {n} ---\n{(tmp / f'{n}.log').read_text(errors='replace')[-2000:]}" for _, _, n in procs)
+    nodes = NodeGraph(tmp)
+    start, logs = nodes.start, nodes.logs
 
     probe = None
     distances, tip_errors, rates, start_errors, final_q = [], [], [], [], []
@@ -159,7 +140,7 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
         start("policy_node", "policy", {"policy": str(policy), "config": config, "driver": "driver",
                                         "action": meta.get("action", "position_delta"), "use_image": False,
                                         "rate_hz": rate, "enabled": False})
-        probe = _HandProbe(domain, "driver", "policy")
+        probe = _HandProbe(nodes.domain, "driver", "policy")
         try:
             _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0
                   and probe.pub_tips.get_subscription_count() > 0, STARTUP_S, "the driver's joint states and the policy")
@@ -233,8 +214,7 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
     finally:
         if probe is not None:
             probe.close()
-        stop_processes(procs, 15)
-        release_domain_id(domain)
+        nodes.close(15)
         env.close()
     driver_log = (tmp / "driver.log").read_text(errors="replace")
 

@@ -438,8 +438,10 @@ class PolicyNode(Node):
             return
         ref = np.asarray(msg.position, float)[i]
         step = np.asarray(msg.velocity, float)[i] * self.spec.period
-        if np.all(np.isfinite(ref)) and np.all(np.isfinite(step)):
-            self._reported = (stamp_ns(msg.header.stamp), ref, step)
+        if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(step))):
+            self._problem("setpoint_nonfinite", "a set-point report with NaN or inf; the model goes on without it")
+            return
+        self._reported = (stamp_ns(msg.header.stamp), ref, step)
 
     def _apply_reported(self) -> None:
         """The model of the safety layer's limiter continues from its newest report, if that
