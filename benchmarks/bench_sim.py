@@ -16,8 +16,7 @@ physics substeps per 100 Hz control step), all driven by the same action sequenc
   episode resets excluded. env_ratio = env / raw; env_dr_ratio = env_dr / raw_dr, raw_dr being the
   raw loop on the same randomized scene (seed 0's masses, friction, gravity, gains) making the
   same motion: under randomization the env's action noise, bias and latency change the joint
-  targets (the bias accumulates and drives joints into their limits, where the physics solver
-  works harder) and period jitter changes the substeps per step, so raw_dr replays the joint
+  targets (the bias offsets them, latency delays them) and period jitter changes the substeps per step, so raw_dr replays the joint
   targets and substep counts the randomized env produced for the same actions (recorded from an
   identical env beforehand) rather than integrating the actions itself. A randomized scene costs
   other physics than the nominal one, which is not the env's overhead: raw_dr_over_raw_ratio shows
@@ -124,17 +123,24 @@ class RawScene:
 
 def record_targets(actions, randomization, n_steps: int):
     """The joint targets and physics substeps per step that the env (seed 0) applies for
-    `actions` over n_steps: what RawScene replays to make the same motion."""
+    `actions` over n_steps (what RawScene replays to make the same motion), and the reference
+    each step ends at (to check a later run of the env made the same motion)."""
     env = gym.make(ENV, randomization=randomization).unwrapped
     env.reset(seed=0)
-    targets, substeps = [], []
+    targets, substeps, ends = [], [], []
+    set_target = env.robot.set_target
+
+    def sent(mode, values, *args):          # the targets as applied: after latency, with the action noise
+        targets.append(np.array(values, float))
+        return set_target(mode, values, *args)
+    env.robot.set_target = sent
     for k in range(n_steps):
         before = env.sim.steps
         env.step(actions[k % len(actions)])
-        targets.append(env.q_cmd.copy())
         substeps.append(env.sim.steps - before)
+        ends.append(env.robot.q_target.copy())
     env.close()
-    return np.array(targets), np.array(substeps)
+    return np.array(targets), np.array(substeps), np.array(ends)
 
 
 class SimRobotScene:
@@ -200,7 +206,8 @@ def stepping(rounds: int, chunk: int) -> dict:
             wall[k].append(chunk / w)
             cpu[k].append(chunk / c)
     # the randomized env made exactly the recorded motion (same seed, same actions)
-    assert np.array_equal(scenes["env_dr"].env.q_cmd, replay[0][scenes["env_dr"].k - 1]), "env_dr diverged from its replay"
+    assert np.array_equal(scenes["env_dr"].env.robot.q_target, replay[2][scenes["env_dr"].k - 1]), \
+        "env_dr diverged from its replay"
     for sc in scenes.values():
         sc.env.close()
     w = {k: np.array(v) for k, v in wall.items()}

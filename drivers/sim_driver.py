@@ -206,7 +206,7 @@ class SimDriver(Driver):
             values = command.values
             r = self._reality
             if r is not None and r.action_noise:
-                values = np.clip(r.noisy_target(values, not streaming), self._spec.lower, self._spec.upper)
+                values = np.clip(r.noisy_target(values), self._spec.lower, self._spec.upper)
             goal = np.array(values, float)
             # reached a period after the set-point before it (a set-point arriving before that one
             # was reached is not crossed faster than the stream moves), but at most two periods

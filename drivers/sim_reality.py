@@ -22,9 +22,8 @@ class Reality:
     - `control_period_jitter`: a period simulates round(substeps * (1 + jitter)) physics substeps
       (the wall-clock period stays), as the tasks do per step;
     - `action_noise` + `action_bias` (normalized action units, times the config's
-      `max_position_step`): added to the increment of every streamed position set-point, so they
-      accumulate into the targets as they do into a task's commanded targets; reset when a stream
-      starts;
+      `max_position_step`): the actuation's error, added to every position set-point as it takes
+      effect (not accumulated), as the sim tasks add it to the targets their robot applies;
     - `joint_noise` (per period), `encoder_offset`: added to the positions `read()` reports;
     - `sensor_delay` N: `read()` reports the state of N control periods ago.
     Per-step dynamics values are applied at each period's start. Per-joint values are drawn for
@@ -47,7 +46,6 @@ class Reality:
         self.per_step_dynamics = [n for n in self.per_step if n in ROBOT_DYNAMICS]
         self.action_noise = "action_noise" in self.draw or "action_bias" in self.draw
         self.step_scale = step_scale
-        self.offset = np.zeros(n_joints)           # accumulated action noise on the position targets
         self.pending: deque = deque()               # delayed commands: (due, command)
         self.states: deque = deque(maxlen=self.sensor_delay + 1)
         self.period = 0
@@ -74,13 +72,10 @@ class Reality:
                 values[name] = full
         return values
 
-    def noisy_target(self, values: np.ndarray, restart: bool) -> np.ndarray:
-        """A position set-point with the action noise of this period added to its increment."""
-        if restart:
-            self.offset[:] = 0.0
+    def noisy_target(self, values: np.ndarray) -> np.ndarray:
+        """A position set-point as the robot applies it: with this period's action noise and bias."""
         c = self.current
-        self.offset += (c.get("action_noise", 0.0) + c.get("action_bias", 0.0)) * self.step_scale
-        return np.asarray(values, float) + self.offset
+        return np.asarray(values, float) + (c.get("action_noise", 0.0) + c.get("action_bias", 0.0)) * self.step_scale
 
     def observed(self, q, qd, tau):
         """What a read reports: delayed, with joint noise and encoder offsets."""

@@ -23,7 +23,9 @@ and pixel noise from `n` instead: several samples of one training condition, eac
 An action latency delays what the robot is sent (set-points in position control), not the
 policy's own targets: `q_cmd` and the limiter's set-point move when the action is taken, as
 policy_node's do, and the robot's joints get them `action_latency` steps later, as the sim
-driver and a real robot apply a command that was late on the wire.
+driver and a real robot apply a command that was late on the wire. Action noise and bias are
+the actuation's error, hidden from the policy: added to the targets the robot applies (after the
+latency, not accumulated into `q_cmd`), or to the torques in effort control.
 The `unmodeled` group's actuator effects go to
 `SimRobot.set_unmodeled`; encoder offsets and sensor delay act on the returned observation only
 (rewards and `info` use the current true state); camera miscalibration changes the camera images
@@ -292,13 +294,11 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
             self._info_step = values
             if self._per_step_dynamics:
                 self._apply_dynamics({name: dr[name] for name in self._per_step_dynamics})
+        noise = None
         if self._action_noise:
-            offset = self._step_block["_action_offset"][self._step_k - 1] if "_action_offset" in self._step_block \
+            noise = self._step_block["_action_offset"][self._step_k - 1] if "_action_offset" in self._step_block \
                 else dr.get("action_noise", 0.0) + dr.get("action_bias", 0.0)
-            a += offset                         # a is this step's own copy
-            np.maximum(a, -1.0, out=a)
-            np.minimum(a, 1.0, out=a)
-        self._apply_action(a)
+        self._apply_action(a, noise)
         n = self.substeps
         if self._jitter:
             n = int(self._step_block["_substeps"][self._step_k - 1]) if "_substeps" in self._step_block \
@@ -351,7 +351,12 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
         np.minimum(a, 1.0, out=a)
         return a
 
-    def _apply_action(self, a: np.ndarray) -> None:
+    def _apply_action(self, a: np.ndarray, noise=None) -> None:
+        """Send action `a`; `noise` (action_noise + action_bias, normalized action units) is the
+        actuation's error, added where the robot applies what it was sent, after the latency: to
+        the position targets (times `action_scale`, not accumulated) or to the torques. The policy
+        never sees it in its own targets, as the sim driver's robot (drivers.sim_reality) and a real
+        one hide it."""
         fixed = self.fixed_joint_targets()
         act = self._act_sel
         if self.control == "position":
@@ -361,9 +366,16 @@ class TaskEnv(RandomizedWorld, gym.Env, abc.ABC):
             # on the robot.
             sent = self.setpoints.step(self.robot.state()[0], a * self.action_scale, True, self._fixed_sel, fixed)
             self.q_cmd = self.setpoints.q_cmd.copy()
-            self.robot.set_target("position", self._delayed(sent), self.control_dt)
+            applied = self._delayed(sent)
+            if noise is not None:
+                applied = applied.copy()
+                applied[act] += noise * self.action_scale
+                np.clip(applied, self.lower, self.upper, out=applied)
+            self.robot.set_target("position", applied, self.control_dt)
         else:
             a = self._delayed(a)
+            if noise is not None:
+                a = np.clip(a + noise, -1.0, 1.0)
             tau = np.zeros(len(self.joint_names))
             tau[act] = a * self.effort[act]
             if fixed is not None:   # joints outside the action keep a PD hold around their fixed targets

@@ -161,7 +161,7 @@ def test_sensor_delay_noise_and_offsets_act_on_reads_only():
         drv.disconnect()
 
 
-def test_action_bias_accumulates_into_the_targets_and_jitter_changes_the_period():
+def test_action_bias_offsets_each_target_and_jitter_changes_the_period():
     preset = {"groups": {"noise": {"action_bias": const(0.1)},
                          "timing": {"control_period_jitter": const(0.2, "per_step")}}}
     drv = driver(preset)
@@ -170,11 +170,23 @@ def test_action_bias_accumulates_into_the_targets_and_jitter_changes_the_period(
         s0 = drv.simulation.steps
         for _ in range(3):
             drv.write(Command(CommandMode.POSITION, q0))
-        # each set-point's increment gets 0.1 x max_position_step (0.05 rad): 3 x 5 mrad on the arm
-        np.testing.assert_allclose(drv.sim.q_target, q0 + 3 * 0.005 * (np.arange(9) < 7), atol=1e-12)
+        # every set-point gets 0.1 x max_position_step (0.05 rad) on the arm, not accumulated
+        np.testing.assert_allclose(drv.sim.q_target, q0 + 0.005 * (np.arange(9) < 7), atol=1e-12)
         assert drv.simulation.steps - s0 == 3 * 12          # 10 substeps x 1.2
     finally:
         drv.disconnect()
+
+
+def test_action_bias_moves_the_arm_alike_in_the_task_and_the_driver_unseen_by_the_policy():
+    """The actuation's error is added to the targets the robot applies, the same in the task and the
+    driver: the held arm settles at the offset (not drifting away by it every step), and the
+    task's own targets (the policy's `cmd_offset` and `setpoint` inputs) never include it."""
+    preset = {"groups": {"noise": {"action_bias": const(0.2)}}}
+    env, moved_env, moved_drv, cmd_moved = held_in_task_and_driver(preset, 60)
+    assert not cmd_moved
+    offset = 0.2 * env.action_scale                       # 10 mrad on each arm joint
+    np.testing.assert_allclose(moved_env[env.act_idx], offset, atol=0.003)
+    np.testing.assert_allclose(moved_drv, moved_env, atol=1e-6)
 
 
 def test_what_the_driver_cannot_apply_is_refused_by_name():
@@ -257,23 +269,31 @@ def test_heavier_links_are_compensated_by_the_model_as_loaded(realtime):
 
 def test_a_heavier_arm_sags_alike_in_the_task_and_the_driver():
     """Held at its start, the heavier arm of one draw sags the same in the task and in the driver."""
-    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=HEAVY, render_mode=None).unwrapped
-    drv = driver(HEAVY)
+    _, sag_env, sag_drv, _ = held_in_task_and_driver(HEAVY, 50)
+    assert np.abs(sag_env).max() > 0.01              # 1.7x links under nominal compensation sag
+    np.testing.assert_allclose(sag_drv, sag_env, atol=1e-6)
+
+
+def held_in_task_and_driver(preset, steps: int):
+    """ArmReach's start (seed 3) held for `steps` periods under one draw of `preset`, in the task
+    (zero actions) and in the sim driver (its set-point streamed): (env, the task's joint motion,
+    the driver's, whether the task's own targets q_cmd moved)."""
+    env = s2r.sim.tasks.make("s2r/ArmReach-v0", randomization=preset, render_mode=None).unwrapped
+    drv = driver(preset)
     try:
         env.reset(seed=3)
         q0 = env.robot.state()[0].copy()
+        cmd0 = env.q_cmd.copy()
         names = list(drv.spec.joint_names)
+        idx = [names.index(j) for j in env.joint_names]
         full = drv.sim.state()[0].copy()
-        full[[names.index(j) for j in env.joint_names]] = q0
+        full[idx] = q0
         drv.sim.reset(full)
         drv.sim.set_target("position", full)
-        for _ in range(50):
+        for _ in range(steps):
             env.step(np.zeros(len(env.act_idx)))
             drv.write(Command(CommandMode.POSITION, full.copy()))
-        sag_env = env.robot.state()[0] - q0
-        sag_drv = drv.true_state().q[[names.index(j) for j in env.joint_names]] - q0
-        assert np.abs(sag_env).max() > 0.01              # 1.7x links under nominal compensation sag
-        np.testing.assert_allclose(sag_drv, sag_env, atol=1e-6)
+        return env, env.robot.state()[0] - q0, drv.true_state().q[idx] - q0, not np.array_equal(env.q_cmd, cmd0)
     finally:
         env.close()
         drv.disconnect()

@@ -58,8 +58,10 @@ PARAMETERS: dict[str, ParamInfo] = {
     "control_period_jitter": P("timing", "scalar", "relative change of the control period",
                                default_mode=PER_STEP, limit=0.9),
     # noise -------------------------------------------------------------------------------------
-    "action_noise": P("noise", "action", "added to the normalized action", default_mode=PER_STEP, limit=10),
-    "action_bias": P("noise", "action", "added to the normalized action, fixed per episode", limit=10),
+    "action_noise": P("noise", "action", "actuation error in normalized action units: added to the applied "
+                      "position targets (x max_position_step) or torques, unseen by the policy",
+                      default_mode=PER_STEP, limit=10),
+    "action_bias": P("noise", "action", "as action_noise, fixed per episode", limit=10),
     "joint_noise": P("noise", "joints", "added to observed joint positions, rad", default_mode=PER_STEP, limit=1),
     "object_position_bias": P("noise", "objects3", "added to observed object positions, m", limit=1),
     "object_position_noise": P("noise", "objects3", "added to observed object positions, m",
