@@ -31,10 +31,12 @@ demo: $(STAMP)
 	$(VENV)/bin/s2r demo
 
 # The compute-only tests (marker `compute`, tests/conftest.py) on both cores, one BLAS thread each;
-# then the rest (real time, ROS nodes, emulators) on its own, so clocks never share the machine.
+# the HIL checks (marker `paired`: real time, mostly waiting) two robots at a time; then the rest
+# (real time, ROS nodes, emulators) on its own, so their clocks never share the machine.
 test: $(STAMP)
 	@rc=0; OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m compute --durations=15 tests || rc=$$?; \
-	$(PY) -m pytest -q -m "not compute" --durations=15 tests || rc=$$?; exit $$rc
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m paired --durations=5 tests || rc=$$?; \
+	$(PY) -m pytest -q -m "not compute and not paired" --durations=15 tests || rc=$$?; exit $$rc
 
 # Nightly-size adversarial run of the safety layer (tests/fuzz): S2R_FUZZ_EXAMPLES cases per state
 # machine (4 machines), fresh random inputs each run (S2R_FUZZ_SEED=N to repeat one).

@@ -27,7 +27,13 @@ COMPUTE_ONLY = ("unit/learning/", "unit/controllers/", "unit/sim/", "integration
                 "unit/test_safety_modes.py", "unit/test_safety_result.py", "unit/test_joint_limiter.py",
                 "unit/test_tune.py", "unit/test_video.py", "unit/test_config.py", "unit/test_hostile_configs.py",
                 "unit/test_robot_description.py", "unit/test_schema.py", "unit/test_gym_conformance.py",
-                "unit/test_yamlio.py", "unit/test_progress.py", "unit/test_layers.py")
+                "unit/test_yamlio.py", "unit/test_progress.py", "unit/test_layers.py", "unit/test_demo.py",
+                "unit/test_resources.py", "unit/test_ros_package_deps.py", "unit/drivers/test_dynamixel_protocol.py",
+                "integration/test_ros_colcon.py")
+
+# Real-time tests that mostly wait on their clocks (the HIL checks, streaming to one robot each):
+# `make test` runs two at a time (marker `paired`), each robot's checks on one worker.
+PAIRED = ("hil/",)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,3 +44,8 @@ def pytest_collection_modifyitems(config, items):
             continue                    # a test from outside tests/ (pytest --pyargs s2r.hil)
         if rel.startswith(COMPUTE_ONLY):
             item.add_marker(pytest.mark.compute)
+        elif rel.startswith(PAIRED):
+            # one robot's checks on one worker (its session is module-scoped), two robots at a time
+            target = getattr(item, "callspec", None) and item.callspec.id.split("-")[0]
+            item.add_marker(pytest.mark.paired)
+            item.add_marker(pytest.mark.xdist_group(str(target or rel)))
