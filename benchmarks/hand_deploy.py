@@ -74,15 +74,8 @@ class _HandProbe(_Probe):
             return dict(self.diag.get(name, {}))
 
     def send_tips(self, targets) -> None:
-        from geometry_msgs.msg import Pose
-        msg = self.PoseArray()
-        msg.header.frame_id = "world"
-        for p in np.asarray(targets, float).reshape(-1, 3):
-            pose = Pose()
-            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
-            pose.orientation.w = 1.0
-            msg.poses.append(pose)
-        self.pub_tips.publish(msg)
+        from s2r_ros.common import tips_goal_msg
+        self.pub_tips.publish(tips_goal_msg(targets))
 
 
 def lockstep(policy, task: str, seeds) -> dict:

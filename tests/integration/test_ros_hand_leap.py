@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Pose, PoseArray
 from sensor_msgs.msg import JointState
 
 from ros_harness import dump_logs, ros, wait_until  # noqa: F401
@@ -91,19 +90,9 @@ def reaching_policy(path, meta, q_at):
     return export(path, meta, w, 0.05 * null @ q_at / SCALE)
 
 
-def goal(points) -> PoseArray:
-    msg = PoseArray()
-    msg.header.frame_id = "world"
-    for p in points:
-        pose = Pose()
-        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
-        msg.poses.append(pose)
-    return msg
-
-
 def test_policy_node_drives_the_emulated_leap_hand_through_driver_node(ros, tmp_path):
     from s2r.drivers.emulators import initial_positions
-    from s2r_ros.common import GOAL_QOS
+    from s2r_ros.common import GOAL_QOS, tips_goal_msg
 
     domain, probe = ros
     names = list(LEAP.joint_names)
@@ -131,7 +120,7 @@ def test_policy_node_drives_the_emulated_leap_hand_through_driver_node(ros, tmp_
         assert np.abs(q_start - q0).max() < 0.01                  # read from the emulated servos
         err0 = np.abs(tips_fk(meta)(q_start) - targets).max()
         probe.wait_subscribers("/goal_tips")
-        probe.publish("/goal_tips", goal(targets), qos=GOAL_QOS)
+        probe.publish("/goal_tips", tips_goal_msg(targets), qos=GOAL_QOS)
 
         def tip_error():
             m = probe.latest("/joint_states")
@@ -148,7 +137,7 @@ def test_policy_node_drives_the_emulated_leap_hand_through_driver_node(ros, tmp_
         # a goal out of the hand's reach: refused and counted, nothing more is sent, the hand holds
         far = targets.copy()
         far[0, 2] += 0.3
-        probe.publish("/goal_tips", goal(far), qos=GOAL_QOS)
+        probe.publish("/goal_tips", tips_goal_msg(far), qos=GOAL_QOS)
         d = probe.wait_diag("policy: policy", lambda d: int(d["goals_refused"]) >= 1, what="the refusal")
         assert "fingertip 0 at" in d["last_goal_refusal"] and "refused, holding" in d["last_goal_refusal"], d
         held = probe.latest("/joint_states")

@@ -4,7 +4,6 @@ counted, and the hand holds; an arm policy given the hand's config is refused at
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Pose, PoseArray
 from sensor_msgs.msg import JointState
 
 from ros_harness import dump_logs, ros, wait_until  # noqa: F401
@@ -25,21 +24,11 @@ def export(path, meta, n_in, n_out):
     return path
 
 
-def goal(points) -> PoseArray:
-    msg = PoseArray()
-    msg.header.frame_id = "world"
-    for p in points:
-        pose = Pose()
-        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
-        msg.poses.append(pose)
-    return msg
-
-
 def test_policy_node_drives_the_hand_to_fingertip_goals_and_refuses_what_it_cannot_take(ros, tmp_path):
     import gymnasium as gym
 
     import s2r.sim.tasks  # noqa: F401
-    from s2r_ros.common import GOAL_QOS
+    from s2r_ros.common import GOAL_QOS, tips_goal_msg
 
     domain, probe = ros
     joints = list(CFG.joint_names)
@@ -68,7 +57,7 @@ def test_policy_node_drives_the_hand_to_fingertip_goals_and_refuses_what_it_cann
         d = probe.wait_diag("policy: policy", lambda d: "/goal_tips" in d["last_problem"], what="waiting for a goal")
         assert int(d["commands"]) == 0
         probe.wait_subscribers("/goal_tips")
-        probe.publish("/goal_tips", goal(targets), qos=GOAL_QOS)
+        probe.publish("/goal_tips", tips_goal_msg(targets), qos=GOAL_QOS)
         d = probe.wait_diag("policy: policy", lambda d: int(d["commands"]) >= 100, what="policy commands")
         assert int(d["goals_refused"]) == 0 and int(d["refused_actions"]) == 0
         assert float(d["rate_hz"]) > 30                      # the hand's 100 Hz, less what a loaded host takes
@@ -80,7 +69,7 @@ def test_policy_node_drives_the_hand_to_fingertip_goals_and_refuses_what_it_cann
         for bad, why in ((far, "fingertip 1 at"), (targets[:3], "has 3 fingertip targets, the policy takes 4"),
                          (np.full((4, 3), np.nan), "is not finite")):
             before = int(probe.diagnostics("policy: policy")["goals_refused"])
-            probe.publish("/goal_tips", goal(bad), qos=GOAL_QOS)
+            probe.publish("/goal_tips", tips_goal_msg(bad), qos=GOAL_QOS)
             d = probe.wait_diag("policy: policy", lambda d: int(d["goals_refused"]) > before, what="a refusal")
             assert why in d["last_goal_refusal"] and "refused, holding" in d["last_goal_refusal"], d
         sent = int(probe.diagnostics("policy: policy")["commands"])

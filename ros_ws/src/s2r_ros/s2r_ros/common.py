@@ -60,6 +60,20 @@ def command_msg(values, source_stamp_ns: int | None = None) -> Float64MultiArray
     return msg
 
 
+def tips_goal_msg(points, frame_id: str = "world"):
+    """A fingertip goal (policy_node's `goal_topic` for hand policies): one pose per target point
+    (x, y, z in `frame_id`), identity orientation."""
+    from geometry_msgs.msg import Pose, PoseArray
+    msg = PoseArray()
+    msg.header.frame_id = frame_id
+    for p in np.asarray(points, float).reshape(-1, 3):
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
+        pose.orientation.w = 1.0
+        msg.poses.append(pose)
+    return msg
+
+
 def command_source_stamp(msg: Float64MultiArray) -> int | None:
     """The /joint_states stamp (ns) a command answers, if its sender said so."""
     if msg.layout.dim:
