@@ -24,7 +24,7 @@ with the task's own success (ArmReach: TCP within 2 cm at the end; ArmInsert: th
 the hole), its Wilson 95 % interval, the mean final distance, and the transfer ratio (success in the
 setting over nominal success).
 
-    python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image] [--episodes N]
+    python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image,grasp] [--episodes N]
                                         [--iterations N] [--keep DIR]
                                         [--deploy-reality NAME] [--deploy-goals N] [--deploy-kinds dr,nodr]
     python benchmarks/bench_transfer.py --json OUT --deploy-only DIR    (the deploy stage on DIR's policies)
@@ -37,10 +37,15 @@ a reality preset (`--deploy-reality`, default the first file in realities/), on 
 deploy_lockstep_success, deploy_minus_lockstep_points (percentage points), for reach dr.
 
 Rows: reach (state ArmReach), insert (state ArmInsert), image (ArmReach from 128x128 images; the
-vision pretraining makes it the long one, ~1 h per run on 2 cores). The JSON gets the per-cell
+vision pretraining makes it the long one, ~1 h per run on 2 cores), grasp (state HandGraspLift on
+the 16-DoF hand, issue #26: its recipe's 6 iterations of 16 draws x 2 samples, the dr run
+`--randomize hand` with 32 draws and the actions in flight among its inputs; its realities are
+benchmarks/realities/hand/, success the task's own: the cube lifted and held at its target).
+The JSON gets the per-cell
 figures and the summary keys reach_dr_nominal_success, reach_dr_reality_min_success,
 reach_dr_reality_distance_m, reach_nodr_reality_min_success, insert_dr_reality_min_success,
-image_dr_heldout_visual_success and rollouts_ratio_dr_over_nodr. Written after every cell, so a
+image_dr_heldout_visual_success, grasp_dr_reality_min_success and rollouts_ratio_dr_over_nodr.
+Written after every cell, so a
 stopped run keeps what it measured.
 """
 from __future__ import annotations
@@ -66,14 +71,27 @@ from s2r.learning.cli import eval_main, train_main  # noqa: E402
 from benchmarks.deploy_eval import deploy_eval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REALITIES = sorted((HERE / "realities").glob("*.yaml"))
+REALITIES = sorted((HERE / "realities").glob("*.yaml"))            # the arm rows'
+HAND_REALITIES = sorted((HERE / "realities" / "hand").glob("*.yaml"))
 TRAIN_PRESET = "default"
 DR_INPUTS = ["--conditions", "8"]
 ROWS = {
     "reach": ["--task", "ArmReach"],
     "insert": ["--task", "ArmInsert"],
     "image": ["--task", "ArmReach", "--images"],
+    "grasp": ["--task", "HandGraspLift"],
 }
+# the hand row: its own preset and realities; its recipe (learning/experiments/hand_grasp_lift.yaml)
+# names its inputs, so the dr run adds the actions in flight itself, and doubles the recipe's 16 draws
+HAND_DR_INPUTS = ["--conditions", "32", "--obs-features", "prev_action@hist2,cmd_offset,setpoint_offset,setpoint_step",
+                  "--state-features", "prev_action@hist2,setpoint_offset,setpoint_step"]
+ROW_SETUP = {"grasp": ("hand", HAND_DR_INPUTS, HAND_REALITIES)}
+ROW_ITERATIONS = {"grasp": 6}          # its recipe's; the other rows 10 (`--iterations` sets every row's)
+
+
+def row_setup(row: str) -> tuple[str, list, list]:
+    """(training preset, the dr run's extra arguments, reality files) of a row."""
+    return ROW_SETUP.get(row, (TRAIN_PRESET, DR_INPUTS, REALITIES))
 FIRST_SEED = 50_000
 
 
@@ -88,7 +106,8 @@ def _quiet(fn, argv) -> tuple[int, str]:
 def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log) -> Path:
     argv = ["gps", *ROWS[row], "--iterations", str(iterations), "--seed", str(seed), "--run-dir", str(run_dir)]
     if dr:
-        argv += ["--randomize", TRAIN_PRESET, *DR_INPUTS]
+        preset, extra, _ = row_setup(row)
+        argv += ["--randomize", preset, *extra]
     t0 = time.perf_counter()
     rc, out = _quiet(train_main, argv)
     if rc != 0:
@@ -104,7 +123,8 @@ def evaluate(policy: Path, row: str, setting: str, episodes: int) -> dict:
         argv = [str(policy), "--task", task, "--episodes", str(episodes), "--first-seed", str(FIRST_SEED),
                 "--json", str(out)]
         if setting != "nominal":
-            argv += ["--randomize", TRAIN_PRESET if setting == "train" else str(HERE / "realities" / f"{setting}.yaml")]
+            preset, _, realities = row_setup(row)
+            argv += ["--randomize", preset if setting == "train" else str(next(r for r in realities if r.stem == setting))]
         rc, text = _quiet(eval_main, argv)
         if rc != 0:
             raise RuntimeError(f"s2r eval {' '.join(argv)} failed ({rc}): {text.strip()[-300:]}")
@@ -153,8 +173,8 @@ def deploy_keys(cells: dict) -> dict:
 def summarize(res: dict) -> dict:
     """The summary keys of the issue from the per-cell results (absent rows give no keys)."""
     out = {}
-    realities = [r.stem for r in REALITIES]
-    for row in ("reach", "insert", "image"):
+    for row in ROWS:
+        realities = [r.stem for r in row_setup(row)[2]]
         for kind in ("dr", "nodr"):
             cells = res.get(row, {}).get(kind, {}).get("eval", {})
             if "nominal" in cells:
@@ -178,7 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here (after every cell)")
     ap.add_argument("--rows", default="reach,insert", help=f"comma-separated subset of {', '.join(ROWS)}")
     ap.add_argument("--episodes", type=int, default=100, help="held-out starts per evaluation setting")
-    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=None, help="GPS iterations of every row (default: 10, grasp 6)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
     ap.add_argument("--deploy-reality", default=REALITIES[0].stem if REALITIES else None,
@@ -211,23 +231,25 @@ def main(argv=None) -> int:
         return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
-    if bad or args.episodes < 1 or args.iterations < 1:
+    if bad or args.episodes < 1 or (args.iterations is not None and args.iterations < 1):
         print(f"error: {'unknown row ' + repr(bad[0]) + ' (known: ' + ', '.join(ROWS) + ')' if bad else '--episodes and --iterations must be >= 1'}",
               file=sys.stderr)
         return 2
     if not REALITIES:
         print(f"error: no reality presets in {HERE / 'realities'}", file=sys.stderr)
         return 2
-    settings = ["nominal", "train"] + [r.stem for r in REALITIES]
     res: dict = {}
-    out = {"train_preset": TRAIN_PRESET, "realities": [r.stem for r in REALITIES], "episodes": args.episodes,
+    out = {"train_preset": {row: row_setup(row)[0] for row in rows},
+           "realities": {row: [r.stem for r in row_setup(row)[2]] for row in rows}, "episodes": args.episodes,
            "iterations": args.iterations, "seed": args.seed, "rows": res}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         for row in rows:
             res[row] = {}
+            settings = ["nominal", "train"] + out["realities"][row]
             for kind in ("nodr", "dr"):
-                policy = train(row, kind == "dr", args.iterations, root / f"{row}_{kind}", args.seed, log)
+                iterations = args.iterations or ROW_ITERATIONS.get(row, 10)
+                policy = train(row, kind == "dr", iterations, root / f"{row}_{kind}", args.seed, log)
                 hist = json.loads((policy.parent / "history.json").read_text())
                 hist = hist["iterations"] if isinstance(hist, dict) else hist
                 cell = res[row][kind] = {"rollouts": int(sum(h.get("rollouts", 0) for h in hist)), "eval": {}}
@@ -246,8 +268,9 @@ def main(argv=None) -> int:
             out.update(deploy_keys(out["deploy"]))
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))
-    print(f"\n{'row':7s} {'kind':5s} " + " ".join(f"{s:>14s}" for s in settings))
     for row, kinds in res.items():
+        settings = ["nominal", "train"] + out["realities"][row]
+        print(f"\n{'row':7s} {'kind':5s} " + " ".join(f"{s:>14s}" for s in settings))
         for kind, cell in kinds.items():
             print(f"{row:7s} {kind:5s} " + " ".join(
                 f"{100 * cell['eval'][s]['success']:5.0f}% {100 * cell['eval'][s]['distance_m']:4.1f}cm" for s in settings))
