@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MIN_MOTION = 1e-9      # rad (m): a joint's excitation must move it at least this far
+
 
 class ExcitationError(ValueError):
     """An excitation that cannot be built or would exceed a limit; one line naming the joint."""
@@ -177,8 +179,11 @@ def fourier_excitation(limits: ExcitationLimits, q0, duration: float, *, harmoni
             fill * limits.velocity / np.abs(qd).max(0),
             fill * limits.acceleration / np.abs(qdd).max(0),
             fill * limits.max_step / (np.abs(qd).max(0) * limits.period)]), axis=0)
-    if (scale <= 0).any() or not np.isfinite(scale).all():
-        j = int(np.argmax(~(np.isfinite(scale) & (scale > 0))))
+    # a joint whose excitation would move it less than MIN_MOTION (at a limit, give or take a
+    # rounding) has no room: the plan would excite nothing there
+    moves = np.isfinite(scale) & (scale * np.maximum(dq_hi, -dq_lo) >= MIN_MOTION)
+    if not moves.all():
+        j = int(np.argmax(~moves))
         raise ExcitationError(f"{limits.names[j]}: no room to move (at {q0[j]:+.4f}, limits "
                               f"[{limits.lower[j]:+.4f}, {limits.upper[j]:+.4f}])")
     exc = Excitation(unit.names, q0, a * scale[:, None], b * scale[:, None], omega, duration)

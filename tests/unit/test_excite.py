@@ -140,3 +140,11 @@ def test_excite_refuses_before_anything_moves(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("excitation refused: amplitude") and err.count("\n") == 1
     assert not (out / "recording").exists()
+
+
+def test_a_joint_a_rounding_away_from_its_limit_has_no_room():
+    """Hypothesis found it: q0 = 0.9999999999999999 under an upper limit of 1 made a plan that
+    moved the joint by nothing; it is refused as a joint at its limit is."""
+    lim = ExcitationLimits(("j0",), np.array([0.0]), np.array([1.0]), np.array([1.0]), np.array([1.0]), 0.001, 0.0625)
+    with pytest.raises(ExcitationError, match="j0: no room to move"):
+        fourier_excitation(lim, np.array([np.nextafter(1.0, 0.0)]), 1.0, harmonics=2, base_hz=1.0, fill=0.5, seed=5)
