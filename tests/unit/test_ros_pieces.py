@@ -198,6 +198,28 @@ def test_latency_stats_percentiles_over_a_sliding_window():
     assert len(s) == 0 and np.isnan(s.percentiles_ms(50)[0])
 
 
+def test_late_commands_are_answers_after_the_next_state_not_states_left_unanswered():
+    """driver_node's late_commands: a state's first answer that came after a newer state was out.
+    A controller that stops (disabled between goals) or answers only some states on time is not
+    late; a repeated answer is not counted twice; an unknown stamp has no latency."""
+    from s2r_ros.driver_diagnostics import StateAnswers
+    a = StateAnswers()
+    a.published(1, 0.00)
+    assert a.answered(1, 0.004) == pytest.approx(0.004)          # in its period
+    a.published(2, 0.01)
+    a.published(3, 0.02)                                         # state 2 never answered: not late
+    assert a.answered(2, 0.021) == pytest.approx(0.011) and a.late == 1   # answered after state 3 was out
+    assert a.answered(2, 0.022) is not None and a.late == 1      # its second answer
+    assert a.answered(3, 0.023) is not None and a.late == 1
+    for k in range(4, 40):                                       # the controller stopped
+        a.published(k, k * 0.01)
+    assert a.late == 1 and a.answered(10_000, 0.5) is None
+    for k in range(40, 40 + 2 * StateAnswers.KEEP):              # memory stays bounded
+        a.published(k, k * 0.01)
+        a.answered(k, k * 0.01 + 0.001)
+    assert a.late == 1 and len(a.pub_times) <= StateAnswers.KEEP and len(a._answered) <= StateAnswers.KEEP
+
+
 def test_fast_subscription_has_its_own_executor_and_follows_the_owners_remapping():
     """The control path's subscription: resolved (namespace, ~, remapping) by the owning node,
     served by a hidden node without parameter services, in its own thread; messages arrive."""

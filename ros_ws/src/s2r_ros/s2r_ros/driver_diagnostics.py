@@ -10,6 +10,47 @@ from diagnostic_msgs.msg import DiagnosticArray
 from .common import ERROR, OK, STALE, WARN, LatencyStats, RateMeter, diag_status
 
 
+class StateAnswers:
+    """The states driver_node published and the commands answering them (a command names the state
+    it was computed from, s2r_ros.common.command_msg): each answer's latency, and how many states
+    were answered late -- a state's first answer arriving after a newer state was out, so the
+    controller missed its period. States never answered are not late: no controller runs, one
+    stopped (disabled between goals), or one slower than the stream answers the newest state."""
+
+    KEEP = 256                                  # states remembered (over two seconds at 100 Hz)
+
+    def __init__(self):
+        self.pub_times: dict[int, float] = {}   # stamp ns -> monotonic publish time
+        self.newest: int | None = None
+        self.late = 0
+        self._answered: dict[int, None] = {}
+
+    def published(self, key: int, t: float) -> None:
+        self.newest = key
+        self.pub_times[key] = t
+        _trim(self.pub_times, self.KEEP)
+
+    def answered(self, key: int, t: float) -> float | None:
+        """An answer to state `key` arrived at `t`: its latency (None for a state not published
+        here, or long ago), counting the state late if this first answer came after a newer one."""
+        t_pub = self.pub_times.get(key)
+        if t_pub is None:
+            return None
+        if key not in self._answered:
+            self._answered[key] = None
+            _trim(self._answered, self.KEEP)
+            if key != self.newest:
+                self.late += 1
+        return t - t_pub
+
+
+def _trim(d: dict, keep: int) -> None:
+    """Drop the oldest half of an insertion-ordered dict over `keep` entries."""
+    if len(d) > keep:
+        for k in list(d)[:keep // 2]:
+            del d[k]
+
+
 class DriverDiagnostics:
     """The diagnostics of DriverNode: its counters, what `/diagnostics` publishes and the
     `latency_log` CSV."""
@@ -18,15 +59,11 @@ class DriverDiagnostics:
         self.rate = RateMeter()
         self.latency = LatencyStats()
         self.loop_overruns = 0          # control periods skipped because the loop fell behind
-        self.late_commands = 0          # states whose command came after the next state was out
+        self.answers = StateAnswers()   # late commands: states whose command came after the next state was out
         self.commands_received = 0
         self.refused: dict[str, int] = {}
         self.trajectories_accepted = 0
         self.watchdog_hold_after_ms = float("nan")
-        self._pub_times: dict[int, float] = {}       # stamp ns -> monotonic publish time
-        self._pending: int | None = None             # stamp of the newest state, unanswered
-        self._answered_prev = True
-        self._last_labeled_cmd = -1e9
         self._wd_trips_seen = 0
         self._logging = bool(self.get_parameter("latency_log").value)
         self._log_pub: dict[int, float] = {}         # latency_log: every state's publish time ...
@@ -43,8 +80,8 @@ class DriverDiagnostics:
         v = {"lifecycle": self.lifecycle, "config": self.cfg.name if self.cfg else "",
              "rate_hz": self.rate.rate(), "target_rate_hz": self.cfg.control_rate_hz if self.cfg else 0.0,
              "states_published": self.rate.total,
-             "missed_cycles": self.loop_overruns + self.late_commands,
-             "loop_overruns": self.loop_overruns, "late_commands": self.late_commands,
+             "missed_cycles": self.loop_overruns + self.answers.late,
+             "loop_overruns": self.loop_overruns, "late_commands": self.answers.late,
              "latency_p50_ms": p50, "latency_p99_ms": p99, "latency_samples": len(self.latency),
              "commands_received": self.commands_received,
              "commands_refused": sum(self.refused.values()),

@@ -363,17 +363,10 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
             msg.effort = st.effort.tolist()
             key = stamp_ns(stamp)
             with self._lock:
-                # the previous state was answered in time, or not (only while a controller answers)
-                if self._pending is not None and now - self._last_labeled_cmd < 10 * period:
-                    self.late_commands += 1
-                self._pending = key
                 t_pub = time.monotonic()
-                self._pub_times[key] = t_pub
+                self.answers.published(key, t_pub)
                 if self._logging:
                     self._log_pub[key] = t_pub
-                if len(self._pub_times) > 256:
-                    for k in list(self._pub_times)[:128]:
-                        del self._pub_times[k]
             try:
                 self.pub_joint_states.publish(msg)
             except Exception:                 # the context is shutting down (Ctrl-C): end the loop
@@ -407,15 +400,11 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
         src = command_source_stamp(msg)
         if src is not None:
             with self._lock:
-                t_pub = self._pub_times.get(src)
-                if t_pub is not None:
-                    self.latency.add(t_rx - t_pub)
-                    self._last_labeled_cmd = t_rx
-                    if src == self._pending:
-                        self._pending = None
+                latency = self.answers.answered(src, t_rx)
+                if latency is not None:
+                    self.latency.add(latency)
                     if self._logging and src not in self._log_rx:
                         self._log_rx[src] = t_rx
-                    # else: the answer to an older state, already counted late
         if self.lifecycle != "active":
             self._refuse("command_inactive", f"node is {self.lifecycle}, not active")
             return
