@@ -7,9 +7,9 @@ For each episode seed: the task's reset with that seed gives the start posture, 
 draw of the preset; driver_node is started again on the robot of that draw (its per-episode
 parameters as constants, `episode_preset`; `--driver-seed N`: every goal on the one driver draw
 N instead); the policy is disabled (policy_node ~/enable) while the driver takes the robot to the
-start through the safety layer (rest-to-rest ~/joint_trajectory moves, the last ones corrected by
-what a heavy or weak robot sags below its reference, so that it rests at the start posture as the
-task puts it there), then it is enabled and the target is published
+start through the safety layer (rest-to-rest ~/joint_trajectory moves, each after the first
+corrected by what the robot rests off the start -- a heavy or weak robot sags below its reference --
+so that it rests at the start posture as the task puts it there), then it is enabled and the target is published
 on /goal_pose; after the policy's episode length (`episode_steps` commands at its control rate) the
 robot's true joint state (driver_node ~/true_joint_states: no sensor delay, noise or encoder
 offset, as the task scores) gives the TCP by the task's own forward kinematics, and its distance
@@ -42,8 +42,7 @@ STARTUP_S = 90.0
 RESTART_RAD = 0.3        # a robot this far from the start after the tries is restarted (the same draw)
 MOVED_RAD = 0.002        # a robot that moved less than this did not follow the trajectory
 START_RAD = 0.002        # at the start posture: the task starts the robot exactly there
-SAG_RAD = 0.05           # a robot resting this close to the start sagged there (made up for, once)
-MOVE_TRIES = 3           # moves to the start (again where it sagged or did not move, or restarted)
+MOVE_TRIES = 4           # moves to the start (again, corrected, where it sagged; or not moved, or restarted)
 CAMERA_ONLY = ("visuals",)
 
 
@@ -352,13 +351,13 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
             task_idx = [names.index(n) for n in task_joints]
             goal_q = home.copy()
             goal_q[task_idx] = q0
-            start_err, corrected = float("inf"), False
+            start_err = float("inf")
             for attempt in range(MOVE_TRIES):
                 if start_err >= RESTART_RAD and attempt:
                     # the robot cannot be brought back (it fell, or the safety layer holds it): a fresh one
                     log(f"  deploy: robot {start_err:.2f} rad from the start; restarting driver_node")
                     restart_driver(recovery=True)
-                    goal_q[task_idx], corrected = q0, False
+                    goal_q[task_idx] = q0
                 before = probe.q(names)
                 d = float(np.abs(goal_q - before).max())
                 duration = max(1.0, math.sqrt(6.0 * d / 1.0))       # cubic rest-to-rest: peak 1 rad/s^2
@@ -373,15 +372,13 @@ def deploy_eval(policy, task: str, seeds, randomize=None, randomize_seed: int | 
                     continue
                 if start_err >= RESTART_RAD:              # fallen, or held by the safety layer: restarted
                     continue
-                if start_err < START_RAD or corrected or start_err >= SAG_RAD:
+                if start_err < START_RAD:
                     break
-                # at rest a little off the start: a heavy or weak robot sags below its reference. The
-                # task puts the robot at its start posture at rest; here the reference is moved once
-                # by what the robot sags, so the episode starts there too. (Further off, something
-                # else holds it there - friction, a reference wandering under action noise - which
-                # another move is as likely to make worse.)
+                # at rest off the start: a heavy or weak robot sags below its reference (friction and
+                # backlash hold it short too). The task puts the robot at its start posture at rest;
+                # here the reference is moved by what the robot is off, again on the next try, so
+                # the episode starts there too
                 goal_q[task_idx] += q0 - q_task
-                corrected = True
             probe.end_trajectory()
             time.sleep(0.1)
             idle.append(probe.commands)          # the policy's commands while disabled: none
