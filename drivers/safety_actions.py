@@ -103,8 +103,8 @@ class SafetyActions:
             return now
         age = now - self._last_cmd_time
         if age > self._wd_timeout + 1e-9:
+            self.last_watchdog_age = age        # before the count: a reader seeing the trip sees its age
             self.counters.watchdog_trips += 1
-            self.last_watchdog_age = age
             # a hold later than planned (a loaded host): velocity and effort commands plan with
             # the lateness seen from now on, up to ten timeouts
             horizon = min(age + self._period, 10.0 * self._wd_timeout)

@@ -44,6 +44,10 @@ class StateAnswers:
         return t - t_pub
 
 
+def _ms(seconds: float | None) -> float:
+    return float("nan") if seconds is None else 1e3 * seconds
+
+
 def _trim(d: dict, keep: int) -> None:
     """Drop the oldest half of an insertion-ordered dict over `keep` entries."""
     if len(d) > keep:
@@ -63,8 +67,6 @@ class DriverDiagnostics:
         self.commands_received = 0
         self.refused: dict[str, int] = {}
         self.trajectories_accepted = 0
-        self.watchdog_hold_after_ms = float("nan")
-        self._wd_trips_seen = 0
         self._logging = bool(self.get_parameter("latency_log").value)
         self._log_pub: dict[int, float] = {}         # latency_log: every state's publish time ...
         self._log_rx: dict[int, float] = {}          # ... and when its (first) answer came
@@ -86,7 +88,7 @@ class DriverDiagnostics:
              "commands_received": self.commands_received,
              "commands_refused": sum(self.refused.values()),
              "trajectories_accepted": self.trajectories_accepted,
-             "watchdog_hold_after_ms": self.watchdog_hold_after_ms,
+             "watchdog_hold_after_ms": float("nan"),
              "fault_latched": self.fault_latched}
         for k, n in sorted(self.refused.items()):
             v[f"refused_{k}"] = n
@@ -96,6 +98,9 @@ class DriverDiagnostics:
                       "fault": st["fault"]})
             v.update({k: st[k] for k in self.safety.counters.as_dict()})
             v.update({f"driver_{k}": n for k, n in sorted(st["driver_stats"].items())})
+            # the command age when the watchdog last held the robot, read from the safety layer after
+            # its trip count (which its watchdog thread bumps after setting the age): never behind it
+            v["watchdog_hold_after_ms"] = _ms(self.safety.last_watchdog_age)
         else:
             v["safety_state"] = "disconnected"
         return v

@@ -229,7 +229,6 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
             self.safety.start_watchdog()
         self.spec = self.safety.spec
         self.period = self.spec.period
-        self._wd_trips_seen = self.safety.counters.watchdog_trips
         self.get_logger().info(
             f"configured: {self.cfg.name} via {self.safety.backend}"
             + (" (SIMULATOR FALLBACK)" if self.safety.fallback else "")
@@ -349,11 +348,6 @@ class DriverNode(DriverDiagnostics, LifecycleNode):
                 self.fault_latched = True
                 self._fault_signal.trigger()
                 return
-            trips = self.safety.counters.watchdog_trips
-            if trips != self._wd_trips_seen:          # the watchdog held the robot since the last tick
-                self._wd_trips_seen = trips
-                # the command age at the moment the safety layer's watchdog held the robot
-                self.watchdog_hold_after_ms = self.safety.last_watchdog_age * 1e3
             msg = JointState()
             stamp = self.get_clock().now().to_msg()
             msg.header.stamp = stamp
