@@ -110,7 +110,7 @@ class _Teacher:
         """The KL-regularized MPC's plan from x (`controllers.MPCStep`): the learner's means m_j at the
         observations predicted along the previous adaptive plan (shifted; at the first step: the
         current observation for every j), weight lam Sigma_theta^-1."""
-        H, nu = self.horizon, self.nu
+        H = self.horizon
         prev = self.kl_mpc.plan
         if prev is None:
             O = np.repeat(np.asarray(obs["state"], float)[None], H, 0)
