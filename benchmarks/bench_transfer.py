@@ -86,13 +86,13 @@ ROWS = {
 HAND_DR_INPUTS = ["--conditions", "32", "--obs-features", "prev_action@hist2,cmd_offset,setpoint_offset,setpoint_step",
                   "--state-features", "prev_action@hist2,setpoint_offset,setpoint_step"]
 ROW_SETUP = {"grasp": ("hand", HAND_DR_INPUTS, HAND_REALITIES)}
+FIRST_SEED = 50_000
 ROW_ITERATIONS = {"grasp": 6}          # its recipe's; the other rows 10 (`--iterations` sets every row's)
 
 
 def row_setup(row: str) -> tuple[str, list, list]:
     """(training preset, the dr run's extra arguments, reality files) of a row."""
     return ROW_SETUP.get(row, (TRAIN_PRESET, DR_INPUTS, REALITIES))
-FIRST_SEED = 50_000
 
 
 def _quiet(fn, argv) -> tuple[int, str]:
