@@ -267,6 +267,8 @@ class ArmReachAgent(Agent):
         self.success_distance = success_distance
         self.condition_seeds = list(condition_seeds or range(n_conditions))
         self.n_conditions = len(self.condition_seeds)
+        self.condition_pins = [{} for _ in self.condition_seeds]     # ADR's (set_pins)
+        self.randomization_bounds: dict = {}                           # ranges ADR has moved
         n = self.n
         Q = np.zeros(self.dX)
         Q[n:2 * n], Q[-3:] = velocity_weight, position_weight
@@ -340,8 +342,48 @@ class ArmReachAgent(Agent):
         ctx.set("step", int(t))
         return compute_features(self.obs_keys, ctx, self.inputs.params)
 
-    def _run(self, seed: int, act, noise_seed: int | None = None) -> Sample:
-        obs, _ = self.env.reset(seed=int(seed), options=None if noise_seed is None else {"noise_seed": int(noise_seed)})
+    def worker_state(self) -> dict:
+        """The conditions, their ADR pins and the ranges ADR has moved (learning.gps)."""
+        return super().worker_state() | {"condition_pins": [dict(p) for p in self.condition_pins],
+                                         "randomization_bounds": dict(self.randomization_bounds)}
+
+    def set_worker_state(self, state: dict) -> None:
+        state = dict(state)
+        bounds = state.pop("randomization_bounds", {})
+        super().set_worker_state(state)
+        r = self.env.randomizer
+        for name, (low, high) in bounds.items():
+            if r.params[name].bounds() != (low, high):
+                r.set_bounds(name, low, high)
+        self.randomization_bounds = dict(bounds)
+
+    def set_pins(self, pins) -> None:
+        """ADR: condition c's randomization draw has the values `pins[c]` (name -> value, {} for an
+        ordinary draw) in place of the drawn ones (`Randomizer.sample_episode(..., pin=)`)."""
+        if len(pins) != self.n_conditions:
+            raise ValueError(f"{len(pins)} pins for {self.n_conditions} conditions")
+        self.condition_pins = [dict(p) for p in pins]
+
+    def set_randomization_bounds(self, bounds: dict) -> None:
+        """ADR: the ranges it has moved (name -> (low, high)), here and, with the next batch, on the workers."""
+        for name, (low, high) in bounds.items():
+            self.env.randomizer.set_bounds(name, low, high)
+        self.randomization_bounds = {n: tuple(b) for n, b in bounds.items()}
+
+    def adr_limits(self) -> dict:
+        """Ranges ADR may not widen past: no more action latency than the local controllers' state
+        holds actions in flight (`prev_action@histK` among the state features; the preset's own
+        range without one), else the fitted dynamics stop being Markov."""
+        lat = self.env.randomizer.params.get("action_latency")
+        if lat is None:
+            return {}
+        held = [k or 1 for f, k in map(parse_key, self.state_features) if f.name == "prev_action"]
+        return {"action_latency": (0, max([*held, int(lat.high) if lat.dist == "randint" else 0]))}
+
+    def _run(self, seed: int, act, noise_seed: int | None = None, pin: dict | None = None) -> Sample:
+        options = ({} if noise_seed is None else {"noise_seed": int(noise_seed)}) | \
+            ({"randomization_pin": dict(pin)} if pin else {})
+        obs, _ = self.env.reset(seed=int(seed), options=options or None)
         inputs, state_inputs = self.inputs, self.state_inputs
         inputs.reset()
         state_inputs.reset()
@@ -371,13 +413,15 @@ class ArmReachAgent(Agent):
             U.append(u)
         X = np.array(X)
         d = float(np.linalg.norm(X[-1, -3:]))
+        finite = bool(np.all(np.isfinite(U)))
+        own = bool(self.env.reward_success(self.env._true_obs)[1]) and finite   # the task's own success (ADR's)
         return Sample(X, np.array(U), np.array(S), np.array(I) if self.images else None,
-                      bool(d < self.success_distance), d)
+                      bool(d < self.success_distance), d, {"task_success": own})
 
     def rollout(self, condition: int, act, seed: int) -> Sample:
         """One sample of a condition: its episode (start, target, randomization draw), with the
         per-step noise of `seed` (each sample its own: the fitted dynamics see the task's noise)."""
-        return self._run(self.condition_seeds[condition], act, noise_seed=seed)
+        return self._run(self.condition_seeds[condition], act, noise_seed=seed, pin=self.condition_pins[condition])
 
     def held_out(self, index: int, act) -> Sample:
         if not 0 <= index < self.HELD_OUT_SEEDS:
@@ -393,6 +437,7 @@ class ArmReachAgent(Agent):
             if not self.HELD_OUT_BASE <= s < self.HELD_OUT_BASE + self.HELD_OUT_SEEDS and s not in seeds:
                 seeds.append(s)
         self.condition_seeds = seeds
+        self.condition_pins = [{} for _ in seeds]
         return seeds
 
     INIT_GAIN = 0.1     # initial controllers: the fraction of the TCP's error they correct per control step

@@ -114,6 +114,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-features", default=None, metavar="KEYS",
                    help="extra entries of the local controllers' state (e.g. prev_action@hist2: the actions in "
                         "flight under an action latency of up to 2 steps); 'none': no extras")
+    p.add_argument("--adr", default=None, metavar="PARAMS|all",
+                   help="gps: automatic domain randomization (Akkaya et al. 2019) of --randomize's ranges: the named "
+                        "parameters, comma-separated, or 'all' (its per-episode dynamics and timing ranges) widen where "
+                        "the policy succeeds at their ends (gps.adr_step, adr_buffer, adr_boundary_prob)")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<stamp>-train-<algo>-<task>)")
     p.add_argument("--export", default="pt2,onnx", metavar="FORMATS",
                    help="policy files written at the end, comma-separated: pt2 (torch.export), onnx (ONNX Runtime, "
@@ -195,7 +199,7 @@ def _experiment(args):
                               f"or KEY=VALUE overrides")
     options = [(field, getattr(args, opt), f"--{opt.replace('_', '-')} {getattr(args, opt)}")
                for opt, field in OPTIONS.items() if getattr(args, opt) not in (None, "")]
-    options = [(k, ([] if v == "none" else keys(v)) if k in ("obs_features", "state_features") else v, label)
+    options = [(k, ([] if v == "none" else keys(v)) if k in ("obs_features", "state_features", "gps.adr") else v, label)
                for k, v, label in options]
     if algorithm:
         options.insert(0, ("algorithm", algorithm, algorithm))

@@ -65,7 +65,7 @@ OPTIONS = {"task": "task", "config": "config", "images": "images", "image_size":
             "randomize": "randomize", "iterations": "iterations", "conditions": "conditions", "samples": "samples",
             "fixed_conditions": "fixed_conditions", "eval_episodes": "eval_episodes",
             "policy_steps": "policy_steps", "seed": "seed", "obs_features": "obs_features",
-            "state_features": "state_features"}
+            "state_features": "state_features", "adr": "gps.adr"}
 
 
 @functools.cache
@@ -180,7 +180,8 @@ def build_experiment(exp):
     if obs is None and state is None:
         # the inputs the task needs by default (registry.default_inputs)
         try:
-            obs, state = default_inputs(exp.task, exp.randomize)
+            adr = exp.section().get("adr") if exp.algorithm == "gps" else None
+            obs, state = default_inputs(exp.task, exp.randomize, adr=adr)
         except ValueError as e:
             raise ValueError(f"randomize {exp.randomize}: {e}") from None
     obs, state = list(obs or []), list(state or [])

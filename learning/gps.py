@@ -22,6 +22,12 @@ global policy on the new conditions). The step size then stays at `kl_step` (a d
 reference, measured: see `_adjust_step`). A condition's dynamics prior is fitted on
 that condition's own samples: with new conditions, on the current iteration's only. Off-policy
 sampling starts the local controllers of new conditions from the agent's initial controllers.
+With `adr` (automatic domain randomization, Akkaya et al. 2019, Alg. 1: `s2r train gps --adr all`)
+a fraction `adr_boundary_prob` of each iteration's new conditions has one randomization parameter
+pinned to an end of its current range; the global policy's samples there (on-policy: no extra
+rollouts) are ADR's results, judged by the task's own success, and an end whose `adr_buffer`
+results reach 80 % moves outward by `adr_step` of the range's initial width (50 % or less: back
+toward the preset's). Later conditions and the held-out evaluation draw from the moved ranges.
 Initial controllers: given, or the agent's `initial_controllers(variance)` (ArmReachAgent: a PD law
 on the TCP's error through the Jacobian at the start), or zero gains that explore around holding still.
 Everything the next iteration needs, random number generator states included, is in
@@ -39,6 +45,8 @@ import time
 
 import numpy as np
 import torch
+
+from s2r.sim.randomization import AutomaticDomainRandomization, RandomizationError
 
 from .agents import collect_samples, evaluate_held_out
 from .dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
@@ -105,8 +113,56 @@ class MDGPS:
         self.reruns = 0              # episodes run again after their worker died (s2r.core.executor)
         self.executor = None         # where rollouts run (s2r.core.executor); None: in this process
         self.device = "cpu"          # torch device of vision pretraining (--device)
+        self.adr = self._make_adr() if self.cfg.adr else None
+        self.adr_boundaries: list = [None] * M     # each condition's pinned end (ADR), None: an ordinary draw
 
     # ------------------------------------------------------------------ helpers
+    def _make_adr(self) -> AutomaticDomainRandomization:
+        """ADR over the agent's randomization (`cfg.adr`: parameter names, or "all" for its
+        per-episode dynamics and timing ranges). A range's end moves by `adr_step` of its initial
+        width (a loguniform one's in log space; integers by 1); the agent may bound a range
+        (`adr_limits`: e.g. no more action latency than its inputs hold actions in flight)."""
+        a = self.agent
+        if not self.cfg.resample_conditions:
+            raise ValueError("adr pins new conditions every iteration: it needs them drawn anew (no fixed_conditions)")
+        r = getattr(getattr(a, "env", None), "randomizer", None)
+        if not r:
+            raise ValueError("adr: the task is not randomized (give a randomization preset)")
+        names = list(self.cfg.adr)
+        if names == ["all"]:
+            names = AutomaticDomainRandomization.eligible(r, getattr(a.env, "dims", None))
+            if not names:
+                raise ValueError(f"adr all: preset {r.name!r} has no per-episode dynamics or timing range to widen")
+        for n in names:
+            if n not in r.params:
+                raise ValueError(f"adr: {n!r} is not randomized by preset {r.name!r} "
+                                 f"(ranged there: {', '.join(AutomaticDomainRandomization.eligible(r)) or 'none'})")
+        ranged = AutomaticDomainRandomization.eligible(r)      # the others: the constructor's one-line error
+        def width(spec):          # in the space the range is drawn in
+            return np.log(spec.high / spec.low) if spec.dist == "loguniform" else spec.high - spec.low
+        delta = {n: 1 if r.params[n].dist == "randint" else self.cfg.adr_step * width(r.params[n])
+                 for n in names if n in ranged}
+        try:
+            return AutomaticDomainRandomization(r, names, delta, buffer_size=self.cfg.adr_buffer,
+                                                boundary_prob=self.cfg.adr_boundary_prob,
+                                                limits=a.adr_limits() if hasattr(a, "adr_limits") else None)
+        except RandomizationError as e:
+            raise ValueError(f"adr: {e}") from None
+
+    def _adr_pin(self) -> None:
+        """New conditions: each, with probability adr_boundary_prob, has one parameter at an end."""
+        pins = [self.adr.next_pin(self.rng) for _ in range(self.agent.n_conditions)]
+        self.agent.set_pins([p for p, _ in pins])
+        self.adr_boundaries = [b for _, b in pins]
+
+    def _adr_report(self, samples) -> None:
+        """The pinned conditions' samples (the global policy's) are ADR's results; the ranges it
+        moved go to the agent (and its workers, with the next batch)."""
+        for boundary, ss in zip(self.adr_boundaries, samples):
+            for s in ss:      # the task's own success (ArmReach: 2 cm), not the agent's training threshold
+                self.adr.report(boundary, s.info.get("task_success", s.success))
+        self.agent.set_randomization_bounds(self.adr.bounds())
+
     def _agent_initial_controllers(self) -> list[LinearGaussianController]:
         """The agent's initial controllers for its current conditions (`initial_controllers(variance)`,
         e.g. a PD law towards the target), or, for agents without one, zero-gain controllers that
@@ -269,6 +325,8 @@ class MDGPS:
         resampled = cfg.resample_conditions and k > 0
         if resampled:
             a.resample(self.rng)
+            if self.adr is not None:
+                self._adr_pin()
             if not cfg.on_policy:
                 self.controllers = self._agent_initial_controllers()
             if cfg.dynamics_prior == "condition":
@@ -278,6 +336,8 @@ class MDGPS:
         runner = PolicyRunner(self.policy, self.policy_cov) if on_policy else None
         reruns0 = self.reruns
         samples = self._sample(runner if on_policy else self.controllers)
+        if self.adr is not None and on_policy and resampled:
+            self._adr_report(samples)
         X = [np.array([s.X for s in ss]) for ss in samples]
         U = [np.array([s.U for s in ss]) for ss in samples]
         costs = [np.array([a.cost.evaluate(s.X, s.U).sum() for s in ss]) for ss in samples]
@@ -369,6 +429,8 @@ class MDGPS:
                  "sampled_from": "policy" if on_policy else "local", "seconds": time.perf_counter() - t0}
         if self.aux is not None:   # on this iteration's new conditions, before the S-step (m)
             stats["aux_pose_error"] = aux_error
+        if self.adr is not None:   # the ranges after this iteration's results
+            stats["adr_bounds"] = {n: [float(v) for v in b] for n, b in self.adr.bounds().items()}
         self.history.append(stats)
         self.iteration += 1
         return stats

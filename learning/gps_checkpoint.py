@@ -27,6 +27,7 @@ def gps_state_dict(gps) -> dict:
             "history": gps.history, "dropped_samples": gps.dropped_samples,
             "condition_seeds": list(getattr(gps.agent, "condition_seeds", [])),
             "replay": gps.replay,
+            "adr": None if gps.adr is None else gps.adr.state_dict(),
             "aux": None if gps.aux is None else {"readout": gps.aux.readout.state_dict(), "points": gps.aux.points,
                                                   "joints": gps.aux.joints, "rel": gps.aux.rel},
             "rng": gps.rng.bit_generator.state, "torch_generator": gps.gen.get_state(),
@@ -68,6 +69,11 @@ def load_gps_state_dict(gps, st: dict) -> None:
         gps.aux.points, gps.aux.joints, gps.aux.rel = st["aux"]["points"], st["aux"]["joints"], st["aux"]["rel"]
     if st.get("condition_seeds") and hasattr(gps.agent, "condition_seeds"):
         gps.agent.condition_seeds = list(st["condition_seeds"])
+    if (st.get("adr") is None) != (gps.adr is None):
+        raise ValueError("checkpoint and configuration disagree on ADR (adr)")
+    if gps.adr is not None:
+        gps.adr.load_state_dict(st["adr"])
+        gps.agent.set_randomization_bounds(gps.adr.bounds())
     gps.rng.bit_generator.state = st["rng"]
     gps.gen.set_state(st["torch_generator"])
     torch.set_rng_state(st["torch_rng"])

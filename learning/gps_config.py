@@ -41,6 +41,11 @@ class GPSConfig:
                                       # (their observations and their iteration's local controllers' actions)
     finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
     resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
+    adr: tuple[str, ...] = ()         # automatic domain randomization over these parameters of the preset
+                                      # ("all": its per-episode dynamics and timing ranges; learning.gps)
+    adr_step: float = 0.1             # ADR moves a range's end by this fraction of its initial width (integers: 1)
+    adr_buffer: int = 10              # results of one end's pinned samples per ADR decision
+    adr_boundary_prob: float = 0.5    # fraction of the conditions with one parameter pinned to an end
     seed: int = 0
 
     def validate(self) -> "GPSConfig":
@@ -62,6 +67,12 @@ class GPSConfig:
             raise ValueError("aux_pose_weight needs frozen vision (finetune_vision False)")
         if self.dynamics_prior not in ("condition", "pooled"):
             raise ValueError(f"dynamics_prior must be 'condition' or 'pooled', got {self.dynamics_prior!r}")
+        if self.adr:
+            if not (self.adr_step > 0 and self.adr_buffer >= 1 and 0 < self.adr_boundary_prob <= 1):
+                raise ValueError(f"adr_step must be > 0, adr_buffer >= 1 and adr_boundary_prob in (0, 1], got "
+                                 f"{self.adr_step}, {self.adr_buffer}, {self.adr_boundary_prob}")
+            if not self.on_policy:
+                raise ValueError("adr scores the global policy's samples: it needs on_policy true")
         if self.init_variance is not None and not self.init_variance > 0:
             raise ValueError(f"init_variance must be positive, got {self.init_variance}")
         return self

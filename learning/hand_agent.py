@@ -151,8 +151,8 @@ class HandReachAgent(ArmReachAgent):
         e = 3 * len(self.env.tip_links)
         return np.concatenate([base[:-e], extra, base[-e:]]) if extra.size else base
 
-    def _run(self, seed: int, act, noise_seed: int | None = None):
-        s = super()._run(seed, act, noise_seed)        # the episode loop of ArmReachAgent (our state and obs keys)
+    def _run(self, seed: int, act, noise_seed: int | None = None, pin: dict | None = None):
+        s = super()._run(seed, act, noise_seed, pin)        # the episode loop of ArmReachAgent (our state and obs keys)
         finite = bool(np.all(np.isfinite(s.U)))
         # the task's own success and distance at the last step (its true observation)
         _, success, extra = self.env.reward_success(self.env._true_obs)

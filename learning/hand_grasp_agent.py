@@ -110,8 +110,8 @@ class HandGraspLiftAgent(ArmReachAgent):
         k = self.OBJECT_DIM
         return np.concatenate([base[:-k], extra, base[-k:]]) if extra.size else base
 
-    def _run(self, seed: int, act, noise_seed: int | None = None):
-        s = super()._run(seed, act, noise_seed)
+    def _run(self, seed: int, act, noise_seed: int | None = None, pin: dict | None = None):
+        s = super()._run(seed, act, noise_seed, pin)
         finite = bool(np.all(np.isfinite(s.U)))
         _, success, extra = self.env.reward_success(self.env._true_obs)
         s.success = bool(success) and finite

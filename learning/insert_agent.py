@@ -185,8 +185,8 @@ class ArmInsertAgent(ArmReachAgent):
         return np.concatenate([q, obs["joint_vel"][self.env.act_idx], self.env.q_cmd[self.env.act_idx] - q,
                                self.env.peg_bottom(obs) - obs["target"]])
 
-    def _run(self, seed: int, act, noise_seed: int | None = None) -> Sample:
-        s = super()._run(seed, act, noise_seed)        # the episode loop of ArmReachAgent (our state and obs keys)
+    def _run(self, seed: int, act, noise_seed: int | None = None, pin: dict | None = None) -> Sample:
+        s = super()._run(seed, act, noise_seed, pin)        # the episode loop of ArmReachAgent (our state and obs keys)
         finite = bool(np.all(np.isfinite(s.U)))
         # the task's own success and distance at the last step: what env.step put in `info`
         # (reward_success of the step's true observation); a broken controller's episode fails

@@ -79,7 +79,7 @@ def make_agent(task: str, *, images: bool = False, image_size: int = 64, randomi
     return GPS_TASKS[name](images=images, image_size=image_size, randomization=randomization, **kw)
 
 
-def default_inputs(task: str, randomization=None) -> tuple[list[str], list[str]]:
+def default_inputs(task: str, randomization=None, adr=None) -> tuple[list[str], list[str]]:
     """The extra inputs a policy gets by default, and the extra entries of the local controllers'
     state, for `task` trained under `randomization` (a preset name, file or dict, or None):
     - a simulator task (position actions, paced by the safety layer's joint limiter as on the
@@ -88,7 +88,8 @@ def default_inputs(task: str, randomization=None) -> tuple[list[str], list[str]]
       state depends on all three, so without them neither the policy's input nor the controllers'
       state is Markov, and the local controllers' fitted dynamics are wrong;
     - under randomization, first the actions still in flight (`prev_action@histK`, K the preset's
-      largest action latency, at least 1), for the same reason.
+      largest action latency, at least 1), for the same reason; one more where ADR (`adr`: its
+      parameter names, or ["all"]) may widen the latency (it widens no further than the inputs hold).
     learning/experiments/RESULTS.md has the measurements. PointMass: none."""
     from s2r.sim.randomization import Randomizer
     if task_id(task) == "PointMass":
@@ -102,5 +103,7 @@ def default_inputs(task: str, randomization=None) -> tuple[list[str], list[str]]
     if lat is not None:
         top = {"constant": lat.value, "randint": lat.high, "uniform": lat.high}.get(lat.dist, 0)
         k = max(1, int(np.max(np.asarray(top if top is not None else 0, float))))
+        if lat.dist == "randint" and adr and ("action_latency" in adr or list(adr) == ["all"]):
+            k += 1
     hist = f"prev_action@hist{k}" if k > 1 else "prev_action"
     return [hist, *extra], [hist, *extra]

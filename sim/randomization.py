@@ -265,24 +265,51 @@ class AutomaticDomainRandomization:
     Each episode, with probability `boundary_prob`, one parameter is pinned to its low or high end
     (`next_pin`); the episode's success is reported back (`report`). When a boundary's buffer holds
     `buffer_size` results, its mean success is compared with the thresholds: at or above `t_high`
-    the range widens by `delta` at that end, at or below `t_low` it narrows (never past the
-    initial value), and the buffer is cleared.
+    the range widens by the parameter's step at that end, at or below `t_low` it narrows (never past
+    the initial value), and the buffer is cleared.
+
+    `delta`: the step, one number for every parameter or a dict per name; a loguniform range's ends
+    move by the factor exp(delta), an integer parameter's (randint, e.g. `action_latency`) by whole
+    values, at least 1; a positive uniform range keeps its low end one step above 0. `limits`: name -> (low,
+    high) a range never widens past (e.g. the action latency the policy's inputs can represent),
+    besides the parameter's own bound.
     """
 
-    def __init__(self, randomizer: Randomizer, names, delta: float, buffer_size: int = 20,
-                 t_low: float = 0.5, t_high: float = 0.8, boundary_prob: float = 0.5):
+    def __init__(self, randomizer: Randomizer, names, delta, buffer_size: int = 20,
+                 t_low: float = 0.5, t_high: float = 0.8, boundary_prob: float = 0.5, limits: dict | None = None):
         if not 0 <= t_low < t_high <= 1:
             raise RandomizationError(f"ADR thresholds must satisfy 0 <= t_low < t_high <= 1, got {t_low}, {t_high}")
-        if delta <= 0 or buffer_size < 1:
-            raise RandomizationError(f"ADR delta must be > 0 and buffer_size >= 1, got {delta}, {buffer_size}")
-        self.r, self.delta, self.buffer_size = randomizer, float(delta), int(buffer_size)
-        self.t_low, self.t_high, self.boundary_prob = t_low, t_high, boundary_prob
         self.names = list(names)
+        steps = delta if isinstance(delta, dict) else {n: delta for n in self.names}
+        if buffer_size < 1 or not 0 < boundary_prob <= 1:
+            raise RandomizationError(f"ADR buffer_size must be >= 1 and boundary_prob in (0, 1], "
+                                     f"got {buffer_size}, {boundary_prob}")
+        self.r, self.buffer_size = randomizer, int(buffer_size)
+        self.t_low, self.t_high, self.boundary_prob = t_low, t_high, boundary_prob
+        self.limits = dict(limits or {})
         for n in self.names:
-            if n not in randomizer.params or randomizer.params[n].dist not in ("uniform", "loguniform"):
-                raise RandomizationError(f"{n}: ADR needs a uniform or loguniform parameter of the randomizer")
+            spec = randomizer.params.get(n)
+            if spec is None or spec.dist not in ADR_DISTRIBUTIONS or np.ndim(spec.low) or spec.mode != PER_EPISODE:
+                raise RandomizationError(f"{n}: ADR needs a per-episode uniform, loguniform or randint parameter "
+                                         f"with scalar bounds of the randomizer")
+            if not (n in steps and np.isfinite(steps[n]) and steps[n] > 0):
+                raise RandomizationError(f"{n}: ADR delta must be > 0, got {steps.get(n)}")
+        self.delta = {n: max(1, round(float(steps[n]))) if randomizer.params[n].dist == "randint" else float(steps[n])
+                      for n in self.names}
         self.initial = {n: randomizer.params[n].bounds() for n in self.names}
         self.buffers = {(n, end): deque() for n in self.names for end in ("low", "high")}
+
+    @staticmethod
+    def eligible(randomizer: Randomizer, dims: dict | None = None, groups=("dynamics", "timing")) -> list[str]:
+        """The parameters of `groups` ADR can move: per-episode uniform, loguniform or randint with
+        scalar bounds and a range to widen (low < high), applied to something (`dims`, the task's
+        counts of joints, links, objects...: none where a parameter's count is 0)."""
+        def applied(name):
+            shape = PARAMETERS[name].shape.removesuffix("3")
+            return dims is None or shape not in dims or dims[shape] > 0
+        return [n for n, s in randomizer.params.items()
+                if PARAMETERS[n].group in groups and s.dist in ADR_DISTRIBUTIONS and s.mode == PER_EPISODE
+                and not np.ndim(s.low) and s.low < s.high and applied(n)]
 
     def next_pin(self, rng: np.random.Generator):
         """(pin dict for sample_episode, (name, end)) or ({}, None) for an ordinary episode."""
@@ -296,25 +323,50 @@ class AutomaticDomainRandomization:
     def report(self, boundary, success: bool) -> None:
         if boundary is None:
             return
-        buf = self.buffers[boundary]
+        buf = self.buffers[tuple(boundary)]
         buf.append(float(success))
         if len(buf) < self.buffer_size:
             return
         mean = sum(buf) / len(buf)
         buf.clear()
         name, end = boundary
-        low, high = self.r.params[name].bounds()
+        spec = self.r.params[name]
+        low, high = spec.bounds()
         low0, high0 = self.initial[name]
-        step = self.delta
+        step = self.delta[name]
+        if spec.dist == "loguniform":           # ends move by factors: exp(step)
+            low, high, low0, high0 = np.log(low), np.log(high), np.log(low0), np.log(high0)
         if mean >= self.t_high:
             low, high = (low - step, high) if end == "low" else (low, high + step)
         elif mean <= self.t_low:
             low, high = (min(low + step, low0), high) if end == "low" else (low, max(high - step, high0))
-        if self.r.params[name].info.positive or self.r.params[name].dist == "loguniform":
-            low = max(low, 1e-3)
-        limit = self.r.params[name].info.limit          # widen up to the parameter's bound, not past
-        low, high = max(low, -limit), min(high, limit)
+        if spec.dist == "loguniform":
+            low, high = float(np.exp(low)), float(np.exp(high))
+        elif spec.info.positive:
+            low = max(low, step)                  # a positive range keeps its low end a step above 0
+        if spec.info.nonneg:
+            low = max(low, 0)
+        lo_lim, hi_lim = self.limits.get(name, (-spec.info.limit, spec.info.limit))
+        low = max(low, lo_lim, -spec.info.limit)        # widen up to the bounds, not past
+        high = min(high, hi_lim, spec.info.limit)
         self.r.set_bounds(name, low, high)
 
     def bounds(self) -> dict:
         return {n: self.r.params[n].bounds() for n in self.names}
+
+    def state_dict(self) -> dict:
+        """The current ranges and the boundaries' pending results (a checkpoint's part)."""
+        return {"bounds": {n: list(b) for n, b in self.bounds().items()},
+                "buffers": {f"{n}:{end}": list(b) for (n, end), b in self.buffers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for n, (low, high) in state["bounds"].items():
+            if n in self.names:
+                self.r.set_bounds(n, low, high)
+        for key, values in state.get("buffers", {}).items():
+            n, _, end = key.rpartition(":")
+            if (n, end) in self.buffers:
+                self.buffers[(n, end)] = deque(float(v) for v in values)
+
+
+ADR_DISTRIBUTIONS = ("uniform", "loguniform", "randint")

@@ -104,6 +104,8 @@ def _strict(hint) -> Any:
         return Real
     if hint is str:
         return StrictStr
+    if origin is tuple and args[:1] == (str,):
+        return tuple[Name, ...]
     if hint is tuple or origin is tuple:
         return tuple[Union[StrictInt, Real], ...]
     if origin in (Union, types.UnionType):

@@ -104,6 +104,34 @@ def test_adr_widens_on_success_and_narrows_on_failure():
         r.set_bounds("gain_scale", 2.0, 1.0)
 
 
+def test_adr_moves_integers_by_whole_steps_within_limits_and_keeps_its_state():
+    r = Randomizer.load({"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 2}},
+                                    "dynamics": {"joint_damping_scale": {"dist": "loguniform", "low": 0.5, "high": 2},
+                                                 "friction_scale": {"dist": "uniform", "low": 0.7, "high": 1.3},
+                                                 "gravity_offset": {"dist": "normal", "std": 0.4}}}})
+    assert set(AutomaticDomainRandomization.eligible(r)) == {"joint_damping_scale", "friction_scale", "action_latency"}
+    # no objects in the task: their friction is no range worth widening
+    assert set(AutomaticDomainRandomization.eligible(r, {"objects": 0})) == {"joint_damping_scale", "action_latency"}
+    adr = AutomaticDomainRandomization(r, ["action_latency", "joint_damping_scale"], delta={"action_latency": 0.3,
+                                       "joint_damping_scale": 0.4}, buffer_size=1, limits={"action_latency": (0, 3)})
+    for _ in range(3):
+        adr.report(("action_latency", "high"), True)
+        adr.report(("joint_damping_scale", "low"), True)
+    assert adr.bounds()["action_latency"] == (0, 3)                  # 1 step at a time, stopped at the limit
+    assert isinstance(adr.bounds()["action_latency"][1], int)
+    assert adr.bounds()["joint_damping_scale"][0] == pytest.approx(0.5 * np.exp(-1.2))   # log steps: factors
+    twin = AutomaticDomainRandomization(Randomizer.load(
+        {"groups": {"timing": {"action_latency": {"dist": "randint", "low": 0, "high": 2}}}}),
+        ["action_latency"], delta=1, buffer_size=2)
+    twin.load_state_dict({"bounds": {"action_latency": [0, 3]}, "buffers": {"action_latency:low": [1.0]}})
+    assert twin.bounds()["action_latency"] == (0, 3) and twin.state_dict() == {
+        "bounds": {"action_latency": [0, 3]}, "buffers": {"action_latency:low": [1.0], "action_latency:high": []}}
+    with pytest.raises(RandomizationError, match="gravity_offset: ADR needs"):
+        AutomaticDomainRandomization(r, ["gravity_offset"], delta=0.1)
+    with pytest.raises(RandomizationError, match="friction_scale: ADR delta must be > 0"):
+        AutomaticDomainRandomization(r, ["friction_scale"], delta={"friction_scale": float("nan")})
+
+
 # ---------------------------------------------------------------------------- physics really changes
 def _holding_torque(env, seed=0, steps=60):
     obs, info = env.reset(seed=seed)
