@@ -22,10 +22,12 @@ EPISODES held-out starts (seeds 50000...) in each evaluation setting:
 
 with the task's own success (ArmReach: TCP within 2 cm at the end; ArmInsert: the peg 1.5 cm down
 the hole), its Wilson 95 % interval, the mean final distance, and the transfer ratio (success in the
-setting over nominal success).
+setting over nominal success). With `--seeds N` each kind is trained N times (seeds S..S+N-1) and a
+cell pools the N x EPISODES episodes (`per_seed` keeps each run's, `worst_seed_success` the worst):
+on the realities one training seed can differ from the next by 20-40 points.
 
     python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image,grasp] [--episodes N]
-                                        [--iterations N] [--keep DIR]
+                                        [--iterations N] [--seed S] [--seeds N] [--keep DIR]
                                         [--deploy-reality NAME] [--deploy-goals N] [--deploy-kinds dr,nodr]
     python benchmarks/bench_transfer.py --json OUT --deploy-only DIR    (the deploy stage on DIR's policies)
 
@@ -81,10 +83,9 @@ ROWS = {
     "image": ["--task", "ArmReach", "--images"],
     "grasp": ["--task", "HandGraspLift"],
 }
-# the hand row: its own preset and realities; its recipe (learning/experiments/hand_grasp_lift.yaml)
-# names its inputs, so the dr run adds the actions in flight itself, and doubles the recipe's 16 draws
-HAND_DR_INPUTS = ["--conditions", "32", "--obs-features", "prev_action@hist2,cmd_offset,setpoint_offset,setpoint_step",
-                  "--state-features", "prev_action@hist2,setpoint_offset,setpoint_step"]
+# the hand row: its own preset and realities; the dr run doubles its recipe's 16 draws (the actions in
+# flight come with --randomize, learning.registry.default_inputs)
+HAND_DR_INPUTS = ["--conditions", "32"]
 ROW_SETUP = {"grasp": ("hand", HAND_DR_INPUTS, HAND_REALITIES)}
 FIRST_SEED = 50_000
 ROW_ITERATIONS = {"grasp": 6}          # its recipe's; the other rows 10 (`--iterations` sets every row's)
@@ -130,6 +131,17 @@ def evaluate(policy: Path, row: str, setting: str, episodes: int) -> dict:
             raise RuntimeError(f"s2r eval {' '.join(argv)} failed ({rc}): {text.strip()[-300:]}")
         r = json.loads(out.read_text())
     return {"success": r["success_rate"], "ci95": r["ci95"], "distance_m": r["mean_final_distance"]}
+
+
+def pool(cells: list, episodes: int) -> dict:
+    """One setting's cells of several training seeds as one: their episodes pooled (success and its
+    Wilson interval over all of them, mean distance), and the worst seed's success."""
+    from s2r.learning.train import wilson_interval
+    wins = sum(round(c["success"] * episodes) for c in cells)
+    n = episodes * len(cells)
+    return {"success": wins / n, "ci95": list(wilson_interval(wins, n)),
+            "distance_m": sum(c["distance_m"] for c in cells) / len(cells),
+            "worst_seed_success": min(c["success"] for c in cells), "seeds": len(cells)}
 
 
 DEPLOY_ROWS = ("reach",)     # state policies of robot-only tasks: what the sim driver can play
@@ -199,7 +211,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default="reach,insert", help=f"comma-separated subset of {', '.join(ROWS)}")
     ap.add_argument("--episodes", type=int, default=100, help="held-out starts per evaluation setting")
     ap.add_argument("--iterations", type=int, default=None, help="GPS iterations of every row (default: 10, grasp 6)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the first of --seeds)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="training runs per row and kind, seeds --seed, --seed+1, ...: each cell pools their "
+                         "episodes (one seed is one draw of the training; on the realities they spread widely)")
     ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
     ap.add_argument("--deploy-reality", default=REALITIES[0].stem if REALITIES else None,
                     help="the reality preset of the deploy stage (default: the first in realities/)")
@@ -231,17 +246,18 @@ def main(argv=None) -> int:
         return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
-    if bad or args.episodes < 1 or (args.iterations is not None and args.iterations < 1):
-        print(f"error: {'unknown row ' + repr(bad[0]) + ' (known: ' + ', '.join(ROWS) + ')' if bad else '--episodes and --iterations must be >= 1'}",
+    if bad or args.episodes < 1 or args.seeds < 1 or (args.iterations is not None and args.iterations < 1):
+        print(f"error: {'unknown row ' + repr(bad[0]) + ' (known: ' + ', '.join(ROWS) + ')' if bad else '--episodes, --seeds and --iterations must be >= 1'}",
               file=sys.stderr)
         return 2
     if not REALITIES:
         print(f"error: no reality presets in {HERE / 'realities'}", file=sys.stderr)
         return 2
     res: dict = {}
+    seeds = list(range(args.seed, args.seed + args.seeds))
     out = {"train_preset": {row: row_setup(row)[0] for row in rows},
            "realities": {row: [r.stem for r in row_setup(row)[2]] for row in rows}, "episodes": args.episodes,
-           "iterations": args.iterations, "seed": args.seed, "rows": res}
+           "iterations": args.iterations, "seed": args.seed, "seeds": seeds, "rows": res}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         for row in rows:
@@ -249,20 +265,33 @@ def main(argv=None) -> int:
             settings = ["nominal", "train"] + out["realities"][row]
             for kind in ("nodr", "dr"):
                 iterations = args.iterations or ROW_ITERATIONS.get(row, 10)
-                policy = train(row, kind == "dr", iterations, root / f"{row}_{kind}", args.seed, log)
-                hist = json.loads((policy.parent / "history.json").read_text())
-                hist = hist["iterations"] if isinstance(hist, dict) else hist
-                cell = res[row][kind] = {"rollouts": int(sum(h.get("rollouts", 0) for h in hist)), "eval": {}}
+                cell = res[row][kind] = {"rollouts": 0, "eval": {}, "per_seed": {}}
+                for seed in seeds:
+                    # the first seed's run keeps the plain folder name (the deploy stage's policy)
+                    run = root / (f"{row}_{kind}" if seed == seeds[0] else f"{row}_{kind}_s{seed}")
+                    policy = train(row, kind == "dr", iterations, run, seed, log)
+                    hist = json.loads((policy.parent / "history.json").read_text())
+                    hist = hist["iterations"] if isinstance(hist, dict) else hist
+                    cell["rollouts"] = int(sum(h.get("rollouts", 0) for h in hist))      # per run
+                    mine = cell["per_seed"][str(seed)] = {}
+                    for setting in settings:
+                        mine[setting] = e = evaluate(policy, row, setting, args.episodes)
+                        log(f"  {row:6s} {kind:4s} seed {seed} {setting:12s} success {100 * e['success']:5.1f}% "
+                            f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance "
+                            f"{100 * e['distance_m']:.2f} cm")
+                        cell["eval"][setting] = pool([c[setting] for c in cell["per_seed"].values()], args.episodes)
+                        nominal = cell["eval"]["nominal"]["success"]
+                        for e in cell["eval"].values():
+                            e["transfer_ratio"] = e["success"] / nominal if nominal else None
+                        out.update(summarize(res))
+                        if args.json:
+                            Path(args.json).write_text(json.dumps(out, indent=1))
                 for setting in settings:
-                    cell["eval"][setting] = e = evaluate(policy, row, setting, args.episodes)
-                    nominal = cell["eval"]["nominal"]["success"]
-                    e["transfer_ratio"] = e["success"] / nominal if nominal else None
+                    e = cell["eval"][setting]
                     log(f"  {row:6s} {kind:4s} {setting:12s} success {100 * e['success']:5.1f}% "
-                        f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance {100 * e['distance_m']:.2f} cm"
+                        f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %, {len(seeds)} seed(s), "
+                        f"worst seed {100 * e['worst_seed_success']:.0f}%), distance {100 * e['distance_m']:.2f} cm"
                         + (f", transfer {e['transfer_ratio']:.2f}" if e["transfer_ratio"] is not None else ""))
-                    out.update(summarize(res))
-                    if args.json:
-                        Path(args.json).write_text(json.dumps(out, indent=1))
         if args.deploy_goals and "reach" in rows:
             out["deploy"] = deploy(root, kinds, args.deploy_reality, args.deploy_goals, log)
             out.update(deploy_keys(out["deploy"]))
