@@ -49,6 +49,9 @@ GPS_TASKS = {"PointMass": PointMassAgent, "s2r/ArmReach-v0": ArmReachAgent, "s2r
              "s2r/HandReach-v0": HandReachAgent, "s2r/HandGraspLift-v0": HandGraspLiftAgent}
 
 
+HAND_TASKS = ("s2r/HandReach-v0", "s2r/HandGraspLift-v0")
+
+
 def task_id(task: str) -> str:
     if task in GPS_TASKS:
         return task
@@ -90,14 +93,17 @@ def default_inputs(task: str, randomization=None, adr=None) -> tuple[list[str], 
     - under randomization, first the actions still in flight (`prev_action@histK`, K the preset's
       largest action latency, at least 1), for the same reason; one more where ADR (`adr`: its
       parameter names, or ["all"]) may widen the latency (it widens no further than the inputs hold).
-    learning/experiments/RESULTS.md has the measurements. PointMass: none."""
+    The hand agents' state holds q_cmd - q already, so their controllers' state leaves
+    `cmd_offset` out. learning/experiments/RESULTS.md has the measurements. PointMass: none."""
     from s2r.sim.randomization import Randomizer
-    if task_id(task) == "PointMass":
+    name = task_id(task)
+    if name == "PointMass":
         return [], []
     extra = ["cmd_offset", "setpoint_offset", "setpoint_step"]
+    in_state = [k for k in extra if k != "cmd_offset"] if name in HAND_TASKS else list(extra)
     r = Randomizer.load(randomization)
     if not r.params:
-        return list(extra), list(extra)
+        return list(extra), in_state
     lat = r.params.get("action_latency")
     k = 1
     if lat is not None:
@@ -106,4 +112,4 @@ def default_inputs(task: str, randomization=None, adr=None) -> tuple[list[str], 
         if lat.dist == "randint" and adr and ("action_latency" in adr or list(adr) == ["all"]):
             k += 1
     hist = f"prev_action@hist{k}" if k > 1 else "prev_action"
-    return [hist, *extra], [hist, *extra]
+    return [hist, *extra], [hist, *in_state]

@@ -265,6 +265,10 @@ def test_training_gets_the_limiter_state_and_under_randomization_the_actions_in_
     assert default_inputs("ArmReach", latency) == (["prev_action@hist3", *sp], ["prev_action@hist3", *sp])
     assert default_inputs("ArmInsert", None) == (sp, sp) and default_inputs("ArmReach", "off") == (sp, sp)
     assert default_inputs("PointMass", None) == ([], [])
+    assert default_inputs("ArmReach", latency, adr=["all"])[0][0] == "prev_action@hist4"   # room for ADR's widening
+    # the hands' state holds q_cmd - q already; randomized, they get the actions in flight too
+    assert default_inputs("HandReach", None) == (sp, sp[1:])
+    assert default_inputs("HandGraspLift", "hand") == (["prev_action@hist2", *sp], ["prev_action@hist2", *sp[1:]])
     for extra, obs in ((["--randomize", "default"], ["prev_action@hist2", *sp]), ([], sp),
                        (["--randomize", "default", "--obs-features", "none"], None)):
         agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "ArmReach", "--conditions", "1", *extra]))

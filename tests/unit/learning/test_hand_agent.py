@@ -125,16 +125,17 @@ def test_cli_refuses_images_for_the_hand_in_one_line(tmp_path, capsys):
 
 def test_train_gps_task_hand_reach_runs_its_recipe():
     """`s2r train gps --task HandReach` starts from learning/experiments/hand_reach.yaml (options
-    still override it), with the hand's agent and the recipe's inputs."""
+    still override it), with the hand's agent and the task's default inputs."""
     from s2r.learning.cli import _build, _train_parser
     from s2r.learning.experiment import load_experiment
     recipe = load_experiment("hand_reach")
     agent, algo, meta = _build(_train_parser().parse_args(["gps", "--task", "HandReach", "--conditions", "2"]))
     try:
         assert isinstance(agent, HandReachAgent) and meta["task"] == "s2r/HandReach-v0" and agent.n_conditions == 2
-        assert meta["obs_features"] == recipe.obs_features and meta["state_features"] == recipe.state_features
+        # the task's default inputs (the recipe names none): the hand's state holds q_cmd - q already
+        assert recipe.obs_features is None and meta["obs_features"] == EXTRA and meta["state_features"] == EXTRA[1:]
         assert (algo.cfg.dynamics_prior, algo.cfg.policy_replay, algo.cfg.samples_per_condition) == \
             (recipe.gps.dynamics_prior, recipe.gps.policy_replay, recipe.samples)
-        assert agent.metadata()["obs_keys"] == ["joint_pos", "joint_vel", "target_minus_tips", *recipe.obs_features]
+        assert agent.metadata()["obs_keys"] == ["joint_pos", "joint_vel", "target_minus_tips", *EXTRA]
     finally:
         agent.close()
