@@ -201,6 +201,8 @@ def _experiment(args):
                for opt, field in OPTIONS.items() if getattr(args, opt) not in (None, "")]
     options = [(k, ([] if v == "none" else keys(v)) if k in ("obs_features", "state_features", "gps.adr") else v, label)
                for k, v, label in options]
+    if args.adr is not None and algorithm == "plato":
+        raise _UsageError("s2r train: --adr: automatic domain randomization runs in gps training only")
     if algorithm:
         options.insert(0, ("algorithm", algorithm, algorithm))
     overrides = options + parse_overrides(rest)

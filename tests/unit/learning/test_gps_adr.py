@@ -100,9 +100,11 @@ def test_a_checkpoint_keeps_the_moved_ranges(widened):
     (["--randomize", "default", "--adr", "link_mass_scal"], "adr: 'link_mass_scal' is not randomized by preset"),
     (["--randomize", "default", "--adr", "all", "--fixed-conditions"], "needs them drawn anew"),
     (["--randomize", "default", "--adr", "gravity_offset"], "gravity_offset: ADR needs a per-episode uniform"),
+    (["plato", "--randomize", "default", "--adr", "all"], "--adr: automatic domain randomization runs in gps"),
 ])
 def test_bad_adr_requests_are_one_line(argv, message, tmp_path, capsys):
-    rc = train_main(["gps", "--task", "ArmReach", "--iterations", "1", "--run-dir", str(tmp_path), *argv])
+    rc = train_main([argv.pop(0) if argv[0] == "plato" else "gps", "--task", "ArmReach", "--iterations", "1",
+                     "--run-dir", str(tmp_path), *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1
 
