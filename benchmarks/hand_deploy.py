@@ -1,8 +1,10 @@
 """Emulated hand deployment: a fingertip-reach policy (`s2r train gps --task HandReach`) run by
 policy_node against driver_node on a real hand setup's protocol-level emulator (default leap_hand:
 the unmodified Dynamixel driver on an emulated servo bus, driver_node `emulate:=true`), separate
-processes on a private DDS domain, scored on the same held-out starts as `s2r eval` (the task's
-reset with seeds from 50000), beside the lockstep evaluation of the same policy on the same seeds.
+processes on a private DDS domain at the hand_policy bringup's `realtime_priority` (SCHED_FIFO where
+the machine allows it; `--no-realtime`: normal priority), scored on the same held-out starts as
+`s2r eval` (the task's reset with seeds from 50000), beside the lockstep evaluation of the same
+policy on the same seeds.
 
 For each seed: the task's reset gives the start posture and the fingertip targets; the policy is
 disabled (policy_node ~/enable) while the driver takes the hand to the start through the safety
@@ -12,7 +14,9 @@ measured joint positions (the emulated servos' Present Position) give the finger
 own forward kinematics. Success: every fingertip within the task's threshold (1.5 cm).
 The run lasts at least `--min-duration` s (the policy holds the last goal until then), over which
 the policy's achieved rate (its commands per second while enabled) and the driver's missed cycles
-(loop overruns + states not answered before the next, driver_node's /diagnostics) are measured.
+(loop overruns + states not answered before the next, driver_node's /diagnostics) are measured,
+from the moment both nodes are spinning; `answers` in the JSON has the state-to-command latencies
+from driver_node's `latency_log` and when the late ones came.
 
 The emulator models position-controlled servos (first-order response, current bound, bus timing),
 not the hand's links, contacts or gravity: the fingertips here are where the servo readings put
@@ -90,10 +94,45 @@ def lockstep(policy, task: str, seeds) -> dict:
     return json.loads(out.read_text())
 
 
+def answer_timing(path: Path, period: float) -> dict:
+    """From driver_node's `latency_log`: how long the policy's commands took to answer the states
+    (ms; answered states only), when (s from the first state) each answer came a period or more
+    after its state, to see what the late ones coincide with, and the gaps between states."""
+    import csv
+    pub, lat = [], []
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if not row or row[0].startswith(("#", "state")):
+                continue
+            t_pub, t_rx = float(row[1]), float(row[2])
+            pub.append(t_pub)
+            if math.isfinite(t_rx):
+                lat.append((t_pub, t_rx - t_pub))
+    if not lat:
+        return {"answered": 0}
+    t0 = min(pub)
+    ms = 1e3 * np.array([d for _, d in lat])
+    gaps = np.diff(np.sort(pub))
+    return {"answered": len(lat), "states": len(pub), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
+            "over_period_at_s": [round(t - t0, 3) for t, d in lat if d >= period],
+            "state_gap_max_ms": float(1e3 * gaps.max()) if len(gaps) else float("nan"),
+            "state_gaps_over_1_5_periods": int(np.sum(gaps > 1.5 * period))}
+
+
+def bringup_priorities(realtime: bool = True) -> dict:
+    """The driver's and the policy's `realtime_priority` in the hand_policy bringup (0: off), so
+    that the nodes are scheduled here as `s2r launch hand_policy` schedules them."""
+    from s2r.launch.bringup import load_bringup, resolve_bringup
+    b = load_bringup(resolve_bringup("hand_policy"))
+    return {n: int(b.node(n).parameters.get("realtime_priority", 0)) if realtime else 0 for n in ("driver", "policy")}
+
+
 def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duration: float = MIN_DURATION_S,
-                log=print) -> dict:
+                log=print, realtime: bool = True) -> dict:
     """Run `policy` through policy_node and driver_node (`config`'s emulator) on the episodes `seeds`
-    of `task`. Returns per-episode distances, success, the policy's rate and the driver's missed
+    of `task`, scheduled as the hand_policy bringup schedules them (`realtime`; else at normal
+    priority). Returns per-episode distances, success, the policy's rate and the driver's missed
     cycles over the run."""
     import s2r.sim.tasks
     from s2r.core.config import load_config
@@ -121,6 +160,7 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
     T = int(meta.get("episode_steps") or 100)
     threshold = env.success_threshold
     task_joints = list(env.joint_names)
+    priorities = bringup_priorities(realtime)
     tmp = Path(tempfile.mkdtemp(prefix="hand_deploy_"))
     nodes = NodeGraph(tmp)
     start, logs = nodes.start, nodes.logs
@@ -129,15 +169,22 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
     distances, tip_errors, rates, start_errors, final_q = [], [], [], [], []
     try:
         driver = start("driver_node", "driver", {"config": config, "autostart": True, "command_mode": "position",
+                                                 "latency_log": str(tmp / "latency.csv"),
+                                                 "realtime_priority": priorities["driver"],
                                                  **({"emulate": True} if emulate else {"hardware": "sim"})})
         start("policy_node", "policy", {"policy": str(policy), "config": config, "driver": "driver",
                                         "action": meta.get("action", "position_delta"), "use_image": False,
-                                        "rate_hz": rate, "enabled": False})
+                                        "rate_hz": rate, "enabled": False,
+                                        "realtime_priority": priorities["policy"]})
         probe = _HandProbe(nodes.domain, "driver", "policy")
         try:
             _wait(lambda: probe.state is not None and probe.pub_traj.get_subscription_count() > 0
                   and probe.pub_tips.get_subscription_count() > 0, STARTUP_S, "the driver's joint states and the policy")
             probe.set_policy(False)
+            # both nodes spinning (the policy's diagnostics come from its timer): their start-up
+            # (discovery, the heap frozen, the switch to SCHED_FIFO) is over before the count starts
+            _wait(lambda: probe.diagnostics("policy: policy"), STARTUP_S, "the policy's diagnostics")
+            time.sleep(1.0)
             before = _wait(lambda: probe.diagnostics("driver: driver").get("lifecycle") == "active"
                            and probe.diagnostics("driver: driver"), STARTUP_S, "the driver's diagnostics")
         except TimeoutError as e:
@@ -210,6 +257,7 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
         nodes.close(15)
         env.close()
     driver_log = (tmp / "driver.log").read_text(errors="replace")
+    answers = answer_timing(tmp / "latency.csv", 1.0 / rate)
 
     def delta(k):
         return int(after[k]) - int(before[k])
@@ -227,7 +275,9 @@ def hand_deploy(policy, task: str, seeds, config: str = "leap_hand", min_duratio
             "driver_rate_hz": float(after["rate_hz"]),
             "bus_transaction_failures": driver_log.count("bus transaction failed"),
             "driver_stats": {k: after[k] for k in after if k.startswith("driver_")},    # the driver's own counters
-            "watchdog_holds_logged": driver_log.count("s2r.safety: no command for"), "logs": str(tmp)}
+            "watchdog_holds_logged": driver_log.count("s2r.safety: no command for"), "answers": answers,
+            "realtime_priority": priorities,
+            "logs": str(tmp)}
 
 
 def main(argv=None) -> int:
@@ -240,13 +290,15 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=50_000)
     ap.add_argument("--min-duration", type=float, default=MIN_DURATION_S)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-realtime", action="store_true",
+                    help="run the nodes at normal priority, not the bringup's SCHED_FIFO priorities")
     args = ap.parse_args(argv)
     if args.goals < 1:
         print("error: --goals must be >= 1", file=sys.stderr)
         return 2
     seeds = range(args.first_seed, args.first_seed + args.goals)
     try:
-        r = hand_deploy(args.policy, args.task, seeds, args.config, args.min_duration)
+        r = hand_deploy(args.policy, args.task, seeds, args.config, args.min_duration, realtime=not args.no_realtime)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import time
 from pathlib import Path
 from typing import Callable
@@ -47,12 +48,32 @@ def rx_timeout_ms(latency_timer_ms: float, wire_ms: float) -> float:
 
 def make_port_handler(sdk, port: str, latency_timer_ms: float):
     """dynamixel-sdk's PortHandler with the receive timeout based on our latency timer instead of
-    the SDK's fixed 16 ms (timeout = bytes on the wire + 2 x latency timer + 2 ms, as in the SDK)."""
+    the SDK's fixed 16 ms (timeout = bytes on the wire + 2 x latency timer + 2 ms, as in the SDK),
+    and reads that wait for the status bytes instead of spinning.
+
+    The SDK polls a non-blocking port in a loop until the status packet is in or its timeout has
+    passed: a core, and the GIL, held for the whole wait of every transaction, taken from the
+    node's other threads (the executor that receives the commands) and from every other process on
+    the machine; under SCHED_FIFO it starves them. Here a read with nothing waiting blocks in
+    select() until a byte arrives or the packet's timeout is up (the SDK then sees the timeout)."""
 
     class PortHandler(sdk.PortHandler):
         def setPacketTimeout(self, packet_length):
             self.packet_start_time = self.getCurrentTime()
             self.packet_timeout = rx_timeout_ms(latency_timer_ms, self.tx_time_per_byte * packet_length)
+
+        def readPort(self, length):
+            data = self.ser.read(length)
+            if data or length <= 0:
+                return data
+            left_ms = self.packet_timeout - self.getTimeSinceStart() if self.packet_timeout else 0.0
+            if left_ms > 0:
+                try:
+                    select.select([self.ser.fileno()], [], [], left_ms * 1e-3 + 1e-4)
+                except (OSError, ValueError, AttributeError):   # no file descriptor (a port URL): poll
+                    return data
+                data = self.ser.read(length)
+            return data
 
     return PortHandler(port)
 

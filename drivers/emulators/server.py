@@ -11,6 +11,7 @@ polling a serial port and an emulator answering it in the same interpreter slow 
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from s2r.core.realtime import freeze_heap
 
 
 class EmulatorError(RuntimeError):
@@ -121,8 +124,9 @@ def serve(stdin=None, stdout=None) -> int:
     except Exception as e:  # report any start failure to the parent as one line
         reply(False, error=f"{type(e).__name__}: {e}")
         return 1
+    freeze_heap()       # no full collection of the start-up heap while it answers the bus
     try:
-        reply(True, emu.info())
+        reply(True, {**emu.info(), "frozen_objects": gc.get_freeze_count()})
         for line in stdin:
             try:
                 req = json.loads(line)

@@ -227,6 +227,8 @@ def test_bringups_and_overrides_parse(capsys):
     b = launch.load_bringup("hand_policy")                   # the hand: driver + policy, checked like the rest
     assert launch.main(["hand_policy", "--set", "policy.policy=/tmp/p.onnx", "--dry-run"]) == 0
     assert b.node("policy").parameters["config"] == b.node("driver").parameters["config"] == "hand_sim"
+    # scheduled as robot_panda's control path: the driver's loop above the policy that answers it
+    assert b.node("driver").parameters["realtime_priority"] > b.node("policy").parameters["realtime_priority"] > 0
     assert "'policy': '/tmp/p.onnx'" in capsys.readouterr().out
 
 

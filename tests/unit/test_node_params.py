@@ -70,7 +70,7 @@ def test_placeholders_mean_unset_and_numbers_take_integers():
     assert ReachSequencerParams(goals=[1, 2, 3, 4, 5, 6]).goals == (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 
 
-@pytest.mark.parametrize("bringup", ["sim_panda", "robot_panda"])
+@pytest.mark.parametrize("bringup", ["sim_panda", "robot_panda", "hand_policy"])
 def test_the_shipped_bringups_parameters_pass_their_nodes_models(bringup):
     b = load_bringup(bringup)
     checked = 0

@@ -461,3 +461,21 @@ def test_a_late_status_packet_is_not_taken_for_the_next_transactions_answer(driv
     assert driver._read_one(2, P.ADDR_VELOCITY_LIMIT, 4) == 450
     assert driver._read_one(2, P.ADDR_CURRENT_LIMIT, 2) == 1750
     assert driver.stats["retries"] >= 1
+
+
+def test_a_transaction_waits_for_the_status_bytes_without_spinning():
+    """The SDK polls its non-blocking port until the status packet is in: the reading thread
+    would burn a core (and the GIL) for the whole bus time. Here it sleeps in select()."""
+    slow = config(baudrate=57600)                 # about 25 ms of wire time per sync read of 4 servos
+    with PtyBusEmulator(bus_spec_from_config(slow), realtime=True) as emu:
+        d = DynamixelDriver(on(slow, emu))
+        d.connect()
+        try:
+            wall, cpu = time.monotonic(), time.thread_time()
+            for _ in range(10):
+                d.read()
+            wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
+        finally:
+            d.disconnect()
+    assert wall > 0.1                             # the emulator took the bus time a real bus takes
+    assert cpu < 0.15 * wall, f"{1e3 * cpu:.0f} ms of CPU over {1e3 * wall:.0f} ms of reads"

@@ -47,6 +47,7 @@ def test_emulated_dynamixel_runs_in_its_own_process(leap):
         assert emu.kind == "dynamixel" and emu.config.hardware == "real"
         assert emu.config.driver_params["port"] == emu.port and os.path.exists(emu.port)
         assert emu.process.info["pid"] != os.getpid()
+        assert emu.process.info["frozen_objects"] > 1000     # its start-up heap is out of full collections
         robot = open_driver(emu.config)
         try:
             q0 = robot.read().q

@@ -8,10 +8,8 @@ published that sample.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -26,6 +24,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from s2r.core.realtime import enable_realtime, freeze_heap  # noqa: F401  (the nodes import them from here)
 
 # Reliable publishers match every subscriber (reliable or best effort); depth 10 like ROS defaults.
 STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -227,15 +227,6 @@ def bridge_python_logging(node, names=("s2r",)) -> RosLogHandler:
 
 
 # ----------------------------------------------------------------------------- main
-def freeze_heap() -> None:
-    """Move every object alive now out of the garbage collector's sight (gc.freeze).
-
-    A node's heap after start-up (rclpy, numpy, CasADi or pybullet, the robot model: ~50k objects)
-    lives until the end; a full collection scans it all, about 10-20 ms during which no callback
-    runs -- the worst latencies of a control loop. Called once a node is built and again when a
-    node takes on more at run time (a driver connecting); later garbage is collected as usual."""
-    gc.collect()
-    gc.freeze()
 
 
 class FastSubscription:
@@ -282,28 +273,6 @@ class FastSubscription:
         self.executor.shutdown(timeout_sec=1.0)
         self._thread.join(timeout=2.0)
         self.node.destroy_node()
-
-
-def enable_realtime(priority: int) -> str:
-    """SCHED_FIFO at `priority` (1-99) for every thread of this process -- the executor, the DDS
-    threads, a driver's control loop -- and, by inheritance, for the threads it starts later.
-
-    As ros2_control does for its control loop: woken by a message, these threads preempt all
-    normal-priority work on the machine (a planner, a training job), which otherwise decides the
-    tail latency of a control loop on a busy machine. Needs CAP_SYS_NICE or an rtprio limit
-    (limits.conf: `@robot - rtprio 98`). Returns "" on success, else why not (nothing changed)."""
-    if not 1 <= int(priority) <= 99:
-        return f"priority {priority} is outside 1-99"
-    try:
-        param = os.sched_param(int(priority))
-        for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
-            try:
-                os.sched_setscheduler(tid, os.SCHED_FIFO, param)
-            except ProcessLookupError:             # a thread that ended meanwhile: nothing to set
-                continue
-    except (OSError, AttributeError) as e:         # EPERM without the capability; not Linux
-        return f"{type(e).__name__}: {e}"
-    return ""
 
 
 class _Signals:
