@@ -251,6 +251,10 @@ def test_the_emulated_hand_deployment_benchmark_scores_a_policy(tmp_path):
     assert r["emulated"] and r["episodes"] == 1 and r["target_rate_hz"] == 100.0, r
     assert r["start_errors_rad"][0] < 0.05, r                        # taken to the task's start
     assert r["rate_hz"] > 30 and r["missed_cycles"] >= 0, r
+    # scheduled as the hand_policy bringup schedules the nodes; the driver's latency log read back
+    assert r["realtime_priority"]["driver"] > r["realtime_priority"]["policy"] > 0, r
+    a = r["answers"]
+    assert a["answered"] >= 50 and a["states"] >= a["answered"] and 0 < a["p50_ms"] <= a["max_ms"], a
     brief = {k: r[k] for k in ("final_tip_errors", "episode_rates_hz", "commands_refused", "missed_cycles", "logs")}
     err = np.asarray(r["final_tip_errors"][0])
     assert err0.max() > 0.05 and err.mean() < 0.8 * err0.mean(), (err0, brief)   # toward the goal
