@@ -288,11 +288,19 @@ class MDGPS:
 
     def evaluate(self, episodes: int | None = None, first: int = 0) -> dict:
         """The global policy (its mean) from held-out starts first .. first + episodes - 1 (those of
-        every iteration's evaluation: 0 ..): success rate and mean final distance."""
+        every iteration's evaluation: 0 ..): success rate and mean final distance. Under ADR the
+        starts are drawn from the preset's ranges, so that iterations compare with each other."""
         n = self.cfg.eval_episodes if episodes is None else episodes
         reruns: list = []
-        res = evaluate_held_out(self.agent, self.executor, PolicyRunner(self.policy), range(first, first + n),
-                                label=f"GPS iteration {self.iteration + 1}: evaluation", reruns=reruns)
+        moved = self.adr.bounds() if self.adr is not None else None
+        if moved:                     # held out under the preset's own ranges, not ADR's moving ones
+            self.agent.set_randomization_bounds(self.adr.initial)
+        try:
+            res = evaluate_held_out(self.agent, self.executor, PolicyRunner(self.policy), range(first, first + n),
+                                    label=f"GPS iteration {self.iteration + 1}: evaluation", reruns=reruns)
+        finally:
+            if moved:                 # ADR's ranges live in the agent's randomizer: put them back
+                self.agent.set_randomization_bounds(moved)
         self.reruns += len(reruns)
         return {"success_rate": float(np.mean([r.success for r in res])) if n else float("nan"),
                 "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}

@@ -24,10 +24,12 @@ class _Judged(ArmReachAgent):
     def __init__(self, verdict: bool, **kw):
         super().__init__(**kw)
         self.verdict = verdict
+        self.ranges_seen = []            # gain_scale's range at each episode
 
     def _run(self, seed, act, noise_seed=None, pin=None):
         s = super()._run(seed, act, noise_seed, pin)
         s.info["task_success"] = self.verdict
+        self.ranges_seen.append(self.env.randomizer.params["gain_scale"].bounds())
         return s
 
 
@@ -55,6 +57,18 @@ def test_success_at_the_ends_widens_the_ranges_within_the_inputs_latency(widened
     assert widened.history[0]["rollouts"] == widened.history[-1]["rollouts"] == 4   # no extra rollouts
     # the agent's simulator samples from the moved ranges
     assert widened.agent.env.randomizer.params["gain_scale"].bounds() == b["gain_scale"]
+
+
+def test_the_held_out_evaluation_draws_from_the_presets_ranges(widened):
+    """Held-out success compares across iterations: its starts come from the preset's ranges, and
+    training goes on in the moved ones."""
+    moved = widened.adr.bounds()["gain_scale"]
+    assert moved != (0.9, 1.1)
+    widened.agent.ranges_seen = []
+    widened.evaluate(2, first=0)
+    assert widened.agent.ranges_seen and all(b == (0.9, 1.1) for b in widened.agent.ranges_seen)
+    assert widened.agent.env.randomizer.params["gain_scale"].bounds() == moved
+    assert widened.agent.randomization_bounds["gain_scale"] == moved
 
 
 def test_failure_at_the_ends_keeps_the_presets_ranges():
