@@ -20,11 +20,12 @@ else), with a 95 % Wilson interval: `<task>_success`, `<task>_success_ci95`.
 Baseline: PPO (learning/ppo.py) on the same agent class, the same policy input (the recipe's
 obs_features) and the same cost (reward = -cost), PPO_CONDITIONS new conditions x 5 rollouts per
 update; its mean policy evaluated on the same 20 held-out starts every `eval_every` updates, up to
-BASELINE_FACTOR x GPS's rollouts. The comparison is at one success level (20-start figures): GPS's
-final success if the baseline reached it, else the baseline's best (issue #26).
-`<task>_baseline_rollouts` are the baseline's rollouts to that level, `<task>_rollouts_ratio_vs_baseline`
-those over GPS's rollouts to the same level (its first iteration there), and
-`hand_rollouts_ratio_vs_baseline` the smaller of the tasks' ratios.
+BASELINE_FACTOR x GPS's rollouts. The comparison is at one performance level (20-start figures):
+GPS's final success if the baseline reached it, else the baseline's best (issue #26): its best
+success and, at that success, its smallest mean final distance (a baseline that never succeeds is
+compared by how close it came). `<task>_baseline_rollouts` are the baseline's rollouts to that level,
+`<task>_rollouts_ratio_vs_baseline` those over GPS's rollouts to the same level (its first iteration
+there), and `hand_rollouts_ratio_vs_baseline` the smaller of the tasks' ratios.
 
 Policy inference: the trained MLP at batch 1 through learning.deploy (the exported .onnx, as
 policy_node runs it), 2 threads, median of 200 calls: `<task>_inference_ms`.
@@ -157,17 +158,31 @@ def run_ppo(task: str, budget: int, goal: float, log, eval_every: int, eval_epis
 
 
 def rollouts_ratio(gps_history: list, baseline: dict, goal: float) -> tuple[float, int]:
-    """(baseline rollouts / GPS rollouts, baseline rollouts) to the same held-out success (20 starts):
-    GPS's final `goal` where the baseline reached it, else the baseline's best (the rollouts at which
-    it first had it), against the GPS rollouts up to the first iteration at that level."""
-    level = goal if baseline["rollouts_to_success"] is not None else baseline["best_success"]
-    base = next(h["rollouts"] for h in baseline["history"] if h["success"] >= level)
+    """(baseline rollouts / GPS rollouts, baseline rollouts) to the same held-out performance (20
+    starts). Where the baseline reached GPS's final success `goal`: that success. Else the baseline's
+    best: its highest success and, among its evaluations at that success, its smallest mean final
+    distance -- with no success at all, success alone cannot tell a trained policy from an untrained
+    one. The baseline's rollouts are those at which it first had that performance, GPS's those up to
+    its first iteration at least as good (NaN if it never was)."""
+    hist = baseline["history"]
+    if baseline["rollouts_to_success"] is not None:
+        base = baseline["rollouts_to_success"]
+
+        def as_good(success, distance):
+            return success >= goal
+    else:
+        best = max(h["success"] for h in hist)
+        dist = min(h["distance"] for h in hist if h["success"] == best)
+        base = next(h["rollouts"] for h in hist if h["success"] == best and h["distance"] == dist)
+
+        def as_good(success, distance):
+            return success > best or (success == best and distance <= dist)
     done = 0
     for h in gps_history:
         done += h["rollouts"]
-        if h["success"] >= level:
-            break
-    return base / done, base
+        if as_good(h["success"], h["eval_distance"]):
+            return base / done, base
+    return float("nan"), base
 
 
 def main(argv=None) -> int:
