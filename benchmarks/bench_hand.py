@@ -23,9 +23,12 @@ update; its mean policy evaluated on the same 20 held-out starts every `eval_eve
 BASELINE_FACTOR x GPS's rollouts. The comparison is at one performance level (20-start figures):
 GPS's final success if the baseline reached it, else the baseline's best (issue #26): its best
 success and, at that success, its smallest mean final distance (a baseline that never succeeds is
-compared by how close it came). `<task>_baseline_rollouts` are the baseline's rollouts to that level,
-`<task>_rollouts_ratio_vs_baseline` those over GPS's rollouts to the same level (its first iteration
-there), and `hand_rollouts_ratio_vs_baseline` the smaller of the tasks' ratios.
+compared by how close it came). A baseline that never did better than its first evaluation has no
+best to compare at: the level is then GPS's success and the baseline's whole budget a lower bound
+(`<task>_rollouts_ratio_kind`: at_goal, at_baseline_best or lower_bound_at_goal).
+`<task>_baseline_rollouts` are the baseline's rollouts to that level, `<task>_rollouts_ratio_vs_baseline`
+those over GPS's rollouts to the same level (its first iteration there), and
+`hand_rollouts_ratio_vs_baseline` the smaller of the tasks' ratios.
 
 Policy inference: the trained MLP at batch 1 through learning.deploy (the exported .onnx, as
 policy_node runs it), 2 threads, median of 200 calls: `<task>_inference_ms`.
@@ -157,22 +160,31 @@ def run_ppo(task: str, budget: int, goal: float, log, eval_every: int, eval_epis
         agent.close()
 
 
-def rollouts_ratio(gps_history: list, baseline: dict, goal: float) -> tuple[float, int]:
-    """(baseline rollouts / GPS rollouts, baseline rollouts) to the same held-out performance (20
-    starts). Where the baseline reached GPS's final success `goal`: that success. Else the baseline's
-    best: its highest success and, among its evaluations at that success, its smallest mean final
-    distance -- with no success at all, success alone cannot tell a trained policy from an untrained
-    one. The baseline's rollouts are those at which it first had that performance, GPS's those up to
-    its first iteration at least as good (NaN if it never was)."""
+def rollouts_ratio(gps_history: list, baseline: dict, goal: float) -> tuple[float, int, str]:
+    """(baseline rollouts / GPS rollouts, baseline rollouts, kind) at one held-out performance (20
+    starts). GPS's rollouts are those up to its first iteration at least as good as the level (NaN
+    if it never was); the level and the baseline's rollouts, by `kind`:
+
+    - "at_goal": the baseline reached GPS's final success `goal`; the rollouts it took.
+    - "at_baseline_best": it did not, but it improved: its best (highest success and, at that
+      success, smallest mean final distance -- with no success at all, success alone cannot tell
+      a trained policy from an untrained one); the rollouts at which it first had it.
+    - "lower_bound_at_goal": it never did better than its first evaluation, so its best is where
+      any untrained policy stands; the level is `goal`, and the baseline's whole budget a lower
+      bound on what it would need."""
     hist = baseline["history"]
-    if baseline["rollouts_to_success"] is not None:
-        base = baseline["rollouts_to_success"]
+    best = max(h["success"] for h in hist)
+    dist = min(h["distance"] for h in hist if h["success"] == best)
+    first = hist[0]
+    improved = best > first["success"] or (best == first["success"] and dist < first["distance"])
+    if baseline["rollouts_to_success"] is not None or not improved:
+        kind = "at_goal" if baseline["rollouts_to_success"] is not None else "lower_bound_at_goal"
+        base = baseline["rollouts_to_success"] or baseline["rollouts_used"]
 
         def as_good(success, distance):
             return success >= goal
     else:
-        best = max(h["success"] for h in hist)
-        dist = min(h["distance"] for h in hist if h["success"] == best)
+        kind = "at_baseline_best"
         base = next(h["rollouts"] for h in hist if h["success"] == best and h["distance"] == dist)
 
         def as_good(success, distance):
@@ -181,8 +193,8 @@ def rollouts_ratio(gps_history: list, baseline: dict, goal: float) -> tuple[floa
     for h in gps_history:
         done += h["rollouts"]
         if as_good(h["success"], h["eval_distance"]):
-            return base / done, base
-    return float("nan"), base
+            return base / done, base, kind
+    return float("nan"), base, kind
 
 
 def main(argv=None) -> int:
@@ -220,9 +232,10 @@ def main(argv=None) -> int:
         goal = g["train_success_20"]
         log(f"{task}: PPO baseline, budget {budget} rollouts, goal {100 * goal:.0f}% (GPS's final 20-start success)")
         b = run_ppo(task, budget, goal, log, eval_every=1 if args.quick else 5, eval_episodes=5 if args.quick else 20)
-        ratio, base = rollouts_ratio(g["history"], b, goal)
+        ratio, base, kind = rollouts_ratio(g["history"], b, goal)
         ratios.append(ratio)
         out[f"{task}_baseline_rollouts"] = base
+        out[f"{task}_rollouts_ratio_kind"] = kind
         out[f"{task}_baseline_reached"] = b["rollouts_to_success"] is not None
         out[f"{task}_baseline_best_success"] = b["best_success"]
         out[f"{task}_rollouts_ratio_vs_baseline"] = ratio
