@@ -227,8 +227,6 @@ def bridge_python_logging(node, names=("s2r",)) -> RosLogHandler:
 
 
 # ----------------------------------------------------------------------------- main
-
-
 class FastSubscription:
     """One latency-critical subscription, served by a minimal node of its own and its own executor
     thread.
