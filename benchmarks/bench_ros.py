@@ -140,11 +140,9 @@ def role_pong(rt_priority: int = 0) -> int:
 
 
 # ------------------------------------------------------------------------------ analysis
-def analyse(path: str, skip_s: float = 2.0) -> dict:
-    """Latency percentiles (ms) and missed cycles from a publish/answer log.
-
-    Counted from the first answered state + `skip_s` (start-up: the first plan) to the end,
-    minus the last state (its answer may still be in flight when the log was written)."""
+def read_latency_log(path) -> tuple[list, int]:
+    """A publish/answer log (driver_node's `latency_log`, or the floor's): rows (state stamp ns,
+    published s, answered s or NaN) in stamp order, and the loop overruns its last line counts."""
     rows, overruns = [], 0
     with open(path) as f:
         for r in csv.reader(f):
@@ -155,6 +153,15 @@ def analyse(path: str, skip_s: float = 2.0) -> dict:
                 continue
             rows.append((int(r[0]), float(r[1]), float(r[2])))
     rows.sort()
+    return rows, overruns
+
+
+def analyse(path: str, skip_s: float = 2.0) -> dict:
+    """Latency percentiles (ms) and missed cycles from a publish/answer log.
+
+    Counted from the first answered state + `skip_s` (start-up: the first plan) to the end,
+    minus the last state (its answer may still be in flight when the log was written)."""
+    rows, overruns = read_latency_log(path)
     answered = [i for i, r in enumerate(rows) if not math.isnan(r[2])]
     if not answered:
         return {"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan"),

@@ -95,25 +95,19 @@ def lockstep(policy, task: str, seeds) -> dict:
 
 
 def answer_timing(path: Path, period: float) -> dict:
-    """From driver_node's `latency_log`: how long the policy's commands took to answer the states
-    (ms; answered states only), when (s from the first state) each answer came a period or more
-    after its state, to see what the late ones coincide with, and the gaps between states."""
-    import csv
-    pub, lat = [], []
-    with open(path, newline="") as f:
-        for row in csv.reader(f):
-            if not row or row[0].startswith(("#", "state")):
-                continue
-            t_pub, t_rx = float(row[1]), float(row[2])
-            pub.append(t_pub)
-            if math.isfinite(t_rx):
-                lat.append((t_pub, t_rx - t_pub))
+    """From driver_node's `latency_log` (bench_ros.read_latency_log): how long the policy's commands
+    took to answer the states (ms; answered states only -- between goals the policy is disabled),
+    when (s from the first state) each answer came a period or more after its state, to see what
+    the late ones coincide with, and the gaps between states."""
+    from bench_ros import read_latency_log
+    rows, _ = read_latency_log(path)
+    lat = [(t_pub, t_rx - t_pub) for _, t_pub, t_rx in rows if math.isfinite(t_rx)]
     if not lat:
-        return {"answered": 0}
-    t0 = min(pub)
+        return {"answered": 0, "states": len(rows)}
+    t0 = rows[0][1]
     ms = 1e3 * np.array([d for _, d in lat])
-    gaps = np.diff(np.sort(pub))
-    return {"answered": len(lat), "states": len(pub), "p50_ms": float(np.percentile(ms, 50)),
+    gaps = np.diff([t for _, t, _ in rows])
+    return {"answered": len(lat), "states": len(rows), "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
             "over_period_at_s": [round(t - t0, 3) for t, d in lat if d >= period],
             "state_gap_max_ms": float(1e3 * gaps.max()) if len(gaps) else float("nan"),
