@@ -72,7 +72,11 @@ def test_same_samples_episodes_and_images_on_every_backend(ray_local):
 def test_a_killed_actor_is_replaced_and_a_raising_episode_reported(ray_local, tmp_path):
     b = ray_local.run(die_once, [1, 2, 3, 4], keys=[1, 2, 3, 4], shared=str(tmp_path))
     assert b.results == [10, 20, None, 40]
-    assert [r["key"] for r in b.reruns] == [2] and "lost" in b.reruns[0]["reason"]
+    # the killed job runs again; a job the same actor had finished may run again too, when its
+    # reply was still on the way as the process died (a race Ray does not close)
+    rerun = [r["key"] for r in b.reruns]
+    assert 2 in rerun and len(set(rerun)) == len(rerun), rerun
+    assert all("lost" in r["reason"] for r in b.reruns)
     assert [f.key for f in b.failures] == [3] and "RuntimeError: episode blew up" in b.failures[0].error
     assert b.backend == "ray" and b.workers == 2
 
