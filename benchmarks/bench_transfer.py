@@ -27,7 +27,7 @@ cell pools the N x EPISODES episodes (`per_seed` keeps each run's, `worst_seed_s
 on the realities one training seed can differ from the next by 20-40 points.
 
     python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image,grasp] [--episodes N]
-                                        [--iterations N] [--seed S] [--seeds N] [--keep DIR]
+                                        [--iterations N] [--seed S] [--seeds N] [--keep DIR] [--workers N]
                                         [--deploy-reality NAME] [--deploy-goals N] [--deploy-kinds dr,nodr]
     python benchmarks/bench_transfer.py --json OUT --deploy-only DIR    (the deploy stage on DIR's policies)
 
@@ -104,8 +104,9 @@ def _quiet(fn, argv) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log) -> Path:
-    argv = ["gps", *ROWS[row], "--iterations", str(iterations), "--seed", str(seed), "--run-dir", str(run_dir)]
+def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log, workers: int = 1) -> Path:
+    argv = ["gps", *ROWS[row], "--iterations", str(iterations), "--seed", str(seed), "--run-dir", str(run_dir),
+            "--workers", str(workers)]
     if dr:
         preset, extra, _ = row_setup(row)
         argv += ["--randomize", preset, *extra]
@@ -117,12 +118,12 @@ def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log) ->
     return run_dir / "policy.pt2"
 
 
-def evaluate(policy: Path, row: str, setting: str, episodes: int) -> dict:
+def evaluate(policy: Path, row: str, setting: str, episodes: int, workers: int = 1) -> dict:
     task = ROWS[row][1]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "eval.json"
         argv = [str(policy), "--task", task, "--episodes", str(episodes), "--first-seed", str(FIRST_SEED),
-                "--json", str(out)]
+                "--json", str(out), "--workers", str(workers)]
         if setting != "nominal":
             preset, _, realities = row_setup(row)
             argv += ["--randomize", preset if setting == "train" else str(next(r for r in realities if r.stem == setting))]
@@ -215,6 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1,
                     help="training runs per row and kind, seeds --seed, --seed+1, ...: each cell pools their "
                          "episodes (one seed is one draw of the training; on the realities they spread widely)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes of every training and evaluation (the same results, sooner)")
     ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
     ap.add_argument("--deploy-reality", default=REALITIES[0].stem if REALITIES else None,
                     help="the reality preset of the deploy stage (default: the first in realities/)")
@@ -246,8 +249,9 @@ def main(argv=None) -> int:
         return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
-    if bad or args.episodes < 1 or args.seeds < 1 or (args.iterations is not None and args.iterations < 1):
-        print(f"error: {'unknown row ' + repr(bad[0]) + ' (known: ' + ', '.join(ROWS) + ')' if bad else '--episodes, --seeds and --iterations must be >= 1'}",
+    if bad or args.episodes < 1 or args.seeds < 1 or args.workers < 1 or \
+            (args.iterations is not None and args.iterations < 1):
+        print(f"error: {'unknown row ' + repr(bad[0]) + ' (known: ' + ', '.join(ROWS) + ')' if bad else '--episodes, --seeds, --workers and --iterations must be >= 1'}",
               file=sys.stderr)
         return 2
     if not REALITIES:
@@ -269,13 +273,13 @@ def main(argv=None) -> int:
                 for seed in seeds:
                     # the first seed's run keeps the plain folder name (the deploy stage's policy)
                     run = root / (f"{row}_{kind}" if seed == seeds[0] else f"{row}_{kind}_s{seed}")
-                    policy = train(row, kind == "dr", iterations, run, seed, log)
+                    policy = train(row, kind == "dr", iterations, run, seed, log, args.workers)
                     hist = json.loads((policy.parent / "history.json").read_text())
                     hist = hist["iterations"] if isinstance(hist, dict) else hist
                     cell["rollouts"] = int(sum(h.get("rollouts", 0) for h in hist))      # per run
                     mine = cell["per_seed"][str(seed)] = {}
                     for setting in settings:
-                        mine[setting] = e = evaluate(policy, row, setting, args.episodes)
+                        mine[setting] = e = evaluate(policy, row, setting, args.episodes, args.workers)
                         log(f"  {row:6s} {kind:4s} seed {seed} {setting:12s} success {100 * e['success']:5.1f}% "
                             f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance "
                             f"{100 * e['distance_m']:.2f} cm")
