@@ -28,6 +28,13 @@ pinned to an end of its current range; the global policy's samples there (on-pol
 rollouts) are ADR's results, judged by the task's own success, and an end whose `adr_buffer`
 results reach 80 % moves outward by `adr_step` of the range's initial width (50 % or less: back
 toward the preset's). Later conditions and the held-out evaluation draw from the moved ranges.
+Step rejection (resampled conditions, where the MDGPS step rule is off; `step_rejection`): the
+held-out starts are the same every iteration, so their success compares one global policy with the
+next where the training conditions cannot. An iteration whose policy falls more than
+`step_rejection` below the best kept iteration's is undone, as a trust-region method rejects a step
+that worsened the true objective: the policy, its optimizer, its exploration covariance and the
+replayed samples go back to the previous iteration's, and the KL step is halved (down to
+`min_step_mult`). The iteration stays in the history, marked `rejected`, with the success it had.
 Initial controllers: given, or the agent's `initial_controllers(variance)` (ArmReachAgent: a PD law
 on the TCP's error through the Jacobian at the start), or zero gains that explore around holding still.
 Everything the next iteration needs, random number generator states included, is in
@@ -40,6 +47,7 @@ This module is MDGPS itself, the iteration loop of the algorithm box above; the 
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -305,6 +313,37 @@ class MDGPS:
         return {"success_rate": float(np.mean([r.success for r in res])) if n else float("nan"),
                 "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}
 
+    def _snapshot(self) -> dict:
+        """What an S-step changes, to undo a rejected iteration (`_reject`)."""
+        return {"policy": copy.deepcopy(self.policy.state_dict()), "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "policy_cov": self.policy_cov.copy(), "replay": list(self.replay),
+                "aux": None if self.aux is None else copy.deepcopy(self.aux.readout.state_dict())}
+
+    def _best_kept_success(self) -> float:
+        """The best held-out success of the iterations kept so far (NaN: none yet)."""
+        kept = [h["success"] for h in self.history if "iteration" in h and not h.get("rejected")
+                and np.isfinite(h.get("success", np.nan))]
+        return max(kept) if kept else float("nan")
+
+    def _reject(self, success: float, before: dict) -> bool:
+        """Step rejection (module docstring): undo this iteration's S-step and halve the KL step when
+        its held-out `success` fell more than `step_rejection` below the best kept iteration's."""
+        cfg = self.cfg
+        best = self._best_kept_success()
+        if not (cfg.resample_conditions and cfg.step_rejection > 0 and np.isfinite(success) and np.isfinite(best)
+                and success < best - cfg.step_rejection):
+            return False
+        self.policy.load_state_dict(before["policy"])
+        self.optimizer.load_state_dict(before["optimizer"])
+        self.policy_cov, self.replay = before["policy_cov"], before["replay"]
+        if self.aux is not None:
+            self.aux.readout.load_state_dict(before["aux"])
+        self.step_mult[:] = max(float(self.step_mult[0]) * 0.5, cfg.min_step_mult)
+        log.warning("GPS iteration %d: held-out success %.0f%% is more than %.0f points below the best kept "
+                    "iteration's %.0f%%: iteration undone, KL step multiplier halved to %.3g", self.iteration + 1,
+                    100 * success, 100 * cfg.step_rejection, 100 * best, self.step_mult[0])
+        return True
+
     # ------------------------------------------------------------------ one iteration
     def pretrain(self, progress=None) -> None:
         """Vision pretraining of an image policy (once, before the first iteration; `iterate` does it
@@ -380,6 +419,7 @@ class MDGPS:
             kls.append(res.kl)
             etas.append(res.eta)
         # 6. S-step: precision-weighted regression of pi_theta on the local controllers' means
+        before = self._snapshot() if k > 0 and cfg.resample_conditions and cfg.step_rejection > 0 else None
         states = np.concatenate([x[:, :-1].reshape(-1, a.dX) for x in X])
         cond_of = np.concatenate([np.full(x.shape[0] * a.T, c) for c, x in enumerate(X)])
         time_of = np.concatenate([np.tile(np.arange(a.T), x.shape[0]) for x in X])
@@ -428,13 +468,16 @@ class MDGPS:
         self.policy_cov = np.linalg.inv(np.mean([c.inv_cov for c in self.controllers], axis=(0, 1)))
         # held-out evaluation of the global policy
         ev = self.evaluate()
+        step_mult = float(np.mean(self.step_mult))           # the one this iteration's C-step used
+        rejected = before is not None and self._reject(ev["success_rate"], before)
         all_costs = np.concatenate(costs)
         stats = {"iteration": k + 1, "cost": float(all_costs.mean()), "train_success": float(np.mean([s.success for s in flat])),
                  "success": ev["success_rate"], "eval_distance": ev["final_distance"],
-                 "kl": float(np.mean(kls)), "eta": float(np.mean(etas)), "step_mult": float(np.mean(self.step_mult)),
+                 "kl": float(np.mean(kls)), "eta": float(np.mean(etas)), "step_mult": step_mult,
                  "policy_loss": loss, "rollouts": len(flat), "dropped": self.dropped_samples,
                  "reruns": self.reruns - reruns0,
-                 "sampled_from": "policy" if on_policy else "local", "seconds": time.perf_counter() - t0}
+                 "sampled_from": "policy" if on_policy else "local", "rejected": rejected,
+                 "seconds": time.perf_counter() - t0}
         if self.aux is not None:   # on this iteration's new conditions, before the S-step (m)
             stats["aux_pose_error"] = aux_error
         if self.adr is not None:   # the ranges after this iteration's results

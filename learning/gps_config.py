@@ -41,6 +41,9 @@ class GPSConfig:
                                       # (their observations and their iteration's local controllers' actions)
     finetune_vision: bool = False     # S-step through the conv layers too (slow on a CPU)
     resample_conditions: bool = False  # new training conditions every iteration (agents with `resample`)
+    step_rejection: float = 0.25      # resampled conditions: an iteration whose held-out success falls more
+                                      # than this below the best kept iteration's is undone, step halved
+                                      # (learning.gps, "step rejection"); 0: off
     adr: tuple[str, ...] = ()         # automatic domain randomization over these parameters of the preset
                                       # ("all": its per-episode dynamics and timing ranges; learning.gps)
     adr_step: float = 0.1             # ADR moves a range's end by this fraction of its initial width (integers: 1)
@@ -73,6 +76,8 @@ class GPSConfig:
                                  f"{self.adr_step}, {self.adr_buffer}, {self.adr_boundary_prob}")
             if not self.on_policy:
                 raise ValueError("adr scores the global policy's samples: it needs on_policy true")
+        if not 0 <= self.step_rejection <= 1:
+            raise ValueError(f"step_rejection must be in [0, 1] (a drop in held-out success), got {self.step_rejection}")
         if self.init_variance is not None and not self.init_variance > 0:
             raise ValueError(f"init_variance must be positive, got {self.init_variance}")
         return self

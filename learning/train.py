@@ -218,6 +218,10 @@ def plot_history(history: list[dict], path, title: str) -> None:
     if "train_success" in history[0]:
         ax2.plot(it, [100 * h["train_success"] for h in history], "s--", color="tab:gray", alpha=0.7,
                  label="training samples")
+    undone = [h for h in history if h.get("rejected")]
+    if undone:                       # GPS step rejection: the policy went back to the previous iteration's
+        ax2.plot([h["iteration"] for h in undone], [100 * h["success"] for h in undone], "x", color="black",
+                 markersize=10, mew=2, label="undone (step rejected)")
     ax2.set_ylim(-5, 105)
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("success (%)")
@@ -263,6 +267,7 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
         plot_history(algo.history, run_dir / "training.png", f"{meta['algorithm']} on {meta['task']}")
         if progress is not None:
             reruns = f", {stats['reruns']} episodes run again after a worker died" if stats.get("reruns") else ""
+            reruns += ", undone: step rejected" if stats.get("rejected") else ""
             progress.update(algo.iteration, f"it {algo.iteration}/{iterations} cost {stats['cost']:.3g} "
                             f"success {100 * stats['success']:.0f}% ({stats['seconds']:.1f} s{reruns})", force=True)
         done += 1

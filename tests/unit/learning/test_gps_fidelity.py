@@ -1,8 +1,10 @@
 """MDGPS against the papers: the step-size rule sees the S-step's failure (and, a measured deviation,
-stays off with resampled conditions), the dynamics fit keeps the samples' mean, and every condition
+stays off with resampled conditions, where step rejection on the held-out starts undoes a wrecking
+iteration instead), the dynamics fit keeps the samples' mean, and every condition
 has its own dynamics prior."""
 import numpy as np
 import pytest
+import torch
 
 from s2r.learning.agents import PointMassAgent, Sample
 from s2r.learning.dynamics import GMMPrior, fit_linear_gaussian, fit_linear_gaussian_dynamics, linearize_policy
@@ -52,6 +54,54 @@ def test_resampled_conditions_keep_the_configured_step():
     iterations: learning/RESULTS.md), even when the S-step fails."""
     gps, mults = _step_mults(_ResamplingPointMass(), 3, learning_rate=1e-12, resample_conditions=True)
     assert mults == [1.0, 1.0, 1.0] and gps.last_step_costs is None
+
+
+def _rejection_run(step_rejection, monkeypatch):
+    """Two ordinary iterations on resampled starts, then one whose S-step is wrecked (after it
+    trains, its weights get large noise)."""
+    import s2r.learning.gps as gps_module
+    gps = MDGPS(_ResamplingPointMass(), GPSConfig(policy_steps=150, eval_episodes=10, resample_conditions=True,
+                                                  step_rejection=step_rejection))
+    for _ in range(2):
+        assert not gps.iterate()["rejected"]
+    before = {k: v.clone() for k, v in gps.policy.state_dict().items()}
+    cov, optimizer_state = gps.policy_cov.copy(), gps.optimizer.state_dict()["state"]
+    steps_before = {i: int(st["step"]) for i, st in optimizer_state.items()}
+    train = gps_module.train_policy_weighted
+
+    def wrecking_s_step(policy, *args, **kw):
+        loss = train(policy, *args, **kw)
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
+        return loss
+    with monkeypatch.context() as m:
+        m.setattr(gps_module, "train_policy_weighted", wrecking_s_step)
+        wrecked = gps.iterate()
+    return gps, wrecked, before, cov, steps_before
+
+
+def test_an_iteration_that_wrecks_the_held_out_success_is_undone_and_the_step_halved(monkeypatch):
+    """Step rejection (resampled conditions): the wrecked iteration's policy fails the held-out
+    starts; it is undone (the policy, its optimizer's state and its covariance as before it), the KL
+    step is halved, the history keeps the iteration marked rejected, and a resumed run learns on
+    from the kept policy. Off (0), the wrecked policy stays."""
+    gps, wrecked, before, cov, steps_before = _rejection_run(0.25, monkeypatch)
+    best = gps._best_kept_success()
+    assert best >= 0.5 and wrecked["success"] < best - 0.25
+    assert wrecked["rejected"] and wrecked["step_mult"] == 1.0 and np.all(gps.step_mult == 0.5)
+    assert all(torch.equal(before[k], v) for k, v in gps.policy.state_dict().items())
+    assert np.array_equal(gps.policy_cov, cov)
+    assert {i: int(st["step"]) for i, st in gps.optimizer.state_dict()["state"].items()} == steps_before
+    assert [h["rejected"] for h in gps.history] == [False, False, True]
+    resumed = MDGPS(_ResamplingPointMass(), gps.cfg)
+    resumed.load_state_dict(gps.state_dict())
+    assert resumed._best_kept_success() == best and np.all(resumed.step_mult == 0.5)
+    after = resumed.iterate()
+    assert not after["rejected"] and after["step_mult"] == 0.5 and after["success"] >= best - 0.25
+    kept, wrecked_off, before_off, _, _ = _rejection_run(0.0, monkeypatch)
+    assert not wrecked_off["rejected"] and wrecked_off["success"] < 0.5 and np.all(kept.step_mult == 1.0)
+    assert not all(torch.equal(before_off[k], v) for k, v in kept.policy.state_dict().items())
 
 
 def test_dynamics_fit_passes_through_the_samples_mean_whatever_the_prior():
