@@ -226,7 +226,7 @@ def plot_history(history: list[dict], path, title: str) -> None:
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("success (%)")
     ax2.grid(alpha=0.3)
-    ax2.legend(loc="lower right")
+    ax2.legend(loc="best")
     ax2.set_title("success")
     for ax in (ax1, ax2):
         ax.xaxis.get_major_locator().set_params(integer=True)
