@@ -152,8 +152,7 @@ class DynamixelDriver(Driver):
         self._require()
         self._raise_if_faulted()
         try:
-            self._rearm_watchdog_if_idle()
-            raw = self.bus.with_retries(self.bus.read_present)
+            raw = self._watched(lambda: self.bus.with_retries(self.bus.read_present))
         except BusError as e:
             return self._failed_cycle(e)
         self._failures = 0
@@ -173,16 +172,15 @@ class DynamixelDriver(Driver):
             self._rearm_watchdog_if_idle()
             self._ensure_mode(self._servo_mode(mode))
             if mode == CommandMode.POSITION:
-                self.bus.sync_write(P.ADDR_GOAL_POSITION, 4, self._position_ticks(values))
+                goal = (P.ADDR_GOAL_POSITION, 4, self._position_ticks(values))
             elif mode == CommandMode.VELOCITY:
                 units = np.rint(self.sign * values / P.RAD_S_PER_VELOCITY_UNIT)
-                self.bus.sync_write(P.ADDR_GOAL_VELOCITY, 4,
-                                    np.clip(units, -self._velocity_limit, self._velocity_limit))
+                goal = (P.ADDR_GOAL_VELOCITY, 4, np.clip(units, -self._velocity_limit, self._velocity_limit))
             else:
                 amps = self.sign * values / self.kt
                 units = np.rint(amps / self.model.current_unit_a)
-                self.bus.sync_write(P.ADDR_GOAL_CURRENT, 2,
-                                    np.clip(units, -self._current_limit, self._current_limit))
+                goal = (P.ADDR_GOAL_CURRENT, 2, np.clip(units, -self._current_limit, self._current_limit))
+            self._watched(lambda: self.bus.sync_write(*goal))
         except BusError as e:
             self._count_failure(e)
 
@@ -349,13 +347,27 @@ class DynamixelDriver(Driver):
             self.bus.sync_write(P.ADDR_BUS_WATCHDOG, 1, [0] * len(self.ids))
             self.bus.sync_write(P.ADDR_BUS_WATCHDOG, 1, [units] * len(self.ids))
 
-    def _rearm_watchdog_if_idle(self) -> None:
-        """After a pause longer than the watchdog, the servos have stopped and refuse goals until the
-        watchdog is cleared: clear and re-arm it before the next goal."""
-        if self.params.bus_watchdog_ms and \
-                time.monotonic() - self.bus.last_io > 0.8 * self.params.bus_watchdog_ms / 1000:
+    def _rearm_watchdog_if_idle(self, since: float | None = None) -> bool:
+        """After a pause longer than the watchdog (from the bus's last transaction, or `since`), the
+        servos have stopped and refuse goals until the watchdog is cleared: clear and re-arm it."""
+        last = self.bus.last_io if since is None else since
+        if self.params.bus_watchdog_ms and time.monotonic() - last > 0.8 * self.params.bus_watchdog_ms / 1000:
             self.stats["watchdog_rearms"] += 1
             self._arm_watchdog()
+            return True
+        return False
+
+    def _watched(self, transaction):
+        """Run a cyclic transaction so that a tripped bus watchdog cannot silently refuse its goals:
+        re-armed before it after a known pause, and once more after it, with the transaction run
+        again, when this process stalled between the check and the packet long enough for the
+        servos to have tripped (a goal a tripped servo refuses gets no status packet to say so)."""
+        self._rearm_watchdog_if_idle()
+        before = self.bus.last_io
+        out = transaction()
+        if self._rearm_watchdog_if_idle(since=before):
+            out = transaction()
+        return out
 
     def _servo_mode(self, mode: CommandMode) -> int:
         return {CommandMode.POSITION: self.position_mode, CommandMode.VELOCITY: P.MODE_VELOCITY,

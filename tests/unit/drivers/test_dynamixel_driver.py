@@ -414,6 +414,35 @@ def test_servo_watchdog_stops_a_current_command_when_the_host_goes_quiet(driver,
     assert driver.stats["watchdog_rearms"] >= 1
 
 
+@pytest.mark.parametrize("stalled", ["read", "write"])
+def test_a_stall_between_the_watchdog_check_and_the_packet_does_not_freeze_the_servos(driver, bus, stalled):
+    """The host checks how long the bus was quiet, then stalls past the servos' bus watchdog before
+    its packet goes out (a loaded machine): the servos trip, and a tripped servo refuses goals
+    without a status packet to say so. The driver sees the gap after the transaction, re-arms and
+    sends again, so the next goals are taken (before: refused for good, the hand frozen)."""
+    q0 = settle(driver, 0.1).q
+    bus_fn = {"read": "read_present", "write": "sync_write"}[stalled]
+    original = getattr(driver.bus, bus_fn)
+    stalls = []
+
+    def late(*args, **kw):
+        if not stalls:
+            stalls.append(1)
+            time.sleep(0.15)                              # past the 100 ms watchdog, after the check
+        return original(*args, **kw)
+    setattr(driver.bus, bus_fn, late)
+    rearms = driver.stats["watchdog_rearms"]
+    if stalled == "read":
+        driver.read()
+    target = q0 + np.array([0.2, 0.0, 0.0, 0.0])
+    driver.write(Command.position(target))
+    assert stalls and driver.stats["watchdog_rearms"] == rearms + 1
+    snap = bus.snapshot()[1]
+    assert snap["bus_watchdog"] == 5
+    st = settle(driver, 0.4)
+    assert st.q[0] == pytest.approx(target[0], abs=0.02)
+
+
 # ------------------------------------------------------------------------------ behind the safety layer
 def test_control_loop_through_the_safety_layer_survives_an_unplug(cfg, bus, caplog):
     caplog.set_level(logging.CRITICAL)
