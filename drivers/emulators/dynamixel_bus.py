@@ -35,6 +35,9 @@ __all__ = ["BusSpec", "COAST_TIME_CONSTANT_S", "DynamixelBus", "EmulatedServo", 
            "POSITION_TIME_CONSTANT_S", "PtyBusEmulator", "REBOOT_TIME_S", "Reply", "ServoSpec",
            "VELOCITY_TIME_CONSTANT_S"]
 
+# while the line is silent the server wakes this often, so that it knows the line silent up to a
+# few ms ago: the bus watchdog (20 ms units) then trips within POLL_MS of a real silence
+POLL_MS = 10
 _TERMIOS_BAUD = {getattr(termios, f"B{b}"): b for b in P.BAUD_RATES.values() if hasattr(termios, f"B{b}")}
 
 
@@ -124,11 +127,15 @@ class PtyBusEmulator:
             poller = select.poll()
             poller.register(self._master, select.POLLIN)
             poller.register(self._stop_r, select.POLLIN)
+            # the last time the line was seen silent (an empty poll, or the read that emptied it):
+            # the bytes read next arrived after it, however late this thread wakes up to them
+            quiet_until = time.monotonic()
             while True:
-                events = dict(poller.poll(100))
+                events = dict(poller.poll(POLL_MS))
                 if self._stop_r in events:
                     return
                 if self._master not in events:
+                    quiet_until = time.monotonic()
                     continue
                 with self.lock:     # read and handle under the lock: snapshot() sees all or nothing
                     try:
@@ -139,7 +146,8 @@ class PtyBusEmulator:
                         data = None
                     if data is not None:
                         t_rx = time.monotonic()
-                        reply = self.bus.receive(data, t_rx, self.port_baudrate())
+                        reply = self.bus.receive(data, t_rx, self.port_baudrate(), quiet_until)
+                        quiet_until = t_rx
                 if data is None:
                     time.sleep(0.01)
                     continue

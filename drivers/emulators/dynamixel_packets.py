@@ -79,6 +79,7 @@ class DynamixelBus:
         self.rng = random.Random(spec.seed)
         self.stats = dict(packets=0, crc_errors=0, replies=0, dropped=0, corrupted=0,
                           ignored_baud=0)
+        self._quiet_until: float | None = None       # of the bytes `receive` is handling
 
     # -- faults ---------------------------------------------------------------------------------
     def inject(self, fault: str, ids=None, rate: float = 1.0, count: int | None = None, **params) -> None:
@@ -145,8 +146,14 @@ class DynamixelBus:
             out[sid] = s.snapshot()
         return out
 
-    def receive(self, data: bytes, now: float, port_baudrate: int | None = None) -> Reply:
+    def receive(self, data: bytes, now: float, port_baudrate: int | None = None,
+                quiet_until: float | None = None) -> Reply:
+        """The status packets for `data`, handled at `now`. `quiet_until`: the latest time the line
+        was seen silent before these bytes (the server's last empty poll or read); the bus watchdog
+        judges silence up to it, so that a late wake-up of this process is not taken for a host
+        gone quiet (a servo's firmware sees the bytes as they arrive; this process may not)."""
         reply = Reply()
+        self._quiet_until = quiet_until
         for pkt in self.reader.feed(data, now):
             self.stats["packets"] += 1
             reply.wire_s += len(pkt.raw) * 10.0 / self.baudrate     # the instruction on the wire
@@ -183,7 +190,7 @@ class DynamixelBus:
             if self._fault("drop", sid, packets="instruction"):
                 self.stats["dropped"] += 1
                 continue
-            s.step(now)
+            s.step(now, self._quiet_until)
             s.last_rx = now
             out.append(s)
         return out

@@ -94,12 +94,14 @@ class EmulatedServo:
         return d
 
     # -- dynamics ---------------------------------------------------------------------------
-    def step(self, now: float) -> None:
-        """Advance the motor from `last_update` to `now`, tripping the bus watchdog on the way."""
+    def step(self, now: float, quiet_until: float | None = None) -> None:
+        """Advance the motor from `last_update` to `now`, tripping the bus watchdog on the way.
+        `quiet_until`: the latest time the line is known to have been silent (a packet being
+        handled may have arrived any time after it); the watchdog trips only on silence before it."""
         wd = self.get("bus_watchdog")
         if wd > 0 and self.get("torque_enable"):
             trip_at = self.last_rx + wd * P.WATCHDOG_UNIT_S
-            if self.last_update < trip_at < now:
+            if self.last_update < trip_at < (now if quiet_until is None else min(now, quiet_until)):
                 self._integrate(trip_at - self.last_update)
                 self.last_update = trip_at
                 self._trip_watchdog()

@@ -181,6 +181,21 @@ def test_bus_watchdog_stops_the_servo_and_locks_goals_until_cleared():
     assert write(bus, 1, P.ADDR_GOAL_CURRENT, P.u16(200), now=0.5) == [(1, 0, b"")]
 
 
+@pytest.mark.parametrize("quiet_until, trips", [(0.06, False), (0.30, True), (None, True)])
+def test_the_watchdog_judges_only_the_silence_the_emulator_saw(quiet_until, trips):
+    """A packet handled 250 ms after the last one trips the watchdog only if the line was seen
+    silent past the watchdog (the server's empty polls up to `quiet_until`); handled late because
+    the emulator process itself was not scheduled (the line last seen silent at 60 ms, the bytes
+    waiting since), it does not: a servo's firmware would have seen them on time."""
+    bus = make_bus(ids=(1,))
+    write(bus, 1, P.ADDR_TORQUE_ENABLE, [1], now=0.0)
+    write(bus, 1, P.ADDR_BUS_WATCHDOG, [5], now=0.05)              # 100 ms, fed at 50 ms
+    pkt = P.build_packet(1, P.INST_WRITE, P.u16(P.ADDR_GOAL_POSITION) + P.u32(2100))
+    got = status(P.PacketReader().feed(bus.receive(pkt, 0.30, None, quiet_until).data, 0.30))
+    assert (bus.servos[1].get("bus_watchdog") == -1) is trips
+    assert got == [(1, P.ERR_DATA_RANGE if trips else 0, b"")]
+
+
 def test_hardware_error_alerts_turns_torque_off_and_needs_a_reboot():
     bus = make_bus()
     write(bus, 2, P.ADDR_TORQUE_ENABLE, [1])
