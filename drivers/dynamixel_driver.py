@@ -23,7 +23,8 @@ re-enables torque holding the measured position.
 
 The servos' own Bus Watchdog (98) is armed (`bus_watchdog_ms`) so that if the host or the cable
 dies, each servo stops by itself: in position mode it holds, in velocity and current mode it goes
-to zero.
+to zero. A tripped servo refuses goals until the watchdog is cleared, so the driver re-arms it
+after a pause: before a transaction, and again after one that a stall of this process delayed.
 
 Driver parameters (`driver:` in the hardware config) are `s2r.core.schema.drivers.DynamixelParams`,
 checked when the config loads; the bus transactions are drivers/dynamixel_bus.py.
