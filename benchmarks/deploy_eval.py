@@ -156,12 +156,24 @@ class _Probe:
             _, have, q = self.state
         return q[[have.index(n) for n in names]]
 
-    def _set(self, client, on: bool, what: str, timeout: float = STARTUP_S) -> None:
+    def _set(self, client, on: bool, what: str, timeout: float = STARTUP_S, resend_s: float = 3.0) -> None:
+        """SetBool `on` on `client`'s service. Sent again when no answer came within `resend_s`:
+        Fast DDS drops an answer to a client whose response reader has not matched within 100 ms,
+        and setting the same value twice is harmless."""
+        deadline = time.monotonic() + timeout
         _wait(client.service_is_ready, timeout, what)
         req = self.SetBool.Request()
         req.data = on
-        fut = client.call_async(req)
-        _wait(fut.done, timeout, f"an answer from {what}")
+        while True:
+            fut = client.call_async(req)
+            try:
+                _wait(fut.done, min(resend_s, max(deadline - time.monotonic(), 0.0)), f"an answer from {what}")
+                return
+            except TimeoutError:
+                client.remove_pending_request(fut)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"deploy: timed out after {timeout:g} s waiting for an answer from {what}") \
+                        from None
 
     def set_policy(self, on: bool) -> None:
         self._set(self.enable_client, on, "policy_node's ~/enable")

@@ -19,6 +19,8 @@ from s2r.launch import NodeSpec, node_command
 from s2r.core.ros_env import claim_domain_id, isolation_vars, release_domain_id
 
 STARTUP_S = 60.0        # generous: node start-up on a loaded 2-core machine
+RESEND_S = 3.0          # Probe.call: an idempotent request unanswered this long is sent again
+FRESH_CLIENT_S = 1.0    # Probe.call: a request sent only once waits until its client is this old
 
 
 def wait_until(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
@@ -111,6 +113,8 @@ class Probe:
         self.msgs: dict[str, deque] = defaultdict(lambda: deque(maxlen=5000))
         self.counts: dict[str, int] = defaultdict(int)
         self._pubs = {}
+        self._clients: dict = {}         # service name -> (client, when it was made)
+        self.resent = 0                  # requests sent again after a response did not come
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -150,15 +154,35 @@ class Probe:
             return None
         return wait_until(find, timeout, what=f"a matching message on {topic}")
 
-    def call(self, srv_type, name: str, request=None, timeout: float = STARTUP_S):
-        cli = self.node.create_client(srv_type, name)
-        try:
-            wait_until(lambda: cli.service_is_ready(), timeout, what=f"service {name}")
-            fut = cli.call_async(request if request is not None else srv_type.Request())
-            wait_until(lambda: fut.done(), timeout, what=f"a response from {name}")
-            return fut.result()
-        finally:
-            self.node.destroy_client(cli)
+    def call(self, srv_type, name: str, request=None, timeout: float = STARTUP_S, idempotent: bool = True):
+        """The response of service `name` to `request` (default: an empty one).
+
+        Fast DDS drops a response when the client's response reader has not matched within 100 ms
+        of the answer ("failed to send response (timeout)"), which a client made just before its
+        call can meet on a loaded machine; the call then never returns. So a client is made once per
+        service and kept; an idempotent request whose response has not come within RESEND_S is sent
+        again; one that is not (a lifecycle transition) is sent once, on a client at least
+        FRESH_CLIENT_S old."""
+        if name not in self._clients:
+            self._clients[name] = (self.node.create_client(srv_type, name), time.monotonic())
+        cli, born = self._clients[name]
+        deadline = time.monotonic() + timeout
+        wait_until(lambda: cli.service_is_ready(), timeout, what=f"service {name}")
+        if not idempotent:
+            time.sleep(max(0.0, born + FRESH_CLIENT_S - time.monotonic()))
+        request = request if request is not None else srv_type.Request()
+        while True:
+            fut = cli.call_async(request)
+            left = deadline - time.monotonic()
+            try:
+                wait_until(lambda: fut.done(), min(RESEND_S, left) if idempotent else left,
+                           what=f"a response from {name}")
+                return fut.result()
+            except AssertionError:
+                cli.remove_pending_request(fut)
+                if not idempotent or time.monotonic() >= deadline:
+                    raise AssertionError(f"timed out after {timeout:g} s waiting for a response from {name}") from None
+                self.resent += 1
 
     def diagnostics(self, status_name: str):
         """Values (dict) of the newest DiagnosticStatus called `status_name` on /diagnostics."""

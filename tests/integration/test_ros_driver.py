@@ -30,7 +30,7 @@ def lifecycle_state(probe) -> str:
 def change(probe, transition_id) -> bool:
     req = ChangeState.Request()
     req.transition.id = transition_id
-    return probe.call(ChangeState, "/driver/change_state", req).success
+    return probe.call(ChangeState, "/driver/change_state", req, idempotent=False).success
 
 
 def q_now(probe) -> np.ndarray:
@@ -84,7 +84,7 @@ def test_lifecycle_transitions_topics_and_services(ros):
         r = probe.call(SetBool, "/driver/enable", SetBool.Request(data=False))
         assert r.success
         probe.wait_diag(DIAG, lambda d: d["safety_state"] == "disabled", timeout=10)
-        assert probe.call(Trigger, "/driver/reset").success
+        assert probe.call(Trigger, "/driver/reset", idempotent=False).success
 
         assert change(probe, Transition.TRANSITION_DEACTIVATE)
         assert lifecycle_state(probe) == "inactive"
@@ -92,7 +92,7 @@ def test_lifecycle_transitions_topics_and_services(ros):
         assert states_in(probe, 0.5) == 0
         assert change(probe, Transition.TRANSITION_CLEANUP)
         assert lifecycle_state(probe) == "unconfigured"
-        r = probe.call(Trigger, "/driver/reset")               # nothing to reset without a driver
+        r = probe.call(Trigger, "/driver/reset", idempotent=False)               # nothing to reset without a driver
         assert not r.success and "not configured" in r.message
     except AssertionError:
         print(dump_logs(domain))
@@ -177,7 +177,7 @@ def test_driver_fault_error_state_and_reset(ros):
     try:
         probe.wait_msg("/joint_states")
         q_before = q_now(probe)
-        assert probe.call(Trigger, "/driver/inject_fault").success
+        assert probe.call(Trigger, "/driver/inject_fault", idempotent=False).success
         wait_until(lambda: lifecycle_state(probe) == "unconfigured", 15, what="the error state")
         d = probe.wait_diag(DIAG, lambda d: d["fault_latched"] == "True", timeout=10)
         assert d["_level"] == 2 and int(d["driver_faults"]) >= 1 and "injected fault" in d["_message"]
@@ -188,7 +188,7 @@ def test_driver_fault_error_state_and_reset(ros):
         assert not change(probe, Transition.TRANSITION_CONFIGURE)   # not without an explicit reset
         assert "call ~/reset first" in drv.log()
 
-        r = probe.call(Trigger, "/driver/reset")
+        r = probe.call(Trigger, "/driver/reset", idempotent=False)
         assert r.success and "holding the measured position" in r.message
         assert lifecycle_state(probe) == "active"
         t = time.monotonic()
@@ -225,11 +225,11 @@ def test_the_graph_against_the_mock_robot_with_fault_knobs(ros):
         assert d["backend"] == "mock" and d["fallback"] == "False"
 
         q_before = q_now(probe)
-        assert probe.call(Trigger, "/driver/inject_fault").success
+        assert probe.call(Trigger, "/driver/inject_fault", idempotent=False).success
         wait_until(lambda: lifecycle_state(probe) == "unconfigured", 15, what="the error state")
         d = probe.wait_diag(DIAG, lambda d: d["fault_latched"] == "True", timeout=10)
         assert "injected fault: no response from the robot" in d["_message"] and int(d["driver_injected_faults"]) >= 1
-        r = probe.call(Trigger, "/driver/reset")
+        r = probe.call(Trigger, "/driver/reset", idempotent=False)
         assert r.success and lifecycle_state(probe) == "active"
         t = time.monotonic()
         probe.wait_msg("/joint_states", after=t, timeout=10)
