@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_ros import read_latency_log   # noqa: E402  driver_node's latency log, as bench_ros reads it
 from deploy_eval import STARTUP_S, NodeGraph, _Probe, _wait   # noqa: E402  the arm evaluation's harness pieces
 
 SETTLE_RAD = 0.03          # the emulated servos track their set-points closely
@@ -99,7 +100,6 @@ def answer_timing(path: Path, period: float) -> dict:
     took to answer the states (ms; answered states only -- between goals the policy is disabled),
     when (s from the first state) each answer came a period or more after its state, to see what
     the late ones coincide with, and the gaps between states."""
-    from bench_ros import read_latency_log
     rows, _ = read_latency_log(path)
     lat = [(t_pub, t_rx - t_pub) for _, t_pub, t_rx in rows if math.isfinite(t_rx)]
     if not lat:

@@ -326,12 +326,12 @@ class MDGPS:
         return max(kept) if kept else float("nan")
 
     def _reject(self, success: float, before: dict) -> bool:
-        """Step rejection (module docstring): undo this iteration's S-step and halve the KL step when
-        its held-out `success` fell more than `step_rejection` below the best kept iteration's."""
+        """Step rejection (module docstring): undo this iteration's S-step (back to `before`, taken
+        only where rejection applies) and halve the KL step when its held-out `success` fell more
+        than `step_rejection` below the best kept iteration's."""
         cfg = self.cfg
         best = self._best_kept_success()
-        if not (cfg.resample_conditions and cfg.step_rejection > 0 and np.isfinite(success) and np.isfinite(best)
-                and success < best - cfg.step_rejection):
+        if not (np.isfinite(success) and np.isfinite(best) and success < best - cfg.step_rejection):
             return False
         self.policy.load_state_dict(before["policy"])
         self.optimizer.load_state_dict(before["optimizer"])
@@ -419,6 +419,7 @@ class MDGPS:
             kls.append(res.kl)
             etas.append(res.eta)
         # 6. S-step: precision-weighted regression of pi_theta on the local controllers' means
+        # step rejection's undo point (only with resampled conditions: module docstring)
         before = self._snapshot() if k > 0 and cfg.resample_conditions and cfg.step_rejection > 0 else None
         states = np.concatenate([x[:, :-1].reshape(-1, a.dX) for x in X])
         cond_of = np.concatenate([np.full(x.shape[0] * a.T, c) for c, x in enumerate(X)])
