@@ -232,7 +232,7 @@ class ArmReachAgent(Agent):
     IMAGE_OBS_KEYS = ("joint_pos", "joint_vel", "tcp_pos")              # the CNN's, next to the image
 
     def __init__(self, images: bool = False, image_size: int = 64, randomization=None, n_conditions: int = 4,
-                 T: int | None = None, condition_seeds=None, success_distance: float = 0.05,
+                 T: int | None = None, condition_seeds=None, success_distance: float | None = None,
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
                  target_marker_radius: float | None = None, target_stand: bool | None = None,
@@ -264,7 +264,8 @@ class ArmReachAgent(Agent):
             raise
         self.dX = 3 * self.n + 3 + self.state_inputs.size
         self.obs_dim = self.joint_dim = self.inputs.size              # the MLP's input / the CNN's joint state
-        self.success_distance = success_distance
+        # None: the task's own success (what `s2r eval` scores); a radius: the TCP within it instead
+        self.success_distance = None if success_distance is None else float(success_distance)
         self.condition_seeds = list(condition_seeds or range(n_conditions))
         self.n_conditions = len(self.condition_seeds)
         self.condition_pins = [{} for _ in self.condition_seeds]     # ADR's (set_pins)
@@ -415,8 +416,9 @@ class ArmReachAgent(Agent):
         d = float(np.linalg.norm(X[-1, -3:]))
         finite = bool(np.all(np.isfinite(U)))
         own = bool(self.env.reward_success(self.env._true_obs)[1]) and finite   # the task's own success (ADR's)
+        success = own if self.success_distance is None else bool(d < self.success_distance)
         return Sample(X, np.array(U), np.array(S), np.array(I) if self.images else None,
-                      bool(d < self.success_distance), d, {"task_success": own})
+                      success, d, {"task_success": own})
 
     def rollout(self, condition: int, act, seed: int) -> Sample:
         """One sample of a condition: its episode (start, target, randomization draw), with the

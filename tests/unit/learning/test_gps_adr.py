@@ -131,3 +131,19 @@ def test_adr_judges_by_the_tasks_own_success_not_the_agents_training_radius():
         assert s.info["task_success"] is False
     finally:
         agent.close()
+
+
+def test_arm_reach_held_out_success_is_the_tasks_own_unless_a_radius_is_given():
+    """Training's held-out success is what `s2r eval` counts (the task's criterion), so a task that
+    calls a still arm a success makes it one; a radius given to the agent overrides it."""
+    agent = ArmReachAgent(T=30)
+    try:
+        hold = lambda t, x, o: np.zeros(agent.dU)      # noqa: E731  (far from the target)
+        assert agent.success_distance is None and not agent.held_out(0, hold).success
+        agent.env.success_threshold = 10.0             # the task's own criterion, loosened
+        s = agent.held_out(0, hold)
+        assert s.success and s.info["task_success"] and s.final_distance > 0.05
+        agent.success_distance = 0.05
+        assert not agent.held_out(0, hold).success
+    finally:
+        agent.close()
