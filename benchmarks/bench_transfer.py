@@ -69,6 +69,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s2r.learning.cli import eval_main, train_main  # noqa: E402
+from s2r.learning.deploy import load_policy  # noqa: E402
 
 from benchmarks.deploy_eval import deploy_eval  # noqa: E402
 
@@ -104,7 +105,8 @@ def _quiet(fn, argv) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log, workers: int = 1) -> Path:
+def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log, workers: int = 1) -> tuple[Path, int]:
+    """`s2r train` of a row's recipe: the exported policy.pt2 and the iteration it is from."""
     argv = ["gps", *ROWS[row], "--iterations", str(iterations), "--seed", str(seed), "--run-dir", str(run_dir),
             "--workers", str(workers)]
     if dr:
@@ -114,8 +116,10 @@ def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log, wo
     rc, out = _quiet(train_main, argv)
     if rc != 0:
         raise RuntimeError(f"s2r train {' '.join(argv)} failed ({rc}): {out.strip()[-300:]}")
-    log(f"  trained {row} {'dr' if dr else 'nodr'} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt2'}")
-    return run_dir / "policy.pt2"
+    exported = load_policy(run_dir / "policy.pt2", 1)[1].get("exported_iteration")
+    log(f"  trained {row} {'dr' if dr else 'nodr'} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt2'} "
+        f"(iteration {exported}'s policy, learning.best_policy)")
+    return run_dir / "policy.pt2", exported
 
 
 def evaluate(policy: Path, row: str, setting: str, episodes: int, workers: int = 1) -> dict:
@@ -273,10 +277,11 @@ def main(argv=None) -> int:
                 for seed in seeds:
                     # the first seed's run keeps the plain folder name (the deploy stage's policy)
                     run = root / (f"{row}_{kind}" if seed == seeds[0] else f"{row}_{kind}_s{seed}")
-                    policy = train(row, kind == "dr", iterations, run, seed, log, args.workers)
+                    policy, exported = train(row, kind == "dr", iterations, run, seed, log, args.workers)
                     hist = json.loads((policy.parent / "history.json").read_text())
                     hist = hist["iterations"] if isinstance(hist, dict) else hist
                     cell["rollouts"] = int(sum(h.get("rollouts", 0) for h in hist))      # per run
+                    cell.setdefault("exported_iteration", {})[str(seed)] = exported
                     mine = cell["per_seed"][str(seed)] = {}
                     for setting in settings:
                         mine[setting] = e = evaluate(policy, row, setting, args.episodes, args.workers)

@@ -285,11 +285,17 @@ def train_main(argv=None) -> int:
         history = run_training(algo, run_dir, exp.iterations, meta, progress, events=events)
         progress.close()
         from .export import export_policies
-        exported = export_policies(algo.policy, run_dir / "policy", export, agent.action_scale, formats)
+        choice = algo.exported_policy()
+        it = choice.iteration
+        exported = export_policies(choice.policy, run_dir / "policy", export | {"exported_iteration": it},
+                                   agent.action_scale, formats)
         last = history[-1]
         also = f" (also {', '.join(p.name for p in exported[1:])})" if len(exported) > 1 else ""
+        chosen = "" if it == len(history) else f"; exported iteration {it}'s policy " + (
+            f"({100 * history[it - 1]['success']:.0f}%, significantly better than the last kept)"
+            if choice.replaced_last else "(the last kept)")
         print(f"done: {len(history)} iterations, cost {last['cost']:.4g}, held-out success "
-              f"{100 * last['success']:.0f}%  ->  {exported[0]}{also}, {run_dir}/training.png")
+              f"{100 * last['success']:.0f}%{chosen}  ->  {exported[0]}{also}, {run_dir}/training.png")
         return 0
     except (_UsageError, CheckpointError, ValueError, TrainingError, FloatingPointError, np.linalg.LinAlgError) as e:
         return _failure("train", e, stopped=(TrainingError, FloatingPointError, np.linalg.LinAlgError))

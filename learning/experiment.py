@@ -38,7 +38,7 @@ import functools
 __all__ = ["EXPERIMENT_FILE", "MAY_CHANGE_ON_RESUME", "OPTIONS", "TASK_EXPERIMENTS", "build_experiment",
            "experiment_model", "keys", "load_experiment"]
 
-MAY_CHANGE_ON_RESUME = ("iterations",)
+MAY_CHANGE_ON_RESUME = ("iterations", "config.export_policy")     # the latter changes only the export
 # configuration fields that meta records under their command-line names
 _CLI_FIELDS = ("iterations", "samples_per_condition", "episodes_per_iteration", "eval_episodes", "policy_steps",
                "seed", "resample_conditions")

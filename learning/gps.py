@@ -35,6 +35,8 @@ next where the training conditions cannot. An iteration whose policy falls more 
 that worsened the true objective: the policy, its optimizer, its exploration covariance and the
 replayed samples go back to the previous iteration's, and the KL step is halved (down to
 `min_step_mult`). The iteration stays in the history, marked `rejected`, with the success it had.
+`s2r train` exports the last kept iteration's policy, or an earlier kept one that did significantly
+better on the same held-out starts (`export_policy`, learning.best_policy).
 Initial controllers: given, or the agent's `initial_controllers(variance)` (ArmReachAgent: a PD law
 on the TCP's error through the Jacobian at the start), or zero gains that explore around holding still.
 Everything the next iteration needs, random number generator states included, is in
@@ -57,6 +59,7 @@ import torch
 from s2r.sim.randomization import AutomaticDomainRandomization, RandomizationError
 
 from .agents import collect_samples, evaluate_held_out
+from .best_policy import BestPolicy
 from .dynamics import GMMPrior, fit_linear_gaussian_dynamics, linearize_policy
 from .gps_checkpoint import gps_state_dict, load_gps_state_dict
 from .gps_config import GPSConfig, TrainingError
@@ -117,6 +120,7 @@ class MDGPS:
         self.replay: list[dict] = []
         self.pretrained = not a.images
         self.history: list[dict] = []
+        self.best = BestPolicy()           # the iteration `s2r train` exports (export_policy)
         self.dropped_samples = 0
         self.reruns = 0              # episodes run again after their worker died (s2r.core.executor)
         self.executor = None         # where rollouts run (s2r.core.executor); None: in this process
@@ -311,7 +315,8 @@ class MDGPS:
                 self.agent.set_randomization_bounds(moved)
         self.reruns += len(reruns)
         return {"success_rate": float(np.mean([r.success for r in res])) if n else float("nan"),
-                "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan")}
+                "final_distance": float(np.mean([r.final_distance for r in res])) if n else float("nan"),
+                "successes": [int(r.success) for r in res]}
 
     def _snapshot(self) -> dict:
         """What an S-step changes, to undo a rejected iteration (`_reject`)."""
@@ -319,18 +324,12 @@ class MDGPS:
                 "policy_cov": self.policy_cov.copy(), "replay": list(self.replay),
                 "aux": None if self.aux is None else copy.deepcopy(self.aux.readout.state_dict())}
 
-    def _best_kept_success(self) -> float:
-        """The best held-out success of the iterations kept so far (NaN: none yet)."""
-        kept = [h["success"] for h in self.history if "iteration" in h and not h.get("rejected")
-                and np.isfinite(h.get("success", np.nan))]
-        return max(kept) if kept else float("nan")
-
     def _reject(self, success: float, before: dict) -> bool:
         """Step rejection (module docstring): undo this iteration's S-step (back to `before`, taken
         only where rejection applies) and halve the KL step when its held-out `success` fell more
         than `step_rejection` below the best kept iteration's."""
         cfg = self.cfg
-        best = self._best_kept_success()
+        best = self.best.success              # the best kept iteration's (NaN: none yet)
         if not (np.isfinite(success) and np.isfinite(best) and success < best - cfg.step_rejection):
             return False
         self.policy.load_state_dict(before["policy"])
@@ -473,7 +472,7 @@ class MDGPS:
         rejected = before is not None and self._reject(ev["success_rate"], before)
         all_costs = np.concatenate(costs)
         stats = {"iteration": k + 1, "cost": float(all_costs.mean()), "train_success": float(np.mean([s.success for s in flat])),
-                 "success": ev["success_rate"], "eval_distance": ev["final_distance"],
+                 "success": ev["success_rate"], "eval_distance": ev["final_distance"], "held_out": ev["successes"],
                  "kl": float(np.mean(kls)), "eta": float(np.mean(etas)), "step_mult": step_mult,
                  "policy_loss": loss, "rollouts": len(flat), "dropped": self.dropped_samples,
                  "reruns": self.reruns - reruns0,
@@ -484,8 +483,14 @@ class MDGPS:
         if self.adr is not None:   # the ranges after this iteration's results
             stats["adr_bounds"] = {n: [float(v) for v in b] for n, b in self.adr.bounds().items()}
         self.history.append(stats)
+        if not rejected:
+            self.best.offer(k + 1, ev["successes"], self.policy)
         self.iteration += 1
         return stats
+
+    def exported_policy(self):
+        """What `s2r train` exports (`export_policy`): a learning.best_policy.Export."""
+        return self.best.exported(self.policy, self.cfg.export_policy, self.history)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

@@ -24,7 +24,7 @@ def gps_state_dict(gps) -> dict:
             "prev_xbar": gps.prev_xbar,
             "prev_traj": [None if p is None else (p.K, p.k, p.cov) for p in gps.prev_traj],
             "transitions": gps.transitions, "policy_cov": gps.policy_cov, "pretrained": gps.pretrained,
-            "history": gps.history, "dropped_samples": gps.dropped_samples,
+            "history": gps.history, "best": gps.best.state_dict(), "dropped_samples": gps.dropped_samples,
             "condition_seeds": list(getattr(gps.agent, "condition_seeds", [])),
             "replay": gps.replay,
             "adr": None if gps.adr is None else gps.adr.state_dict(),
@@ -60,6 +60,7 @@ def load_gps_state_dict(gps, st: dict) -> None:
     gps.transitions = tr or [[] for _ in range(gps.agent.n_conditions)]
     gps.policy_cov, gps.pretrained = np.array(st["policy_cov"]), st["pretrained"]
     gps.history, gps.dropped_samples = list(st["history"]), st["dropped_samples"]
+    gps.best.load_state_dict(st.get("best"))
     gps.iteration = int(st["iteration"])
     gps.replay = list(st.get("replay", []))
     if (st.get("aux") is None) != (gps.aux is None):

@@ -4,6 +4,10 @@ files, learning/experiments/*.yaml, whose `gps:` section sets these fields."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from .best_policy import check_export_choice
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. every sample of a condition was non-finite)."""
@@ -44,6 +48,9 @@ class GPSConfig:
     step_rejection: float = 0.25      # resampled conditions: an iteration whose held-out success falls more
                                       # than this below the best kept iteration's is undone, step halved
                                       # (learning.gps, "step rejection"); 0: off
+    export_policy: Literal["best", "last"] = "best"   # what `s2r train` exports: the last kept iteration's
+                                      # policy, or an earlier one significantly better on the held-out
+                                      # starts ("best"); "last": always the last (learning.best_policy)
     adr: tuple[str, ...] = ()         # automatic domain randomization over these parameters of the preset
                                       # ("all": its per-episode dynamics and timing ranges; learning.gps)
     adr_step: float = 0.1             # ADR moves a range's end by this fraction of its initial width (integers: 1)
@@ -78,6 +85,7 @@ class GPSConfig:
                 raise ValueError("adr scores the global policy's samples: it needs on_policy true")
         if not 0 <= self.step_rejection <= 1:
             raise ValueError(f"step_rejection must be in [0, 1] (a drop in held-out success), got {self.step_rejection}")
+        check_export_choice(self.export_policy)
         if self.init_variance is not None and not self.init_variance > 0:
             raise ValueError(f"init_variance must be positive, got {self.init_variance}")
         return self

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import casadi as ca
 import numpy as np
 import torch
 
 from .agents import evaluate_held_out
+from .best_policy import BestPolicy, check_export_choice
 from .gps import PolicyRunner, TrainingError, feature_points, render_and_pretrain, train_policy_weighted
 from .policies import MLPPolicy, VisuomotorCNN, make_policy
 
@@ -58,9 +60,11 @@ class PLATOConfig:
     pretrain_images: int = 300
     pretrain_steps: int = 300
     pretrain_bf16: bool = False
+    export_policy: Literal["best", "last"] = "best"   # as GPSConfig's (learning.best_policy)
     seed: int = 0
 
     def validate(self) -> "PLATOConfig":
+        check_export_choice(self.export_policy)
         for name in ("iterations", "episodes_per_iteration", "mpc_horizon", "mpc_iterations", "policy_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -303,6 +307,7 @@ class PLATO:
         self.data = {"state": [], "image": [], "label": [], "prec": []}
         self.learner_cov = np.eye(a.dU)          # Sigma_theta, re-estimated after every S-step
         self.iteration, self.history, self.pretrained = 0, [], not a.images
+        self.best = BestPolicy()          # the iteration `s2r train` exports (export_policy)
         self.executor = None     # where episodes and pose images run (s2r.core.executor); None: in this process
         self.device = "cpu"      # torch device of vision pretraining (--device)
 
@@ -371,11 +376,17 @@ class PLATO:
         stats = {"iteration": k + 1, "cost": float(np.mean(costs)), "train_success": float(np.mean(succ)),
                  "success": float(np.mean([r.success for r in ev])) if ev else float("nan"),
                  "eval_distance": float(np.mean([r.final_distance for r in ev])) if ev else float("nan"),
+                 "held_out": [int(r.success) for r in ev],
                  "lambda": lam, "policy_loss": loss, "dataset": int(len(states)),
                  "rollouts": cfg.episodes_per_iteration, "seconds": time.perf_counter() - t0}
         self.history.append(stats)
+        self.best.offer(k + 1, stats["held_out"], self.policy)
         self.iteration += 1
         return stats
+
+    def exported_policy(self):
+        """What `s2r train` exports (`export_policy`): a learning.best_policy.Export."""
+        return self.best.exported(self.policy, self.cfg.export_policy, self.history)
 
     @torch.inference_mode()
     def _learner_covariance(self, inputs, labels) -> np.ndarray:
@@ -392,7 +403,7 @@ class PLATO:
         return {"algorithm": "plato", "config": asdict(self.cfg), "iteration": self.iteration,
                 "policy_config": self.policy.config(), "policy": self.policy.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "data": self.data, "history": self.history,
-                "learner_cov": self.learner_cov,
+                "learner_cov": self.learner_cov, "best": self.best.state_dict(),
                 "pretrained": self.pretrained, "rng": self.rng.bit_generator.state,
                 "torch_generator": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
 
@@ -407,6 +418,7 @@ class PLATO:
         if "prec" not in self.data:              # older checkpoints: unweighted labels
             self.data["prec"] = [np.repeat(np.eye(self.agent.dU)[None], len(x), 0) for x in self.data["label"]]
         self.learner_cov = np.array(st.get("learner_cov", np.eye(self.agent.dU)))
+        self.best.load_state_dict(st.get("best"))
         self.pretrained, self.iteration = st["pretrained"], int(st["iteration"])
         self.rng.bit_generator.state = st["rng"]
         self.gen.set_state(st["torch_generator"])

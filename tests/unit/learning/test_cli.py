@@ -125,6 +125,42 @@ def test_resume_with_more_iterations_records_the_change_and_matches_an_uninterru
     assert "--iterations 1: the run in" in line and "has already done 2" in line
 
 
+def test_train_exports_the_best_kept_iteration_unless_told_the_last(tmp_path, monkeypatch, capsys):
+    """Iteration 2's S-step is wrecked after it trains (held-out success 6/6 -> 0/6): `s2r train`
+    exports iteration 1's policy, the same as a run that stopped there, and says so;
+    `gps.export_policy=last` exports the wrecked one."""
+    import s2r.learning.gps as gps_module
+    from s2r.learning.deploy import load_policy
+    train, calls = gps_module.train_policy_weighted, []
+
+    def wreck_the_second(policy, *args, **kw):
+        loss = train(policy, *args, **kw)
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                for p in policy.parameters():
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
+        return loss
+    monkeypatch.setattr(gps_module, "train_policy_weighted", wreck_the_second)
+    pm = ["--task", "PointMass", "--eval-episodes", "6", "--policy-steps", "150"]
+    runs = {}
+    for name, argv in (("one", ["--iterations", "1"]), ("best", ["--iterations", "2"]),
+                       ("last", ["--iterations", "2", "gps.export_policy=last"])):
+        calls.clear()
+        runs[name] = tmp_path / name
+        assert train_main(["gps", *pm, *argv, "--run-dir", str(runs[name])]) == 0
+        out = capsys.readouterr().out
+        if name == "best":
+            assert ("held-out success 0%; exported iteration 1's policy (100%, significantly better than the "
+                    "last kept)") in out
+    assert [h["success"] for h in json.loads((runs["last"] / "history.json").read_text())] == [1.0, 0.0]
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    act = {name: load_policy(run / "policy.onnx")[0](obs) for name, run in runs.items()}
+    np.testing.assert_array_equal(act["best"], act["one"])
+    assert np.abs(act["last"] - act["one"]).max() > 1e-3
+    assert load_policy(runs["best"] / "policy.onnx")[1]["exported_iteration"] == 1
+
+
 @pytest.fixture(scope="module")
 def arm_policy(tmp_path_factory):
     from s2r.learning.agents import ArmReachAgent

@@ -62,23 +62,23 @@ def _rejection_run(step_rejection, monkeypatch):
     import s2r.learning.gps as gps_module
     gps = MDGPS(_ResamplingPointMass(), GPSConfig(policy_steps=150, eval_episodes=10, resample_conditions=True,
                                                   step_rejection=step_rejection))
+    weights = []                      # after iterations 1 and 2
     for _ in range(2):
         assert not gps.iterate()["rejected"]
-    before = {k: v.clone() for k, v in gps.policy.state_dict().items()}
+        weights.append({k: v.clone() for k, v in gps.policy.state_dict().items()})
+    before = weights[-1]
     cov, optimizer_state = gps.policy_cov.copy(), gps.optimizer.state_dict()["state"]
     steps_before = {i: int(st["step"]) for i, st in optimizer_state.items()}
     train = gps_module.train_policy_weighted
 
     def wrecking_s_step(policy, *args, **kw):
         loss = train(policy, *args, **kw)
-        with torch.no_grad():
-            for p in policy.parameters():
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
+        _wreck(policy)
         return loss
     with monkeypatch.context() as m:
         m.setattr(gps_module, "train_policy_weighted", wrecking_s_step)
         wrecked = gps.iterate()
-    return gps, wrecked, before, cov, steps_before
+    return gps, wrecked, before, cov, steps_before, weights
 
 
 def test_an_iteration_that_wrecks_the_held_out_success_is_undone_and_the_step_halved(monkeypatch):
@@ -86,8 +86,8 @@ def test_an_iteration_that_wrecks_the_held_out_success_is_undone_and_the_step_ha
     starts; it is undone (the policy, its optimizer's state and its covariance as before it), the KL
     step is halved, the history keeps the iteration marked rejected, and a resumed run learns on
     from the kept policy. Off (0), the wrecked policy stays."""
-    gps, wrecked, before, cov, steps_before = _rejection_run(0.25, monkeypatch)
-    best = gps._best_kept_success()
+    gps, wrecked, before, cov, steps_before, _ = _rejection_run(0.25, monkeypatch)
+    best = gps.best.success
     assert best >= 0.5 and wrecked["success"] < best - 0.25
     assert wrecked["rejected"] and wrecked["step_mult"] == 1.0 and np.all(gps.step_mult == 0.5)
     assert all(torch.equal(before[k], v) for k, v in gps.policy.state_dict().items())
@@ -96,12 +96,74 @@ def test_an_iteration_that_wrecks_the_held_out_success_is_undone_and_the_step_ha
     assert [h["rejected"] for h in gps.history] == [False, False, True]
     resumed = MDGPS(_ResamplingPointMass(), gps.cfg)
     resumed.load_state_dict(gps.state_dict())
-    assert resumed._best_kept_success() == best and np.all(resumed.step_mult == 0.5)
+    assert resumed.best.success == best and np.all(resumed.step_mult == 0.5)
     after = resumed.iterate()
     assert not after["rejected"] and after["step_mult"] == 0.5 and after["success"] >= best - 0.25
-    kept, wrecked_off, before_off, _, _ = _rejection_run(0.0, monkeypatch)
+    kept, wrecked_off, before_off, *_ = _rejection_run(0.0, monkeypatch)
     assert not wrecked_off["rejected"] and wrecked_off["success"] < 0.5 and np.all(kept.step_mult == 1.0)
     assert not all(torch.equal(before_off[k], v) for k, v in kept.policy.state_dict().items())
+
+
+def _wreck(policy):
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
+
+
+def test_the_export_is_the_best_kept_iteration_where_it_is_significantly_better(monkeypatch):
+    """GPS: the wrecked iteration (0/10 held-out starts) kept with step rejection off is not
+    exported: the best kept iteration is (1: 9/10; a paired test on the same starts), also after a
+    resume from the checkpoint; export_policy "last" exports the wrecked policy, as does a checkpoint
+    from before the choice existed. With rejection on, the wrecked iteration is undone and the last
+    kept (2: 8/10, within what 10 starts resolve of 9/10) stays the export. PLATO keeps the same."""
+    from s2r.learning.plato import PLATO, PLATOConfig
+    kept, wrecked, _, _, _, weights = _rejection_run(0.0, monkeypatch)
+    first, second = (h["held_out"] for h in kept.history[:2])
+    assert sum(first) > sum(second) > 5 and sum(wrecked["held_out"]) == 0
+    for gps in (kept, MDGPS(_ResamplingPointMass(), kept.cfg)):
+        if gps is not kept:
+            gps.load_state_dict(kept.state_dict())
+        policy, it, replaced = gps.exported_policy()
+        assert it == 1 and replaced and policy is not gps.policy
+        assert all(torch.equal(weights[0][k], v) for k, v in policy.state_dict().items())
+    kept.cfg.export_policy = "last"
+    assert kept.exported_policy() == (kept.policy, 3, False)
+    kept.cfg.export_policy = "best"
+    old = kept.state_dict()
+    del old["best"]
+    kept.load_state_dict(old)
+    assert kept.exported_policy() == (kept.policy, 3, False)
+    rejecting, *_ = _rejection_run(0.25, monkeypatch)
+    assert rejecting.history[-1]["rejected"] and rejecting.exported_policy() == (rejecting.policy, 2, False)
+    with pytest.raises(ValueError, match="export_policy must be 'best' or 'last'"):
+        GPSConfig(export_policy="final").validate()
+    plato = PLATO(PointMassAgent(), PLATOConfig(policy_steps=150, eval_episodes=6))
+    for _ in range(2):
+        plato.iterate()
+    best = {k: v.clone() for k, v in plato.policy.state_dict().items()}
+    import s2r.learning.plato as plato_module
+    train = plato_module.train_policy_weighted
+    monkeypatch.setattr(plato_module, "train_policy_weighted",
+                        lambda policy, *a, **kw: (train(policy, *a, **kw), _wreck(policy))[0])
+    assert plato.history[1]["held_out"] == [1] * 6 and plato.iterate()["held_out"] == [0] * 6
+    resumed = PLATO(PointMassAgent(), plato.cfg)
+    resumed.load_state_dict(plato.state_dict())
+    policy, it, replaced = resumed.exported_policy()
+    assert it == 2 and replaced and all(torch.equal(best[k], v) for k, v in policy.state_dict().items())
+
+
+def test_significantly_better_is_mcnemars_mid_p_test_on_paired_outcomes():
+    """25 points down on 20 starts is beyond chance, as 5 wins to none (mid-p 1/64) or 6 wins to 1
+    (mid-p 0.035, where the exact test's 0.0625 would keep the worse policy); 10 points down (2 wins
+    to none, mid-p 0.125) is not; the same rate on other starts is no evidence; unpaired lengths
+    never are."""
+    from s2r.learning.best_policy import significantly_better
+    best = [1] * 19 + [0]
+    assert significantly_better(best, [0] * 5 + [1] * 14 + [0])
+    assert significantly_better(best, [0] * 6 + [1] * 13 + [1])
+    assert not significantly_better(best, [0] * 2 + [1] * 17 + [0])
+    assert not significantly_better([1] * 10 + [0] * 10, [0] * 10 + [1] * 10)
+    assert not significantly_better([1] * 20, [0] * 10)
 
 
 def test_dynamics_fit_passes_through_the_samples_mean_whatever_the_prior():
