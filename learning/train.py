@@ -43,7 +43,7 @@ from s2r.core.yamlio import excerpt
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "check_parameters", "plot_history",
-           "run_training", "history_record", "resume_event", "Checkpoint", "CHECKPOINT", "CheckpointError"]
+           "history_figure", "run_training", "history_record", "resume_event", "Checkpoint", "CHECKPOINT", "CheckpointError"]
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "s2r-train/2"
@@ -201,7 +201,19 @@ def resume_event(iteration: int, changes: dict) -> dict:
     return ev
 
 
-def plot_history(history: list[dict], path, title: str) -> None:
+def plot_history(history: list[dict], path, title: str, exported: int | None = None) -> None:
+    """training.png: cost and success per iteration; `exported` (an iteration): the policy
+    `s2r train` exported, starred (learning.best_policy)."""
+    import matplotlib.pyplot as plt
+    fig = history_figure(history, title, exported)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def history_figure(history: list[dict], title: str, exported: int | None = None):
+    """The matplotlib figure of `plot_history`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -222,6 +234,10 @@ def plot_history(history: list[dict], path, title: str) -> None:
     if undone:                       # GPS step rejection: the policy went back to the previous iteration's
         ax2.plot([h["iteration"] for h in undone], [100 * h["success"] for h in undone], "x", color="black",
                  markersize=10, mew=2, label="undone (step rejected)")
+    chosen = [h for h in history if exported is not None and h["iteration"] == exported]
+    if chosen:
+        ax2.plot([exported], [100 * chosen[0]["success"]], "*", color="tab:orange", markersize=16, zorder=5,
+                 label=f"exported (iteration {exported})")
     ax2.set_ylim(-5, 105)
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("success (%)")
@@ -232,10 +248,7 @@ def plot_history(history: list[dict], path, title: str) -> None:
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return fig
 
 
 def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None, stop_after: int | None = None,

@@ -142,6 +142,10 @@ def test_train_exports_the_best_kept_iteration_unless_told_the_last(tmp_path, mo
                     p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
         return loss
     monkeypatch.setattr(gps_module, "train_policy_weighted", wreck_the_second)
+    import s2r.learning.train as train_module
+    plot, plotted = train_module.plot_history, []
+    monkeypatch.setattr(train_module, "plot_history",
+                        lambda *a, **kw: (plotted.append(kw.get("exported")), plot(*a, **kw))[1])
     pm = ["--task", "PointMass", "--eval-episodes", "6", "--policy-steps", "150"]
     runs = {}
     for name, argv in (("one", ["--iterations", "1"]), ("best", ["--iterations", "2"]),
@@ -153,12 +157,21 @@ def test_train_exports_the_best_kept_iteration_unless_told_the_last(tmp_path, mo
         if name == "best":
             assert ("held-out success 0%; exported iteration 1's policy (100%, significantly better than the "
                     "last kept)") in out
+            assert plotted[-1] == 1           # training.png, drawn again at the end, stars the export
     assert [h["success"] for h in json.loads((runs["last"] / "history.json").read_text())] == [1.0, 0.0]
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
     act = {name: load_policy(run / "policy.onnx")[0](obs) for name, run in runs.items()}
     np.testing.assert_array_equal(act["best"], act["one"])
     assert np.abs(act["last"] - act["one"]).max() > 1e-3
     assert load_policy(runs["best"] / "policy.onnx")[1]["exported_iteration"] == 1
+    history = json.loads((runs["best"] / "history.json").read_text())
+    fig = train_module.history_figure(history, "gps on PointMass", exported=1)
+    plain = train_module.history_figure(history, "gps on PointMass")
+    assert "exported (iteration 1)" in fig.axes[1].get_legend_handles_labels()[1]
+    assert not any(lb.startswith("exported") for lb in plain.axes[1].get_legend_handles_labels()[1])
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    plt.close(plain)
 
 
 @pytest.fixture(scope="module")
