@@ -2,11 +2,11 @@
 
 "best": the last kept iteration's policy, unless the kept iteration with the highest held-out
 success (the latest of equals) beat it significantly. Every iteration is scored on the same
-held-out starts (seeds 10000..., apart from training's and from `s2r eval`'s 50000...), so two
-iterations' outcomes are paired, and the test is McNemar's: of the starts where the two disagree,
-does the best succeed on more than chance allows (one-sided, p < SIGNIFICANCE)? Its mid-p version,
-which Fagerland, Lydersen & Laake (BMC Med. Res. Methodol. 2013) recommend over the exact
-conditional test, too conservative at these counts. A last iteration that lost 25 points on 20
+held-out starts (the agent's held-out seeds, apart from training's and from `s2r eval`'s 50000...),
+so two iterations' outcomes are paired, and the test is McNemar's: of the starts where the two
+disagree, does the best succeed on more than chance allows (one-sided, p < SIGNIFICANCE)? It is
+the mid-p version, which Fagerland, Lydersen & Laake (BMC Med. Res. Methodol. 2013) recommend over
+the exact conditional test, too conservative at these counts. A last iteration that lost 25 points on 20
 starts is replaced; one 10 points down, within what 20 starts resolve, is not (an earlier, noisier
 maximum would trade a more trained policy for luck).
 "last": the final kept iteration's policy, whatever it scored. Either way training goes on from
