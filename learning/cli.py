@@ -240,7 +240,7 @@ def train_main(argv=None) -> int:
     from s2r.core.rundir import atomic_write_bytes, new_run_dir
 
     from .gps import TrainingError
-    from .train import (CHECKPOINT, CheckpointError, check_parameters, plot_history, read_checkpoint, resume_event,
+    from .train import (CHECKPOINT, CheckpointError, check_parameters, plot_run, read_checkpoint, resume_event,
                         run_training)
     argv = list(sys.argv[1:] if argv is None else argv)
     agent = executor = None
@@ -290,7 +290,7 @@ def train_main(argv=None) -> int:
         it = choice.iteration
         exported = export_policies(choice.policy, run_dir / "policy", export | {"exported_iteration": it},
                                    agent.action_scale, formats)
-        plot_history(history, run_dir / "training.png", f"{meta['algorithm']} on {meta['task']}", exported=it)
+        plot_run(run_dir, history, meta, exported=it)          # the export starred
         last = history[-1]
         also = f" (also {', '.join(p.name for p in exported[1:])})" if len(exported) > 1 else ""
         chosen = "" if it == len(history) else f"; exported iteration {it}'s policy " + (

@@ -300,8 +300,9 @@ class MDGPS:
 
     def evaluate(self, episodes: int | None = None, first: int = 0) -> dict:
         """The global policy (its mean) from held-out starts first .. first + episodes - 1 (those of
-        every iteration's evaluation: 0 ..): success rate and mean final distance. Under ADR the
-        starts are drawn from the preset's ranges, so that iterations compare with each other."""
+        every iteration's evaluation: 0 ..): success rate, mean final distance and each start's success
+        (`successes`, 0/1 in the starts' order). Under ADR the starts are drawn from the preset's
+        ranges, so that iterations compare with each other."""
         n = self.cfg.eval_episodes if episodes is None else episodes
         reruns: list = []
         moved = self.adr.bounds() if self.adr is not None else None

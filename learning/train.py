@@ -43,7 +43,7 @@ from s2r.core.yamlio import excerpt
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "check_parameters", "plot_history",
-           "history_figure", "run_training", "history_record", "resume_event", "Checkpoint", "CHECKPOINT", "CheckpointError"]
+           "plot_run", "history_figure", "run_training", "history_record", "resume_event", "Checkpoint", "CHECKPOINT", "CheckpointError"]
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "s2r-train/2"
@@ -212,6 +212,11 @@ def plot_history(history: list[dict], path, title: str, exported: int | None = N
     atomic_write_bytes(path, buf.getvalue())
 
 
+def plot_run(run_dir: Path, history: list[dict], meta: dict, exported: int | None = None) -> None:
+    """A run folder's training.png (`plot_history`), titled by the run's algorithm and task."""
+    plot_history(history, Path(run_dir) / "training.png", f"{meta['algorithm']} on {meta['task']}", exported)
+
+
 def history_figure(history: list[dict], title: str, exported: int | None = None):
     """The matplotlib figure of `plot_history`."""
     import matplotlib
@@ -277,7 +282,7 @@ def run_training(algo, run_dir: Path, iterations: int, meta: dict, progress=None
             raise FloatingPointError(f"iteration {stats['iteration']}: the cost is {stats['cost']}")
         save_checkpoint(run_dir / CHECKPOINT, algo, meta, events)
         _write_history(run_dir, algo.history, events)
-        plot_history(algo.history, run_dir / "training.png", f"{meta['algorithm']} on {meta['task']}")
+        plot_run(run_dir, algo.history, meta)
         if progress is not None:
             reruns = f", {stats['reruns']} episodes run again after a worker died" if stats.get("reruns") else ""
             reruns += ", undone: step rejected" if stats.get("rejected") else ""

@@ -126,31 +126,22 @@ def test_resume_with_more_iterations_records_the_change_and_matches_an_uninterru
 
 
 def test_train_exports_the_best_kept_iteration_unless_told_the_last(tmp_path, monkeypatch, capsys):
-    """Iteration 2's S-step is wrecked after it trains (held-out success 6/6 -> 0/6): `s2r train`
-    exports iteration 1's policy, the same as a run that stopped there, and says so;
+    """Iteration 2's S-step is wrecked after it trains: `s2r train` exports iteration 1's policy,
+    the same as a run that stopped there, says so and stars it in training.png;
     `gps.export_policy=last` exports the wrecked one."""
     import s2r.learning.gps as gps_module
     from s2r.learning.deploy import load_policy
-    train, calls = gps_module.train_policy_weighted, []
-
-    def wreck_the_second(policy, *args, **kw):
-        loss = train(policy, *args, **kw)
-        calls.append(1)
-        if len(calls) == 2:
-            with torch.no_grad():
-                for p in policy.parameters():
-                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
-        return loss
-    monkeypatch.setattr(gps_module, "train_policy_weighted", wreck_the_second)
+    from gps_helpers import wrecking
+    train = gps_module.train_policy_weighted
     import s2r.learning.train as train_module
-    plot, plotted = train_module.plot_history, []
-    monkeypatch.setattr(train_module, "plot_history",
+    plot, plotted = train_module.plot_run, []
+    monkeypatch.setattr(train_module, "plot_run",
                         lambda *a, **kw: (plotted.append(kw.get("exported")), plot(*a, **kw))[1])
     pm = ["--task", "PointMass", "--eval-episodes", "6", "--policy-steps", "150"]
     runs = {}
     for name, argv in (("one", ["--iterations", "1"]), ("best", ["--iterations", "2"]),
                        ("last", ["--iterations", "2", "gps.export_policy=last"])):
-        calls.clear()
+        monkeypatch.setattr(gps_module, "train_policy_weighted", wrecking(train, 2))    # counts afresh
         runs[name] = tmp_path / name
         assert train_main(["gps", *pm, *argv, "--run-dir", str(runs[name])]) == 0
         out = capsys.readouterr().out

@@ -9,6 +9,8 @@ from s2r.learning.linear_gaussian import LinearGaussianController
 from s2r.learning.policies import MLPPolicy
 from s2r.learning.train import CHECKPOINT, CheckpointError, load_checkpoint, run_training
 
+from gps_helpers import ResamplingPointMass
+
 FAST = dict(policy_steps=150, eval_episodes=4)
 
 
@@ -160,24 +162,10 @@ def test_plato_with_the_mpc_teacher_learns_the_point_mass():
     assert stats["success"] == 1.0 and stats["dataset"] == 2 * 4 * 40
 
 
-class _ResamplingPointMass(PointMassAgent):
-    """Point mass whose training starts are drawn anew (on the unit circle) when asked."""
-
-    def __init__(self):
-        super().__init__()
-        self.condition_seeds = [0, 1, 2, 3]
-
-    def resample(self, rng):
-        self.condition_seeds = [int(s) for s in rng.integers(0, 2**31 - 1, self.n_conditions)]
-        ang = [np.random.default_rng(s).uniform(0, 2 * np.pi) for s in self.condition_seeds]
-        self.x0 = [np.array([np.cos(a), np.sin(a), 0.0, 0.0]) for a in ang]
-        return self.condition_seeds
-
-
 def test_resampled_conditions_change_every_iteration_and_gps_still_learns():
     with pytest.raises(ValueError, match="fixed conditions"):
         MDGPS(PointMassAgent(), GPSConfig(resample_conditions=True, **FAST))
-    agent = _ResamplingPointMass()
+    agent = ResamplingPointMass()
     gps = MDGPS(agent, GPSConfig(resample_conditions=True, **FAST))
     seen = []
     for _ in range(3):

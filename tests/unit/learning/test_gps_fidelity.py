@@ -10,17 +10,9 @@ from s2r.learning.agents import PointMassAgent, Sample
 from s2r.learning.dynamics import GMMPrior, fit_linear_gaussian, fit_linear_gaussian_dynamics, linearize_policy
 from s2r.learning.gps import MDGPS, GPSConfig
 
+from gps_helpers import ResamplingPointMass, wrecking
+
 FAST = dict(policy_steps=150, eval_episodes=2)
-
-
-class _ResamplingPointMass(PointMassAgent):
-    """Point mass whose training starts are drawn anew (on the unit circle) when asked."""
-
-    def resample(self, rng):
-        self.condition_seeds = [int(s) for s in rng.integers(0, 2**31 - 1, self.n_conditions)]
-        ang = [np.random.default_rng(s).uniform(0, 2 * np.pi) for s in self.condition_seeds]
-        self.x0 = [np.array([np.cos(a), np.sin(a), 0.0, 0.0]) for a in ang]
-        return self.condition_seeds
 
 
 def _step_mults(agent, iterations, **cfg):
@@ -52,7 +44,7 @@ def test_resampled_conditions_keep_the_configured_step():
     """New start states every iteration: the costs the rule compares belong to different starts,
     so the multiplier stays 1 (applied there it collapsed to its minimum on ArmInsert in two
     iterations: learning/RESULTS.md), even when the S-step fails."""
-    gps, mults = _step_mults(_ResamplingPointMass(), 3, learning_rate=1e-12, resample_conditions=True)
+    gps, mults = _step_mults(ResamplingPointMass(), 3, learning_rate=1e-12, resample_conditions=True)
     assert mults == [1.0, 1.0, 1.0] and gps.last_step_costs is None
 
 
@@ -60,7 +52,7 @@ def _rejection_run(step_rejection, monkeypatch):
     """Two ordinary iterations on resampled starts, then one whose S-step is wrecked (after it
     trains, its weights get large noise)."""
     import s2r.learning.gps as gps_module
-    gps = MDGPS(_ResamplingPointMass(), GPSConfig(policy_steps=150, eval_episodes=10, resample_conditions=True,
+    gps = MDGPS(ResamplingPointMass(), GPSConfig(policy_steps=150, eval_episodes=10, resample_conditions=True,
                                                   step_rejection=step_rejection))
     weights = []                      # after iterations 1 and 2
     for _ in range(2):
@@ -69,14 +61,8 @@ def _rejection_run(step_rejection, monkeypatch):
     before = weights[-1]
     cov, optimizer_state = gps.policy_cov.copy(), gps.optimizer.state_dict()["state"]
     steps_before = {i: int(st["step"]) for i, st in optimizer_state.items()}
-    train = gps_module.train_policy_weighted
-
-    def wrecking_s_step(policy, *args, **kw):
-        loss = train(policy, *args, **kw)
-        _wreck(policy)
-        return loss
     with monkeypatch.context() as m:
-        m.setattr(gps_module, "train_policy_weighted", wrecking_s_step)
+        m.setattr(gps_module, "train_policy_weighted", wrecking(gps_module.train_policy_weighted, 0))
         wrecked = gps.iterate()
     return gps, wrecked, before, cov, steps_before, weights
 
@@ -94,7 +80,7 @@ def test_an_iteration_that_wrecks_the_held_out_success_is_undone_and_the_step_ha
     assert np.array_equal(gps.policy_cov, cov)
     assert {i: int(st["step"]) for i, st in gps.optimizer.state_dict()["state"].items()} == steps_before
     assert [h["rejected"] for h in gps.history] == [False, False, True]
-    resumed = MDGPS(_ResamplingPointMass(), gps.cfg)
+    resumed = MDGPS(ResamplingPointMass(), gps.cfg)
     resumed.load_state_dict(gps.state_dict())
     assert resumed.best.success == best and np.all(resumed.step_mult == 0.5)
     after = resumed.iterate()
@@ -104,23 +90,17 @@ def test_an_iteration_that_wrecks_the_held_out_success_is_undone_and_the_step_ha
     assert not all(torch.equal(before_off[k], v) for k, v in kept.policy.state_dict().items())
 
 
-def _wreck(policy):
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3.0)
-
-
 def test_the_export_is_the_best_kept_iteration_where_it_is_significantly_better(monkeypatch):
-    """GPS: the wrecked iteration (0/10 held-out starts) kept with step rejection off is not
-    exported: the best kept iteration is (1: 9/10; a paired test on the same starts), also after a
-    resume from the checkpoint; export_policy "last" exports the wrecked policy, as does a checkpoint
-    from before the choice existed. With rejection on, the wrecked iteration is undone and the last
-    kept (2: 8/10, within what 10 starts resolve of 9/10) stays the export. PLATO keeps the same."""
+    """GPS: a wrecked last iteration, kept with step rejection off, is not exported: the best kept
+    iteration is, also after a resume from the checkpoint; export_policy "last" exports the wrecked
+    policy, as does a checkpoint from before the choice existed. With rejection on, the wrecked
+    iteration is undone and the last kept one, a start behind the best, stays the export. PLATO
+    makes the same choice."""
     from s2r.learning.plato import PLATO, PLATOConfig
     kept, wrecked, _, _, _, weights = _rejection_run(0.0, monkeypatch)
     first, second = (h["held_out"] for h in kept.history[:2])
     assert sum(first) > sum(second) > 5 and sum(wrecked["held_out"]) == 0
-    for gps in (kept, MDGPS(_ResamplingPointMass(), kept.cfg)):
+    for gps in (kept, MDGPS(ResamplingPointMass(), kept.cfg)):
         if gps is not kept:
             gps.load_state_dict(kept.state_dict())
         policy, it, replaced = gps.exported_policy()
@@ -142,9 +122,7 @@ def test_the_export_is_the_best_kept_iteration_where_it_is_significantly_better(
         plato.iterate()
     best = {k: v.clone() for k, v in plato.policy.state_dict().items()}
     import s2r.learning.plato as plato_module
-    train = plato_module.train_policy_weighted
-    monkeypatch.setattr(plato_module, "train_policy_weighted",
-                        lambda policy, *a, **kw: (train(policy, *a, **kw), _wreck(policy))[0])
+    monkeypatch.setattr(plato_module, "train_policy_weighted", wrecking(plato_module.train_policy_weighted, 0))
     assert plato.history[1]["held_out"] == [1] * 6 and plato.iterate()["held_out"] == [0] * 6
     resumed = PLATO(PointMassAgent(), plato.cfg)
     resumed.load_state_dict(plato.state_dict())
@@ -232,7 +210,7 @@ def test_each_condition_has_its_own_dynamics_prior():
 
 
 def test_per_condition_priors_forget_resampled_conditions_and_survive_a_checkpoint():
-    agent = _ResamplingPointMass()
+    agent = ResamplingPointMass()
     gps = MDGPS(agent, GPSConfig(**FAST, resample_conditions=True, prior_iterations=3))
     gps.iterate()
     gps.iterate()
