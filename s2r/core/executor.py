@@ -25,8 +25,9 @@ local Ray instance or a cluster) return bit-identical results.
 Faults: a job that raises is reported with its key and the rest of the batch is kept; a worker
 that dies (killed process, lost Ray node) has its job run again on a replacement worker, counted in
 `reruns` and logged; a job that kills `max_attempts` workers in a row is reported as a failure.
-`make_executor` warns when asked for more workers than CPUs, and turns an unreachable Ray address
-into an `ExecutorError` naming it (within `connect_timeout_s`).
+`make_executor` warns when asked for more workers than CPUs (on Ray: than the cluster's free CPUs,
+which the workers then share), and turns an unreachable Ray address into an `ExecutorError` naming
+it (within `connect_timeout_s`).
 
 Progress: with `progress=True`, one line per stage (`label`) with the workers, rate and ETA
 (s2r.core.logs.Progress).
@@ -36,6 +37,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -57,6 +59,7 @@ SINGLE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 RAY_INSTALL_HINT = "Ray is not installed: pip install 's2r-robotics[ray]' (or: make install)"
 CONTEXTS_KEPT = 2
 IN_FLIGHT = 2           # Ray: jobs queued on each actor at a time
+CPU_SETTLE_S = 5.0      # Ray: how long a new executor waits for CPUs that killed actors give back
 
 
 class ExecutorError(RuntimeError):
@@ -480,8 +483,8 @@ class RayExecutor(Executor):
     on the Ray instance this process is connected to, or one it connects to / starts:
     address None or "local": a new local instance (`workers` CPUs); "auto": RAY_ADDRESS, a running
     local cluster, or else a new local instance; "HOST:PORT" / "ray://HOST:PORT": that cluster.
-    `workers` None: the cluster's CPUs. A lost actor (its process or node died) is replaced and its
-    job run again."""
+    `workers` None: the cluster's CPUs; more workers than the cluster has free CPUs share them (a
+    warning). A lost actor (its process or node died) is replaced and its job run again."""
     backend = "ray"
 
     def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = False,
@@ -507,12 +510,34 @@ class RayExecutor(Executor):
         if int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = int(workers)
+        self.cpus_per_worker = self._cpu_share(ray, self.workers)
         self._actor_cls = _ray_actor_class(ray)
         self._actors = [self._new_actor() for _ in range(self.workers)]
 
+    @staticmethod
+    def _cpu_share(ray, workers: int) -> float:
+        """CPUs each actor asks Ray for: 1, or the cluster's free CPUs shared out when the workers
+        outnumber them (a warning, as the pool gives), since an actor that asks for a CPU nobody frees
+        waits for ever; no free CPU at all is an ExecutorError. Killed actors give their CPUs back a
+        moment later: a short wait for them first."""
+        deadline = time.monotonic() + CPU_SETTLE_S
+        while (free := float(ray.available_resources().get("CPU", 0.0))) < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if free >= workers:
+            return 1.0
+        if free < 0.01:
+            raise ExecutorError(f"Ray: no free CPU on the cluster for {workers} worker(s) "
+                                f"(`ray status` shows what holds them)")
+        share = math.floor(free / workers * 1e4) / 1e4           # Ray's resource precision
+        msg = (f"{workers} Ray workers and {free:g} free CPUs on the cluster: the workers will share them "
+               f"({share:g} CPU each)")
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.warning(msg)
+        return share
+
     def _new_actor(self):
         """An actor on the node with the fewest of ours (SPREAD): a lost node costs as few as possible."""
-        return self._actor_cls.options(scheduling_strategy="SPREAD").remote()
+        return self._actor_cls.options(scheduling_strategy="SPREAD", num_cpus=self.cpus_per_worker).remote()
 
     def actor_locations(self) -> list[tuple]:
         """(pid, node id) of each worker."""

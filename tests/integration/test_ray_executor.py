@@ -101,3 +101,26 @@ def test_plato_samples_on_ray_equal_in_process(ray_local):
         assert [a[k] for k in ("cost", "eval_distance", "policy_loss", "dataset")] == \
             [b[k] for k in ("cost", "eval_distance", "policy_loss", "dataset")]
     assert all(torch.equal(p0[k], p1[k]) for k in p0)
+
+
+def worker_pid(ctx, shared, seed):
+    return seed, os.getpid()
+
+
+def test_more_workers_than_free_cpus_share_them_and_none_free_is_one_error(ray_local, monkeypatch):
+    """An actor asking for a CPU that nobody frees would wait for ever: the workers share the free
+    CPUs (a warning), and with none free the executor says so at once. Runs last: it frees the
+    module's executor (2 actors on the instance's 2 CPUs)."""
+    from s2r.core.executor import ExecutorError
+    ray_local.close()
+    with pytest.warns(RuntimeWarning, match="3 Ray workers and 2 free CPUs.*share them"):
+        ex = RayExecutor(3)
+    try:
+        b = ex.run(worker_pid, list(range(9)), keys=list(range(9)))
+        assert [r[0] for r in b.results] == list(range(9)) and not b.failures
+        assert len({pid for _, pid in b.results}) == 3          # all three actors were scheduled and ran jobs
+        monkeypatch.setattr("s2r.core.executor.CPU_SETTLE_S", 0.5)     # none will come back
+        with pytest.raises(ExecutorError, match="no free CPU on the cluster for 1 worker"):
+            RayExecutor(1)
+    finally:
+        ex.close()
