@@ -19,6 +19,7 @@ EPISODES held-out starts (seeds 50000...) in each evaluation setting:
   <reality>    each file in benchmarks/realities/: ranges outside every training range plus
                effects training never models (backlash, friction, sensor delay, encoder offsets,
                torque saturation, camera miscalibration); never used for training or tuning
+               (but by the --specialists reference below)
 
 with the task's own success (ArmReach: TCP within 2 cm at the end; ArmInsert: the peg 1.5 cm down
 the hole), its Wilson 95 % interval, the mean final distance, and the transfer ratio (success in the
@@ -26,8 +27,14 @@ setting over nominal success). With `--seeds N` each kind is trained N times (se
 cell pools the N x EPISODES episodes (`per_seed` keeps each run's, `worst_seed_success` the worst):
 on the realities one training seed can differ from the next by 20-40 points.
 
+With `--specialists`, each reality also gets a reference: the dr recipe trained *in* that reality
+(`--randomize` its file, the dr run's budget), scored on it. It says what this training reaches
+when the reality's dynamics are known, so a dr cell reads against what is attainable; keys
+<row>_specialist_reality_min_success and, per reality, the cells under `specialist`.
+
     python benchmarks/bench_transfer.py --json OUT [--rows reach,insert,image,grasp] [--episodes N]
                                         [--iterations N] [--seed S] [--seeds N] [--keep DIR] [--workers N]
+                                        [--specialists]
                                         [--deploy-reality NAME] [--deploy-goals N] [--deploy-kinds dr,nodr]
     python benchmarks/bench_transfer.py --json OUT --deploy-only DIR    (the deploy stage on DIR's policies)
 
@@ -105,19 +112,22 @@ def _quiet(fn, argv) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log, workers: int = 1) -> tuple[Path, int]:
-    """`s2r train` of a row's recipe: the exported policy.pt2 and the iteration it is from."""
+def train(row: str, dr: bool, iterations: int, run_dir: Path, seed: int, log, workers: int = 1,
+          reality: Path | None = None) -> tuple[Path, int]:
+    """`s2r train` of a row's recipe: the exported policy.pt2 and the iteration it is from. `reality`
+    (with dr): the dr recipe randomized by that reality's file instead of the training preset."""
     argv = ["gps", *ROWS[row], "--iterations", str(iterations), "--seed", str(seed), "--run-dir", str(run_dir),
             "--workers", str(workers)]
     if dr:
         preset, extra, _ = row_setup(row)
-        argv += ["--randomize", preset, *extra]
+        argv += ["--randomize", str(reality or preset), *extra]
     t0 = time.perf_counter()
     rc, out = _quiet(train_main, argv)
     if rc != 0:
         raise RuntimeError(f"s2r train {' '.join(argv)} failed ({rc}): {out.strip()[-300:]}")
     exported = load_policy(run_dir / "policy.pt2", 1)[1].get("exported_iteration")
-    log(f"  trained {row} {'dr' if dr else 'nodr'} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt2'} "
+    what = f"specialist in {reality.stem}" if reality else "dr" if dr else "nodr"
+    log(f"  trained {row} {what} in {time.perf_counter() - t0:.0f} s -> {run_dir / 'policy.pt2'} "
         f"(iteration {exported}'s policy, learning.best_policy)")
     return run_dir / "policy.pt2", exported
 
@@ -201,6 +211,9 @@ def summarize(res: dict) -> dict:
                 worst = min(got, key=lambda c: c["success"])
                 out[f"{row}_{kind}_reality_min_success"] = worst["success"]
                 out[f"{row}_{kind}_reality_distance_m"] = max(c["distance_m"] for c in got)
+        specialists = res.get(row, {}).get("specialist", {})
+        if specialists and all(r in specialists for r in realities):
+            out[f"{row}_specialist_reality_min_success"] = min(specialists[r]["success"] for r in realities)
     if "image_dr_reality_min_success" in out:
         out["image_dr_heldout_visual_success"] = out["image_dr_reality_min_success"]
     ratios = [res[r]["dr"]["rollouts"] / res[r]["nodr"]["rollouts"] for r in res
@@ -208,6 +221,25 @@ def summarize(res: dict) -> dict:
     if ratios:
         out["rollouts_ratio_dr_over_nodr"] = max(ratios)
     return out
+
+
+def specialist(row: str, root: Path, seeds: list, args, res: dict, out: dict, log) -> None:
+    """Each reality's specialist: the dr recipe trained in the reality (every seed), scored there;
+    `res[row]["specialist"][reality]` pools the seeds' episodes as the other cells do."""
+    cells = res[row]["specialist"] = {}
+    iterations = args.iterations or ROW_ITERATIONS.get(row, 10)
+    for reality in row_setup(row)[2]:
+        per_seed = []
+        for seed in seeds:
+            run = root / f"{row}_specialist_{reality.stem}_s{seed}"
+            policy, _ = train(row, True, iterations, run, seed, log, args.workers, reality=reality)
+            per_seed.append(e := evaluate(policy, row, reality.stem, args.episodes, args.workers))
+            log(f"  {row:6s} specialist seed {seed} {reality.stem:12s} success {100 * e['success']:5.1f}% "
+                f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance {100 * e['distance_m']:.2f} cm")
+        cells[reality.stem] = pool(per_seed, args.episodes)
+        out.update(summarize(res))
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
 
 
 def main(argv=None) -> int:
@@ -222,6 +254,8 @@ def main(argv=None) -> int:
                          "episodes (one seed is one draw of the training; on the realities they spread widely)")
     ap.add_argument("--workers", type=int, default=1,
                     help="worker processes of every training and evaluation (the same results, sooner)")
+    ap.add_argument("--specialists", action="store_true",
+                    help="also train the dr recipe in each reality and score it there: what is attainable")
     ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
     ap.add_argument("--deploy-reality", default=REALITIES[0].stem if REALITIES else None,
                     help="the reality preset of the deploy stage (default: the first in realities/)")
@@ -301,6 +335,8 @@ def main(argv=None) -> int:
                         f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %, {len(seeds)} seed(s), "
                         f"worst seed {100 * e['worst_seed_success']:.0f}%), distance {100 * e['distance_m']:.2f} cm"
                         + (f", transfer {e['transfer_ratio']:.2f}" if e["transfer_ratio"] is not None else ""))
+            if args.specialists:
+                specialist(row, root, seeds, args, res, out, log)
         if args.deploy_goals and "reach" in rows:
             out["deploy"] = deploy(root, kinds, args.deploy_reality, args.deploy_goals, log)
             out.update(deploy_keys(out["deploy"]))
@@ -310,6 +346,10 @@ def main(argv=None) -> int:
         settings = ["nominal", "train"] + out["realities"][row]
         print(f"\n{'row':7s} {'kind':5s} " + " ".join(f"{s:>14s}" for s in settings))
         for kind, cell in kinds.items():
+            if kind == "specialist":
+                print(f"{row:7s} {'spec.':5s} " + " ".join(f"{'':>14s}" for _ in settings[:2]) + " " + " ".join(
+                    f"{100 * cell[s]['success']:5.0f}% {100 * cell[s]['distance_m']:4.1f}cm" for s in settings[2:]))
+                continue
             print(f"{row:7s} {kind:5s} " + " ".join(
                 f"{100 * cell['eval'][s]['success']:5.0f}% {100 * cell['eval'][s]['distance_m']:4.1f}cm" for s in settings))
     for k, v in {**summarize(res), **deploy_keys(out.get("deploy", {}))}.items():
