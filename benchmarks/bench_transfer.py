@@ -8,8 +8,10 @@ For each task row, two training runs with the same seed and the same rollout bud
   dr     `--randomize default` (sim/presets/default.yaml: dynamics, 0-2 steps of latency, noise, and
          visuals for the image row) with the inputs a randomized task gets by default
          (learning.registry.default_inputs: the actions in flight `prev_action@hist2` besides the
-         integrated targets and the limiter's set-point), and 8 conditions (draws) per iteration
-         instead of 4: twice the nodr run's rollouts, the issue's budget
+         integrated targets and the limiter's set-point), and twice the nodr run's rollouts (the
+         issue's budget): the reach row 20 draws per iteration x 2 samples with one dynamics prior
+         over all of them (its recipe, learning/experiments/reach_randomized.yaml), the insert and
+         image rows 8 draws x 5 samples
 
 Every exported policy (policy.pt2, as a robot would run it) is then scored by `s2r eval` on
 EPISODES held-out starts (seeds 50000...) in each evaluation setting:
@@ -85,6 +87,9 @@ REALITIES = sorted((HERE / "realities").glob("*.yaml"))            # the arm row
 HAND_REALITIES = sorted((HERE / "realities" / "hand").glob("*.yaml"))
 TRAIN_PRESET = "default"
 DR_INPUTS = ["--conditions", "8"]
+# reach: as many draws as the budget allows, 2 samples each, the local dynamics fitted under one prior
+# over every draw's transitions (as the hand's recipe does); learning/RESULTS.md has the comparison
+REACH_DR_INPUTS = ["--conditions", "20", "--samples", "2", "gps.dynamics_prior=pooled"]
 ROWS = {
     "reach": ["--task", "ArmReach"],
     "insert": ["--task", "ArmInsert"],
@@ -94,7 +99,7 @@ ROWS = {
 # the hand row: its own preset and realities; the dr run doubles its recipe's 16 draws (the actions in
 # flight come with --randomize, learning.registry.default_inputs)
 HAND_DR_INPUTS = ["--conditions", "32"]
-ROW_SETUP = {"grasp": ("hand", HAND_DR_INPUTS, HAND_REALITIES)}
+ROW_SETUP = {"grasp": ("hand", HAND_DR_INPUTS, HAND_REALITIES), "reach": (TRAIN_PRESET, REACH_DR_INPUTS, REALITIES)}
 FIRST_SEED = 50_000
 ROW_ITERATIONS = {"grasp": 6}          # its recipe's; the other rows 10 (`--iterations` sets every row's)
 
