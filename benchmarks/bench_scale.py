@@ -80,6 +80,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="a few jobs per stage, one round (a smoke test, not for numbers)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every backend and worker count (default 3)")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
     stages, sizes, agents = _stages(args.quick)
     rounds = 1 if args.quick else args.rounds
     repeats = {name: SAMPLING_REPEATS if name == "gps_sampling" and not args.quick else 1 for name in stages}
