@@ -18,7 +18,8 @@ EPISODES held-out starts (seeds 50000...) in each evaluation setting:
 
   nominal      no randomization
   train        the training preset (`default`)
-  <reality>    each file in benchmarks/realities/: ranges outside every training range plus
+  <reality>    each file in benchmarks/realities/: ranges outside every training range
+               (`inside_training` names any that is not; a test holds every file to it) plus
                effects training never models (backlash, friction, sensor delay, encoder offsets,
                torque saturation, camera miscalibration); never used for training or tuning
                (but by the --specialists reference below)
@@ -109,6 +110,38 @@ def row_setup(row: str) -> tuple[str, list, list]:
     return ROW_SETUP.get(row, (TRAIN_PRESET, DR_INPUTS, REALITIES))
 
 
+def inside_training(reality, training, groups=("dynamics", "unmodeled")) -> list[str]:
+    """The per-episode parameters of `groups` (presets or Randomizers) for which a reality could
+    take a training draw's value: a range (uniform, loguniform, randint, constant) meeting the
+    training range, or a normal no wider than the training normal (a normal elsewhere counts as
+    mean +- 2 std). A held-out reality has none; a parameter training leaves out is outside."""
+    import numpy as np
+
+    from s2r.sim.randomization import PER_EPISODE, Randomizer
+
+    def interval(s):
+        if s.dist == "normal":
+            m, d = np.asarray(s.mean, float), 2 * np.asarray(s.std, float)
+            return float(np.min(m - d)), float(np.max(m + d))
+        lo, hi = (s.value, s.value) if s.dist == "constant" else s.bounds()
+        return float(np.min(lo)), float(np.max(hi))
+
+    r, t = Randomizer.load(reality), Randomizer.load(training)
+    out = []
+    for name, spec in r.params.items():
+        train = t.params.get(name)
+        if train is None or spec.info.group not in groups or PER_EPISODE not in (spec.mode, train.mode):
+            continue
+        if spec.dist == train.dist == "normal":
+            shared = np.max(np.asarray(spec.std, float)) <= np.max(np.asarray(train.std, float))
+        else:
+            (a, b), (c, d) = interval(spec), interval(train)
+            shared = a <= d and c <= b
+        if shared:
+            out.append(name)
+    return out
+
+
 def _quiet(fn, argv) -> tuple[int, str]:
     """Run a CLI entry point, its stdout captured (progress bars go to stderr)."""
     buf = io.StringIO()
@@ -150,7 +183,8 @@ def evaluate(policy: Path, row: str, setting: str, episodes: int, workers: int =
         if rc != 0:
             raise RuntimeError(f"s2r eval {' '.join(argv)} failed ({rc}): {text.strip()[-300:]}")
         r = json.loads(out.read_text())
-    return {"success": r["success_rate"], "ci95": r["ci95"], "distance_m": r["mean_final_distance"]}
+    return {"success": r["success_rate"], "ci95": r["ci95"], "distance_m": r["mean_final_distance"],
+            "final_distances": r["final_distances"]}
 
 
 def pool(cells: list, episodes: int) -> dict:
@@ -165,6 +199,7 @@ def pool(cells: list, episodes: int) -> dict:
 
 
 DEPLOY_ROWS = ("reach",)     # state policies of robot-only tasks: what the sim driver can play
+DEPLOY_GOALS = 50            # the deploy stage's default: about 12 min in real time
 
 
 def deploy(root: Path, kinds, reality: str, goals: int, log) -> dict:
@@ -186,11 +221,29 @@ def deploy(root: Path, kinds, reality: str, goals: int, log) -> dict:
                 "final_distance_m": r["mean_final_distance"], "final_distances": r["final_distances"],
                 "lockstep_success": lock["success"], "lockstep_distance_m": lock["distance_m"],
                 "minus_lockstep_points": 100 * (r["success_rate"] - lock["success"]),
+                # paired by episode: the goals only one of the two paths reached
+                **discordant(r["final_distances"], lock["final_distances"], r["success_distance"]),
                 "driver_restarts": r["driver_restarts"], "start_errors_rad": r["start_errors_rad"]}
             log(f"  deploy {row} {kind}: success {100 * c['success']:.0f}% (lockstep {100 * c['lockstep_success']:.0f}%, "
-                f"{c['minus_lockstep_points']:+.0f} points), distance {100 * c['final_distance_m']:.2f} cm "
+                f"{c['minus_lockstep_points']:+.0f} points; goals only deploy reached {c['only_deploy']}, only "
+                f"lockstep {c['only_lockstep']}), distance {100 * c['final_distance_m']:.2f} cm "
                 f"(lockstep {100 * c['lockstep_distance_m']:.2f} cm), {time.perf_counter() - t0:.0f} s")
     return out
+
+
+def discordant(deploy_m, lockstep_m, threshold: float) -> dict:
+    """The episodes the deploy path and the lockstep evaluation score differently (same seeds, in
+    order): how many only one of them reached, and McNemar's exact two-sided p of that split (1:
+    no evidence the paths differ)."""
+    from scipy.stats import binomtest
+    if len(deploy_m) != len(lockstep_m):
+        raise ValueError(f"deploy has {len(deploy_m)} episodes, lockstep {len(lockstep_m)}")
+    d = [x < threshold for x in deploy_m]
+    k = [x < threshold for x in lockstep_m]
+    only_d = sum(a and not b for a, b in zip(d, k))
+    only_k = sum(b and not a for a, b in zip(d, k))
+    p = binomtest(only_d, only_d + only_k).pvalue if only_d + only_k else 1.0
+    return {"only_deploy": only_d, "only_lockstep": only_k, "mcnemar_p": float(p)}
 
 
 def deploy_keys(cells: dict) -> dict:
@@ -264,7 +317,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="keep the training runs in this folder (default: a temporary one)")
     ap.add_argument("--deploy-reality", default=REALITIES[0].stem if REALITIES else None,
                     help="the reality preset of the deploy stage (default: the first in realities/)")
-    ap.add_argument("--deploy-goals", type=int, default=20, help="goals of the deploy stage (0: no deploy stage)")
+    # 50: near-threshold episodes make 20 goals swing 15 points between two runs (learning/RESULTS.md)
+    ap.add_argument("--deploy-goals", type=int, default=DEPLOY_GOALS,
+                    help=f"goals of the deploy stage (0: no deploy stage; default {DEPLOY_GOALS})")
     ap.add_argument("--deploy-kinds", default="dr", help="which reach policies to deploy: dr, nodr or dr,nodr")
     ap.add_argument("--deploy-only", default=None, metavar="DIR",
                     help="only the deploy stage, on the policies a --keep DIR run left there")
@@ -283,7 +338,7 @@ def main(argv=None) -> int:
         if missing:
             print(f"error: --deploy-only {root}: no policy {missing[0]}", file=sys.stderr)
             return 2
-        out = {"deploy": deploy(root, kinds, args.deploy_reality, args.deploy_goals or 20, log)}
+        out = {"deploy": deploy(root, kinds, args.deploy_reality, args.deploy_goals or DEPLOY_GOALS, log)}
         out.update(deploy_keys(out["deploy"]))
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))

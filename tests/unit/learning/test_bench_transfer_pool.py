@@ -24,3 +24,44 @@ def test_the_specialists_reference_is_its_worst_reality_once_every_reality_has_o
     assert summarize(res)["reach_specialist_reality_min_success"] == pytest.approx(0.9 - 0.1 * (len(names) - 1))
     del cells[names[0]]                                  # one reality not trained yet: no key
     assert "reach_specialist_reality_min_success" not in summarize(res)
+
+
+def test_every_reality_lies_outside_its_rows_training_ranges():
+    from benchmarks.bench_transfer import ROWS, inside_training, row_setup
+    checked = 0
+    for row in ROWS:
+        preset, _, realities = row_setup(row)
+        for reality in realities:
+            assert inside_training(reality, preset) == [], f"{reality.name} overlaps {preset} in training"
+            checked += 1
+    assert checked >= 4
+
+
+def test_a_reality_meeting_a_training_range_is_named():
+    from benchmarks.bench_transfer import inside_training
+    training = {"groups": {"dynamics": {"link_mass_scale": {"dist": "uniform", "low": 0.5, "high": 1.5},
+                                        "gravity_offset": {"dist": "normal", "std": 0.4}},
+                           "unmodeled": {"backlash": {"dist": "uniform", "low": 0.0, "high": 0.001}}}}
+    reality = {"groups": {"dynamics": {"link_mass_scale": {"dist": "uniform", "low": 1.4, "high": 1.8},
+                                       "gravity_offset": {"dist": "normal", "std": 0.3},
+                                       "joint_damping_scale": {"dist": "uniform", "low": 3.0, "high": 4.0}},
+                          "unmodeled": {"backlash": {"dist": "constant", "value": 0.002}}}}
+    assert inside_training(reality, training) == ["link_mass_scale", "gravity_offset"]
+    reality["groups"]["dynamics"]["link_mass_scale"] = {"dist": "uniform", "low": 1.6, "high": 1.8}
+    reality["groups"]["dynamics"]["gravity_offset"] = {"dist": "normal", "std": 0.6}
+    reality["groups"]["unmodeled"]["backlash"] = {"dist": "uniform", "low": 0.0005, "high": 0.002}
+    assert inside_training(reality, training) == ["backlash"]
+
+
+def test_deploy_and_lockstep_are_compared_episode_by_episode():
+    from benchmarks.bench_transfer import discordant
+    deploy = [0.01, 0.03, 0.025, 0.01, 0.05]
+    lockstep = [0.01, 0.01, 0.015, 0.03, 0.06]
+    c = discordant(deploy, lockstep, 0.02)
+    assert (c["only_deploy"], c["only_lockstep"]) == (1, 2)
+    assert c["mcnemar_p"] == pytest.approx(1.0)
+    c = discordant([0.03] * 8, [0.01] * 8, 0.02)
+    assert (c["only_deploy"], c["only_lockstep"]) == (0, 8) and c["mcnemar_p"] == pytest.approx(2 / 2 ** 8)
+    assert discordant([0.01], [0.01], 0.02)["mcnemar_p"] == 1.0
+    with pytest.raises(ValueError, match="episodes"):
+        discordant([0.01], [0.01, 0.02], 0.02)
