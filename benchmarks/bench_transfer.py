@@ -281,6 +281,19 @@ def summarize(res: dict) -> dict:
     return out
 
 
+def _save(out: dict, res: dict, json_path) -> None:
+    """The summary keys from the cells so far, and the JSON written (a stopped run keeps them)."""
+    out.update(summarize(res))
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1))
+
+
+def _cell_text(e: dict) -> str:
+    """A cell's success, interval and distance, as the log prints it."""
+    return (f"success {100 * e['success']:5.1f}% (CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), "
+            f"distance {100 * e['distance_m']:.2f} cm")
+
+
 def specialist(row: str, root: Path, seeds: list, args, res: dict, out: dict, log) -> None:
     """Each reality's specialist: the dr recipe trained in the reality (every seed), scored there;
     `res[row]["specialist"][reality]` pools the seeds' episodes as the other cells do."""
@@ -292,12 +305,9 @@ def specialist(row: str, root: Path, seeds: list, args, res: dict, out: dict, lo
             run = root / f"{row}_specialist_{reality.stem}_s{seed}"
             policy, _ = train(row, True, iterations, run, seed, log, args.workers, reality=reality)
             per_seed.append(e := evaluate(policy, row, reality.stem, args.episodes, args.workers))
-            log(f"  {row:6s} specialist seed {seed} {reality.stem:12s} success {100 * e['success']:5.1f}% "
-                f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance {100 * e['distance_m']:.2f} cm")
+            log(f"  {row:6s} specialist seed {seed} {reality.stem:12s} {_cell_text(e)}")
         cells[reality.stem] = pool(per_seed, args.episodes)
-        out.update(summarize(res))
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1))
+        _save(out, res, args.json)
 
 
 def main(argv=None) -> int:
@@ -340,8 +350,7 @@ def main(argv=None) -> int:
             return 2
         out = {"deploy": deploy(root, kinds, args.deploy_reality, args.deploy_goals or DEPLOY_GOALS, log)}
         out.update(deploy_keys(out["deploy"]))
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1))
+        _save(out, {}, args.json)
         for k, v in deploy_keys(out["deploy"]).items():
             print(f"{k}: {v:.3f}")
         return 0
@@ -379,16 +388,12 @@ def main(argv=None) -> int:
                     mine = cell["per_seed"][str(seed)] = {}
                     for setting in settings:
                         mine[setting] = e = evaluate(policy, row, setting, args.episodes, args.workers)
-                        log(f"  {row:6s} {kind:4s} seed {seed} {setting:12s} success {100 * e['success']:5.1f}% "
-                            f"(CI {100 * e['ci95'][0]:.0f}-{100 * e['ci95'][1]:.0f} %), distance "
-                            f"{100 * e['distance_m']:.2f} cm")
+                        log(f"  {row:6s} {kind:4s} seed {seed} {setting:12s} {_cell_text(e)}")
                         cell["eval"][setting] = pool([c[setting] for c in cell["per_seed"].values()], args.episodes)
                         nominal = cell["eval"]["nominal"]["success"]
                         for e in cell["eval"].values():
                             e["transfer_ratio"] = e["success"] / nominal if nominal else None
-                        out.update(summarize(res))
-                        if args.json:
-                            Path(args.json).write_text(json.dumps(out, indent=1))
+                        _save(out, res, args.json)
                 for setting in settings:
                     e = cell["eval"][setting]
                     log(f"  {row:6s} {kind:4s} {setting:12s} success {100 * e['success']:5.1f}% "
@@ -400,12 +405,11 @@ def main(argv=None) -> int:
         if args.deploy_goals and "reach" in rows:
             out["deploy"] = deploy(root, kinds, args.deploy_reality, args.deploy_goals, log)
             out.update(deploy_keys(out["deploy"]))
-            if args.json:
-                Path(args.json).write_text(json.dumps(out, indent=1))
-    for row, kinds in res.items():
+            _save(out, res, args.json)
+    for row, row_cells in res.items():
         settings = ["nominal", "train"] + out["realities"][row]
         print(f"\n{'row':7s} {'kind':5s} " + " ".join(f"{s:>14s}" for s in settings))
-        for kind, cell in kinds.items():
+        for kind, cell in row_cells.items():
             if kind == "specialist":
                 print(f"{row:7s} {'spec.':5s} " + " ".join(f"{'':>14s}" for _ in settings[:2]) + " " + " ".join(
                     f"{100 * cell[s]['success']:5.0f}% {100 * cell[s]['distance_m']:4.1f}cm" for s in settings[2:]))
