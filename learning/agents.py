@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .features import ObservationBuilder, compute_features, parse_key, sim_context, sim_sources
-from .linear_gaussian import LinearGaussianController, QuadraticCost
+from .linear_gaussian import LinearGaussianController, LogDistanceCost, QuadraticCost
 
 __all__ = ["Sample", "Agent", "PointMassAgent", "ArmReachAgent", "collect_samples", "evaluate_held_out",
            "agent_executor_context"]
@@ -218,7 +218,12 @@ class ArmReachAgent(Agent):
 
     Condition c is the episode of seed `condition_seeds[c]` (start posture, target and, under
     `randomization`, the randomization draw); held-out starts are seeds 10000 + i (training seeds
-    never fall in [10000, 10000 + HELD_OUT_SEEDS))."""
+    never fall in [10000, 10000 + HELD_OUT_SEEDS)).
+
+    Cost: l_t = 1/2 (position_weight |e|^2 + velocity_weight |qd|^2 + action_weight |u|^2), e = tcp -
+    target, the final_* weights at the last step; with log_weight or final_log_weight > 0 plus
+    w_log(t) log(|e|^2 + log_alpha) (`LogDistanceCost`, the distance cost of Levine et al. 2016),
+    whose pull keeps growing down to millimetres where the quadratic's has gone flat."""
     HELD_OUT_BASE = 10_000
     HELD_OUT_SEEDS = 10_000
     # The task's target marker (a 1.5 cm sphere) is about one pixel in the 64x64 camera image; image
@@ -235,12 +240,14 @@ class ArmReachAgent(Agent):
                  T: int | None = None, condition_seeds=None, success_distance: float | None = None,
                  position_weight: float = 2.0, final_position_weight: float = 500.0,
                  velocity_weight: float = 0.01, final_velocity_weight: float = 1.0, action_weight: float = 0.01,
+                 log_weight: float = 0.0, final_log_weight: float = 0.0, log_alpha: float = 1e-5,
                  target_marker_radius: float | None = None, target_stand: bool | None = None,
                  obs_features=(), state_features=(), config: str | None = None):
         import s2r.sim.tasks
         check_cost_weights(dict(position_weight=position_weight, final_position_weight=final_position_weight,
                                 velocity_weight=velocity_weight, final_velocity_weight=final_velocity_weight,
-                                action_weight=action_weight))
+                                action_weight=action_weight, log_weight=log_weight,
+                                final_log_weight=final_log_weight), log_alpha)
         self.obs_features, self.state_features = _feature_keys(obs_features), _feature_keys(state_features)
         self.target_marker_radius = (self.VISIBLE_MARKER_RADIUS if images else None) \
             if target_marker_radius is None else (float(target_marker_radius) or None)
@@ -276,6 +283,10 @@ class ArmReachAgent(Agent):
         Qf = np.zeros(self.dX)
         Qf[n:2 * n], Qf[-3:] = final_velocity_weight, final_position_weight
         self.cost = QuadraticCost(self.T, self.dX, self.dU, Q=Q, R=action_weight * np.ones(self.dU), Q_final=Qf)
+        if log_weight or final_log_weight:     # Levine et al. 2016's distance term: a pull that holds at mm
+            w_log = np.full(self.T + 1, float(log_weight))
+            w_log[-1] = final_log_weight
+            self.cost = LogDistanceCost(self.cost, slice(-3, None), w_log, alpha=log_alpha)
         self.action_scale = np.asarray(self.env.action_scale, float)
         self.joint_names = [self.env.joint_names[i] for i in self.env.act_idx]
 

@@ -90,3 +90,28 @@ def test_gps_with_a_log_distance_cost_drives_the_point_mass_to_the_origin():
     costs = [gps.iterate()["cost"] for _ in range(3)]
     assert costs[2] < costs[0] - 5.0
     assert gps.history[-1]["success"] >= 0.5
+
+
+def test_arm_reach_agent_adds_the_log_term_on_the_tcp_offset_only_when_weighted():
+    from s2r.learning.agents import ArmReachAgent
+    plain = ArmReachAgent(n_conditions=1, T=5)
+    try:
+        assert isinstance(plain.cost, QuadraticCost)
+    finally:
+        plain.close()
+    agent = ArmReachAgent(n_conditions=1, T=5, log_weight=0.01, final_log_weight=1.0, log_alpha=1e-4)
+    try:
+        c = agent.cost
+        assert isinstance(c, LogDistanceCost) and c.alpha == 1e-4
+        assert list(c.index) == list(range(agent.dX - 3, agent.dX))          # x's tcp - target
+        assert np.all(c.weights[:-1] == 0.01) and c.weights[-1] == 1.0
+        X, U = np.zeros((6, agent.dX)), np.zeros((5, agent.dU))
+        X[:, -3:] = [0.01, 0.0, 0.0]                                          # 1 cm off at every step
+        extra = c.evaluate(X, U) - c.quad.evaluate(X, U)
+        assert np.allclose(extra, c.weights * np.log(1e-4 + 1e-4))
+    finally:
+        agent.close()
+    with pytest.raises(ValueError, match="log_weight"):
+        ArmReachAgent(n_conditions=1, T=5, log_weight=-0.01)
+    with pytest.raises(ValueError, match="log_alpha"):
+        ArmReachAgent(n_conditions=1, T=5, final_log_weight=1.0, log_alpha=0.0)
