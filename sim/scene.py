@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pybullet as p
 
+from s2r.core.schema.randomization import TEXTURE_COUNT
+
 TABLE_COLOR = (0.62, 0.47, 0.32, 1.0)
-N_TEXTURES = 8
+N_TEXTURES = TEXTURE_COUNT     # texture_index 0 .. N_TEXTURES - 1
 
 
 def box(client: int, half_extents, position, mass: float = 0.0, orientation=(0, 0, 0, 1),
@@ -117,7 +119,9 @@ _texture_dir: Path | None = None
 
 def texture_files() -> list[Path]:
     """N_TEXTURES procedural textures (checkers, stripes, noise, waves), written once per process as
-    PNG files for p.loadTexture; the same images every time (fixed seed)."""
+    PNG files for p.loadTexture; the same images every time (one fixed-seed generator, drawn in
+    index order, so texture i never depends on how many follow it). The training presets draw
+    texture_index 0-7; the others are textures no training draw shows, for held-out visuals."""
     global _texture_dir
     if _texture_dir is None or not _texture_dir.exists():
         _texture_dir = Path(tempfile.mkdtemp(prefix="s2r_textures_"))

@@ -22,6 +22,7 @@ PER_EPISODE, PER_STEP = "per_episode", "per_step"
 DISTRIBUTIONS = ("uniform", "loguniform", "normal", "randint", "bernoulli", "constant")
 GROUPS = ("dynamics", "timing", "noise", "visuals", "unmodeled")
 FIELDS = ("dist", "low", "high", "mean", "std", "p", "value", "mode")
+TEXTURE_COUNT = 32     # the procedural textures sim.scene makes (texture_index 0..31; training presets use 0-7)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ PARAMETERS: dict[str, ParamInfo] = {
     "surface_color": P("visuals", "surfaces3", "RGB of floor, table, objects, robot", nonneg=True, limit=1),
     "surface_texture": P("visuals", "surfaces", "1: a procedural texture instead of a plain colour",
                          integer=True, nonneg=True, limit=1),
-    "texture_index": P("visuals", "surfaces", "which procedural texture", integer=True, nonneg=True, limit=1000),
+    "texture_index": P("visuals", "surfaces", f"which procedural texture, 0-{TEXTURE_COUNT - 1} (sim.scene)",
+                       integer=True, nonneg=True, limit=TEXTURE_COUNT - 1),
     "distractor_count": P("visuals", "scalar", "visual-only distractor objects", integer=True,
                           nonneg=True, per_step_ok=False, limit=50),
     "brightness": P("visuals", "scalar", "image brightness multiplier", positive=True, limit=10),

@@ -27,14 +27,43 @@ def test_the_specialists_reference_is_its_worst_reality_once_every_reality_has_o
 
 
 def test_every_reality_lies_outside_its_rows_training_ranges():
-    from benchmarks.bench_transfer import ROWS, inside_training, row_setup
+    from benchmarks.bench_transfer import ROWS, VISUAL_REALITIES, inside_training, row_setup
+    from s2r.sim.randomization import Randomizer
     checked = 0
     for row in ROWS:
         preset, _, realities = row_setup(row)
         for reality in realities:
-            assert inside_training(reality, preset) == [], f"{reality.name} overlaps {preset} in training"
+            groups = ("visuals",) if reality in VISUAL_REALITIES else ("dynamics", "unmodeled")
+            assert inside_training(reality, preset, groups) == [], f"{reality.name} overlaps {preset} in training"
             checked += 1
-    assert checked >= 4
+    assert checked >= 5
+    assert VISUAL_REALITIES and all(r in row_setup("image")[2] for r in VISUAL_REALITIES)
+    for reality in VISUAL_REALITIES:              # looks only: the nominal robot
+        assert {s.info.group for s in Randomizer.load(reality).params.values()} == {"visuals"}
+
+
+def test_the_image_rows_held_out_visuals_are_their_own_key():
+    from benchmarks.bench_transfer import REALITIES, VISUAL_REALITIES, summarize
+    cells = {r.stem: {"success": 0.8, "distance_m": 0.01} for r in REALITIES}
+    cells |= {r.stem: {"success": 0.6 - 0.1 * i, "distance_m": 0.02} for i, r in enumerate(VISUAL_REALITIES)}
+    out = summarize({"image": {"dr": {"eval": {"nominal": {"success": 0.9}, **cells}}}})
+    assert out["image_dr_reality_min_success"] == pytest.approx(0.8)
+    assert out["image_dr_reality_distance_m"] == pytest.approx(0.01)
+    assert out["image_dr_heldout_visual_success"] == pytest.approx(0.6 - 0.1 * (len(VISUAL_REALITIES) - 1))
+    del cells[VISUAL_REALITIES[0].stem]
+    assert "image_dr_heldout_visual_success" not in summarize({"image": {"dr": {"eval": cells}}})
+
+
+def test_a_vector_reality_is_outside_when_any_element_is():
+    from benchmarks.bench_transfer import inside_training
+    training = {"groups": {"visuals": {"camera_position_offset": {"dist": "uniform", "low": -0.01, "high": 0.01},
+                                       "surface_texture": {"dist": "bernoulli", "p": 0.5}}}}
+    beside = {"dist": "uniform", "low": [0.011, -0.015, 0.0], "high": [0.015, -0.011, 0.005]}
+    reality = {"groups": {"visuals": {"camera_position_offset": beside,
+                                      "surface_texture": {"dist": "bernoulli", "p": 1.0}}}}
+    assert inside_training(reality, training, ("visuals",)) == []
+    beside["low"][:2], beside["high"][:2] = [0.0, -0.005], [0.005, 0.0]      # every element meets training's
+    assert inside_training(reality, training, ("visuals",)) == ["camera_position_offset"]
 
 
 def test_a_reality_meeting_a_training_range_is_named():

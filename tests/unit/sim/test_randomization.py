@@ -242,6 +242,28 @@ def test_visual_randomization_changes_images_reproducibly(make):
     assert np.array_equal(plain.render().astype(int), a)
 
 
+def test_held_out_textures_are_new_images_and_an_unknown_index_is_refused(make):
+    from s2r.core.schema.randomization import TEXTURE_COUNT
+    from s2r.sim import scene
+    files = scene.texture_files()
+    assert len(files) == TEXTURE_COUNT > 8
+    images = [f.read_bytes() for f in files]
+    assert len(set(images)) == TEXTURE_COUNT             # the held-out ones (8 on) repeat no training one
+
+    def floor_image(index):
+        spec = {"groups": {"visuals": {"surface_texture": {"dist": "bernoulli", "p": 1.0},
+                                       "texture_index": {"dist": "constant", "value": index}}}}
+        env = make("s2r/ArmPush-v0", render_size=48, randomization=spec)
+        env.reset(seed=2)
+        return env.render().astype(int)
+
+    trained = [floor_image(i) for i in (0, 7)]
+    held_out = floor_image(TEXTURE_COUNT - 1)
+    assert min(np.abs(held_out - t).mean() for t in trained) > 5
+    with pytest.raises(RandomizationError, match=r"texture_index\.value"):
+        Randomizer.load({"groups": {"visuals": {"texture_index": {"dist": "constant", "value": TEXTURE_COUNT}}}})
+
+
 def Randomizer_default_visuals():
     import yaml
 
