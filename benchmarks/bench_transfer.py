@@ -115,6 +115,13 @@ def row_setup(row: str) -> tuple[str, list, list]:
     return ROW_SETUP.get(row, (TRAIN_PRESET, DR_INPUTS, REALITIES))
 
 
+def dynamics_and_looks(row: str) -> tuple[list, list]:
+    """A row's reality files split: those of the robot (dynamics, unmodeled effects; its
+    reality_min keys and specialists) and the held-out looks of realities/visual/."""
+    files = row_setup(row)[2]
+    return [r for r in files if r not in VISUAL_REALITIES], [r for r in files if r in VISUAL_REALITIES]
+
+
 def inside_training(reality, training, groups=("dynamics", "unmodeled")) -> list[str]:
     """The per-episode parameters of `groups` (presets or Randomizers) for which a reality could
     take a training draw's value: a range (uniform, loguniform, randint, constant) meeting the
@@ -266,10 +273,8 @@ def deploy_keys(cells: dict) -> dict:
 def summarize(res: dict) -> dict:
     """The summary keys of the issue from the per-cell results (absent rows give no keys)."""
     out = {}
-    visual = {r.stem for r in VISUAL_REALITIES}
     for row in ROWS:
-        realities = [r.stem for r in row_setup(row)[2] if r.stem not in visual]
-        looks = [r.stem for r in row_setup(row)[2] if r.stem in visual]
+        realities, looks = ([r.stem for r in files] for files in dynamics_and_looks(row))
         for kind in ("dr", "nodr"):
             cells = res.get(row, {}).get(kind, {}).get("eval", {})
             if "nominal" in cells:
@@ -305,11 +310,11 @@ def _cell_text(e: dict) -> str:
 
 
 def specialist(row: str, root: Path, seeds: list, args, res: dict, out: dict, log) -> None:
-    """Each reality's specialist: the dr recipe trained in the reality (every seed), scored there;
-    `res[row]["specialist"][reality]` pools the seeds' episodes as the other cells do."""
+    """Each dynamics reality's specialist: the dr recipe trained in the reality (every seed), scored
+    there; `res[row]["specialist"][reality]` pools the seeds' episodes as the other cells do."""
     cells = res[row]["specialist"] = {}
     iterations = args.iterations or ROW_ITERATIONS.get(row, 10)
-    for reality in row_setup(row)[2]:
+    for reality in dynamics_and_looks(row)[0]:
         per_seed = []
         for seed in seeds:
             run = root / f"{row}_specialist_{reality.stem}_s{seed}"

@@ -17,7 +17,6 @@ import pybullet as p
 from s2r.core.schema.randomization import TEXTURE_COUNT
 
 TABLE_COLOR = (0.62, 0.47, 0.32, 1.0)
-N_TEXTURES = TEXTURE_COUNT     # texture_index 0 .. N_TEXTURES - 1
 
 
 def box(client: int, half_extents, position, mass: float = 0.0, orientation=(0, 0, 0, 1),
@@ -118,17 +117,18 @@ _texture_dir: Path | None = None
 
 
 def texture_files() -> list[Path]:
-    """N_TEXTURES procedural textures (checkers, stripes, noise, waves), written once per process as
-    PNG files for p.loadTexture; the same images every time (one fixed-seed generator, drawn in
-    index order, so texture i never depends on how many follow it). The training presets draw
-    texture_index 0-7; the others are textures no training draw shows, for held-out visuals."""
+    """TEXTURE_COUNT procedural textures (checkers, stripes, noise, waves; texture_index 0 ..
+    TEXTURE_COUNT - 1), written once per process as PNG files for p.loadTexture; the same images
+    every time (one fixed-seed generator, drawn in index order, so texture i never depends on how
+    many follow it). The training presets draw texture_index 0-7; the others are textures no
+    training draw shows, for held-out visuals."""
     global _texture_dir
     if _texture_dir is None or not _texture_dir.exists():
         _texture_dir = Path(tempfile.mkdtemp(prefix="s2r_textures_"))
         rng = np.random.default_rng(12345)
         size = 64
         yy, xx = np.mgrid[0:size, 0:size]
-        for i in range(N_TEXTURES):
+        for i in range(TEXTURE_COUNT):
             c1, c2 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
             kind = i % 4
             if kind == 0:
@@ -143,7 +143,7 @@ def texture_files() -> list[Path]:
                 m = 0.5 + 0.5 * np.sin(xx[..., None] / rng.uniform(2, 8)) * np.cos(yy[..., None] / rng.uniform(2, 8))
             img = (255 * (c1 * m + c2 * (1 - m))).clip(0, 255).astype(np.uint8)
             write_png(_texture_dir / f"tex{i}.png", img)
-    return [_texture_dir / f"tex{i}.png" for i in range(N_TEXTURES)]
+    return [_texture_dir / f"tex{i}.png" for i in range(TEXTURE_COUNT)]
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

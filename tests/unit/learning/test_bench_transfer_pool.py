@@ -50,6 +50,9 @@ def test_the_image_rows_held_out_visuals_are_their_own_key():
     assert out["image_dr_reality_min_success"] == pytest.approx(0.8)
     assert out["image_dr_reality_distance_m"] == pytest.approx(0.01)
     assert out["image_dr_heldout_visual_success"] == pytest.approx(0.6 - 0.1 * (len(VISUAL_REALITIES) - 1))
+    from benchmarks.bench_transfer import dynamics_and_looks
+    assert dynamics_and_looks("image") == (REALITIES, VISUAL_REALITIES)      # specialists: dynamics only
+    assert dynamics_and_looks("reach") == (REALITIES, [])
     del cells[VISUAL_REALITIES[0].stem]
     assert "image_dr_heldout_visual_success" not in summarize({"image": {"dr": {"eval": cells}}})
 
